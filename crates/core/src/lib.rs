@@ -1,0 +1,1 @@
+//! vmnap-core (being written).

@@ -1,0 +1,1 @@
+//! vmnap-daemon (being written).

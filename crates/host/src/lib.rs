@@ -1,0 +1,1 @@
+//! vmnap-host (being written).

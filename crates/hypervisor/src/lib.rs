@@ -1,0 +1,1 @@
+//! vmnap-hypervisor (being written).

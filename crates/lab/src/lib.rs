@@ -1,0 +1,1 @@
+//! vmnap-lab (being written).
