@@ -1,0 +1,1 @@
+//! vmnap-config (being written).
