@@ -49,7 +49,11 @@ pub fn complete(frame: &mut [u8], hdr: &mut VirtioNetHdr) -> Result<(), Checksum
     let offset = usize::from(hdr.csum_offset);
     let at = start + offset;
     if at + 2 > frame.len() {
-        return Err(ChecksumError::OutOfBounds { start, offset, len: frame.len() });
+        return Err(ChecksumError::OutOfBounds {
+            start,
+            offset,
+            len: frame.len(),
+        });
     }
     // The field holds the pseudo-header sum; summing over it includes it.
     let sum = !ones_complement_sum(&frame[start..]);
@@ -70,7 +74,10 @@ mod tests {
     fn completed_partial_udp_checksum_verifies() {
         let src = Ipv4Address::new(198, 18, 0, 1);
         let dst = Ipv4Address::new(198, 18, 0, 11);
-        let repr = UdpRepr { src_port: 4000, dst_port: 9000 };
+        let repr = UdpRepr {
+            src_port: 4000,
+            dst_port: 9000,
+        };
         let payload = b"0000000042";
         let mut udp = vec![0u8; repr.header_len() + payload.len()];
         let mut packet = UdpPacket::new_unchecked(&mut udp[..]);
@@ -85,8 +92,13 @@ mod tests {
         // What the kernel leaves for CHECKSUM_PARTIAL: the pseudo-header sum, uncomplemented.
         let len = udp.len() as u32;
         let pseudo = ones_complement_sum(
-            &[&src.octets()[..], &dst.octets()[..], &[0, 17], &(len as u16).to_be_bytes()]
-                .concat(),
+            &[
+                &src.octets()[..],
+                &dst.octets()[..],
+                &[0, 17],
+                &(len as u16).to_be_bytes(),
+            ]
+            .concat(),
         );
         udp[6..8].copy_from_slice(&pseudo.to_be_bytes());
         let mut hdr = VirtioNetHdr {

@@ -45,7 +45,10 @@ impl LinkRepr {
     pub fn parse(frame: &[u8]) -> Result<Self, LinkError> {
         let truncated = || LinkError::Truncated(frame.len());
         let be16 = |r: core::ops::Range<usize>| {
-            frame.get(r).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or_else(truncated)
+            frame
+                .get(r)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .ok_or_else(truncated)
         };
         let outer = be16(field::TYPE)?;
         let dst = EthernetAddress::from_bytes(&frame[field::DST]);
@@ -60,7 +63,13 @@ impl LinkRepr {
                 ethertype: be16(field::INNER_TYPE)?,
             })
         } else {
-            Ok(Self { dst, src, vlan: 0, pcp: 0, ethertype: outer })
+            Ok(Self {
+                dst,
+                src,
+                vlan: 0,
+                pcp: 0,
+                ethertype: outer,
+            })
         }
     }
 
@@ -94,7 +103,12 @@ impl LinkRepr {
 
     /// The header of a reply: source and destination swapped, same VLAN and priority.
     pub fn reply(&self, ethertype: u16) -> Self {
-        Self { dst: self.src, src: self.dst, ethertype, ..*self }
+        Self {
+            dst: self.src,
+            src: self.dst,
+            ethertype,
+            ..*self
+        }
     }
 }
 
@@ -167,7 +181,10 @@ mod tests {
 
     #[test]
     fn untagged_header_round_trips() {
-        let repr = LinkRepr { vlan: 0, ..tagged_repr() };
+        let repr = LinkRepr {
+            vlan: 0,
+            ..tagged_repr()
+        };
         let mut out = [0u8; 14];
         assert_eq!(repr.emit(&mut out), 14);
         assert_eq!(LinkRepr::parse(&out), Ok(repr));
@@ -175,8 +192,14 @@ mod tests {
 
     #[test]
     fn truncated_tag_is_refused() {
-        assert_eq!(LinkRepr::parse(&TAGGED[..15]), Err(LinkError::Truncated(15)));
-        assert_eq!(LinkRepr::parse(&TAGGED[..13]), Err(LinkError::Truncated(13)));
+        assert_eq!(
+            LinkRepr::parse(&TAGGED[..15]),
+            Err(LinkError::Truncated(15))
+        );
+        assert_eq!(
+            LinkRepr::parse(&TAGGED[..13]),
+            Err(LinkError::Truncated(13))
+        );
     }
 
     #[test]
@@ -186,7 +209,10 @@ mod tests {
         buf[12..14].copy_from_slice(&[0x08, 0x06]);
         let len = insert_tag(&mut buf, 14, TPID_8021Q, 10).expect("room for the tag");
         assert_eq!(&buf[..len], &TAGGED[..]);
-        assert_eq!(insert_tag(&mut buf, 14, TPID_8021Q, 10).map(|_| ()), Some(()));
+        assert_eq!(
+            insert_tag(&mut buf, 14, TPID_8021Q, 10).map(|_| ()),
+            Some(())
+        );
         assert_eq!(insert_tag(&mut [0u8; 16], 14, TPID_8021Q, 10), None);
     }
 

@@ -61,7 +61,9 @@ impl VirtioNetHdr {
 
     /// Parses the first [`Self::LEN`] bytes of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<Self, VnetError> {
-        let b = bytes.get(..Self::LEN).ok_or(VnetError::Truncated(bytes.len()))?;
+        let b = bytes
+            .get(..Self::LEN)
+            .ok_or(VnetError::Truncated(bytes.len()))?;
         let u16_at = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
         Ok(Self {
             flags: b[0],

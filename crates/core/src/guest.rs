@@ -1,0 +1,138 @@
+//! What the surrogate must know about a guest to stand in for it.
+
+use core::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use vmnap_wire::MacAddr;
+
+/// TCP or UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A port the guest serves: a SYN or datagram to it wakes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PortRule {
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The port.
+    pub port: u16,
+}
+
+impl fmt::Display for PortRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = match self.transport {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        };
+        write!(f, "{t}/{}", self.port)
+    }
+}
+
+/// Which requests the surrogate answers itself while the guest sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Answers {
+    /// ARP requests for the guest's IPv4 addresses.
+    pub arp: bool,
+    /// Neighbour solicitations for the guest's IPv6 addresses.
+    pub ndp: bool,
+    /// ICMP and ICMPv6 echo requests.
+    pub icmp_echo: bool,
+    /// TCP echo on port 7.
+    pub tcp_echo: bool,
+    /// UDP echo on port 7.
+    pub udp_echo: bool,
+}
+
+impl Answers {
+    /// ARP, NDP and ping: what keeps a host looking alive.
+    pub const DEFAULT: Self = Self {
+        arp: true,
+        ndp: true,
+        icmp_echo: true,
+        tcp_echo: false,
+        udp_echo: false,
+    };
+}
+
+/// What happens to broadcast and multicast frames while the guest sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum MulticastPolicy {
+    /// Hold them (up to [`QueueLimits::multicast_frames`]) and replay them on wake.
+    #[default]
+    Queue,
+    /// Drop and count them.
+    Drop,
+}
+
+/// How much of a guest's traffic the surrogate holds while it sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueLimits {
+    /// Frames held at most; past it the newest is dropped and the guest woken.
+    pub frames: usize,
+    /// Bytes held at most, counted as the frames' lengths.
+    pub bytes: usize,
+    /// Broadcast and multicast frames held at most; past it they are dropped, and they never
+    /// wake the guest.
+    pub multicast_frames: usize,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self {
+            frames: 4096,
+            bytes: 8 << 20,
+            multicast_frames: 256,
+        }
+    }
+}
+
+/// A guest as the surrogate sees it: its addresses on one VLAN of one bridge, and its policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestSpec {
+    /// The guest's name, for logs.
+    pub name: String,
+    /// The guest's MAC.
+    pub mac: MacAddr,
+    /// The VLAN the guest is on (0: untagged).
+    pub vlan: u16,
+    /// The guest's IPv4 addresses.
+    pub ipv4: Vec<Ipv4Addr>,
+    /// The guest's IPv6 addresses.
+    pub ipv6: Vec<Ipv6Addr>,
+    /// The ports whose traffic wakes the guest.
+    pub wake_on: Vec<PortRule>,
+    /// What the surrogate answers itself.
+    pub answers: Answers,
+    /// What happens to broadcast and multicast.
+    pub multicast: MulticastPolicy,
+    /// Queue limits.
+    pub limits: QueueLimits,
+}
+
+impl GuestSpec {
+    /// A guest with one IPv4 address and the default policy, for tests and examples.
+    pub fn new(name: &str, mac: MacAddr, ipv4: Ipv4Addr) -> Self {
+        Self {
+            name: name.to_owned(),
+            mac,
+            vlan: 0,
+            ipv4: vec![ipv4],
+            ipv6: Vec::new(),
+            wake_on: Vec::new(),
+            answers: Answers::DEFAULT,
+            multicast: MulticastPolicy::Queue,
+            limits: QueueLimits::default(),
+        }
+    }
+
+    pub(crate) fn wakes_on(&self, transport: Transport, port: u16) -> bool {
+        self.wake_on
+            .iter()
+            .any(|r| r.transport == transport && r.port == port)
+    }
+}

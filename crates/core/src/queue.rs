@@ -1,0 +1,146 @@
+//! A sleeping guest's held frames, bounded in frames and bytes.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use vmnap_wire::vnet::VirtioNetHdr;
+
+use crate::guest::QueueLimits;
+use crate::time::Instant;
+
+/// One held frame, as it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedFrame {
+    /// When it reached the surrogate.
+    pub at: Instant,
+    /// Its offloads, to be handed back to the kernel on replay.
+    pub vnet: VirtioNetHdr,
+    /// The frame. Shared: one broadcast is held once for every guest it is for.
+    pub bytes: Arc<[u8]>,
+}
+
+/// Why a frame was not held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The frame or byte limit is reached.
+    Full,
+    /// The broadcast and multicast share is used up.
+    MulticastFull,
+}
+
+/// A FIFO of frames with limits; past a limit the newest frame is refused.
+#[derive(Debug, Default)]
+pub(crate) struct FrameQueue {
+    frames: VecDeque<QueuedFrame>,
+    bytes: usize,
+    multicast: usize,
+}
+
+impl FrameQueue {
+    pub(crate) fn push(
+        &mut self,
+        limits: &QueueLimits,
+        frame: QueuedFrame,
+        multicast: bool,
+    ) -> Result<(), Refused> {
+        let len = frame.bytes.len();
+        if self.frames.len() >= limits.frames || self.bytes + len > limits.bytes {
+            return Err(if multicast {
+                Refused::MulticastFull
+            } else {
+                Refused::Full
+            });
+        }
+        if multicast {
+            if self.multicast >= limits.multicast_frames {
+                return Err(Refused::MulticastFull);
+            }
+            self.multicast += 1;
+        }
+        self.bytes += len;
+        self.frames.push_back(frame);
+        Ok(())
+    }
+
+    /// Takes every held frame, oldest first, and empties the queue.
+    pub(crate) fn take(&mut self) -> VecDeque<QueuedFrame> {
+        self.bytes = 0;
+        self.multicast = 0;
+        std::mem::take(&mut self.frames)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: u8, len: usize) -> QueuedFrame {
+        QueuedFrame {
+            at: Instant::from_micros(u64::from(n)),
+            vnet: VirtioNetHdr::NONE,
+            bytes: vec![n; len].into(),
+        }
+    }
+
+    #[test]
+    fn frames_come_out_in_arrival_order() {
+        let mut q = FrameQueue::default();
+        let limits = QueueLimits::default();
+        for n in 0..10 {
+            q.push(&limits, frame(n, 60), false).expect("room");
+        }
+        let order: Vec<u8> = q.take().iter().map(|f| f.bytes[0]).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>());
+        assert_eq!((q.len(), q.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn newest_frame_is_refused_past_the_frame_limit() {
+        let mut q = FrameQueue::default();
+        let limits = QueueLimits {
+            frames: 2,
+            ..QueueLimits::default()
+        };
+        q.push(&limits, frame(1, 60), false).expect("room");
+        q.push(&limits, frame(2, 60), false).expect("room");
+        assert_eq!(q.push(&limits, frame(3, 60), false), Err(Refused::Full));
+        assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn newest_frame_is_refused_past_the_byte_limit() {
+        let mut q = FrameQueue::default();
+        let limits = QueueLimits {
+            bytes: 100,
+            ..QueueLimits::default()
+        };
+        q.push(&limits, frame(1, 60), false).expect("room");
+        assert_eq!(q.push(&limits, frame(2, 60), false), Err(Refused::Full));
+        q.push(&limits, frame(3, 40), false).expect("exactly fits");
+        assert_eq!(q.bytes(), 100);
+    }
+
+    #[test]
+    fn multicast_has_its_own_share() {
+        let mut q = FrameQueue::default();
+        let limits = QueueLimits {
+            multicast_frames: 1,
+            ..QueueLimits::default()
+        };
+        q.push(&limits, frame(1, 60), true).expect("room");
+        assert_eq!(
+            q.push(&limits, frame(2, 60), true),
+            Err(Refused::MulticastFull)
+        );
+        q.push(&limits, frame(3, 60), false)
+            .expect("unicast still fits");
+    }
+}

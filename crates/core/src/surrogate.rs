@@ -1,0 +1,895 @@
+//! The surrogate for the guests of one bridge: registration, the frame handler, and each
+//! guest's place in the sleep and wake sequence.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vmnap_wire::smol::{
+    ArpOperation, EthernetAddress, Icmpv4Packet, Icmpv6Packet, IpAddress, TcpPacket, UdpPacket,
+};
+use vmnap_wire::vlan::LinkRepr;
+use vmnap_wire::vnet::VirtioNetHdr;
+
+use crate::classify::{self, Net, Parsed, TcpSegment, Transport};
+use crate::echo::{EchoService, FlowKey, Handled};
+use crate::guest::{GuestSpec, MulticastPolicy, Transport as Proto};
+use crate::lifecycle::GuestState;
+use crate::queue::{FrameQueue, QueuedFrame, Refused};
+use crate::respond::{self, Route, Segment};
+use crate::time::Instant;
+use crate::verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
+
+/// The port of the echo services.
+const ECHO_PORT: u16 = 7;
+/// Pure ACKs in the first moments of sleep are late acknowledgements of the guest's last
+/// data, not keepalive probes; they are held for the guest instead of answered.
+const KEEPALIVE_GRACE: Duration = Duration::from_secs(5);
+/// At most one keepalive answer per connection in this time, so that a peer that is not
+/// probing cannot draw the surrogate into an exchange of ACKs.
+const KEEPALIVE_MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Connections whose keepalive answers are remembered per guest at most.
+const KEEPALIVE_FLOWS: usize = 256;
+
+/// Where the surrogate's decisions go: frames to send on the bridge, verdicts to count, and
+/// wake requests to act on.
+pub trait Sink {
+    /// Sends `frame` on the bridge, in the guest's name. The frame is complete: its checksums
+    /// are filled in.
+    fn transmit(&mut self, frame: &[u8]);
+    /// Records what happened to a frame (for one guest, or for none).
+    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict);
+    /// Asks for `guest` to be woken. The guest is already [`GuestState::Waking`]: the surrogate
+    /// queues its traffic and answers nothing until [`Surrogate::wake_finished`] or
+    /// [`Surrogate::wake_failed`].
+    fn wake(&mut self, guest: GuestId, cause: WakeCause);
+}
+
+/// A guest's handle within one [`Surrogate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuestId(u32);
+
+impl GuestId {
+    /// The number behind the handle.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Refusals of [`Surrogate::add_guest`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddGuestError {
+    /// Another guest on the same VLAN has this MAC.
+    #[error("guest {guest}: MAC {mac} is already guest {other}'s on VLAN {vlan}")]
+    MacTaken {
+        /// The guest being added.
+        guest: String,
+        /// The guest that has it.
+        other: String,
+        /// The MAC.
+        mac: EthernetAddress,
+        /// The VLAN.
+        vlan: u16,
+    },
+    /// Another guest on the same VLAN has this address.
+    #[error("guest {guest}: address {addr} is already guest {other}'s on VLAN {vlan}")]
+    AddressTaken {
+        /// The guest being added.
+        guest: String,
+        /// The guest that has it.
+        other: String,
+        /// The address.
+        addr: IpAddr,
+        /// The VLAN.
+        vlan: u16,
+    },
+    /// The MAC is a group address.
+    #[error("guest {guest}: MAC {mac} is not a unicast address")]
+    NotUnicast {
+        /// The guest being added.
+        guest: String,
+        /// The MAC.
+        mac: EthernetAddress,
+    },
+}
+
+/// A lifecycle step asked of a guest in a state that does not allow it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LifecycleError {
+    /// No such guest.
+    #[error("no guest with handle {0:?}")]
+    UnknownGuest(GuestId),
+    /// The step does not follow from the guest's state.
+    #[error("guest {guest} cannot go from {from} to {to}")]
+    InvalidTransition {
+        /// The guest.
+        guest: String,
+        /// Its state.
+        from: GuestState,
+        /// The state the step leads to.
+        to: GuestState,
+    },
+    /// The guest still has frames to replay.
+    #[error("guest {guest} still has {frames} queued frames to replay")]
+    QueueNotEmpty {
+        /// The guest.
+        guest: String,
+        /// How many.
+        frames: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Guest {
+    spec: GuestSpec,
+    state: GuestState,
+    asleep_since: Instant,
+    queue: FrameQueue,
+    echo: EchoService,
+    keepalive: HashMap<FlowKey, Instant>,
+}
+
+/// Stands in for the guests of one bridge. See the crate documentation.
+#[derive(Debug)]
+pub struct Surrogate {
+    seed: u64,
+    guests: Vec<Option<Guest>>,
+    by_mac: HashMap<(u16, EthernetAddress), GuestId>,
+    by_ipv4: HashMap<(u16, Ipv4Addr), GuestId>,
+    by_ipv6: HashMap<(u16, Ipv6Addr), GuestId>,
+    by_vlan: HashMap<u16, Vec<GuestId>>,
+    scratch: Vec<u8>,
+}
+
+impl Surrogate {
+    /// An empty surrogate. `seed` keys the TCP initial sequence numbers; pass a random one.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            guests: Vec::new(),
+            by_mac: HashMap::new(),
+            by_ipv4: HashMap::new(),
+            by_ipv6: HashMap::new(),
+            by_vlan: HashMap::new(),
+            scratch: Vec::with_capacity(2048),
+        }
+    }
+
+    /// Registers a guest, awake.
+    pub fn add_guest(&mut self, spec: GuestSpec) -> Result<GuestId, AddGuestError> {
+        let vlan = spec.vlan;
+        if !spec.mac.is_unicast() {
+            return Err(AddGuestError::NotUnicast {
+                guest: spec.name.clone(),
+                mac: spec.mac,
+            });
+        }
+        if let Some(other) = self.by_mac.get(&(vlan, spec.mac)) {
+            return Err(AddGuestError::MacTaken {
+                guest: spec.name.clone(),
+                other: self.name(*other).to_owned(),
+                mac: spec.mac,
+                vlan,
+            });
+        }
+        let taken = |addr: IpAddr, other: &GuestId| AddGuestError::AddressTaken {
+            guest: spec.name.clone(),
+            other: self.name(*other).to_owned(),
+            addr,
+            vlan,
+        };
+        for a in &spec.ipv4 {
+            if let Some(other) = self.by_ipv4.get(&(vlan, *a)) {
+                return Err(taken(IpAddr::V4(*a), other));
+            }
+        }
+        for a in &spec.ipv6 {
+            if let Some(other) = self.by_ipv6.get(&(vlan, *a)) {
+                return Err(taken(IpAddr::V6(*a), other));
+            }
+        }
+        let slot = self
+            .guests
+            .iter()
+            .position(Option::is_none)
+            .unwrap_or(self.guests.len());
+        let id = GuestId(u32::try_from(slot).expect("fewer than 4 billion guests"));
+        self.by_mac.insert((vlan, spec.mac), id);
+        for a in &spec.ipv4 {
+            self.by_ipv4.insert((vlan, *a), id);
+        }
+        for a in &spec.ipv6 {
+            self.by_ipv6.insert((vlan, *a), id);
+        }
+        self.by_vlan.entry(vlan).or_default().push(id);
+        let guest = Guest {
+            spec,
+            state: GuestState::Awake,
+            asleep_since: Instant::ZERO,
+            queue: FrameQueue::default(),
+            echo: EchoService::default(),
+            keepalive: HashMap::new(),
+        };
+        if slot == self.guests.len() {
+            self.guests.push(Some(guest));
+        } else {
+            self.guests[slot] = Some(guest);
+        }
+        Ok(id)
+    }
+
+    /// Unregisters a guest; returns its spec and whatever it still had queued.
+    pub fn remove_guest(&mut self, id: GuestId) -> Option<(GuestSpec, VecDeque<QueuedFrame>)> {
+        let mut guest = self.guests.get_mut(id.index())?.take()?;
+        let vlan = guest.spec.vlan;
+        self.by_mac.remove(&(vlan, guest.spec.mac));
+        for a in &guest.spec.ipv4 {
+            self.by_ipv4.remove(&(vlan, *a));
+        }
+        for a in &guest.spec.ipv6 {
+            self.by_ipv6.remove(&(vlan, *a));
+        }
+        if let Some(ids) = self.by_vlan.get_mut(&vlan) {
+            ids.retain(|g| *g != id);
+        }
+        Some((guest.spec, guest.queue.take()))
+    }
+
+    /// The guests registered, in no particular order.
+    pub fn guest_ids(&self) -> impl Iterator<Item = GuestId> + '_ {
+        self.guests
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.is_some())
+            .map(|(i, _)| GuestId(i as u32))
+    }
+
+    /// A guest's spec.
+    pub fn spec(&self, id: GuestId) -> Option<&GuestSpec> {
+        self.guest(id).map(|g| &g.spec)
+    }
+
+    /// A guest's state.
+    pub fn state(&self, id: GuestId) -> Option<GuestState> {
+        self.guest(id).map(|g| g.state)
+    }
+
+    /// Frames and bytes a guest has queued now.
+    pub fn queue_depth(&self, id: GuestId) -> Option<(usize, usize)> {
+        self.guest(id).map(|g| (g.queue.len(), g.queue.bytes()))
+    }
+
+    fn guest(&self, id: GuestId) -> Option<&Guest> {
+        self.guests.get(id.index()).and_then(Option::as_ref)
+    }
+
+    fn name(&self, id: GuestId) -> &str {
+        self.guest(id).map_or("?", |g| g.spec.name.as_str())
+    }
+
+    fn transition(&mut self, id: GuestId, to: GuestState) -> Result<&mut Guest, LifecycleError> {
+        let guest = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+            .ok_or(LifecycleError::UnknownGuest(id))?;
+        if !guest.state.valid_transition(to) {
+            return Err(LifecycleError::InvalidTransition {
+                guest: guest.spec.name.clone(),
+                from: guest.state,
+                to,
+            });
+        }
+        guest.state = to;
+        Ok(guest)
+    }
+
+    /// The daemon starts putting the guest to sleep: from now on, unicast frames that reach
+    /// the surrogate are held for the guest.
+    pub fn begin_sleep(&mut self, id: GuestId) -> Result<(), LifecycleError> {
+        self.transition(id, GuestState::FallingAsleep).map(drop)
+    }
+
+    /// The guest is stopped and cut off, and every frame captured before the cut has been
+    /// handled: the surrogate answers for it from now on.
+    pub fn asleep(&mut self, id: GuestId, now: Instant) -> Result<(), LifecycleError> {
+        let guest = self.transition(id, GuestState::Sleeping)?;
+        guest.asleep_since = now;
+        Ok(())
+    }
+
+    /// The daemon starts waking the guest (an operator asked, or a sleep is being undone):
+    /// the surrogate stops answering and queues everything.
+    pub fn begin_wake(&mut self, id: GuestId) -> Result<(), LifecycleError> {
+        let guest = self.transition(id, GuestState::Waking { port_up: false })?;
+        guest.echo.clear();
+        guest.keepalive = HashMap::new();
+        Ok(())
+    }
+
+    /// The guest's port is up again: broadcasts reach it directly from now on.
+    pub fn port_restored(&mut self, id: GuestId) -> Result<(), LifecycleError> {
+        self.transition(id, GuestState::Waking { port_up: true })
+            .map(drop)
+    }
+
+    /// Takes the guest's queued frames, oldest first, for replay into the guest's port.
+    pub fn take_queue(&mut self, id: GuestId) -> VecDeque<QueuedFrame> {
+        self.guests
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+            .map(|g| g.queue.take())
+            .unwrap_or_default()
+    }
+
+    /// The bridge forwards the guest's traffic to the guest again and the queue is replayed.
+    pub fn wake_finished(&mut self, id: GuestId) -> Result<(), LifecycleError> {
+        let guest = self.guest(id).ok_or(LifecycleError::UnknownGuest(id))?;
+        if guest.queue.len() > 0 {
+            return Err(LifecycleError::QueueNotEmpty {
+                guest: guest.spec.name.clone(),
+                frames: guest.queue.len(),
+            });
+        }
+        self.transition(id, GuestState::Awake).map(drop)
+    }
+
+    /// The resume failed: the guest is still asleep, so the surrogate stands in again. What
+    /// was queued stays queued.
+    pub fn wake_failed(&mut self, id: GuestId) -> Result<(), LifecycleError> {
+        self.transition(id, GuestState::Sleeping).map(drop)
+    }
+
+    /// The earliest time [`Self::handle_timeout`] has work to do.
+    pub fn poll_at(&self) -> Option<Instant> {
+        self.guests
+            .iter()
+            .flatten()
+            .filter_map(|g| g.echo.poll_at())
+            .min()
+    }
+
+    /// Does what is due at `now`: retransmissions of the echo service.
+    pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        let scratch = &mut self.scratch;
+        for guest in self.guests.iter_mut().flatten() {
+            guest.echo.handle_timeout(now, &mut |route, seg| {
+                respond::tcp(scratch, route, seg);
+                sink.transmit(scratch);
+            });
+        }
+    }
+
+    /// Handles one frame that reached the surrogate's port at `now`. `vnet` is the frame's
+    /// virtio-net header (its offloads).
+    pub fn handle_frame(
+        &mut self,
+        now: Instant,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        let parsed = match classify::parse(frame) {
+            Ok(parsed) => parsed,
+            Err(_) => {
+                // Count it against the guest it was sent to, if that is plain.
+                let guest = LinkRepr::parse(frame)
+                    .ok()
+                    .and_then(|l| self.by_mac.get(&(l.vlan, l.dst)).copied())
+                    .filter(|id| self.state(*id) != Some(GuestState::Awake));
+                sink.verdict(guest, Verdict::Dropped(DropReason::Malformed));
+                return;
+            }
+        };
+        let link = parsed.link;
+        if self.by_mac.contains_key(&(link.vlan, link.src)) {
+            // A guest's own frame, flooded to us.
+            sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
+            return;
+        }
+        if link.dst.is_unicast() {
+            match self.by_mac.get(&(link.vlan, link.dst)).copied() {
+                Some(id) => self.unicast(now, id, vnet, frame, &parsed, sink),
+                None => sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest)),
+            }
+        } else {
+            self.group(now, vnet, frame, &parsed, sink);
+        }
+    }
+
+    /// A frame to a group address: a resolution request for one guest, or a broadcast or
+    /// multicast for every guest on the VLAN.
+    fn group(
+        &mut self,
+        now: Instant,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        parsed: &Parsed<'_>,
+        sink: &mut impl Sink,
+    ) {
+        let vlan = parsed.link.vlan;
+        // Resolution requests concern the guest that has the address, and only it.
+        let resolves = match parsed.net {
+            Net::Arp {
+                op: ArpOperation::Request,
+                sender_ip,
+                target_ip,
+                ..
+            } if sender_ip != target_ip => Some(self.by_ipv4.get(&(vlan, target_ip)).copied()),
+            Net::Ipv6 {
+                transport: Transport::NeighborSolicit { target, .. },
+                ..
+            } => Some(self.by_ipv6.get(&(vlan, target)).copied()),
+            _ => None,
+        };
+        if let Some(target) = resolves {
+            match target {
+                Some(id) => match self.state(id) {
+                    Some(GuestState::Sleeping) => self.respond(now, id, vnet, frame, parsed, sink),
+                    Some(GuestState::Waking { port_up: false }) => {
+                        self.enqueue(now, id, vnet, frame, false, sink)
+                    }
+                    _ => sink.verdict(
+                        Some(id),
+                        Verdict::Ignored(IgnoreReason::GuestReceivesDirectly),
+                    ),
+                },
+                None => sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest)),
+            }
+            return;
+        }
+        // Solicited-node groups belong to the guests with a matching address only.
+        let solicited = match parsed.net {
+            Net::Ipv6 { dst, .. } if is_solicited_node(dst) => Some(dst),
+            _ => None,
+        };
+        let mut shared: Option<Arc<[u8]>> = None;
+        let mut any = false;
+        let Some(ids) = self.by_vlan.get(&vlan) else {
+            sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
+            return;
+        };
+        for &id in ids {
+            let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+                continue;
+            };
+            if !matches!(
+                guest.state,
+                GuestState::Sleeping | GuestState::Waking { port_up: false }
+            ) {
+                continue;
+            }
+            if let Some(group) = solicited {
+                if !guest
+                    .spec
+                    .ipv6
+                    .iter()
+                    .any(|a| classify::solicited_node(*a) == group)
+                {
+                    continue;
+                }
+            }
+            any = true;
+            let verdict = match guest.spec.multicast {
+                MulticastPolicy::Drop => Verdict::Dropped(DropReason::MulticastPolicy),
+                MulticastPolicy::Queue => {
+                    let bytes = shared.get_or_insert_with(|| frame.into()).clone();
+                    let queued = QueuedFrame {
+                        at: now,
+                        vnet,
+                        bytes,
+                    };
+                    match guest.queue.push(&guest.spec.limits, queued, true) {
+                        Ok(()) => Verdict::Queued,
+                        Err(_) => Verdict::Dropped(DropReason::MulticastQueueFull),
+                    }
+                }
+            };
+            sink.verdict(Some(id), verdict);
+        }
+        if !any {
+            sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
+        }
+    }
+
+    /// A frame to a guest's own MAC.
+    fn unicast(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        parsed: &Parsed<'_>,
+        sink: &mut impl Sink,
+    ) {
+        match self.state(id) {
+            Some(GuestState::Sleeping) => self.respond(now, id, vnet, frame, parsed, sink),
+            // Held for the guest: while it falls asleep its port no longer gets this MAC's
+            // frames, and while it wakes they are relayed until the bridge has switched back.
+            Some(GuestState::FallingAsleep | GuestState::Waking { .. }) => {
+                self.enqueue(now, id, vnet, frame, false, sink)
+            }
+            Some(GuestState::Awake) | None => {
+                sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest))
+            }
+        }
+    }
+
+    /// Holds a frame for the guest; wakes it if the queue is full.
+    fn enqueue(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        multicast: bool,
+        sink: &mut impl Sink,
+    ) {
+        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        let queued = QueuedFrame {
+            at: now,
+            vnet,
+            bytes: frame.into(),
+        };
+        match guest.queue.push(&guest.spec.limits, queued, multicast) {
+            Ok(()) => sink.verdict(Some(id), Verdict::Queued),
+            Err(Refused::MulticastFull) => {
+                sink.verdict(Some(id), Verdict::Dropped(DropReason::MulticastQueueFull))
+            }
+            Err(Refused::Full) => {
+                sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull));
+                if guest.state == GuestState::Sleeping {
+                    self.wake(id, WakeCause::QueueFull, sink);
+                }
+            }
+        }
+    }
+
+    /// Holds a frame and wakes the guest for it.
+    fn enqueue_and_wake(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        cause: WakeCause,
+        sink: &mut impl Sink,
+    ) {
+        self.enqueue(now, id, vnet, frame, false, sink);
+        if self.state(id) == Some(GuestState::Sleeping) {
+            self.wake(id, cause, sink);
+        }
+    }
+
+    fn wake(&mut self, id: GuestId, cause: WakeCause, sink: &mut impl Sink) {
+        if self.begin_wake(id).is_ok() {
+            sink.wake(id, cause);
+        }
+    }
+
+    /// A frame for a sleeping guest: answer it, or hold it, and wake the guest if it asks
+    /// for the guest itself.
+    fn respond(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        parsed: &Parsed<'_>,
+        sink: &mut impl Sink,
+    ) {
+        let Some(guest) = self.guest(id) else { return };
+        let (mac, answers) = (guest.spec.mac, guest.spec.answers);
+        let has_v4 = |a: &Ipv4Addr| guest.spec.ipv4.contains(a);
+        let has_v6 = |a: &Ipv6Addr| guest.spec.ipv6.contains(a);
+        let link = &parsed.link;
+        let verify = !vnet.needs_checksum();
+        match parsed.net {
+            Net::Arp {
+                op: ArpOperation::Request,
+                sender_mac,
+                sender_ip,
+                target_ip,
+            } if has_v4(&target_ip) => {
+                if answers.arp {
+                    respond::arp_reply(
+                        &mut self.scratch,
+                        link,
+                        mac,
+                        target_ip,
+                        sender_mac,
+                        sender_ip,
+                    );
+                    self.emit(id, AnswerKind::Arp, sink);
+                } else {
+                    self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Resolution, sink);
+                }
+            }
+            Net::Arp { .. } | Net::Other => self.enqueue(now, id, vnet, frame, false, sink),
+            Net::Ipv4 {
+                src,
+                dst,
+                transport,
+            } => {
+                if !has_v4(&dst) {
+                    return self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink);
+                }
+                let route = Route::reply_v4(link, dst, src);
+                self.transport(now, id, vnet, frame, route, transport, verify, sink);
+            }
+            Net::Ipv6 {
+                src,
+                dst,
+                hop_limit,
+                transport,
+            } => {
+                if let Transport::NeighborSolicit {
+                    target,
+                    source_lladdr,
+                } = transport
+                {
+                    if !has_v6(&target) {
+                        return self.enqueue_and_wake(
+                            now,
+                            id,
+                            vnet,
+                            frame,
+                            WakeCause::Opaque,
+                            sink,
+                        );
+                    }
+                    if !answers.ndp {
+                        return self.enqueue_and_wake(
+                            now,
+                            id,
+                            vnet,
+                            frame,
+                            WakeCause::Resolution,
+                            sink,
+                        );
+                    }
+                    if hop_limit != 255 || (verify && !icmpv6_checksum_ok(src, dst, frame, link)) {
+                        return sink.verdict(Some(id), Verdict::Dropped(DropReason::Malformed));
+                    }
+                    // Duplicate address detection: defend the address to all nodes.
+                    let (to_ip, to_mac, solicited) = if src.is_unspecified() {
+                        (ALL_NODES, EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), false)
+                    } else {
+                        (src, source_lladdr.unwrap_or(link.src), true)
+                    };
+                    let reply_link = LinkRepr {
+                        dst: to_mac,
+                        src: mac,
+                        ..*link
+                    };
+                    let route = Route::V6 {
+                        link: reply_link,
+                        src: target,
+                        dst: to_ip,
+                    };
+                    respond::neighbor_advert(&mut self.scratch, &route, mac, target, solicited);
+                    return self.emit(id, AnswerKind::Ndp, sink);
+                }
+                if !has_v6(&dst) {
+                    return self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink);
+                }
+                let route = Route::reply_v6(link, dst, src);
+                self.transport(now, id, vnet, frame, route, transport, verify, sink);
+            }
+        }
+    }
+
+    /// Sends the frame in the scratch buffer and records the answer.
+    fn emit(&mut self, id: GuestId, kind: AnswerKind, sink: &mut impl Sink) {
+        sink.transmit(&self.scratch);
+        sink.verdict(Some(id), Verdict::Answered(kind));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn transport(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        route: Route,
+        transport: Transport<'_>,
+        verify: bool,
+        sink: &mut impl Sink,
+    ) {
+        let Some(guest) = self.guest(id) else { return };
+        let answers = guest.spec.answers;
+        let (local, peer) = route_addrs(&route);
+        match transport {
+            Transport::Echo {
+                ident,
+                seq,
+                data,
+                raw,
+            } => {
+                if !answers.icmp_echo {
+                    return self.enqueue(now, id, vnet, frame, false, sink);
+                }
+                let ok = match (local, peer) {
+                    (IpAddr::V4(_), _) => Icmpv4Packet::new_unchecked(raw).verify_checksum(),
+                    (IpAddr::V6(l), IpAddr::V6(p)) => {
+                        Icmpv6Packet::new_unchecked(raw).verify_checksum(&p, &l)
+                    }
+                    _ => false,
+                };
+                if verify && !ok {
+                    return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+                }
+                respond::echo_reply(&mut self.scratch, &route, ident, seq, data);
+                let kind = if local.is_ipv4() {
+                    AnswerKind::IcmpEcho
+                } else {
+                    AnswerKind::Icmpv6Echo
+                };
+                self.emit(id, kind, sink);
+            }
+            Transport::Udp {
+                src_port,
+                dst_port,
+                payload,
+                raw,
+            } => {
+                if dst_port == ECHO_PORT && answers.udp_echo {
+                    let p = UdpPacket::new_unchecked(raw);
+                    let ok = (local.is_ipv4() && p.checksum() == 0)
+                        || p.verify_checksum(&IpAddress::from(peer), &IpAddress::from(local));
+                    if verify && !ok {
+                        return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+                    }
+                    respond::udp(&mut self.scratch, &route, ECHO_PORT, src_port, payload);
+                    self.emit(id, AnswerKind::UdpEcho, sink);
+                } else if guest.spec.wakes_on(Proto::Udp, dst_port) {
+                    self.enqueue_and_wake(
+                        now,
+                        id,
+                        vnet,
+                        frame,
+                        WakeCause::Udp { port: dst_port },
+                        sink,
+                    );
+                } else {
+                    self.enqueue(now, id, vnet, frame, false, sink);
+                }
+            }
+            Transport::Tcp(seg) => self.tcp(now, id, vnet, frame, route, &seg, verify, sink),
+            Transport::NeighborSolicit { .. } | Transport::OtherIcmp => {
+                self.enqueue(now, id, vnet, frame, false, sink)
+            }
+            Transport::Opaque => {
+                self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        route: Route,
+        seg: &TcpSegment<'_>,
+        verify: bool,
+        sink: &mut impl Sink,
+    ) {
+        let (local, peer) = route_addrs(&route);
+        let key = FlowKey {
+            local,
+            local_port: seg.dst_port,
+            peer,
+            peer_port: seg.src_port,
+        };
+        let checksum_ok = || {
+            !verify
+                || TcpPacket::new_unchecked(seg.raw)
+                    .verify_checksum(&IpAddress::from(peer), &IpAddress::from(local))
+        };
+        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+            return;
+        };
+        let opens = seg.syn && seg.ack.is_none();
+        let to_echo = seg.dst_port == ECHO_PORT && guest.spec.answers.tcp_echo;
+        if to_echo && (guest.echo.has(&key) || opens) {
+            if !checksum_ok() {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+            }
+            let scratch = &mut self.scratch;
+            let mut sent = false;
+            let handled = guest
+                .echo
+                .handle(now, self.seed, key, route, seg, &mut |r, s| {
+                    respond::tcp(scratch, r, s);
+                    sink.transmit(scratch);
+                    sent = true;
+                });
+            let verdict = match handled {
+                Handled::Answered => Verdict::Answered(AnswerKind::TcpEcho),
+                Handled::Refused => Verdict::Dropped(DropReason::EchoRefused),
+            };
+            return sink.verdict(Some(id), verdict);
+        }
+        if opens {
+            if guest.spec.wakes_on(Proto::Tcp, seg.dst_port) {
+                let cause = WakeCause::TcpSyn { port: seg.dst_port };
+                return self.enqueue_and_wake(now, id, vnet, frame, cause, sink);
+            }
+            if !checksum_ok() {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+            }
+            // A closed port: RST/ACK, as the guest's kernel answers.
+            let len = seg.payload.len() as u32 + 1 + u32::from(seg.fin);
+            let rst = Segment {
+                src_port: seg.dst_port,
+                dst_port: seg.src_port,
+                seq: 0,
+                ack: Some(seg.seq.wrapping_add(len)),
+                rst: true,
+                ..Segment::default()
+            };
+            respond::tcp(&mut self.scratch, &route, &rst);
+            return self.emit(id, AnswerKind::TcpReset, sink);
+        }
+        if seg.rst || seg.syn {
+            return self.enqueue(now, id, vnet, frame, false, sink);
+        }
+        let probe = seg.ack.is_some() && !seg.fin && !seg.psh && seg.payload.len() <= 1;
+        if probe && now.saturating_since(guest.asleep_since) >= KEEPALIVE_GRACE {
+            let recent = guest
+                .keepalive
+                .get(&key)
+                .is_some_and(|at| now.saturating_since(*at) < KEEPALIVE_MIN_INTERVAL);
+            if !recent
+                && (guest.keepalive.len() < KEEPALIVE_FLOWS || guest.keepalive.contains_key(&key))
+            {
+                guest.keepalive.insert(key, now);
+                // The guest's answer to a probe one byte behind its receive point: an ACK
+                // of what it has, from where it is. The peer's own timestamp echo is the
+                // last one the guest sent, so it passes the peer's PAWS check.
+                let ack = Segment {
+                    src_port: seg.dst_port,
+                    dst_port: seg.src_port,
+                    seq: seg.ack.unwrap_or(0),
+                    ack: Some(seg.seq.wrapping_add(1)),
+                    window: seg.window.max(1),
+                    timestamp: seg.timestamp.map(|(tsval, tsecr)| (tsecr, tsval)),
+                    ..Segment::default()
+                };
+                respond::tcp(&mut self.scratch, &route, &ack);
+                return self.emit(id, AnswerKind::TcpKeepalive, sink);
+            }
+        }
+        if seg.fin || !seg.payload.is_empty() {
+            let cause = WakeCause::TcpData { port: seg.dst_port };
+            return self.enqueue_and_wake(now, id, vnet, frame, cause, sink);
+        }
+        self.enqueue(now, id, vnet, frame, false, sink);
+    }
+}
+
+const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+
+fn is_solicited_node(addr: Ipv6Addr) -> bool {
+    let s = addr.segments();
+    s[..6] == [0xff02, 0, 0, 0, 0, 1] && s[6] & 0xff00 == 0xff00
+}
+
+fn route_addrs(route: &Route) -> (IpAddr, IpAddr) {
+    match *route {
+        Route::V4 { src, dst, .. } => (IpAddr::V4(src), IpAddr::V4(dst)),
+        Route::V6 { src, dst, .. } => (IpAddr::V6(src), IpAddr::V6(dst)),
+    }
+}
+
+fn icmpv6_checksum_ok(src: Ipv6Addr, dst: Ipv6Addr, frame: &[u8], link: &LinkRepr) -> bool {
+    let icmp = frame.get(link.header_len() + 40..).unwrap_or(&[]);
+    icmp.len() >= 4 && Icmpv6Packet::new_unchecked(icmp).verify_checksum(&src, &dst)
+}

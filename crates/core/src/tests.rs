@@ -1,0 +1,908 @@
+//! Scripted conversations with the surrogate, in virtual time.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use vmnap_wire::smol::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv4Packet, Icmpv4Repr, Icmpv6Packet,
+    Icmpv6Repr, IpAddress, Ipv4Packet, Ipv6Packet, NdiscRepr, TcpPacket, UdpPacket,
+};
+use vmnap_wire::vlan::LinkRepr;
+
+use crate::classify::{self, Net, Transport as T};
+use crate::respond::{self, Route, Segment};
+use crate::*;
+
+const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 1, 1]);
+const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0xcc, 1]);
+const GUEST_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+const OTHER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
+const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
+
+#[derive(Debug, Default)]
+struct Recorder {
+    sent: Vec<Vec<u8>>,
+    verdicts: Vec<(Option<GuestId>, Verdict)>,
+    wakes: Vec<(GuestId, WakeCause)>,
+}
+
+impl Sink for Recorder {
+    fn transmit(&mut self, frame: &[u8]) {
+        self.sent.push(frame.to_vec());
+    }
+    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
+        self.verdicts.push((guest, verdict));
+    }
+    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+        self.wakes.push((guest, cause));
+    }
+}
+
+impl Recorder {
+    fn take(&mut self) -> Recorder {
+        std::mem::take(self)
+    }
+}
+
+fn spec(vlan: u16) -> GuestSpec {
+    GuestSpec {
+        vlan,
+        ipv6: vec![GUEST_V6],
+        wake_on: vec![
+            PortRule {
+                transport: Transport::Tcp,
+                port: 80,
+            },
+            PortRule {
+                transport: Transport::Udp,
+                port: 9000,
+            },
+        ],
+        answers: Answers {
+            tcp_echo: true,
+            udp_echo: true,
+            ..Answers::DEFAULT
+        },
+        ..GuestSpec::new("web1", GUEST_MAC, GUEST_V4)
+    }
+}
+
+/// A surrogate with one guest, asleep since `t = 0`.
+fn asleep(vlan: u16) -> (Surrogate, GuestId) {
+    let mut s = Surrogate::new(7);
+    let id = s.add_guest(spec(vlan)).expect("fresh surrogate");
+    s.begin_sleep(id).expect("awake guest");
+    s.asleep(id, Instant::ZERO).expect("falling asleep");
+    (s, id)
+}
+
+fn link(vlan: u16, dst: EthernetAddress) -> LinkRepr {
+    LinkRepr {
+        dst,
+        src: CLIENT_MAC,
+        vlan,
+        pcp: 0,
+        ethertype: 0,
+    }
+}
+
+fn arp_request(vlan: u16, target: Ipv4Addr) -> Vec<u8> {
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: CLIENT_MAC,
+        source_protocol_addr: CLIENT_V4,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: target,
+    };
+    let l = LinkRepr {
+        ethertype: 0x0806,
+        ..link(vlan, EthernetAddress::BROADCAST)
+    };
+    let mut out = vec![0u8; l.header_len() + repr.buffer_len()];
+    let at = l.emit(&mut out);
+    repr.emit(&mut ArpPacket::new_unchecked(&mut out[at..]));
+    out
+}
+
+fn to_guest_v4(vlan: u16) -> Route {
+    Route::V4 {
+        link: link(vlan, GUEST_MAC),
+        src: CLIENT_V4,
+        dst: GUEST_V4,
+    }
+}
+
+fn to_guest_v6() -> Route {
+    Route::V6 {
+        link: link(0, GUEST_MAC),
+        src: CLIENT_V6,
+        dst: GUEST_V6,
+    }
+}
+
+fn ping_v4(vlan: u16, seq: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    let repr = Icmpv4Repr::EchoRequest {
+        ident: 0x1234,
+        seq_no: seq,
+        data: b"vmnap-ping",
+    };
+    // Build a request with the same machinery as replies, then flip the type.
+    respond::echo_reply(&mut out, &to_guest_v4(vlan), 0x1234, seq, b"vmnap-ping");
+    let at = LinkRepr::parse(&out).expect("built").header_len() + 20;
+    let mut icmp = Icmpv4Packet::new_unchecked(&mut out[at..]);
+    repr.emit(&mut icmp, &smoltcp::phy::ChecksumCapabilities::default());
+    out
+}
+
+fn segment(route: &Route, seg: Segment<'_>) -> Vec<u8> {
+    let mut out = Vec::new();
+    respond::tcp(&mut out, route, &seg);
+    out
+}
+
+fn syn(port: u16) -> Vec<u8> {
+    segment(
+        &to_guest_v4(0),
+        Segment {
+            src_port: 40000,
+            dst_port: port,
+            seq: 1000,
+            syn: true,
+            window: 64240,
+            mss: Some(1460),
+            ..Segment::default()
+        },
+    )
+}
+
+fn udp_v4(port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    respond::udp(&mut out, &to_guest_v4(0), 5000, port, payload);
+    out
+}
+
+fn handle(s: &mut Surrogate, at_ms: u64, frame: &[u8], r: &mut Recorder) {
+    s.handle_frame(Instant::from_millis(at_ms), VirtioNetHdr::NONE, frame, r);
+}
+
+fn only_sent(r: &Recorder) -> Parsed {
+    assert_eq!(
+        r.sent.len(),
+        1,
+        "expected one frame out, got {}",
+        r.sent.len()
+    );
+    Parsed(r.sent[0].clone())
+}
+
+struct Parsed(Vec<u8>);
+
+impl Parsed {
+    fn net(&self) -> Net<'_> {
+        classify::parse(&self.0)
+            .expect("the surrogate's frames parse")
+            .net
+    }
+    fn link(&self) -> LinkRepr {
+        LinkRepr::parse(&self.0).expect("the surrogate's frames parse")
+    }
+}
+
+#[test]
+fn sleeping_guest_arp_request_is_answered_with_guest_mac() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &arp_request(0, GUEST_V4), &mut r);
+    let out = only_sent(&r);
+    assert_eq!(out.link().src, GUEST_MAC);
+    assert_eq!(out.link().dst, CLIENT_MAC);
+    match out.net() {
+        Net::Arp {
+            op,
+            sender_mac,
+            sender_ip,
+            target_ip,
+        } => {
+            assert_eq!(op, ArpOperation::Reply);
+            assert_eq!(
+                (sender_mac, sender_ip, target_ip),
+                (GUEST_MAC, GUEST_V4, CLIENT_V4)
+            );
+        }
+        other => panic!("not ARP: {other:?}"),
+    }
+    assert_eq!(r.verdicts, [(Some(id), Verdict::Answered(AnswerKind::Arp))]);
+    assert!(r.wakes.is_empty());
+    assert_eq!(s.queue_depth(id), Some((0, 0)));
+}
+
+#[test]
+fn arp_for_another_host_is_ignored_and_never_wakes() {
+    let (mut s, _) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &arp_request(0, OTHER_V4), &mut r);
+    assert!(r.sent.is_empty());
+    assert!(r.wakes.is_empty());
+    assert_eq!(
+        r.verdicts,
+        [(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest))]
+    );
+}
+
+#[test]
+fn awake_guest_gets_no_answers() {
+    let mut s = Surrogate::new(7);
+    let id = s.add_guest(spec(0)).expect("fresh");
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 2, &ping_v4(0, 1), &mut r);
+    handle(&mut s, 3, &syn(80), &mut r);
+    assert!(r.sent.is_empty());
+    assert!(r.wakes.is_empty());
+    assert!(
+        r.verdicts
+            .iter()
+            .all(|(_, v)| matches!(v, Verdict::Ignored(_))),
+        "{:?}",
+        r.verdicts
+    );
+    assert_eq!(s.state(id), Some(GuestState::Awake));
+}
+
+#[test]
+fn guest_on_vlan_10_is_answered_only_on_vlan_10() {
+    let (mut s, id) = asleep(10);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 2, &arp_request(20, GUEST_V4), &mut r);
+    handle(&mut s, 3, &ping_v4(0, 1), &mut r);
+    assert!(r.sent.is_empty(), "answered off its VLAN");
+    r.take();
+    handle(&mut s, 4, &arp_request(10, GUEST_V4), &mut r);
+    let out = only_sent(&r);
+    assert_eq!(out.link().vlan, 10, "the answer carries the guest's tag");
+    r.take();
+    handle(&mut s, 5, &ping_v4(10, 1), &mut r);
+    assert_eq!(only_sent(&r).link().vlan, 10);
+    assert_eq!(
+        r.verdicts,
+        [(Some(id), Verdict::Answered(AnswerKind::IcmpEcho))]
+    );
+}
+
+#[test]
+fn ping_is_answered_with_the_same_ident_sequence_and_data() {
+    let (mut s, _) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &ping_v4(0, 42), &mut r);
+    let out = only_sent(&r);
+    let at = out.link().header_len();
+    let ip = Ipv4Packet::new_checked(&out.0[at..]).expect("IPv4");
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GUEST_V4, CLIENT_V4));
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).expect("ICMP");
+    assert!(icmp.verify_checksum());
+    let repr = Icmpv4Repr::parse(&icmp, &Default::default()).expect("echo reply");
+    assert_eq!(
+        repr,
+        Icmpv4Repr::EchoReply {
+            ident: 0x1234,
+            seq_no: 42,
+            data: b"vmnap-ping"
+        }
+    );
+}
+
+#[test]
+fn ping_with_a_bad_checksum_is_dropped_and_counted() {
+    let (mut s, id) = asleep(0);
+    let mut frame = ping_v4(0, 1);
+    let last = frame.len() - 1;
+    frame[last] ^= 0xff;
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &frame, &mut r);
+    assert!(r.sent.is_empty());
+    assert_eq!(
+        r.verdicts,
+        [(Some(id), Verdict::Dropped(DropReason::BadChecksum))]
+    );
+    // The same frame with the offload mark is not checked: its checksum was never computed.
+    let mut r = Recorder::default();
+    let partial = VirtioNetHdr {
+        flags: VirtioNetHdr::F_NEEDS_CSUM,
+        ..VirtioNetHdr::NONE
+    };
+    s.handle_frame(Instant::from_millis(2), partial, &frame, &mut r);
+    assert_eq!(r.sent.len(), 1);
+}
+
+fn neighbor_solicit(dst: Ipv6Addr, dst_mac: EthernetAddress, src: Ipv6Addr) -> Vec<u8> {
+    let repr = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: GUEST_V6,
+        lladdr: (!src.is_unspecified()).then(|| CLIENT_MAC.into()),
+    });
+    let route = Route::V6 {
+        link: link(0, dst_mac),
+        src,
+        dst,
+    };
+    let mut out = Vec::new();
+    // An echo reply of the right length gives the headers; the NS is written over it.
+    respond::echo_reply(&mut out, &route, 0, 0, &vec![0; repr.buffer_len() - 8]);
+    let at = LinkRepr::parse(&out).expect("built").header_len();
+    let mut ip = Ipv6Packet::new_unchecked(&mut out[at..]);
+    ip.set_hop_limit(255);
+    let mut icmp = Icmpv6Packet::new_unchecked(&mut out[at + 40..]);
+    repr.emit(&src, &dst, &mut icmp, &Default::default());
+    out
+}
+
+#[test]
+fn solicited_node_neighbor_solicitation_is_answered() {
+    let (mut s, id) = asleep(0);
+    let group = classify::solicited_node(GUEST_V6);
+    let mut r = Recorder::default();
+    handle(
+        &mut s,
+        1,
+        &neighbor_solicit(
+            group,
+            EthernetAddress([0x33, 0x33, 0xff, 0, 0, 0x11]),
+            CLIENT_V6,
+        ),
+        &mut r,
+    );
+    let out = only_sent(&r);
+    assert_eq!((out.link().src, out.link().dst), (GUEST_MAC, CLIENT_MAC));
+    let at = out.link().header_len();
+    let ip = Ipv6Packet::new_checked(&out.0[at..]).expect("IPv6");
+    assert_eq!(
+        (ip.src_addr(), ip.dst_addr(), ip.hop_limit()),
+        (GUEST_V6, CLIENT_V6, 255)
+    );
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("ICMPv6");
+    assert!(icmp.verify_checksum(&GUEST_V6, &CLIENT_V6));
+    match Icmpv6Repr::parse(&GUEST_V6, &CLIENT_V6, &icmp, &Default::default()).expect("NA") {
+        Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+            flags,
+            target_addr,
+            lladdr,
+        }) => {
+            assert_eq!(target_addr, GUEST_V6);
+            assert!(flags.contains(vmnap_wire::smol::NdiscNeighborFlags::SOLICITED));
+            assert_eq!(
+                lladdr.map(|l| l.as_bytes().to_vec()),
+                Some(GUEST_MAC.as_bytes().to_vec())
+            );
+        }
+        other => panic!("not an NA: {other:?}"),
+    }
+    assert_eq!(r.verdicts, [(Some(id), Verdict::Answered(AnswerKind::Ndp))]);
+}
+
+#[test]
+fn duplicate_address_detection_is_defended_to_all_nodes() {
+    let (mut s, _) = asleep(0);
+    let group = classify::solicited_node(GUEST_V6);
+    let mut r = Recorder::default();
+    let ns = neighbor_solicit(
+        group,
+        EthernetAddress([0x33, 0x33, 0xff, 0, 0, 0x11]),
+        Ipv6Addr::UNSPECIFIED,
+    );
+    handle(&mut s, 1, &ns, &mut r);
+    let out = only_sent(&r);
+    assert_eq!(out.link().dst, EthernetAddress([0x33, 0x33, 0, 0, 0, 1]));
+    match out.net() {
+        Net::Ipv6 { dst, .. } => assert_eq!(dst, "ff02::1".parse::<Ipv6Addr>().expect("literal")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ping6_is_answered() {
+    let (mut s, id) = asleep(0);
+    let mut out = Vec::new();
+    respond::echo_reply(&mut out, &to_guest_v6(), 7, 9, b"six");
+    let at = LinkRepr::parse(&out).expect("built").header_len() + 40;
+    let repr = Icmpv6Repr::EchoRequest {
+        ident: 7,
+        seq_no: 9,
+        data: b"six",
+    };
+    repr.emit(
+        &CLIENT_V6,
+        &GUEST_V6,
+        &mut Icmpv6Packet::new_unchecked(&mut out[at..]),
+        &Default::default(),
+    );
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &out, &mut r);
+    let reply = only_sent(&r);
+    let ip = Ipv6Packet::new_checked(&reply.0[14..]).expect("IPv6");
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).expect("ICMPv6");
+    assert_eq!(
+        Icmpv6Repr::parse(&GUEST_V6, &CLIENT_V6, &icmp, &Default::default()).expect("checksum ok"),
+        Icmpv6Repr::EchoReply {
+            ident: 7,
+            seq_no: 9,
+            data: b"six"
+        }
+    );
+    assert_eq!(
+        r.verdicts,
+        [(Some(id), Verdict::Answered(AnswerKind::Icmpv6Echo))]
+    );
+}
+
+fn tcp_of(frame: &[u8]) -> (u16, u16, u32, Option<u32>, bool, bool, bool, Vec<u8>) {
+    let at = LinkRepr::parse(frame).expect("built").header_len();
+    let ip = Ipv4Packet::new_checked(&frame[at..]).expect("IPv4");
+    let tcp = TcpPacket::new_checked(ip.payload()).expect("TCP");
+    assert!(tcp.verify_checksum(
+        &IpAddress::Ipv4(ip.src_addr()),
+        &IpAddress::Ipv4(ip.dst_addr())
+    ));
+    (
+        tcp.src_port(),
+        tcp.dst_port(),
+        tcp.seq_number().0 as u32,
+        tcp.ack().then(|| tcp.ack_number().0 as u32),
+        tcp.syn(),
+        tcp.fin(),
+        tcp.rst(),
+        tcp.payload().to_vec(),
+    )
+}
+
+#[test]
+fn syn_to_a_closed_port_gets_rst_ack_and_does_not_wake() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &syn(5432), &mut r);
+    let (sport, dport, seq, ack, syn, _, rst, _) = tcp_of(&only_sent(&r).0);
+    assert_eq!(
+        (sport, dport, seq, ack, syn, rst),
+        (5432, 40000, 0, Some(1001), false, true)
+    );
+    assert!(r.wakes.is_empty());
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+}
+
+#[test]
+fn syn_to_a_wake_port_is_queued_and_wakes_the_guest() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    let frame = syn(80);
+    handle(&mut s, 1, &frame, &mut r);
+    assert!(r.sent.is_empty());
+    assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
+    assert_eq!(s.state(id), Some(GuestState::Waking { port_up: false }));
+    // Nothing is answered while waking; everything is held, in order.
+    handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 3, &ping_v4(0, 1), &mut r);
+    assert!(r.sent.is_empty());
+    let queued: Vec<_> = s
+        .take_queue(id)
+        .into_iter()
+        .map(|f| f.bytes.to_vec())
+        .collect();
+    assert_eq!(queued, [frame, arp_request(0, GUEST_V4), ping_v4(0, 1)]);
+}
+
+#[test]
+fn udp_to_a_wake_port_wakes_and_other_udp_is_queued_quietly() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &udp_v4(5353, b"x"), &mut r);
+    assert!(r.wakes.is_empty());
+    handle(&mut s, 2, &udp_v4(9000, b"0001"), &mut r);
+    assert_eq!(r.wakes, [(id, WakeCause::Udp { port: 9000 })]);
+    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(2));
+}
+
+#[test]
+fn udp_echo_on_port_7_answers_without_waking() {
+    let (mut s, _) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &udp_v4(7, b"hello"), &mut r);
+    let out = only_sent(&r);
+    let ip = Ipv4Packet::new_checked(&out.0[14..]).expect("IPv4");
+    let udp = UdpPacket::new_checked(ip.payload()).expect("UDP");
+    assert!(udp.verify_checksum(&IpAddress::Ipv4(GUEST_V4), &IpAddress::Ipv4(CLIENT_V4)));
+    assert_eq!(
+        (udp.src_port(), udp.dst_port(), udp.payload()),
+        (7, 5000, &b"hello"[..])
+    );
+    assert!(r.wakes.is_empty());
+}
+
+#[test]
+fn tcp_echo_conversation_handshake_data_and_close() {
+    let (mut s, id) = asleep(0);
+    let route = to_guest_v4(0);
+    let seg = |seq, ack, syn, fin, payload: &'static [u8]| {
+        segment(
+            &route,
+            Segment {
+                src_port: 40001,
+                dst_port: 7,
+                seq,
+                ack,
+                syn,
+                fin,
+                window: 64240,
+                payload,
+                ..Segment::default()
+            },
+        )
+    };
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &seg(500, None, true, false, b""), &mut r);
+    let (_, _, iss, ack, syn, _, _, _) = tcp_of(&only_sent(&r).0);
+    assert!(syn);
+    assert_eq!(ack, Some(501));
+    r.take();
+    handle(
+        &mut s,
+        2,
+        &seg(501, Some(iss + 1), false, false, b""),
+        &mut r,
+    );
+    assert!(
+        r.sent.is_empty(),
+        "a bare ACK of the handshake needs no answer"
+    );
+    handle(
+        &mut s,
+        3,
+        &seg(501, Some(iss + 1), false, false, b"ping\n"),
+        &mut r,
+    );
+    let (_, _, seq, ack, _, _, _, data) = tcp_of(&only_sent(&r).0);
+    assert_eq!(
+        (seq, ack, data.as_slice()),
+        (iss + 1, Some(506), &b"ping\n"[..])
+    );
+    r.take();
+    handle(
+        &mut s,
+        4,
+        &seg(506, Some(iss + 6), false, true, b""),
+        &mut r,
+    );
+    let (_, _, seq, ack, _, fin, _, _) = tcp_of(&only_sent(&r).0);
+    assert_eq!((seq, ack, fin), (iss + 6, Some(507), true));
+    r.take();
+    handle(
+        &mut s,
+        5,
+        &seg(507, Some(iss + 7), false, false, b""),
+        &mut r,
+    );
+    assert!(r.sent.is_empty());
+    assert!(r.wakes.is_empty(), "the echo service never wakes the guest");
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+    assert_eq!(s.poll_at(), None, "the connection is gone");
+}
+
+#[test]
+fn tcp_echo_retransmits_unacknowledged_data() {
+    let (mut s, _) = asleep(0);
+    let route = to_guest_v4(0);
+    let seg = |seq, ack, syn, payload: &'static [u8]| {
+        segment(
+            &route,
+            Segment {
+                src_port: 40002,
+                dst_port: 7,
+                seq,
+                ack,
+                syn,
+                window: 64240,
+                payload,
+                ..Segment::default()
+            },
+        )
+    };
+    let mut r = Recorder::default();
+    handle(&mut s, 0, &seg(1, None, true, b""), &mut r);
+    let (_, _, iss, ..) = tcp_of(&r.sent[0]);
+    handle(&mut s, 1, &seg(2, Some(iss + 1), false, b"abc"), &mut r);
+    r.take();
+    let due = s.poll_at().expect("data in flight");
+    assert!(due <= Instant::from_millis(201));
+    s.handle_timeout(due, &mut r);
+    let (_, _, seq, _, _, _, _, data) = tcp_of(&only_sent(&r).0);
+    assert_eq!((seq, data.as_slice()), (iss + 1, &b"abc"[..]));
+}
+
+#[test]
+fn data_on_an_open_connection_wakes_but_a_keepalive_probe_is_answered() {
+    let (mut s, id) = asleep(0);
+    let route = to_guest_v4(0);
+    let ka = segment(
+        &route,
+        Segment {
+            src_port: 40003,
+            dst_port: 22,
+            seq: 999,
+            ack: Some(5000),
+            window: 501,
+            timestamp: Some((777, 555)),
+            ..Segment::default()
+        },
+    );
+    let mut r = Recorder::default();
+    // In the first seconds of sleep a bare ACK is a late acknowledgement: held, not answered.
+    handle(&mut s, 1000, &ka, &mut r);
+    assert!(r.sent.is_empty());
+    assert_eq!(r.verdicts, [(Some(id), Verdict::Queued)]);
+    r.take();
+    handle(&mut s, 60_000, &ka, &mut r);
+    let (sport, dport, seq, ack, ..) = tcp_of(&only_sent(&r).0);
+    assert_eq!((sport, dport, seq, ack), (22, 40003, 5000, Some(1000)));
+    let out = &r.sent[0];
+    let tcp = TcpPacket::new_checked(&out[34..]).expect("TCP");
+    let ts = vmnap_wire::smol::TcpRepr::parse(
+        &tcp,
+        &IpAddress::Ipv4(GUEST_V4),
+        &IpAddress::Ipv4(CLIENT_V4),
+        &Default::default(),
+    )
+    .expect("valid")
+    .timestamp
+    .expect("timestamps echoed");
+    assert_eq!((ts.tsval, ts.tsecr), (555, 777));
+    // A second probe within a second is not answered again.
+    r.take();
+    handle(&mut s, 60_500, &ka, &mut r);
+    assert!(r.sent.is_empty());
+    assert!(r.wakes.is_empty());
+    // Data wakes.
+    let data = segment(
+        &route,
+        Segment {
+            src_port: 40003,
+            dst_port: 22,
+            seq: 1000,
+            ack: Some(5000),
+            payload: b"ls\n",
+            ..Segment::default()
+        },
+    );
+    handle(&mut s, 61_000, &data, &mut r);
+    assert_eq!(r.wakes, [(id, WakeCause::TcpData { port: 22 })]);
+}
+
+#[test]
+fn broadcast_is_held_for_every_sleeping_guest_on_the_vlan_and_never_wakes() {
+    let mut s = Surrogate::new(1);
+    let a = s.add_guest(spec(0)).expect("fresh");
+    let b = s
+        .add_guest(GuestSpec {
+            ipv6: vec![],
+            ..GuestSpec::new("b", EthernetAddress([2, 0, 0, 0, 1, 2]), OTHER_V4)
+        })
+        .expect("distinct");
+    let c = s
+        .add_guest(GuestSpec {
+            vlan: 5,
+            ..GuestSpec::new("c", EthernetAddress([2, 0, 0, 0, 1, 3]), CLIENT_V4)
+        })
+        .expect("distinct");
+    for id in [a, b, c] {
+        s.begin_sleep(id).expect("awake");
+        s.asleep(id, Instant::ZERO).expect("falling");
+    }
+    let mut frame = Vec::new();
+    respond::udp(
+        &mut frame,
+        &Route::V4 {
+            link: link(0, EthernetAddress::BROADCAST),
+            src: CLIENT_V4,
+            dst: Ipv4Addr::BROADCAST,
+        },
+        68,
+        67,
+        b"dhcp",
+    );
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &frame, &mut r);
+    assert_eq!(
+        r.verdicts,
+        [(Some(a), Verdict::Queued), (Some(b), Verdict::Queued)]
+    );
+    assert!(r.wakes.is_empty());
+    assert_eq!(s.queue_depth(c), Some((0, 0)));
+}
+
+#[test]
+fn multicast_past_its_share_is_dropped_and_counted_without_waking() {
+    let mut s = Surrogate::new(1);
+    let limits = QueueLimits {
+        multicast_frames: 2,
+        ..QueueLimits::default()
+    };
+    let id = s.add_guest(GuestSpec { limits, ..spec(0) }).expect("fresh");
+    s.begin_sleep(id).expect("awake");
+    s.asleep(id, Instant::ZERO).expect("falling");
+    let mut frame = Vec::new();
+    respond::udp(
+        &mut frame,
+        &Route::V4 {
+            link: link(0, EthernetAddress([1, 0, 0x5e, 0, 0, 0xfb])),
+            src: CLIENT_V4,
+            dst: Ipv4Addr::new(224, 0, 0, 251),
+        },
+        5353,
+        5353,
+        b"mdns",
+    );
+    let mut r = Recorder::default();
+    for t in 0..3 {
+        handle(&mut s, t, &frame, &mut r);
+    }
+    let verdicts: Vec<_> = r.verdicts.iter().map(|v| v.1).collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Queued,
+            Verdict::Queued,
+            Verdict::Dropped(DropReason::MulticastQueueFull)
+        ]
+    );
+    assert!(r.wakes.is_empty());
+}
+
+#[test]
+fn queue_overflow_drops_the_newest_counts_it_and_wakes() {
+    let mut s = Surrogate::new(1);
+    let limits = QueueLimits {
+        frames: 3,
+        ..QueueLimits::default()
+    };
+    let id = s.add_guest(GuestSpec { limits, ..spec(0) }).expect("fresh");
+    s.begin_sleep(id).expect("awake");
+    s.asleep(id, Instant::ZERO).expect("falling");
+    let mut r = Recorder::default();
+    for n in 0..5u8 {
+        handle(&mut s, u64::from(n), &udp_v4(5353, &[n]), &mut r);
+    }
+    let verdicts: Vec<_> = r.verdicts.iter().map(|v| v.1).collect();
+    assert_eq!(
+        verdicts,
+        [
+            Verdict::Queued,
+            Verdict::Queued,
+            Verdict::Queued,
+            Verdict::Dropped(DropReason::QueueFull),
+            Verdict::Dropped(DropReason::QueueFull)
+        ]
+    );
+    assert_eq!(r.wakes, [(id, WakeCause::QueueFull)]);
+    let kept: Vec<u8> = s
+        .take_queue(id)
+        .iter()
+        .map(|f| *f.bytes.last().expect("payload"))
+        .collect();
+    assert_eq!(kept, [0, 1, 2], "the oldest frames are kept");
+}
+
+#[test]
+fn wake_sequence_relays_only_unicast_once_the_port_is_up() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &syn(80), &mut r);
+    s.port_restored(id).expect("waking");
+    assert_eq!(s.take_queue(id).len(), 1);
+    // Broadcasts reach the guest directly now; unicast still reaching us is relayed.
+    handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 3, &udp_v4(9000, b"late"), &mut r);
+    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
+    assert!(matches!(
+        s.wake_finished(id),
+        Err(LifecycleError::QueueNotEmpty { frames: 1, .. })
+    ));
+    assert_eq!(s.take_queue(id).len(), 1);
+    s.wake_finished(id).expect("queue empty");
+    assert_eq!(s.state(id), Some(GuestState::Awake));
+}
+
+#[test]
+fn failed_wake_stands_in_again_and_keeps_the_queue() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &syn(80), &mut r);
+    s.wake_failed(id).expect("waking");
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
+    r.take();
+    handle(&mut s, 2, &ping_v4(0, 1), &mut r);
+    assert_eq!(r.sent.len(), 1);
+}
+
+#[test]
+fn falling_asleep_holds_unicast_and_leaves_broadcast_to_the_guest() {
+    let mut s = Surrogate::new(1);
+    let id = s.add_guest(spec(0)).expect("fresh");
+    s.begin_sleep(id).expect("awake");
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &ping_v4(0, 1), &mut r);
+    handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
+    assert!(r.sent.is_empty());
+    assert_eq!(
+        r.verdicts,
+        [
+            (Some(id), Verdict::Queued),
+            (
+                Some(id),
+                Verdict::Ignored(IgnoreReason::GuestReceivesDirectly)
+            )
+        ]
+    );
+}
+
+#[test]
+fn conflicting_guests_are_refused() {
+    let mut s = Surrogate::new(1);
+    s.add_guest(spec(0)).expect("fresh");
+    let same_mac = GuestSpec::new("x", GUEST_MAC, OTHER_V4);
+    assert!(matches!(
+        s.add_guest(same_mac),
+        Err(AddGuestError::MacTaken { .. })
+    ));
+    let same_ip = GuestSpec::new("y", EthernetAddress([2, 0, 0, 0, 9, 9]), GUEST_V4);
+    assert!(matches!(
+        s.add_guest(same_ip),
+        Err(AddGuestError::AddressTaken { .. })
+    ));
+    // The same addresses on another VLAN are another network.
+    s.add_guest(GuestSpec { vlan: 3, ..spec(0) })
+        .expect("other VLAN");
+}
+
+#[test]
+fn malformed_frame_to_a_sleeping_guest_is_dropped_and_counted() {
+    let (mut s, id) = asleep(0);
+    let mut frame = ping_v4(0, 1);
+    frame.truncate(20);
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &frame, &mut r);
+    assert_eq!(
+        r.verdicts,
+        [(Some(id), Verdict::Dropped(DropReason::Malformed))]
+    );
+}
+
+#[test]
+fn classify_reads_the_frames_the_responders_build() {
+    match classify::parse(&syn(80)).expect("valid").net {
+        Net::Ipv4 {
+            transport: T::Tcp(seg),
+            ..
+        } => assert!(seg.syn && seg.dst_port == 80),
+        other => panic!("{other:?}"),
+    }
+    let _ = Duration::ZERO;
+}
+
+proptest::proptest! {
+    #[test]
+    fn no_frame_makes_the_handler_panic(
+        bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        partial in proptest::bool::ANY,
+    ) {
+        let (mut s, _) = asleep(0);
+        let mut frame = bytes;
+        // Aim half the inputs at the guest so that they get past the MAC lookup.
+        if frame.len() > 12 && frame[0] & 1 == 0 {
+            frame[..6].copy_from_slice(GUEST_MAC.as_bytes());
+        }
+        let vnet = if partial { VirtioNetHdr { flags: 1, ..VirtioNetHdr::NONE } } else { VirtioNetHdr::NONE };
+        s.handle_frame(Instant::ZERO, vnet, &frame, &mut Recorder::default());
+    }
+}
