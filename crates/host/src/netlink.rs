@@ -713,8 +713,9 @@ impl Netlink {
             })
     }
 
-    /// Points the bridge's forwarding entry for `mac` (vid 0) at bridge port `port`,
-    /// atomically replacing any entry, on this port or another.
+    /// Points the bridge's forwarding entry for `mac` on VLAN `vid` (0: no VLAN, as on a
+    /// bridge without VLAN filtering) at bridge port `port`, atomically replacing any entry,
+    /// on this port or another.
     ///
     /// `RTM_NEWNEIGH`, family `AF_BRIDGE`, `NLM_F_CREATE|NLM_F_REPLACE`, `ndm_flags`
     /// `NTF_MASTER` (plus `NTF_STICKY` for [`FdbEntry::StaticSticky`]), `ndm_state`
@@ -725,6 +726,7 @@ impl Netlink {
         &mut self,
         port: u32,
         mac: Mac,
+        vid: u16,
         entry: FdbEntry,
     ) -> Result<(), NetlinkError> {
         let (state, flags) = match entry {
@@ -737,17 +739,27 @@ impl Netlink {
         )
         .ndmsg(AF_BRIDGE, port, state, flags)
         .attr(NDA_LLADDR, &mac);
+        let msg = if vid == 0 {
+            msg
+        } else {
+            msg.attr(NDA_VLAN, &vid.to_ne_bytes())
+        };
         self.request(msg)
             .map_err(|source| NetlinkError::FdbReplace { port, mac, source })?;
         Ok(())
     }
 
-    /// Removes the entry for `mac` on `port` (`bridge fdb del MAC dev PORT master`).
-    /// An absent entry is not an error.
-    pub fn fdb_delete(&mut self, port: u32, mac: Mac) -> Result<(), NetlinkError> {
+    /// Removes the entry for `mac` on VLAN `vid` (0: none) on `port`
+    /// (`bridge fdb del MAC dev PORT master`). An absent entry is not an error.
+    pub fn fdb_delete(&mut self, port: u32, mac: Mac, vid: u16) -> Result<(), NetlinkError> {
         let msg = Msg::new(RTM_DELNEIGH, NLM_F_REQUEST | NLM_F_ACK)
             .ndmsg(AF_BRIDGE, port, 0, NTF_MASTER)
             .attr(NDA_LLADDR, &mac);
+        let msg = if vid == 0 {
+            msg
+        } else {
+            msg.attr(NDA_VLAN, &vid.to_ne_bytes())
+        };
         match self.request(msg) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),

@@ -47,21 +47,21 @@ fn links_bridge_ports_and_forwarding_entries() {
         assert_eq!(nl.link_mtu(p1).expect("mtu"), 1400);
         assert_eq!(nl.fdb_port_of(br, MAC).expect("dump"), None);
 
-        nl.fdb_replace(p1, MAC, FdbEntry::StaticSticky).expect("static on p1");
+        nl.fdb_replace(p1, MAC, 0, FdbEntry::StaticSticky).expect("static on p1");
         assert_eq!(nl.fdb_port_of(br, MAC).expect("dump"), Some(p1));
         let line = fdb_line(&ns).expect("entry in bridge fdb show");
         assert!(line.contains("dev p1") && line.contains("static") && line.contains("sticky"), "{line}");
 
-        nl.fdb_replace(p2, MAC, FdbEntry::Dynamic).expect("dynamic on p2");
+        nl.fdb_replace(p2, MAC, 0, FdbEntry::Dynamic).expect("dynamic on p2");
         assert_eq!(nl.fdb_port_of(br, MAC).expect("dump"), Some(p2));
         let line = fdb_line(&ns).expect("entry in bridge fdb show");
         assert!(line.contains("dev p2") && !line.contains("static") && !line.contains("sticky"), "{line}");
         assert_eq!(ns.ip(&["exec", "bridge", "fdb", "show", "br", "br0"]).matches(MAC_TEXT).count(), 1);
 
-        nl.fdb_delete(p2, MAC).expect("delete");
+        nl.fdb_delete(p2, MAC, 0).expect("delete");
         assert_eq!(nl.fdb_port_of(br, MAC).expect("dump"), None);
         assert_eq!(fdb_line(&ns), None);
-        nl.fdb_delete(p2, MAC).expect("deleting an absent entry is fine");
+        nl.fdb_delete(p2, MAC, 0).expect("deleting an absent entry is fine");
 
         nl.set_master(p1, 0).expect("release p1");
         nl.set_link_up(p1, false).expect("down");

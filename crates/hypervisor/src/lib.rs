@@ -1,1 +1,240 @@
-//! vmnap-hypervisor (being written).
+//! Guest state control: the [`Backend`] trait that stops and resumes a guest, with an
+//! implementation for guests that are network namespaces or containers ([`CgroupBackend`]:
+//! freeze and thaw their cgroup) and a [`FakeBackend`] for tests.
+//!
+//! A backend only stops and resumes the guest's execution. It does not touch the network:
+//! cutting the guest's port, moving its MAC and replaying its frames are the daemon's
+//! sequence around these calls. Calls block until the guest is stopped or running (or the
+//! backend gives up); the daemon decides on which thread they run.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use vmnap_host::{Cgroup, CgroupError, CgroupVersion};
+
+/// Failure to stop a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum SuspendError {
+    /// The cgroup did not freeze.
+    #[error("cannot freeze cgroup of guest {guest}")]
+    Freeze {
+        /// The guest.
+        guest: String,
+        /// Why.
+        #[source]
+        source: CgroupError,
+    },
+    /// A fake backend told to fail.
+    #[error("fake backend of guest {guest} refused to suspend")]
+    Fake {
+        /// The guest.
+        guest: String,
+    },
+}
+
+/// Failure to resume a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum ResumeError {
+    /// The cgroup did not thaw.
+    #[error("cannot thaw cgroup of guest {guest}")]
+    Thaw {
+        /// The guest.
+        guest: String,
+        /// Why.
+        #[source]
+        source: CgroupError,
+    },
+    /// A fake backend told to fail.
+    #[error("fake backend of guest {guest} refused to resume")]
+    Fake {
+        /// The guest.
+        guest: String,
+    },
+}
+
+/// Failure to set a backend up for a guest.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The cgroup directory has no freezer.
+    #[error("cannot use cgroup {dir} for guest {guest}")]
+    Cgroup {
+        /// The guest.
+        guest: String,
+        /// The directory from the config.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: CgroupError,
+    },
+}
+
+/// Stops and resumes one guest's execution.
+pub trait Backend: Send + std::fmt::Debug {
+    /// A short name for logs and status: `cgroup`, `fake`.
+    fn kind(&self) -> &'static str;
+    /// Stops the guest; returns when it is stopped.
+    fn suspend(&mut self) -> Result<(), SuspendError>;
+    /// Resumes the guest; returns when it runs.
+    fn resume(&mut self) -> Result<(), ResumeError>;
+}
+
+/// How long a freeze or thaw may take before it counts as failed.
+pub const CGROUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A guest that is a network namespace or container: its processes live in one cgroup,
+/// which is frozen while it sleeps (v2 `cgroup.freeze`, or the v1 freezer).
+#[derive(Debug)]
+pub struct CgroupBackend {
+    guest: String,
+    cgroup: Cgroup,
+}
+
+impl CgroupBackend {
+    /// Opens the guest's cgroup directory and finds out which freezer it has.
+    pub fn open(guest: &str, dir: PathBuf) -> Result<Self, OpenError> {
+        let cgroup = Cgroup::open(&dir).map_err(|source| OpenError::Cgroup {
+            guest: guest.to_owned(),
+            dir,
+            source,
+        })?;
+        Ok(Self {
+            guest: guest.to_owned(),
+            cgroup,
+        })
+    }
+
+    /// The freezer in use.
+    pub fn version(&self) -> CgroupVersion {
+        self.cgroup.version()
+    }
+}
+
+impl Backend for CgroupBackend {
+    fn kind(&self) -> &'static str {
+        "cgroup"
+    }
+
+    fn suspend(&mut self) -> Result<(), SuspendError> {
+        self.cgroup
+            .freeze(CGROUP_TIMEOUT)
+            .map_err(|source| SuspendError::Freeze {
+                guest: self.guest.clone(),
+                source,
+            })
+    }
+
+    fn resume(&mut self) -> Result<(), ResumeError> {
+        self.cgroup
+            .thaw(CGROUP_TIMEOUT)
+            .map_err(|source| ResumeError::Thaw {
+                guest: self.guest.clone(),
+                source,
+            })
+    }
+}
+
+/// What a [`FakeBackend`] has been asked, and how it is to answer.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FakeState {
+    /// Whether the fake guest is stopped.
+    pub suspended: bool,
+    /// Calls in order: `"suspend"`, `"resume"`.
+    pub calls: Vec<&'static str>,
+    /// Fail this many of the next suspends.
+    pub fail_suspends: u32,
+    /// Fail this many of the next resumes.
+    pub fail_resumes: u32,
+}
+
+/// A backend that stops nothing: it records calls and fails on request. Clones share state,
+/// so a test keeps one and hands the other to the code under test.
+#[derive(Debug, Clone, Default)]
+pub struct FakeBackend {
+    guest: String,
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeBackend {
+    /// A fake for `guest`, running.
+    pub fn new(guest: &str) -> Self {
+        Self {
+            guest: guest.to_owned(),
+            state: Arc::default(),
+        }
+    }
+
+    /// The shared state.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        // A test that panicked while holding the lock has failed already.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Backend for FakeBackend {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    fn suspend(&mut self) -> Result<(), SuspendError> {
+        let mut s = self.state();
+        s.calls.push("suspend");
+        if s.fail_suspends > 0 {
+            s.fail_suspends -= 1;
+            return Err(SuspendError::Fake {
+                guest: self.guest.clone(),
+            });
+        }
+        s.suspended = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), ResumeError> {
+        let mut s = self.state();
+        s.calls.push("resume");
+        if s.fail_resumes > 0 {
+            s.fail_resumes -= 1;
+            return Err(ResumeError::Fake {
+                guest: self.guest.clone(),
+            });
+        }
+        s.suspended = false;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fake_records_calls_and_fails_on_request() {
+        let fake = FakeBackend::new("g");
+        let mut backend: Box<dyn Backend> = Box::new(fake.clone());
+        fake.state().fail_resumes = 1;
+        backend.suspend().expect("suspends");
+        assert!(fake.state().suspended);
+        assert!(backend.resume().is_err());
+        assert!(fake.state().suspended, "a failed resume leaves it stopped");
+        backend.resume().expect("second try");
+        assert_eq!(fake.state().calls, ["suspend", "resume", "resume"]);
+        assert!(!fake.state().suspended);
+    }
+
+    #[test]
+    fn cgroup_backend_refuses_a_directory_without_a_freezer() {
+        let dir = std::env::temp_dir().join(format!("vmnap-hv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let err = CgroupBackend::open("web1", dir.clone()).expect_err("no freezer files");
+        let text = err.to_string();
+        std::fs::remove_dir(&dir).expect("cleanup");
+        assert!(
+            text.contains("web1") && text.contains(&dir.display().to_string()),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,709 @@
+//! One bridge's worker: the surrogate's port, its capture loop, and the sleep and wake
+//! sequences of the bridge's guests.
+//!
+//! The worker owns everything about its bridge and runs on its own thread; the API talks to
+//! it through [`BridgeHandle`]. Frames, commands and timers are handled one at a time, so a
+//! sleep or wake sequence is never interleaved with another frame's handling except where
+//! the sequence itself drains the capture socket.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant as StdInstant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, error, info, info_span, warn};
+use vmnap_config::GuestConfig;
+use vmnap_core::{
+    GuestId, GuestSpec, GuestState, Instant, QueuedFrame, Sink, Surrogate, Verdict, VirtioNetHdr,
+    WakeCause,
+};
+use vmnap_host::{FdbEntry, Netlink, PacketSocket, RecvError};
+use vmnap_hypervisor::Backend;
+use vmnap_wire::MAX_FRAME_LEN;
+
+use crate::api::GuestStatus;
+use crate::StartError;
+
+const CAPTURE: Token = Token(0);
+const WAKER: Token = Token(1);
+/// Frames handled per readiness event before commands get a turn.
+const BATCH: usize = 512;
+/// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How long a guest's port may take to come up before replay starts anyway.
+const LINK_UP_WAIT: Duration = Duration::from_millis(200);
+
+/// A request to a bridge worker.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Sleep {
+        guest: String,
+        reply: Sender<Result<String, String>>,
+    },
+    Wake {
+        guest: String,
+        reply: Sender<Result<String, String>>,
+    },
+    Status {
+        reply: Sender<Vec<(usize, GuestStatus)>>,
+    },
+    Shutdown {
+        wake: bool,
+        reply: Sender<()>,
+    },
+}
+
+/// The API's end of a worker.
+#[derive(Debug)]
+pub(crate) struct BridgeHandle {
+    pub bridge: String,
+    pub guests: Vec<String>,
+    commands: Sender<Command>,
+    waker: Arc<Waker>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BridgeHandle {
+    pub(crate) fn send(&self, command: Command) -> bool {
+        self.commands.send(command).is_ok() && self.waker.wake().is_ok()
+    }
+}
+
+/// Per-guest counters, as the daemon counts the core's verdicts.
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    wakes: u64,
+    wake_failures: u64,
+    answered: u64,
+    queued: u64,
+    replayed: u64,
+    dropped: u64,
+    last_wake: Option<(Duration, WakeCause)>,
+}
+
+/// A guest as the worker runs it.
+#[derive(Debug)]
+struct Guest {
+    id: GuestId,
+    /// Position in the config, for status order.
+    order: usize,
+    config: GuestConfig,
+    ifindex: u32,
+    backend: Box<dyn Backend>,
+    counters: Counters,
+    asleep_since: Option<StdInstant>,
+    /// A wake in progress: when and why it started.
+    waking: Option<(StdInstant, WakeCause)>,
+    /// A failed wake to try again: when, and how many tries so far.
+    retry: Option<(StdInstant, u32)>,
+}
+
+impl Guest {
+    /// The VLAN of the guest's forwarding entry. Bridges without VLAN filtering (the only
+    /// kind vmnap supports so far) keep one entry per MAC, whatever the tag.
+    fn fdb_vid(&self) -> u16 {
+        0
+    }
+}
+
+/// Bridge-wide counters for frames that concern no guest.
+#[derive(Debug, Default)]
+struct BridgeCounters {
+    ignored: u64,
+    malformed: u64,
+    transmit_errors: u64,
+}
+
+/// The core's output, applied to the worker's sockets and counters.
+struct WorkerSink<'a> {
+    socket: &'a PacketSocket,
+    guests: &'a mut [Guest],
+    bridge: &'a mut BridgeCounters,
+    wakes: &'a mut VecDeque<(GuestId, WakeCause)>,
+}
+
+impl Sink for WorkerSink<'_> {
+    fn transmit(&mut self, frame: &[u8]) {
+        if let Err(e) = self.socket.send(frame, &VirtioNetHdr::NONE) {
+            self.bridge.transmit_errors += 1;
+            warn!(error = %e, "cannot send an answer");
+        }
+    }
+
+    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
+        let Some(g) = guest.and_then(|id| self.guests.get_mut(id.index())) else {
+            match verdict {
+                Verdict::Dropped(_) => self.bridge.malformed += 1,
+                _ => self.bridge.ignored += 1,
+            }
+            return;
+        };
+        match verdict {
+            Verdict::Answered(kind) => {
+                g.counters.answered += 1;
+                debug!(guest = %g.config.name, answer = kind.as_str(), "answered");
+            }
+            Verdict::Queued => g.counters.queued += 1,
+            Verdict::Dropped(reason) => {
+                g.counters.dropped += 1;
+                debug!(guest = %g.config.name, reason = reason.as_str(), "dropped a frame");
+            }
+            Verdict::Ignored(_) => {}
+        }
+    }
+
+    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+        self.wakes.push_back((guest, cause));
+    }
+}
+
+/// The worker itself.
+pub(crate) struct BridgeWorker {
+    bridge: String,
+    /// The surrogate's end of its veth pair (not enslaved); frames are read and sent here.
+    socket: PacketSocket,
+    /// The enslaved end, and the peer end, to remove on shutdown.
+    port_ifindex: u32,
+    netlink: Netlink,
+    surrogate: Surrogate,
+    guests: Vec<Guest>,
+    counters: BridgeCounters,
+    pending_wakes: VecDeque<(GuestId, WakeCause)>,
+    epoch: StdInstant,
+    buf: Vec<u8>,
+    poll: Poll,
+    commands: Receiver<Command>,
+}
+
+/// The names of a bridge's surrogate port: the enslaved end and the end vmnap reads.
+pub fn port_names(bridge_ifindex: u32) -> (String, String) {
+    (
+        format!("vmnap{bridge_ifindex}"),
+        format!("vmnap{bridge_ifindex}s"),
+    )
+}
+
+impl BridgeWorker {
+    /// Sets up the surrogate's port on `bridge` and registers its guests; returns the worker
+    /// (to run on its own thread) and its handle.
+    pub(crate) fn start(
+        bridge: &str,
+        guests: Vec<(usize, GuestConfig, Box<dyn Backend>)>,
+        seed: u64,
+    ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
+        let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
+        let bridge_ifindex = netlink
+            .link_index(bridge)
+            .map_err(|source| StartError::NoBridge {
+                bridge: bridge.to_owned(),
+                source,
+            })?;
+        let (port, peer) = port_names(bridge_ifindex);
+        // A port left behind by a daemon that died is ours to replace.
+        if netlink.link_exists(&port).map_err(StartError::Netlink)? {
+            let stale = netlink.link_index(&port).map_err(StartError::Netlink)?;
+            warn!(%bridge, %port, "removing the surrogate port a previous run left behind");
+            netlink.delete_link(stale).map_err(StartError::Netlink)?;
+        }
+        let setup = |nl: &mut Netlink| -> Result<u32, vmnap_host::NetlinkError> {
+            nl.create_veth(&port, &peer)?;
+            let port_ix = nl.link_index(&port)?;
+            let peer_ix = nl.link_index(&peer)?;
+            // The bridge's MTU is the smallest of its ports': match it, never lower it.
+            let mtu = nl.link_mtu(bridge_ifindex)?;
+            nl.set_mtu(port_ix, mtu)?;
+            nl.set_mtu(peer_ix, mtu)?;
+            nl.set_master(port_ix, bridge_ifindex)?;
+            nl.set_link_up(peer_ix, true)?;
+            nl.set_link_up(port_ix, true)?;
+            Ok(port_ix)
+        };
+        let port_ifindex = setup(&mut netlink).map_err(|source| StartError::Port {
+            bridge: bridge.to_owned(),
+            source,
+        })?;
+        let socket = PacketSocket::open_capture(&peer).map_err(|source| StartError::Capture {
+            bridge: bridge.to_owned(),
+            source,
+        })?;
+        let mut surrogate = Surrogate::new(seed);
+        let mut run = Vec::new();
+        for (order, config, backend) in guests {
+            let ifindex = netlink.link_index(&config.interface).map_err(|source| {
+                StartError::NoInterface {
+                    guest: config.name.clone(),
+                    source,
+                }
+            })?;
+            let id = surrogate
+                .add_guest(spec_of(&config))
+                .map_err(StartError::Guest)?;
+            debug_assert_eq!(
+                id.index(),
+                run.len(),
+                "guests are added in order, never removed"
+            );
+            run.push(Guest {
+                id,
+                order,
+                config,
+                ifindex,
+                backend,
+                counters: Counters::default(),
+                asleep_since: None,
+                waking: None,
+                retry: None,
+            });
+        }
+        let poll = Poll::new().map_err(StartError::Poll)?;
+        poll.registry()
+            .register(
+                &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&socket)),
+                CAPTURE,
+                Interest::READABLE,
+            )
+            .map_err(StartError::Poll)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
+        let (tx, rx) = mpsc::channel();
+        let handle = BridgeHandle {
+            bridge: bridge.to_owned(),
+            guests: run.iter().map(|g| g.config.name.clone()).collect(),
+            commands: tx,
+            waker,
+            thread: None,
+        };
+        info!(%bridge, port = %port, guests = run.len(), "standing by on bridge");
+        let worker = BridgeWorker {
+            bridge: bridge.to_owned(),
+            socket,
+            port_ifindex,
+            netlink,
+            surrogate,
+            guests: run,
+            counters: BridgeCounters::default(),
+            pending_wakes: VecDeque::new(),
+            epoch: StdInstant::now(),
+            buf: vec![0; MAX_FRAME_LEN + 64],
+            poll,
+            commands: rx,
+        };
+        Ok((worker, handle))
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// Runs until told to shut down.
+    pub(crate) fn run(mut self) {
+        let span = info_span!("bridge", bridge = %self.bridge);
+        let _enter = span.enter();
+        let mut events = Events::with_capacity(8);
+        loop {
+            let timeout = self
+                .next_deadline()
+                .map(|at| at.saturating_duration_since(StdInstant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    error!(error = %e, "poll failed; the surrogate stops");
+                    return;
+                }
+            }
+            self.drain_capture(BATCH);
+            self.run_timers();
+            self.run_wakes();
+            while let Ok(command) = self.commands.try_recv() {
+                if let Command::Shutdown { wake, reply } = command {
+                    self.shutdown(wake);
+                    let _ = reply.send(());
+                    return;
+                }
+                self.command(command);
+                self.run_wakes();
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<StdInstant> {
+        let core = self
+            .surrogate
+            .poll_at()
+            .map(|at| self.epoch + Duration::from_micros(at.micros()));
+        let retry = self
+            .guests
+            .iter()
+            .filter_map(|g| g.retry.map(|r| r.0))
+            .min();
+        match (core, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles up to `limit` frames waiting on the capture socket.
+    fn drain_capture(&mut self, limit: usize) {
+        for _ in 0..limit {
+            let meta = match self.socket.recv(&mut self.buf) {
+                Ok(Some(meta)) => meta,
+                Ok(None) => return,
+                Err(RecvError::LinkDown { .. }) => {
+                    warn!("the surrogate's port went down");
+                    continue;
+                }
+                Err(e @ RecvError::Truncated { .. }) => {
+                    self.counters.malformed += 1;
+                    warn!(error = %e, "dropped a frame too large to hold");
+                    continue;
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot read from the surrogate's port");
+                    return;
+                }
+            };
+            if meta.outgoing {
+                continue;
+            }
+            let now = self.now();
+            let mut sink = WorkerSink {
+                socket: &self.socket,
+                guests: &mut self.guests,
+                bridge: &mut self.counters,
+                wakes: &mut self.pending_wakes,
+            };
+            self.surrogate
+                .handle_frame(now, meta.vnet, &self.buf[..meta.len], &mut sink);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.now();
+        if self.surrogate.poll_at().is_some_and(|at| at <= now) {
+            let mut sink = WorkerSink {
+                socket: &self.socket,
+                guests: &mut self.guests,
+                bridge: &mut self.counters,
+                wakes: &mut self.pending_wakes,
+            };
+            self.surrogate.handle_timeout(now, &mut sink);
+        }
+        let due: Vec<usize> = self
+            .guests
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.retry.is_some_and(|(at, _)| at <= StdInstant::now()))
+            .map(|(i, _)| i)
+            .collect();
+        for i in due {
+            let id = self.guests[i].id;
+            if self.surrogate.state(id) == Some(GuestState::Sleeping)
+                && self.surrogate.begin_wake(id).is_ok()
+            {
+                let cause = self.guests[i].waking.map_or(WakeCause::Requested, |w| w.1);
+                self.pending_wakes.push_back((id, cause));
+            } else {
+                self.guests[i].retry = None;
+            }
+        }
+    }
+
+    fn run_wakes(&mut self) {
+        while let Some((id, cause)) = self.pending_wakes.pop_front() {
+            self.wake(id, cause);
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<usize> {
+        self.guests.iter().position(|g| g.config.name == name)
+    }
+
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Sleep { guest, reply } => {
+                let result = match self.find(&guest) {
+                    Some(i) => self.sleep(i),
+                    None => Err(format!("no guest named {guest}")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Wake { guest, reply } => {
+                let result = match self.find(&guest) {
+                    Some(i) => {
+                        let id = self.guests[i].id;
+                        match self.surrogate.state(id) {
+                            Some(GuestState::Awake) => Ok(format!("{guest} is already awake")),
+                            Some(GuestState::Sleeping) => {
+                                let _ = self.surrogate.begin_wake(id);
+                                self.wake(id, WakeCause::Requested);
+                                match self.surrogate.state(id) {
+                                    Some(GuestState::Awake) => Ok(format!("{guest} is awake")),
+                                    _ => Err(format!(
+                                        "{guest} did not wake; vmnap keeps trying (see its log)"
+                                    )),
+                                }
+                            }
+                            Some(state) => Ok(format!("{guest} is {state}")),
+                            None => Err(format!("no guest named {guest}")),
+                        }
+                    }
+                    None => Err(format!("no guest named {guest}")),
+                };
+                let _ = reply.send(result);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the run loop"),
+        }
+    }
+
+    fn status(&self) -> Vec<(usize, GuestStatus)> {
+        self.guests
+            .iter()
+            .map(|g| {
+                let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
+                let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
+                let status = GuestStatus {
+                    name: g.config.name.clone(),
+                    state: state.as_str().to_owned(),
+                    bridge: self.bridge.clone(),
+                    backend: g.backend.kind().to_owned(),
+                    wakes: g.counters.wakes,
+                    wake_failures: g.counters.wake_failures,
+                    answered_frames: g.counters.answered,
+                    queued_frames: g.counters.queued,
+                    queue_depth: depth as u64,
+                    replayed_frames: g.counters.replayed,
+                    dropped_frames: g.counters.dropped,
+                    last_wake_ms: g.counters.last_wake.map(|w| w.0.as_secs_f64() * 1000.0),
+                    last_wake_cause: g.counters.last_wake.map(|w| w.1.as_str().to_owned()),
+                    asleep_for_s: g.asleep_since.map(|t| t.elapsed().as_secs_f64()),
+                };
+                (g.order, status)
+            })
+            .collect()
+    }
+
+    /// Puts guest `i` to sleep: claim its MAC for the surrogate's port, handle what was
+    /// captured before, cut its port, stand in, and stop it.
+    fn sleep(&mut self, i: usize) -> Result<String, String> {
+        let id = self.guests[i].id;
+        let name = self.guests[i].config.name.clone();
+        match self.surrogate.state(id) {
+            Some(GuestState::Awake) => {}
+            Some(state) => return Ok(format!("{name} is {state}")),
+            None => return Err(format!("no guest named {name}")),
+        }
+        let started = StdInstant::now();
+        self.surrogate.begin_sleep(id).map_err(|e| e.to_string())?;
+        let mac = self.guests[i].config.mac;
+        let vid = self.guests[i].fdb_vid();
+        let ifindex = self.guests[i].ifindex;
+        // From here unicast for the guest comes to the surrogate and is held for it.
+        if let Err(e) =
+            self.netlink
+                .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
+        {
+            error!(guest = %name, error = %chain(&e), "cannot claim the guest's MAC");
+            self.undo_sleep(i);
+            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+        }
+        // Broadcasts captured so far reached the guest too.
+        self.drain_capture(usize::MAX);
+        if let Err(e) = self.netlink.set_link_up(ifindex, false) {
+            error!(guest = %name, error = %chain(&e), "cannot cut the guest's port");
+            self.undo_sleep(i);
+            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+        }
+        let now = self.now();
+        self.surrogate.asleep(id, now).map_err(|e| e.to_string())?;
+        if let Err(e) = self.guests[i].backend.suspend() {
+            error!(guest = %name, error = %chain(&e), "cannot stop the guest; waking it again");
+            self.undo_sleep(i);
+            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+        }
+        self.guests[i].asleep_since = Some(StdInstant::now());
+        info!(guest = %name, took_ms = started.elapsed().as_secs_f64() * 1000.0, "guest is asleep");
+        Ok(format!("{name} is asleep"))
+    }
+
+    /// Takes back a sleep that failed half-way, through the wake sequence.
+    fn undo_sleep(&mut self, i: usize) {
+        let id = self.guests[i].id;
+        if self.surrogate.begin_wake(id).is_ok() {
+            self.wake(id, WakeCause::Requested);
+        }
+    }
+
+    /// Wakes a guest the surrogate has already put in `Waking`: resume it, bring its port
+    /// back, replay its queue, hand its MAC back, relay what still reaches the surrogate.
+    fn wake(&mut self, id: GuestId, cause: WakeCause) {
+        let i = id.index();
+        let name = self.guests[i].config.name.clone();
+        let span = info_span!("guest", guest = %name);
+        let _enter = span.enter();
+        let started = *self.guests[i]
+            .waking
+            .get_or_insert((StdInstant::now(), cause));
+        if let Err(e) = self.guests[i].backend.resume() {
+            let tries = self.guests[i].retry.map_or(1, |r| r.1 + 1);
+            let delay = FIRST_RETRY_DELAY
+                .saturating_mul(1 << tries.min(7))
+                .min(MAX_RETRY_DELAY);
+            self.guests[i].counters.wake_failures += 1;
+            self.guests[i].retry = Some((StdInstant::now() + delay, tries));
+            error!(error = %chain(&e), tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
+            let _ = self.surrogate.wake_failed(id);
+            return;
+        }
+        let ifindex = self.guests[i].ifindex;
+        if let Err(e) = self.netlink.set_link_up(ifindex, true) {
+            error!(error = %chain(&e), "cannot bring the guest's port back up");
+        }
+        let deadline = StdInstant::now() + LINK_UP_WAIT;
+        while !self.netlink.link_is_running(ifindex).unwrap_or(true) && StdInstant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        let _ = self.surrogate.port_restored(id);
+        let interface = self.guests[i].config.interface.clone();
+        let sender = match PacketSocket::open_sender(&interface) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                error!(error = %chain(&e), "cannot open the guest's port for replay; held frames are lost");
+                None
+            }
+        };
+        let mut replayed = self.replay(id, sender.as_ref());
+        let (mac, vid) = (self.guests[i].config.mac, self.guests[i].fdb_vid());
+        if let Err(e) = self
+            .netlink
+            .fdb_replace(ifindex, mac, vid, FdbEntry::Dynamic)
+        {
+            // The guest's first frame out teaches the bridge anyway; until then frames for it
+            // keep coming here. Removing our entry makes the bridge flood them meanwhile.
+            warn!(error = %chain(&e), "cannot point the bridge back at the guest; removing vmnap's entry");
+            let _ = self.netlink.fdb_delete(self.port_ifindex, mac, vid);
+        }
+        // Whatever reached the surrogate before the switch is relayed, after what came earlier.
+        self.drain_capture(usize::MAX);
+        replayed += self.replay(id, sender.as_ref());
+        if let Err(e) = self.surrogate.wake_finished(id) {
+            error!(error = %e, "wake did not finish cleanly");
+        }
+        let g = &mut self.guests[i];
+        let took = started.0.elapsed();
+        g.counters.wakes += 1;
+        g.counters.last_wake = Some((took, started.1));
+        g.waking = None;
+        g.retry = None;
+        g.asleep_since = None;
+        info!(
+            cause = started.1.as_str(),
+            replayed,
+            took_ms = took.as_secs_f64() * 1000.0,
+            "guest is awake"
+        );
+    }
+
+    /// Sends the guest's held frames into its port, oldest first. Returns how many.
+    fn replay(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> usize {
+        let frames: VecDeque<QueuedFrame> = self.surrogate.take_queue(id);
+        let n = frames.len();
+        let Some(sender) = sender else { return 0 };
+        let mut sent = 0;
+        for frame in frames {
+            match sender.send(&frame.bytes, &frame.vnet) {
+                Ok(()) => sent += 1,
+                Err(e) => warn!(error = %chain(&e), "a held frame could not be replayed"),
+            }
+        }
+        self.guests[id.index()].counters.replayed += sent as u64;
+        if sent < n {
+            self.guests[id.index()].counters.dropped += (n - sent) as u64;
+        }
+        sent
+    }
+
+    fn shutdown(&mut self, wake: bool) {
+        if wake {
+            for i in 0..self.guests.len() {
+                let id = self.guests[i].id;
+                if self.surrogate.state(id) == Some(GuestState::Sleeping)
+                    && self.surrogate.begin_wake(id).is_ok()
+                {
+                    self.wake(id, WakeCause::Requested);
+                }
+            }
+        }
+        let still_asleep = self
+            .guests
+            .iter()
+            .filter(|g| self.surrogate.state(g.id) != Some(GuestState::Awake))
+            .count();
+        if still_asleep > 0 {
+            warn!(still_asleep, "leaving guests asleep");
+        }
+        if let Err(e) = self.netlink.delete_link(self.port_ifindex) {
+            warn!(error = %chain(&e), "cannot remove the surrogate's port");
+        }
+        info!(
+            ignored = self.counters.ignored,
+            malformed = self.counters.malformed,
+            "surrogate stopped"
+        );
+    }
+}
+
+/// The core's view of a configured guest.
+pub(crate) fn spec_of(c: &GuestConfig) -> GuestSpec {
+    use vmnap_config as cfg;
+    GuestSpec {
+        name: c.name.clone(),
+        mac: vmnap_core::MacAddr(c.mac),
+        vlan: c.vlan,
+        ipv4: c.ipv4.clone(),
+        ipv6: c.ipv6.clone(),
+        wake_on: c
+            .wake_on
+            .iter()
+            .map(|r| vmnap_core::PortRule {
+                transport: match r.transport {
+                    cfg::Transport::Tcp => vmnap_core::Transport::Tcp,
+                    cfg::Transport::Udp => vmnap_core::Transport::Udp,
+                },
+                port: r.port,
+            })
+            .collect(),
+        answers: vmnap_core::Answers {
+            arp: c.answer.arp,
+            ndp: c.answer.ndp,
+            icmp_echo: c.answer.icmp_echo,
+            tcp_echo: c.answer.tcp_echo,
+            udp_echo: c.answer.udp_echo,
+        },
+        multicast: match c.multicast {
+            cfg::MulticastPolicy::Queue => vmnap_core::MulticastPolicy::Queue,
+            cfg::MulticastPolicy::Drop => vmnap_core::MulticastPolicy::Drop,
+        },
+        limits: vmnap_core::QueueLimits {
+            frames: c.queue_frames,
+            bytes: c.queue_bytes,
+            multicast_frames: c.multicast_frames,
+        },
+    }
+}
+
+/// An error and its sources, joined with `: `.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
