@@ -33,6 +33,13 @@ const BATCH: usize = 512;
 /// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// After replay, the surrogate relays frames for the guest until none came for this long,
+/// so that the bridge switches back at a quiet moment.
+const QUIET: Duration = Duration::from_millis(2);
+/// ... but for no longer than this.
+const MAX_RELAY: Duration = Duration::from_millis(100);
+/// A pause between the guest's port coming up and the replay.
+const SETTLE: Duration = Duration::from_millis(1);
 /// How long a guest's port may take to come up before replay starts anyway.
 const LINK_UP_WAIT: Duration = Duration::from_millis(200);
 
@@ -160,6 +167,9 @@ impl Sink for WorkerSink<'_> {
     }
 }
 
+/// A guest from the config: its position there, its settings and its backend.
+pub(crate) type ConfiguredGuest = (usize, GuestConfig, Box<dyn Backend>);
+
 /// The worker itself.
 pub(crate) struct BridgeWorker {
     bridge: String,
@@ -191,7 +201,7 @@ impl BridgeWorker {
     /// (to run on its own thread) and its handle.
     pub(crate) fn start(
         bridge: &str,
-        guests: Vec<(usize, GuestConfig, Box<dyn Backend>)>,
+        guests: Vec<ConfiguredGuest>,
         seed: u64,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
@@ -567,6 +577,10 @@ impl BridgeWorker {
         {
             std::thread::yield_now();
         }
+        // Frames sent in the first moments after the link comes up can overtake each other
+        // (measured: the first replayed frames reached the guest after later ones); let the
+        // kernel finish bringing the port up first.
+        std::thread::sleep(SETTLE);
         let _ = self.surrogate.port_restored(id);
         let interface = self.guests[i].config.interface.clone();
         let sender = match PacketSocket::open_sender(&interface) {
@@ -577,6 +591,20 @@ impl BridgeWorker {
             }
         };
         let mut replayed = self.replay(id, sender.as_ref());
+        // Relay until a quiet moment: the bridge still sends the guest's unicast here, and
+        // everything relayed so far must reach the guest before its first direct frame.
+        let relay_until = StdInstant::now() + MAX_RELAY;
+        let mut last_frame = StdInstant::now();
+        while StdInstant::now() < relay_until && last_frame.elapsed() < QUIET {
+            self.drain_capture(usize::MAX);
+            let n = self.replay(id, sender.as_ref());
+            if n > 0 {
+                replayed += n;
+                last_frame = StdInstant::now();
+            } else {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
         let (mac, vid) = (self.guests[i].config.mac, self.guests[i].fdb_vid());
         if let Err(e) = self
             .netlink

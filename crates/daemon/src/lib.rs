@@ -162,8 +162,7 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
 }
 
 fn start_workers(config: &Config) -> Result<Vec<BridgeHandle>, StartError> {
-    let mut by_bridge: BTreeMap<&str, Vec<(usize, vmnap_config::GuestConfig, Box<dyn Backend>)>> =
-        BTreeMap::new();
+    let mut by_bridge: BTreeMap<&str, Vec<bridge::ConfiguredGuest>> = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
         let backend: Box<dyn Backend> = match &guest.backend {
             BackendConfig::Cgroup { dir } => Box::new(

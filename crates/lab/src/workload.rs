@@ -268,7 +268,29 @@ fn http_connection(stream: TcpStream, body: &str) -> std::io::Result<()> {
     }
 }
 
+/// Receive buffer of the UDP logger: room for a burst of thousands of small datagrams, as a
+/// guest's receiver needs when vmnap replays what it held while the guest slept.
+const UDP_RCVBUF: libc::c_int = 16 << 20;
+
 fn serve_udp_log(sock: UdpSocket, file: PathBuf) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket this function owns, with a pointer to a live c_int and
+    // its size; the kernel only reads it.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&UDP_RCVBUF as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        eprintln!(
+            "vmnap-lab-guest: cannot enlarge the UDP receive buffer: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let mut buf = vec![0u8; 65536];
     loop {
         let n = match sock.recv_from(&mut buf) {

@@ -1,0 +1,248 @@
+//! A lab with the real `vmnap` daemon running on its bridge.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use vmnap_lab::{GuestSpec, Lab, LabOptions};
+
+pub const VMNAP: &str = env!("CARGO_BIN_EXE_vmnap");
+
+/// Guest `n`'s addresses and MAC.
+pub fn guest_spec(name: &str, n: u8) -> GuestSpec {
+    GuestSpec {
+        name: name.to_owned(),
+        ipv4: Ipv4Addr::new(198, 18, 0, 10 + n),
+        ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(n)),
+        mac: [0x02, 0, 0, 0, 1, n],
+        vlan: 0,
+        http_port: Some(80),
+        udp_log_port: Some(9000),
+    }
+}
+
+/// One lab at a time: the machines are small (2 cores), and a test that measures loss must
+/// not compete with nine others for the CPU.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub struct Setup {
+    pub lab: Lab,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub daemon: Option<u32>,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Extra `[[guest]]` keys for every guest.
+pub const ECHO_ANSWERS: &str = r#"answer = ["arp", "ndp", "icmp-echo", "tcp-echo", "udp-echo"]"#;
+
+impl Setup {
+    /// A lab with `guests` (name, vlan) and one client per VLAN used, named `c<vlan>`.
+    pub fn new(guests: &[(&str, u16)], extra: &str) -> Setup {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lab = Lab::new(LabOptions {
+            workload: vec![VMNAP.into(), "lab-guest".into()],
+            ..LabOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+        let mut s = Setup {
+            socket: lab.dir().join("vmnap.sock"),
+            config: lab.dir().join("vmnap.toml"),
+            log: lab.dir().join("vmnap.log"),
+            lab,
+            daemon: None,
+            _turn: turn,
+        };
+        let mut vlans = vec![0u16];
+        for (n, (name, vlan)) in guests.iter().enumerate() {
+            let spec = GuestSpec {
+                vlan: *vlan,
+                ..guest_spec(name, n as u8 + 1)
+            };
+            s.lab
+                .add_guest(spec)
+                .unwrap_or_else(|e| panic!("cannot add guest {name}: {e}"));
+            if !vlans.contains(vlan) {
+                vlans.push(*vlan);
+            }
+        }
+        for (i, vlan) in vlans.iter().enumerate() {
+            let ipv4 = Ipv4Addr::new(198, 18, 1, 100 + i as u8);
+            let ipv6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100 + i as u16);
+            s.lab
+                .add_client(&format!("c{vlan}"), ipv4, ipv6, *vlan)
+                .unwrap_or_else(|e| panic!("cannot add client: {e}"));
+        }
+        s.write_config(extra);
+        s.start_daemon();
+        s
+    }
+
+    pub fn write_config(&self, extra: &str) {
+        let mut text = format!("[api]\nsocket = \"{}\"\n", self.socket.display());
+        for g in self.lab.guests() {
+            text += &format!(
+                "\n[[guest]]\nname = \"{}\"\nbridge = \"{}\"\ninterface = \"{}\"\nmac = \"{}\"\n\
+                 ipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nvlan = {}\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
+                 wake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
+                g.name,
+                self.lab.bridge(),
+                g.host_if,
+                vmnap_lab::mac_string(&g.mac),
+                g.ipv4,
+                g.ipv6,
+                g.vlan,
+                g.cgroup.display(),
+                extra,
+            );
+        }
+        std::fs::write(&self.config, text).expect("write the config");
+    }
+
+    pub fn start_daemon(&mut self) {
+        let argv: Vec<&OsStr> = vec![
+            VMNAP.as_ref(),
+            "run".as_ref(),
+            "--config".as_ref(),
+            self.config.as_os_str(),
+            "--log-level".as_ref(),
+            "info".as_ref(),
+        ];
+        let pid = self
+            .lab
+            .spawn_in_host(&argv, Some(&self.log))
+            .unwrap_or_else(|e| panic!("cannot start vmnap: {e}"));
+        self.daemon = Some(pid);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::os::unix::net::UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if !self.lab.is_running(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("vmnap did not come up; its log:\n{}", self.daemon_log());
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `vmnap ARGS --socket S`, expecting success.
+    pub fn vmnap(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new(VMNAP)
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run vmnap");
+        assert!(
+            out.status.success(),
+            "vmnap {args:?} failed: {}\n{}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon_log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn status(&self, guest: &str) -> serde_json::Value {
+        let text = self.vmnap(&["status", "--json"]);
+        let all: serde_json::Value = serde_json::from_str(&text).expect("status --json is JSON");
+        all.as_array()
+            .expect("an array")
+            .iter()
+            .find(|g| g["name"] == guest)
+            .cloned()
+            .unwrap_or_else(|| panic!("{guest} not in status: {text}"))
+    }
+
+    pub fn sleep(&self, guest: &str) {
+        self.vmnap(&["sleep", guest]);
+        assert_eq!(self.status(guest)["state"], "sleeping");
+        assert!(self.frozen(guest), "{guest}'s cgroup is not frozen");
+    }
+
+    pub fn frozen(&self, guest: &str) -> bool {
+        let g = self.lab.guest(guest).expect("a lab guest");
+        let events = std::fs::read_to_string(g.cgroup.join("cgroup.events"));
+        match events {
+            Ok(text) => text.lines().any(|l| l == "frozen 1"),
+            Err(_) => std::fs::read_to_string(g.cgroup.join("freezer.state"))
+                .map(|s| s.trim() == "FROZEN")
+                .unwrap_or(false),
+        }
+    }
+
+    pub fn client(&self, vlan: u16) -> String {
+        self.lab
+            .client(&format!("c{vlan}"))
+            .expect("client")
+            .netns
+            .clone()
+    }
+
+    /// Runs a command in the VLAN's client namespace.
+    pub fn run(&self, vlan: u16, argv: &[&str]) -> Output {
+        let ns = self.client(vlan);
+        self.lab
+            .exec(&ns, argv)
+            .unwrap_or_else(|e| panic!("cannot run {argv:?}: {e}"))
+    }
+
+    pub fn guest_ip(&self, guest: &str) -> String {
+        self.lab.guest(guest).expect("guest").ipv4.to_string()
+    }
+
+    pub fn guest_ip6(&self, guest: &str) -> String {
+        self.lab.guest(guest).expect("guest").ipv6.to_string()
+    }
+
+    pub fn guest_mac(&self, guest: &str) -> String {
+        vmnap_lab::mac_string(&self.lab.guest(guest).expect("guest").mac)
+    }
+
+    pub fn client_if(&self, vlan: u16) -> String {
+        self.lab
+            .client(&format!("c{vlan}"))
+            .expect("client")
+            .client_if()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.daemon.take() {
+            // SIGTERM: the daemon wakes its guests and removes its port.
+            self.lab.kill(pid);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- vmnap log ---\n{}", self.daemon_log());
+        }
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+pub fn need(tools: &[&str]) {
+    if let Err(e) = vmnap_lab::check_tools(tools) {
+        panic!("{e}");
+    }
+}
+
+pub fn _unused(_: &Path) {}

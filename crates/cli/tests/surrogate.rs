@@ -1,0 +1,375 @@
+//! The surrogate on a real bridge: the real daemon, real namespace guests, real clients.
+
+mod common;
+
+use common::{need, text, Setup};
+
+#[test]
+fn sleeping_guest_answers_arping_and_ping_with_its_own_mac_and_stays_frozen() {
+    need(&["arping", "ping"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let mac = s.guest_mac("web1");
+    let iface = s.client_if(0);
+    let out = s.run(0, &["arping", "-c", "3", "-w", "5", "-I", &iface, &ip]);
+    let arping = text(&out);
+    assert!(out.status.success(), "arping got no answer:\n{arping}");
+    assert!(
+        arping.to_lowercase().contains(&mac),
+        "arping answered by another MAC than {mac}:\n{arping}"
+    );
+    let out = s.run(0, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip]);
+    assert!(out.status.success(), "ping failed:\n{}", text(&out));
+    assert!(!text(&out).contains("DUP!"), "{}", text(&out));
+    let ip6 = s.guest_ip6("web1");
+    let out = s.run(0, &["ping", "-6", "-c", "3", "-i", "0.2", "-W", "2", &ip6]);
+    assert!(out.status.success(), "ping -6 failed:\n{}", text(&out));
+    // The neighbour entry the client learned points at the guest's MAC.
+    let neigh = text(&s.run(0, &["ip", "-6", "neigh", "show", &ip6]));
+    assert!(
+        neigh.contains(&mac),
+        "NDP answered with another MAC: {neigh}"
+    );
+    assert!(s.frozen("web1"), "answering must not thaw the guest");
+    let st = s.status("web1");
+    assert_eq!(st["state"], "sleeping");
+    assert_eq!(st["wakes"], 0);
+    assert!(
+        st["answered_frames"].as_u64().expect("a number") >= 9,
+        "{st}"
+    );
+}
+
+fn wait_for(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_s);
+    while std::time::Instant::now() < deadline {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn closed_port_is_refused_at_once_and_the_guest_stays_asleep() {
+    need(&["nc"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    for port in ["22", "5432", "8080"] {
+        let out = s.run(0, &["nc", "-v", "-z", "-w", "5", &ip, port]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out).contains("refused"),
+            "port {port} was not refused: {}",
+            text(&out)
+        );
+    }
+    let st = s.status("web1");
+    assert_eq!(st["state"], "sleeping");
+    assert_eq!(st["wakes"], 0);
+    assert!(s.frozen("web1"));
+}
+
+#[test]
+fn tcp_and_udp_echo_work_while_the_guest_sleeps() {
+    need(&["nc"]);
+    let s = Setup::new(&[("web1", 0)], common::ECHO_ANSWERS);
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let out = s.run(
+        0,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'hello over tcp\\n' | nc -N -w 5 {ip} 7"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over tcp\n",
+        "{}",
+        text(&out)
+    );
+    let out = s.run(
+        0,
+        &[
+            "sh",
+            "-c",
+            &format!("printf 'hello over udp' | nc -u -w 1 {ip} 7"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello over udp",
+        "{}",
+        text(&out)
+    );
+    let ip6 = s.guest_ip6("web1");
+    let out = s.run(
+        0,
+        &["sh", "-c", &format!("printf 'six\\n' | nc -N -w 5 {ip6} 7")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "six\n",
+        "{}",
+        text(&out)
+    );
+    let st = s.status("web1");
+    assert_eq!(st["state"], "sleeping");
+    assert_eq!(st["wakes"], 0);
+    assert!(s.frozen("web1"));
+}
+
+#[test]
+fn curl_to_a_sleeping_guest_gets_the_page_with_a_single_syn() {
+    need(&["curl", "tcpdump"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let ns = s.client(0);
+    let capture = s
+        .lab
+        .capture(
+            &ns,
+            &s.client_if(0),
+            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
+        )
+        .expect("tcpdump");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    let lines = capture.stop().expect("capture");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from web1\n",
+        "{}",
+        text(&out)
+    );
+    let syns = lines.iter().filter(|l| l.contains("Flags [S]")).count();
+    assert_eq!(
+        syns,
+        1,
+        "the client retransmitted its SYN:\n{}",
+        lines.join("\n")
+    );
+    let st = s.status("web1");
+    assert_eq!(st["state"], "awake");
+    assert_eq!(st["wakes"], 1);
+    assert_eq!(st["last_wake_cause"], "tcp-syn");
+    assert!(!s.frozen("web1"));
+}
+
+fn udp_log(s: &Setup, guest: &str) -> Vec<String> {
+    let path = s
+        .lab
+        .guest(guest)
+        .expect("guest")
+        .udp_log
+        .clone()
+        .expect("a UDP log");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sends datagrams `0001`..`1000` to the sleeping guest's wake port; returns what its
+/// receiver logged.
+fn thousand_datagrams() -> (Setup, Vec<String>) {
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    // A client that talked to the guest before has its MAC already (answered by vmnap).
+    assert!(s
+        .run(0, &["ping", "-c", "1", "-W", "2", &ip])
+        .status
+        .success());
+    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
+    let out = s.run(0, &["bash", "-c", &script]);
+    assert!(out.status.success(), "{}", text(&out));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while udp_log(&s, "web1").len() < 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = udp_log(&s, "web1");
+    if got.len() != 1000 {
+        let mut seen = got.clone();
+        seen.sort();
+        let missing: Vec<String> = (1..=1000)
+            .map(|i| format!("{i:04}"))
+            .filter(|n| seen.binary_search(n).is_err())
+            .take(20)
+            .collect();
+        eprintln!(
+            "got {} datagrams; first missing: {missing:?}\nstatus: {}\n",
+            got.len(),
+            s.status("web1")
+        );
+    }
+    (s, got)
+}
+
+#[test]
+fn a_thousand_numbered_datagrams_reach_the_woken_guest_in_order_exactly_once() {
+    let (s, got) = thousand_datagrams();
+    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got.len(), 1000, "duplicates or losses");
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    let from = first_wrong.unwrap_or(0);
+    assert_eq!(
+        first_wrong,
+        None,
+        "out of order from there: {:?}",
+        &got[from..(from + 20).min(got.len())]
+    );
+    let st = s.status("web1");
+    assert_eq!(st["wakes"], 1);
+    assert_eq!(st["dropped_frames"], 0);
+    assert!(st["replayed_frames"].as_u64().expect("number") >= 1, "{st}");
+}
+
+#[test]
+fn broadcasts_are_replayed_and_arp_scans_and_pings_never_wake() {
+    need(&["socat", "arping", "ping", "nc"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let iface = s.client_if(0);
+    for n in 1..=3 {
+        let cmd =
+            format!("printf 'broadcast-{n}' | socat - UDP-DATAGRAM:198.19.255.255:9000,broadcast");
+        let out = s.run(0, &["sh", "-c", &cmd]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let out = s.run(
+        0,
+        &[
+            "sh",
+            "-c",
+            "printf 'mdns' | socat - UDP-DATAGRAM:224.0.0.251:5353,ip-multicast-if=198.18.1.100",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    // ARP for hosts that are not there, a port scan, and pings.
+    let _ = s.run(
+        0,
+        &["arping", "-c", "2", "-w", "2", "-I", &iface, "198.18.0.99"],
+    );
+    let _ = s.run(0, &["nc", "-z", "-w", "2", &ip, "1-30"]);
+    let _ = s.run(0, &["ping", "-c", "3", "-i", "0.2", &ip]);
+    let st = s.status("web1");
+    assert_eq!(st["state"], "sleeping", "{st}");
+    assert_eq!(st["wakes"], 0);
+    // Three broadcasts, one multicast, and the client's own IPv6 multicast.
+    let held = st["queue_depth"].as_u64().expect("number");
+    assert!(held >= 4, "{st}");
+    s.vmnap(&["wake", "web1"]);
+    wait_for("the broadcasts in the guest's log", 5, || {
+        udp_log(&s, "web1").len() >= 3
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        udp_log(&s, "web1"),
+        ["broadcast-1", "broadcast-2", "broadcast-3"]
+    );
+    assert_eq!(s.status("web1")["replayed_frames"], held);
+}
+
+#[test]
+fn multicast_drop_policy_is_counted() {
+    need(&["socat"]);
+    let s = Setup::new(&[("web1", 0)], "multicast = \"drop\"");
+    s.sleep("web1");
+    for _ in 0..3 {
+        let cmd = "printf 'x' | socat - UDP-DATAGRAM:198.19.255.255:9000,broadcast";
+        assert!(s.run(0, &["sh", "-c", cmd]).status.success());
+    }
+    let st = s.status("web1");
+    // The client's own IPv6 multicast (MLD, router solicitations) is dropped too.
+    assert!(st["dropped_frames"].as_u64().expect("number") >= 3, "{st}");
+    assert_eq!(st["queue_depth"], 0);
+    assert_eq!(st["wakes"], 0);
+}
+
+#[test]
+fn a_flood_past_the_queue_limit_is_dropped_counted_and_wakes_the_guest() {
+    let s = Setup::new(&[("web1", 0)], "queue_frames = 64\nmulticast_frames = 16");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let script = format!("for i in $(seq 1 2000); do printf \"$i\" > /dev/udp/{ip}/5353; done");
+    assert!(s.run(0, &["bash", "-c", &script]).status.success());
+    wait_for("the guest to wake", 10, || {
+        s.status("web1")["state"] == "awake"
+    });
+    let st = s.status("web1");
+    assert_eq!(st["wakes"], 1);
+    assert_eq!(st["last_wake_cause"], "queue-full");
+    assert!(st["dropped_frames"].as_u64().expect("number") >= 1, "{st}");
+    let pid = s.daemon.expect("running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    assert!(
+        rss_kb < 64 * 1024,
+        "the daemon uses {rss_kb} kB after a flood"
+    );
+}
+
+#[test]
+fn an_awake_guest_gets_no_answers_from_the_surrogate() {
+    need(&["ping"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    let ip = s.guest_ip("web1");
+    let out = s.run(0, &["ping", "-c", "5", "-i", "0.2", &ip]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("DUP!"), "{}", text(&out));
+    // And after a sleep and a wake, the same.
+    s.sleep("web1");
+    s.vmnap(&["wake", "web1"]);
+    let out = s.run(0, &["ping", "-c", "5", "-i", "0.2", &ip]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("DUP!"), "{}", text(&out));
+    let st = s.status("web1");
+    assert_eq!(st["state"], "awake");
+    assert_eq!(st["answered_frames"], 0, "{st}");
+}
+
+#[test]
+fn a_guest_on_vlan_10_is_answered_only_on_vlan_10() {
+    need(&["arping", "ping"]);
+    let s = Setup::new(&[("web1", 10)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    let untagged = s.run(
+        0,
+        &["arping", "-c", "2", "-w", "2", "-I", &s.client_if(0), &ip],
+    );
+    assert!(
+        !untagged.status.success(),
+        "answered off its VLAN: {}",
+        text(&untagged)
+    );
+    let tagged = s.run(
+        10,
+        &["arping", "-c", "2", "-w", "3", "-I", &s.client_if(10), &ip],
+    );
+    assert!(
+        tagged.status.success(),
+        "not answered on VLAN 10: {}",
+        text(&tagged)
+    );
+    assert!(text(&tagged).to_lowercase().contains(&s.guest_mac("web1")));
+    let ping = s.run(10, &["ping", "-c", "2", "-W", "2", &ip]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    assert_eq!(s.status("web1")["wakes"], 0);
+}
