@@ -44,11 +44,21 @@ pub const ECHO_ANSWERS: &str = r#"answer = ["arp", "ndp", "icmp-echo", "tcp-echo
 impl Setup {
     /// A lab with `guests` (name, vlan) and one client per VLAN used, named `c<vlan>`.
     pub fn new(guests: &[(&str, u16)], extra: &str) -> Setup {
+        Self::with_cgroup(guests, extra, vmnap_lab::CgroupKind::V2)
+    }
+
+    /// The same, with guests in cgroups of the given hierarchy.
+    pub fn with_cgroup(
+        guests: &[(&str, u16)],
+        extra: &str,
+        cgroup: vmnap_lab::CgroupKind,
+    ) -> Setup {
         let turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let lab = Lab::new(LabOptions {
             workload: vec![VMNAP.into(), "lab-guest".into()],
+            cgroup,
             ..LabOptions::default()
         })
         .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));

@@ -1,0 +1,214 @@
+//! The daemon as a whole: many guests, the v1 freezer, stopping, and config errors.
+
+mod common;
+
+use common::{need, text, Setup, VMNAP};
+
+#[test]
+fn fifty_guests_asleep_at_once_are_each_answered_and_one_wakes_alone() {
+    need(&["arping", "curl"]);
+    let names: Vec<String> = (1..=50).map(|n| format!("g{n}")).collect();
+    let guests: Vec<(&str, u16)> = names.iter().map(|n| (n.as_str(), 0)).collect();
+    let s = Setup::new(&guests, "");
+    for name in &names {
+        s.vmnap(&["sleep", name]);
+    }
+    let iface = s.client_if(0);
+    for name in &names {
+        let ip = s.guest_ip(name);
+        let out = s.run(0, &["arping", "-c", "1", "-w", "2", "-I", &iface, &ip]);
+        assert!(out.status.success(), "{name} not answered: {}", text(&out));
+        assert!(
+            text(&out).to_lowercase().contains(&s.guest_mac(name)),
+            "{name} answered with the wrong MAC: {}",
+            text(&out)
+        );
+    }
+    let out = s.run(
+        0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("http://{}/", s.guest_ip("g17")),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from g17\n",
+        "{}",
+        text(&out)
+    );
+    for name in &names {
+        let st = s.status(name);
+        if name == "g17" {
+            assert_eq!(
+                (st["state"].as_str(), st["wakes"].as_u64()),
+                (Some("awake"), Some(1)),
+                "{st}"
+            );
+        } else {
+            assert_eq!(
+                (st["state"].as_str(), st["wakes"].as_u64()),
+                (Some("sleeping"), Some(0)),
+                "{st}"
+            );
+            assert!(s.frozen(name), "{name} thawed");
+        }
+    }
+    // The others still answer after the wake.
+    let out = s.run(
+        0,
+        &[
+            "arping",
+            "-c",
+            "1",
+            "-w",
+            "2",
+            "-I",
+            &iface,
+            &s.guest_ip("g18"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_guest_in_a_v1_freezer_sleeps_and_wakes() {
+    need(&["curl", "ping"]);
+    let s = Setup::with_cgroup(&[("web1", 0)], "", vmnap_lab::CgroupKind::V1);
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    assert!(s
+        .run(0, &["ping", "-c", "2", "-W", "2", &ip])
+        .status
+        .success());
+    assert!(s.frozen("web1"));
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from web1\n",
+        "{}",
+        text(&out)
+    );
+    assert!(!s.frozen("web1"));
+    assert_eq!(s.status("web1")["wakes"], 1);
+}
+
+#[test]
+fn sigterm_wakes_sleeping_guests_and_removes_the_surrogate_port() {
+    need(&["curl"]);
+    let mut s = Setup::new(&[("web1", 0), ("web2", 0)], "");
+    s.sleep("web1");
+    s.sleep("web2");
+    let host = s.lab.host_netns().to_owned();
+    let links = text(
+        &s.lab
+            .exec(&host, &["ip", "-o", "link", "show"])
+            .expect("ip link"),
+    );
+    assert!(links.contains("vmnap"), "no surrogate port: {links}");
+    let pid = s.daemon.take().expect("running");
+    s.lab.kill(pid); // SIGTERM first
+    assert!(!s.frozen("web1") && !s.frozen("web2"), "guests left frozen");
+    let links = text(
+        &s.lab
+            .exec(&host, &["ip", "-o", "link", "show"])
+            .expect("ip link"),
+    );
+    assert!(
+        !links.contains("vmnap"),
+        "the surrogate port was left behind: {links}"
+    );
+    let fdb = text(
+        &s.lab
+            .exec(&host, &["bridge", "fdb", "show", "br", "br0"])
+            .expect("bridge fdb"),
+    );
+    assert!(
+        !fdb.contains("sticky"),
+        "a static entry was left behind: {fdb}"
+    );
+    // Both answer by themselves again.
+    for g in ["web1", "web2"] {
+        let out = s.run(
+            0,
+            &[
+                "curl",
+                "-sS",
+                "--max-time",
+                "5",
+                &format!("http://{}/", s.guest_ip(g)),
+            ],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("hello from {g}\n"),
+            "{}",
+            text(&out)
+        );
+    }
+    assert!(
+        s.daemon_log().contains("vmnap stopped"),
+        "{}",
+        s.daemon_log()
+    );
+}
+
+#[test]
+fn check_config_exits_64_naming_file_line_and_key() {
+    let dir = std::env::temp_dir().join(format!("vmnap-cc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[guest]]\nname = \"web1\"\nbridge = \"br0\"\ninterface = \"vg-web1\"\nmac = \"02:00:00:00:01\"\n\
+         ipv4 = [\"198.18.0.11\"]\nbackend = \"cgroup\"\ncgroup = \"/sys/fs/cgroup/x\"\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(VMNAP)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains(&format!("{}:5:", bad.display())),
+        "no file and line: {err}"
+    );
+    assert!(err.contains("guest[0].mac"), "no key: {err}");
+    let unknown = dir.join("unknown.toml");
+    std::fs::write(&unknown, "[api]\nsockett = \"/run/x.sock\"\n").expect("write");
+    let out = std::process::Command::new(VMNAP)
+        .arg("check-config")
+        .arg(&unknown)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sockett"));
+    let good = dir.join("good.toml");
+    std::fs::write(&good, "[api]\nsocket = \"/run/vmnap/x.sock\"\n").expect("write");
+    let out = std::process::Command::new(VMNAP)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `run` refuses a bad config the same way, before touching anything.
+    let out = std::process::Command::new(VMNAP)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}
