@@ -27,10 +27,8 @@ mod locate;
 mod raw;
 mod validate;
 
-use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 pub use error::ConfigError;
 
@@ -132,130 +130,7 @@ impl BackendConfig {
     }
 }
 
-/// The transport of a [`PortRule`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Transport {
-    /// TCP (a SYN wakes the guest).
-    Tcp,
-    /// UDP.
-    Udp,
-}
-
-impl Transport {
-    /// `"tcp"` or `"udp"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A destination port that wakes the guest, written `tcp/80` or `udp/9000`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PortRule {
-    /// TCP or UDP.
-    pub transport: Transport,
-    /// Destination port, 1..=65535.
-    pub port: u16,
-}
-
-/// Why a string is not a [`PortRule`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ParsePortRuleError {
-    /// Not `tcp/N` or `udp/N`.
-    #[error("`{0}` is not a port rule (want `tcp/N` or `udp/N`, like tcp/80)")]
-    Syntax(String),
-    /// The port is not in 1..=65535.
-    #[error("port `{0}` is out of range (want 1..=65535)")]
-    Port(String),
-}
-
-impl FromStr for PortRule {
-    type Err = ParsePortRuleError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || ParsePortRuleError::Syntax(s.to_string());
-        let (transport, port) = s.split_once('/').ok_or_else(syntax)?;
-        let transport = match transport {
-            "tcp" => Transport::Tcp,
-            "udp" => Transport::Udp,
-            _ => return Err(syntax()),
-        };
-        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(syntax());
-        }
-        let port = match port.parse::<u16>() {
-            Ok(p) if p != 0 => p,
-            _ => return Err(ParsePortRuleError::Port(port.to_string())),
-        };
-        Ok(PortRule { transport, port })
-    }
-}
-
-impl fmt::Display for PortRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.transport, self.port)
-    }
-}
-
-/// What the surrogate answers for a sleeping guest. `Default` answers nothing; a guest without
-/// an `answer` key gets [`Answers::CONFIG_DEFAULT`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Answers {
-    /// ARP requests for the guest's IPv4 addresses (`"arp"`).
-    pub arp: bool,
-    /// NDP neighbour solicitations for the guest's IPv6 addresses (`"ndp"`).
-    pub ndp: bool,
-    /// ICMP and ICMPv6 echo requests (`"icmp-echo"`).
-    pub icmp_echo: bool,
-    /// TCP echo, port 7 (`"tcp-echo"`).
-    pub tcp_echo: bool,
-    /// UDP echo, port 7 (`"udp-echo"`).
-    pub udp_echo: bool,
-}
-
-impl Answers {
-    /// The answers of a guest without an `answer` key: `["arp", "ndp", "icmp-echo"]`.
-    pub const CONFIG_DEFAULT: Answers = Answers {
-        arp: true,
-        ndp: true,
-        icmp_echo: true,
-        tcp_echo: false,
-        udp_echo: false,
-    };
-
-    /// Every name accepted in `answer`, in the order of the fields.
-    pub const NAMES: [&'static str; 5] = ["arp", "ndp", "icmp-echo", "tcp-echo", "udp-echo"];
-
-    /// The flag for a name from [`Answers::NAMES`], or `None` for any other string.
-    pub fn flag_mut(&mut self, name: &str) -> Option<&mut bool> {
-        match name {
-            "arp" => Some(&mut self.arp),
-            "ndp" => Some(&mut self.ndp),
-            "icmp-echo" => Some(&mut self.icmp_echo),
-            "tcp-echo" => Some(&mut self.tcp_echo),
-            "udp-echo" => Some(&mut self.udp_echo),
-            _ => None,
-        }
-    }
-}
-
-/// What happens to broadcast and multicast frames that arrive while the guest sleeps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum MulticastPolicy {
-    /// Hold up to `multicast_frames` of them for delivery after the next wake (`"queue"`).
-    #[default]
-    Queue,
-    /// Drop them (`"drop"`).
-    Drop,
-}
+pub use vmnap_core::{Answers, MulticastPolicy, ParsePortRuleError, PortRule, Transport};
 
 impl Config {
     /// Reads and validates the config file at `path`.

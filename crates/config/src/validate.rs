@@ -172,7 +172,7 @@ impl Cx<'_> {
         }
 
         let answer = match &g.answer {
-            None => Answers::CONFIG_DEFAULT,
+            None => Answers::DEFAULT,
             Some(list) => self.answers(i, list, &wake_on)?,
         };
 

@@ -105,7 +105,7 @@ fn web1() -> GuestConfig {
             dir: "/sys/fs/cgroup/vmnap/web1".into(),
         },
         wake_on: vec![],
-        answer: Answers::CONFIG_DEFAULT,
+        answer: Answers::DEFAULT,
         queue_frames: 4096,
         queue_bytes: 8_388_608,
         multicast: MulticastPolicy::Queue,
@@ -187,7 +187,7 @@ fn example_file_parses() {
     assert_eq!(config.api.socket, PathBuf::from(DEFAULT_SOCKET));
     let db1 = config.guest("db1").expect("db1 is in example.toml");
     assert_eq!(db1.vlan, 20);
-    assert_eq!(db1.answer, Answers::CONFIG_DEFAULT);
+    assert_eq!(db1.answer, Answers::DEFAULT);
     assert!(db1.ipv4.is_empty());
 }
 

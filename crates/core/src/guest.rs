@@ -1,12 +1,13 @@
 //! What the surrogate must know about a guest to stand in for it.
 
 use core::fmt;
+use core::str::FromStr;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vmnap_wire::MacAddr;
 
 /// TCP or UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// TCP.
     Tcp,
@@ -14,8 +15,25 @@ pub enum Transport {
     Udp,
 }
 
-/// A port the guest serves: a SYN or datagram to it wakes the guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+impl Transport {
+    /// `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A port the guest serves, written `tcp/80` or `udp/9000`: a SYN or datagram to it wakes the
+/// guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRule {
     /// TCP or UDP.
     pub transport: Transport,
@@ -25,15 +43,45 @@ pub struct PortRule {
 
 impl fmt::Display for PortRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = match self.transport {
-            Transport::Tcp => "tcp",
-            Transport::Udp => "udp",
-        };
-        write!(f, "{t}/{}", self.port)
+        write!(f, "{}/{}", self.transport, self.port)
     }
 }
 
-/// Which requests the surrogate answers itself while the guest sleeps.
+/// Why a string is not a [`PortRule`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParsePortRuleError {
+    /// Not `tcp/N` or `udp/N`.
+    #[error("`{0}` is not a port rule (want `tcp/N` or `udp/N`, like tcp/80)")]
+    Syntax(String),
+    /// The port is not in 1..=65535.
+    #[error("port `{0}` is out of range (want 1..=65535)")]
+    Port(String),
+}
+
+impl FromStr for PortRule {
+    type Err = ParsePortRuleError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let syntax = || ParsePortRuleError::Syntax(s.to_string());
+        let (transport, port) = s.split_once('/').ok_or_else(syntax)?;
+        let transport = match transport {
+            "tcp" => Transport::Tcp,
+            "udp" => Transport::Udp,
+            _ => return Err(syntax()),
+        };
+        if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(syntax());
+        }
+        let port = match port.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(ParsePortRuleError::Port(port.to_string())),
+        };
+        Ok(PortRule { transport, port })
+    }
+}
+
+/// Which requests the surrogate answers itself while the guest sleeps. `Default` answers
+/// nothing; [`Answers::DEFAULT`] is what a guest gets when its config does not say.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Answers {
     /// ARP requests for the guest's IPv4 addresses.
@@ -57,6 +105,21 @@ impl Answers {
         tcp_echo: false,
         udp_echo: false,
     };
+
+    /// Every name accepted in a config's `answer` list, in the order of the fields.
+    pub const NAMES: [&'static str; 5] = ["arp", "ndp", "icmp-echo", "tcp-echo", "udp-echo"];
+
+    /// The flag for a name from [`Answers::NAMES`], or `None` for any other string.
+    pub fn flag_mut(&mut self, name: &str) -> Option<&mut bool> {
+        match name {
+            "arp" => Some(&mut self.arp),
+            "ndp" => Some(&mut self.ndp),
+            "icmp-echo" => Some(&mut self.icmp_echo),
+            "tcp-echo" => Some(&mut self.tcp_echo),
+            "udp-echo" => Some(&mut self.udp_echo),
+            _ => None,
+        }
+    }
 }
 
 /// What happens to broadcast and multicast frames while the guest sleeps.

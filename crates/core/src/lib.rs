@@ -25,7 +25,9 @@ mod surrogate;
 mod time;
 mod verdict;
 
-pub use guest::{Answers, GuestSpec, MulticastPolicy, PortRule, QueueLimits, Transport};
+pub use guest::{
+    Answers, GuestSpec, MulticastPolicy, ParsePortRuleError, PortRule, QueueLimits, Transport,
+};
 pub use lifecycle::GuestState;
 pub use queue::QueuedFrame;
 pub use surrogate::{AddGuestError, GuestId, LifecycleError, Sink, Surrogate};

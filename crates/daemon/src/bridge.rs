@@ -687,35 +687,15 @@ impl BridgeWorker {
 
 /// The core's view of a configured guest.
 pub(crate) fn spec_of(c: &GuestConfig) -> GuestSpec {
-    use vmnap_config as cfg;
     GuestSpec {
         name: c.name.clone(),
         mac: vmnap_core::MacAddr(c.mac),
         vlan: c.vlan,
         ipv4: c.ipv4.clone(),
         ipv6: c.ipv6.clone(),
-        wake_on: c
-            .wake_on
-            .iter()
-            .map(|r| vmnap_core::PortRule {
-                transport: match r.transport {
-                    cfg::Transport::Tcp => vmnap_core::Transport::Tcp,
-                    cfg::Transport::Udp => vmnap_core::Transport::Udp,
-                },
-                port: r.port,
-            })
-            .collect(),
-        answers: vmnap_core::Answers {
-            arp: c.answer.arp,
-            ndp: c.answer.ndp,
-            icmp_echo: c.answer.icmp_echo,
-            tcp_echo: c.answer.tcp_echo,
-            udp_echo: c.answer.udp_echo,
-        },
-        multicast: match c.multicast {
-            cfg::MulticastPolicy::Queue => vmnap_core::MulticastPolicy::Queue,
-            cfg::MulticastPolicy::Drop => vmnap_core::MulticastPolicy::Drop,
-        },
+        wake_on: c.wake_on.clone(),
+        answers: c.answer,
+        multicast: c.multicast,
         limits: vmnap_core::QueueLimits {
             frames: c.queue_frames,
             bytes: c.queue_bytes,
