@@ -69,6 +69,9 @@ pub(crate) enum Transport<'a> {
         target: Ipv6Addr,
         source_lladdr: Option<EthernetAddress>,
     },
+    NeighborAdvert {
+        target: Ipv6Addr,
+    },
     /// ICMP or ICMPv6 the surrogate does not answer (including NDP other than solicitations).
     OtherIcmp,
     /// Fragments, extension headers, other protocols: the surrogate cannot look inside.
@@ -197,6 +200,14 @@ fn parse_ipv6(bytes: &[u8]) -> Result<Net<'_>, Malformed> {
                         _ => Transport::OtherIcmp,
                     }
                 }
+                (Icmpv6Message::NeighborAdvert, 0) => match NdiscRepr::parse(&icmp) {
+                    Ok(NdiscRepr::NeighborAdvert { target_addr, .. }) => {
+                        Transport::NeighborAdvert {
+                            target: target_addr,
+                        }
+                    }
+                    _ => Transport::OtherIcmp,
+                },
                 _ => Transport::OtherIcmp,
             }
         }

@@ -107,29 +107,44 @@ fn ip(out: &mut Vec<u8>, route: &Route, proto: IpProtocol, hop_limit: u8, len: u
     }
 }
 
-/// An ARP reply from `guest_mac`/`guest_ip` to the requester.
-pub(crate) fn arp_reply(
+/// An ARP packet from `sender` to `target`, in a frame with `link`'s addresses and tag.
+pub(crate) fn arp(
     out: &mut Vec<u8>,
-    request_link: &LinkRepr,
-    guest_mac: EthernetAddress,
-    guest_ip: Ipv4Addr,
-    requester_mac: EthernetAddress,
-    requester_ip: Ipv4Addr,
+    operation: ArpOperation,
+    link: &LinkRepr,
+    sender_mac: EthernetAddress,
+    sender_ip: Ipv4Addr,
+    target_mac: EthernetAddress,
+    target_ip: Ipv4Addr,
 ) {
     let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Reply,
-        source_hardware_addr: guest_mac,
-        source_protocol_addr: guest_ip,
-        target_hardware_addr: requester_mac,
-        target_protocol_addr: requester_ip,
+        operation,
+        source_hardware_addr: sender_mac,
+        source_protocol_addr: sender_ip,
+        target_hardware_addr: target_mac,
+        target_protocol_addr: target_ip,
     };
-    let link = LinkRepr {
-        src: guest_mac,
-        dst: requester_mac,
-        ..*request_link
-    };
-    let at = start(out, &link, EthernetProtocol::Arp, repr.buffer_len());
+    let at = start(out, link, EthernetProtocol::Arp, repr.buffer_len());
     repr.emit(&mut ArpPacket::new_unchecked(&mut out[at..]));
+}
+
+/// A neighbour solicitation for `target`, without a link-layer address option (as duplicate
+/// address detection sends it from the unspecified address).
+pub(crate) fn neighbor_solicit(out: &mut Vec<u8>, route: &Route, target: Ipv6Addr) {
+    let Route::V6 { src, dst, .. } = *route else {
+        return;
+    };
+    let repr = Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+        target_addr: target,
+        lladdr: None,
+    });
+    let at = ip(out, route, IpProtocol::Icmpv6, 255, repr.buffer_len());
+    repr.emit(
+        &src,
+        &dst,
+        &mut Icmpv6Packet::new_unchecked(&mut out[at..]),
+        &checksums(),
+    );
 }
 
 /// A neighbour advertisement for `target` with `guest_mac`, as the guest's kernel sends it:

@@ -44,6 +44,11 @@ pub trait Sink {
     /// queues its traffic and answers nothing until [`Surrogate::wake_finished`] or
     /// [`Surrogate::wake_failed`].
     fn wake(&mut self, guest: GuestId, cause: WakeCause);
+    /// The guest answered the probe of [`Surrogate::barrier_probe`]: every frame sent into
+    /// its port before the probe has been through its network stack.
+    fn barrier(&mut self, guest: GuestId) {
+        let _ = guest;
+    }
 }
 
 /// A guest's handle within one [`Surrogate`].
@@ -128,6 +133,8 @@ struct Guest {
     queue: FrameQueue,
     echo: EchoService,
     keepalive: HashMap<FlowKey, Instant>,
+    /// The MAC a barrier probe went out from, while its answer is awaited.
+    barrier: Option<EthernetAddress>,
 }
 
 /// Stands in for the guests of one bridge. See the crate documentation.
@@ -210,6 +217,7 @@ impl Surrogate {
             queue: FrameQueue::default(),
             echo: EchoService::default(),
             keepalive: HashMap::new(),
+            barrier: None,
         };
         if slot == self.guests.len() {
             self.guests.push(Some(guest));
@@ -305,6 +313,7 @@ impl Surrogate {
         let guest = self.transition(id, GuestState::Waking { port_up: false })?;
         guest.echo.clear();
         guest.keepalive = HashMap::new();
+        guest.barrier = None;
         Ok(())
     }
 
@@ -339,6 +348,74 @@ impl Surrogate {
     /// was queued stays queued.
     pub fn wake_failed(&mut self, id: GuestId) -> Result<(), LifecycleError> {
         self.transition(id, GuestState::Sleeping).map(drop)
+    }
+
+    /// A frame that makes a waking guest answer `from` through its network stack: an ARP
+    /// probe (sender 0.0.0.0) for its first IPv4 address, or else a duplicate address
+    /// detection solicitation for its first IPv6 address. Sent into the guest's port after the
+    /// replay, its answer ([`Sink::barrier`]) shows that the guest has taken in everything
+    /// replayed before it. Neither probe leaves state in the guest. `None` if the guest is
+    /// not waking with its port up, or has no address.
+    pub fn barrier_probe(&mut self, id: GuestId, from: EthernetAddress) -> Option<Vec<u8>> {
+        let guest = self.guests.get_mut(id.index()).and_then(Option::as_mut)?;
+        if guest.state != (GuestState::Waking { port_up: true }) {
+            return None;
+        }
+        let spec = &guest.spec;
+        let link = LinkRepr {
+            dst: spec.mac,
+            src: from,
+            vlan: spec.vlan,
+            pcp: 0,
+            ethertype: 0,
+        };
+        let mut out = Vec::new();
+        if let Some(ip) = spec.ipv4.first() {
+            respond::arp(
+                &mut out,
+                ArpOperation::Request,
+                &link,
+                from,
+                Ipv4Addr::UNSPECIFIED,
+                EthernetAddress([0; 6]),
+                *ip,
+            );
+        } else if let Some(ip) = spec.ipv6.first() {
+            let route = Route::V6 {
+                link,
+                src: Ipv6Addr::UNSPECIFIED,
+                dst: classify::solicited_node(*ip),
+            };
+            respond::neighbor_solicit(&mut out, &route, *ip);
+        } else {
+            return None;
+        }
+        guest.barrier = Some(from);
+        Some(out)
+    }
+
+    fn is_barrier_answer(&mut self, id: GuestId, parsed: &Parsed<'_>) -> bool {
+        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+            return false;
+        };
+        let Some(from) = guest.barrier else {
+            return false;
+        };
+        let answered = match parsed.net {
+            Net::Arp {
+                op: ArpOperation::Reply,
+                ..
+            } => parsed.link.dst == from,
+            Net::Ipv6 {
+                transport: Transport::NeighborAdvert { target },
+                ..
+            } => guest.spec.ipv6.first() == Some(&target),
+            _ => false,
+        };
+        if answered {
+            guest.barrier = None;
+        }
+        answered
     }
 
     /// The earliest time [`Self::handle_timeout`] has work to do.
@@ -383,8 +460,11 @@ impl Surrogate {
             }
         };
         let link = parsed.link;
-        if self.by_mac.contains_key(&(link.vlan, link.src)) {
-            // A guest's own frame, flooded to us.
+        if let Some(id) = self.by_mac.get(&(link.vlan, link.src)).copied() {
+            // A guest's own frame, flooded to us, or sent to us: its answer to a barrier probe.
+            if self.is_barrier_answer(id, &parsed) {
+                sink.barrier(id);
+            }
             sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
             return;
         }
@@ -595,9 +675,14 @@ impl Surrogate {
                 target_ip,
             } if has_v4(&target_ip) => {
                 if answers.arp {
-                    respond::arp_reply(
+                    respond::arp(
                         &mut self.scratch,
-                        link,
+                        ArpOperation::Reply,
+                        &LinkRepr {
+                            src: mac,
+                            dst: sender_mac,
+                            ..*link
+                        },
                         mac,
                         target_ip,
                         sender_mac,
@@ -760,9 +845,9 @@ impl Surrogate {
                 }
             }
             Transport::Tcp(seg) => self.tcp(now, id, vnet, frame, route, &seg, verify, sink),
-            Transport::NeighborSolicit { .. } | Transport::OtherIcmp => {
-                self.enqueue(now, id, vnet, frame, false, sink)
-            }
+            Transport::NeighborSolicit { .. }
+            | Transport::NeighborAdvert { .. }
+            | Transport::OtherIcmp => self.enqueue(now, id, vnet, frame, false, sink),
             Transport::Opaque => {
                 self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink)
             }

@@ -906,3 +906,131 @@ proptest::proptest! {
         s.handle_frame(Instant::ZERO, vnet, &frame, &mut Recorder::default());
     }
 }
+
+#[derive(Debug, Default)]
+struct BarrierSink {
+    inner: Recorder,
+    barriers: Vec<GuestId>,
+}
+
+impl Sink for BarrierSink {
+    fn transmit(&mut self, frame: &[u8]) {
+        self.inner.transmit(frame)
+    }
+    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
+        self.inner.verdict(guest, verdict)
+    }
+    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+        self.inner.wake(guest, cause)
+    }
+    fn barrier(&mut self, guest: GuestId) {
+        self.barriers.push(guest)
+    }
+}
+
+const SURROGATE_MAC: EthernetAddress = EthernetAddress([0x02, 0x76, 0x6e, 0, 0, 1]);
+
+#[test]
+fn barrier_probe_is_an_arp_probe_and_the_guests_reply_is_reported() {
+    let (mut s, id) = asleep(0);
+    assert_eq!(
+        s.barrier_probe(id, SURROGATE_MAC),
+        None,
+        "only while waking with the port up"
+    );
+    s.begin_wake(id).expect("sleeping");
+    s.port_restored(id).expect("waking");
+    let probe = s.barrier_probe(id, SURROGATE_MAC).expect("a probe");
+    let parsed = classify::parse(&probe).expect("valid");
+    assert_eq!(
+        (parsed.link.dst, parsed.link.src),
+        (GUEST_MAC, SURROGATE_MAC)
+    );
+    match parsed.net {
+        Net::Arp {
+            op,
+            sender_mac,
+            sender_ip,
+            target_ip,
+        } => {
+            assert_eq!(op, ArpOperation::Request);
+            assert_eq!(
+                (sender_mac, sender_ip, target_ip),
+                (SURROGATE_MAC, Ipv4Addr::UNSPECIFIED, GUEST_V4)
+            );
+        }
+        other => panic!("not ARP: {other:?}"),
+    }
+    // The guest's kernel answers the probe to the prober's MAC.
+    let mut reply = Vec::new();
+    respond::arp(
+        &mut reply,
+        ArpOperation::Reply,
+        &LinkRepr {
+            dst: SURROGATE_MAC,
+            src: GUEST_MAC,
+            vlan: 0,
+            pcp: 0,
+            ethertype: 0,
+        },
+        GUEST_MAC,
+        GUEST_V4,
+        SURROGATE_MAC,
+        Ipv4Addr::UNSPECIFIED,
+    );
+    let mut sink = BarrierSink::default();
+    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &reply, &mut sink);
+    assert_eq!(sink.barriers, [id]);
+    assert!(sink.inner.sent.is_empty());
+    // Once only.
+    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &reply, &mut sink);
+    assert_eq!(sink.barriers, [id]);
+}
+
+#[test]
+fn ipv6_only_guest_gets_a_dad_probe_and_its_advertisement_is_the_barrier() {
+    let mut s = Surrogate::new(1);
+    let id = s
+        .add_guest(GuestSpec {
+            ipv4: vec![],
+            ..spec(0)
+        })
+        .expect("fresh");
+    s.begin_sleep(id).expect("awake");
+    s.asleep(id, Instant::ZERO).expect("falling");
+    s.begin_wake(id).expect("sleeping");
+    s.port_restored(id).expect("waking");
+    let probe = s.barrier_probe(id, SURROGATE_MAC).expect("a probe");
+    match classify::parse(&probe).expect("valid").net {
+        Net::Ipv6 {
+            src,
+            transport:
+                T::NeighborSolicit {
+                    target,
+                    source_lladdr,
+                },
+            hop_limit,
+            ..
+        } => {
+            assert!(src.is_unspecified());
+            assert_eq!((target, source_lladdr, hop_limit), (GUEST_V6, None, 255));
+        }
+        other => panic!("not an NS: {other:?}"),
+    }
+    let mut na = Vec::new();
+    let route = Route::V6 {
+        link: LinkRepr {
+            dst: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+            src: GUEST_MAC,
+            vlan: 0,
+            pcp: 0,
+            ethertype: 0,
+        },
+        src: GUEST_V6,
+        dst: "ff02::1".parse().expect("literal"),
+    };
+    respond::neighbor_advert(&mut na, &route, GUEST_MAC, GUEST_V6, false);
+    let mut sink = BarrierSink::default();
+    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &na, &mut sink);
+    assert_eq!(sink.barriers, [id]);
+}

@@ -33,13 +33,10 @@ const BATCH: usize = 512;
 /// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// After replay, the surrogate relays frames for the guest until none came for this long,
-/// so that the bridge switches back at a quiet moment.
-const QUIET: Duration = Duration::from_millis(2);
-/// ... but for no longer than this.
-const MAX_RELAY: Duration = Duration::from_millis(100);
-/// A pause between the guest's port coming up and the replay.
-const SETTLE: Duration = Duration::from_millis(1);
+/// Rounds of relay-and-barrier before the bridge is switched back regardless.
+const MAX_BARRIERS: usize = 4;
+/// How long the guest may take to answer a barrier probe.
+const BARRIER_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a guest's port may take to come up before replay starts anyway.
 const LINK_UP_WAIT: Duration = Duration::from_millis(200);
 
@@ -106,6 +103,8 @@ struct Guest {
     waking: Option<(StdInstant, WakeCause)>,
     /// A failed wake to try again: when, and how many tries so far.
     retry: Option<(StdInstant, u32)>,
+    /// The guest answered the last barrier probe.
+    barrier_seen: bool,
 }
 
 impl Guest {
@@ -165,6 +164,12 @@ impl Sink for WorkerSink<'_> {
     fn wake(&mut self, guest: GuestId, cause: WakeCause) {
         self.wakes.push_back((guest, cause));
     }
+
+    fn barrier(&mut self, guest: GuestId) {
+        if let Some(g) = self.guests.get_mut(guest.index()) {
+            g.barrier_seen = true;
+        }
+    }
 }
 
 /// A guest from the config: its position there, its settings and its backend.
@@ -175,8 +180,10 @@ pub(crate) struct BridgeWorker {
     bridge: String,
     /// The surrogate's end of its veth pair (not enslaved); frames are read and sent here.
     socket: PacketSocket,
-    /// The enslaved end, and the peer end, to remove on shutdown.
+    /// The enslaved end, to remove on shutdown (its peer goes with it).
     port_ifindex: u32,
+    /// The MAC of the end vmnap reads, the source of its barrier probes.
+    mac: [u8; 6],
     netlink: Netlink,
     surrogate: Surrogate,
     guests: Vec<Guest>,
@@ -212,6 +219,7 @@ impl BridgeWorker {
                 source,
             })?;
         let (port, peer) = port_names(bridge_ifindex);
+        let mac = surrogate_mac(bridge_ifindex);
         // A port left behind by a daemon that died is ours to replace.
         if netlink.link_exists(&port).map_err(StartError::Netlink)? {
             let stale = netlink.link_index(&port).map_err(StartError::Netlink)?;
@@ -222,6 +230,7 @@ impl BridgeWorker {
             nl.create_veth(&port, &peer)?;
             let port_ix = nl.link_index(&port)?;
             let peer_ix = nl.link_index(&peer)?;
+            nl.set_mac(peer_ix, mac)?;
             // The bridge's MTU is the smallest of its ports': match it, never lower it.
             let mtu = nl.link_mtu(bridge_ifindex)?;
             nl.set_mtu(port_ix, mtu)?;
@@ -266,6 +275,7 @@ impl BridgeWorker {
                 asleep_since: None,
                 waking: None,
                 retry: None,
+                barrier_seen: false,
             });
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
@@ -290,6 +300,7 @@ impl BridgeWorker {
             bridge: bridge.to_owned(),
             socket,
             port_ifindex,
+            mac,
             netlink,
             surrogate,
             guests: run,
@@ -577,10 +588,6 @@ impl BridgeWorker {
         {
             std::thread::yield_now();
         }
-        // Frames sent in the first moments after the link comes up can overtake each other
-        // (measured: the first replayed frames reached the guest after later ones); let the
-        // kernel finish bringing the port up first.
-        std::thread::sleep(SETTLE);
         let _ = self.surrogate.port_restored(id);
         let interface = self.guests[i].config.interface.clone();
         let sender = match PacketSocket::open_sender(&interface) {
@@ -591,18 +598,17 @@ impl BridgeWorker {
             }
         };
         let mut replayed = self.replay(id, sender.as_ref());
-        // Relay until a quiet moment: the bridge still sends the guest's unicast here, and
-        // everything relayed so far must reach the guest before its first direct frame.
-        let relay_until = StdInstant::now() + MAX_RELAY;
-        let mut last_frame = StdInstant::now();
-        while StdInstant::now() < relay_until && last_frame.elapsed() < QUIET {
-            self.drain_capture(usize::MAX);
+        // Frames replayed into the port may still wait in a CPU's backlog while a frame the
+        // bridge sends the guest directly overtakes them. So before the bridge switches back,
+        // a barrier: a probe sent after the replay, whose answer shows the guest has taken
+        // everything in. Frames that reached the surrogate meanwhile are relayed and fenced
+        // the same way.
+        for _ in 0..MAX_BARRIERS {
+            let fenced = self.barrier(id, sender.as_ref());
             let n = self.replay(id, sender.as_ref());
-            if n > 0 {
-                replayed += n;
-                last_frame = StdInstant::now();
-            } else {
-                std::thread::sleep(Duration::from_micros(100));
+            replayed += n;
+            if fenced && n == 0 {
+                break;
             }
         }
         let (mac, vid) = (self.guests[i].config.mac, self.guests[i].fdb_vid());
@@ -634,6 +640,36 @@ impl BridgeWorker {
             took_ms = took.as_secs_f64() * 1000.0,
             "guest is awake"
         );
+    }
+
+    /// Sends a barrier probe into the guest's port and handles captured frames until the
+    /// guest answers it (or [`BARRIER_TIMEOUT`] passes). Returns whether it answered.
+    fn barrier(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> bool {
+        let Some(sender) = sender else { return false };
+        let Some(probe) = self
+            .surrogate
+            .barrier_probe(id, vmnap_core::MacAddr(self.mac))
+        else {
+            return false;
+        };
+        let g = &mut self.guests[id.index()];
+        g.barrier_seen = false;
+        if let Err(e) = sender.send(&probe, &VirtioNetHdr::NONE) {
+            warn!(error = %chain(&e), "cannot send the barrier probe");
+            return false;
+        }
+        let deadline = StdInstant::now() + BARRIER_TIMEOUT;
+        loop {
+            self.drain_capture(usize::MAX);
+            if self.guests[id.index()].barrier_seen {
+                return true;
+            }
+            if StdInstant::now() >= deadline {
+                warn!(guest = %self.guests[id.index()].config.name, "no answer to the barrier probe; switching back anyway");
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(20));
+        }
     }
 
     /// Sends the guest's held frames into its port, oldest first. Returns how many.
@@ -683,6 +719,13 @@ impl BridgeWorker {
             "surrogate stopped"
         );
     }
+}
+
+/// The MAC of the surrogate's own end of its port on the bridge with `ifindex`: locally
+/// administered, `02:76:6e` ("vn") and the index.
+fn surrogate_mac(ifindex: u32) -> [u8; 6] {
+    let i = ifindex.to_be_bytes();
+    [0x02, 0x76, 0x6e, i[1], i[2], i[3]]
 }
 
 /// The core's view of a configured guest.
