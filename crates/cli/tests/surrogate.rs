@@ -373,3 +373,39 @@ fn a_guest_on_vlan_10_is_answered_only_on_vlan_10() {
     assert!(ping.status.success(), "{}", text(&ping));
     assert_eq!(s.status("web1")["wakes"], 0);
 }
+
+#[test]
+fn an_idle_connection_survives_the_guests_sleep_on_keepalives_answered_by_vmnap() {
+    need(&["socat"]);
+    let mut s = Setup::new(&[("web1", 0)], "");
+    let ip = s.guest_ip("web1");
+    let ns = s.client(0);
+    let out = s.lab.dir().join("keepalive.out");
+    // Connects now, says nothing for 22 s, then asks for the page. Keepalive probes from
+    // 8 s on, every 2 s; two unanswered probes would kill the connection at about 12 s.
+    let script = format!(
+        "(sleep 22; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
+         | socat -t 10 - TCP:{ip}:80,keepalive,keepidle=8,keepintvl=2,keepcnt=2 > {} 2>&1",
+        out.display()
+    );
+    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
+    let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    s.sleep("web1");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        got.ends_with("hello from web1\n"),
+        "the connection did not survive: {got:?}"
+    );
+    let st = s.status("web1");
+    assert_eq!(st["wakes"], 1, "{st}");
+    assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
+    assert!(
+        st["answered_frames"].as_u64().expect("number") >= 2,
+        "no keepalive answered: {st}"
+    );
+}
