@@ -22,7 +22,7 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tracing::{error, info, warn};
-use vmnap_config::{BackendConfig, Config};
+use vmnap_config::{BackendConfig, Config, GuestConfig};
 use vmnap_hypervisor::{Backend, CgroupBackend};
 
 use crate::api::{GuestStatus, Request, Response};
@@ -105,8 +105,30 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;
     }
+    run_until(config, &open_backend, &stop)
+}
+
+/// The backend a guest's config asks for.
+pub fn open_backend(guest: &GuestConfig) -> Result<Box<dyn Backend>, StartError> {
+    match &guest.backend {
+        BackendConfig::Cgroup { dir } => Ok(Box::new(
+            CgroupBackend::open(&guest.name, dir.clone()).map_err(StartError::Backend)?,
+        )),
+    }
+}
+
+/// Opens the backend of a guest.
+pub type BackendFactory = dyn Fn(&GuestConfig) -> Result<Box<dyn Backend>, StartError>;
+
+/// Runs the daemon until `stop` is set, with backends from `backends`; wakes every guest it
+/// put to sleep before it returns. The network namespace is the calling thread's.
+pub fn run_until(
+    config: Config,
+    backends: &BackendFactory,
+    stop: &AtomicBool,
+) -> Result<(), StartError> {
     let listener = bind(&config.api.socket)?;
-    let mut handles = start_workers(&config)?;
+    let mut handles = start_workers(&config, backends)?;
     info!(socket = %config.api.socket.display(), guests = config.guests.len(), "vmnap is running");
     listener
         .set_nonblocking(true)
@@ -161,14 +183,13 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-fn start_workers(config: &Config) -> Result<Vec<BridgeHandle>, StartError> {
+fn start_workers(
+    config: &Config,
+    backends: &BackendFactory,
+) -> Result<Vec<BridgeHandle>, StartError> {
     let mut by_bridge: BTreeMap<&str, Vec<bridge::ConfiguredGuest>> = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
-        let backend: Box<dyn Backend> = match &guest.backend {
-            BackendConfig::Cgroup { dir } => Box::new(
-                CgroupBackend::open(&guest.name, dir.clone()).map_err(StartError::Backend)?,
-            ),
-        };
+        let backend = backends(guest)?;
         by_bridge
             .entry(&guest.bridge)
             .or_default()

@@ -180,6 +180,19 @@ fn tool(name: &str, needed_for: &str) -> Result<PathBuf, LabError> {
     })
 }
 
+/// Moves the calling thread into the network namespace `netns` (one made by a lab); threads
+/// it spawns afterwards start there too. Other threads stay where they are.
+pub fn enter_netns(netns: &str) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(Lab::netns_path(netns))?;
+    // SAFETY: setns on the calling thread with a valid namespace fd, open for the call.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Checks that the effective uid is 0.
 pub fn check_root() -> Result<(), LabError> {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
