@@ -1,0 +1,323 @@
+//! `bench-memory`: the resident memory of the real `vmnap` daemon with 0, 1 and 1,000
+//! registered guests, the 1,000 awake and then all asleep.
+//!
+//! The 1,000 guests are stand-ins, not namespaces with workloads: in a lab's host
+//! namespace, 1,000 veth pairs whose host ends are enslaved to the lab's bridge (made with
+//! one `ip -batch`), 1,000 empty cgroup directories under the lab's cgroup parent (an empty
+//! cgroup freezes at once), and a config with 1,000 guests (MACs `02:00:00:b1:xx:yy`,
+//! addresses in 198.19.0.0/16). The daemon (`--vmnap PATH`, default: `vmnap` next to this
+//! executable) is started for each case; all guests are put to sleep through the API;
+//! `VmRSS` and `VmHWM` are read from `/proc/PID/status`. Everything made here (links,
+//! cgroup directories, the daemon) is removed again, also on failure; the lab removes its
+//! namespaces. Needs root.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use vmnap_bench::{median, ms, proc_status_number, quantile};
+use vmnap_daemon::api::Request;
+use vmnap_lab::{Lab, LabOptions};
+
+const GUESTS: usize = 1000;
+/// 10 MB, in the KiB that `/proc` calls kB.
+const TARGET_DAEMON_KIB: f64 = 10_000_000.0 / 1024.0;
+const TARGET_PER_GUEST_KIB: f64 = 4.0;
+
+/// Guest `i`: name, host-side interface, MAC, IPv4 address.
+fn guest(i: usize) -> (String, String, String, String) {
+    let n = i + 1;
+    (
+        format!("g{i:04}"),
+        format!("vb{i:04}"),
+        format!("02:00:00:b1:{:02x}:{:02x}", i >> 8, i & 0xff),
+        format!("198.19.{}.{}", n >> 8, n & 0xff),
+    )
+}
+
+/// The lab plus what this benchmark adds to it; dropping it ends the daemon, removes the
+/// cgroup directories and links made here, then the lab.
+struct Bench {
+    lab: Lab,
+    daemon: Option<u32>,
+    cgroups: Vec<PathBuf>,
+    links: Vec<String>,
+}
+
+impl std::fmt::Debug for Bench {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bench")
+            .field("daemon", &self.daemon)
+            .field("cgroups", &self.cgroups.len())
+            .field("links", &self.links.len())
+            .finish()
+    }
+}
+
+impl Bench {
+    /// Runs `ip -n HOST -batch -` with `script` as input.
+    fn ip_batch(&self, script: &str, force: bool) -> anyhow::Result<()> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["-n", self.lab.host_netns()]);
+        if force {
+            cmd.arg("-force");
+        }
+        let mut child = cmd
+            .args(["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("cannot run ip -batch")?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("ip's stdin")?;
+            stdin.write_all(script.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() && !force {
+            bail!(
+                "ip -batch failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    fn stop_daemon(&mut self) {
+        if let Some(pid) = self.daemon.take() {
+            // SIGTERM (the daemon wakes what it put to sleep), SIGKILL after 2 s.
+            self.lab.kill(pid);
+        }
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        for dir in self.cgroups.drain(..).rev() {
+            let _ = vmnap_lab::cgroup::set_frozen(&dir, self.lab.cgroup_kind(), false);
+            if let Err(e) = std::fs::remove_dir(&dir) {
+                eprintln!("bench-memory: cannot remove {}: {e}", dir.display());
+            }
+        }
+        if !self.links.is_empty() {
+            let script: String = self
+                .links
+                .iter()
+                .map(|l| format!("link del {l}\n"))
+                .collect();
+            if let Err(e) = self.ip_batch(&script, true) {
+                eprintln!("bench-memory: cannot remove the veth pairs: {e:#}");
+            }
+            self.links.clear();
+        }
+        // Then the lab: its namespaces, cgroup parent and directory.
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mem {
+    rss_kb: u64,
+    hwm_kb: u64,
+    anon_kb: u64,
+    file_kb: u64,
+    fds: usize,
+    threads: u64,
+}
+
+fn mem(pid: u32) -> anyhow::Result<Mem> {
+    Ok(Mem {
+        rss_kb: proc_status_number(pid, "VmRSS")?,
+        hwm_kb: proc_status_number(pid, "VmHWM")?,
+        anon_kb: proc_status_number(pid, "RssAnon")?,
+        file_kb: proc_status_number(pid, "RssFile")?,
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(Iterator::count)
+            .unwrap_or(0),
+        threads: proc_status_number(pid, "Threads")?,
+    })
+}
+
+fn write_config(
+    path: &Path,
+    socket: &Path,
+    bridge: &str,
+    parent: &Path,
+    n: usize,
+) -> anyhow::Result<()> {
+    let mut text = format!("[api]\nsocket = \"{}\"\n", socket.display());
+    for i in 0..n {
+        let (name, interface, mac, ipv4) = guest(i);
+        write!(
+            text,
+            "\n[[guest]]\nname = \"{name}\"\nbridge = \"{bridge}\"\ninterface = \"{interface}\"\n\
+             mac = \"{mac}\"\nipv4 = [\"{ipv4}\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
+             wake_on = [\"tcp/80\"]\n",
+            parent.join(&name).display()
+        )?;
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Starts the daemon on a config with the first `n` guests, puts them all to sleep, reads
+/// its memory before and after; stops it. Returns (awake, asleep, sleep call times in ms).
+fn run_case(b: &mut Bench, vmnap: &Path, n: usize) -> anyhow::Result<(Mem, Mem, Vec<f64>)> {
+    let dir = b.lab.dir().to_path_buf();
+    let socket = dir.join(format!("vmnap-{n}.sock"));
+    let config = dir.join(format!("vmnap-{n}.toml"));
+    let log = dir.join(format!("vmnap-{n}.log"));
+    write_config(&config, &socket, b.lab.bridge(), b.lab.cgroup_parent(), n)?;
+    let pid = vmnap_bench::start_daemon(
+        &mut b.lab,
+        vmnap,
+        &config,
+        &socket,
+        &log,
+        Duration::from_secs(60),
+    )?;
+    b.daemon = Some(pid);
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "vmnap" {
+        bail!("PID {pid} is {:?}, not the vmnap daemon", comm.trim());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let awake = mem(pid)?;
+    let mut calls = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        vmnap_bench::call(&socket, &Request::Sleep { guest: guest(i).0 }).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\n--- daemon log ---\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        })?;
+        calls.push(ms(t.elapsed()));
+    }
+    let sleeping = vmnap_bench::status(&socket)?
+        .iter()
+        .filter(|g| g.state == "sleeping")
+        .count();
+    if sleeping != n {
+        bail!("{sleeping} of {n} guests are asleep after `vmnap sleep` for each");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let asleep = mem(pid)?;
+    b.stop_daemon();
+    Ok((awake, asleep, calls))
+}
+
+fn main() -> std::process::ExitCode {
+    vmnap_bench::finish(run())
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("usage: bench-memory [--vmnap PATH]   (needs root)");
+        return Ok(());
+    }
+    vmnap_bench::need_root("bench-memory")?;
+    let vmnap = vmnap_bench::vmnap_path(&args)?;
+    vmnap_lab::check_tools(&["ip", "nsenter"])?;
+    println!(
+        "bench-memory: resident memory of the vmnap daemon (VmRSS, VmHWM from /proc/PID/status)"
+    );
+    println!("  cases: 0 guests; 1 guest; {GUESTS} guests, read once all are registered (awake) and once all are asleep");
+    println!("  guests are stand-ins: veth pairs on the lab bridge (host ends enslaved) and empty cgroups, put to sleep through the API");
+    println!(
+        "  target (DESIGN.md): <= 10 MB daemon, <= 4 KiB per sleeping guest besides its queue\n"
+    );
+
+    let lab = Lab::new(LabOptions {
+        workload: vec![vmnap.clone().into(), "lab-guest".into()],
+        ..LabOptions::default()
+    })
+    .context("cannot build the lab")?;
+    let mut b = Bench {
+        lab,
+        daemon: None,
+        cgroups: Vec::new(),
+        links: Vec::new(),
+    };
+    let t = Instant::now();
+    let mut script = String::new();
+    for i in 0..GUESTS {
+        let (_, interface, mac, _) = guest(i);
+        writeln!(
+            script,
+            "link add {interface} address {mac} type veth peer name {interface}p"
+        )?;
+        b.links.push(interface);
+    }
+    b.ip_batch(&script, false)?;
+    let mut script = String::new();
+    for i in 0..GUESTS {
+        let (_, interface, _, _) = guest(i);
+        writeln!(script, "link set {interface} master {}", b.lab.bridge())?;
+        writeln!(script, "link set {interface}p up")?;
+        writeln!(script, "link set {interface} up")?;
+    }
+    b.ip_batch(&script, false)?;
+    for i in 0..GUESTS {
+        let dir = b.lab.cgroup_parent().join(guest(i).0);
+        std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        b.cgroups.push(dir);
+    }
+    println!(
+        "  set-up: {GUESTS} veth pairs and {GUESTS} cgroups in {:.1} s\n",
+        t.elapsed().as_secs_f64()
+    );
+
+    let (zero, _, _) = run_case(&mut b, &vmnap, 0)?;
+    let (_, one, _) = run_case(&mut b, &vmnap, 1)?;
+    let (many_awake, many, calls) = run_case(&mut b, &vmnap, GUESTS)?;
+
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "  {:<24} {:>10} {:>10} {:>10} {:>10} {:>6} {:>8}",
+        "case", "VmRSS", "VmHWM", "RssAnon", "RssFile", "fds", "threads"
+    );
+    for (name, m) in [
+        ("0 guests".to_string(), zero),
+        ("1 guest, asleep".to_string(), one),
+        (format!("{GUESTS} guests, awake"), many_awake),
+        (format!("{GUESTS} guests, asleep"), many),
+    ] {
+        println!(
+            "  {name:<24} {:>6.2} MiB {:>6.2} MiB {:>6.2} MiB {:>6.2} MiB {:>6} {:>8}",
+            mib(m.rss_kb),
+            mib(m.hwm_kb),
+            mib(m.anon_kb),
+            mib(m.file_kb),
+            m.fds,
+            m.threads
+        );
+    }
+    let per_guest = (many.rss_kb as f64 - one.rss_kb as f64) / (GUESTS - 1) as f64;
+    let per_sleep = (many.rss_kb as f64 - many_awake.rss_kb as f64) / GUESTS as f64;
+    println!();
+    println!(
+        "  daemon with {GUESTS} sleeping guests vs 10 MB target: {:.2}x (VmRSS), {:.2}x (VmHWM)",
+        many.rss_kb as f64 / TARGET_DAEMON_KIB,
+        many.hwm_kb as f64 / TARGET_DAEMON_KIB
+    );
+    println!(
+        "  per sleeping guest, (RSS {GUESTS} asleep - RSS 1 asleep) / {}: {per_guest:.2} KiB ({:.2}x of 4 KiB)",
+        GUESTS - 1,
+        per_guest / TARGET_PER_GUEST_KIB
+    );
+    println!("  of which going to sleep, (RSS {GUESTS} asleep - RSS {GUESTS} awake) / {GUESTS}: {per_sleep:.2} KiB");
+    println!(
+        "  `vmnap sleep` round trip over the API with {GUESTS} guests: median {:.3} ms, p90 {:.3} ms, total {:.2} s",
+        median(&calls),
+        quantile(&calls, 0.9),
+        calls.iter().sum::<f64>() / 1000.0
+    );
+    println!("\n  (stopping: SIGTERM makes the daemon wake its guests; stand-ins never answer the barrier probe, so the lab SIGKILLs it after 2 s)");
+    drop(b);
+    Ok(())
+}

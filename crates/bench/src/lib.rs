@@ -1,0 +1,185 @@
+//! Helpers shared by vmnap's benchmark binaries (`bench-core`, `bench-wake`,
+//! `bench-memory`): order statistics, the root check, finding the `vmnap` binary, starting
+//! the daemon in a lab and reading `/proc`.
+//!
+//! The binaries print figures measured in one run (medians, percentiles, ratios to the
+//! targets of `DESIGN.md`); they assert nothing about time.
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use vmnap_daemon::api::{self, Request, Response};
+use vmnap_lab::Lab;
+
+/// The value at quantile `q` (0.0..=1.0) of `xs` (nearest rank; sorts a copy). NaN if empty.
+pub fn quantile(xs: &[f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (q.clamp(0.0, 1.0) * v.len() as f64).ceil() as usize;
+    v[rank.saturating_sub(1).min(v.len() - 1)]
+}
+
+/// The median of `xs` (the mean of the two middle values for an even count). NaN if empty.
+pub fn median(xs: &[f64]) -> f64 {
+    if xs.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The smallest of `xs`. NaN if empty.
+pub fn min(xs: &[f64]) -> f64 {
+    xs.iter().copied().reduce(f64::min).unwrap_or(f64::NAN)
+}
+
+/// Fails with a clear message unless the effective user is root.
+pub fn need_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        bail!("{what} needs root (effective uid is {euid}): it builds network namespaces, a bridge and cgroups");
+    }
+    Ok(())
+}
+
+/// The `vmnap` binary: `--vmnap PATH` if given in `args`, else `vmnap` next to this
+/// executable (where `cargo build --release -p vmnap-cli` puts it).
+pub fn vmnap_path(args: &[String]) -> anyhow::Result<PathBuf> {
+    let given = args
+        .iter()
+        .position(|a| a == "--vmnap")
+        .map(|i| {
+            args.get(i + 1)
+                .cloned()
+                .context("--vmnap needs a path to the vmnap binary")
+        })
+        .transpose()?;
+    let path = match given {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .context("cannot find this executable")?
+            .parent()
+            .context("this executable has no directory")?
+            .join("vmnap"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no vmnap binary at {} (build it with `cargo build --release -p vmnap-cli`, or pass --vmnap PATH)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Starts `vmnap run --config CONFIG` in the lab's host namespace (output to `log`) and
+/// waits up to `timeout` until its API socket accepts connections. Returns its PID; the lab
+/// ends it on drop if the caller does not.
+pub fn start_daemon(
+    lab: &mut Lab,
+    vmnap: &Path,
+    config: &Path,
+    socket: &Path,
+    log: &Path,
+    timeout: Duration,
+) -> anyhow::Result<u32> {
+    let argv: Vec<&OsStr> = vec![
+        vmnap.as_os_str(),
+        "run".as_ref(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--log-level".as_ref(),
+        "info".as_ref(),
+    ];
+    let pid = lab
+        .spawn_in_host(&argv, Some(log))
+        .context("cannot start vmnap")?;
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(socket).is_ok() {
+            return Ok(pid);
+        }
+        if !lab.is_running(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "vmnap did not come up within {timeout:?}; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    )
+}
+
+/// Sends one request to the daemon; a `Done` answer's message, a `Status` answer as JSON,
+/// an `Error` answer as an error.
+pub fn call(socket: &Path, request: &Request) -> anyhow::Result<String> {
+    match api::call(socket, request).context("cannot talk to the daemon")? {
+        Response::Done { message } => Ok(message),
+        Response::Error { message } => bail!("the daemon refused {request:?}: {message}"),
+        Response::Status { guests } => Ok(serde_json::to_string(&guests)?),
+    }
+}
+
+/// Every guest's status, as `vmnap status --json` shows it.
+pub fn status(socket: &Path) -> anyhow::Result<Vec<api::GuestStatus>> {
+    match api::call(socket, &Request::Status).context("cannot talk to the daemon")? {
+        Response::Status { guests } => Ok(guests),
+        other => bail!("unexpected answer to status: {other:?}"),
+    }
+}
+
+/// The number of a `/proc/PID/status` field: kB for `VmRSS`, `VmHWM`, `RssAnon`, ...; a
+/// count for `Threads`.
+pub fn proc_status_number(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .with_context(|| format!("no {field} in {path}"))
+}
+
+/// Ends a benchmark: exit 0, or print `error: ...` with its causes (no backtrace) and exit 1.
+pub fn finish(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Milliseconds in a duration, as a float.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_statistics() {
+        let xs = [5.0, 1.0, 4.0, 2.0, 3.0];
+        assert_eq!(median(&xs), 3.0);
+        assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), 2.5);
+        assert_eq!(quantile(&xs, 0.9), 5.0);
+        assert_eq!(quantile(&xs, 0.5), 3.0);
+        assert_eq!(min(&xs), 1.0);
+        assert!(median(&[]).is_nan());
+    }
+}
