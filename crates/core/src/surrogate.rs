@@ -362,13 +362,7 @@ impl Surrogate {
             return None;
         }
         let spec = &guest.spec;
-        let link = LinkRepr {
-            dst: spec.mac,
-            src: from,
-            vlan: spec.vlan,
-            pcp: 0,
-            ethertype: 0,
-        };
+        let link = LinkRepr::new(spec.mac, from, spec.vlan, 0);
         let mut out = Vec::new();
         if let Some(ip) = spec.ipv4.first() {
             respond::arp(

@@ -79,13 +79,7 @@ fn asleep(vlan: u16) -> (Surrogate, GuestId) {
 }
 
 fn link(vlan: u16, dst: EthernetAddress) -> LinkRepr {
-    LinkRepr {
-        dst,
-        src: CLIENT_MAC,
-        vlan,
-        pcp: 0,
-        ethertype: 0,
-    }
+    LinkRepr::new(dst, CLIENT_MAC, vlan, 0)
 }
 
 fn arp_request(vlan: u16, target: Ipv4Addr) -> Vec<u8> {
@@ -966,13 +960,7 @@ fn barrier_probe_is_an_arp_probe_and_the_guests_reply_is_reported() {
     respond::arp(
         &mut reply,
         ArpOperation::Reply,
-        &LinkRepr {
-            dst: SURROGATE_MAC,
-            src: GUEST_MAC,
-            vlan: 0,
-            pcp: 0,
-            ethertype: 0,
-        },
+        &LinkRepr::new(SURROGATE_MAC, GUEST_MAC, 0, 0),
         GUEST_MAC,
         GUEST_V4,
         SURROGATE_MAC,
@@ -1019,13 +1007,7 @@ fn ipv6_only_guest_gets_a_dad_probe_and_its_advertisement_is_the_barrier() {
     }
     let mut na = Vec::new();
     let route = Route::V6 {
-        link: LinkRepr {
-            dst: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
-            src: GUEST_MAC,
-            vlan: 0,
-            pcp: 0,
-            ethertype: 0,
-        },
+        link: LinkRepr::new(EthernetAddress([0x33, 0x33, 0, 0, 0, 1]), GUEST_MAC, 0, 0),
         src: GUEST_V6,
         dst: "ff02::1".parse().expect("literal"),
     };

@@ -437,7 +437,6 @@ fn replayed_conversations_are_readable_pcap_files() {
 /// PCP 0 is read as untagged with the inner ethertype, so the core parses the IP header from
 /// the tag's TCI and drops the frame as malformed. The same ping with PCP 1 is answered.
 #[test]
-#[ignore = "bug in vmnap_wire::vlan::LinkRepr: VID 0 / PCP 0 tags get header_len() 14"]
 fn captured_ping_with_a_vid_0_priority_tag_is_answered() {
     let [request, _] = <[_; 2]>::try_from(capture("icmp_echo.pcap")).expect("two frames");
     for tci in [0x2000u16, 0x0000] {

@@ -34,8 +34,9 @@ pub struct LinkRepr {
     pub src: EthernetAddress,
     /// The VLAN ID from an 802.1Q tag, or 0 for an untagged frame.
     pub vlan: u16,
-    /// Priority code point of the tag (0 when untagged).
-    pub pcp: u8,
+    /// The top four bits of the tag's TCI (priority code point and drop eligibility), or
+    /// `None` for an untagged frame. A tag with VLAN ID 0 (a priority tag) is still a tag.
+    pub priority: Option<u8>,
     /// The ethertype of the payload (inside the tag, for a tagged frame).
     pub ethertype: u16,
 }
@@ -59,7 +60,7 @@ impl LinkRepr {
                 dst,
                 src,
                 vlan: tci & 0x0fff,
-                pcp: (tci >> 13) as u8,
+                priority: Some((tci >> 12) as u8),
                 ethertype: be16(field::INNER_TYPE)?,
             })
         } else {
@@ -67,18 +68,30 @@ impl LinkRepr {
                 dst,
                 src,
                 vlan: 0,
-                pcp: 0,
+                priority: None,
                 ethertype: outer,
             })
         }
     }
 
+    /// An untagged header, or one tagged with `vlan` (priority 0) if `vlan` is not 0.
+    pub fn new(dst: EthernetAddress, src: EthernetAddress, vlan: u16, ethertype: u16) -> Self {
+        let priority = (vlan != 0).then_some(0);
+        Self {
+            dst,
+            src,
+            vlan,
+            priority,
+            ethertype,
+        }
+    }
+
     /// The length of this header: 14 bytes, or 18 with a tag.
     pub fn header_len(&self) -> usize {
-        if self.vlan == 0 && self.pcp == 0 {
-            14
-        } else {
+        if self.priority.is_some() || self.vlan != 0 {
             18
+        } else {
+            14
         }
     }
 
@@ -91,7 +104,7 @@ impl LinkRepr {
         out[field::SRC].copy_from_slice(self.src.as_bytes());
         if self.header_len() == 18 {
             out[field::TYPE].copy_from_slice(&TPID_8021Q.to_be_bytes());
-            let tci = (u16::from(self.pcp) << 13) | (self.vlan & 0x0fff);
+            let tci = (u16::from(self.priority.unwrap_or(0) & 0x0f) << 12) | (self.vlan & 0x0fff);
             out[field::TCI].copy_from_slice(&tci.to_be_bytes());
             out[field::INNER_TYPE].copy_from_slice(&self.ethertype.to_be_bytes());
             18
@@ -144,7 +157,7 @@ mod tests {
             dst: EthernetAddress::BROADCAST,
             src: EthernetAddress([0x02, 0, 0, 0, 0, 0x63]),
             vlan: 10,
-            pcp: 0,
+            priority: Some(0),
             ethertype: 0x0806,
         }
     }
@@ -183,11 +196,26 @@ mod tests {
     fn untagged_header_round_trips() {
         let repr = LinkRepr {
             vlan: 0,
+            priority: None,
             ..tagged_repr()
         };
         let mut out = [0u8; 14];
         assert_eq!(repr.emit(&mut out), 14);
         assert_eq!(LinkRepr::parse(&out), Ok(repr));
+    }
+
+    #[test]
+    fn priority_tag_with_vlan_0_keeps_its_tag_and_drop_eligible_bit() {
+        let mut frame = TAGGED;
+        frame[14..16].copy_from_slice(&0x1000u16.to_be_bytes()); // DEI set, VID 0
+        let repr = LinkRepr::parse(&frame).expect("tagged");
+        assert_eq!(
+            (repr.vlan, repr.priority, repr.header_len()),
+            (0, Some(1), 18)
+        );
+        let mut out = [0u8; 18];
+        assert_eq!(repr.emit(&mut out), 18);
+        assert_eq!(out, frame);
     }
 
     #[test]

@@ -116,13 +116,7 @@ fn ping_data(frame: &[u8], at: usize) -> &[u8] {
 }
 
 fn link(dst: EthernetAddress, src: EthernetAddress, ethertype: EthernetProtocol) -> LinkRepr {
-    LinkRepr {
-        dst,
-        src,
-        vlan: 0,
-        pcp: 0,
-        ethertype: ethertype.into(),
-    }
+    LinkRepr::new(dst, src, 0, ethertype.into())
 }
 
 fn client_link(dst: EthernetAddress, ethertype: EthernetProtocol) -> LinkRepr {
@@ -978,7 +972,7 @@ fn every_captured_frame_round_trips_through_link_repr_tagged_and_untagged() {
             tagged,
             LinkRepr {
                 vlan: 42,
-                pcp: 3,
+                priority: Some(3 << 1),
                 ..repr
             }
         );
@@ -989,12 +983,11 @@ fn every_captured_frame_round_trips_through_link_repr_tagged_and_untagged() {
     }
 }
 
-/// Bug in `LinkRepr`: a priority tag with VID 0 and PCP 0 is read as no tag at all, so the
-/// payload is taken from byte 14 (the TCI) instead of byte 18. Found by the `parse_frame`
-/// fuzz target (`fuzz/seeds/parse_frame/regress-vid0-tag-qinq`).
+/// Regression: a priority tag with VID 0 and PCP 0 was read as no tag at all, so the payload
+/// was taken from byte 14 (the TCI) instead of byte 18. Found by the `parse_frame` fuzz
+/// target (`fuzz/seeds/parse_frame/regress-vid0-tag-qinq`).
 #[test]
-#[ignore = "bug in vmnap_wire::vlan::LinkRepr: VID 0 / PCP 0 tags get header_len() 14"]
-fn vid_0_pcp_0_tag_is_read_as_untagged() {
+fn vid_0_pcp_0_tag_is_still_a_tag() {
     let mut buf = [0u8; 98 + 4];
     buf[..98].copy_from_slice(&ICMP_ECHO_REQUEST);
     let len = vmnap_wire::vlan::insert_tag(&mut buf, 98, 0x8100, 0x0000).expect("room");

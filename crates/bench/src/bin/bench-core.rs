@@ -140,13 +140,7 @@ fn arp_request(target: Ipv4Addr) -> Vec<u8> {
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: target,
     };
-    let link = LinkRepr {
-        dst: EthernetAddress::BROADCAST,
-        src: CLIENT_MAC,
-        vlan: 0,
-        pcp: 0,
-        ethertype: 0x0806,
-    };
+    let link = LinkRepr::new(EthernetAddress::BROADCAST, CLIENT_MAC, 0, 0x0806);
     let mut out = vec![0u8; link.header_len() + repr.buffer_len()];
     let at = link.emit(&mut out);
     repr.emit(&mut ArpPacket::new_unchecked(&mut out[at..]));
@@ -168,13 +162,7 @@ fn echo_request(mac: MacAddr, target: Ipv4Addr, seq: u16) -> Vec<u8> {
         payload_len: icmp.buffer_len(),
         hop_limit: 64,
     };
-    let link = LinkRepr {
-        dst: mac,
-        src: CLIENT_MAC,
-        vlan: 0,
-        pcp: 0,
-        ethertype: 0x0800,
-    };
+    let link = LinkRepr::new(mac, CLIENT_MAC, 0, 0x0800);
     let caps = ChecksumCapabilities::default();
     let mut out = vec![0u8; link.header_len() + ip.buffer_len() + icmp.buffer_len()];
     let at = link.emit(&mut out);
