@@ -19,7 +19,7 @@ use vmnap_core::{
     GuestId, GuestSpec, GuestState, Instant, QueuedFrame, Sink, Surrogate, Verdict, VirtioNetHdr,
     WakeCause,
 };
-use vmnap_host::{FdbEntry, Netlink, PacketSocket, RecvError};
+use vmnap_host::{FdbEntry, Netlink, PacketSocket, PortState, RecvError};
 use vmnap_hypervisor::Backend;
 use vmnap_wire::MAX_FRAME_LEN;
 
@@ -105,6 +105,17 @@ struct Guest {
     retry: Option<(StdInstant, u32)>,
     /// The guest answered the last barrier probe.
     barrier_seen: bool,
+    /// How the guest's port was cut off the bridge, while it is.
+    cut: Option<Cut>,
+}
+
+/// How a sleeping guest's port is kept off the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The bridge port is disabled; the link stays up.
+    PortDisabled,
+    /// The link is down.
+    LinkDown,
 }
 
 impl Guest {
@@ -276,6 +287,7 @@ impl BridgeWorker {
                 waking: None,
                 retry: None,
                 barrier_seen: false,
+                cut: None,
             });
         }
         let poll = Poll::new().map_err(StartError::Poll)?;
@@ -533,10 +545,25 @@ impl BridgeWorker {
         }
         // Broadcasts captured so far reached the guest too.
         self.drain_capture(usize::MAX);
-        if let Err(e) = self.netlink.set_link_up(ifindex, false) {
-            error!(guest = %name, error = %chain(&e), "cannot cut the guest's port");
-            self.undo_sleep(i);
-            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+        // The cut: the guest's port leaves the bridge. Disabling the bridge port keeps the
+        // link up, so the guest sees no carrier change; a bridge running the kernel's STP
+        // refuses that, and then the link goes down instead.
+        let cut = match self.netlink.set_port_state(ifindex, PortState::Disabled) {
+            Ok(()) => Ok(Cut::PortDisabled),
+            Err(e) => {
+                debug!(guest = %name, error = %chain(&e), "cannot disable the bridge port; taking the link down");
+                self.netlink
+                    .set_link_up(ifindex, false)
+                    .map(|()| Cut::LinkDown)
+            }
+        };
+        match cut {
+            Ok(cut) => self.guests[i].cut = Some(cut),
+            Err(e) => {
+                error!(guest = %name, error = %chain(&e), "cannot cut the guest's port");
+                self.undo_sleep(i);
+                return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+            }
         }
         let now = self.now();
         self.surrogate.asleep(id, now).map_err(|e| e.to_string())?;
@@ -580,13 +607,22 @@ impl BridgeWorker {
             return;
         }
         let ifindex = self.guests[i].ifindex;
-        if let Err(e) = self.netlink.set_link_up(ifindex, true) {
-            error!(error = %chain(&e), "cannot bring the guest's port back up");
+        let cut = self.guests[i].cut.take();
+        let restored = match cut {
+            Some(Cut::PortDisabled) => self.netlink.set_port_state(ifindex, PortState::Forwarding),
+            Some(Cut::LinkDown) => self.netlink.set_link_up(ifindex, true),
+            None => Ok(()),
+        };
+        if let Err(e) = restored {
+            error!(error = %chain(&e), "cannot bring the guest's port back");
         }
-        let deadline = StdInstant::now() + LINK_UP_WAIT;
-        while !self.netlink.link_is_running(ifindex).unwrap_or(true) && StdInstant::now() < deadline
-        {
-            std::thread::yield_now();
+        if cut == Some(Cut::LinkDown) {
+            let deadline = StdInstant::now() + LINK_UP_WAIT;
+            while !self.netlink.link_is_running(ifindex).unwrap_or(true)
+                && StdInstant::now() < deadline
+            {
+                std::thread::yield_now();
+            }
         }
         let _ = self.surrogate.port_restored(id);
         let interface = self.guests[i].config.interface.clone();
@@ -597,6 +633,16 @@ impl BridgeWorker {
                 None
             }
         };
+        if cut == Some(Cut::LinkDown) {
+            // After a carrier change the guest's side sends nothing until the kernel has
+            // activated its queue again (asynchronously): its answers to replayed frames would
+            // be lost. A barrier answered proves the way back works.
+            for _ in 0..MAX_BARRIERS {
+                if self.barrier(id, sender.as_ref()) {
+                    break;
+                }
+            }
+        }
         let mut replayed = self.replay(id, sender.as_ref());
         // Frames replayed into the port may still wait in a CPU's backlog while a frame the
         // bridge sends the guest directly overtakes them. So before the bridge switches back,

@@ -125,6 +125,17 @@ pub enum NetlinkError {
         #[source]
         source: KernelError,
     },
+    /// Setting a bridge port's state failed.
+    #[error("Could not set the bridge port state of link {ifindex} to {state:?}")]
+    SetPortState {
+        /// The interface index.
+        ifindex: u32,
+        /// The state asked for.
+        state: PortState,
+        /// The kernel's answer.
+        #[source]
+        source: KernelError,
+    },
     /// Setting a MAC address failed.
     #[error("Could not set the MAC address of link {ifindex} to {}", fmt_mac(.mac))]
     SetMac {
@@ -253,6 +264,20 @@ const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
 fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
+
+/// The STP state of a bridge port (`BR_STATE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PortState {
+    /// Takes no part in the bridge.
+    Disabled = 0,
+    /// Forwards frames and learns addresses.
+    Forwarding = 3,
+}
+
+const RTM_SETLINK: u16 = 19;
+const IFLA_PROTINFO: u16 = 12;
+const IFLA_BRPORT_STATE: u16 = 1;
 
 /// A netlink message under construction.
 struct Msg {
@@ -672,6 +697,24 @@ impl Netlink {
             .map_err(|source| NetlinkError::SetMaster {
                 ifindex,
                 master,
+                source,
+            })?;
+        Ok(())
+    }
+
+    /// Sets the STP state of bridge port `ifindex` (`bridge link set dev PORT state N`): a
+    /// disabled port neither receives from nor sends to the bridge, while the link itself
+    /// stays up. Refused (`EBUSY`) when the bridge runs the kernel's STP.
+    pub fn set_port_state(&mut self, ifindex: u32, state: PortState) -> Result<(), NetlinkError> {
+        let mut protinfo = Vec::new();
+        push_attr(&mut protinfo, IFLA_BRPORT_STATE, &[state as u8]);
+        let mut msg = Msg::new(RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK).ifinfomsg(ifindex, 0, 0);
+        msg.buf[NLMSG_HDRLEN] = AF_BRIDGE;
+        let msg = msg.attr(IFLA_PROTINFO | NLA_F_NESTED, &protinfo);
+        self.request(msg)
+            .map_err(|source| NetlinkError::SetPortState {
+                ifindex,
+                state,
                 source,
             })?;
         Ok(())

@@ -3,7 +3,7 @@
 mod common;
 
 use common::Netns;
-use vmnap_host::{FdbEntry, Netlink, NetlinkError};
+use vmnap_host::{FdbEntry, Netlink, NetlinkError, PortState};
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x01];
 const MAC_TEXT: &str = "02:00:00:00:0c:01";
@@ -57,6 +57,15 @@ fn links_bridge_ports_and_forwarding_entries() {
         let line = fdb_line(&ns).expect("entry in bridge fdb show");
         assert!(line.contains("dev p2") && !line.contains("static") && !line.contains("sticky"), "{line}");
         assert_eq!(ns.ip(&["exec", "bridge", "fdb", "show", "br", "br0"]).matches(MAC_TEXT).count(), 1);
+
+        // A disabled port stays up but leaves the bridge; forwarding brings it back.
+        nl.set_port_state(p2, PortState::Disabled).expect("disable p2");
+        let link = ns.ip(&["exec", "bridge", "link", "show", "dev", "p2"]);
+        assert!(link.contains("state disabled"), "{link}");
+        assert!(nl.link_is_up(p2).expect("state"));
+        nl.set_port_state(p2, PortState::Forwarding).expect("forward p2");
+        let link = ns.ip(&["exec", "bridge", "link", "show", "dev", "p2"]);
+        assert!(link.contains("state forwarding"), "{link}");
 
         nl.fdb_delete(p2, MAC, 0).expect("delete");
         assert_eq!(nl.fdb_port_of(br, MAC).expect("dump"), None);
