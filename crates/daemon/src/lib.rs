@@ -129,6 +129,7 @@ pub fn run_until(
 ) -> Result<(), StartError> {
     let listener = bind(&config.api.socket)?;
     let mut handles = start_workers(&config, backends)?;
+    vmnap_host::memory::release_free_memory();
     info!(socket = %config.api.socket.display(), guests = config.guests.len(), "vmnap is running");
     listener
         .set_nonblocking(true)

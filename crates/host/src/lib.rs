@@ -10,6 +10,7 @@
 //! for its own bounded waits.
 
 pub mod cgroup;
+pub mod memory;
 pub mod netlink;
 pub mod packet;
 
