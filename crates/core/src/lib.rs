@@ -18,6 +18,7 @@
 mod classify;
 mod echo;
 mod guest;
+pub mod idle;
 mod lifecycle;
 mod queue;
 mod respond;

@@ -33,6 +33,15 @@ pub enum SuspendError {
         /// The guest.
         guest: String,
     },
+    /// Another backend's failure.
+    #[error("cannot stop guest {guest}")]
+    Other {
+        /// The guest.
+        guest: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 /// Failure to resume a guest.
@@ -52,6 +61,15 @@ pub enum ResumeError {
     Fake {
         /// The guest.
         guest: String,
+    },
+    /// Another backend's failure.
+    #[error("cannot resume guest {guest}")]
+    Other {
+        /// The guest.
+        guest: String,
+        /// The backend's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -79,6 +97,16 @@ pub trait Backend: Send + std::fmt::Debug {
     fn suspend(&mut self) -> Result<(), SuspendError>;
     /// Resumes the guest; returns when it runs.
     fn resume(&mut self) -> Result<(), ResumeError>;
+    /// The CPU time the guest has used so far, if the backend knows (for idleness). It may
+    /// start again from zero when the guest's process is started anew.
+    fn cpu_time(&mut self) -> Option<Duration> {
+        None
+    }
+    /// The guest's port on the bridge now, if the backend knows and it may have changed (a
+    /// guest started again from a save gets a new tap).
+    fn interface(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.

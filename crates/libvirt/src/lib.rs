@@ -1,0 +1,312 @@
+//! The libvirt backend: puts a libvirt domain to sleep by pausing it in memory
+//! (`virDomainSuspend`) or by saving it to disk (`virDomainManagedSave`, which ends its QEMU
+//! process and frees its memory), and wakes it again. It also reads what vmnap needs to know
+//! about a domain from its XML (MAC, bridge, tap) and the domain's CPU time for idleness.
+//!
+//! libvirt calls block (a managed save takes seconds); callers run them off any thread that
+//! must stay responsive. The connection is opened again once if a call fails because
+//! libvirtd went away and came back. This crate does not touch the network: cutting the
+//! guest's port and replaying its frames are the daemon's.
+
+#![forbid(unsafe_code)]
+
+pub mod xml;
+
+use std::time::Duration;
+
+use virt::connect::Connect;
+use virt::domain::Domain;
+use vmnap_hypervisor::{Backend, ResumeError, SuspendError};
+
+pub use xml::{parse_interfaces, DomainInterface, XmlError};
+
+/// How a domain sleeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Paused in memory: the fastest wake; its memory stays allocated.
+    Pause,
+    /// Saved to disk by libvirt (managed save) and started from it on wake: its memory is
+    /// freed while it sleeps.
+    Save,
+}
+
+/// Failure to reach a domain.
+#[derive(Debug, thiserror::Error)]
+pub enum LibvirtError {
+    /// No connection to libvirt.
+    #[error("cannot connect to libvirt at {uri}")]
+    Connect {
+        /// The URI.
+        uri: String,
+        /// libvirt's message.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// No such domain.
+    #[error("libvirt at {uri} has no domain {domain}")]
+    NoDomain {
+        /// The URI.
+        uri: String,
+        /// The domain.
+        domain: String,
+        /// libvirt's message.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// A call on the domain failed.
+    #[error("libvirt refused to {action} domain {domain}")]
+    Call {
+        /// What was asked: `suspend`, `resume`, `save`, `start`, `describe`, ...
+        action: &'static str,
+        /// The domain.
+        domain: String,
+        /// libvirt's message.
+        #[source]
+        source: virt::error::Error,
+    },
+    /// The domain's XML did not say what vmnap needs.
+    #[error("cannot read the network interfaces of domain {domain}")]
+    Xml {
+        /// The domain.
+        domain: String,
+        /// Why.
+        #[source]
+        source: XmlError,
+    },
+}
+
+/// What a domain is doing, as libvirt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainState {
+    /// Running.
+    Running,
+    /// Paused (by vmnap or anyone).
+    Paused,
+    /// Not running (shut off, or saved).
+    ShutOff,
+    /// Anything else libvirt reports (crashed, shutting down, ...): the raw state number.
+    Other(u32),
+}
+
+/// A connection to one domain, opened again when it breaks.
+#[derive(Debug)]
+pub struct LibvirtDomain {
+    uri: String,
+    name: String,
+    conn: Option<Connect>,
+}
+
+impl LibvirtDomain {
+    /// Connects to `uri` and checks that `domain` exists.
+    pub fn open(uri: &str, domain: &str) -> Result<Self, LibvirtError> {
+        let mut this = Self {
+            uri: uri.to_owned(),
+            name: domain.to_owned(),
+            conn: None,
+        };
+        this.domain()?;
+        Ok(this)
+    }
+
+    /// The domain's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn connect(&mut self) -> Result<&Connect, LibvirtError> {
+        if self.conn.is_none() {
+            let conn = Connect::open(Some(&self.uri)).map_err(|source| LibvirtError::Connect {
+                uri: self.uri.clone(),
+                source,
+            })?;
+            self.conn = Some(conn);
+        }
+        Ok(self.conn.as_ref().expect("set just above"))
+    }
+
+    fn domain(&mut self) -> Result<Domain, LibvirtError> {
+        let (uri, name) = (self.uri.clone(), self.name.clone());
+        let conn = self.connect()?;
+        Domain::lookup_by_name(conn, &name).map_err(|source| LibvirtError::NoDomain {
+            uri,
+            domain: name,
+            source,
+        })
+    }
+
+    /// Runs `f` on the domain; if it fails, reconnects once and tries again (libvirtd may
+    /// have restarted).
+    fn with_domain<T>(
+        &mut self,
+        action: &'static str,
+        f: impl Fn(&Domain) -> Result<T, virt::error::Error>,
+    ) -> Result<T, LibvirtError> {
+        let first = self.domain().and_then(|d| {
+            f(&d).map_err(|source| LibvirtError::Call {
+                action,
+                domain: self.name.clone(),
+                source,
+            })
+        });
+        match first {
+            Ok(v) => Ok(v),
+            Err(_) if self.reconnect() => {
+                let d = self.domain()?;
+                f(&d).map_err(|source| LibvirtError::Call {
+                    action,
+                    domain: self.name.clone(),
+                    source,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Drops the connection if it no longer answers; returns whether it did.
+    fn reconnect(&mut self) -> bool {
+        let alive = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.is_alive().unwrap_or(false));
+        if !alive {
+            if let Some(mut c) = self.conn.take() {
+                let _ = c.close();
+            }
+        }
+        !alive
+    }
+
+    /// The domain's state.
+    pub fn state(&mut self) -> Result<DomainState, LibvirtError> {
+        let (state, _) = self.with_domain("read the state of", |d| d.get_state())?;
+        Ok(match state {
+            virt::sys::VIR_DOMAIN_RUNNING => DomainState::Running,
+            virt::sys::VIR_DOMAIN_PAUSED | virt::sys::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
+            virt::sys::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
+            other => DomainState::Other(other),
+        })
+    }
+
+    /// The CPU time the domain has used (since its QEMU process started).
+    pub fn cpu_time(&mut self) -> Result<Duration, LibvirtError> {
+        let info = self.with_domain("read the CPU time of", |d| d.get_info())?;
+        Ok(Duration::from_nanos(info.cpu_time))
+    }
+
+    /// The domain's network interfaces, from its live XML (the tap name is there only while
+    /// it runs).
+    pub fn interfaces(&mut self) -> Result<Vec<DomainInterface>, LibvirtError> {
+        let text = self.with_domain("describe", |d| d.get_xml_desc(0))?;
+        parse_interfaces(&text).map_err(|source| LibvirtError::Xml {
+            domain: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Pauses the domain.
+    pub fn suspend(&mut self) -> Result<(), LibvirtError> {
+        self.with_domain("suspend", |d| d.suspend()).map(drop)
+    }
+
+    /// Continues a paused domain.
+    pub fn resume(&mut self) -> Result<(), LibvirtError> {
+        self.with_domain("resume", |d| d.resume()).map(drop)
+    }
+
+    /// Saves the domain to libvirt's managed save image; its QEMU process ends.
+    pub fn managed_save(&mut self) -> Result<(), LibvirtError> {
+        self.with_domain("save", |d| d.managed_save(0)).map(drop)
+    }
+
+    /// Whether the domain has a managed save image.
+    pub fn has_managed_save(&mut self) -> Result<bool, LibvirtError> {
+        self.with_domain("look for the saved image of", |d| d.has_managed_save(0))
+    }
+
+    /// Starts the domain (from its managed save image, if it has one) and makes sure it runs:
+    /// a domain saved while paused comes back paused.
+    pub fn start(&mut self) -> Result<(), LibvirtError> {
+        self.with_domain("start", |d| d.create()).map(drop)?;
+        if self.state()? == DomainState::Paused {
+            self.resume()?;
+        }
+        Ok(())
+    }
+}
+
+/// A libvirt domain as a vmnap [`Backend`].
+#[derive(Debug)]
+pub struct LibvirtBackend {
+    guest: String,
+    mode: Mode,
+    domain: LibvirtDomain,
+}
+
+impl LibvirtBackend {
+    /// The backend of `guest`, the domain `domain` at `uri`, sleeping by `mode`.
+    pub fn open(guest: &str, uri: &str, domain: &str, mode: Mode) -> Result<Self, LibvirtError> {
+        Ok(Self {
+            guest: guest.to_owned(),
+            mode,
+            domain: LibvirtDomain::open(uri, domain)?,
+        })
+    }
+
+    /// The domain.
+    pub fn domain(&mut self) -> &mut LibvirtDomain {
+        &mut self.domain
+    }
+
+    /// How the domain sleeps.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+}
+
+fn suspend_error(guest: &str, e: LibvirtError) -> SuspendError {
+    SuspendError::Other {
+        guest: guest.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+fn resume_error(guest: &str, e: LibvirtError) -> ResumeError {
+    ResumeError::Other {
+        guest: guest.to_owned(),
+        source: Box::new(e),
+    }
+}
+
+impl Backend for LibvirtBackend {
+    fn kind(&self) -> &'static str {
+        match self.mode {
+            Mode::Pause => "libvirt-pause",
+            Mode::Save => "libvirt-save",
+        }
+    }
+
+    fn suspend(&mut self) -> Result<(), SuspendError> {
+        let r = match self.mode {
+            Mode::Pause => self.domain.suspend(),
+            Mode::Save => self.domain.managed_save(),
+        };
+        r.map_err(|e| suspend_error(&self.guest, e))
+    }
+
+    fn resume(&mut self) -> Result<(), ResumeError> {
+        let r = match self.mode {
+            Mode::Pause => self.domain.resume(),
+            Mode::Save => self.domain.start(),
+        };
+        r.map_err(|e| resume_error(&self.guest, e))
+    }
+
+    fn cpu_time(&mut self) -> Option<Duration> {
+        self.domain.cpu_time().ok()
+    }
+
+    fn interface(&mut self) -> Option<String> {
+        let ifaces = self.domain.interfaces().ok()?;
+        ifaces.into_iter().find_map(|i| i.tap)
+    }
+}

@@ -1,0 +1,128 @@
+//! Reading a domain's network interfaces from its XML.
+
+use roxmltree::Document;
+
+/// A network interface of a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainInterface {
+    /// `<mac address=...>`.
+    pub mac: [u8; 6],
+    /// `<source bridge=...>` (for `type='bridge'`) or `<source network=...>`'s name (for
+    /// `type='network'`; vmnap needs the bridge, which the network defines).
+    pub bridge: Option<String>,
+    /// `<target dev=...>`: the tap on the host, present while the domain runs.
+    pub tap: Option<String>,
+}
+
+/// The XML is not a domain description vmnap can use.
+#[derive(Debug, thiserror::Error)]
+pub enum XmlError {
+    /// Not well-formed XML.
+    #[error("not well-formed XML")]
+    Syntax(#[source] roxmltree::Error),
+    /// An interface without a MAC, or with one that does not parse.
+    #[error("interface {index} has no valid <mac address=...>")]
+    Mac {
+        /// Its position among the domain's interfaces.
+        index: usize,
+    },
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The interfaces of the domain described by `xml`, in document order.
+pub fn parse_interfaces(xml: &str) -> Result<Vec<DomainInterface>, XmlError> {
+    let doc = Document::parse(xml).map_err(XmlError::Syntax)?;
+    let mut out = Vec::new();
+    let devices = doc.descendants().filter(|n| n.has_tag_name("devices"));
+    for (index, iface) in devices
+        .flat_map(|d| d.children())
+        .filter(|n| n.has_tag_name("interface"))
+        .enumerate()
+    {
+        let child = |tag: &str| iface.children().find(|n| n.has_tag_name(tag));
+        let mac = child("mac")
+            .and_then(|n| n.attribute("address"))
+            .and_then(parse_mac)
+            .ok_or(XmlError::Mac { index })?;
+        let bridge = child("source")
+            .and_then(|n| n.attribute("bridge"))
+            .map(str::to_owned);
+        let tap = child("target")
+            .and_then(|n| n.attribute("dev"))
+            .map(str::to_owned);
+        out.push(DomainInterface { mac, bridge, tap });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RUNNING: &str = r#"<domain type='qemu' id='3'>
+  <name>web2</name>
+  <devices>
+    <disk type='file' device='disk'><target dev='vda'/></disk>
+    <interface type='bridge'>
+      <mac address='52:54:00:12:34:56'/>
+      <source bridge='br0'/>
+      <target dev='vnet3'/>
+      <model type='virtio'/>
+    </interface>
+  </devices>
+</domain>"#;
+
+    #[test]
+    fn running_domain_has_mac_bridge_and_tap() {
+        let ifaces = parse_interfaces(RUNNING).expect("valid");
+        assert_eq!(
+            ifaces,
+            [DomainInterface {
+                mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+                bridge: Some("br0".into()),
+                tap: Some("vnet3".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn shut_off_domain_has_no_tap() {
+        let xml = RUNNING.replace("<target dev='vnet3'/>", "");
+        let ifaces = parse_interfaces(&xml).expect("valid");
+        assert_eq!(ifaces[0].tap, None);
+    }
+
+    #[test]
+    fn bad_mac_and_bad_xml_are_refused() {
+        let xml = RUNNING.replace("52:54:00:12:34:56", "52:54:00:12:34");
+        assert!(matches!(
+            parse_interfaces(&xml),
+            Err(XmlError::Mac { index: 0 })
+        ));
+        assert!(matches!(
+            parse_interfaces("<domain>"),
+            Err(XmlError::Syntax(_))
+        ));
+    }
+
+    #[test]
+    fn target_of_a_disk_is_not_taken_for_a_tap() {
+        let xml = RUNNING.replace("<target dev='vnet3'/>", "");
+        assert!(parse_interfaces(&xml)
+            .expect("valid")
+            .iter()
+            .all(|i| i.tap.is_none()));
+    }
+}
