@@ -141,6 +141,20 @@ impl Cgroup {
         }
     }
 
+    /// The CPU time the cgroup's processes have used: `usage_usec` of a v2 `cpu.stat`.
+    /// `None` for a v1 freezer cgroup, which does not account CPU time.
+    pub fn cpu_usage(&self) -> Option<std::time::Duration> {
+        if self.version != CgroupVersion::V2 {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
+        let usec = text.lines().find_map(|l| l.strip_prefix("usage_usec "))?;
+        usec.trim()
+            .parse()
+            .ok()
+            .map(std::time::Duration::from_micros)
+    }
+
     /// The processes in the cgroup (`cgroup.procs`).
     pub fn pids(&self) -> Result<Vec<u32>, CgroupError> {
         let text = std::fs::read_to_string(self.dir.join("cgroup.procs")).map_err(|source| {

@@ -15,5 +15,5 @@ pub mod netlink;
 pub mod packet;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupVersion};
-pub use netlink::{FdbEntry, KernelError, Mac, Netlink, NetlinkError, PortState};
+pub use netlink::{FdbEntry, KernelError, LinkStats, Mac, Netlink, NetlinkError, PortState};
 pub use packet::{OpenError, PacketSocket, RecvError, RecvMeta, SendError};

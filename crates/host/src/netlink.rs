@@ -376,18 +376,53 @@ struct LinkInfo {
     index: u32,
     flags: u32,
     mtu: Option<u32>,
+    stats: Option<LinkStats>,
+}
+
+/// A link's packet counters (`IFLA_STATS64`), from the host's side of the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LinkStats {
+    /// Packets the link received (for a guest's port: what the guest sent).
+    pub rx_packets: u64,
+    /// Packets the link sent (for a guest's port: what the guest was sent).
+    pub tx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    pub tx_bytes: u64,
+}
+
+const IFLA_STATS64: u16 = 23;
+
+fn u64_at(b: &[u8], i: usize) -> Option<u64> {
+    Some(u64::from_ne_bytes(b.get(i..i + 8)?.try_into().ok()?))
 }
 
 fn parse_link(body: &[u8]) -> Option<LinkInfo> {
     let index = u32_at(body, 4)?;
     let flags = u32_at(body, 8)?;
     let mut mtu = None;
+    let mut stats = None;
     for (ty, p) in attrs(body.get(IFINFOMSG_LEN..)?) {
+        if ty == IFLA_STATS64 {
+            // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, ...
+            stats = Some(LinkStats {
+                rx_packets: u64_at(p, 0)?,
+                tx_packets: u64_at(p, 8)?,
+                rx_bytes: u64_at(p, 16)?,
+                tx_bytes: u64_at(p, 24)?,
+            });
+        }
         if ty == IFLA_MTU {
             mtu = u32_at(p, 0);
         }
     }
-    Some(LinkInfo { index, flags, mtu })
+    Some(LinkInfo {
+        index,
+        flags,
+        mtu,
+        stats,
+    })
 }
 
 /// A synchronous `NETLINK_ROUTE` socket in the namespace it was opened in.
@@ -744,6 +779,22 @@ impl Netlink {
             source,
         })?;
         Ok(())
+    }
+
+    /// The link's packet and byte counters.
+    pub fn link_stats(&mut self, ifindex: u32) -> Result<LinkStats, NetlinkError> {
+        let msg = Msg::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_ACK).ifinfomsg(ifindex, 0, 0);
+        let err = |source| NetlinkError::GetLink { ifindex, source };
+        let replies = self.request(msg).map_err(err)?;
+        replies
+            .iter()
+            .filter_map(|b| parse_link(b))
+            .find(|l| l.index == ifindex)
+            .and_then(|l| l.stats)
+            .ok_or(NetlinkError::MissingAttribute {
+                ifindex,
+                what: "IFLA_STATS64",
+            })
     }
 
     /// The link's MTU.
