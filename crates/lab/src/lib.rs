@@ -17,8 +17,12 @@
 //! pair inside its namespace, and a small user-space relay ([`vlan_relay`], run by the
 //! workload binary outside the guest's cgroup) tags and untags frames between it and
 //! `eth0`. On the bridge the frames look the same as with kernel VLANs.
+//!
+//! Real QEMU guests (a tiny Debian kernel and busybox initramfs built by
+//! `guest/build-image.sh`) join the bridge through taps: see [`qemu`] and [`Lab::add_vm`].
 
 pub mod cgroup;
+pub mod qemu;
 pub mod vlan_relay;
 pub mod workload;
 
@@ -133,6 +137,9 @@ pub fn debian_package(tool: &str) -> &'static str {
         "tcpdump" => "tcpdump",
         "curl" => "curl",
         "sh" => "dash",
+        "qemu-system-x86_64" => "qemu-system-x86",
+        "busybox" => "busybox-static",
+        "cc" => "gcc",
         _ => "(unknown)",
     }
 }
@@ -378,6 +385,11 @@ enum Undo {
         cgroup: PathBuf,
     },
     Dir(PathBuf),
+    /// A link in a namespace of the lab (a QEMU guest's tap): `ip -n NETNS link del NAME`.
+    Link {
+        netns: String,
+        name: String,
+    },
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -399,6 +411,7 @@ pub struct Lab {
     sh: PathBuf,
     guests: Vec<LabGuest>,
     clients: Vec<LabClient>,
+    vms: Vec<qemu::LabVm>,
     procs: Procs,
     undo: Vec<Undo>,
     captures: AtomicU32,
@@ -598,6 +611,7 @@ impl Lab {
             sh,
             guests: Vec::new(),
             clients: Vec::new(),
+            vms: Vec::new(),
             procs: Arc::new(Mutex::new(Vec::new())),
             undo: vec![Undo::Dir(dir)],
             captures: AtomicU32::new(0),
@@ -1304,6 +1318,14 @@ impl Drop for Lab {
                     let _g = NETNS_LOCK.lock().unwrap_or_else(|e| e.into_inner());
                     if let Err(e) = self.ip(&["netns", "del", &name]) {
                         report(e.to_string());
+                    }
+                }
+                Undo::Link { netns, name } => {
+                    // Gone already if its owner took it along; anything else is reported.
+                    if let Err(e) = self.ip(&["-n", &netns, "link", "del", &name]) {
+                        if !e.to_string().contains("Cannot find device") {
+                            report(e.to_string());
+                        }
                     }
                 }
                 Undo::Dir(dir) => {
