@@ -49,6 +49,20 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Keep a guest awake however idle it is (until `vmnap unpin`).
+    Pin {
+        /// The guest's name from the config.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Let a pinned guest sleep when it is idle again.
+    Unpin {
+        /// The guest's name from the config.
+        name: String,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Show every guest's state and counters.
     Status {
         /// Print JSON (an array of objects) instead of a table.
@@ -87,6 +101,8 @@ fn main() -> ExitCode {
         Cmd::Run { config, log_level } => run(&config, &log_level),
         Cmd::Sleep { name, socket } => client(&socket.socket, Request::Sleep { guest: name }),
         Cmd::Wake { name, socket } => client(&socket.socket, Request::Wake { guest: name }),
+        Cmd::Pin { name, socket } => client(&socket.socket, Request::Pin { guest: name }),
+        Cmd::Unpin { name, socket } => client(&socket.socket, Request::Unpin { guest: name }),
         Cmd::Status { json, socket } => status(&socket.socket, json),
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
@@ -178,15 +194,21 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:<16} {:<15} {:>6} {:>9} {:>8} {:>8} {:>8} {:>12}",
-        "NAME", "STATE", "WAKES", "ANSWERED", "QUEUED", "HELD", "DROPPED", "LAST WAKE"
+        "{:<16} {:<15} {:>6} {:>9} {:>8} {:>6} {:>8} {:>10} {:>12}",
+        "NAME", "STATE", "WAKES", "ANSWERED", "QUEUED", "HELD", "DROPPED", "IDLE", "LAST WAKE"
     );
     for g in guests {
         let last = g
             .last_wake_ms
             .map_or("-".to_owned(), |ms| format!("{ms:.1} ms"));
+        let idle = match (g.pinned, g.idle_for_s, g.asleep_for_s) {
+            (true, _, _) => "pinned".to_owned(),
+            (_, Some(s), _) => format!("{s:.0} s"),
+            (_, _, Some(s)) => format!("asleep {s:.0} s"),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:<16} {:<15} {:>6} {:>9} {:>8} {:>8} {:>8} {:>12}",
+            "{:<16} {:<15} {:>6} {:>9} {:>8} {:>6} {:>8} {:>10} {:>12}",
             g.name,
             g.state,
             g.wakes,
@@ -194,6 +216,7 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
             g.queued_frames,
             g.queue_depth,
             g.dropped_frames,
+            idle,
             last
         );
     }

@@ -2,13 +2,17 @@
 //!
 //! The file is deserialized into raw structs that refuse unknown keys, then checked value by
 //! value: names, interface names, MAC and IP addresses, VLAN ids, wake rules, answers, queue
-//! limits, paths, and uniqueness across guests (names, interfaces, MACs and addresses per bridge
-//! and VLAN). Every refusal is a [`ConfigError`] naming the file, line, column and key. The only
-//! I/O is reading the one file in [`Config::load`]; this crate does not check that the bridges,
-//! interfaces, cgroups or socket directory exist, nor does it look at the running system in any
-//! other way: that is the daemon's business when it starts the guests.
+//! limits, paths, durations, backends and their keys, health checks, and uniqueness across
+//! guests (names, interfaces, backend targets, MACs and addresses per bridge and VLAN). Every
+//! refusal is a [`ConfigError`] naming the file, line, column and key. The only I/O is reading
+//! the one file in [`Config::load`]; this crate does not check that the bridges, interfaces,
+//! cgroups, libvirt domains, QMP sockets or socket directory exist, nor does it look at the
+//! running system in any other way: that is the daemon's business when it starts the guests.
 //!
 //! ```toml
+//! [idle]
+//! idle_after = "10m"
+//!
 //! [[guest]]
 //! name = "web1"
 //! bridge = "br0"
@@ -18,10 +22,22 @@
 //! backend = "cgroup"
 //! cgroup = "/sys/fs/cgroup/vmnap/web1"
 //! wake_on = ["tcp/80"]
+//!
+//! [[guest]]
+//! name = "web2"
+//! backend = "libvirt"        # MAC, bridge and tap come from the domain's XML
+//! mode = "save"
+//! ipv4 = ["198.18.0.12"]
+//! wake_on = ["tcp/80"]
+//!
+//! [[guest.health]]
+//! port = 8080
+//! path = "/healthz"
 //! ```
 //!
 //! See `example.toml` next to this crate's `Cargo.toml` for every key with its default.
 
+mod duration;
 mod error;
 mod locate;
 mod raw;
@@ -29,7 +45,9 @@ mod validate;
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+pub use duration::parse_duration;
 pub use error::ConfigError;
 
 /// The API socket path used when `[api] socket` is not given.
@@ -51,12 +69,33 @@ pub const MAX_VLAN: u16 = 4094;
 pub const MAX_NAME_LEN: usize = 64;
 /// The longest Linux interface name, in bytes (`IFNAMSIZ` - 1).
 pub const MAX_IFNAME_LEN: usize = 15;
+/// `[libvirt] uri` when not given.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// `[idle] interval` when not given.
+pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(5);
+/// The shortest `[idle] interval` accepted.
+pub const MIN_IDLE_INTERVAL: Duration = Duration::from_millis(100);
+/// `[idle] cpu_percent` when not given.
+pub const DEFAULT_CPU_PERCENT: f64 = 2.0;
+/// `[idle] idle_after` when not given (ten minutes).
+pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
+/// A health check's `status` when not given.
+pub const DEFAULT_HEALTH_STATUS: u16 = 200;
+/// A health check's `body` when not given.
+pub const DEFAULT_HEALTH_BODY: &str = "ok";
+/// The longest health check `body` accepted, in bytes: with its status line and headers, the
+/// whole answer fits in one TCP segment of the usual 1460-byte MSS.
+pub const MAX_HEALTH_BODY_LEN: usize = 1024;
 
 /// The whole config file, validated.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// The `[api]` table.
     pub api: ApiConfig,
+    /// The `[libvirt]` table.
+    pub libvirt: LibvirtConfig,
+    /// The `[idle]` table: how idleness is measured, and the default `idle_after`.
+    pub idle: IdleConfig,
     /// The `[[guest]]` tables, in file order. May be empty.
     pub guests: Vec<GuestConfig>,
 }
@@ -76,17 +115,65 @@ impl Default for ApiConfig {
     }
 }
 
+/// The `[libvirt]` table, used by guests with `backend = "libvirt"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtConfig {
+    /// The libvirt connection URI, like `qemu:///system` or `test:///default`: a scheme, `:`,
+    /// and no whitespace. Default [`DEFAULT_LIBVIRT_URI`].
+    pub uri: String,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        LibvirtConfig {
+            uri: DEFAULT_LIBVIRT_URI.to_string(),
+        }
+    }
+}
+
+/// The `[idle]` table.
+///
+/// A guest counts as idle while it stays under `cpu_percent` with no traffic other than what
+/// the surrogate could have answered itself; it is put to sleep once it has been idle for its
+/// [`GuestConfig::idle_after`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleConfig {
+    /// How often each guest is sampled; at least [`MIN_IDLE_INTERVAL`], default
+    /// [`DEFAULT_IDLE_INTERVAL`].
+    pub interval: Duration,
+    /// Below this share of one core (in percent) a guest counts as idle. Finite and above 0;
+    /// may exceed 100 for guests with several vCPUs. Default [`DEFAULT_CPU_PERCENT`].
+    pub cpu_percent: f64,
+    /// How long a guest must stay idle before it is put to sleep, for guests that do not say
+    /// otherwise. `None` (written `"off"`): guests sleep only when told (`vmnap sleep`).
+    /// Never zero. Default [`DEFAULT_IDLE_AFTER`].
+    pub idle_after: Option<Duration>,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig {
+            interval: DEFAULT_IDLE_INTERVAL,
+            cpu_percent: DEFAULT_CPU_PERCENT,
+            idle_after: Some(DEFAULT_IDLE_AFTER),
+        }
+    }
+}
+
 /// One `[[guest]]` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestConfig {
     /// Unique name, 1..=64 characters from `[A-Za-z0-9_.-]`, not `.` or `..`.
     pub name: String,
-    /// The Linux bridge the guest's port is on.
-    pub bridge: String,
-    /// The guest's port on that bridge (host side of its veth or tap).
-    pub interface: String,
-    /// The guest's unicast MAC address.
-    pub mac: [u8; 6],
+    /// The Linux bridge the guest's port is on. Always `Some` for cgroup and QMP guests; for a
+    /// libvirt guest `None` means "read it from the domain's XML", and `Some` is a value the
+    /// domain must agree with.
+    pub bridge: Option<String>,
+    /// The guest's port on that bridge (host side of its veth or tap); never the bridge itself.
+    /// Given, absent and checked like `bridge`.
+    pub interface: Option<String>,
+    /// The guest's unicast MAC address. Given, absent and checked like `bridge`.
+    pub mac: Option<[u8; 6]>,
     /// The guest's IPv4 addresses; at least one of `ipv4` and `ipv6` is non-empty.
     pub ipv4: Vec<Ipv4Addr>,
     /// The guest's IPv6 addresses.
@@ -109,25 +196,110 @@ pub struct GuestConfig {
     /// wake the guest. Defaults to [`DEFAULT_MULTICAST_FRAMES`] or `queue_frames`, whichever is
     /// smaller.
     pub multicast_frames: usize,
+    /// This guest's override of `[idle] idle_after`: `None` when not given, `Some(None)` for
+    /// `"off"` (the guest sleeps only when told), `Some(Some(d))` with `d` never zero. Use
+    /// [`GuestConfig::idle_after`] for the value that applies.
+    pub idle_after: Option<Option<Duration>>,
+    /// The guest is not put to sleep while it has an open TCP connection on one of these ports
+    /// (only `tcp/PORT` rules; no duplicates).
+    pub keep_awake_while_connected: Vec<PortRule>,
+    /// HTTP health checks the surrogate answers while the guest sleeps, in file order; ports
+    /// are unique per guest and never a `tcp/PORT` of `wake_on`.
+    pub health: Vec<HealthCheck>,
+}
+
+impl GuestConfig {
+    /// How long this guest must stay idle before it is put to sleep: its own `idle_after` if
+    /// given, otherwise `idle.idle_after`. `None`: it sleeps only when told.
+    pub fn idle_after(&self, idle: &IdleConfig) -> Option<Duration> {
+        self.idle_after.unwrap_or(idle.idle_after)
+    }
 }
 
 /// How a guest is suspended and resumed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// Freeze the processes of a cgroup v2 directory (`cgroup.freeze`).
+    /// `backend = "cgroup"`: freeze the processes of a cgroup directory.
     Cgroup {
-        /// Absolute path of the cgroup directory.
+        /// Absolute path of the cgroup directory (key `cgroup`).
         dir: PathBuf,
+    },
+    /// `backend = "libvirt"`: a domain of the `[libvirt]` connection.
+    Libvirt {
+        /// The libvirt domain name (key `domain`); defaults to the guest's name. Not empty, no
+        /// `/`, no control characters.
+        domain: String,
+        /// How the domain sleeps (key `mode`).
+        mode: SleepMode,
+    },
+    /// `backend = "qmp"`: a QEMU started without libvirt, driven over its QMP socket.
+    Qmp {
+        /// Absolute path of the QEMU monitor's unix socket (key `qmp`).
+        socket: PathBuf,
+        /// How the guest sleeps (key `mode`).
+        mode: SleepMode,
+        /// The argv that starts the guest's QEMU (key `qemu_command`; `[0]` is the program).
+        /// Non-empty with [`SleepMode::Save`], empty with [`SleepMode::Pause`] (where the key
+        /// is refused). The daemon adds what restoring from `state_file` takes.
+        qemu_command: Vec<String>,
+        /// Absolute path of the file the guest's state is saved to (key `state_file`). `Some`
+        /// with [`SleepMode::Save`], `None` with [`SleepMode::Pause`] (where the key is refused).
+        state_file: Option<PathBuf>,
     },
 }
 
 impl BackendConfig {
-    /// The name used for this backend in the config file (`"cgroup"`).
+    /// The name used for this backend in the config file (`"cgroup"`, `"libvirt"` or `"qmp"`).
     pub fn kind(&self) -> &'static str {
         match self {
             BackendConfig::Cgroup { .. } => "cgroup",
+            BackendConfig::Libvirt { .. } => "libvirt",
+            BackendConfig::Qmp { .. } => "qmp",
         }
     }
+
+    /// The sleep mode of a libvirt or QMP guest; `None` for a cgroup guest.
+    pub fn mode(&self) -> Option<SleepMode> {
+        match self {
+            BackendConfig::Cgroup { .. } => None,
+            BackendConfig::Libvirt { mode, .. } | BackendConfig::Qmp { mode, .. } => Some(*mode),
+        }
+    }
+}
+
+/// How a libvirt or QMP guest sleeps: `mode = "pause"` (the default) or `mode = "save"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SleepMode {
+    /// Stop the vCPUs and keep the memory: fastest wake.
+    #[default]
+    Pause,
+    /// Save the guest's state to disk and end its QEMU, freeing its memory; start it again
+    /// from the saved state on wake.
+    Save,
+}
+
+impl SleepMode {
+    /// The name used in the config file (`"pause"` or `"save"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SleepMode::Pause => "pause",
+            SleepMode::Save => "save",
+        }
+    }
+}
+
+/// One `[[guest.health]]` table: an HTTP health check the surrogate answers while the guest
+/// sleeps, over a real TCP connection, without waking it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The TCP port the check arrives on, 1..=65535.
+    pub port: u16,
+    /// The request path, starting with `/`, made of visible ASCII (no spaces).
+    pub path: String,
+    /// The HTTP status code of the answer, 100..=599; default [`DEFAULT_HEALTH_STATUS`].
+    pub status: u16,
+    /// The body of the answer; default [`DEFAULT_HEALTH_BODY`].
+    pub body: String,
 }
 
 pub use vmnap_core::{Answers, MulticastPolicy, ParsePortRuleError, PortRule, Transport};

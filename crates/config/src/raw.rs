@@ -11,6 +11,10 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub api: Option<Spanned<RawApi>>,
     #[serde(default)]
+    pub libvirt: Option<Spanned<RawLibvirt>>,
+    #[serde(default)]
+    pub idle: Option<Spanned<RawIdle>>,
+    #[serde(default)]
     pub guest: Vec<Spanned<RawGuest>>,
 }
 
@@ -23,11 +27,32 @@ pub(crate) struct RawApi {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(crate) struct RawLibvirt {
+    #[serde(default)]
+    pub uri: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIdle {
+    #[serde(default)]
+    pub interval: Option<Spanned<String>>,
+    #[serde(default)]
+    pub cpu_percent: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub idle_after: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct RawGuest {
     pub name: Spanned<String>,
-    pub bridge: Spanned<String>,
-    pub interface: Spanned<String>,
-    pub mac: Spanned<String>,
+    #[serde(default)]
+    pub bridge: Option<Spanned<String>>,
+    #[serde(default)]
+    pub interface: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mac: Option<Spanned<String>>,
     #[serde(default)]
     pub ipv4: Vec<Spanned<String>>,
     #[serde(default)]
@@ -35,8 +60,19 @@ pub(crate) struct RawGuest {
     #[serde(default)]
     pub vlan: Option<Spanned<i64>>,
     pub backend: Spanned<String>,
+    // Backend keys: which belong to which backend is checked in `validate`.
     #[serde(default)]
     pub cgroup: Option<Spanned<String>>,
+    #[serde(default)]
+    pub domain: Option<Spanned<String>>,
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub qmp: Option<Spanned<String>>,
+    #[serde(default)]
+    pub qemu_command: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub state_file: Option<Spanned<String>>,
     #[serde(default)]
     pub wake_on: Vec<Spanned<String>>,
     #[serde(default)]
@@ -49,4 +85,21 @@ pub(crate) struct RawGuest {
     pub multicast: Option<Spanned<String>>,
     #[serde(default)]
     pub multicast_frames: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub idle_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keep_awake_while_connected: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub health: Vec<Spanned<RawHealth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHealth {
+    pub port: Spanned<i64>,
+    pub path: Spanned<String>,
+    #[serde(default)]
+    pub status: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub body: Option<Spanned<String>>,
 }

@@ -4,16 +4,20 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use toml::Spanned;
 
 use crate::error::ConfigError;
 use crate::locate;
-use crate::raw::{RawApi, RawConfig, RawGuest};
+use crate::raw::{RawApi, RawConfig, RawGuest, RawHealth, RawIdle, RawLibvirt};
 use crate::{
-    Answers, ApiConfig, BackendConfig, Config, GuestConfig, MulticastPolicy, PortRule, Transport,
-    DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET,
-    MAX_IFNAME_LEN, MAX_NAME_LEN, MAX_VLAN, MIN_QUEUE_BYTES,
+    parse_duration, Answers, ApiConfig, BackendConfig, Config, GuestConfig, HealthCheck,
+    IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode, Transport,
+    DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS, DEFAULT_IDLE_AFTER,
+    DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES,
+    DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_NAME_LEN,
+    MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
 
 /// The longest path `bind(2)` accepts for a unix socket (`sun_path` is 108 bytes with its NUL).
@@ -22,6 +26,19 @@ const MAX_SOCKET_PATH_LEN: usize = 107;
 /// The echo port that `tcp-echo` and `udp-echo` answer on.
 const ECHO_PORT: u16 = 7;
 
+/// The keys that belong to some backends, with those backends.
+const BACKEND_KEYS: [(&str, &[&str]); 6] = [
+    ("cgroup", &["cgroup"]),
+    ("domain", &["libvirt"]),
+    ("mode", &["libvirt", "qmp"]),
+    ("qmp", &["qmp"]),
+    ("qemu_command", &["qmp"]),
+    ("state_file", &["qmp"]),
+];
+
+/// The longest health check path, in bytes.
+const MAX_HEALTH_PATH_LEN: usize = 1024;
+
 pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e, text, file))?;
     let cx = Cx { text, file };
@@ -29,20 +46,33 @@ pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         Some(api) => cx.api(api.get_ref())?,
         None => ApiConfig::default(),
     };
+    let libvirt = match &raw.libvirt {
+        Some(libvirt) => cx.libvirt(libvirt.get_ref())?,
+        None => LibvirtConfig::default(),
+    };
+    let idle = match &raw.idle {
+        Some(idle) => cx.idle(idle.get_ref())?,
+        None => IdleConfig::default(),
+    };
     let mut seen = Seen::default();
     let mut guests = Vec::with_capacity(raw.guest.len());
     for (i, g) in raw.guest.iter().enumerate() {
         let guest = cx.guest(i, g)?;
-        cx.unique(i, g.get_ref(), &guest, &mut seen)?;
+        cx.unique(i, g, &guest, &mut seen)?;
         guests.push(guest);
     }
-    Ok(Config { api, guests })
+    Ok(Config {
+        api,
+        libvirt,
+        idle,
+        guests,
+    })
 }
 
 /// A `toml` error (syntax, unknown key, missing key, wrong type) with the key named.
 fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
-    // Syntax errors come on several lines ("invalid string\nexpected `"`, `'`"); serde's name
-    // for our integer type and for arrays are not TOML's.
+    // Syntax errors come on several lines ("invalid string\nexpected `"`, `'`"); serde's names
+    // for our integer and float types and for arrays are not TOML's.
     let message = e
         .message()
         .trim()
@@ -50,6 +80,7 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
         .collect::<Vec<_>>()
         .join("; ")
         .replace("expected i64", "expected an integer")
+        .replace("expected f64", "expected a number")
         .replace("expected a sequence", "expected an array");
     let message = message.as_str();
     let Some(span) = e.span() else {
@@ -77,13 +108,16 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
     ConfigError::at(file, text, span, key, message)
 }
 
-/// Values already taken by earlier guests, with the key that took them.
+/// Values already taken by earlier guests, with the guest or key that took them.
 #[derive(Default)]
 struct Seen {
     names: HashMap<String, usize>,
     interfaces: HashMap<String, usize>,
     macs: HashMap<(String, u16, [u8; 6]), usize>,
     addresses: HashMap<(String, u16, IpAddr), String>,
+    /// Cgroup directories, libvirt domains, QMP sockets and state files, keyed by what they
+    /// are (`"cgroup"`, `"domain"`, ...).
+    targets: HashMap<(&'static str, String), usize>,
 }
 
 struct Cx<'a> {
@@ -114,23 +148,86 @@ impl Cx<'_> {
         Ok(ApiConfig { socket })
     }
 
+    fn libvirt(&self, libvirt: &RawLibvirt) -> Result<LibvirtConfig, ConfigError> {
+        let uri = match &libvirt.uri {
+            Some(u) => self.check(u, || "libvirt.uri".into(), |s| libvirt_uri(s))?,
+            None => DEFAULT_LIBVIRT_URI.to_string(),
+        };
+        Ok(LibvirtConfig { uri })
+    }
+
+    fn idle(&self, idle: &RawIdle) -> Result<IdleConfig, ConfigError> {
+        let interval = match &idle.interval {
+            Some(v) => self.check(
+                v,
+                || "idle.interval".into(),
+                |s| {
+                    let d = parse_duration(s)?;
+                    if d < MIN_IDLE_INTERVAL {
+                        return Err(format!(
+                            "`{s}` is too short; the sampling interval is at least {}ms",
+                            MIN_IDLE_INTERVAL.as_millis()
+                        ));
+                    }
+                    Ok(d)
+                },
+            )?,
+            None => DEFAULT_IDLE_INTERVAL,
+        };
+        let cpu_percent = match &idle.cpu_percent {
+            Some(v) => self.check(
+                v,
+                || "idle.cpu_percent".into(),
+                |&v| {
+                    if v.is_finite() && v > 0.0 {
+                        Ok(v)
+                    } else {
+                        Err(format!(
+                            "{v} is not a usable CPU threshold; want a number above 0 (percent \
+                             of one core, like 2.0)"
+                        ))
+                    }
+                },
+            )?,
+            None => DEFAULT_CPU_PERCENT,
+        };
+        let idle_after = match &idle.idle_after {
+            Some(v) => self.check(v, || "idle.idle_after".into(), |s| idle_after(s))?,
+            None => Some(DEFAULT_IDLE_AFTER),
+        };
+        Ok(IdleConfig {
+            interval,
+            cpu_percent,
+            idle_after,
+        })
+    }
+
     fn guest(&self, i: usize, spanned: &Spanned<RawGuest>) -> Result<GuestConfig, ConfigError> {
         let g = spanned.get_ref();
         let key = |field: &str| format!("guest[{i}].{field}");
         let name = self.check(&g.name, || key("name"), |s| guest_name(s))?;
-        let bridge = self.check(&g.bridge, || key("bridge"), |s| interface_name(s))?;
-        let interface = self.check(
-            &g.interface,
-            || key("interface"),
-            |s| {
-                let s = interface_name(s)?;
-                if s == bridge {
-                    return Err(format!("`{s}` is the bridge itself, not a port on it"));
-                }
-                Ok(s)
-            },
-        )?;
-        let mac = self.check(&g.mac, || key("mac"), |s| mac_address(s))?;
+        let bridge = match &g.bridge {
+            Some(b) => Some(self.check(b, || key("bridge"), |s| interface_name(s))?),
+            None => None,
+        };
+        let interface = match &g.interface {
+            Some(v) => Some(self.check(
+                v,
+                || key("interface"),
+                |s| {
+                    let s = interface_name(s)?;
+                    if bridge.as_ref() == Some(&s) {
+                        return Err(format!("`{s}` is the bridge itself, not a port on it"));
+                    }
+                    Ok(s)
+                },
+            )?),
+            None => None,
+        };
+        let mac = match &g.mac {
+            Some(m) => Some(self.check(m, || key("mac"), |s| mac_address(s))?),
+            None => None,
+        };
 
         let mut ipv4 = Vec::with_capacity(g.ipv4.len());
         for (j, a) in g.ipv4.iter().enumerate() {
@@ -152,25 +249,9 @@ impl Cx<'_> {
             Some(v) => self.check(v, || key("vlan"), |&v| vlan_id(v))?,
             None => 0,
         };
-        let backend = self.backend(i, g)?;
+        let backend = self.backend(i, spanned, &name)?;
 
-        let mut wake_on: Vec<PortRule> = Vec::with_capacity(g.wake_on.len());
-        for (j, r) in g.wake_on.iter().enumerate() {
-            let rule = self.check(
-                r,
-                || format!("guest[{i}].wake_on[{j}]"),
-                |s| s.parse::<PortRule>().map_err(|e| e.to_string()),
-            )?;
-            if let Some(first) = wake_on.iter().position(|&x| x == rule) {
-                return Err(self.err(
-                    r.span(),
-                    format!("guest[{i}].wake_on[{j}]"),
-                    format!("`{rule}` is already listed at guest[{i}].wake_on[{first}]"),
-                ));
-            }
-            wake_on.push(rule);
-        }
-
+        let wake_on = self.port_rules(i, "wake_on", &g.wake_on, false)?;
         let answer = match &g.answer {
             None => Answers::DEFAULT,
             Some(list) => self.answers(i, list, &wake_on)?,
@@ -220,6 +301,21 @@ impl Cx<'_> {
             None => DEFAULT_MULTICAST_FRAMES.min(queue_frames),
         };
 
+        let idle_after = match &g.idle_after {
+            Some(v) => Some(self.check(v, || key("idle_after"), |s| idle_after(s))?),
+            None => None,
+        };
+        let keep_awake_while_connected = self.port_rules(
+            i,
+            "keep_awake_while_connected",
+            &g.keep_awake_while_connected,
+            true,
+        )?;
+        let mut health = Vec::with_capacity(g.health.len());
+        for (j, h) in g.health.iter().enumerate() {
+            health.push(self.health(i, j, h.get_ref(), g, &health, &wake_on)?);
+        }
+
         Ok(GuestConfig {
             name,
             bridge,
@@ -235,36 +331,320 @@ impl Cx<'_> {
             queue_bytes,
             multicast,
             multicast_frames,
+            idle_after,
+            keep_awake_while_connected,
+            health,
         })
     }
 
-    fn backend(&self, i: usize, g: &RawGuest) -> Result<BackendConfig, ConfigError> {
+    /// Checks the backend and the keys that belong to it, and that a guest whose backend cannot
+    /// find its own port gives `bridge`, `interface` and `mac`.
+    fn backend(
+        &self,
+        i: usize,
+        spanned: &Spanned<RawGuest>,
+        name: &str,
+    ) -> Result<BackendConfig, ConfigError> {
+        let g = spanned.get_ref();
+        let key = |field: &str| format!("guest[{i}].{field}");
         let kind = g.backend.get_ref().as_str();
-        match (kind, &g.cgroup) {
-            ("cgroup", Some(dir)) => self.check(dir, || format!("guest[{i}].cgroup"), |s| {
-                absolute_path(s).map(|dir| BackendConfig::Cgroup { dir })
-            }),
-            ("cgroup", None) => Err(self.err(
+        if !matches!(kind, "cgroup" | "libvirt" | "qmp") {
+            return Err(self.err(
                 g.backend.span(),
-                format!("guest[{i}].backend"),
-                "backend `cgroup` needs `cgroup`, the absolute path of the guest's cgroup directory",
-            )),
-            (_, Some(dir)) => Err(self.err(
-                dir.span(),
-                format!("guest[{i}].cgroup"),
-                format!("`cgroup` is only for backend `cgroup`, not `{kind}`"),
-            )),
-            ("libvirt" | "qmp", None) => Err(self.err(
-                g.backend.span(),
-                format!("guest[{i}].backend"),
-                format!("backend `{kind}` is not supported yet"),
-            )),
-            (_, None) => Err(self.err(
-                g.backend.span(),
-                format!("guest[{i}].backend"),
-                format!("unknown backend `{kind}`; expected `cgroup`"),
-            )),
+                key("backend"),
+                format!("unknown backend `{kind}`; expected `cgroup`, `libvirt` or `qmp`"),
+            ));
         }
+        // The first stray key in the file, if any.
+        let stray = BACKEND_KEYS
+            .iter()
+            .filter(|(_, owners)| !owners.contains(&kind))
+            .filter_map(|&(k, owners)| g.backend_key_span(k).map(|s| (s, k, owners)))
+            .min_by_key(|(span, _, _)| span.start);
+        if let Some((span, k, owners)) = stray {
+            let owners = match owners {
+                [one] => format!("backend `{one}`"),
+                many => format!(
+                    "backends {}",
+                    many.iter()
+                        .map(|o| format!("`{o}`"))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
+            };
+            return Err(self.err(
+                span,
+                key(k),
+                format!("`{k}` is only for {owners}, not `{kind}`"),
+            ));
+        }
+        if kind != "libvirt" {
+            let given = [
+                ("bridge", g.bridge.is_some()),
+                ("interface", g.interface.is_some()),
+                ("mac", g.mac.is_some()),
+            ];
+            if let Some((missing, _)) = given.iter().find(|(_, given)| !given) {
+                return Err(self.err(
+                    spanned.span(),
+                    format!("guest[{i}]"),
+                    format!(
+                        "missing key `{missing}`: backend `{kind}` needs it (only a libvirt \
+                         guest may leave it out, to have it read from the domain's XML)"
+                    ),
+                ));
+            }
+        }
+        let mode = match &g.mode {
+            Some(m) => self.check(
+                m,
+                || key("mode"),
+                |s| match s.as_str() {
+                    "pause" => Ok(SleepMode::Pause),
+                    "save" => Ok(SleepMode::Save),
+                    other => Err(format!(
+                        "unknown mode `{other}`; expected `pause` or `save`"
+                    )),
+                },
+            )?,
+            None => SleepMode::Pause,
+        };
+        match kind {
+            "cgroup" => match &g.cgroup {
+                Some(dir) => self.check(
+                    dir,
+                    || key("cgroup"),
+                    |s| absolute_path(s).map(|dir| BackendConfig::Cgroup { dir }),
+                ),
+                None => Err(self.err(
+                    g.backend.span(),
+                    key("backend"),
+                    "backend `cgroup` needs `cgroup`, the absolute path of the guest's cgroup \
+                     directory",
+                )),
+            },
+            "libvirt" => {
+                let domain = match &g.domain {
+                    Some(d) => self.check(d, || key("domain"), |s| domain_name(s))?,
+                    None => name.to_string(),
+                };
+                Ok(BackendConfig::Libvirt { domain, mode })
+            }
+            _ => self.qmp(i, g, mode),
+        }
+    }
+
+    fn qmp(&self, i: usize, g: &RawGuest, mode: SleepMode) -> Result<BackendConfig, ConfigError> {
+        let key = |field: &str| format!("guest[{i}].{field}");
+        let socket = match &g.qmp {
+            Some(s) => self.check(s, || key("qmp"), |s| socket_path(s))?,
+            None => {
+                return Err(self.err(
+                    g.backend.span(),
+                    key("backend"),
+                    "backend `qmp` needs `qmp`, the absolute path of the QEMU monitor's unix \
+                     socket",
+                ))
+            }
+        };
+        if mode == SleepMode::Pause {
+            let extra = [
+                ("qemu_command", g.qemu_command.as_ref().map(Spanned::span)),
+                ("state_file", g.state_file.as_ref().map(Spanned::span)),
+            ];
+            if let Some((k, Some(span))) = extra.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(self.err(
+                    span,
+                    key(k),
+                    format!(
+                        "`{k}` is only for mode `save`, not `pause`; set `mode = \"save\"` or \
+                         leave it out"
+                    ),
+                ));
+            }
+            return Ok(BackendConfig::Qmp {
+                socket,
+                mode,
+                qemu_command: Vec::new(),
+                state_file: None,
+            });
+        }
+        // Mode `save`, which was given (it is not the default).
+        let mode_span = g.mode.as_ref().map_or(g.backend.span(), Spanned::span);
+        let Some(command) = &g.qemu_command else {
+            return Err(self.err(
+                mode_span,
+                key("mode"),
+                "mode `save` needs `qemu_command`, the argv that starts the guest's QEMU",
+            ));
+        };
+        if command.get_ref().is_empty() {
+            return Err(self.err(
+                command.span(),
+                key("qemu_command"),
+                "`qemu_command` is empty; give the argv that starts the guest's QEMU, program \
+                 first",
+            ));
+        }
+        let mut qemu_command = Vec::with_capacity(command.get_ref().len());
+        for (j, arg) in command.get_ref().iter().enumerate() {
+            qemu_command.push(self.check(
+                arg,
+                || format!("guest[{i}].qemu_command[{j}]"),
+                |s| {
+                    if j == 0 && s.is_empty() {
+                        Err("the program to run is empty".to_string())
+                    } else if s.contains('\0') {
+                        Err("an argument cannot contain a NUL character".to_string())
+                    } else {
+                        Ok(s.clone())
+                    }
+                },
+            )?);
+        }
+        let Some(state_file) = &g.state_file else {
+            return Err(self.err(
+                mode_span,
+                key("mode"),
+                "mode `save` needs `state_file`, the absolute path of the file the guest's state \
+                 is saved to",
+            ));
+        };
+        let state_file = self.check(state_file, || key("state_file"), |s| absolute_path(s))?;
+        Ok(BackendConfig::Qmp {
+            socket,
+            mode,
+            qemu_command,
+            state_file: Some(state_file),
+        })
+    }
+
+    /// `wake_on` or `keep_awake_while_connected`: port rules without duplicates, and only TCP
+    /// ones if `tcp_only`.
+    fn port_rules(
+        &self,
+        i: usize,
+        field: &str,
+        list: &[Spanned<String>],
+        tcp_only: bool,
+    ) -> Result<Vec<PortRule>, ConfigError> {
+        let mut rules: Vec<PortRule> = Vec::with_capacity(list.len());
+        for (j, r) in list.iter().enumerate() {
+            let key = || format!("guest[{i}].{field}[{j}]");
+            let rule = self.check(r, key, |s| {
+                let rule = s.parse::<PortRule>().map_err(|e| e.to_string())?;
+                if tcp_only && rule.transport != Transport::Tcp {
+                    return Err(format!(
+                        "`{rule}` is not a TCP port; only TCP has connections that keep a guest \
+                         awake"
+                    ));
+                }
+                Ok(rule)
+            })?;
+            if let Some(first) = rules.iter().position(|&x| x == rule) {
+                return Err(self.err(
+                    r.span(),
+                    key(),
+                    format!("`{rule}` is already listed at guest[{i}].{field}[{first}]"),
+                ));
+            }
+            rules.push(rule);
+        }
+        Ok(rules)
+    }
+
+    /// One `[[guest.health]]` table; `earlier` are the guest's health checks before it.
+    fn health(
+        &self,
+        i: usize,
+        j: usize,
+        h: &RawHealth,
+        g: &RawGuest,
+        earlier: &[HealthCheck],
+        wake_on: &[PortRule],
+    ) -> Result<HealthCheck, ConfigError> {
+        let key = |field: &str| format!("guest[{i}].health[{j}].{field}");
+        let port = self.check(
+            &h.port,
+            || key("port"),
+            |&v| match u16::try_from(v) {
+                Ok(p) if p > 0 => Ok(p),
+                _ => Err(format!("{v} is not a TCP port (want 1..=65535)")),
+            },
+        )?;
+        if let Some(first) = earlier.iter().position(|e| e.port == port) {
+            return Err(self.err(
+                h.port.span(),
+                key("port"),
+                format!("port {port} already has a health check at guest[{i}].health[{first}]"),
+            ));
+        }
+        let rule = PortRule {
+            transport: Transport::Tcp,
+            port,
+        };
+        if let Some(k) = wake_on.iter().position(|&r| r == rule) {
+            return Err(self.err(
+                h.port.span(),
+                key("port"),
+                format!(
+                    "a health check on port {port} contradicts `{rule}` in \
+                     guest[{i}].wake_on[{k}]: a port cannot be both answered and a reason to wake"
+                ),
+            ));
+        }
+        if port == ECHO_PORT {
+            let echo = g
+                .answer
+                .iter()
+                .flatten()
+                .position(|a| a.get_ref() == "tcp-echo");
+            if let Some(k) = echo {
+                return Err(self.err(
+                    h.port.span(),
+                    key("port"),
+                    format!(
+                        "a health check on port {port} contradicts `tcp-echo` in \
+                         guest[{i}].answer[{k}]: the echo service answers that port"
+                    ),
+                ));
+            }
+        }
+        let path = self.check(&h.path, || key("path"), |s| health_path(s))?;
+        let status = match &h.status {
+            Some(v) => self.check(
+                v,
+                || key("status"),
+                |&v| match u16::try_from(v) {
+                    Ok(s) if (100..=599).contains(&s) => Ok(s),
+                    _ => Err(format!("{v} is not an HTTP status code (want 100..=599)")),
+                },
+            )?,
+            None => DEFAULT_HEALTH_STATUS,
+        };
+        let body = match &h.body {
+            Some(v) => self.check(
+                v,
+                || key("body"),
+                |s| {
+                    if s.len() > MAX_HEALTH_BODY_LEN {
+                        Err(format!(
+                            "the body is {} bytes long; at most {MAX_HEALTH_BODY_LEN} are answered",
+                            s.len()
+                        ))
+                    } else {
+                        Ok(s.clone())
+                    }
+                },
+            )?,
+            None => DEFAULT_HEALTH_BODY.to_string(),
+        };
+        Ok(HealthCheck {
+            port,
+            path,
+            status,
+            body,
+        })
     }
 
     fn answers(
@@ -320,14 +700,16 @@ impl Cx<'_> {
         Ok(answers)
     }
 
-    /// Refuses values an earlier guest already took.
+    /// Refuses values an earlier guest already took. Bridges, interfaces and MACs a libvirt
+    /// guest leaves to its domain's XML are not known here, so they are not compared.
     fn unique(
         &self,
         i: usize,
-        g: &RawGuest,
+        spanned: &Spanned<RawGuest>,
         guest: &GuestConfig,
         seen: &mut Seen,
     ) -> Result<(), ConfigError> {
+        let g = spanned.get_ref();
         if let Some(&first) = seen.names.get(&guest.name) {
             return Err(self.err(
                 g.name.span(),
@@ -337,31 +719,37 @@ impl Cx<'_> {
         }
         seen.names.insert(guest.name.clone(), i);
 
-        if let Some(&first) = seen.interfaces.get(&guest.interface) {
-            return Err(self.err(
-                g.interface.span(),
-                format!("guest[{i}].interface"),
-                format!(
-                    "`{}` is already the interface of guest[{first}]",
-                    guest.interface
-                ),
-            ));
+        if let (Some(interface), Some(raw)) = (&guest.interface, &g.interface) {
+            if let Some(&first) = seen.interfaces.get(interface) {
+                return Err(self.err(
+                    raw.span(),
+                    format!("guest[{i}].interface"),
+                    format!("`{interface}` is already the interface of guest[{first}]"),
+                ));
+            }
+            seen.interfaces.insert(interface.clone(), i);
         }
-        seen.interfaces.insert(guest.interface.clone(), i);
 
-        let lan = format!("bridge `{}` vlan {}", guest.bridge, guest.vlan);
-        let mac_key = (guest.bridge.clone(), guest.vlan, guest.mac);
-        if let Some(&first) = seen.macs.get(&mac_key) {
-            return Err(self.err(
-                g.mac.span(),
-                format!("guest[{i}].mac"),
-                format!(
-                    "{} is already the MAC address of guest[{first}] on {lan}",
-                    format_mac(guest.mac)
-                ),
-            ));
+        self.unique_target(i, g, guest, seen)?;
+
+        let Some(bridge) = &guest.bridge else {
+            return Ok(());
+        };
+        let lan = format!("bridge `{bridge}` vlan {}", guest.vlan);
+        if let (Some(mac), Some(raw)) = (guest.mac, &g.mac) {
+            let mac_key = (bridge.clone(), guest.vlan, mac);
+            if let Some(&first) = seen.macs.get(&mac_key) {
+                return Err(self.err(
+                    raw.span(),
+                    format!("guest[{i}].mac"),
+                    format!(
+                        "{} is already the MAC address of guest[{first}] on {lan}",
+                        format_mac(mac)
+                    ),
+                ));
+            }
+            seen.macs.insert(mac_key, i);
         }
-        seen.macs.insert(mac_key, i);
 
         let v4 = guest.ipv4.iter().map(|&a| IpAddr::V4(a)).zip(&g.ipv4);
         let v6 = guest.ipv6.iter().map(|&a| IpAddr::V6(a)).zip(&g.ipv6);
@@ -369,7 +757,7 @@ impl Cx<'_> {
             .map(|j| format!("guest[{i}].ipv4[{j}]"))
             .chain((0..g.ipv6.len()).map(|j| format!("guest[{i}].ipv6[{j}]")));
         for ((addr, raw), key) in v4.chain(v6).zip(keys) {
-            let addr_key = (guest.bridge.clone(), guest.vlan, addr);
+            let addr_key = (bridge.clone(), guest.vlan, addr);
             if let Some(first) = seen.addresses.get(&addr_key) {
                 return Err(self.err(
                     raw.span(),
@@ -381,6 +769,143 @@ impl Cx<'_> {
         }
         Ok(())
     }
+
+    /// Refuses a cgroup directory, libvirt domain, QMP socket or state file that an earlier
+    /// guest already uses: two guests would then put the same thing to sleep.
+    fn unique_target(
+        &self,
+        i: usize,
+        g: &RawGuest,
+        guest: &GuestConfig,
+        seen: &mut Seen,
+    ) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("guest[{i}].{field}");
+        let path = |p: &Path| p.to_string_lossy().into_owned();
+        // (what, value, where to point, key, how the value came about)
+        let mut targets: Vec<(&'static str, String, Range<usize>, String, &str)> = Vec::new();
+        match &guest.backend {
+            BackendConfig::Cgroup { dir } => {
+                if let Some(raw) = &g.cgroup {
+                    targets.push(("cgroup", path(dir), raw.span(), key("cgroup"), ""));
+                }
+            }
+            BackendConfig::Libvirt { domain, .. } => match &g.domain {
+                Some(raw) => {
+                    targets.push(("domain", domain.clone(), raw.span(), key("domain"), ""))
+                }
+                None => targets.push((
+                    "domain",
+                    domain.clone(),
+                    g.backend.span(),
+                    key("backend"),
+                    " (by default the guest's name; give `domain` if that is not it)",
+                )),
+            },
+            BackendConfig::Qmp {
+                socket, state_file, ..
+            } => {
+                if let Some(raw) = &g.qmp {
+                    targets.push(("QMP socket", path(socket), raw.span(), key("qmp"), ""));
+                }
+                if let (Some(file), Some(raw)) = (state_file, &g.state_file) {
+                    targets.push(("state file", path(file), raw.span(), key("state_file"), ""));
+                }
+            }
+        }
+        for (what, value, span, key, note) in targets {
+            if let Some(&first) = seen.targets.get(&(what, value.clone())) {
+                return Err(self.err(
+                    span,
+                    key,
+                    format!("`{value}` is already the {what} of guest[{first}]{note}"),
+                ));
+            }
+            seen.targets.insert((what, value), i);
+        }
+        Ok(())
+    }
+}
+
+impl RawGuest {
+    /// Where the value of backend key `key` (one of [`BACKEND_KEYS`]) is, if it is given.
+    fn backend_key_span(&self, key: &str) -> Option<Range<usize>> {
+        match key {
+            "cgroup" => self.cgroup.as_ref().map(Spanned::span),
+            "domain" => self.domain.as_ref().map(Spanned::span),
+            "mode" => self.mode.as_ref().map(Spanned::span),
+            "qmp" => self.qmp.as_ref().map(Spanned::span),
+            "qemu_command" => self.qemu_command.as_ref().map(Spanned::span),
+            "state_file" => self.state_file.as_ref().map(Spanned::span),
+            _ => None,
+        }
+    }
+}
+
+/// `"off"` or a non-zero duration.
+fn idle_after(s: &str) -> Result<Option<Duration>, String> {
+    if s == "off" {
+        return Ok(None);
+    }
+    let d = parse_duration(s).map_err(|e| format!("{e}, or `off`"))?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{s}` is zero; write `off` for a guest that sleeps only when told"
+        ));
+    }
+    Ok(Some(d))
+}
+
+/// A URI with a scheme (`qemu:///system`, `qemu+ssh://host/system`, `test:///default`).
+fn libvirt_uri(s: &str) -> Result<String, String> {
+    let want = "want one like qemu:///system";
+    if s.is_empty() {
+        return Err(format!("the libvirt URI is empty; {want}"));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{s}` contains {c:?}, which a URI cannot; {want}"));
+    }
+    let scheme = s.split_once(':').map_or("", |(scheme, _)| scheme);
+    let good = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !good {
+        return Err(format!("`{s}` is not a URI with a scheme; {want}"));
+    }
+    Ok(s.to_string())
+}
+
+/// What libvirt accepts as a domain name, roughly: not empty, no `/`, no control characters.
+fn domain_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("the domain name is empty".into());
+    }
+    if let Some(c) = s.chars().find(|&c| c == '/' || c.is_control()) {
+        return Err(format!(
+            "`{s}` contains {c:?}, which libvirt refuses in a domain name"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// An HTTP request path: `/` first, then visible ASCII.
+fn health_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "`{s}` does not start with `/`; want a path like /healthz"
+        ));
+    }
+    if s.len() > MAX_HEALTH_PATH_LEN {
+        return Err(format!(
+            "the path is longer than {MAX_HEALTH_PATH_LEN} bytes"
+        ));
+    }
+    if let Some(c) = s.chars().find(|c| !c.is_ascii_graphic()) {
+        return Err(format!(
+            "`{s}` contains {c:?}; a request path is visible ASCII (percent-encode the rest)"
+        ));
+    }
+    Ok(s.to_string())
 }
 
 fn guest_name(s: &str) -> Result<String, String> {

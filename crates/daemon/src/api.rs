@@ -22,6 +22,16 @@ pub enum Request {
         /// The guest's name.
         guest: String,
     },
+    /// Keep a guest awake however idle it is.
+    Pin {
+        /// The guest's name.
+        guest: String,
+    },
+    /// Let a pinned guest sleep when idle again.
+    Unpin {
+        /// The guest's name.
+        guest: String,
+    },
     /// Every guest's state and counters.
     Status,
 }
@@ -79,6 +89,10 @@ pub struct GuestStatus {
     pub last_wake_cause: Option<String>,
     /// Seconds it has been asleep, if it is.
     pub asleep_for_s: Option<f64>,
+    /// Seconds it has been idle, if it is awake and sleeps on its own.
+    pub idle_for_s: Option<f64>,
+    /// Pinned awake (`vmnap pin`).
+    pub pinned: bool,
 }
 
 /// Failure to talk to the daemon.

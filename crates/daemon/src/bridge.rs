@@ -1,10 +1,11 @@
-//! One bridge's worker: the surrogate's port, its capture loop, and the sleep and wake
-//! sequences of the bridge's guests.
+//! One bridge's worker: the surrogate's port, its capture loop, the sleep and wake sequences
+//! of the bridge's guests, and their idleness.
 //!
 //! The worker owns everything about its bridge and runs on its own thread; the API talks to
-//! it through [`BridgeHandle`]. Frames, commands and timers are handled one at a time, so a
-//! sleep or wake sequence is never interleaved with another frame's handling except where
-//! the sequence itself drains the capture socket.
+//! it through [`BridgeHandle`]. Backend calls (which can take seconds) run on one thread per
+//! guest ([`crate::backend`]) and report back here; frames, commands, backend results and
+//! timers are handled one at a time, so a sequence is never interleaved with another frame's
+//! handling except where the sequence itself drains the capture socket.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -15,15 +16,17 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, info_span, warn};
 use vmnap_config::GuestConfig;
+use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
 use vmnap_core::{
-    GuestId, GuestSpec, GuestState, Instant, QueuedFrame, Sink, Surrogate, Verdict, VirtioNetHdr,
-    WakeCause,
+    GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink, Surrogate, Verdict,
+    VirtioNetHdr, WakeCause,
 };
-use vmnap_host::{FdbEntry, Netlink, PacketSocket, PortState, RecvError};
+use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvError};
 use vmnap_hypervisor::Backend;
 use vmnap_wire::MAX_FRAME_LEN;
 
 use crate::api::GuestStatus;
+use crate::backend::{BackendThread, Done, Op};
 use crate::StartError;
 
 const CAPTURE: Token = Token(0);
@@ -39,17 +42,27 @@ const MAX_BARRIERS: usize = 4;
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(50);
 /// How long a guest's port may take to come up before replay starts anyway.
 const LINK_UP_WAIT: Duration = Duration::from_millis(200);
+/// How long shutdown waits for the guests it wakes.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
+
+/// An answer to an API request about one guest.
+pub(crate) type Reply = Sender<Result<String, String>>;
 
 /// A request to a bridge worker.
 #[derive(Debug)]
 pub(crate) enum Command {
     Sleep {
         guest: String,
-        reply: Sender<Result<String, String>>,
+        reply: Reply,
     },
     Wake {
         guest: String,
-        reply: Sender<Result<String, String>>,
+        reply: Reply,
+    },
+    Pin {
+        guest: String,
+        pinned: bool,
+        reply: Reply,
     },
     Status {
         reply: Sender<Vec<(usize, GuestStatus)>>,
@@ -76,6 +89,18 @@ impl BridgeHandle {
     }
 }
 
+/// A guest ready to run: its config, what the config left to the backend (bridge, port,
+/// MAC), its idleness policy and its backend.
+pub(crate) struct GuestSetup {
+    /// Position in the config, for status order.
+    pub order: usize,
+    pub config: GuestConfig,
+    pub interface: String,
+    pub mac: [u8; 6],
+    pub idle: Option<IdlePolicy>,
+    pub backend: Box<dyn Backend>,
+}
+
 /// Per-guest counters, as the daemon counts the core's verdicts.
 #[derive(Debug, Default, Clone)]
 struct Counters {
@@ -88,15 +113,25 @@ struct Counters {
     last_wake: Option<(Duration, WakeCause)>,
 }
 
+/// How a sleeping guest's port is kept off the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The bridge port is disabled; the link stays up.
+    PortDisabled,
+    /// The link is down.
+    LinkDown,
+}
+
 /// A guest as the worker runs it.
 #[derive(Debug)]
 struct Guest {
     id: GuestId,
-    /// Position in the config, for status order.
     order: usize,
-    config: GuestConfig,
+    name: String,
+    interface: String,
     ifindex: u32,
-    backend: Box<dyn Backend>,
+    mac: [u8; 6],
+    backend: BackendThread,
     counters: Counters,
     asleep_since: Option<StdInstant>,
     /// A wake in progress: when and why it started.
@@ -107,15 +142,20 @@ struct Guest {
     barrier_seen: bool,
     /// How the guest's port was cut off the bridge, while it is.
     cut: Option<Cut>,
-}
-
-/// How a sleeping guest's port is kept off the bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// The bridge port is disabled; the link stays up.
-    PortDisabled,
-    /// The link is down.
-    LinkDown,
+    /// The backend is stopping the guest.
+    suspending: bool,
+    /// The backend is resuming the guest.
+    resuming: bool,
+    /// A wake was asked for while the backend was still stopping the guest.
+    wake_after_suspend: bool,
+    /// A CPU-time sample is out, with the time and port counters read when it was asked.
+    sampling: Option<(Instant, LinkStats)>,
+    /// API requests waiting for the sleep in progress.
+    sleep_waiters: Vec<Reply>,
+    /// API requests waiting for the wake in progress.
+    wake_waiters: Vec<Reply>,
+    /// Idleness, for guests that sleep on their own.
+    idle: Option<IdleTracker>,
 }
 
 impl Guest {
@@ -123,6 +163,18 @@ impl Guest {
     /// kind vmnap supports so far) keep one entry per MAC, whatever the tag.
     fn fdb_vid(&self) -> u16 {
         0
+    }
+
+    fn answer_sleep(&mut self, result: &Result<String, String>) {
+        for w in self.sleep_waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
+    }
+
+    fn answer_wake(&mut self, result: &Result<String, String>) {
+        for w in self.wake_waiters.drain(..) {
+            let _ = w.send(result.clone());
+        }
     }
 }
 
@@ -161,12 +213,19 @@ impl Sink for WorkerSink<'_> {
         match verdict {
             Verdict::Answered(kind) => {
                 g.counters.answered += 1;
-                debug!(guest = %g.config.name, answer = kind.as_str(), "answered");
+                debug!(guest = %g.name, answer = kind.as_str(), "answered");
             }
             Verdict::Queued => g.counters.queued += 1,
             Verdict::Dropped(reason) => {
                 g.counters.dropped += 1;
-                debug!(guest = %g.config.name, reason = reason.as_str(), "dropped a frame");
+                debug!(guest = %g.name, reason = reason.as_str(), "dropped a frame");
+            }
+            // A resolution request for an awake guest: the surrogate could have answered
+            // it, so it is no sign of work for the idleness policy.
+            Verdict::Ignored(IgnoreReason::GuestReceivesDirectly) => {
+                if let Some(idle) = g.idle.as_mut() {
+                    idle.observe_answerable(1);
+                }
             }
             Verdict::Ignored(_) => {}
         }
@@ -182,9 +241,6 @@ impl Sink for WorkerSink<'_> {
         }
     }
 }
-
-/// A guest from the config: its position there, its settings and its backend.
-pub(crate) type ConfiguredGuest = (usize, GuestConfig, Box<dyn Backend>);
 
 /// The worker itself.
 pub(crate) struct BridgeWorker {
@@ -204,6 +260,10 @@ pub(crate) struct BridgeWorker {
     buf: Vec<u8>,
     poll: Poll,
     commands: Receiver<Command>,
+    done: Receiver<(usize, Done)>,
+    /// Idleness sampling: the interval and the next sample.
+    interval: Duration,
+    next_sample: StdInstant,
 }
 
 /// The names of a bridge's surrogate port: the enslaved end and the end vmnap reads.
@@ -219,8 +279,9 @@ impl BridgeWorker {
     /// (to run on its own thread) and its handle.
     pub(crate) fn start(
         bridge: &str,
-        guests: Vec<ConfiguredGuest>,
+        guests: Vec<GuestSetup>,
         seed: u64,
+        interval: Duration,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
@@ -259,37 +320,6 @@ impl BridgeWorker {
             bridge: bridge.to_owned(),
             source,
         })?;
-        let mut surrogate = Surrogate::new(seed);
-        let mut run = Vec::new();
-        for (order, config, backend) in guests {
-            let ifindex = netlink.link_index(&config.interface).map_err(|source| {
-                StartError::NoInterface {
-                    guest: config.name.clone(),
-                    source,
-                }
-            })?;
-            let id = surrogate
-                .add_guest(spec_of(&config))
-                .map_err(StartError::Guest)?;
-            debug_assert_eq!(
-                id.index(),
-                run.len(),
-                "guests are added in order, never removed"
-            );
-            run.push(Guest {
-                id,
-                order,
-                config,
-                ifindex,
-                backend,
-                counters: Counters::default(),
-                asleep_since: None,
-                waking: None,
-                retry: None,
-                barrier_seen: false,
-                cut: None,
-            });
-        }
         let poll = Poll::new().map_err(StartError::Poll)?;
         poll.registry()
             .register(
@@ -299,10 +329,57 @@ impl BridgeWorker {
             )
             .map_err(StartError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
+        let (done_tx, done_rx) = mpsc::channel();
+        let mut surrogate = Surrogate::new(seed);
+        let mut run = Vec::new();
+        for setup in guests {
+            let name = setup.config.name.clone();
+            let ifindex =
+                netlink
+                    .link_index(&setup.interface)
+                    .map_err(|source| StartError::NoInterface {
+                        guest: name.clone(),
+                        source,
+                    })?;
+            let id = surrogate
+                .add_guest(spec_of(&setup.config, setup.mac))
+                .map_err(StartError::Guest)?;
+            debug_assert_eq!(id.index(), run.len(), "guests are added in order");
+            let backend = BackendThread::spawn(
+                &name,
+                run.len(),
+                setup.backend,
+                done_tx.clone(),
+                Arc::clone(&waker),
+            )
+            .map_err(StartError::Poll)?;
+            run.push(Guest {
+                id,
+                order: setup.order,
+                name,
+                interface: setup.interface,
+                ifindex,
+                mac: setup.mac,
+                backend,
+                counters: Counters::default(),
+                asleep_since: None,
+                waking: None,
+                retry: None,
+                barrier_seen: false,
+                cut: None,
+                suspending: false,
+                resuming: false,
+                wake_after_suspend: false,
+                sampling: None,
+                sleep_waiters: Vec::new(),
+                wake_waiters: Vec::new(),
+                idle: setup.idle.map(IdleTracker::new),
+            });
+        }
         let (tx, rx) = mpsc::channel();
         let handle = BridgeHandle {
             bridge: bridge.to_owned(),
-            guests: run.iter().map(|g| g.config.name.clone()).collect(),
+            guests: run.iter().map(|g| g.name.clone()).collect(),
             commands: tx,
             waker,
             thread: None,
@@ -322,6 +399,9 @@ impl BridgeWorker {
             buf: vec![0; MAX_FRAME_LEN + 64],
             poll,
             commands: rx,
+            done: done_rx,
+            interval,
+            next_sample: StdInstant::now() + interval,
         };
         Ok((worker, handle))
     }
@@ -348,6 +428,7 @@ impl BridgeWorker {
             self.drain_capture(BATCH);
             self.run_timers();
             self.run_wakes();
+            self.run_done();
             while let Ok(command) = self.commands.try_recv() {
                 if let Command::Shutdown { wake, reply } = command {
                     self.shutdown(wake);
@@ -365,15 +446,13 @@ impl BridgeWorker {
             .surrogate
             .poll_at()
             .map(|at| self.epoch + Duration::from_micros(at.micros()));
-        let retry = self
+        let retry = self.guests.iter().filter_map(|g| g.retry.map(|r| r.0));
+        let sample = self
             .guests
             .iter()
-            .filter_map(|g| g.retry.map(|r| r.0))
-            .min();
-        match (core, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+            .any(|g| g.idle.is_some())
+            .then_some(self.next_sample);
+        core.into_iter().chain(retry).chain(sample).min()
     }
 
     /// Handles up to `limit` frames waiting on the capture socket.
@@ -422,66 +501,85 @@ impl BridgeWorker {
             };
             self.surrogate.handle_timeout(now, &mut sink);
         }
-        let due: Vec<usize> = self
-            .guests
-            .iter()
-            .enumerate()
-            .filter(|(_, g)| g.retry.is_some_and(|(at, _)| at <= StdInstant::now()))
-            .map(|(i, _)| i)
-            .collect();
-        for i in due {
-            let id = self.guests[i].id;
+        for i in 0..self.guests.len() {
+            let g = &self.guests[i];
+            if g.retry.is_none_or(|(at, _)| at > StdInstant::now()) {
+                continue;
+            }
+            let id = g.id;
             if self.surrogate.state(id) == Some(GuestState::Sleeping)
                 && self.surrogate.begin_wake(id).is_ok()
             {
-                let cause = self.guests[i].waking.map_or(WakeCause::Requested, |w| w.1);
+                let cause = g.waking.map_or(WakeCause::Requested, |w| w.1);
                 self.pending_wakes.push_back((id, cause));
             } else {
                 self.guests[i].retry = None;
             }
         }
+        if StdInstant::now() >= self.next_sample {
+            self.next_sample = StdInstant::now() + self.interval;
+            self.sample_all();
+        }
     }
 
     fn run_wakes(&mut self) {
         while let Some((id, cause)) = self.pending_wakes.pop_front() {
-            self.wake(id, cause);
+            self.request_wake(id.index(), cause);
+        }
+    }
+
+    fn run_done(&mut self) {
+        while let Ok((i, done)) = self.done.try_recv() {
+            match done {
+                Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
+                Done::Resumed(r) => self.resumed(i, r.map_err(|e| chain(&e))),
+                Done::Sampled(cpu) => self.sampled(i, cpu),
+            }
+            self.run_wakes();
         }
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.guests.iter().position(|g| g.config.name == name)
+        self.guests.iter().position(|g| g.name == name)
     }
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Sleep { guest, reply } => {
-                let result = match self.find(&guest) {
-                    Some(i) => self.sleep(i),
+            Command::Sleep { guest, reply } => match self.find(&guest) {
+                Some(i) => self.sleep(i, Some(reply)),
+                None => {
+                    let _ = reply.send(Err(format!("no guest named {guest}")));
+                }
+            },
+            Command::Wake { guest, reply } => match self.find(&guest) {
+                Some(i) => self.wake_command(i, reply),
+                None => {
+                    let _ = reply.send(Err(format!("no guest named {guest}")));
+                }
+            },
+            Command::Pin {
+                guest,
+                pinned,
+                reply,
+            } => {
+                let now = self.now();
+                let result = match self.find(&guest).map(|i| &mut self.guests[i]) {
                     None => Err(format!("no guest named {guest}")),
-                };
-                let _ = reply.send(result);
-            }
-            Command::Wake { guest, reply } => {
-                let result = match self.find(&guest) {
-                    Some(i) => {
-                        let id = self.guests[i].id;
-                        match self.surrogate.state(id) {
-                            Some(GuestState::Awake) => Ok(format!("{guest} is already awake")),
-                            Some(GuestState::Sleeping) => {
-                                let _ = self.surrogate.begin_wake(id);
-                                self.wake(id, WakeCause::Requested);
-                                match self.surrogate.state(id) {
-                                    Some(GuestState::Awake) => Ok(format!("{guest} is awake")),
-                                    _ => Err(format!(
-                                        "{guest} did not wake; vmnap keeps trying (see its log)"
-                                    )),
-                                }
-                            }
-                            Some(state) => Ok(format!("{guest} is {state}")),
-                            None => Err(format!("no guest named {guest}")),
+                    Some(g) => match g.idle.as_mut() {
+                        None => Err(format!(
+                            "{guest} never sleeps on its own (its idle_after is off); there is nothing to pin"
+                        )),
+                        Some(idle) if pinned => {
+                            idle.pin();
+                            info!(guest = %guest, "pinned awake");
+                            Ok(format!("{guest} is pinned awake"))
                         }
-                    }
-                    None => Err(format!("no guest named {guest}")),
+                        Some(idle) => {
+                            idle.unpin(now);
+                            info!(guest = %guest, "unpinned");
+                            Ok(format!("{guest} may sleep when idle again"))
+                        }
+                    },
                 };
                 let _ = reply.send(result);
             }
@@ -492,14 +590,43 @@ impl BridgeWorker {
         }
     }
 
+    fn wake_command(&mut self, i: usize, reply: Reply) {
+        let name = self.guests[i].name.clone();
+        let id = self.guests[i].id;
+        match self.surrogate.state(id) {
+            Some(GuestState::Awake) if !self.guests[i].suspending => {
+                let _ = reply.send(Ok(format!("{name} is already awake")));
+            }
+            Some(GuestState::Sleeping) if !self.guests[i].suspending => {
+                self.guests[i].wake_waiters.push(reply);
+                if self.surrogate.begin_wake(id).is_ok() {
+                    self.request_wake(i, WakeCause::Requested);
+                }
+            }
+            // Falling asleep or waking: answer when the wake is over.
+            _ => {
+                self.guests[i].wake_waiters.push(reply);
+                if self.guests[i].suspending {
+                    self.guests[i].wake_after_suspend = true;
+                }
+            }
+        }
+    }
+
     fn status(&self) -> Vec<(usize, GuestStatus)> {
+        let now = self.now();
         self.guests
             .iter()
             .map(|g| {
                 let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
+                let state = if g.suspending && state == GuestState::Sleeping {
+                    GuestState::FallingAsleep
+                } else {
+                    state
+                };
                 let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
                 let status = GuestStatus {
-                    name: g.config.name.clone(),
+                    name: g.name.clone(),
                     state: state.as_str().to_owned(),
                     bridge: self.bridge.clone(),
                     backend: g.backend.kind().to_owned(),
@@ -513,25 +640,100 @@ impl BridgeWorker {
                     last_wake_ms: g.counters.last_wake.map(|w| w.0.as_secs_f64() * 1000.0),
                     last_wake_cause: g.counters.last_wake.map(|w| w.1.as_str().to_owned()),
                     asleep_for_s: g.asleep_since.map(|t| t.elapsed().as_secs_f64()),
+                    idle_for_s: (state == GuestState::Awake)
+                        .then(|| g.idle.as_ref().map(|t| t.idle_for(now).as_secs_f64()))
+                        .flatten(),
+                    pinned: g.idle.as_ref().is_some_and(IdleTracker::is_pinned),
                 };
                 (g.order, status)
             })
             .collect()
     }
 
-    /// Puts guest `i` to sleep: claim its MAC for the surrogate's port, handle what was
-    /// captured before, cut its port, stand in, and stop it.
-    fn sleep(&mut self, i: usize) -> Result<String, String> {
+    /// Asks every awake guest that sleeps on its own for a sample: its port's counters now,
+    /// its CPU time from its backend.
+    fn sample_all(&mut self) {
+        let now = self.now();
+        for i in 0..self.guests.len() {
+            let g = &self.guests[i];
+            let busy = g.suspending || g.resuming || g.sampling.is_some();
+            if g.idle.is_none() || busy || self.surrogate.state(g.id) != Some(GuestState::Awake) {
+                continue;
+            }
+            let ifindex = g.ifindex;
+            match self.netlink.link_stats(ifindex) {
+                Ok(stats) => {
+                    let g = &mut self.guests[i];
+                    if g.backend.send(Op::Sample) {
+                        g.sampling = Some((now, stats));
+                    }
+                }
+                Err(e) => {
+                    warn!(guest = %g.name, error = %chain(&e), "cannot read the guest's port counters")
+                }
+            }
+        }
+    }
+
+    fn sampled(&mut self, i: usize, cpu: Option<Duration>) {
         let id = self.guests[i].id;
-        let name = self.guests[i].config.name.clone();
+        let awake = self.surrogate.state(id) == Some(GuestState::Awake);
+        let g = &mut self.guests[i];
+        let Some((at, stats)) = g.sampling.take() else {
+            return;
+        };
+        let Some(idle) = g.idle.as_mut() else { return };
+        if !awake || g.suspending {
+            return;
+        }
+        // The host's side of the port: what it sends is what the guest receives.
+        let sample = Sample {
+            at,
+            cpu_time: cpu.unwrap_or_default(),
+            rx_frames: stats.tx_packets,
+            tx_frames: stats.rx_packets,
+            open_connections: Vec::new(),
+        };
+        match idle.sample(sample) {
+            Decision::Sleep { figures } => {
+                info!(guest = %g.name, %figures, "idle; putting the guest to sleep");
+                self.sleep(i, None);
+            }
+            Decision::Busy { reason } => debug!(guest = %g.name, %reason, "busy"),
+            Decision::Idle { idle_for, sleep_in } => debug!(
+                guest = %g.name,
+                idle_for_s = idle_for.as_secs_f64(),
+                sleep_in_s = sleep_in.as_secs_f64(),
+                "idle"
+            ),
+            Decision::AlreadyDecided { .. } => {}
+        }
+    }
+
+    /// Starts putting guest `i` to sleep: claim its MAC for the surrogate's port, handle
+    /// what was captured before, cut its port, stand in, and have its backend stop it.
+    fn sleep(&mut self, i: usize, reply: Option<Reply>) {
+        let id = self.guests[i].id;
+        let name = self.guests[i].name.clone();
         match self.surrogate.state(id) {
             Some(GuestState::Awake) => {}
-            Some(state) => return Ok(format!("{name} is {state}")),
-            None => return Err(format!("no guest named {name}")),
+            Some(GuestState::Sleeping) if self.guests[i].suspending => {
+                self.guests[i].sleep_waiters.extend(reply);
+                return;
+            }
+            Some(state) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Ok(format!("{name} is {state}")));
+                }
+                return;
+            }
+            None => return,
         }
-        let started = StdInstant::now();
-        self.surrogate.begin_sleep(id).map_err(|e| e.to_string())?;
-        let mac = self.guests[i].config.mac;
+        if self.surrogate.begin_sleep(id).is_err() {
+            return;
+        }
+        self.guests[i].sleep_waiters.extend(reply);
+        let mac = self.guests[i].mac;
         let vid = self.guests[i].fdb_vid();
         let ifindex = self.guests[i].ifindex;
         // From here unicast for the guest comes to the surrogate and is held for it.
@@ -539,9 +741,7 @@ impl BridgeWorker {
             self.netlink
                 .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
         {
-            error!(guest = %name, error = %chain(&e), "cannot claim the guest's MAC");
-            self.undo_sleep(i);
-            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
+            return self.sleep_failed(i, format!("cannot claim its MAC: {}", chain(&e)));
         }
         // Broadcasts captured so far reached the guest too.
         self.drain_capture(usize::MAX);
@@ -559,53 +759,141 @@ impl BridgeWorker {
         };
         match cut {
             Ok(cut) => self.guests[i].cut = Some(cut),
-            Err(e) => {
-                error!(guest = %name, error = %chain(&e), "cannot cut the guest's port");
-                self.undo_sleep(i);
-                return Err(format!("{name} did not fall asleep: {}", chain(&e)));
-            }
+            Err(e) => return self.sleep_failed(i, format!("cannot cut its port: {}", chain(&e))),
         }
         let now = self.now();
-        self.surrogate.asleep(id, now).map_err(|e| e.to_string())?;
-        if let Err(e) = self.guests[i].backend.suspend() {
-            error!(guest = %name, error = %chain(&e), "cannot stop the guest; waking it again");
-            self.undo_sleep(i);
-            return Err(format!("{name} did not fall asleep: {}", chain(&e)));
-        }
-        self.guests[i].asleep_since = Some(StdInstant::now());
-        info!(guest = %name, took_ms = started.elapsed().as_secs_f64() * 1000.0, "guest is asleep");
-        Ok(format!("{name} is asleep"))
-    }
-
-    /// Takes back a sleep that failed half-way, through the wake sequence.
-    fn undo_sleep(&mut self, i: usize) {
-        let id = self.guests[i].id;
-        if self.surrogate.begin_wake(id).is_ok() {
-            self.wake(id, WakeCause::Requested);
-        }
-    }
-
-    /// Wakes a guest the surrogate has already put in `Waking`: resume it, bring its port
-    /// back, replay its queue, hand its MAC back, relay what still reaches the surrogate.
-    fn wake(&mut self, id: GuestId, cause: WakeCause) {
-        let i = id.index();
-        let name = self.guests[i].config.name.clone();
-        let span = info_span!("guest", guest = %name);
-        let _enter = span.enter();
-        let started = *self.guests[i]
-            .waking
-            .get_or_insert((StdInstant::now(), cause));
-        if let Err(e) = self.guests[i].backend.resume() {
-            let tries = self.guests[i].retry.map_or(1, |r| r.1 + 1);
-            let delay = FIRST_RETRY_DELAY
-                .saturating_mul(1 << tries.min(7))
-                .min(MAX_RETRY_DELAY);
-            self.guests[i].counters.wake_failures += 1;
-            self.guests[i].retry = Some((StdInstant::now() + delay, tries));
-            error!(error = %chain(&e), tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
-            let _ = self.surrogate.wake_failed(id);
+        if self.surrogate.asleep(id, now).is_err() {
             return;
         }
+        let g = &mut self.guests[i];
+        g.suspending = true;
+        g.wake_after_suspend = false;
+        if !g.backend.send(Op::Suspend) {
+            g.suspending = false;
+            self.suspended(i, Err("its backend has stopped".into()));
+        }
+    }
+
+    /// The backend has stopped the guest, or failed to.
+    fn suspended(&mut self, i: usize, result: Result<(), String>) {
+        self.guests[i].suspending = false;
+        match result {
+            Ok(()) => {
+                let g = &mut self.guests[i];
+                g.asleep_since = Some(StdInstant::now());
+                info!(guest = %g.name, "guest is asleep");
+                let message = format!("{} is asleep", g.name);
+                g.answer_sleep(&Ok(message));
+                if std::mem::take(&mut g.wake_after_suspend) {
+                    let id = g.id;
+                    let _ = self.surrogate.begin_wake(id);
+                    let cause = self.guests[i].waking.map_or(WakeCause::Requested, |w| w.1);
+                    self.request_wake(i, cause);
+                }
+            }
+            Err(e) => self.sleep_failed(i, e),
+        }
+    }
+
+    /// Takes back a sleep that failed half-way: the guest is still running, so only its
+    /// network is handed back.
+    fn sleep_failed(&mut self, i: usize, why: String) {
+        let name = self.guests[i].name.clone();
+        error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
+        let id = self.guests[i].id;
+        if self.surrogate.state(id) == Some(GuestState::FallingAsleep)
+            || self.surrogate.state(id) == Some(GuestState::Sleeping)
+        {
+            let _ = self.surrogate.begin_wake(id);
+        }
+        self.guests[i].waking = None;
+        self.finish_wake(i);
+        let g = &mut self.guests[i];
+        g.wake_after_suspend = false;
+        g.answer_sleep(&Err(format!("{name} did not fall asleep: {why}")));
+        g.answer_wake(&Ok(format!("{name} is awake")));
+    }
+
+    /// The core has put the guest in `Waking`: have its backend resume it.
+    fn request_wake(&mut self, i: usize, cause: WakeCause) {
+        let g = &mut self.guests[i];
+        g.waking.get_or_insert((StdInstant::now(), cause));
+        if g.suspending {
+            g.wake_after_suspend = true;
+            return;
+        }
+        if g.resuming {
+            return;
+        }
+        g.resuming = true;
+        if !g.backend.send(Op::Resume) {
+            self.resumed(i, Err("its backend has stopped".into()));
+        }
+    }
+
+    /// The backend has resumed the guest, or failed to.
+    fn resumed(&mut self, i: usize, result: Result<Option<String>, String>) {
+        self.guests[i].resuming = false;
+        let id = self.guests[i].id;
+        let name = self.guests[i].name.clone();
+        match result {
+            Ok(interface) => {
+                if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {
+                    match self.netlink.link_index(&new) {
+                        Ok(ifindex) => {
+                            info!(guest = %name, old = %self.guests[i].interface, new = %new, "the guest has a new port");
+                            let g = &mut self.guests[i];
+                            g.interface = new;
+                            g.ifindex = ifindex;
+                            // A new port joins the bridge forwarding: nothing to restore.
+                            g.cut = None;
+                        }
+                        Err(e) => {
+                            error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
+                        }
+                    }
+                }
+                self.finish_wake(i);
+                let now = self.now();
+                let g = &mut self.guests[i];
+                let started = g
+                    .waking
+                    .take()
+                    .unwrap_or((StdInstant::now(), WakeCause::Requested));
+                let took = started.0.elapsed();
+                g.counters.wakes += 1;
+                g.counters.last_wake = Some((took, started.1));
+                g.retry = None;
+                g.asleep_since = None;
+                if let Some(idle) = g.idle.as_mut() {
+                    idle.reset(now);
+                }
+                g.answer_wake(&Ok(format!("{name} is awake")));
+            }
+            Err(e) => {
+                let g = &mut self.guests[i];
+                let tries = g.retry.map_or(1, |r| r.1 + 1);
+                let delay = FIRST_RETRY_DELAY
+                    .saturating_mul(1 << tries.min(7))
+                    .min(MAX_RETRY_DELAY);
+                g.counters.wake_failures += 1;
+                g.retry = Some((StdInstant::now() + delay, tries));
+                error!(guest = %name, error = %e, tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
+                g.answer_wake(&Err(format!(
+                    "{name} did not wake: {e}; vmnap keeps trying (see its log)"
+                )));
+                let _ = self.surrogate.wake_failed(id);
+            }
+        }
+    }
+
+    /// The network half of a wake, once the guest runs: bring its port back, replay its
+    /// queue, hand its MAC back, relay what still reaches the surrogate.
+    fn finish_wake(&mut self, i: usize) {
+        let id = self.guests[i].id;
+        let name = self.guests[i].name.clone();
+        let span = info_span!("guest", guest = %name);
+        let _enter = span.enter();
         let ifindex = self.guests[i].ifindex;
         let cut = self.guests[i].cut.take();
         let restored = match cut {
@@ -625,8 +913,7 @@ impl BridgeWorker {
             }
         }
         let _ = self.surrogate.port_restored(id);
-        let interface = self.guests[i].config.interface.clone();
-        let sender = match PacketSocket::open_sender(&interface) {
+        let sender = match PacketSocket::open_sender(&self.guests[i].interface) {
             Ok(s) => Some(s),
             Err(e) => {
                 error!(error = %chain(&e), "cannot open the guest's port for replay; held frames are lost");
@@ -657,7 +944,7 @@ impl BridgeWorker {
                 break;
             }
         }
-        let (mac, vid) = (self.guests[i].config.mac, self.guests[i].fdb_vid());
+        let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
         if let Err(e) = self
             .netlink
             .fdb_replace(ifindex, mac, vid, FdbEntry::Dynamic)
@@ -673,17 +960,12 @@ impl BridgeWorker {
         if let Err(e) = self.surrogate.wake_finished(id) {
             error!(error = %e, "wake did not finish cleanly");
         }
-        let g = &mut self.guests[i];
-        let took = started.0.elapsed();
-        g.counters.wakes += 1;
-        g.counters.last_wake = Some((took, started.1));
-        g.waking = None;
-        g.retry = None;
-        g.asleep_since = None;
+        let cause = self.guests[i].waking.map_or("none", |w| w.1.as_str());
+        let took = self.guests[i].waking.map(|w| w.0.elapsed());
         info!(
-            cause = started.1.as_str(),
+            cause,
             replayed,
-            took_ms = took.as_secs_f64() * 1000.0,
+            took_ms = took.map(|t| t.as_secs_f64() * 1000.0),
             "guest is awake"
         );
     }
@@ -698,8 +980,7 @@ impl BridgeWorker {
         else {
             return false;
         };
-        let g = &mut self.guests[id.index()];
-        g.barrier_seen = false;
+        self.guests[id.index()].barrier_seen = false;
         if let Err(e) = sender.send(&probe, &VirtioNetHdr::NONE) {
             warn!(error = %chain(&e), "cannot send the barrier probe");
             return false;
@@ -711,7 +992,7 @@ impl BridgeWorker {
                 return true;
             }
             if StdInstant::now() >= deadline {
-                warn!(guest = %self.guests[id.index()].config.name, "no answer to the barrier probe; switching back anyway");
+                warn!(guest = %self.guests[id.index()].name, "no answer to the barrier probe; switching back anyway");
                 return false;
             }
             std::thread::sleep(Duration::from_micros(20));
@@ -742,19 +1023,42 @@ impl BridgeWorker {
             for i in 0..self.guests.len() {
                 let id = self.guests[i].id;
                 if self.surrogate.state(id) == Some(GuestState::Sleeping)
-                    && self.surrogate.begin_wake(id).is_ok()
+                    && !self.guests[i].suspending
                 {
-                    self.wake(id, WakeCause::Requested);
+                    if self.surrogate.begin_wake(id).is_ok() {
+                        self.request_wake(i, WakeCause::Requested);
+                    }
+                } else if self.guests[i].suspending {
+                    self.guests[i].wake_after_suspend = true;
+                }
+            }
+            // Wait for the backends, going on standing in meanwhile.
+            let deadline = StdInstant::now() + SHUTDOWN_WAIT;
+            while self.guests.iter().any(|g| g.suspending || g.resuming)
+                && StdInstant::now() < deadline
+            {
+                match self.done.recv_timeout(Duration::from_millis(10)) {
+                    Ok((i, done)) => {
+                        match done {
+                            Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
+                            // No retries on the way out.
+                            Done::Resumed(r) => self.resumed(i, r.map_err(|e| chain(&e))),
+                            Done::Sampled(_) => {}
+                        }
+                        self.run_wakes();
+                    }
+                    Err(_) => self.drain_capture(BATCH),
                 }
             }
         }
-        let still_asleep = self
+        let still_asleep: Vec<&str> = self
             .guests
             .iter()
             .filter(|g| self.surrogate.state(g.id) != Some(GuestState::Awake))
-            .count();
-        if still_asleep > 0 {
-            warn!(still_asleep, "leaving guests asleep");
+            .map(|g| g.name.as_str())
+            .collect();
+        if !still_asleep.is_empty() {
+            warn!(guests = ?still_asleep, "leaving guests asleep");
         }
         if let Err(e) = self.netlink.delete_link(self.port_ifindex) {
             warn!(error = %chain(&e), "cannot remove the surrogate's port");
@@ -775,10 +1079,10 @@ fn surrogate_mac(ifindex: u32) -> [u8; 6] {
 }
 
 /// The core's view of a configured guest.
-pub(crate) fn spec_of(c: &GuestConfig) -> GuestSpec {
+pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
     GuestSpec {
         name: c.name.clone(),
-        mac: vmnap_core::MacAddr(c.mac),
+        mac: vmnap_core::MacAddr(mac),
         vlan: c.vlan,
         ipv4: c.ipv4.clone(),
         ipv6: c.ipv6.clone(),

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+mod backend;
 mod bridge;
 
 use std::collections::BTreeMap;
@@ -22,11 +23,12 @@ use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tracing::{error, info, warn};
-use vmnap_config::{BackendConfig, Config, GuestConfig};
+use vmnap_config::{BackendConfig, Config, GuestConfig, SleepMode};
+use vmnap_core::idle::IdlePolicy;
 use vmnap_hypervisor::{Backend, CgroupBackend};
 
 use crate::api::{GuestStatus, Request, Response};
-use crate::bridge::{BridgeHandle, BridgeWorker, Command};
+use crate::bridge::{BridgeHandle, BridgeWorker, Command, GuestSetup};
 
 pub use bridge::port_names;
 
@@ -78,6 +80,41 @@ pub enum StartError {
     /// A guest's backend could not be set up.
     #[error("cannot set up backend")]
     Backend(#[source] vmnap_hypervisor::OpenError),
+    /// A guest's libvirt domain could not be reached.
+    #[error("cannot use the libvirt domain of guest {guest}")]
+    Libvirt {
+        /// The guest.
+        guest: String,
+        /// Why.
+        #[source]
+        source: vmnap_libvirt::LibvirtError,
+    },
+    /// A guest's domain has no interface on a bridge (with the configured MAC).
+    #[error(
+        "domain {domain} of guest {guest} has no interface on a bridge that vmnap can stand in on"
+    )]
+    NoDomainInterface {
+        /// The guest.
+        guest: String,
+        /// The domain.
+        domain: String,
+    },
+    /// A guest's domain is not running, so it has no tap yet.
+    #[error("domain {domain} of guest {guest} is not running, so vmnap cannot find its tap; start it, or set `interface`")]
+    NotRunning {
+        /// The guest.
+        guest: String,
+        /// The domain.
+        domain: String,
+    },
+    /// The config leaves out what this guest's backend cannot tell.
+    #[error("guest {guest} needs `{key}` in the config")]
+    Incomplete {
+        /// The guest.
+        guest: String,
+        /// The key.
+        key: &'static str,
+    },
     /// The poller could not be made.
     #[error("cannot set up the event loop")]
     Poll(#[source] std::io::Error),
@@ -108,17 +145,118 @@ pub fn run(config: Config) -> Result<(), StartError> {
     run_until(config, &open_backend, &stop)
 }
 
-/// The backend a guest's config asks for.
-pub fn open_backend(guest: &GuestConfig) -> Result<Box<dyn Backend>, StartError> {
-    match &guest.backend {
-        BackendConfig::Cgroup { dir } => Ok(Box::new(
-            CgroupBackend::open(&guest.name, dir.clone()).map_err(StartError::Backend)?,
-        )),
+/// A guest's backend, opened, with the guest's bridge, port and MAC (from the config, or
+/// from the backend where the config leaves them out).
+pub struct Opened {
+    /// The backend.
+    pub backend: Box<dyn Backend>,
+    /// The bridge the guest's port is on.
+    pub bridge: String,
+    /// The guest's port on the bridge.
+    pub interface: String,
+    /// The guest's MAC.
+    pub mac: [u8; 6],
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Opened")
+            .field("backend", &self.backend.kind())
+            .field("bridge", &self.bridge)
+            .field("interface", &self.interface)
+            .finish_non_exhaustive()
     }
 }
 
-/// Opens the backend of a guest.
-pub type BackendFactory = dyn Fn(&GuestConfig) -> Result<Box<dyn Backend>, StartError>;
+impl Opened {
+    /// `backend` for a guest whose config names its bridge, port and MAC.
+    pub fn from_config(guest: &GuestConfig, backend: Box<dyn Backend>) -> Result<Self, StartError> {
+        let missing = |key: &'static str| StartError::Incomplete {
+            guest: guest.name.clone(),
+            key,
+        };
+        Ok(Self {
+            backend,
+            bridge: guest.bridge.clone().ok_or_else(|| missing("bridge"))?,
+            interface: guest
+                .interface
+                .clone()
+                .ok_or_else(|| missing("interface"))?,
+            mac: guest.mac.ok_or_else(|| missing("mac"))?,
+        })
+    }
+}
+
+/// Opens the backend a guest's config asks for.
+pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, StartError> {
+    match &guest.backend {
+        BackendConfig::Cgroup { dir } => {
+            let backend =
+                CgroupBackend::open(&guest.name, dir.clone()).map_err(StartError::Backend)?;
+            Opened::from_config(guest, Box::new(backend))
+        }
+        BackendConfig::Qmp {
+            socket,
+            mode,
+            qemu_command,
+            state_file,
+        } => {
+            let backend = match (mode, state_file) {
+                (SleepMode::Save, Some(state)) => vmnap_qmp::QmpBackend::save(
+                    &guest.name,
+                    qemu_command.iter().map(Into::into).collect(),
+                    socket.clone(),
+                    state.clone(),
+                ),
+                _ => vmnap_qmp::QmpBackend::pause(&guest.name, socket.clone()),
+            };
+            Opened::from_config(guest, Box::new(backend))
+        }
+        BackendConfig::Libvirt { domain, mode } => {
+            let mode = match mode {
+                SleepMode::Pause => vmnap_libvirt::Mode::Pause,
+                SleepMode::Save => vmnap_libvirt::Mode::Save,
+            };
+            let libvirt = |source| StartError::Libvirt {
+                guest: guest.name.clone(),
+                source,
+            };
+            let mut backend =
+                vmnap_libvirt::LibvirtBackend::open(&guest.name, &config.libvirt.uri, domain, mode)
+                    .map_err(libvirt)?;
+            let interfaces = backend.domain().interfaces().map_err(libvirt)?;
+            // The interface with the configured MAC, or else the first on a bridge.
+            let iface = interfaces
+                .iter()
+                .find(|i| guest.mac.is_none_or(|m| m == i.mac) && i.bridge.is_some())
+                .ok_or_else(|| StartError::NoDomainInterface {
+                    guest: guest.name.clone(),
+                    domain: domain.clone(),
+                })?;
+            let tap = guest
+                .interface
+                .clone()
+                .or_else(|| iface.tap.clone())
+                .ok_or_else(|| StartError::NotRunning {
+                    guest: guest.name.clone(),
+                    domain: domain.clone(),
+                })?;
+            Ok(Opened {
+                bridge: guest
+                    .bridge
+                    .clone()
+                    .or_else(|| iface.bridge.clone())
+                    .unwrap_or_default(),
+                interface: tap,
+                mac: iface.mac,
+                backend: Box::new(backend),
+            })
+        }
+    }
+}
+
+/// Opens a guest's backend and finds its bridge, port and MAC.
+pub type BackendFactory = dyn Fn(&GuestConfig, &Config) -> Result<Opened, StartError>;
 
 /// Runs the daemon until `stop` is set, with backends from `backends`; wakes every guest it
 /// put to sleep before it returns. The network namespace is the calling thread's.
@@ -188,17 +326,30 @@ fn start_workers(
     config: &Config,
     backends: &BackendFactory,
 ) -> Result<Vec<BridgeHandle>, StartError> {
-    let mut by_bridge: BTreeMap<&str, Vec<bridge::ConfiguredGuest>> = BTreeMap::new();
+    let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
-        let backend = backends(guest)?;
+        let opened = backends(guest, config)?;
+        let idle = guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
+            cpu_percent: config.idle.cpu_percent,
+            idle_after,
+            keep_awake_while_connected: guest.keep_awake_while_connected.clone(),
+        });
         by_bridge
-            .entry(&guest.bridge)
+            .entry(opened.bridge)
             .or_default()
-            .push((order, guest.clone(), backend));
+            .push(GuestSetup {
+                order,
+                config: guest.clone(),
+                interface: opened.interface,
+                mac: opened.mac,
+                idle,
+                backend: opened.backend,
+            });
     }
     let mut handles = Vec::new();
     for (bridge, guests) in by_bridge {
-        let (worker, mut handle) = BridgeWorker::start(bridge, guests, seed())?;
+        let (worker, mut handle) =
+            BridgeWorker::start(&bridge, guests, seed(), config.idle.interval)?;
         let name = format!("vmnap-{bridge}");
         let thread = std::thread::Builder::new()
             .name(name)
@@ -242,7 +393,10 @@ fn serve(stream: UnixStream, handles: &[BridgeHandle]) {
 
 fn handle(request: Request, handles: &[BridgeHandle]) -> Response {
     match request {
-        Request::Sleep { guest } | Request::Wake { guest }
+        Request::Sleep { guest }
+        | Request::Wake { guest }
+        | Request::Pin { guest }
+        | Request::Unpin { guest }
             if !handles.iter().any(|h| h.guests.contains(&guest)) =>
         {
             Response::Error {
@@ -255,6 +409,16 @@ fn handle(request: Request, handles: &[BridgeHandle]) -> Response {
         }),
         Request::Wake { guest } => one_guest(&guest, handles, |guest, reply| Command::Wake {
             guest,
+            reply,
+        }),
+        Request::Pin { guest } => one_guest(&guest, handles, |guest, reply| Command::Pin {
+            guest,
+            pinned: true,
+            reply,
+        }),
+        Request::Unpin { guest } => one_guest(&guest, handles, |guest, reply| Command::Pin {
+            guest,
+            pinned: false,
             reply,
         }),
         Request::Status => {

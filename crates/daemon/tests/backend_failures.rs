@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use vmnap_config::{Config, GuestConfig};
 use vmnap_daemon::api::{self, Request, Response};
-use vmnap_daemon::StartError;
-use vmnap_hypervisor::{Backend, FakeBackend};
+use vmnap_daemon::{Opened, StartError};
+use vmnap_hypervisor::FakeBackend;
 use vmnap_lab::{GuestSpec, Lab, LabOptions};
 
 struct Running {
@@ -66,8 +66,8 @@ fn start(fake: FakeBackend) -> Running {
     let (f, s) = (fake.clone(), Arc::clone(&stop));
     let thread = std::thread::spawn(move || {
         vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
-        let factory = move |_: &GuestConfig| -> Result<Box<dyn Backend>, StartError> {
-            Ok(Box::new(f.clone()))
+        let factory = move |g: &GuestConfig, _: &Config| -> Result<Opened, StartError> {
+            Opened::from_config(g, Box::new(f.clone()))
         };
         vmnap_daemon::run_until(config, &factory, &s)
     });

@@ -97,6 +97,10 @@ impl Setup {
 
     pub fn write_config(&self, extra: &str) {
         let mut text = format!("[api]\nsocket = \"{}\"\n", self.socket.display());
+        // Top-level tables go before the guests; `extra` may start with them, separated
+        // from the per-guest keys by a line `---`.
+        let (top, extra) = extra.split_once("---\n").unwrap_or(("", extra));
+        text += top;
         for g in self.lab.guests() {
             text += &format!(
                 "\n[[guest]]\nname = \"{}\"\nbridge = \"{}\"\ninterface = \"{}\"\nmac = \"{}\"\n\
