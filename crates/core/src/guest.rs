@@ -154,6 +154,27 @@ impl Default for QueueLimits {
     }
 }
 
+/// An HTTP health check the surrogate answers while the guest sleeps, over a real TCP
+/// connection and without waking the guest: `GET` or `HEAD` of `path` on TCP `port` gets
+/// `status` and `body` as `text/plain`; another path gets `404 Not Found`, another method
+/// `405 Method Not Allowed`, and the connection is closed after each answer.
+///
+/// The core takes the values as they are; the config layer checks them (a port in 1..=65535
+/// and not also in `wake_on`, a path of visible ASCII starting with `/`, a status in
+/// 100..=599, a short body).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HealthCheck {
+    /// The TCP port the check arrives on.
+    pub port: u16,
+    /// The request path, like `/healthz`. A query string, in the request or here, is not
+    /// part of the comparison.
+    pub path: String,
+    /// The HTTP status code of the answer, like 200.
+    pub status: u16,
+    /// The body of the answer.
+    pub body: String,
+}
+
 /// A guest as the surrogate sees it: its addresses on one VLAN of one bridge, and its policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestSpec {
@@ -175,6 +196,10 @@ pub struct GuestSpec {
     pub multicast: MulticastPolicy,
     /// Queue limits.
     pub limits: QueueLimits,
+    /// HTTP health checks the surrogate answers while the guest sleeps, at most one per port.
+    /// A TCP port is served by the first of: the echo service (port 7, when
+    /// [`Answers::tcp_echo`]), a health check, [`GuestSpec::wake_on`].
+    pub health: Vec<HealthCheck>,
 }
 
 impl GuestSpec {
@@ -190,6 +215,7 @@ impl GuestSpec {
             answers: Answers::DEFAULT,
             multicast: MulticastPolicy::Queue,
             limits: QueueLimits::default(),
+            health: Vec::new(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! A [`Surrogate`] stands in for the guests registered on one bridge. The daemon feeds it
 //! every frame that reaches the surrogate's port, with the time, and it answers what it can
 //! answer the way the guest's own kernel would (ARP, NDP, ICMP and ICMPv6 echo, RST for a
-//! closed port, TCP and UDP echo, TCP keepalive probes), queues the rest, and says when a
+//! closed port, TCP and UDP echo, TCP keepalive probes, HTTP health checks), queues the rest, and says when a
 //! frame is worth waking the guest for. It also keeps each guest's place in the sleep and wake
 //! sequence ([`GuestState`]), which decides whether a frame is the guest's, the surrogate's to
 //! answer, or to be relayed.
@@ -18,16 +18,19 @@
 mod classify;
 mod echo;
 mod guest;
+mod health;
 pub mod idle;
 mod lifecycle;
 mod queue;
 mod respond;
 mod surrogate;
+mod tcp;
 mod time;
 mod verdict;
 
 pub use guest::{
-    Answers, GuestSpec, MulticastPolicy, ParsePortRuleError, PortRule, QueueLimits, Transport,
+    Answers, GuestSpec, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule, QueueLimits,
+    Transport,
 };
 pub use lifecycle::GuestState;
 pub use queue::QueuedFrame;

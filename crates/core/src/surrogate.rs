@@ -13,11 +13,13 @@ use vmnap_wire::vlan::LinkRepr;
 use vmnap_wire::vnet::VirtioNetHdr;
 
 use crate::classify::{self, Net, Parsed, TcpSegment, Transport};
-use crate::echo::{EchoService, FlowKey, Handled};
-use crate::guest::{GuestSpec, MulticastPolicy, Transport as Proto};
+use crate::echo::Echo;
+use crate::guest::{GuestSpec, HealthCheck, MulticastPolicy, Transport as Proto};
+use crate::health::HttpHealth;
 use crate::lifecycle::GuestState;
 use crate::queue::{FrameQueue, QueuedFrame, Refused};
 use crate::respond::{self, Route, Segment};
+use crate::tcp::{FlowKey, Handled, TcpResponder};
 use crate::time::Instant;
 use crate::verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
 
@@ -131,7 +133,10 @@ struct Guest {
     state: GuestState,
     asleep_since: Instant,
     queue: FrameQueue,
-    echo: EchoService,
+    echo: TcpResponder<Echo>,
+    /// The health checks of `spec`, shared with their connections.
+    checks: Vec<Arc<HealthCheck>>,
+    health: TcpResponder<HttpHealth>,
     keepalive: HashMap<FlowKey, Instant>,
     /// The MAC a barrier probe went out from, while its answer is awaited.
     barrier: Option<EthernetAddress>,
@@ -210,12 +215,15 @@ impl Surrogate {
             self.by_ipv6.insert((vlan, *a), id);
         }
         self.by_vlan.entry(vlan).or_default().push(id);
+        let checks = spec.health.iter().cloned().map(Arc::new).collect();
         let guest = Guest {
             spec,
             state: GuestState::Awake,
             asleep_since: Instant::ZERO,
             queue: FrameQueue::default(),
-            echo: EchoService::default(),
+            echo: TcpResponder::default(),
+            checks,
+            health: TcpResponder::default(),
             keepalive: HashMap::new(),
             barrier: None,
         };
@@ -312,6 +320,7 @@ impl Surrogate {
     pub fn begin_wake(&mut self, id: GuestId) -> Result<(), LifecycleError> {
         let guest = self.transition(id, GuestState::Waking { port_up: false })?;
         guest.echo.clear();
+        guest.health.clear();
         guest.keepalive = HashMap::new();
         guest.barrier = None;
         Ok(())
@@ -417,18 +426,22 @@ impl Surrogate {
         self.guests
             .iter()
             .flatten()
-            .filter_map(|g| g.echo.poll_at())
+            .flat_map(|g| [g.echo.poll_at(), g.health.poll_at()])
+            .flatten()
             .min()
     }
 
-    /// Does what is due at `now`: retransmissions of the echo service.
+    /// Does what is due at `now`: retransmissions of the echo service and the health checks,
+    /// and forgetting their finished connections.
     pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
         let scratch = &mut self.scratch;
         for guest in self.guests.iter_mut().flatten() {
-            guest.echo.handle_timeout(now, &mut |route, seg| {
+            let mut tx = |route: &Route, seg: &Segment<'_>| {
                 respond::tcp(scratch, route, seg);
                 sink.transmit(scratch);
-            });
+            };
+            guest.echo.handle_timeout(now, &mut tx);
+            guest.health.handle_timeout(now, &mut tx);
         }
     }
 
@@ -882,17 +895,36 @@ impl Surrogate {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
             }
             let scratch = &mut self.scratch;
-            let mut sent = false;
-            let handled = guest
-                .echo
-                .handle(now, self.seed, key, route, seg, &mut |r, s| {
-                    respond::tcp(scratch, r, s);
-                    sink.transmit(scratch);
-                    sent = true;
-                });
+            let handled =
+                guest
+                    .echo
+                    .handle(now, self.seed, key, route, seg, || Echo, &mut |r, s| {
+                        respond::tcp(scratch, r, s);
+                        sink.transmit(scratch);
+                    });
             let verdict = match handled {
                 Handled::Answered => Verdict::Answered(AnswerKind::TcpEcho),
                 Handled::Refused => Verdict::Dropped(DropReason::EchoRefused),
+            };
+            return sink.verdict(Some(id), verdict);
+        }
+        let check = guest.checks.iter().find(|c| c.port == seg.dst_port);
+        if let Some(check) = check.filter(|_| guest.health.has(&key) || opens) {
+            if !checksum_ok() {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+            }
+            let scratch = &mut self.scratch;
+            let accept = || HttpHealth::new(Arc::clone(check));
+            let handled =
+                guest
+                    .health
+                    .handle(now, self.seed, key, route, seg, accept, &mut |r, s| {
+                        respond::tcp(scratch, r, s);
+                        sink.transmit(scratch);
+                    });
+            let verdict = match handled {
+                Handled::Answered => Verdict::Answered(AnswerKind::HealthCheck),
+                Handled::Refused => Verdict::Dropped(DropReason::HealthRefused),
             };
             return sink.verdict(Some(id), verdict);
         }

@@ -13,6 +13,8 @@ use crate::classify::{self, Net, Transport as T};
 use crate::respond::{self, Route, Segment};
 use crate::*;
 
+mod health;
+
 const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 1, 1]);
 const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0xcc, 1]);
 const GUEST_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
@@ -137,7 +139,7 @@ fn segment(route: &Route, seg: Segment<'_>) -> Vec<u8> {
     out
 }
 
-fn syn(port: u16) -> Vec<u8> {
+pub(super) fn syn(port: u16) -> Vec<u8> {
     segment(
         &to_guest_v4(0),
         Segment {

@@ -32,6 +32,8 @@ pub enum AnswerKind {
     UdpEcho,
     /// ACK answering a TCP keepalive probe.
     TcpKeepalive,
+    /// A segment of an HTTP health check connection.
+    HealthCheck,
 }
 
 impl AnswerKind {
@@ -46,6 +48,7 @@ impl AnswerKind {
             AnswerKind::TcpEcho => "tcp-echo",
             AnswerKind::UdpEcho => "udp-echo",
             AnswerKind::TcpKeepalive => "tcp-keepalive",
+            AnswerKind::HealthCheck => "health-check",
         }
     }
 }
@@ -65,6 +68,8 @@ pub enum DropReason {
     BadChecksum,
     /// The TCP echo service has too many connections, or none for this segment.
     EchoRefused,
+    /// The guest's health checks have too many connections open.
+    HealthRefused,
 }
 
 impl DropReason {
@@ -76,6 +81,7 @@ impl DropReason {
             DropReason::MulticastQueueFull => "multicast-queue-full",
             DropReason::MulticastPolicy => "multicast-policy",
             DropReason::EchoRefused => "echo-refused",
+            DropReason::HealthRefused => "health-refused",
             DropReason::BadChecksum => "bad-checksum",
         }
     }

@@ -40,6 +40,8 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 const MAX_BARRIERS: usize = 4;
 /// How long the guest may take to answer a barrier probe.
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(50);
+/// Frames replayed between two barriers.
+const REPLAY_RUN: usize = 64;
 /// How long a guest's port may take to come up before replay starts anyway.
 const LINK_UP_WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the guests it wakes.
@@ -999,13 +1001,19 @@ impl BridgeWorker {
         }
     }
 
-    /// Sends the guest's held frames into its port, oldest first. Returns how many.
+    /// Sends the guest's held frames into its port, oldest first, in runs of [`REPLAY_RUN`]
+    /// fenced by barriers, so that a slow guest (a QEMU guest under TCG reads its tap only as
+    /// fast as it runs, and its tap holds 1,000 frames) is never sent more than it can take.
+    /// Returns how many were sent.
     fn replay(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> usize {
         let frames: VecDeque<QueuedFrame> = self.surrogate.take_queue(id);
         let n = frames.len();
         let Some(sender) = sender else { return 0 };
         let mut sent = 0;
-        for frame in frames {
+        for (k, frame) in frames.into_iter().enumerate() {
+            if k > 0 && k % REPLAY_RUN == 0 {
+                self.barrier(id, Some(sender));
+            }
             match sender.send(&frame.bytes, &frame.vnet) {
                 Ok(()) => sent += 1,
                 Err(e) => warn!(error = %chain(&e), "a held frame could not be replayed"),
@@ -1088,6 +1096,16 @@ pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
         ipv6: c.ipv6.clone(),
         wake_on: c.wake_on.clone(),
         answers: c.answer,
+        health: c
+            .health
+            .iter()
+            .map(|h| vmnap_core::HealthCheck {
+                port: h.port,
+                path: h.path.clone(),
+                status: h.status,
+                body: h.body.clone(),
+            })
+            .collect(),
         multicast: c.multicast,
         limits: vmnap_core::QueueLimits {
             frames: c.queue_frames,

@@ -20,8 +20,11 @@
 //!
 //! Real QEMU guests (a tiny Debian kernel and busybox initramfs built by
 //! `guest/build-image.sh`) join the bridge through taps: see [`qemu`] and [`Lab::add_vm`].
+//! A lab can also run a libvirtd of its own and define libvirt domains on the bridge: see
+//! [`libvirt`], [`Lab::start_libvirtd`] and [`Lab::define_domain`].
 
 pub mod cgroup;
+pub mod libvirt;
 pub mod qemu;
 pub mod vlan_relay;
 pub mod workload;
@@ -412,6 +415,7 @@ pub struct Lab {
     guests: Vec<LabGuest>,
     clients: Vec<LabClient>,
     vms: Vec<qemu::LabVm>,
+    libvirt: libvirt::LabLibvirt,
     procs: Procs,
     undo: Vec<Undo>,
     captures: AtomicU32,
@@ -612,6 +616,7 @@ impl Lab {
             guests: Vec::new(),
             clients: Vec::new(),
             vms: Vec::new(),
+            libvirt: libvirt::LabLibvirt::default(),
             procs: Arc::new(Mutex::new(Vec::new())),
             undo: vec![Undo::Dir(dir)],
             captures: AtomicU32::new(0),
@@ -1290,6 +1295,8 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 impl Drop for Lab {
     fn drop(&mut self) {
         let report = |e: String| eprintln!("vmnap-lab {}: cleanup: {e}", self.prefix);
+        // libvirt domains and the lab's libvirtd first (they use the namespaces and dirs).
+        self.libvirt.shutdown(&report);
         // Processes started after the topology (daemons, captures) go first.
         let procs: Vec<Proc> = lock(&self.procs).drain(..).collect();
         for mut p in procs.into_iter().rev() {

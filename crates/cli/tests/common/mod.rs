@@ -95,6 +95,81 @@ impl Setup {
         s
     }
 
+    /// A lab with QEMU guests `vms` (TCG, the project's image) driven over QMP, each with a
+    /// second QMP socket (`<name>-test.qmp`) for the test, and one untagged client `c0`.
+    pub fn with_vms(vms: &[&str], extra: &str) -> Setup {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lab = Lab::new(LabOptions {
+            workload: vec![VMNAP.into(), "lab-guest".into()],
+            ..LabOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+        let image = vmnap_lab::qemu::GuestImage::build()
+            .unwrap_or_else(|e| panic!("cannot build the guest image: {e}"));
+        let mut text = String::new();
+        for (n, name) in vms.iter().enumerate() {
+            let n = n as u8 + 1;
+            let mut spec = vmnap_lab::qemu::VmSpec::new(
+                name,
+                Ipv4Addr::new(198, 18, 0, 20 + n),
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20 + u16::from(n)),
+                image.clone(),
+            );
+            let test_qmp = lab.dir().join(format!("{name}-test.qmp"));
+            spec.extra_args = vec![
+                "-qmp".into(),
+                format!("unix:{},server=on,wait=off", test_qmp.display()).into(),
+            ];
+            let vm = lab
+                .add_vm(spec)
+                .unwrap_or_else(|e| panic!("cannot boot {name}: {e}"));
+            text += &format!(
+                "\n[[guest]]\nname = \"{}\"\nbridge = \"br0\"\ninterface = \"{}\"\nmac = \"{}\"\n\
+                 ipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"qmp\"\nqmp = \"{}\"\n\
+                 wake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
+                vm.name,
+                vm.tap,
+                vmnap_lab::mac_string(&vm.mac),
+                vm.ipv4,
+                vm.ipv6,
+                vm.qmp.display(),
+                extra,
+            );
+        }
+        lab.add_client(
+            "c0",
+            Ipv4Addr::new(198, 18, 1, 100),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
+            0,
+        )
+        .unwrap_or_else(|e| panic!("cannot add client: {e}"));
+        let mut s = Setup {
+            socket: lab.dir().join("vmnap.sock"),
+            config: lab.dir().join("vmnap.toml"),
+            log: lab.dir().join("vmnap.log"),
+            lab,
+            daemon: None,
+            _turn: turn,
+        };
+        let text = format!("[api]\nsocket = \"{}\"\n{text}", s.socket.display());
+        std::fs::write(&s.config, text).expect("write the config");
+        s.start_daemon();
+        s
+    }
+
+    /// `query-status` of VM `name` through the test's own QMP socket.
+    pub fn vm_status(&self, name: &str) -> String {
+        let socket = self.lab.dir().join(format!("{name}-test.qmp"));
+        vmnap_lab::qemu::qmp_execute(&socket, "query-status")
+            .unwrap_or_else(|e| panic!("query-status of {name}: {e}"))
+    }
+
+    pub fn vm_ip(&self, name: &str) -> String {
+        self.lab.vm(name).expect("a lab VM").ipv4.to_string()
+    }
+
     pub fn write_config(&self, extra: &str) {
         let mut text = format!("[api]\nsocket = \"{}\"\n", self.socket.display());
         // Top-level tables go before the guests; `extra` may start with them, separated

@@ -1,0 +1,532 @@
+//! A small TCP responder: the surrogate's end of the connections it accepts in a sleeping
+//! guest's name, with an [`Application`] on top (the echo service, HTTP health checks).
+//!
+//! It accepts a SYN, acknowledges what it reads in order and hands it to the application,
+//! sends the application's output in segments of at most the peer's MSS within the peer's
+//! window, retransmits what the peer has not acknowledged, and closes with a FIN handshake
+//! when either side asks (an RST ends the connection at once). A connection that closed
+//! first on the surrogate's side stays a while in TIME-WAIT to acknowledge a retransmitted
+//! FIN, so that such a FIN never reaches the guest's wake path. Connections live only while
+//! the guest sleeps; when it wakes they are forgotten, and the guest's kernel resets them.
+//!
+//! What it leaves out: window scaling, SACK, congestion control, out-of-order reassembly (a
+//! segment ahead of the expected one is answered with a duplicate ACK and dropped).
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::classify::TcpSegment;
+use crate::respond::{Route, Segment};
+use crate::time::Instant;
+
+/// The receive window the responder offers; no window scaling.
+const WINDOW: u16 = 65_535;
+/// The segment size the responder announces and sends at most.
+const OUR_MSS: u16 = 1460;
+/// First retransmission timeout; doubles each time.
+const INITIAL_RTO: Duration = Duration::from_millis(200);
+/// Retransmissions before the connection is given up.
+const MAX_RETRIES: u8 = 6;
+/// A connection idle this long is forgotten.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connection closed on our side first is kept after the last FIN, to
+/// acknowledge the peer's FIN again should our ACK be lost. Much less than Linux's 60 s:
+/// it only has to outlast the peer's first few FIN retransmissions.
+const TIME_WAIT: Duration = Duration::from_secs(20);
+/// Connections per responder at most.
+const MAX_CONNECTIONS: usize = 64;
+
+/// A connection's addresses, from the guest's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct FlowKey {
+    pub local: IpAddr,
+    pub local_port: u16,
+    pub peer: IpAddr,
+    pub peer_port: u16,
+}
+
+/// What runs on a connection: it reads the peer's bytes in order and writes its answer.
+pub(crate) trait Application {
+    /// How many more bytes it takes now, with `pending` bytes of its output not yet
+    /// acknowledged by the peer.
+    fn window(&self, pending: usize) -> usize;
+    /// Reads `data`, the next bytes of the stream, and appends its answer to `out`. Returns
+    /// `true` when it has said all it will: the connection closes once `out` is sent, and
+    /// whatever the peer sends after is acknowledged and discarded.
+    fn receive(&mut self, data: &[u8], out: &mut VecDeque<u8>) -> bool;
+}
+
+/// What the responder did with a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handled {
+    /// The segment belonged to the responder.
+    Answered,
+    /// The segment was refused (table full, or not a SYN for an unknown connection).
+    Refused,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    SynReceived,
+    Established,
+    /// The peer's FIN is in; ours waits for the output before it.
+    CloseWait,
+    /// Our FIN is sent, the peer's is not in.
+    FinWait1,
+    /// Our FIN is acknowledged; the peer's is awaited.
+    FinWait2,
+    /// Both FINs are sent (simultaneously); ours is not acknowledged.
+    Closing,
+    /// The peer's FIN came first; ours is sent, not acknowledged.
+    LastAck,
+    /// Both FINs are sent and acknowledged; a retransmitted FIN is acknowledged again.
+    TimeWait,
+}
+
+impl State {
+    /// Our FIN has been sent.
+    fn fin_sent(self) -> bool {
+        matches!(
+            self,
+            State::FinWait1 | State::FinWait2 | State::Closing | State::LastAck | State::TimeWait
+        )
+    }
+
+    /// Our FIN has been sent and is not acknowledged.
+    fn fin_in_flight(self) -> bool {
+        matches!(self, State::FinWait1 | State::Closing | State::LastAck)
+    }
+
+    /// The peer's FIN is in.
+    fn peer_closed(self) -> bool {
+        matches!(
+            self,
+            State::CloseWait | State::Closing | State::LastAck | State::TimeWait
+        )
+    }
+}
+
+type Tx<'a> = dyn FnMut(&Route, &Segment<'_>) + 'a;
+
+#[derive(Debug)]
+struct Conn<A> {
+    route: Route,
+    local_port: u16,
+    peer_port: u16,
+    state: State,
+    iss: u32,
+    snd_una: u32,
+    snd_nxt: u32,
+    /// The peer's receive window, as it last announced it.
+    snd_wnd: u16,
+    rcv_nxt: u32,
+    /// Output not acknowledged yet, from `snd_una` (after the SYN); the first `sent` bytes
+    /// are in flight.
+    buf: VecDeque<u8>,
+    sent: usize,
+    /// The application is done, or the peer closed: FIN once `buf` is all sent.
+    closing: bool,
+    peer_mss: u16,
+    timestamp: Option<u32>,
+    rto: Duration,
+    retransmit_at: Option<Instant>,
+    retries: u8,
+    last_seen: Instant,
+    app: A,
+}
+
+/// The connections of one application for one guest.
+#[derive(Debug)]
+pub(crate) struct TcpResponder<A> {
+    conns: HashMap<FlowKey, Conn<A>>,
+}
+
+impl<A> Default for TcpResponder<A> {
+    fn default() -> Self {
+        Self {
+            conns: HashMap::new(),
+        }
+    }
+}
+
+fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+impl<A: Application> TcpResponder<A> {
+    pub(crate) fn has(&self, key: &FlowKey) -> bool {
+        self.conns.contains_key(key)
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.conns = HashMap::new();
+    }
+
+    /// Handles a segment of a known connection, or a SYN opening a new one; `accept` makes
+    /// the new connection's application.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn handle(
+        &mut self,
+        now: Instant,
+        seed: u64,
+        key: FlowKey,
+        route: Route,
+        seg: &TcpSegment<'_>,
+        accept: impl FnOnce() -> A,
+        tx: &mut Tx<'_>,
+    ) -> Handled {
+        if seg.rst {
+            self.conns.remove(&key);
+            return Handled::Answered;
+        }
+        let opens = seg.syn && seg.ack.is_none();
+        if opens
+            && self
+                .conns
+                .get(&key)
+                .is_some_and(|c| c.state == State::TimeWait)
+        {
+            // The peer reuses its port: a new connection.
+            self.conns.remove(&key);
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            if !opens || !self.make_room() {
+                return Handled::Refused;
+            }
+            let iss = initial_sequence(seed, &key, now);
+            let mut conn = Conn {
+                route,
+                local_port: key.local_port,
+                peer_port: key.peer_port,
+                state: State::SynReceived,
+                iss,
+                snd_una: iss,
+                snd_nxt: iss.wrapping_add(1),
+                snd_wnd: seg.window,
+                rcv_nxt: seg.seq.wrapping_add(1),
+                buf: VecDeque::new(),
+                sent: 0,
+                closing: false,
+                peer_mss: seg.mss.unwrap_or(536).clamp(64, OUR_MSS),
+                timestamp: seg.timestamp.map(|(tsval, _)| tsval),
+                rto: INITIAL_RTO,
+                retransmit_at: None,
+                retries: 0,
+                last_seen: now,
+                app: accept(),
+            };
+            conn.send_syn_ack(tx);
+            conn.arm(now);
+            self.conns.insert(key, conn);
+            return Handled::Answered;
+        };
+        conn.last_seen = now;
+        if let Some((tsval, _)) = seg.timestamp {
+            conn.timestamp = Some(tsval);
+        }
+        if seg.syn {
+            // The peer did not get our SYN/ACK.
+            if conn.state == State::SynReceived {
+                conn.send_syn_ack(tx);
+            }
+            return Handled::Answered;
+        }
+        if let Some(ack) = seg.ack {
+            if conn.on_ack(now, ack, seg.window) {
+                self.conns.remove(&key);
+                return Handled::Answered;
+            }
+        }
+        if conn.state == State::SynReceived {
+            return Handled::Answered;
+        }
+        let need_ack = conn.on_data(seg);
+        let sent = conn.push(now, tx);
+        if need_ack && !sent {
+            conn.send_ack(tx);
+        }
+        Handled::Answered
+    }
+
+    /// Whether a new connection fits, after forgetting the oldest in TIME-WAIT if need be.
+    fn make_room(&mut self) -> bool {
+        if self.conns.len() < MAX_CONNECTIONS {
+            return true;
+        }
+        let oldest = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::TimeWait)
+            .min_by_key(|(_, c)| c.last_seen)
+            .map(|(k, _)| *k);
+        oldest.is_some_and(|k| self.conns.remove(&k).is_some())
+    }
+
+    /// The earliest time [`Self::handle_timeout`] has work.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        self.conns.values().map(Conn::deadline).min()
+    }
+
+    /// Retransmits what is due and forgets idle, closed or failed connections.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, tx: &mut Tx<'_>) {
+        self.conns.retain(|_, conn| {
+            let idle = now.saturating_since(conn.last_seen);
+            if conn.state == State::TimeWait {
+                return idle < TIME_WAIT;
+            }
+            if idle >= IDLE_TIMEOUT {
+                return false;
+            }
+            match conn.retransmit_at {
+                Some(at) if at <= now => {
+                    if conn.retries >= MAX_RETRIES {
+                        conn.send_rst(tx);
+                        return false;
+                    }
+                    conn.retries += 1;
+                    conn.rto *= 2;
+                    conn.retransmit(tx);
+                    conn.arm(now);
+                    true
+                }
+                _ => true,
+            }
+        });
+    }
+}
+
+impl<A: Application> Conn<A> {
+    fn deadline(&self) -> Instant {
+        match (self.state, self.retransmit_at) {
+            (State::TimeWait, _) => self.last_seen + TIME_WAIT,
+            (_, Some(at)) => at,
+            (_, None) => self.last_seen + IDLE_TIMEOUT,
+        }
+    }
+
+    fn segment<'a>(&self, seq: u32, payload: &'a [u8]) -> Segment<'a> {
+        Segment {
+            src_port: self.local_port,
+            dst_port: self.peer_port,
+            seq,
+            ack: Some(self.rcv_nxt),
+            window: WINDOW,
+            // Our clock is the peer's: monotonic, so the peer's PAWS check passes.
+            timestamp: self.timestamp.map(|peer| (peer, peer)),
+            payload,
+            ..Segment::default()
+        }
+    }
+
+    fn arm(&mut self, now: Instant) {
+        self.retransmit_at = Some(now + self.rto);
+    }
+
+    fn send_syn_ack(&self, tx: &mut Tx<'_>) {
+        let seg = Segment {
+            syn: true,
+            mss: Some(OUR_MSS),
+            ..self.segment(self.iss, &[])
+        };
+        tx(&self.route, &seg);
+    }
+
+    fn send_ack(&self, tx: &mut Tx<'_>) {
+        tx(&self.route, &self.segment(self.snd_nxt, &[]));
+    }
+
+    fn send_rst(&self, tx: &mut Tx<'_>) {
+        tx(
+            &self.route,
+            &Segment {
+                rst: true,
+                ..self.segment(self.snd_nxt, &[])
+            },
+        );
+    }
+
+    /// Takes in an acknowledgement and the window that comes with it. Returns `true` when
+    /// it ends the connection (our FIN acknowledged after the peer's).
+    fn on_ack(&mut self, now: Instant, ack: u32, window: u16) -> bool {
+        if self.state == State::SynReceived {
+            if ack == self.iss.wrapping_add(1) {
+                self.state = State::Established;
+                self.snd_una = ack;
+                self.snd_wnd = window;
+                self.acknowledged();
+            }
+            return false;
+        }
+        if seq_after(ack, self.snd_nxt) {
+            return false;
+        }
+        if !seq_after(ack, self.snd_una) {
+            if ack == self.snd_una {
+                self.snd_wnd = window;
+            }
+            return false;
+        }
+        let acked = ack.wrapping_sub(self.snd_una) as usize;
+        let data = acked.min(self.sent);
+        self.buf.drain(..data);
+        self.sent -= data;
+        self.snd_una = ack;
+        self.snd_wnd = window;
+        self.acknowledged();
+        if acked > data && self.state.fin_in_flight() {
+            match self.state {
+                State::FinWait1 => self.state = State::FinWait2,
+                State::Closing => self.state = State::TimeWait,
+                _ => return true,
+            }
+        }
+        if self.snd_una != self.snd_nxt {
+            self.arm(now);
+        }
+        false
+    }
+
+    /// Something new was acknowledged: the retransmission timer starts over.
+    fn acknowledged(&mut self) {
+        self.retries = 0;
+        self.rto = INITIAL_RTO;
+        self.retransmit_at = None;
+    }
+
+    /// Takes in the segment's data and FIN, if they are the next in the stream. Returns
+    /// whether the peer is owed an acknowledgement.
+    fn on_data(&mut self, seg: &TcpSegment<'_>) -> bool {
+        let mut payload = seg.payload;
+        if payload.is_empty() && !seg.fin {
+            return false;
+        }
+        let mut seq = seg.seq;
+        if seq_after(self.rcv_nxt, seq) {
+            // A retransmission: skip what was already read.
+            let old = self.rcv_nxt.wrapping_sub(seq) as usize;
+            if old >= payload.len() + usize::from(seg.fin) {
+                return true;
+            }
+            payload = payload.get(old..).unwrap_or_default();
+            seq = self.rcv_nxt;
+        }
+        if seq != self.rcv_nxt || self.state.peer_closed() {
+            // Out of order, or past the peer's own FIN: say where we are.
+            return true;
+        }
+        let room = if self.closing {
+            // The application is done: read and discard.
+            usize::MAX
+        } else {
+            self.app.window(self.buf.len())
+        };
+        let take = payload.len().min(room);
+        self.rcv_nxt = self.rcv_nxt.wrapping_add(take as u32);
+        if take > 0 && !self.closing && self.app.receive(&payload[..take], &mut self.buf) {
+            self.closing = true;
+        }
+        if take == payload.len() && seg.fin {
+            self.rcv_nxt = self.rcv_nxt.wrapping_add(1);
+            self.closing = true;
+            self.state = match self.state {
+                State::Established => State::CloseWait,
+                State::FinWait1 => State::Closing,
+                State::FinWait2 => State::TimeWait,
+                other => other,
+            };
+        }
+        true
+    }
+
+    /// Sends what the window allows of the output, then the FIN when it is due. Returns
+    /// whether a segment went out.
+    fn push(&mut self, now: Instant, tx: &mut Tx<'_>) -> bool {
+        let mss = usize::from(self.peer_mss);
+        // At least one segment is always allowed in flight: against a zero window it is the
+        // probe, repeated on the retransmission timer.
+        let window = usize::from(self.snd_wnd).max(mss);
+        let mut any = false;
+        self.buf.make_contiguous();
+        while self.sent < self.buf.len() {
+            let room = window.saturating_sub(self.sent);
+            if room == 0 {
+                break;
+            }
+            let n = (self.buf.len() - self.sent).min(mss).min(room);
+            let seq = self.snd_una.wrapping_add(self.sent as u32);
+            let fin = self.closing && self.sent + n == self.buf.len();
+            let chunk = &self.buf.as_slices().0[self.sent..self.sent + n];
+            tx(
+                &self.route,
+                &Segment {
+                    fin,
+                    ..self.segment(seq, chunk)
+                },
+            );
+            self.sent += n;
+            self.snd_nxt = seq.wrapping_add(n as u32);
+            if fin {
+                self.fin_out();
+            }
+            any = true;
+        }
+        if self.closing && !self.state.fin_sent() && self.sent == self.buf.len() {
+            tx(
+                &self.route,
+                &Segment {
+                    fin: true,
+                    ..self.segment(self.snd_nxt, &[])
+                },
+            );
+            self.fin_out();
+            any = true;
+        }
+        if any && self.retransmit_at.is_none() {
+            self.arm(now);
+        }
+        any
+    }
+
+    /// Our FIN has just gone out, after all the output.
+    fn fin_out(&mut self) {
+        self.snd_nxt = self.snd_nxt.wrapping_add(1);
+        self.state = match self.state {
+            State::CloseWait => State::LastAck,
+            _ => State::FinWait1,
+        };
+    }
+
+    fn retransmit(&self, tx: &mut Tx<'_>) {
+        if self.state == State::SynReceived {
+            return self.send_syn_ack(tx);
+        }
+        let n = self.sent.min(usize::from(self.peer_mss));
+        let (front, back) = self.buf.as_slices();
+        let chunk: Vec<u8> = if n <= front.len() {
+            front[..n].to_vec()
+        } else {
+            front.iter().chain(back).take(n).copied().collect()
+        };
+        let fin = self.state.fin_in_flight() && n == self.buf.len();
+        if n > 0 || fin {
+            tx(
+                &self.route,
+                &Segment {
+                    fin,
+                    ..self.segment(self.snd_una, &chunk)
+                },
+            );
+        }
+    }
+}
+
+/// An initial sequence number that a peer cannot guess without the seed, and that moves
+/// with time as RFC 6528 asks.
+fn initial_sequence(seed: u64, key: &FlowKey, now: Instant) -> u32 {
+    let mut h = DefaultHasher::new();
+    seed.hash(&mut h);
+    key.hash(&mut h);
+    (h.finish() as u32).wrapping_add((now.micros() / 4) as u32)
+}
