@@ -688,6 +688,24 @@ impl Lab {
             .ok_or_else(|| invalid("libvirtd", "not started"))
     }
 
+    /// Stops the lab's libvirtd (SIGTERM, by PID) without touching its domains, and starts
+    /// it again with the same state directories: running domains are picked up again, as
+    /// after a libvirtd restart on a real host.
+    pub fn restart_libvirtd(&mut self) -> Result<&Libvirtd, LabError> {
+        if let Some(mut d) = self.libvirt.daemon.take() {
+            signal(d.pid, libc::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline && matches!(d.child.try_wait(), Ok(None)) {
+                sleep(Duration::from_millis(10));
+            }
+            if matches!(d.child.try_wait(), Ok(None)) {
+                signal(d.pid, libc::SIGKILL);
+            }
+            let _ = d.child.wait();
+        }
+        self.start_libvirtd()
+    }
+
     fn spawn_libvirtd(&self) -> Result<Libvirtd, LabError> {
         let (libvirtd, virsh_path, _qemu) = libvirt_tools()?;
         let unshare = find_tool("unshare").ok_or_else(|| invalid("unshare", "not found"))?;

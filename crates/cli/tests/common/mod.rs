@@ -159,6 +159,73 @@ impl Setup {
         s
     }
 
+    /// A lab with its own libvirtd and libvirt domains `domains` (the project's image, TCG)
+    /// on its bridge, slept by `mode`; MAC, bridge and tap come from the domain XML. `extra`
+    /// is as for [`Setup::new`].
+    pub fn with_domains(domains: &[&str], mode: &str, extra: &str) -> Setup {
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lab = Lab::new(LabOptions {
+            workload: vec![VMNAP.into(), "lab-guest".into()],
+            ..LabOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+        let image = vmnap_lab::qemu::GuestImage::build()
+            .unwrap_or_else(|e| panic!("cannot build the guest image: {e}"));
+        let (top, extra) = extra.split_once("---\n").unwrap_or(("", extra));
+        let mut guests = String::new();
+        for (n, name) in domains.iter().enumerate() {
+            let n = n as u8 + 1;
+            let spec = vmnap_lab::libvirt::DomainSpec::new(
+                name,
+                Ipv4Addr::new(198, 18, 0, 30 + n),
+                Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x30 + u16::from(n)),
+                image.clone(),
+            );
+            let d = lab
+                .define_domain(spec)
+                .unwrap_or_else(|e| panic!("cannot start domain {name}: {e}"));
+            guests += &format!(
+                "\n[[guest]]\nname = \"{}\"\nipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"libvirt\"\n\
+                 domain = \"{}\"\nmode = \"{mode}\"\nwake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
+                d.name, d.ipv4, d.ipv6, d.name, extra,
+            );
+        }
+        let uri = lab
+            .libvirtd()
+            .expect("started by define_domain")
+            .uri()
+            .to_owned();
+        lab.add_client(
+            "c0",
+            Ipv4Addr::new(198, 18, 1, 100),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
+            0,
+        )
+        .unwrap_or_else(|e| panic!("cannot add client: {e}"));
+        let mut s = Setup {
+            socket: lab.dir().join("vmnap.sock"),
+            config: lab.dir().join("vmnap.toml"),
+            log: lab.dir().join("vmnap.log"),
+            lab,
+            daemon: None,
+            _turn: turn,
+        };
+        let text = format!(
+            "[api]\nsocket = \"{}\"\n[libvirt]\nuri = \"{uri}\"\n{top}{guests}",
+            s.socket.display()
+        );
+        std::fs::write(&s.config, text).expect("write the config");
+        s.start_daemon();
+        s
+    }
+
+    /// A libvirt domain of the lab.
+    pub fn domain(&self, name: &str) -> vmnap_lab::libvirt::LabDomain {
+        self.lab.domain(name).expect("a lab domain").clone()
+    }
+
     /// `query-status` of VM `name` through the test's own QMP socket.
     pub fn vm_status(&self, name: &str) -> String {
         let socket = self.lab.dir().join(format!("{name}-test.qmp"));

@@ -1,0 +1,196 @@
+//! Real libvirt domains (QEMU under TCG, the project's image, a libvirtd of the test's own)
+//! put to sleep and woken by the real daemon.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{need, text, Setup};
+
+fn curl(s: &Setup, url: &str) -> (String, Duration) {
+    let started = Instant::now();
+    let out = s.run(0, &["curl", "-sS", "--max-time", "15", url]);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// curl to the guest with a capture on the client: the body and the number of SYNs sent.
+fn curl_counting_syns(s: &Setup, ip: &str) -> (String, usize) {
+    let ns = s.client(0);
+    let capture = s
+        .lab
+        .capture(
+            &ns,
+            &s.client_if(0),
+            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
+        )
+        .expect("tcpdump");
+    let (body, _) = curl(s, &format!("http://{ip}/"));
+    let lines = capture.stop().expect("capture");
+    (
+        body,
+        lines.iter().filter(|l| l.contains("Flags [S]")).count(),
+    )
+}
+
+#[test]
+fn pause_mode_stands_in_for_the_domain_and_curl_wakes_it_with_one_syn() {
+    need(&["curl", "ping", "tcpdump", "virsh"]);
+    let s = Setup::with_domains(&["d1"], "pause", "");
+    let d = s.domain("d1");
+    s.vmnap(&["sleep", "d1"]);
+    assert_eq!(d.state().expect("virsh domstate"), "paused");
+    let ip = d.ipv4.to_string();
+    let ping = s.run(0, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    assert_eq!(d.state().expect("state"), "paused", "a ping woke it");
+    let (body, syns) = curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from d1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+    assert_eq!(d.state().expect("state"), "running");
+    let st = s.status("d1");
+    assert_eq!(
+        (st["wakes"].as_u64(), st["backend"].as_str()),
+        (Some(1), Some("libvirt-pause")),
+        "{st}"
+    );
+}
+
+#[test]
+fn save_mode_ends_the_qemu_process_and_curl_brings_it_back_with_one_syn() {
+    need(&["curl", "tcpdump", "virsh"]);
+    let s = Setup::with_domains(&["d1"], "save", "");
+    let d = s.domain("d1");
+    let pid = d.qemu_pid().expect("a running QEMU");
+    s.vmnap(&["sleep", "d1"]);
+    assert_eq!(d.state().expect("state"), "shut off");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "QEMU still runs while asleep"
+    );
+    assert_eq!(
+        d.current_tap().expect("domiflist"),
+        None,
+        "the tap outlived QEMU"
+    );
+    let (body, syns) = curl_counting_syns(&s, &d.ipv4.to_string());
+    assert_eq!(body, "hello from d1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+    assert_eq!(d.state().expect("state"), "running");
+    assert!(d.qemu_pid().is_some_and(|p| p != pid), "QEMU came back");
+    let st = s.status("d1");
+    assert_eq!(
+        (st["wakes"].as_u64(), st["backend"].as_str()),
+        (Some(1), Some("libvirt-save")),
+        "{st}"
+    );
+}
+
+#[test]
+fn a_thousand_datagrams_reach_a_sleeping_libvirt_guest_in_order_exactly_once() {
+    let s = Setup::with_domains(&["d1"], "pause", "");
+    let d = s.domain("d1");
+    let ip = d.ipv4.to_string();
+    assert!(s
+        .run(0, &["ping", "-c", "1", "-W", "2", &ip])
+        .status
+        .success());
+    s.vmnap(&["sleep", "d1"]);
+    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
+    assert!(s.run(0, &["bash", "-c", &script]).status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while d.udp_lines().len() < 1000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got = d.udp_lines();
+    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got.len(), 1000, "losses or duplicates");
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(first_wrong, None, "out of order");
+}
+
+#[test]
+fn libvirtd_restarted_while_the_guest_sleeps_and_the_guest_still_wakes() {
+    need(&["curl", "virsh"]);
+    let mut s = Setup::with_domains(&["d1"], "pause", "");
+    s.vmnap(&["sleep", "d1"]);
+    s.lab.restart_libvirtd().expect("restart libvirtd");
+    let d = s.domain("d1");
+    assert_eq!(d.state().expect("state"), "paused");
+    let (body, _) = curl(&s, &format!("http://{}/", d.ipv4));
+    assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
+    assert_eq!(d.state().expect("state"), "running");
+}
+
+#[test]
+fn a_domain_destroyed_behind_vmnaps_back_is_reported_not_crashed_on() {
+    need(&["curl", "virsh"]);
+    let s = Setup::with_domains(&["d1"], "pause", "");
+    s.vmnap(&["sleep", "d1"]);
+    let d = s.domain("d1");
+    let out = d.virsh(&["destroy", "d1"]).expect("virsh destroy");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = s.run(
+        0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "3",
+            &format!("http://{}/", d.ipv4),
+        ],
+    );
+    assert!(!out.status.success(), "a destroyed guest answered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.status("d1")["wake_failures"].as_u64() == Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = s.status("d1");
+    assert!(st["wake_failures"].as_u64().expect("number") >= 1, "{st}");
+    assert_eq!(st["state"], "sleeping", "{st}");
+    assert!(s.daemon_log().contains("wake failed"), "{}", s.daemon_log());
+    // The daemon goes on: ping is still answered in the guest's name.
+    let ping = s.run(0, &["ping", "-c", "1", "-W", "2", &d.ipv4.to_string()]);
+    assert!(ping.status.success());
+}
+
+#[test]
+fn an_idle_libvirt_guest_falls_asleep_and_health_checks_and_pings_do_not_wake_it() {
+    need(&["curl", "ping", "virsh"]);
+    let extra = "[idle]\ninterval = \"500ms\"\nidle_after = \"3s\"\n---\n\
+                 [[guest.health]]\nport = 8080\npath = \"/healthz\"\nbody = \"ok\"\n";
+    let s = Setup::with_domains(&["d1"], "pause", extra);
+    let d = s.domain("d1");
+    let started = Instant::now();
+    while s.status("d1")["state"] != "sleeping" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "did not fall asleep: {}",
+            s.status("d1")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let slept_after = started.elapsed();
+    assert_eq!(d.state().expect("state"), "paused");
+    let ip = d.ipv4.to_string();
+    for _ in 0..3 {
+        let (body, _) = curl(&s, &format!("http://{ip}:8080/healthz"));
+        assert_eq!(body, "ok");
+        assert!(s
+            .run(0, &["ping", "-c", "1", "-W", "2", &ip])
+            .status
+            .success());
+    }
+    assert_eq!(
+        d.state().expect("state"),
+        "paused",
+        "a health check or ping woke it"
+    );
+    assert_eq!(s.status("d1")["wakes"], 0);
+    eprintln!(
+        "the idle guest fell asleep {slept_after:?} after the daemon started (idle_after 3 s)"
+    );
+}
