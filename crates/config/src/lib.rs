@@ -288,21 +288,11 @@ impl SleepMode {
     }
 }
 
-/// One `[[guest.health]]` table: an HTTP health check the surrogate answers while the guest
-/// sleeps, over a real TCP connection, without waking it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// The TCP port the check arrives on, 1..=65535.
-    pub port: u16,
-    /// The request path, starting with `/`, made of visible ASCII (no spaces).
-    pub path: String,
-    /// The HTTP status code of the answer, 100..=599; default [`DEFAULT_HEALTH_STATUS`].
-    pub status: u16,
-    /// The body of the answer; default [`DEFAULT_HEALTH_BODY`].
-    pub body: String,
-}
-
-pub use vmnap_core::{Answers, MulticastPolicy, ParsePortRuleError, PortRule, Transport};
+/// One `[[guest.health]]` table is a [`HealthCheck`]: an HTTP health check the surrogate
+/// answers while the guest sleeps, over a real TCP connection, without waking it.
+pub use vmnap_core::{
+    Answers, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule, Transport,
+};
 
 impl Config {
     /// Reads and validates the config file at `path`.

@@ -1096,16 +1096,7 @@ pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
         ipv6: c.ipv6.clone(),
         wake_on: c.wake_on.clone(),
         answers: c.answer,
-        health: c
-            .health
-            .iter()
-            .map(|h| vmnap_core::HealthCheck {
-                port: h.port,
-                path: h.path.clone(),
-                status: h.status,
-                body: h.body.clone(),
-            })
-            .collect(),
+        health: c.health.clone(),
         multicast: c.multicast,
         limits: vmnap_core::QueueLimits {
             frames: c.queue_frames,
