@@ -194,3 +194,31 @@ fn an_idle_libvirt_guest_falls_asleep_and_health_checks_and_pings_do_not_wake_it
         "the idle guest fell asleep {slept_after:?} after the daemon started (idle_after 3 s)"
     );
 }
+
+#[test]
+fn a_libvirt_guest_serving_requests_never_falls_asleep_nor_a_pinned_one() {
+    need(&["curl", "virsh"]);
+    let extra = "[idle]\ninterval = \"500ms\"\nidle_after = \"3s\"\n---\n";
+    let s = Setup::with_domains(&["d1", "d2"], "pause", extra);
+    s.vmnap(&["pin", "d2"]);
+    let d1 = s.domain("d1");
+    let d2 = s.domain("d2");
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        let (body, _) = curl(&s, &format!("http://{}/", d1.ipv4));
+        assert_eq!(body, "hello from d1\n");
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    assert_eq!(
+        d1.state().expect("state"),
+        "running",
+        "a busy guest fell asleep"
+    );
+    assert_eq!(
+        d2.state().expect("state"),
+        "running",
+        "a pinned guest fell asleep"
+    );
+    assert_eq!(s.status("d1")["wakes"], 0);
+    assert_eq!(s.status("d2")["pinned"], true);
+}
