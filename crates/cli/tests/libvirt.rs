@@ -222,3 +222,26 @@ fn a_libvirt_guest_serving_requests_never_falls_asleep_nor_a_pinned_one() {
     assert_eq!(s.status("d1")["wakes"], 0);
     assert_eq!(s.status("d2")["pinned"], true);
 }
+
+#[test]
+fn twenty_sleep_wake_cycles_of_a_libvirt_guest_under_a_trickle_lose_no_request() {
+    need(&["curl", "virsh"]);
+    let s = Setup::with_domains(&["d1"], "pause", "");
+    let url = format!("http://{}/", s.domain("d1").ipv4);
+    let mut slow = Vec::new();
+    for round in 0..20 {
+        s.vmnap(&["sleep", "d1"]);
+        for _ in 0..3 {
+            let (body, took) = curl(&s, &url);
+            assert_eq!(body, "hello from d1\n", "round {round}: a request was lost");
+            if took > Duration::from_millis(900) {
+                slow.push((round, took));
+            }
+        }
+    }
+    assert!(
+        slow.is_empty(),
+        "requests that needed a retransmission: {slow:?}"
+    );
+    assert_eq!(s.status("d1")["wakes"], 20);
+}
