@@ -431,6 +431,21 @@ impl QmpBackend {
             .to_owned())
     }
 
+    /// The CPU time the guest's vCPUs have used, from the host's view: the vCPU threads
+    /// `query-cpus-fast` names, and the run time the kernel keeps for each
+    /// (`/proc/TID/schedstat`, in nanoseconds). `None` if QEMU or the kernel does not say.
+    pub fn vcpu_time(&mut self) -> Option<Duration> {
+        let cpus = self.run("query-cpus-fast", None).ok()?;
+        let mut total = Duration::ZERO;
+        for cpu in cpus.as_array()? {
+            let tid = cpu.get("thread-id")?.as_u64()?;
+            let text = std::fs::read_to_string(format!("/proc/{tid}/schedstat")).ok()?;
+            let ns: u64 = text.split_whitespace().next()?.parse().ok()?;
+            total += Duration::from_nanos(ns);
+        }
+        Some(total)
+    }
+
     /// Like [`Backend::suspend`], with this crate's detailed error.
     pub fn try_suspend(&mut self) -> Result<(), SuspendError> {
         match self.save.take() {
@@ -720,6 +735,10 @@ impl Backend for QmpBackend {
                 guest: self.guest.clone(),
                 source: Box::new(e),
             })
+    }
+
+    fn cpu_time(&mut self) -> Option<Duration> {
+        self.vcpu_time()
     }
 
     fn resume(&mut self) -> Result<(), vmnap_hypervisor::ResumeError> {

@@ -91,6 +91,16 @@ fn pause_backend_stops_and_continues_a_running_guest() {
     let mut pause = QmpBackend::pause("web1", &sock);
     assert_eq!(pause.kind(), "qmp-pause");
     assert_eq!(pause.status().expect("status"), "running");
+    // The vCPU threads' run time, from the host's view, grows while the guest runs.
+    let before = pause
+        .cpu_time()
+        .expect("query-cpus-fast names the vCPU threads");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let after = pause.cpu_time().expect("vCPU time");
+    assert!(
+        after > before,
+        "vCPU time did not grow: {before:?} -> {after:?}"
+    );
     let mut times = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
