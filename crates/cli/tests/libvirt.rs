@@ -5,35 +5,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{need, text, Setup};
-
-fn curl(s: &Setup, url: &str) -> (String, Duration) {
-    let started = Instant::now();
-    let out = s.run(0, &["curl", "-sS", "--max-time", "15", url]);
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        started.elapsed(),
-    )
-}
-
-/// curl to the guest with a capture on the client: the body and the number of SYNs sent.
-fn curl_counting_syns(s: &Setup, ip: &str) -> (String, usize) {
-    let ns = s.client(0);
-    let capture = s
-        .lab
-        .capture(
-            &ns,
-            &s.client_if(0),
-            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
-        )
-        .expect("tcpdump");
-    let (body, _) = curl(s, &format!("http://{ip}/"));
-    let lines = capture.stop().expect("capture");
-    (
-        body,
-        lines.iter().filter(|l| l.contains("Flags [S]")).count(),
-    )
-}
+use common::{
+    assert_thousand_in_order, curl, curl_counting_syns, need, send_thousand_datagrams, text, Setup,
+};
 
 #[test]
 fn pause_mode_stands_in_for_the_domain_and_curl_wakes_it_with_one_syn() {
@@ -98,18 +72,8 @@ fn a_thousand_datagrams_reach_a_sleeping_libvirt_guest_in_order_exactly_once() {
         .status
         .success());
     s.vmnap(&["sleep", "d1"]);
-    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
-    assert!(s.run(0, &["bash", "-c", &script]).status.success());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while d.udp_lines().len() < 1000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let got = d.udp_lines();
-    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
-    assert_eq!(got.len(), 1000, "losses or duplicates");
-    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
-    assert_eq!(first_wrong, None, "out of order");
+    send_thousand_datagrams(&s, &ip);
+    assert_thousand_in_order(Duration::from_secs(60), || d.udp_lines());
 }
 
 #[test]

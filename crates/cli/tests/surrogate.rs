@@ -130,33 +130,9 @@ fn curl_to_a_sleeping_guest_gets_the_page_with_a_single_syn() {
     let s = Setup::new(&[("web1", 0)], "");
     s.sleep("web1");
     let ip = s.guest_ip("web1");
-    let ns = s.client(0);
-    let capture = s
-        .lab
-        .capture(
-            &ns,
-            &s.client_if(0),
-            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
-        )
-        .expect("tcpdump");
-    let out = s.run(
-        0,
-        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
-    );
-    let lines = capture.stop().expect("capture");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "hello from web1\n",
-        "{}",
-        text(&out)
-    );
-    let syns = lines.iter().filter(|l| l.contains("Flags [S]")).count();
-    assert_eq!(
-        syns,
-        1,
-        "the client retransmitted its SYN:\n{}",
-        lines.join("\n")
-    );
+    let (body, syns) = common::curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from web1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
     let st = s.status("web1");
     assert_eq!(st["state"], "awake");
     assert_eq!(st["wakes"], 1);
@@ -179,9 +155,8 @@ fn udp_log(s: &Setup, guest: &str) -> Vec<String> {
         .collect()
 }
 
-/// Sends datagrams `0001`..`1000` to the sleeping guest's wake port; returns what its
-/// receiver logged.
-fn thousand_datagrams() -> (Setup, Vec<String>) {
+#[test]
+fn a_thousand_numbered_datagrams_reach_the_woken_guest_in_order_exactly_once() {
     let s = Setup::new(&[("web1", 0)], "");
     s.sleep("web1");
     let ip = s.guest_ip("web1");
@@ -190,45 +165,8 @@ fn thousand_datagrams() -> (Setup, Vec<String>) {
         .run(0, &["ping", "-c", "1", "-W", "2", &ip])
         .status
         .success());
-    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
-    let out = s.run(0, &["bash", "-c", &script]);
-    assert!(out.status.success(), "{}", text(&out));
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while udp_log(&s, "web1").len() < 1000 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let got = udp_log(&s, "web1");
-    if got.len() != 1000 {
-        let mut seen = got.clone();
-        seen.sort();
-        let missing: Vec<String> = (1..=1000)
-            .map(|i| format!("{i:04}"))
-            .filter(|n| seen.binary_search(n).is_err())
-            .take(20)
-            .collect();
-        eprintln!(
-            "got {} datagrams; first missing: {missing:?}\nstatus: {}\n",
-            got.len(),
-            s.status("web1")
-        );
-    }
-    (s, got)
-}
-
-#[test]
-fn a_thousand_numbered_datagrams_reach_the_woken_guest_in_order_exactly_once() {
-    let (s, got) = thousand_datagrams();
-    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
-    assert_eq!(got.len(), 1000, "duplicates or losses");
-    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
-    let from = first_wrong.unwrap_or(0);
-    assert_eq!(
-        first_wrong,
-        None,
-        "out of order from there: {:?}",
-        &got[from..(from + 20).min(got.len())]
-    );
+    common::send_thousand_datagrams(&s, &ip);
+    common::assert_thousand_in_order(std::time::Duration::from_secs(20), || udp_log(&s, "web1"));
     let st = s.status("web1");
     assert_eq!(st["wakes"], 1);
     assert_eq!(st["dropped_frames"], 0);

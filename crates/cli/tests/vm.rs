@@ -2,21 +2,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{need, text, Setup};
-
-fn curl(s: &Setup, ip: &str) -> (String, Duration) {
-    let started = Instant::now();
-    let out = s.run(
-        0,
-        &["curl", "-sS", "--max-time", "15", &format!("http://{ip}/")],
-    );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        started.elapsed(),
-    )
-}
+use common::{
+    assert_thousand_in_order, curl, curl_counting_syns, need, send_thousand_datagrams, text, Setup,
+};
 
 #[test]
 fn a_paused_qemu_guest_is_stood_in_for_and_woken_by_curl_with_one_syn() {
@@ -35,25 +25,9 @@ fn a_paused_qemu_guest_is_stood_in_for_and_woken_by_curl_with_one_syn() {
         s.vm_status("vm1").contains("\"paused\""),
         "a ping woke the guest"
     );
-    let ns = s.client(0);
-    let capture = s
-        .lab
-        .capture(
-            &ns,
-            &s.client_if(0),
-            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
-        )
-        .expect("tcpdump");
-    let (body, _) = curl(&s, &ip);
-    let lines = capture.stop().expect("capture");
+    let (body, syns) = curl_counting_syns(&s, &ip);
     assert_eq!(body, "hello from vm1\n");
-    let syns = lines.iter().filter(|l| l.contains("Flags [S]")).count();
-    assert_eq!(
-        syns,
-        1,
-        "the client retransmitted its SYN:\n{}",
-        lines.join("\n")
-    );
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
     assert!(s.vm_status("vm1").contains("\"running\""));
     let st = s.status("vm1");
     assert_eq!(
@@ -72,25 +46,9 @@ fn a_thousand_datagrams_reach_a_paused_qemu_guest_in_order_exactly_once() {
         .status
         .success());
     s.vmnap(&["sleep", "vm1"]);
-    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
-    assert!(s.run(0, &["bash", "-c", &script]).status.success());
+    send_thousand_datagrams(&s, &ip);
     let vm = s.lab.vm("vm1").expect("vm").clone();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while vm.udp_lines().len() < 1000 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let got = vm.udp_lines();
-    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
-    assert_eq!(got.len(), 1000, "losses or duplicates: {} lines", got.len());
-    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
-    let from = first_wrong.unwrap_or(0);
-    assert_eq!(
-        first_wrong,
-        None,
-        "out of order: {:?}",
-        &got[from..(from + 10).min(got.len())]
-    );
+    assert_thousand_in_order(Duration::from_secs(60), || vm.udp_lines());
     assert_eq!(s.status("vm1")["wakes"], 1);
 }
 
@@ -103,7 +61,7 @@ fn twenty_sleep_wake_cycles_under_a_trickle_of_requests_lose_none() {
     for round in 0..20 {
         s.vmnap(&["sleep", "vm1"]);
         for _ in 0..3 {
-            let (body, took) = curl(&s, &ip);
+            let (body, took) = curl(&s, &format!("http://{ip}/"));
             assert_eq!(
                 body, "hello from vm1\n",
                 "round {round}: a request was lost"

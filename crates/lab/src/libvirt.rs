@@ -365,11 +365,6 @@ fn check_domain_mac(mac: &[u8; 6]) -> Result<(), LabError> {
     }
 }
 
-/// The kernel command line of the guest image (the same as [`Lab::add_vm`] passes).
-fn kernel_cmdline(name: &str, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> String {
-    format!("console=ttyS0 panic=-1 vmnap.name={name} vmnap.ip={ipv4}/15 vmnap.ip6={ipv6}/64")
-}
-
 /// The domain XML of [`Lab::define_domain`].
 pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String {
     let mut x = String::new();
@@ -412,7 +407,7 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
         mem = spec.memory_mib,
         kernel = p(&spec.image.kernel),
         initrd = p(&spec.image.initramfs),
-        cmdline = xml_escape(&kernel_cmdline(&spec.name, spec.ipv4, spec.ipv6)),
+        cmdline = xml_escape(&crate::qemu::kernel_cmdline(&spec.name, spec.ipv4, spec.ipv6)),
         emulator = p(emulator),
         bridge = BRIDGE,
         mac = mac_string(&spec.mac),

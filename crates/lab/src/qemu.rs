@@ -251,6 +251,12 @@ impl LabVm {
     }
 }
 
+/// The guest image's kernel command line: console, and the name and addresses its init
+/// reads (see `guest/README.md`).
+pub(crate) fn kernel_cmdline(name: &str, ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> String {
+    format!("console=ttyS0 panic=-1 vmnap.name={name} vmnap.ip={ipv4}/15 vmnap.ip6={ipv6}/64")
+}
+
 fn read_lossy(p: &Path) -> String {
     std::fs::read(p)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -434,10 +440,7 @@ impl Lab {
             Accel::Tcg => "tcg,tb-size=32",
             Accel::Kvm => "kvm",
         };
-        let append = format!(
-            "console=ttyS0 panic=-1 vmnap.name={} vmnap.ip={}/15 vmnap.ip6={}/64",
-            spec.name, spec.ipv4, spec.ipv6
-        );
+        let append = kernel_cmdline(&spec.name, spec.ipv4, spec.ipv6);
         let mut serial = OsString::from("file:");
         serial.push(console);
         let mut qmp_arg = OsString::from("unix:");

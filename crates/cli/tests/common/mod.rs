@@ -12,6 +12,37 @@ use vmnap_lab::{GuestSpec, Lab, LabOptions};
 
 pub const VMNAP: &str = env!("CARGO_BIN_EXE_vmnap");
 
+/// A new lab (one at a time, see [`ONE_AT_A_TIME`]) whose guests run `vmnap lab-guest`.
+fn new_lab(cgroup: vmnap_lab::CgroupKind) -> (Lab, std::sync::MutexGuard<'static, ()>) {
+    let turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let lab = Lab::new(LabOptions {
+        workload: vec![VMNAP.into(), "lab-guest".into()],
+        cgroup,
+        ..LabOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+    (lab, turn)
+}
+
+/// The project's guest image, built or from the cache.
+fn image() -> vmnap_lab::qemu::GuestImage {
+    vmnap_lab::qemu::GuestImage::build()
+        .unwrap_or_else(|e| panic!("cannot build the guest image: {e}"))
+}
+
+/// Adds the untagged client `c0`.
+fn add_client_c0(lab: &mut Lab) {
+    lab.add_client(
+        "c0",
+        Ipv4Addr::new(198, 18, 1, 100),
+        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("cannot add client: {e}"));
+}
+
 /// Guest `n`'s addresses and MAC.
 pub fn guest_spec(name: &str, n: u8) -> GuestSpec {
     GuestSpec {
@@ -53,15 +84,7 @@ impl Setup {
         extra: &str,
         cgroup: vmnap_lab::CgroupKind,
     ) -> Setup {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lab = Lab::new(LabOptions {
-            workload: vec![VMNAP.into(), "lab-guest".into()],
-            cgroup,
-            ..LabOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
+        let (lab, turn) = new_lab(cgroup);
         let mut s = Setup {
             socket: lab.dir().join("vmnap.sock"),
             config: lab.dir().join("vmnap.toml"),
@@ -98,16 +121,8 @@ impl Setup {
     /// A lab with QEMU guests `vms` (TCG, the project's image) driven over QMP, each with a
     /// second QMP socket (`<name>-test.qmp`) for the test, and one untagged client `c0`.
     pub fn with_vms(vms: &[&str], extra: &str) -> Setup {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut lab = Lab::new(LabOptions {
-            workload: vec![VMNAP.into(), "lab-guest".into()],
-            ..LabOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
-        let image = vmnap_lab::qemu::GuestImage::build()
-            .unwrap_or_else(|e| panic!("cannot build the guest image: {e}"));
+        let (mut lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
+        let image = image();
         let mut text = String::new();
         for (n, name) in vms.iter().enumerate() {
             let n = n as u8 + 1;
@@ -138,21 +153,8 @@ impl Setup {
                 extra,
             );
         }
-        lab.add_client(
-            "c0",
-            Ipv4Addr::new(198, 18, 1, 100),
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
-            0,
-        )
-        .unwrap_or_else(|e| panic!("cannot add client: {e}"));
-        let mut s = Setup {
-            socket: lab.dir().join("vmnap.sock"),
-            config: lab.dir().join("vmnap.toml"),
-            log: lab.dir().join("vmnap.log"),
-            lab,
-            daemon: None,
-            _turn: turn,
-        };
+        add_client_c0(&mut lab);
+        let mut s = Setup::around(lab, turn);
         let text = format!("[api]\nsocket = \"{}\"\n{text}", s.socket.display());
         std::fs::write(&s.config, text).expect("write the config");
         s.start_daemon();
@@ -163,16 +165,8 @@ impl Setup {
     /// on its bridge, slept by `mode`; MAC, bridge and tap come from the domain XML. `extra`
     /// is as for [`Setup::new`].
     pub fn with_domains(domains: &[&str], mode: &str, extra: &str) -> Setup {
-        let turn = ONE_AT_A_TIME
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut lab = Lab::new(LabOptions {
-            workload: vec![VMNAP.into(), "lab-guest".into()],
-            ..LabOptions::default()
-        })
-        .unwrap_or_else(|e| panic!("cannot build the lab: {e}"));
-        let image = vmnap_lab::qemu::GuestImage::build()
-            .unwrap_or_else(|e| panic!("cannot build the guest image: {e}"));
+        let (mut lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
+        let image = image();
         let (top, extra) = extra.split_once("---\n").unwrap_or(("", extra));
         let mut guests = String::new();
         for (n, name) in domains.iter().enumerate() {
@@ -197,21 +191,8 @@ impl Setup {
             .expect("started by define_domain")
             .uri()
             .to_owned();
-        lab.add_client(
-            "c0",
-            Ipv4Addr::new(198, 18, 1, 100),
-            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
-            0,
-        )
-        .unwrap_or_else(|e| panic!("cannot add client: {e}"));
-        let mut s = Setup {
-            socket: lab.dir().join("vmnap.sock"),
-            config: lab.dir().join("vmnap.toml"),
-            log: lab.dir().join("vmnap.log"),
-            lab,
-            daemon: None,
-            _turn: turn,
-        };
+        add_client_c0(&mut lab);
+        let mut s = Setup::around(lab, turn);
         let text = format!(
             "[api]\nsocket = \"{}\"\n[libvirt]\nuri = \"{uri}\"\n{top}{guests}",
             s.socket.display()
@@ -235,6 +216,18 @@ impl Setup {
 
     pub fn vm_ip(&self, name: &str) -> String {
         self.lab.vm(name).expect("a lab VM").ipv4.to_string()
+    }
+
+    /// A setup around `lab`, before its config is written and its daemon started.
+    fn around(lab: Lab, turn: std::sync::MutexGuard<'static, ()>) -> Setup {
+        Setup {
+            socket: lab.dir().join("vmnap.sock"),
+            config: lab.dir().join("vmnap.toml"),
+            log: lab.dir().join("vmnap.log"),
+            lab,
+            daemon: None,
+            _turn: turn,
+        }
     }
 
     pub fn write_config(&self, extra: &str) {
@@ -402,3 +395,61 @@ pub fn need(tools: &[&str]) {
 }
 
 pub fn _unused(_: &Path) {}
+
+/// Runs curl in client `c0`: the body, and how long it took.
+pub fn curl(s: &Setup, url: &str) -> (String, std::time::Duration) {
+    let started = Instant::now();
+    let out = s.run(0, &["curl", "-sS", "--max-time", "15", url]);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// curl to port 80 of `ip` with a capture on the client: the body and the SYNs it sent.
+pub fn curl_counting_syns(s: &Setup, ip: &str) -> (String, usize) {
+    let ns = s.client(0);
+    let capture = s
+        .lab
+        .capture(
+            &ns,
+            &s.client_if(0),
+            "tcp port 80 and tcp[tcpflags] & tcp-syn != 0",
+        )
+        .expect("tcpdump");
+    let (body, _) = curl(s, &format!("http://{ip}/"));
+    let lines = capture.stop().expect("capture");
+    (
+        body,
+        lines.iter().filter(|l| l.contains("Flags [S]")).count(),
+    )
+}
+
+/// Sends datagrams `0001`..`1000` from client `c0` to port 9000 of `ip`, one socket each.
+pub fn send_thousand_datagrams(s: &Setup, ip: &str) {
+    let script = format!("for i in $(seq -w 1 1000); do printf \"$i\" > /dev/udp/{ip}/9000; done");
+    let out = s.run(0, &["bash", "-c", &script]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Waits up to `timeout` for `lines()` to hold 1,000 lines, then checks they are `0001` to
+/// `1000` in order, each once.
+pub fn assert_thousand_in_order(timeout: std::time::Duration, lines: impl Fn() -> Vec<String>) {
+    let deadline = Instant::now() + timeout;
+    while lines().len() < 1000 && Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Anything after the thousandth would be a duplicate: give it time to show.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let got = lines();
+    let want: Vec<String> = (1..=1000).map(|i| format!("{i:04}")).collect();
+    assert_eq!(got.len(), 1000, "losses or duplicates: {} lines", got.len());
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    let from = first_wrong.unwrap_or(0);
+    assert_eq!(
+        first_wrong,
+        None,
+        "out of order from there: {:?}",
+        &got[from..(from + 20).min(got.len())]
+    );
+}
