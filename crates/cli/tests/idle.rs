@@ -78,3 +78,48 @@ fn a_guest_that_keeps_serving_requests_never_falls_asleep_and_a_pinned_one_neith
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn pings_and_health_checks_do_not_keep_a_guest_awake_and_are_answered_in_its_sleep() {
+    need(&["curl", "ping"]);
+    let extra = "[idle]\ninterval = \"200ms\"\nidle_after = \"1s\"\n---\n\
+                 [[guest.health]]\nport = 8080\npath = \"/healthz\"\nbody = \"ok\"\n";
+    let s = Setup::new(&[("web1", 0)], extra);
+    let ip = s.guest_ip("web1");
+    let ns = s.client(0);
+    // A monitor that pings every 200 ms and health-checks every 300 ms, awake or not.
+    let monitor = format!(
+        "ping -q -i 0.2 -c 75 {ip} >/dev/null & \
+         for i in $(seq 50); do curl -s -m 1 -o /dev/null http://{ip}:8080/healthz; sleep 0.3; done; wait"
+    );
+    let argv: Vec<&std::ffi::OsStr> = vec!["sh".as_ref(), "-c".as_ref(), monitor.as_ref()];
+    s.lab.spawn_in(&ns, &argv).expect("start the monitor");
+    let started = Instant::now();
+    while state(&s, "web1") != "sleeping" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pings and health checks kept the guest awake: {}",
+            s.status("web1")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = s.run(
+        0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:8080/healthz"),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
+    std::thread::sleep(Duration::from_secs(2));
+    let st = s.status("web1");
+    assert_eq!(
+        (st["state"].as_str(), st["wakes"].as_u64()),
+        (Some("sleeping"), Some(0)),
+        "{st}"
+    );
+    assert!(st["answered_frames"].as_u64().expect("number") > 10, "{st}");
+}

@@ -421,6 +421,45 @@ impl Surrogate {
         answered
     }
 
+    /// Whether `frame`, on its way to the awake guest `id`, is one the surrogate would have
+    /// answered itself had the guest slept: an ARP request or neighbour solicitation for
+    /// its address, an echo request to it, or a TCP segment to one of its health checks (as
+    /// the guest's answers allow). The idleness policy does not count these as work.
+    pub fn answerable_while_awake(&self, id: GuestId, frame: &[u8]) -> bool {
+        let Some(guest) = self.guest(id) else {
+            return false;
+        };
+        let spec = &guest.spec;
+        let Ok(parsed) = classify::parse(frame) else {
+            return false;
+        };
+        if parsed.link.vlan != spec.vlan {
+            return false;
+        }
+        let health = |port: u16| spec.health.iter().any(|h| h.port == port);
+        match parsed.net {
+            Net::Arp {
+                op: ArpOperation::Request,
+                target_ip,
+                ..
+            } => spec.answers.arp && spec.ipv4.contains(&target_ip),
+            Net::Ipv4 { dst, transport, .. } if spec.ipv4.contains(&dst) => match transport {
+                Transport::Echo { .. } => spec.answers.icmp_echo,
+                Transport::Tcp(seg) => health(seg.dst_port),
+                _ => false,
+            },
+            Net::Ipv6 { dst, transport, .. } => match transport {
+                Transport::NeighborSolicit { target, .. } => {
+                    spec.answers.ndp && spec.ipv6.contains(&target)
+                }
+                Transport::Echo { .. } => spec.answers.icmp_echo && spec.ipv6.contains(&dst),
+                Transport::Tcp(seg) => spec.ipv6.contains(&dst) && health(seg.dst_port),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// The earliest time [`Self::handle_timeout`] has work to do.
     pub fn poll_at(&self) -> Option<Instant> {
         self.guests

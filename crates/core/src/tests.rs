@@ -1018,3 +1018,46 @@ fn ipv6_only_guest_gets_a_dad_probe_and_its_advertisement_is_the_barrier() {
     s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &na, &mut sink);
     assert_eq!(sink.barriers, [id]);
 }
+
+#[test]
+fn frames_to_an_awake_guest_that_the_surrogate_could_answer_are_recognised() {
+    let mut s = Surrogate::new(1);
+    let check = HealthCheck {
+        port: 8080,
+        path: "/healthz".into(),
+        status: 200,
+        body: "ok".into(),
+    };
+    let id = s
+        .add_guest(GuestSpec {
+            health: vec![check],
+            ..spec(0)
+        })
+        .expect("fresh");
+    let health = segment(
+        &to_guest_v4(0),
+        Segment {
+            src_port: 40000,
+            dst_port: 8080,
+            seq: 1,
+            syn: true,
+            ..Segment::default()
+        },
+    );
+    for (what, frame) in [
+        ("ARP for its address", arp_request(0, GUEST_V4)),
+        ("a ping", ping_v4(0, 1)),
+        ("a health check", health),
+    ] {
+        assert!(s.answerable_while_awake(id, &frame), "{what}");
+    }
+    for (what, frame) in [
+        ("ARP for another host", arp_request(0, OTHER_V4)),
+        ("a SYN to its service", syn(80)),
+        ("a datagram", udp_v4(9000, b"x")),
+        ("a ping on another VLAN", ping_v4(7, 1)),
+        ("garbage", vec![1, 2, 3]),
+    ] {
+        assert!(!s.answerable_while_awake(id, &frame), "{what}");
+    }
+}

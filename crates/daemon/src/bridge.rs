@@ -31,6 +31,8 @@ use crate::StartError;
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
+/// Guest `i`'s watch socket is `Token(FIRST_WATCH + i)`.
+const FIRST_WATCH: usize = 2;
 /// Frames handled per readiness event before commands get a turn.
 const BATCH: usize = 512;
 /// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
@@ -158,6 +160,11 @@ struct Guest {
     wake_waiters: Vec<Reply>,
     /// Idleness, for guests that sleep on their own.
     idle: Option<IdleTracker>,
+    /// A passive capture of the frames the guest's port sends it that the surrogate could
+    /// have answered (a BPF filter keeps the rest in the kernel), for the idleness policy.
+    watch: Option<PacketSocket>,
+    /// The TCP ports of its health checks.
+    health_ports: Vec<u16>,
 }
 
 impl Guest {
@@ -376,9 +383,16 @@ impl BridgeWorker {
                 sleep_waiters: Vec::new(),
                 wake_waiters: Vec::new(),
                 idle: setup.idle.map(IdleTracker::new),
+                watch: None,
+                health_ports: setup.config.health.iter().map(|h| h.port).collect(),
             });
         }
         let (tx, rx) = mpsc::channel();
+        for i in 0..run.len() {
+            if run[i].idle.is_some() {
+                open_watch(&poll, &mut run[i], i);
+            }
+        }
         let handle = BridgeHandle {
             bridge: bridge.to_owned(),
             guests: run.iter().map(|g| g.name.clone()).collect(),
@@ -425,6 +439,11 @@ impl BridgeWorker {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     error!(error = %e, "poll failed; the surrogate stops");
                     return;
+                }
+            }
+            for event in &events {
+                if let Some(i) = event.token().0.checked_sub(FIRST_WATCH) {
+                    self.drain_watch(i);
                 }
             }
             self.drain_capture(BATCH);
@@ -489,6 +508,49 @@ impl BridgeWorker {
             };
             self.surrogate
                 .handle_frame(now, meta.vnet, &self.buf[..meta.len], &mut sink);
+        }
+    }
+
+    /// Counts the frames the guest's port sent it that the surrogate could have answered.
+    fn drain_watch(&mut self, i: usize) {
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
+        let Some(watch) = g.watch.as_ref() else {
+            return;
+        };
+        let mut answerable = 0;
+        let mut gone = false;
+        loop {
+            match watch.recv(&mut self.buf) {
+                Ok(Some(meta)) => {
+                    if meta.outgoing
+                        && self
+                            .surrogate
+                            .answerable_while_awake(g.id, &self.buf[..meta.len])
+                    {
+                        answerable += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(RecvError::LinkDown { .. }) => continue,
+                Err(e) => {
+                    debug!(guest = %g.name, error = %chain(&e), "the watch on the guest's port ended");
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if let Some(idle) = g.idle.as_mut() {
+            idle.observe_answerable(answerable);
+        }
+        if gone {
+            if let Some(w) = g.watch.take() {
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+            }
         }
     }
 
@@ -849,6 +911,14 @@ impl BridgeWorker {
                             g.ifindex = ifindex;
                             // A new port joins the bridge forwarding: nothing to restore.
                             g.cut = None;
+                            if let Some(w) = g.watch.take() {
+                                let _ = self.poll.registry().deregister(&mut SourceFd(
+                                    &std::os::fd::AsRawFd::as_raw_fd(&w),
+                                ));
+                            }
+                            if g.idle.is_some() {
+                                open_watch(&self.poll, g, i);
+                            }
                         }
                         Err(e) => {
                             error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
@@ -1076,6 +1146,31 @@ impl BridgeWorker {
             malformed = self.counters.malformed,
             "surrogate stopped"
         );
+    }
+}
+
+/// Opens the passive watch on guest `i`'s port (see [`Guest::watch`]); a guest without one
+/// is only less precise about idleness.
+fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
+    let opened = PacketSocket::open_capture(&g.interface)
+        .map_err(|e| chain(&e))
+        .and_then(|w| {
+            w.attach_filter(&vmnap_host::bpf::answerable_to_guest(&g.health_ports))
+                .map_err(|e| e.to_string())?;
+            poll.registry()
+                .register(
+                    &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
+                    Token(FIRST_WATCH + i),
+                    Interest::READABLE,
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(w)
+        });
+    match opened {
+        Ok(w) => g.watch = Some(w),
+        Err(e) => {
+            warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
+        }
     }
 }
 

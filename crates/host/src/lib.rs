@@ -9,6 +9,7 @@
 //! when to freeze, which entry to install or what to send); it reads no clock other than
 //! for its own bounded waits.
 
+pub mod bpf;
 pub mod cgroup;
 pub mod memory;
 pub mod netlink;
