@@ -388,9 +388,9 @@ impl BridgeWorker {
             });
         }
         let (tx, rx) = mpsc::channel();
-        for i in 0..run.len() {
-            if run[i].idle.is_some() {
-                open_watch(&poll, &mut run[i], i);
+        for (i, g) in run.iter_mut().enumerate() {
+            if g.idle.is_some() {
+                open_watch(&poll, g, i);
             }
         }
         let handle = BridgeHandle {
