@@ -1,6 +1,6 @@
 //! Helpers shared by vmnap's benchmark binaries (`bench-core`, `bench-wake`,
-//! `bench-memory`): order statistics, the root check, finding the `vmnap` binary, starting
-//! the daemon in a lab and reading `/proc`.
+//! `bench-memory`, `bench-vm`): order statistics, the root check, finding the `vmnap`
+//! binary, starting the daemon in a lab and reading `/proc`.
 //!
 //! The binaries print figures measured in one run (medians, percentiles, ratios to the
 //! targets of `DESIGN.md`); they assert nothing about time.
@@ -152,6 +152,62 @@ pub fn proc_status_number(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("no {field} in {path}"))
 }
 
+/// A process's CPU time so far, user plus system, summed over its threads (`utime` +
+/// `stime` of `/proc/PID/stat`, in clock ticks of usually 10 ms), in seconds.
+pub fn proc_cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    // The command name is in parentheses and may hold spaces: count fields after the last `)`.
+    let rest = text
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .with_context(|| format!("no command name in {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Field 3 (state) is fields[0]; utime and stime are fields 14 and 15.
+    let tick = |i: usize| -> anyhow::Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("no field {} in {path}", i + 3))
+    };
+    let ticks = tick(11)? + tick(12)?;
+    // SAFETY: sysconf(3) has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as f64 } else { 100.0 };
+    Ok(ticks as f64 / hz)
+}
+
+/// A process's time on a CPU so far in seconds, to the nanosecond: the first field of
+/// `/proc/PID/task/TID/schedstat`, summed over its live threads (threads that exited are
+/// not counted).
+pub fn proc_sched_seconds(pid: u32) -> anyhow::Result<f64> {
+    let dir = format!("/proc/{pid}/task");
+    let mut ns: u64 = 0;
+    for entry in std::fs::read_dir(&dir).with_context(|| format!("cannot read {dir}"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            ns += text
+                .split_whitespace()
+                .next()
+                .and_then(|f| f.parse::<u64>().ok())
+                .with_context(|| format!("no run time in {}", path.display()))?;
+        }
+    }
+    Ok(ns as f64 / 1e9)
+}
+
+/// A field of `/proc/meminfo` in kB (`MemAvailable`, `MemFree`, `Cached`, ...).
+pub fn meminfo_kb(field: &str) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").context("cannot read /proc/meminfo")?;
+    text.lines()
+        .find_map(|l| {
+            let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+            rest.trim().trim_end_matches("kB").trim().parse().ok()
+        })
+        .with_context(|| format!("no {field} in /proc/meminfo"))
+}
+
 /// Ends a benchmark: exit 0, or print `error: ...` with its causes (no backtrace) and exit 1.
 pub fn finish(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
@@ -181,5 +237,13 @@ mod tests {
         assert_eq!(quantile(&xs, 0.5), 3.0);
         assert_eq!(min(&xs), 1.0);
         assert!(median(&[]).is_nan());
+    }
+
+    #[test]
+    fn proc_readers_read_this_process() {
+        let me = std::process::id();
+        assert!(proc_cpu_seconds(me).expect("stat") >= 0.0);
+        assert!(proc_sched_seconds(me).expect("schedstat") > 0.0);
+        assert!(meminfo_kb("MemAvailable").expect("meminfo") > 0);
     }
 }

@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 
 mod classify;
+pub mod conntrack;
 mod echo;
 mod guest;
 mod health;

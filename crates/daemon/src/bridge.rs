@@ -16,6 +16,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, info_span, warn};
 use vmnap_config::GuestConfig;
+use vmnap_core::conntrack::ConnTracker;
 use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
 use vmnap_core::{
     GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink, Surrogate, Verdict,
@@ -31,7 +32,8 @@ use crate::StartError;
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Guest `i`'s watch socket is `Token(FIRST_WATCH + i)`.
+/// Guest `i`'s watch sockets are `Token(FIRST_WATCH + 2 * i)` (answerable frames) and
+/// `Token(FIRST_WATCH + 2 * i + 1)` (connections on keep-awake ports).
 const FIRST_WATCH: usize = 2;
 /// Frames handled per readiness event before commands get a turn.
 const BATCH: usize = 512;
@@ -165,6 +167,11 @@ struct Guest {
     watch: Option<PacketSocket>,
     /// The TCP ports of its health checks.
     health_ports: Vec<u16>,
+    /// A passive capture of the segments that open and end connections on its keep-awake
+    /// ports, and the connections they show open.
+    conn_watch: Option<PacketSocket>,
+    conns: ConnTracker,
+    keep_ports: Vec<vmnap_core::PortRule>,
 }
 
 impl Guest {
@@ -385,6 +392,9 @@ impl BridgeWorker {
                 idle: setup.idle.map(IdleTracker::new),
                 watch: None,
                 health_ports: setup.config.health.iter().map(|h| h.port).collect(),
+                conn_watch: None,
+                conns: ConnTracker::default(),
+                keep_ports: setup.config.keep_awake_while_connected.clone(),
             });
         }
         let (tx, rx) = mpsc::channel();
@@ -442,8 +452,12 @@ impl BridgeWorker {
                 }
             }
             for event in &events {
-                if let Some(i) = event.token().0.checked_sub(FIRST_WATCH) {
-                    self.drain_watch(i);
+                if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
+                    if k % 2 == 0 {
+                        self.drain_watch(k / 2);
+                    } else {
+                        self.drain_conns(k / 2);
+                    }
                 }
             }
             self.drain_capture(BATCH);
@@ -550,6 +564,33 @@ impl BridgeWorker {
                     .poll
                     .registry()
                     .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+            }
+        }
+    }
+
+    /// Follows the connections on guest `i`'s keep-awake ports.
+    fn drain_conns(&mut self, i: usize) {
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
+        let Some(watch) = g.conn_watch.as_ref() else {
+            return;
+        };
+        loop {
+            match watch.recv(&mut self.buf) {
+                Ok(Some(meta)) => g.conns.observe(&self.buf[..meta.len], &g.keep_ports),
+                Ok(None) => return,
+                Err(RecvError::LinkDown { .. }) => continue,
+                Err(e) => {
+                    debug!(guest = %g.name, error = %chain(&e), "the connection watch on the guest's port ended");
+                    if let Some(w) = g.conn_watch.take() {
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+                    }
+                    return;
+                }
             }
         }
     }
@@ -756,7 +797,7 @@ impl BridgeWorker {
             cpu_time: cpu.unwrap_or_default(),
             rx_frames: stats.tx_packets,
             tx_frames: stats.rx_packets,
-            open_connections: Vec::new(),
+            open_connections: g.conns.open(),
         };
         match idle.sample(sample) {
             Decision::Sleep { figures } => {
@@ -911,7 +952,7 @@ impl BridgeWorker {
                             g.ifindex = ifindex;
                             // A new port joins the bridge forwarding: nothing to restore.
                             g.cut = None;
-                            if let Some(w) = g.watch.take() {
+                            for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
                                 let _ = self.poll.registry().deregister(&mut SourceFd(
                                     &std::os::fd::AsRawFd::as_raw_fd(&w),
                                 ));
@@ -1149,27 +1190,42 @@ impl BridgeWorker {
     }
 }
 
-/// Opens the passive watch on guest `i`'s port (see [`Guest::watch`]); a guest without one
-/// is only less precise about idleness.
+/// Opens the passive watches on guest `i`'s port (see [`Guest::watch`] and
+/// [`Guest::conn_watch`]); a guest without them is only less precise about idleness.
 fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
-    let opened = PacketSocket::open_capture(&g.interface)
-        .map_err(|e| chain(&e))
-        .and_then(|w| {
-            w.attach_filter(&vmnap_host::bpf::answerable_to_guest(&g.health_ports))
-                .map_err(|e| e.to_string())?;
-            poll.registry()
-                .register(
-                    &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
-                    Token(FIRST_WATCH + i),
-                    Interest::READABLE,
-                )
-                .map_err(|e| e.to_string())?;
-            Ok(w)
-        });
-    match opened {
+    let open = |filter: Vec<vmnap_host::bpf::SockFilter>, token: usize| {
+        PacketSocket::open_capture(&g.interface)
+            .map_err(|e| chain(&e))
+            .and_then(|w| {
+                w.attach_filter(&filter).map_err(|e| e.to_string())?;
+                poll.registry()
+                    .register(
+                        &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
+                        Token(token),
+                        Interest::READABLE,
+                    )
+                    .map_err(|e| e.to_string())?;
+                Ok(w)
+            })
+    };
+    let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
+    match open(filter, FIRST_WATCH + 2 * i) {
         Ok(w) => g.watch = Some(w),
         Err(e) => {
             warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
+        }
+    }
+    if g.keep_ports.is_empty() {
+        return;
+    }
+    let ports: Vec<u16> = g.keep_ports.iter().map(|r| r.port).collect();
+    match open(
+        vmnap_host::bpf::tcp_control_on_ports(&ports),
+        FIRST_WATCH + 2 * i + 1,
+    ) {
+        Ok(w) => g.conn_watch = Some(w),
+        Err(e) => {
+            warn!(guest = %g.name, error = %e, "cannot follow the guest's connections; keep_awake_while_connected has no effect")
         }
     }
 }

@@ -145,3 +145,89 @@ fn without_tcp_ports_no_tcp_passes() {
         assert_eq!(kinds, [0x0806]);
     });
 }
+
+fn tcp_flags(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
+    let mut t = src_port.to_be_bytes().to_vec();
+    t.extend_from_slice(&dst_port.to_be_bytes());
+    t.extend_from_slice(&[0; 8]);
+    t.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    t
+}
+
+#[test]
+fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
+    use vmnap_host::bpf::tcp_control_on_ports;
+    let ns = Netns::new("bpfc");
+    ns.run(|| {
+        let mut nl = Netlink::open().expect("netlink");
+        nl.create_veth("a", "b").expect("veth");
+        for name in ["a", "b"] {
+            let i = nl.link_index(name).expect("index");
+            nl.set_link_up(i, true).expect("up");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let cap = PacketSocket::open_capture("a").expect("capture a");
+        cap.attach_filter(&tcp_control_on_ports(&[22, 5432]))
+            .expect("filter");
+        let tx = PacketSocket::open_sender("a").expect("sender a");
+        let from_b = PacketSocket::open_sender("b").expect("sender b");
+        let (syn, ack, fin_ack, rst) = (0x02, 0x10, 0x11, 0x04);
+        let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
+            (
+                "SYN to 22",
+                true,
+                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, syn))),
+                true,
+            ),
+            (
+                "data to 22",
+                true,
+                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, ack))),
+                false,
+            ),
+            (
+                "FIN from 22",
+                false,
+                frame(0x0800, &ipv4(6, 0, &tcp_flags(22, 40000, fin_ack))),
+                true,
+            ),
+            (
+                "RST to 5432",
+                true,
+                frame(0x0800, &ipv4(6, 0, &tcp_flags(40001, 5432, rst))),
+                true,
+            ),
+            (
+                "SYN to 80",
+                true,
+                frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 80, syn))),
+                false,
+            ),
+            (
+                "SYN6 to 22",
+                true,
+                frame(0x86dd, &ipv6(6, &tcp_flags(40003, 22, syn))),
+                true,
+            ),
+            ("arp", true, frame(0x0806, &[0; 28]), false),
+        ];
+        for (i, (_, outgoing, f, _)) in cases.iter().enumerate() {
+            let mut f = f.clone();
+            f.push(i as u8);
+            let sock = if *outgoing { &tx } else { &from_b };
+            sock.send(&f, &VirtioNetHdr::NONE).expect("send");
+        }
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 70_000];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match cap.recv(&mut buf).expect("recv") {
+                Some(meta) => seen.push(usize::from(buf[meta.len - 1])),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        let want: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].3).collect();
+        let names = |ix: &[usize]| ix.iter().map(|&i| cases[i].0).collect::<Vec<_>>();
+        assert_eq!(names(&seen), names(&want));
+    });
+}
