@@ -407,7 +407,9 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
         mem = spec.memory_mib,
         kernel = p(&spec.image.kernel),
         initrd = p(&spec.image.initramfs),
-        cmdline = xml_escape(&crate::qemu::kernel_cmdline(&spec.name, spec.ipv4, spec.ipv6)),
+        cmdline = xml_escape(&crate::qemu::kernel_cmdline(
+            &spec.name, spec.ipv4, spec.ipv6
+        )),
         emulator = p(emulator),
         bridge = BRIDGE,
         mac = mac_string(&spec.mac),
