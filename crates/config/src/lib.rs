@@ -35,8 +35,23 @@
 //! path = "/healthz"
 //! ```
 //!
+//! Libvirt domains may also be discovered when the daemon starts, instead of listed: the
+//! selector is [`LibvirtConfig::discover`], their policy [`LibvirtConfig::defaults`], and
+//! [`Config::discovered_guest`] makes a guest of one, with what its metadata element says
+//! ([`DomainSettings`]):
+//!
+//! ```toml
+//! [libvirt]
+//! discover = { metadata = "https://example.org/vmnap" }   # or "all"
+//!
+//! [libvirt.defaults]
+//! mode = "save"
+//! wake_on = ["tcp/80"]
+//! ```
+//!
 //! See `example.toml` next to this crate's `Cargo.toml` for every key with its default.
 
+mod discover;
 mod duration;
 mod error;
 mod locate;
@@ -47,6 +62,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use discover::DomainSettings;
 pub use duration::parse_duration;
 pub use error::ConfigError;
 
@@ -115,18 +131,80 @@ impl Default for ApiConfig {
     }
 }
 
-/// The `[libvirt]` table, used by guests with `backend = "libvirt"`.
+/// The `[libvirt]` table, used by guests with `backend = "libvirt"` and by discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LibvirtConfig {
     /// The libvirt connection URI, like `qemu:///system` or `test:///default`: a scheme, `:`,
     /// and no whitespace. Default [`DEFAULT_LIBVIRT_URI`].
     pub uri: String,
+    /// Which domains of `uri` the daemon makes guests of at start, besides the `[[guest]]`
+    /// tables (key `discover`); `None` (the default): none.
+    pub discover: Option<Discover>,
+    /// The policy of discovered guests (table `[libvirt.defaults]`, only with `discover`).
+    pub defaults: GuestDefaults,
 }
 
 impl Default for LibvirtConfig {
     fn default() -> Self {
         LibvirtConfig {
             uri: DEFAULT_LIBVIRT_URI.to_string(),
+            discover: None,
+            defaults: GuestDefaults::default(),
+        }
+    }
+}
+
+/// `[libvirt] discover`: which domains become guests without a `[[guest]]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discover {
+    /// `discover = "all"`: every domain of the connection.
+    All,
+    /// `discover = { metadata = "URI" }`: the domains whose `<metadata>` holds an element in
+    /// the XML namespace `URI` (libvirt's `virDomainGetMetadata` with
+    /// `VIR_DOMAIN_METADATA_ELEMENT`). The element's attributes may override the defaults
+    /// (see [`DomainSettings`]).
+    Metadata(String),
+}
+
+/// `[libvirt.defaults]`: the policy of discovered guests, with the same keys, meanings and
+/// defaults as in `[[guest]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDefaults {
+    /// How the domain sleeps.
+    pub mode: SleepMode,
+    /// As [`GuestConfig::wake_on`].
+    pub wake_on: Vec<PortRule>,
+    /// As [`GuestConfig::answer`].
+    pub answer: Answers,
+    /// As [`GuestConfig::queue_frames`].
+    pub queue_frames: usize,
+    /// As [`GuestConfig::queue_bytes`].
+    pub queue_bytes: usize,
+    /// As [`GuestConfig::multicast`].
+    pub multicast: MulticastPolicy,
+    /// As [`GuestConfig::multicast_frames`].
+    pub multicast_frames: usize,
+    /// As [`GuestConfig::idle_after`].
+    pub idle_after: Option<Option<Duration>>,
+    /// As [`GuestConfig::keep_awake_while_connected`].
+    pub keep_awake_while_connected: Vec<PortRule>,
+    /// As [`GuestConfig::health`] (`[[libvirt.defaults.health]]`).
+    pub health: Vec<HealthCheck>,
+}
+
+impl Default for GuestDefaults {
+    fn default() -> Self {
+        GuestDefaults {
+            mode: SleepMode::Pause,
+            wake_on: Vec::new(),
+            answer: Answers::DEFAULT,
+            queue_frames: DEFAULT_QUEUE_FRAMES,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
+            multicast: MulticastPolicy::Queue,
+            multicast_frames: DEFAULT_MULTICAST_FRAMES.min(DEFAULT_QUEUE_FRAMES),
+            idle_after: None,
+            keep_awake_while_connected: Vec::new(),
+            health: Vec::new(),
         }
     }
 }

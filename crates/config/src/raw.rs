@@ -30,6 +30,115 @@ pub(crate) struct RawApi {
 pub(crate) struct RawLibvirt {
     #[serde(default)]
     pub uri: Option<Spanned<String>>,
+    /// `"all"` or `{ metadata = "URI" }`: checked in `validate`, where the span is enough.
+    #[serde(default)]
+    pub discover: Option<Spanned<RawDiscover>>,
+    #[serde(default)]
+    pub defaults: Option<Spanned<RawDefaults>>,
+}
+
+/// `discover`: a string, or a table of keys (only `metadata` is known; `validate` says so).
+#[derive(Debug)]
+pub(crate) enum RawDiscover {
+    Name(String),
+    Table(Vec<(String, toml::Value)>),
+}
+
+impl<'de> Deserialize<'de> for RawDiscover {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawDiscover;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"all\", or { metadata = \"URI\" }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawDiscover, E> {
+                Ok(RawDiscover::Name(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawDiscover, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, toml::Value>()? {
+                    out.push((k, v));
+                }
+                Ok(RawDiscover::Table(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[libvirt.defaults]`: the policy keys of a `[[guest]]`, for discovered guests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    #[serde(default)]
+    pub mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub wake_on: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub answer: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub queue_frames: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub queue_bytes: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub multicast: Option<Spanned<String>>,
+    #[serde(default)]
+    pub multicast_frames: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub idle_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub keep_awake_while_connected: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub health: Vec<Spanned<RawHealth>>,
+}
+
+/// The policy keys shared by `[[guest]]` and `[libvirt.defaults]`, borrowed from either.
+pub(crate) struct RawPolicy<'a> {
+    pub wake_on: &'a [Spanned<String>],
+    pub answer: Option<&'a Vec<Spanned<String>>>,
+    pub queue_frames: Option<&'a Spanned<i64>>,
+    pub queue_bytes: Option<&'a Spanned<i64>>,
+    pub multicast: Option<&'a Spanned<String>>,
+    pub multicast_frames: Option<&'a Spanned<i64>>,
+    pub idle_after: Option<&'a Spanned<String>>,
+    pub keep_awake_while_connected: &'a [Spanned<String>],
+    pub health: &'a [Spanned<RawHealth>],
+}
+
+impl RawDefaults {
+    pub(crate) fn policy(&self) -> RawPolicy<'_> {
+        RawPolicy {
+            wake_on: &self.wake_on,
+            answer: self.answer.as_ref(),
+            queue_frames: self.queue_frames.as_ref(),
+            queue_bytes: self.queue_bytes.as_ref(),
+            multicast: self.multicast.as_ref(),
+            multicast_frames: self.multicast_frames.as_ref(),
+            idle_after: self.idle_after.as_ref(),
+            keep_awake_while_connected: &self.keep_awake_while_connected,
+            health: &self.health,
+        }
+    }
+}
+
+impl RawGuest {
+    pub(crate) fn policy(&self) -> RawPolicy<'_> {
+        RawPolicy {
+            wake_on: &self.wake_on,
+            answer: self.answer.as_ref(),
+            queue_frames: self.queue_frames.as_ref(),
+            queue_bytes: self.queue_bytes.as_ref(),
+            multicast: self.multicast.as_ref(),
+            multicast_frames: self.multicast_frames.as_ref(),
+            idle_after: self.idle_after.as_ref(),
+            keep_awake_while_connected: &self.keep_awake_while_connected,
+            health: &self.health,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

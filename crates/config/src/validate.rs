@@ -10,11 +10,14 @@ use toml::Spanned;
 
 use crate::error::ConfigError;
 use crate::locate;
-use crate::raw::{RawApi, RawConfig, RawGuest, RawHealth, RawIdle, RawLibvirt};
+use crate::raw::{
+    RawApi, RawConfig, RawDefaults, RawDiscover, RawGuest, RawHealth, RawIdle, RawLibvirt,
+    RawPolicy,
+};
 use crate::{
-    parse_duration, Answers, ApiConfig, BackendConfig, Config, GuestConfig, HealthCheck,
-    IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode, Transport,
-    DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS, DEFAULT_IDLE_AFTER,
+    parse_duration, Answers, ApiConfig, BackendConfig, Config, Discover, GuestConfig,
+    GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode,
+    Transport, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS, DEFAULT_IDLE_AFTER,
     DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES,
     DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_NAME_LEN,
     MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
@@ -100,6 +103,11 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
             "unknown key {}",
             rest.replacen(", expected", "; expected", 1)
         )
+    } else if key.as_deref() == Some("libvirt.discover") && message.contains("borrowed string") {
+        // `toml` cannot give the span of a `[libvirt.discover]` table header.
+        "write `discover = { metadata = \"URI\" }` as an inline table in `[libvirt]`, not as a \
+         table of its own"
+            .to_string()
     } else if let Some(rest) = message.strip_prefix("missing field ") {
         format!("missing key {rest}")
     } else {
@@ -118,6 +126,19 @@ struct Seen {
     /// Cgroup directories, libvirt domains, QMP sockets and state files, keyed by what they
     /// are (`"cgroup"`, `"domain"`, ...).
     targets: HashMap<(&'static str, String), usize>,
+}
+
+/// The policy keys of a guest or of `[libvirt.defaults]`, checked.
+struct Policy {
+    wake_on: Vec<PortRule>,
+    answer: Answers,
+    queue_frames: usize,
+    queue_bytes: usize,
+    multicast: MulticastPolicy,
+    multicast_frames: usize,
+    idle_after: Option<Option<Duration>>,
+    keep_awake_while_connected: Vec<PortRule>,
+    health: Vec<HealthCheck>,
 }
 
 struct Cx<'a> {
@@ -153,7 +174,95 @@ impl Cx<'_> {
             Some(u) => self.check(u, || "libvirt.uri".into(), |s| libvirt_uri(s))?,
             None => DEFAULT_LIBVIRT_URI.to_string(),
         };
-        Ok(LibvirtConfig { uri })
+        let discover = match &libvirt.discover {
+            Some(d) => Some(self.discover(d)?),
+            None => None,
+        };
+        let defaults =
+            match (&libvirt.defaults, &discover) {
+                (None, _) => GuestDefaults::default(),
+                (Some(d), None) => return Err(self.err(
+                    d.span(),
+                    "libvirt.defaults".into(),
+                    "`[libvirt.defaults]` applies only to discovered guests; set `discover` in \
+                     `[libvirt]` (\"all\", or { metadata = \"URI\" })",
+                )),
+                (Some(d), Some(_)) => self.defaults(d.get_ref())?,
+            };
+        Ok(LibvirtConfig {
+            uri,
+            discover,
+            defaults,
+        })
+    }
+
+    /// `discover = "all"` or `discover = { metadata = "URI" }`.
+    fn discover(&self, d: &Spanned<RawDiscover>) -> Result<Discover, ConfigError> {
+        let want =
+            "want \"all\", or { metadata = \"URI\" } for the domains whose <metadata> holds \
+                    an element in that XML namespace";
+        let err = |key: &str, message: String| self.err(d.span(), key.into(), message);
+        match d.get_ref() {
+            RawDiscover::Name(s) if s == "all" => Ok(Discover::All),
+            RawDiscover::Name(s) => Err(err(
+                "libvirt.discover",
+                format!("unknown selector `{s}`; {want}"),
+            )),
+            RawDiscover::Table(t) => {
+                if let Some((k, _)) = t.iter().find(|(k, _)| k != "metadata") {
+                    return Err(err(
+                        "libvirt.discover",
+                        format!("unknown key `{k}`; expected `metadata`"),
+                    ));
+                }
+                match t.first().map(|(_, v)| v) {
+                    Some(toml::Value::String(uri)) => metadata_uri(uri)
+                        .map(Discover::Metadata)
+                        .map_err(|m| err("libvirt.discover.metadata", m)),
+                    Some(other) => Err(err(
+                        "libvirt.discover.metadata",
+                        format!(
+                            "invalid type: {}, expected a string (an XML namespace URI)",
+                            other.type_str()
+                        ),
+                    )),
+                    None => Err(err(
+                        "libvirt.discover",
+                        format!("missing key `metadata`; {want}"),
+                    )),
+                }
+            }
+        }
+    }
+
+    fn defaults(&self, d: &RawDefaults) -> Result<GuestDefaults, ConfigError> {
+        let mode = match &d.mode {
+            Some(m) => self.check(m, || "libvirt.defaults.mode".into(), |s| sleep_mode(s))?,
+            None => SleepMode::Pause,
+        };
+        let Policy {
+            wake_on,
+            answer,
+            queue_frames,
+            queue_bytes,
+            multicast,
+            multicast_frames,
+            idle_after,
+            keep_awake_while_connected,
+            health,
+        } = self.policy("libvirt.defaults", &d.policy())?;
+        Ok(GuestDefaults {
+            mode,
+            wake_on,
+            answer,
+            queue_frames,
+            queue_bytes,
+            multicast,
+            multicast_frames,
+            idle_after,
+            keep_awake_while_connected,
+            health,
+        })
     }
 
     fn idle(&self, idle: &RawIdle) -> Result<IdleConfig, ConfigError> {
@@ -251,17 +360,54 @@ impl Cx<'_> {
         };
         let backend = self.backend(i, spanned, &name)?;
 
-        let wake_on = self.port_rules(i, "wake_on", &g.wake_on, false)?;
-        let answer = match &g.answer {
+        let Policy {
+            wake_on,
+            answer,
+            queue_frames,
+            queue_bytes,
+            multicast,
+            multicast_frames,
+            idle_after,
+            keep_awake_while_connected,
+            health,
+        } = self.policy(&format!("guest[{i}]"), &g.policy())?;
+
+        Ok(GuestConfig {
+            name,
+            bridge,
+            interface,
+            mac,
+            ipv4,
+            ipv6,
+            vlan,
+            backend,
+            wake_on,
+            answer,
+            queue_frames,
+            queue_bytes,
+            multicast,
+            multicast_frames,
+            idle_after,
+            keep_awake_while_connected,
+            health,
+        })
+    }
+
+    /// The policy keys of a `[[guest]]` or of `[libvirt.defaults]`; `at` is the table's key
+    /// (`guest[2]`, `libvirt.defaults`).
+    fn policy(&self, at: &str, p: &RawPolicy<'_>) -> Result<Policy, ConfigError> {
+        let key = |field: &str| format!("{at}.{field}");
+        let wake_on = self.port_rules(at, "wake_on", p.wake_on, false)?;
+        let answer = match p.answer {
             None => Answers::DEFAULT,
-            Some(list) => self.answers(i, list, &wake_on)?,
+            Some(list) => self.answers(at, list, &wake_on)?,
         };
 
-        let queue_frames = match &g.queue_frames {
+        let queue_frames = match p.queue_frames {
             Some(v) => self.check(v, || key("queue_frames"), |&v| at_least(v, 1, ""))?,
             None => DEFAULT_QUEUE_FRAMES,
         };
-        let queue_bytes = match &g.queue_bytes {
+        let queue_bytes = match p.queue_bytes {
             Some(v) => self.check(
                 v,
                 || key("queue_bytes"),
@@ -269,7 +415,7 @@ impl Cx<'_> {
             )?,
             None => DEFAULT_QUEUE_BYTES,
         };
-        let multicast = match &g.multicast {
+        let multicast = match p.multicast {
             Some(v) => self.check(
                 v,
                 || key("multicast"),
@@ -283,7 +429,7 @@ impl Cx<'_> {
             )?,
             None => MulticastPolicy::Queue,
         };
-        let multicast_frames = match &g.multicast_frames {
+        let multicast_frames = match p.multicast_frames {
             Some(v) => self.check(
                 v,
                 || key("multicast_frames"),
@@ -301,30 +447,21 @@ impl Cx<'_> {
             None => DEFAULT_MULTICAST_FRAMES.min(queue_frames),
         };
 
-        let idle_after = match &g.idle_after {
+        let idle_after = match p.idle_after {
             Some(v) => Some(self.check(v, || key("idle_after"), |s| idle_after(s))?),
             None => None,
         };
         let keep_awake_while_connected = self.port_rules(
-            i,
+            at,
             "keep_awake_while_connected",
-            &g.keep_awake_while_connected,
+            p.keep_awake_while_connected,
             true,
         )?;
-        let mut health = Vec::with_capacity(g.health.len());
-        for (j, h) in g.health.iter().enumerate() {
-            health.push(self.health(i, j, h.get_ref(), g, &health, &wake_on)?);
+        let mut health = Vec::with_capacity(p.health.len());
+        for (j, h) in p.health.iter().enumerate() {
+            health.push(self.health(at, j, h.get_ref(), p.answer, &health, &wake_on)?);
         }
-
-        Ok(GuestConfig {
-            name,
-            bridge,
-            interface,
-            mac,
-            ipv4,
-            ipv6,
-            vlan,
-            backend,
+        Ok(Policy {
             wake_on,
             answer,
             queue_frames,
@@ -396,17 +533,7 @@ impl Cx<'_> {
             }
         }
         let mode = match &g.mode {
-            Some(m) => self.check(
-                m,
-                || key("mode"),
-                |s| match s.as_str() {
-                    "pause" => Ok(SleepMode::Pause),
-                    "save" => Ok(SleepMode::Save),
-                    other => Err(format!(
-                        "unknown mode `{other}`; expected `pause` or `save`"
-                    )),
-                },
-            )?,
+            Some(m) => self.check(m, || key("mode"), |s| sleep_mode(s))?,
             None => SleepMode::Pause,
         };
         match kind {
@@ -523,14 +650,14 @@ impl Cx<'_> {
     /// ones if `tcp_only`.
     fn port_rules(
         &self,
-        i: usize,
+        at: &str,
         field: &str,
         list: &[Spanned<String>],
         tcp_only: bool,
     ) -> Result<Vec<PortRule>, ConfigError> {
         let mut rules: Vec<PortRule> = Vec::with_capacity(list.len());
         for (j, r) in list.iter().enumerate() {
-            let key = || format!("guest[{i}].{field}[{j}]");
+            let key = || format!("{at}.{field}[{j}]");
             let rule = self.check(r, key, |s| {
                 let rule = s.parse::<PortRule>().map_err(|e| e.to_string())?;
                 if tcp_only && rule.transport != Transport::Tcp {
@@ -545,7 +672,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     r.span(),
                     key(),
-                    format!("`{rule}` is already listed at guest[{i}].{field}[{first}]"),
+                    format!("`{rule}` is already listed at {at}.{field}[{first}]"),
                 ));
             }
             rules.push(rule);
@@ -556,14 +683,14 @@ impl Cx<'_> {
     /// One `[[guest.health]]` table; `earlier` are the guest's health checks before it.
     fn health(
         &self,
-        i: usize,
+        at: &str,
         j: usize,
         h: &RawHealth,
-        g: &RawGuest,
+        answer: Option<&Vec<Spanned<String>>>,
         earlier: &[HealthCheck],
         wake_on: &[PortRule],
     ) -> Result<HealthCheck, ConfigError> {
-        let key = |field: &str| format!("guest[{i}].health[{j}].{field}");
+        let key = |field: &str| format!("{at}.health[{j}].{field}");
         let port = self.check(
             &h.port,
             || key("port"),
@@ -576,7 +703,7 @@ impl Cx<'_> {
             return Err(self.err(
                 h.port.span(),
                 key("port"),
-                format!("port {port} already has a health check at guest[{i}].health[{first}]"),
+                format!("port {port} already has a health check at {at}.health[{first}]"),
             ));
         }
         let rule = PortRule {
@@ -589,14 +716,13 @@ impl Cx<'_> {
                 key("port"),
                 format!(
                     "a health check on port {port} contradicts `{rule}` in \
-                     guest[{i}].wake_on[{k}]: a port cannot be both answered and a reason to wake"
+                     {at}.wake_on[{k}]: a port cannot be both answered and a reason to wake"
                 ),
             ));
         }
         if port == ECHO_PORT {
-            let echo = g
-                .answer
-                .iter()
+            let echo = answer
+                .into_iter()
                 .flatten()
                 .position(|a| a.get_ref() == "tcp-echo");
             if let Some(k) = echo {
@@ -605,7 +731,7 @@ impl Cx<'_> {
                     key("port"),
                     format!(
                         "a health check on port {port} contradicts `tcp-echo` in \
-                         guest[{i}].answer[{k}]: the echo service answers that port"
+                         {at}.answer[{k}]: the echo service answers that port"
                     ),
                 ));
             }
@@ -649,14 +775,14 @@ impl Cx<'_> {
 
     fn answers(
         &self,
-        i: usize,
+        at: &str,
         list: &[Spanned<String>],
         wake_on: &[PortRule],
     ) -> Result<Answers, ConfigError> {
         let mut answers = Answers::default();
         let mut seen: Vec<&str> = Vec::with_capacity(list.len());
         for (j, a) in list.iter().enumerate() {
-            let key = || format!("guest[{i}].answer[{j}]");
+            let key = || format!("{at}.answer[{j}]");
             let name = a.get_ref().as_str();
             let Some(flag) = answers.flag_mut(name) else {
                 let expected = Answers::NAMES.map(|n| format!("`{n}`")).join(", ");
@@ -670,7 +796,7 @@ impl Cx<'_> {
                 return Err(self.err(
                     a.span(),
                     key(),
-                    format!("`{name}` is already listed at guest[{i}].answer[{first}]"),
+                    format!("`{name}` is already listed at {at}.answer[{first}]"),
                 ));
             }
             *flag = true;
@@ -690,7 +816,7 @@ impl Cx<'_> {
                         a.span(),
                         key(),
                         format!(
-                            "`{name}` contradicts `{rule}` in guest[{i}].wake_on[{k}]: the \
+                            "`{name}` contradicts `{rule}` in {at}.wake_on[{k}]: the \
                              echo port cannot be both answered and a reason to wake"
                         ),
                     ));
@@ -842,7 +968,7 @@ impl RawGuest {
 }
 
 /// `"off"` or a non-zero duration.
-fn idle_after(s: &str) -> Result<Option<Duration>, String> {
+pub(crate) fn idle_after(s: &str) -> Result<Option<Duration>, String> {
     if s == "off" {
         return Ok(None);
     }
@@ -860,6 +986,38 @@ fn libvirt_uri(s: &str) -> Result<String, String> {
     let want = "want one like qemu:///system";
     if s.is_empty() {
         return Err(format!("the libvirt URI is empty; {want}"));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{s}` contains {c:?}, which a URI cannot; {want}"));
+    }
+    let scheme = s.split_once(':').map_or("", |(scheme, _)| scheme);
+    let good = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !good {
+        return Err(format!("`{s}` is not a URI with a scheme; {want}"));
+    }
+    Ok(s.to_string())
+}
+
+/// `pause` or `save`.
+pub(crate) fn sleep_mode(s: &str) -> Result<SleepMode, String> {
+    match s {
+        "pause" => Ok(SleepMode::Pause),
+        "save" => Ok(SleepMode::Save),
+        other => Err(format!(
+            "unknown mode `{other}`; expected `pause` or `save`"
+        )),
+    }
+}
+
+/// An XML namespace URI for `discover = { metadata = ... }`: what libvirt takes, a URI with a
+/// scheme (`https://example.org/vmnap`).
+fn metadata_uri(s: &str) -> Result<String, String> {
+    let want = "want an XML namespace URI like https://example.org/vmnap";
+    if s.is_empty() {
+        return Err(format!("the metadata namespace is empty; {want}"));
     }
     if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
         return Err(format!("`{s}` contains {c:?}, which a URI cannot; {want}"));
@@ -908,7 +1066,7 @@ fn health_path(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn guest_name(s: &str) -> Result<String, String> {
+pub(crate) fn guest_name(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("guest name is empty".into());
     }
@@ -984,7 +1142,7 @@ fn format_mac(mac: [u8; 6]) -> String {
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
-fn ipv4_address(s: &str) -> Result<Ipv4Addr, String> {
+pub(crate) fn ipv4_address(s: &str) -> Result<Ipv4Addr, String> {
     let a: Ipv4Addr = s
         .parse()
         .map_err(|_| format!("`{s}` is not an IPv4 address (want one like 198.18.0.11)"))?;
@@ -1000,7 +1158,7 @@ fn ipv4_address(s: &str) -> Result<Ipv4Addr, String> {
     Ok(a)
 }
 
-fn ipv6_address(s: &str) -> Result<Ipv6Addr, String> {
+pub(crate) fn ipv6_address(s: &str) -> Result<Ipv6Addr, String> {
     let a: Ipv6Addr = s
         .parse()
         .map_err(|_| format!("`{s}` is not an IPv6 address (want one like 2001:db8::11)"))?;

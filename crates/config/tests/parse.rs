@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vmnap_config::{
-    parse_duration, Answers, ApiConfig, BackendConfig, Config, ConfigError, GuestConfig,
-    HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode, Transport,
-    DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, EX_CONFIG, MAX_HEALTH_BODY_LEN,
+    parse_duration, Answers, ApiConfig, BackendConfig, Config, ConfigError, Discover,
+    DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
+    MulticastPolicy, PortRule, SleepMode, Transport, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET,
+    EX_CONFIG, MAX_HEALTH_BODY_LEN,
 };
 
 const FILE: &str = "/etc/vmnap.toml";
@@ -229,7 +230,18 @@ fn example_file_parses() {
     let config = ok(include_str!("../example.toml"));
     assert_eq!(config.guests.len(), 4);
     assert_eq!(config.api.socket, PathBuf::from(DEFAULT_SOCKET));
-    assert_eq!(config.libvirt, LibvirtConfig::default());
+    assert_eq!(config.libvirt.uri, DEFAULT_LIBVIRT_URI);
+    assert_eq!(
+        config.libvirt.discover,
+        Some(Discover::Metadata("https://example.org/vmnap".into()))
+    );
+    assert_eq!(
+        config.libvirt.defaults,
+        GuestDefaults {
+            wake_on: vec!["tcp/80".parse().unwrap()],
+            ..GuestDefaults::default()
+        }
+    );
     assert_eq!(config.idle, IdleConfig::default());
     let web1 = config.guest("web1").expect("web1 is in example.toml");
     assert_eq!(
@@ -1069,6 +1081,7 @@ idle_after = "30s"
         api: ApiConfig::default(),
         libvirt: LibvirtConfig {
             uri: "qemu:///system".into(),
+            ..LibvirtConfig::default()
         },
         idle: IdleConfig {
             interval: Duration::from_secs(5),
@@ -1342,7 +1355,7 @@ fn unknown_key_in_libvirt_or_idle_is_refused() {
         2,
         1,
         Some("libvirt"),
-        "unknown key `url`; expected `uri`",
+        "unknown key `url`; expected one of `uri`, `discover`, `defaults`",
     );
     refused(
         "[idle]\ninterval = \"5s\"\ncpu = 2\n",
@@ -2245,4 +2258,321 @@ proptest! {
             prop_assert!(line >= 1 && line <= text.lines().count() + 1, "{}", e);
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovered libvirt domains: `[libvirt] discover`, `[libvirt.defaults]`, per-domain settings
+
+/// Discovery by metadata with defaults. Lines: 1 `[libvirt]`, 2 uri, 3 discover,
+/// 4 `[libvirt.defaults]`, 5 mode, 6 wake_on, 7 idle_after, 8 `[[libvirt.defaults.health]]`,
+/// 9 port, 10 path.
+const DISCOVER: &str = r#"[libvirt]
+uri = "qemu:///system"
+discover = { metadata = "https://example.org/vmnap" }
+[libvirt.defaults]
+mode = "save"
+wake_on = ["tcp/80", "tcp/22"]
+idle_after = "30s"
+[[libvirt.defaults.health]]
+port = 8080
+path = "/healthz"
+"#;
+
+#[test]
+fn discover_all_and_by_metadata_are_read() {
+    let all = ok("[libvirt]\ndiscover = \"all\"\n");
+    assert_eq!(all.libvirt.discover, Some(Discover::All));
+    assert_eq!(all.libvirt.defaults, GuestDefaults::default());
+    let c = ok(DISCOVER);
+    assert_eq!(
+        c.libvirt.discover,
+        Some(Discover::Metadata("https://example.org/vmnap".into()))
+    );
+    let d = &c.libvirt.defaults;
+    assert_eq!(d.mode, SleepMode::Save);
+    assert_eq!(d.wake_on.len(), 2);
+    assert_eq!(d.idle_after, Some(Some(Duration::from_secs(30))));
+    assert_eq!(d.health.len(), 1);
+    assert_eq!(d.answer, Answers::DEFAULT);
+    let urn = ok("[libvirt]\ndiscover = { metadata = \"urn:vmnap\" }\n");
+    assert_eq!(
+        urn.libvirt.discover,
+        Some(Discover::Metadata("urn:vmnap".into()))
+    );
+    assert_eq!(ok("").libvirt.discover, None);
+}
+
+#[test]
+fn discovered_guest_takes_the_defaults_and_the_domains_settings() {
+    let c = ok(DISCOVER);
+    let g = c
+        .discovered_guest("web3", &DomainSettings::default())
+        .expect("defaults alone");
+    assert_eq!(g.name, "web3");
+    assert_eq!(
+        g.backend,
+        BackendConfig::Libvirt {
+            domain: "web3".into(),
+            mode: SleepMode::Save
+        }
+    );
+    assert!(g.ipv4.is_empty() && g.ipv6.is_empty(), "no address yet");
+    assert_eq!(g.idle_after(&c.idle), Some(Duration::from_secs(30)));
+    assert_eq!(g.health.len(), 1);
+    let settings = DomainSettings {
+        name: Some("web-three".into()),
+        mode: Some("pause".into()),
+        ipv4: vec!["198.18.0.40".into()],
+        ipv6: vec!["2001:db8::40".into()],
+        wake_on: Some(vec!["tcp/443".into()]),
+        answer: Some(vec!["arp".into(), "tcp-echo".into()]),
+        idle_after: Some("off".into()),
+        keep_awake_while_connected: Some(vec!["tcp/22".into()]),
+    };
+    let g = c.discovered_guest("web3", &settings).expect("settings");
+    assert_eq!(g.name, "web-three");
+    assert_eq!(g.backend.mode(), Some(SleepMode::Pause));
+    assert_eq!(g.ipv4, [Ipv4Addr::new(198, 18, 0, 40)]);
+    assert_eq!(g.ipv6, ["2001:db8::40".parse::<Ipv6Addr>().unwrap()]);
+    assert_eq!(g.wake_on.len(), 1);
+    assert!(g.answer.arp && g.answer.tcp_echo && !g.answer.ndp);
+    assert_eq!(g.idle_after(&c.idle), None);
+    assert_eq!(g.keep_awake_while_connected.len(), 1);
+}
+
+#[test]
+fn bad_domain_settings_are_refused_naming_the_attribute() {
+    let c = ok(DISCOVER);
+    let refuse = |s: DomainSettings, needle: &str| {
+        let e = c.discovered_guest("web3", &s).expect_err("refused");
+        assert!(e.contains(needle), "{e}");
+    };
+    refuse(
+        DomainSettings {
+            mode: Some("sleep".into()),
+            ..Default::default()
+        },
+        "`mode`: unknown mode `sleep`",
+    );
+    refuse(
+        DomainSettings {
+            ipv4: vec!["2001:db8::1".into()],
+            ..Default::default()
+        },
+        "`ipv4`: `2001:db8::1` is not an IPv4 address",
+    );
+    refuse(
+        DomainSettings {
+            wake_on: Some(vec!["tcp/80".into(), "tcp/80".into()]),
+            ..Default::default()
+        },
+        "`wake_on`: `tcp/80` is listed twice",
+    );
+    refuse(
+        DomainSettings {
+            wake_on: Some(vec!["tcp/8080".into()]),
+            ..Default::default()
+        },
+        "`wake_on` has `tcp/8080`, which the health check",
+    );
+    refuse(
+        DomainSettings {
+            answer: Some(vec!["smtp".into()]),
+            ..Default::default()
+        },
+        "`answer`: unknown answer `smtp`",
+    );
+    refuse(
+        DomainSettings {
+            idle_after: Some("0s".into()),
+            ..Default::default()
+        },
+        "`idle_after`:",
+    );
+    refuse(
+        DomainSettings {
+            keep_awake_while_connected: Some(vec!["udp/53".into()]),
+            ..Default::default()
+        },
+        "`keep_awake_while_connected`: `udp/53` is not a TCP port",
+    );
+    let e = c
+        .discovered_guest("my web", &DomainSettings::default())
+        .expect_err("a domain name with a space");
+    assert!(e.contains("give one in `name`"), "{e}");
+}
+
+#[test]
+fn discover_as_a_table_header_is_refused_with_advice() {
+    refused(
+        "[libvirt.discover]\nmetadata = \"urn:vmnap\"\n",
+        1,
+        10,
+        Some("libvirt.discover"),
+        "write `discover = { metadata = \"URI\" }` as an inline table",
+    );
+}
+
+#[test]
+fn unknown_discover_selector_is_refused() {
+    refused(
+        "[libvirt]\ndiscover = \"some\"\n",
+        2,
+        12,
+        Some("libvirt.discover"),
+        "unknown selector `some`; want \"all\", or { metadata = \"URI\" }",
+    );
+}
+
+#[test]
+fn discover_of_the_wrong_type_is_refused() {
+    refused(
+        "[libvirt]\ndiscover = true\n",
+        2,
+        12,
+        Some("libvirt.discover"),
+        "invalid type: boolean",
+    );
+    refused(
+        "[libvirt]\ndiscover = { metadata = 3 }\n",
+        2,
+        12,
+        Some("libvirt.discover.metadata"),
+        "invalid type: integer, expected a string",
+    );
+}
+
+#[test]
+fn discover_table_with_an_unknown_or_missing_key_is_refused() {
+    refused(
+        "[libvirt]\ndiscover = { namespace = \"urn:x\" }\n",
+        2,
+        12,
+        Some("libvirt.discover"),
+        "unknown key `namespace`; expected `metadata`",
+    );
+    refused(
+        "[libvirt]\ndiscover = {}\n",
+        2,
+        12,
+        Some("libvirt.discover"),
+        "missing key `metadata`",
+    );
+}
+
+#[test]
+fn metadata_namespace_that_is_not_a_uri_is_refused() {
+    refused(
+        "[libvirt]\ndiscover = { metadata = \"vmnap\" }\n",
+        2,
+        12,
+        Some("libvirt.discover.metadata"),
+        "`vmnap` is not a URI with a scheme",
+    );
+    refused(
+        "[libvirt]\ndiscover = { metadata = \"\" }\n",
+        2,
+        12,
+        Some("libvirt.discover.metadata"),
+        "the metadata namespace is empty",
+    );
+}
+
+#[test]
+fn defaults_without_discover_are_refused() {
+    refused(
+        "[libvirt]\n[libvirt.defaults]\nmode = \"save\"\n",
+        2,
+        1,
+        Some("libvirt.defaults"),
+        "`[libvirt.defaults]` applies only to discovered guests",
+    );
+}
+
+#[test]
+fn unknown_key_in_defaults_is_refused() {
+    refused(
+        &set(DISCOVER, "idle_after", "ipv4 = [\"198.18.0.40\"]"),
+        7,
+        1,
+        Some("libvirt.defaults"),
+        "unknown key `ipv4`",
+    );
+}
+
+#[test]
+fn bad_default_mode_is_refused() {
+    refused(
+        &set(DISCOVER, "mode", "mode = \"hibernate\""),
+        5,
+        8,
+        Some("libvirt.defaults.mode"),
+        "unknown mode `hibernate`; expected `pause` or `save`",
+    );
+}
+
+#[test]
+fn bad_default_wake_on_is_refused_with_its_index() {
+    refused(
+        &set(DISCOVER, "wake_on", "wake_on = [\"tcp/80\", \"tcp/80\"]"),
+        6,
+        22,
+        Some("libvirt.defaults.wake_on[1]"),
+        "`tcp/80` is already listed at libvirt.defaults.wake_on[0]",
+    );
+}
+
+#[test]
+fn bad_default_idle_after_is_refused() {
+    refused(
+        &set(DISCOVER, "idle_after", "idle_after = \"0s\""),
+        7,
+        14,
+        Some("libvirt.defaults.idle_after"),
+        "is zero",
+    );
+}
+
+#[test]
+fn default_health_check_on_a_wake_port_is_refused() {
+    refused(
+        &set(DISCOVER, "port", "port = 80"),
+        9,
+        8,
+        Some("libvirt.defaults.health[0].port"),
+        "contradicts `tcp/80` in libvirt.defaults.wake_on[0]",
+    );
+}
+
+#[test]
+fn bad_default_queue_limits_are_refused() {
+    refused(
+        &set(DISCOVER, "mode", "queue_frames = 0"),
+        5,
+        16,
+        Some("libvirt.defaults.queue_frames"),
+        "0 is too small; want at least 1",
+    );
+    refused(
+        &set(DISCOVER, "mode", "multicast = \"flood\""),
+        5,
+        13,
+        Some("libvirt.defaults.multicast"),
+        "unknown multicast policy `flood`",
+    );
+}
+
+#[test]
+fn default_keep_awake_on_udp_is_refused() {
+    refused(
+        &set(
+            DISCOVER,
+            "idle_after",
+            "keep_awake_while_connected = [\"udp/53\"]",
+        ),
+        7,
+        31,
+        Some("libvirt.defaults.keep_awake_while_connected[0]"),
+        "`udp/53` is not a TCP port",
+    );
 }

@@ -12,6 +12,7 @@
 pub mod api;
 mod backend;
 mod bridge;
+mod discover;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -261,10 +262,11 @@ pub type BackendFactory = dyn Fn(&GuestConfig, &Config) -> Result<Opened, StartE
 /// Runs the daemon until `stop` is set, with backends from `backends`; wakes every guest it
 /// put to sleep before it returns. The network namespace is the calling thread's.
 pub fn run_until(
-    config: Config,
+    mut config: Config,
     backends: &BackendFactory,
     stop: &AtomicBool,
 ) -> Result<(), StartError> {
+    discover::add_discovered(&mut config);
     let listener = bind(&config.api.socket)?;
     let mut handles = start_workers(&config, backends)?;
     vmnap_host::memory::release_free_memory();

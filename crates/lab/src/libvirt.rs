@@ -206,6 +206,9 @@ pub struct DomainSpec {
     pub image: GuestImage,
     /// Guest memory in MiB (128 is the smallest that boots).
     pub memory_mib: u32,
+    /// XML put inside the domain's `<metadata>` as is (like
+    /// `<vmnap:guest xmlns:vmnap="https://example.org/vmnap"/>`); `None`: no `<metadata>`.
+    pub metadata: Option<String>,
 }
 
 impl DomainSpec {
@@ -220,6 +223,7 @@ impl DomainSpec {
             mac: [0x52, 0x54, 0x00, o[1], o[2], o[3]],
             image,
             memory_mib: 128,
+            metadata: None,
         }
     }
 }
@@ -373,7 +377,7 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
         x,
         "<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>{mem}</memory>
+  <memory unit='MiB'>{mem}</memory>{metadata}
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
@@ -405,6 +409,11 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
 ",
         name = xml_escape(&spec.name),
         mem = spec.memory_mib,
+        metadata = spec
+            .metadata
+            .as_ref()
+            .map(|m| format!("\n  <metadata>{m}</metadata>"))
+            .unwrap_or_default(),
         kernel = p(&spec.image.kernel),
         initrd = p(&spec.image.initramfs),
         cmdline = xml_escape(&crate::qemu::kernel_cmdline(

@@ -1,7 +1,10 @@
 //! The libvirt backend: puts a libvirt domain to sleep by pausing it in memory
 //! (`virDomainSuspend`) or by saving it to disk (`virDomainManagedSave`, which ends its QEMU
 //! process and frees its memory), and wakes it again. It also reads what vmnap needs to know
-//! about a domain from its XML (MAC, bridge, tap) and the domain's CPU time for idleness.
+//! about a domain from its XML (MAC, bridge, tap) and the domain's CPU time for idleness, and
+//! lists the domains of a connection for discovery ([`list_domains`]: all, or those carrying a
+//! metadata element of a given namespace, with the settings of that element and the addresses
+//! of libvirt's DHCP leases).
 //!
 //! libvirt calls block (a managed save takes seconds); callers run them off any thread that
 //! must stay responsive. The connection is opened again once if a call fails because
@@ -10,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod discover;
 pub mod xml;
 
 use std::time::Duration;
@@ -18,6 +22,9 @@ use virt::connect::Connect;
 use virt::domain::Domain;
 use vmnap_hypervisor::{Backend, ResumeError, SuspendError};
 
+pub use discover::{
+    list_domains, parse_metadata, DiscoveredDomain, GuestMetadata, Lease, MetadataError, Selector,
+};
 pub use xml::{parse_interfaces, DomainInterface, XmlError};
 
 /// How a domain sleeps.
@@ -86,6 +93,16 @@ pub enum DomainState {
     ShutOff,
     /// Anything else libvirt reports (crashed, shutting down, ...): the raw state number.
     Other(u32),
+}
+
+/// Our name for libvirt's state number.
+pub(crate) fn state_of(state: u32) -> DomainState {
+    match state {
+        virt::sys::VIR_DOMAIN_RUNNING => DomainState::Running,
+        virt::sys::VIR_DOMAIN_PAUSED | virt::sys::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
+        virt::sys::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
+        other => DomainState::Other(other),
+    }
 }
 
 /// A connection to one domain, opened again when it breaks.
@@ -179,12 +196,7 @@ impl LibvirtDomain {
     /// The domain's state.
     pub fn state(&mut self) -> Result<DomainState, LibvirtError> {
         let (state, _) = self.with_domain("read the state of", |d| d.get_state())?;
-        Ok(match state {
-            virt::sys::VIR_DOMAIN_RUNNING => DomainState::Running,
-            virt::sys::VIR_DOMAIN_PAUSED | virt::sys::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
-            virt::sys::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
-            other => DomainState::Other(other),
-        })
+        Ok(state_of(state))
     }
 
     /// The CPU time the domain has used (since its QEMU process started).

@@ -28,7 +28,7 @@ pub enum XmlError {
     },
 }
 
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
+pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = text.split(':');
     for b in &mut out {

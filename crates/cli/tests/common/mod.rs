@@ -453,3 +453,37 @@ pub fn assert_thousand_in_order(timeout: std::time::Duration, lines: impl Fn() -
         &got[from..(from + 20).min(got.len())]
     );
 }
+
+/// A lab with its own libvirtd, the libvirt domains `domains` (name, and the XML put in its
+/// `<metadata>`, if any) and client `c0`, and the daemon started with the config `[api]`,
+/// `[libvirt] uri` and then `rest` (which says how domains are discovered; no `[[guest]]`).
+pub fn setup_with_discovered_domains(domains: &[(&str, Option<&str>)], rest: &str) -> Setup {
+    let (mut lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
+    let image = image();
+    for (n, (name, metadata)) in domains.iter().enumerate() {
+        let n = n as u8 + 1;
+        let mut spec = vmnap_lab::libvirt::DomainSpec::new(
+            name,
+            Ipv4Addr::new(198, 18, 0, 40 + n),
+            Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x40 + u16::from(n)),
+            image.clone(),
+        );
+        spec.metadata = metadata.map(str::to_owned);
+        lab.define_domain(spec)
+            .unwrap_or_else(|e| panic!("cannot start domain {name}: {e}"));
+    }
+    let uri = lab
+        .libvirtd()
+        .expect("started by define_domain")
+        .uri()
+        .to_owned();
+    add_client_c0(&mut lab);
+    let mut s = Setup::around(lab, turn);
+    let text = format!(
+        "[api]\nsocket = \"{}\"\n[libvirt]\nuri = \"{uri}\"\n{rest}",
+        s.socket.display()
+    );
+    std::fs::write(&s.config, text).expect("write the config");
+    s.start_daemon();
+    s
+}

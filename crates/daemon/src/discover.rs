@@ -1,0 +1,215 @@
+//! Guests made at start from the libvirt domains that `[libvirt] discover` selects, added
+//! after the `[[guest]]` tables (which win for the same domain). Each domain's MAC, bridge and
+//! tap come from its XML; its addresses from its metadata element, else from the DHCP leases
+//! libvirt knows (only interfaces on libvirt-managed networks have any), else none yet: the
+//! surrogate still queues what reaches its MAC and wakes it on TCP data or a wake port, but
+//! cannot answer ARP or NDP for it. Domains are looked at once, when the daemon starts: one
+//! started later needs a restart of vmnap.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use tracing::{info, warn};
+use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig};
+use vmnap_libvirt::{DomainState, GuestMetadata, Selector};
+
+/// Adds a guest to `config` for each domain discovery selects and vmnap can stand in for,
+/// logging why each other domain was skipped.
+pub(crate) fn add_discovered(config: &mut Config) {
+    let Some(discover) = config.libvirt.discover.clone() else {
+        return;
+    };
+    let uri = config.libvirt.uri.clone();
+    let selector = match &discover {
+        Discover::All => Selector::All,
+        Discover::Metadata(ns) => Selector::Metadata(ns.clone()),
+    };
+    let domains = match vmnap_libvirt::list_domains(&uri, &selector) {
+        Ok(d) => d,
+        Err(e) => {
+            return warn!(uri = %uri, error = %chain(&e), "cannot discover libvirt domains; going on with the configured guests only");
+        }
+    };
+    let configured: Vec<(String, String)> = config
+        .guests
+        .iter()
+        .filter_map(|g| match &g.backend {
+            BackendConfig::Libvirt { domain, .. } => Some((domain.clone(), g.name.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut names: HashSet<String> = config.guests.iter().map(|g| g.name.clone()).collect();
+    let mut addresses: HashSet<IpAddr> = config.guests.iter().flat_map(addresses_of).collect();
+    let mut macs: HashSet<[u8; 6]> = config.guests.iter().filter_map(|g| g.mac).collect();
+    let mut added = 0usize;
+    for d in &domains {
+        let skip = |why: &str| info!(domain = %d.name, "discovery skips the domain: {why}");
+        if !d.selected {
+            if let Discover::Metadata(ns) = &discover {
+                skip(&format!("no metadata element in namespace {ns}"));
+            }
+            continue;
+        }
+        if let Some(e) = &d.error {
+            warn!(domain = %d.name, error = %e, "discovery skips the domain: it cannot be read");
+            continue;
+        }
+        if let Some((_, guest)) = configured.iter().find(|(domain, _)| *domain == d.name) {
+            skip(&format!("guest `{guest}` of the config names it, and wins"));
+            continue;
+        }
+        if d.state != DomainState::Running {
+            skip(&format!(
+                "not running ({:?}), so its tap is unknown; start it and restart vmnap",
+                d.state
+            ));
+            continue;
+        }
+        let Some(iface) = d
+            .interfaces
+            .iter()
+            .find(|i| i.bridge.is_some() && i.tap.is_some())
+        else {
+            skip("no interface on a bridge (vmnap stands in on a Linux bridge)");
+            continue;
+        };
+        let settings = d.metadata.as_ref().map(settings_of).unwrap_or_default();
+        let mut guest = match config.discovered_guest(&d.name, &settings) {
+            Ok(g) => g,
+            Err(e) => {
+                warn!(domain = %d.name, "discovery skips the domain: its metadata element: {e}");
+                continue;
+            }
+        };
+        let source = if !guest.ipv4.is_empty() || !guest.ipv6.is_empty() {
+            "metadata"
+        } else {
+            for l in d.leases.iter().filter(|l| l.mac == iface.mac) {
+                match l.addr {
+                    IpAddr::V4(a) if !guest.ipv4.contains(&a) => guest.ipv4.push(a),
+                    IpAddr::V6(a) if !guest.ipv6.contains(&a) => guest.ipv6.push(a),
+                    _ => {}
+                }
+            }
+            if guest.ipv4.is_empty() && guest.ipv6.is_empty() {
+                warn!(
+                    domain = %d.name,
+                    leases = d.lease_error.as_deref().unwrap_or("none"),
+                    "discovered domain has no address yet (none in its metadata element, and no \
+                     DHCP lease: only libvirt-managed networks have those); vmnap queues what \
+                     reaches its MAC but cannot answer ARP or NDP for it"
+                );
+                "none"
+            } else {
+                "dhcp-lease"
+            }
+        };
+        if names.contains(&guest.name) {
+            skip(&format!("a guest is already named `{}`", guest.name));
+            continue;
+        }
+        if macs.contains(&iface.mac) {
+            skip(&format!(
+                "MAC {} is already another guest's",
+                mac_text(iface.mac)
+            ));
+            continue;
+        }
+        if let Some(a) = addresses_of(&guest).find(|a| addresses.contains(a)) {
+            skip(&format!("address {a} is already another guest's"));
+            continue;
+        }
+        guest.bridge = iface.bridge.clone();
+        guest.mac = Some(iface.mac);
+        info!(
+            guest = %guest.name,
+            domain = %d.name,
+            bridge = iface.bridge.as_deref().unwrap_or(""),
+            tap = iface.tap.as_deref().unwrap_or(""),
+            mac = %mac_text(iface.mac),
+            addresses = ?addresses_of(&guest).collect::<Vec<_>>(),
+            addresses_from = source,
+            mode = guest.backend.mode().map_or("", |m| m.as_str()),
+            "discovered a libvirt domain"
+        );
+        names.insert(guest.name.clone());
+        macs.insert(iface.mac);
+        addresses.extend(addresses_of(&guest));
+        config.guests.push(guest);
+        added += 1;
+    }
+    info!(uri = %uri, domains = domains.len(), guests = added, "libvirt discovery done");
+}
+
+fn settings_of(m: &GuestMetadata) -> DomainSettings {
+    DomainSettings {
+        name: m.name.clone(),
+        mode: m.mode.clone(),
+        ipv4: m.ipv4.clone(),
+        ipv6: m.ipv6.clone(),
+        wake_on: m.wake_on.clone(),
+        answer: m.answer.clone(),
+        idle_after: m.idle_after.clone(),
+        keep_awake_while_connected: m.keep_awake_while_connected.clone(),
+    }
+}
+
+fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
+    g.ipv4
+        .iter()
+        .map(|&a| IpAddr::V4(a))
+        .chain(g.ipv6.iter().map(|&a| IpAddr::V6(a)))
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// An error with its causes, for a log line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text += &format!(": {s}");
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: &str = "https://example.org/vmnap";
+
+    fn config(discover: &str, guests: &str) -> Config {
+        let text = format!("[libvirt]\nuri = \"test:///default\"\ndiscover = {discover}\n{guests}");
+        Config::parse(&text, std::path::Path::new("/t.toml")).expect("valid")
+    }
+
+    /// The test driver's default instance is per process: this one test uses it.
+    #[test]
+    fn the_test_drivers_domain_is_discovered_unless_a_guest_names_it() {
+        // The test driver's domain `test` runs, with an interface on no bridge.
+        let mut c = config("\"all\"", "");
+        add_discovered(&mut c);
+        assert!(c.guests.is_empty(), "{:?}", c.guests);
+        // Selected by a namespace nobody uses: nothing.
+        let mut c = config(&format!("{{ metadata = \"{NS}\" }}"), "");
+        add_discovered(&mut c);
+        assert!(c.guests.is_empty());
+        // A configured guest keeps its place.
+        let mut c = config(
+            "\"all\"",
+            "[[guest]]\nname = \"t\"\nbackend = \"libvirt\"\ndomain = \"test\"\nipv4 = [\"198.18.0.9\"]\n",
+        );
+        add_discovered(&mut c);
+        assert_eq!(c.guests.len(), 1);
+        // No libvirt at all: the configured guests only.
+        let mut c = config("\"all\"", "");
+        c.libvirt.uri = "test:///nonexistent/file.xml".into();
+        add_discovered(&mut c);
+        assert!(c.guests.is_empty());
+    }
+}
