@@ -77,3 +77,83 @@ fn twenty_sleep_wake_cycles_under_a_trickle_of_requests_lose_none() {
     );
     assert_eq!(s.status("vm1")["wakes"], 20);
 }
+
+/// The command line of process `pid`.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// PIDs of the processes whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| cmdline(*pid).iter().any(|a| a.contains(needle)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ends, by PID, the QEMU a save-mode backend started (the daemon's child, not the lab's).
+struct KillOnDrop(String);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in pids_mentioning(&self.0) {
+            // SAFETY: kill(2) on a PID found just above; a race at worst hits nothing.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn qmp_save_mode_ends_qemu_while_asleep_and_curl_brings_it_back_with_one_syn() {
+    need(&["curl", "tcpdump"]);
+    // Boot as usual, then hand vmnap the same command line for restores (without the QMP
+    // socket the backend adds itself).
+    let mut s = Setup::with_vms(&["vm1"], "");
+    let vm = s.lab.vm("vm1").expect("vm").clone();
+    let mut argv = cmdline(vm.pid);
+    let at = argv
+        .iter()
+        .position(|a| a.starts_with("unix:") && a.contains(&*vm.qmp.to_string_lossy()))
+        .expect("the lab's -qmp argument");
+    argv.drain(at - 1..=at);
+    let state = s.lab.dir().join("vm1.state");
+    let _reaper = KillOnDrop(s.lab.dir().display().to_string());
+    let quoted: Vec<String> = argv.iter().map(|a| format!("{a:?}")).collect();
+    let extra = format!(
+        "mode = \"save\"\nqemu_command = [{}]\nstate_file = \"{}\"",
+        quoted.join(", "),
+        state.display()
+    );
+    let config = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        config.replace("backend = \"qmp\"", &format!("backend = \"qmp\"\n{extra}")),
+    )
+    .expect("config");
+    let pid = s.daemon.take().expect("running");
+    s.lab.kill(pid);
+    s.start_daemon();
+
+    s.vmnap(&["sleep", "vm1"]);
+    assert!(!s.lab.is_running(vm.pid), "QEMU still runs while asleep");
+    assert!(state.exists(), "no state file");
+    let (body, syns) = curl_counting_syns(&s, &vm.ipv4.to_string());
+    assert_eq!(body, "hello from vm1\n", "{}", s.daemon_log());
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+    assert!(s.vm_status("vm1").contains("\"running\""));
+    let st = s.status("vm1");
+    assert_eq!(
+        (st["wakes"].as_u64(), st["backend"].as_str()),
+        (Some(1), Some("qmp-save")),
+        "{st}"
+    );
+}

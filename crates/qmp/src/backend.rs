@@ -548,11 +548,13 @@ impl QmpBackend {
     }
 
     fn suspend_save(&mut self, save: &mut SaveMode) -> Result<(), SuspendError> {
-        let Some(qemu) = save.qemu.as_mut() else {
+        // A QEMU this backend did not start (the operator's, at boot) is saved the same way,
+        // through its QMP socket; only waiting for it to exit differs.
+        if save.qemu.is_none() && Qmp::connect(&self.qmp_path, self.timeouts.command).is_err() {
             return Err(SuspendError::NotRunning {
                 guest: self.guest.clone(),
             });
-        };
+        }
         let started = Instant::now();
         self.stop_and_confirm()?;
         let guest = self.guest.clone();
@@ -591,13 +593,27 @@ impl QmpBackend {
             Err(e) => return Err(save_error(SaveFailure::Qmp(e))),
         }
         self.conn = None;
-        match qemu.wait_exit(self.timeouts.quit) {
-            Ok(Some(_)) => {}
-            Ok(None) => {
-                tracing::warn!(guest = %self.guest, timeout = ?self.timeouts.quit, "QEMU did not exit after quit; killing it");
-                qemu.kill().map_err(|e| save_error(SaveFailure::Wait(e)))?;
+        match save.qemu.as_mut() {
+            Some(qemu) => match qemu.wait_exit(self.timeouts.quit) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    tracing::warn!(guest = %self.guest, timeout = ?self.timeouts.quit, "QEMU did not exit after quit; killing it");
+                    qemu.kill().map_err(|e| save_error(SaveFailure::Wait(e)))?;
+                }
+                Err(e) => return Err(save_error(SaveFailure::Wait(e))),
+            },
+            // Not our child: it is gone when its QMP socket no longer answers.
+            None => {
+                let deadline = Instant::now() + self.timeouts.quit;
+                while std::os::unix::net::UnixStream::connect(&self.qmp_path).is_ok() {
+                    if Instant::now() >= deadline {
+                        return Err(save_error(SaveFailure::Wait(io::Error::other(
+                            "QEMU still answers on its QMP socket after quit",
+                        ))));
+                    }
+                    thread::sleep(POLL);
+                }
             }
-            Err(e) => return Err(save_error(SaveFailure::Wait(e))),
         }
         save.qemu = None;
         // The `mv` runs after `cat` has written everything; QEMU may exit a moment before.
