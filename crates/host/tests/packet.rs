@@ -22,6 +22,16 @@ fn veth_pair(ns: &Netns) {
             nl.set_mtu(i, 9000).expect("mtu");
             nl.set_link_up(i, true).expect("up");
         }
+        // The kernel activates a new link's queue asynchronously (linkwatch); frames sent
+        // before that are dropped without an error, and under load it can take a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        for name in ["a", "b"] {
+            let i = nl.link_index(name).expect("index");
+            while !nl.link_is_running(i).expect("state") && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     });
 }
 

@@ -306,6 +306,11 @@ impl Backend for LibvirtBackend {
     }
 
     fn resume(&mut self) -> Result<(), ResumeError> {
+        // Already running (a daemon started after a crash wakes what its journal says it left
+        // asleep, whatever happened since): nothing to do.
+        if self.domain.state().ok() == Some(DomainState::Running) {
+            return Ok(());
+        }
         let r = match self.mode {
             Mode::Pause => self.domain.resume(),
             Mode::Save => self.domain.start(),

@@ -85,9 +85,13 @@ fn errors_name_the_uri_and_the_domain() {
         "{err}"
     );
     let mut backend = LibvirtBackend::open("web2", URI, "test", Mode::Pause).expect("test driver");
+    // Resuming a running domain is nothing to do...
+    backend.resume().expect("already running");
+    // ... but a domain that is off cannot be resumed from a pause.
+    backend.domain().managed_save().expect("save");
     let err = backend
         .resume()
-        .expect_err("resuming a running domain fails");
+        .expect_err("resuming a saved domain by pause fails");
     let text = format!(
         "{err}: {}",
         std::error::Error::source(&err)

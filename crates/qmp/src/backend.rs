@@ -654,6 +654,13 @@ impl QmpBackend {
         if save.qemu.is_some() {
             return self.cont_and_confirm();
         }
+        // No file but a QEMU answering (the operator's, or one a crash left running): it was
+        // never saved, or was restored already; make sure it runs.
+        if !save.state_file.exists()
+            && Qmp::connect(&self.qmp_path, self.timeouts.command).is_ok()
+        {
+            return self.cont_and_confirm();
+        }
         if !save.state_file.exists() {
             return Err(ResumeError::NoStateFile {
                 guest: self.guest.clone(),
