@@ -656,8 +656,7 @@ impl QmpBackend {
         }
         // No file but a QEMU answering (the operator's, or one a crash left running): it was
         // never saved, or was restored already; make sure it runs.
-        if !save.state_file.exists()
-            && Qmp::connect(&self.qmp_path, self.timeouts.command).is_ok()
+        if !save.state_file.exists() && Qmp::connect(&self.qmp_path, self.timeouts.command).is_ok()
         {
             return self.cont_and_confirm();
         }
