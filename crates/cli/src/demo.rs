@@ -61,7 +61,11 @@ pub fn run() -> anyhow::Result<()> {
     check()?;
     let socket = lab.dir().join("vmnap.sock");
     let config = lab.dir().join("vmnap.toml");
-    let mut text = format!("[api]\nsocket = \"{}\"\n", socket.display());
+    let mut text = format!(
+        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n",
+        lab.dir().display(),
+        socket.display()
+    );
     for g in lab.guests() {
         text += &format!(
             "\n[[guest]]\nname = \"{}\"\nbridge = \"{}\"\ninterface = \"{}\"\nmac = \"{}\"\nipv4 = [\"{}\"]\n\

@@ -1,8 +1,10 @@
-//! `vmnap`: the one binary. `vmnap run` is the daemon; `sleep`, `wake` and `status` are its
-//! clients; `check-config` validates a config; `demo` shows the whole thing on a throwaway
+//! `vmnap`: the one binary. `vmnap run` is the daemon; `sleep`, `wake`, `pin`, `unpin`,
+//! `status`, `events` and `reload` are clients of its HTTP API on the unix socket; `check-config` validates a config; `demo` shows the whole thing on a throwaway
 //! network.
 
 mod demo;
+mod logging;
+mod man;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +12,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vmnap_config::{Config, DEFAULT_SOCKET, EX_CONFIG};
-use vmnap_daemon::api::{self, Request, Response};
+use vmnap_daemon::api::{self, ClientError, Request, Response};
+use vmnap_daemon::events::{Event, Record};
 
 /// Lets idle guests sleep without losing a request.
 ///
@@ -34,6 +37,10 @@ enum Cmd {
         /// Log level: error, warn, info, debug or trace (or a RUST_LOG-style filter).
         #[arg(long, default_value = "info")]
         log_level: String,
+        /// Log format on stderr: text, journald (`<N>` priority prefixes, no timestamps:
+        /// for systemd) or json (one object a line).
+        #[arg(long, value_enum, default_value_t = logging::Format::Text)]
+        log_format: logging::Format,
     },
     /// Put a guest to sleep now.
     Sleep {
@@ -71,6 +78,25 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArg,
     },
+    /// Print what happened to the guests: the recent events, then (with --follow) each as it
+    /// happens, until Ctrl-C.
+    Events {
+        /// Only this guest's events.
+        name: Option<String>,
+        /// Keep printing events as they happen.
+        #[arg(long, short)]
+        follow: bool,
+        /// Print each event as a JSON object on a line of its own.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Ask the daemon to reload its config.
+    Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
     /// Check a config file; exit 0 if it is valid, 64 with file, line and key if not.
     CheckConfig {
         /// The config file.
@@ -86,6 +112,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+    /// Print the man page (roff) to stdout: `dist/vmnap.1` is this output.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,12 +127,30 @@ struct SocketArg {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Cmd::Run { config, log_level } => run(&config, &log_level),
+        Cmd::Run {
+            config,
+            log_level,
+            log_format,
+        } => run(&config, &log_level, log_format),
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            report(
+                man::render(cmd, &mut std::io::stdout().lock())
+                    .context("cannot print the man page"),
+            )
+        }
         Cmd::Sleep { name, socket } => client(&socket.socket, Request::Sleep { guest: name }),
         Cmd::Wake { name, socket } => client(&socket.socket, Request::Wake { guest: name }),
         Cmd::Pin { name, socket } => client(&socket.socket, Request::Pin { guest: name }),
         Cmd::Unpin { name, socket } => client(&socket.socket, Request::Unpin { guest: name }),
         Cmd::Status { json, socket } => status(&socket.socket, json),
+        Cmd::Events {
+            name,
+            follow,
+            json,
+            socket,
+        } => events(&socket.socket, name.as_deref(), follow, json),
+        Cmd::Reload { socket } => reload(&socket.socket),
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 println!(
@@ -133,7 +180,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, log_level: &str) -> ExitCode {
+fn run(path: &std::path::Path, log_level: &str, log_format: logging::Format) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -144,10 +191,7 @@ fn run(path: &std::path::Path, log_level: &str) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_new(log_level)
         .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
         .expect("`info` is a valid filter");
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    logging::init(filter, log_format);
     report(vmnap_daemon::run(config).context("the daemon could not start"))
 }
 
@@ -221,4 +265,82 @@ fn status(socket: &std::path::Path, json: bool) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+fn events(socket: &std::path::Path, guest: Option<&str>, follow: bool, json: bool) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let result = api::events(socket, follow, guest, |record| {
+        let line = if json {
+            serde_json::to_string(&record).expect("events always serialize")
+        } else {
+            describe(&record)
+        };
+        use std::io::Write;
+        // A closed pipe (`vmnap events -f | head`) ends the stream.
+        writeln!(out, "{line}").and_then(|()| out.flush()).is_ok()
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(ClientError::Refused { message, .. }) => {
+            eprintln!("vmnap: {message}");
+            ExitCode::FAILURE
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
+/// One event on one line, for people: UTC time, guest, what happened.
+fn describe(record: &Record) -> String {
+    let ms = record.time_ms % 86_400_000;
+    let time = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    );
+    let what = match &record.event {
+        Event::FellAsleep { .. } => "fell asleep".to_owned(),
+        Event::Woke {
+            cause,
+            frame,
+            took_ms,
+            ..
+        } => {
+            let mut s = format!("woke ({cause}");
+            if let Some(f) = frame {
+                s.push_str(&format!(": {f}"));
+            }
+            s.push(')');
+            if let Some(ms) = took_ms {
+                s.push_str(&format!(" in {ms:.1} ms"));
+            }
+            s
+        }
+        Event::BackendError {
+            operation, message, ..
+        } => format!("backend error ({operation}): {message}"),
+        Event::Dropped { reason, frames, .. } => match reason {
+            Some(r) => format!("dropped {frames} frame(s): {r}"),
+            None => format!("dropped {frames} frame(s)"),
+        },
+    };
+    format!("{time}Z {:<16} {what}", record.event.guest())
+}
+
+fn reload(socket: &std::path::Path) -> ExitCode {
+    match api::request(socket, "POST", "/v1/reload", None) {
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if (200..300).contains(&status) {
+                println!("{}", value["message"].as_str().unwrap_or(text.trim()));
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("vmnap: {}", value["error"].as_str().unwrap_or(text.trim()));
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => report(Err(e.into())),
+    }
 }

@@ -212,3 +212,106 @@ fn check_config_exits_64_naming_file_line_and_key() {
     assert_eq!(out.status.code(), Some(64));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// SIGKILL: no chance to clean up.
+fn kill_hard(s: &mut Setup) {
+    let pid = s.daemon.take().expect("running");
+    // SAFETY: kill(2) on the daemon this test started (by PID).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    s.lab.kill(pid); // reaps it
+}
+
+#[test]
+fn a_daemon_killed_while_a_guest_sleeps_stands_in_again_after_a_restart() {
+    need(&["ping", "curl"]);
+    let mut s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    kill_hard(&mut s);
+    assert!(s.frozen("web1"), "the guest was woken by the kill");
+    let started = std::time::Instant::now();
+    s.start_daemon();
+    let ip = s.guest_ip("web1");
+    let ping = s.run(0, &["ping", "-c", "1", "-W", "5", &ip]);
+    assert!(
+        ping.status.success(),
+        "not answered after the restart: {}",
+        text(&ping)
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(s.frozen("web1"), "standing in again must not wake it");
+    assert_eq!(s.status("web1")["state"], "sleeping");
+    // Nothing of the killed run is left on the bridge: one surrogate port, one entry.
+    let host = s.lab.host_netns().to_owned();
+    let links = text(
+        &s.lab
+            .exec(&host, &["ip", "-o", "link", "show"])
+            .expect("ip link"),
+    );
+    let ours = links.lines().filter(|l| l.contains("vmnap")).count();
+    assert_eq!(ours, 2, "one veth pair: {links}");
+    let fdb = text(
+        &s.lab
+            .exec(&host, &["bridge", "fdb", "show", "br", "br0"])
+            .expect("fdb"),
+    );
+    assert_eq!(fdb.matches("sticky").count(), 1, "{fdb}");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+}
+
+#[test]
+fn with_on_restart_wake_a_guest_left_asleep_is_woken_after_a_restart() {
+    need(&["curl"]);
+    let mut s = Setup::new(&[("web1", 0)], "[state]\non_restart = \"wake\"\n---\n");
+    s.sleep("web1");
+    kill_hard(&mut s);
+    s.start_daemon();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.status("web1")["state"] != "awake" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not woken: {}",
+            s.status("web1")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(!s.frozen("web1"));
+    let host = s.lab.host_netns().to_owned();
+    let link = text(
+        &s.lab
+            .exec(&host, &["bridge", "link", "show", "dev", "vg-web1"])
+            .expect("bridge link"),
+    );
+    assert!(link.contains("forwarding"), "its port is still cut: {link}");
+    let out = s.run(
+        0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{}/", s.guest_ip("web1")),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+}
+
+#[test]
+fn with_on_stop_keep_asleep_sigterm_leaves_guests_asleep_and_a_restart_picks_them_up() {
+    need(&["ping"]);
+    let mut s = Setup::new(&[("web1", 0)], "[state]\non_stop = \"keep-asleep\"\n---\n");
+    s.sleep("web1");
+    let pid = s.daemon.take().expect("running");
+    s.lab.kill(pid); // SIGTERM
+    assert!(
+        s.frozen("web1"),
+        "SIGTERM woke a guest it should keep asleep"
+    );
+    s.start_daemon();
+    let ping = s.run(0, &["ping", "-c", "1", "-W", "5", &s.guest_ip("web1")]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    assert_eq!(s.status("web1")["state"], "sleeping");
+}

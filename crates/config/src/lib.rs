@@ -58,7 +58,7 @@ mod locate;
 mod raw;
 mod validate;
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -68,6 +68,10 @@ pub use error::ConfigError;
 
 /// The API socket path used when `[api] socket` is not given.
 pub const DEFAULT_SOCKET: &str = "/run/vmnap/vmnap.sock";
+/// `[api] socket_mode` when not given: owner read and write only.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
+/// `[state] dir` when not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vmnap";
 /// Exit code for a bad config (`EX_USAGE` from `sysexits.h`).
 pub const EX_CONFIG: u8 = 64;
 /// `queue_frames` when not given.
@@ -112,21 +116,101 @@ pub struct Config {
     pub libvirt: LibvirtConfig,
     /// The `[idle]` table: how idleness is measured, and the default `idle_after`.
     pub idle: IdleConfig,
+    /// The `[state]` table: where the daemon keeps what it has done, and what it does with
+    /// sleeping guests when it restarts or stops.
+    pub state: StateConfig,
     /// The `[[guest]]` tables, in file order. May be empty.
     pub guests: Vec<GuestConfig>,
 }
 
-/// The `[api]` table.
+/// The `[api]` table: where the daemon serves its HTTP API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiConfig {
-    /// Absolute path of the unix socket the daemon listens on.
+    /// Absolute path of the unix socket the daemon listens on (key `socket`). Anyone who can
+    /// connect to it controls the daemon: it needs no token.
     pub socket: PathBuf,
+    /// The permission bits of the socket (key `socket_mode`, an octal string like `"0660"`):
+    /// the owner can always read and write, others never. Default [`DEFAULT_SOCKET_MODE`].
+    pub socket_mode: u32,
+    /// A TCP address the API is also served on (key `listen`, like `"127.0.0.1:7070"`);
+    /// `None` (the default): only the unix socket. Only with `token_file`.
+    pub listen: Option<SocketAddr>,
+    /// Absolute path of the file holding the bearer token that requests on `listen` must
+    /// carry (key `token_file`; `Authorization: Bearer TOKEN`). `Some` exactly when `listen`
+    /// is. The daemon reads it when it starts.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             socket: PathBuf::from(DEFAULT_SOCKET),
+            socket_mode: DEFAULT_SOCKET_MODE,
+            listen: None,
+            token_file: None,
+        }
+    }
+}
+
+/// The `[state]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateConfig {
+    /// Absolute path of the directory the daemon keeps its journal in (key `dir`). Default
+    /// [`DEFAULT_STATE_DIR`].
+    pub dir: PathBuf,
+    /// What a daemon started again does with the guests its journal says it left asleep (key
+    /// `on_restart`).
+    pub on_restart: OnRestart,
+    /// What the daemon does with the guests it put to sleep when it stops (key `on_stop`).
+    pub on_stop: OnStop,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            dir: PathBuf::from(DEFAULT_STATE_DIR),
+            on_restart: OnRestart::default(),
+            on_stop: OnStop::default(),
+        }
+    }
+}
+
+/// `[state] on_restart`: `"stand-in"` (the default) or `"wake"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnRestart {
+    /// Keep the guests asleep and stand in for them again.
+    #[default]
+    StandIn,
+    /// Wake them.
+    Wake,
+}
+
+impl OnRestart {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRestart::StandIn => "stand-in",
+            OnRestart::Wake => "wake",
+        }
+    }
+}
+
+/// `[state] on_stop`: `"wake"` (the default) or `"keep-asleep"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnStop {
+    /// Wake every guest the daemon put to sleep.
+    #[default]
+    Wake,
+    /// Leave them asleep, for the next daemon to pick up from its journal.
+    KeepAsleep,
+}
+
+impl OnStop {
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStop::Wake => "wake",
+            OnStop::KeepAsleep => "keep-asleep",
         }
     }
 }

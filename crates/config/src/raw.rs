@@ -15,6 +15,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub idle: Option<Spanned<RawIdle>>,
     #[serde(default)]
+    pub state: Option<Spanned<RawState>>,
+    #[serde(default)]
     pub guest: Vec<Spanned<RawGuest>>,
 }
 
@@ -23,6 +25,23 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawApi {
     #[serde(default)]
     pub socket: Option<Spanned<String>>,
+    #[serde(default)]
+    pub socket_mode: Option<Spanned<String>>,
+    #[serde(default)]
+    pub listen: Option<Spanned<String>>,
+    #[serde(default)]
+    pub token_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawState {
+    #[serde(default)]
+    pub dir: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_restart: Option<Spanned<String>>,
+    #[serde(default)]
+    pub on_stop: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,7 +1,7 @@
 //! Turns [`RawConfig`] into [`Config`], refusing the first value that does not make sense.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use crate::error::ConfigError;
 use crate::locate;
 use crate::raw::{
     RawApi, RawConfig, RawDefaults, RawDiscover, RawGuest, RawHealth, RawIdle, RawLibvirt,
-    RawPolicy,
+    RawPolicy, RawState,
 };
 use crate::{
     parse_duration, Answers, ApiConfig, BackendConfig, Config, Discover, GuestConfig,
@@ -22,6 +22,7 @@ use crate::{
     DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_NAME_LEN,
     MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
+use crate::{OnRestart, OnStop, StateConfig, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR};
 
 /// The longest path `bind(2)` accepts for a unix socket (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH_LEN: usize = 107;
@@ -57,6 +58,10 @@ pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         Some(idle) => cx.idle(idle.get_ref())?,
         None => IdleConfig::default(),
     };
+    let state = match &raw.state {
+        Some(state) => cx.state(state.get_ref())?,
+        None => StateConfig::default(),
+    };
     let mut seen = Seen::default();
     let mut guests = Vec::with_capacity(raw.guest.len());
     for (i, g) in raw.guest.iter().enumerate() {
@@ -68,6 +73,7 @@ pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         api,
         libvirt,
         idle,
+        state,
         guests,
     })
 }
@@ -166,7 +172,82 @@ impl Cx<'_> {
             Some(s) => self.check(s, || "api.socket".into(), |s| socket_path(s))?,
             None => PathBuf::from(DEFAULT_SOCKET),
         };
-        Ok(ApiConfig { socket })
+        let socket_mode = match &api.socket_mode {
+            Some(m) => self.check(m, || "api.socket_mode".into(), |s| socket_mode(s))?,
+            None => DEFAULT_SOCKET_MODE,
+        };
+        let listen = match &api.listen {
+            Some(l) => Some(self.check(l, || "api.listen".into(), |s| listen_address(s))?),
+            None => None,
+        };
+        let token_file = match &api.token_file {
+            Some(t) => Some(self.check(t, || "api.token_file".into(), |s| absolute_path(s))?),
+            None => None,
+        };
+        match (&api.listen, &api.token_file) {
+            (Some(l), None) => {
+                return Err(self.err(
+                    l.span(),
+                    "api.listen".into(),
+                    "`listen` needs `token_file`, the absolute path of a file holding the bearer \
+                     token that requests over TCP must carry",
+                ))
+            }
+            (None, Some(t)) => {
+                return Err(self.err(
+                    t.span(),
+                    "api.token_file".into(),
+                    "`token_file` is used only with `listen` (the unix socket needs no token)",
+                ))
+            }
+            _ => {}
+        }
+        Ok(ApiConfig {
+            socket,
+            socket_mode,
+            listen,
+            token_file,
+        })
+    }
+
+    fn state(&self, state: &RawState) -> Result<StateConfig, ConfigError> {
+        let dir = match &state.dir {
+            Some(d) => self.check(d, || "state.dir".into(), |s| absolute_path(s))?,
+            None => PathBuf::from(DEFAULT_STATE_DIR),
+        };
+        let on_restart = match &state.on_restart {
+            Some(r) => self.check(
+                r,
+                || "state.on_restart".into(),
+                |s| match s.as_str() {
+                    "stand-in" => Ok(OnRestart::StandIn),
+                    "wake" => Ok(OnRestart::Wake),
+                    other => Err(format!(
+                        "unknown action `{other}`; expected `stand-in` or `wake`"
+                    )),
+                },
+            )?,
+            None => OnRestart::default(),
+        };
+        let on_stop = match &state.on_stop {
+            Some(r) => self.check(
+                r,
+                || "state.on_stop".into(),
+                |s| match s.as_str() {
+                    "wake" => Ok(OnStop::Wake),
+                    "keep-asleep" => Ok(OnStop::KeepAsleep),
+                    other => Err(format!(
+                        "unknown action `{other}`; expected `wake` or `keep-asleep`"
+                    )),
+                },
+            )?,
+            None => OnStop::default(),
+        };
+        Ok(StateConfig {
+            dir,
+            on_restart,
+            on_stop,
+        })
     }
 
     fn libvirt(&self, libvirt: &RawLibvirt) -> Result<LibvirtConfig, ConfigError> {
@@ -1193,6 +1274,42 @@ fn absolute_path(s: &str) -> Result<PathBuf, String> {
         return Err(format!("`{s}` is not an absolute path"));
     }
     Ok(path)
+}
+
+/// `socket_mode`: octal permission bits as a string, owner read and write, nothing for others.
+fn socket_mode(s: &str) -> Result<u32, String> {
+    let digits = s.strip_prefix("0o").unwrap_or(s);
+    let mode = match u32::from_str_radix(digits, 8) {
+        Ok(m) if !digits.is_empty() && digits.len() <= 4 && m <= 0o777 => m,
+        _ => {
+            return Err(format!(
+                "`{s}` is not a permission mode (want octal digits like \"0600\" or \"0660\")"
+            ))
+        }
+    };
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "`{s}` does not let the daemon's owner read and write the socket (want at least 0600)"
+        ));
+    }
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "`{s}` lets every user control the daemon; give access through the group instead \
+             (like \"0660\")"
+        ));
+    }
+    Ok(mode)
+}
+
+/// `listen`: an IP address and port; the port is never 0.
+fn listen_address(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s.parse().map_err(|_| {
+        format!("`{s}` is not an address and port (want like \"127.0.0.1:7070\" or \"[::1]:7070\")")
+    })?;
+    if addr.port() == 0 {
+        return Err(format!("`{s}` has port 0; name the port to listen on"));
+    }
+    Ok(addr)
 }
 
 fn socket_path(s: &str) -> Result<PathBuf, String> {

@@ -9,8 +9,9 @@ use proptest::prelude::*;
 use vmnap_config::{
     parse_duration, Answers, ApiConfig, BackendConfig, Config, ConfigError, Discover,
     DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
-    MulticastPolicy, PortRule, SleepMode, Transport, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET,
-    EX_CONFIG, MAX_HEALTH_BODY_LEN,
+    MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, Transport,
+    DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, EX_CONFIG,
+    MAX_HEALTH_BODY_LEN,
 };
 
 const FILE: &str = "/etc/vmnap.toml";
@@ -182,6 +183,7 @@ multicast_frames = 256         # optional, this default
     let expected = Config {
         api: ApiConfig {
             socket: PathBuf::from("/run/vmnap/vmnap.sock"),
+            ..ApiConfig::default()
         },
         guests: vec![GuestConfig {
             name: "web1".into(),
@@ -221,6 +223,7 @@ multicast_frames = 256         # optional, this default
         }],
         libvirt: LibvirtConfig::default(),
         idle: IdleConfig::default(),
+        state: StateConfig::default(),
     };
     assert_eq!(ok(text), expected);
 }
@@ -1049,6 +1052,213 @@ fn api_socket_too_long_for_bind_is_refused() {
     );
 }
 
+#[test]
+fn api_listen_with_token_file_and_socket_mode_are_read() {
+    let config = ok("[api]\nsocket = \"/run/v.sock\"\nsocket_mode = \"0660\"\n\
+                     listen = \"127.0.0.1:7070\"\ntoken_file = \"/etc/vmnap/token\"\n");
+    assert_eq!(
+        config.api,
+        ApiConfig {
+            socket: PathBuf::from("/run/v.sock"),
+            socket_mode: 0o660,
+            listen: Some("127.0.0.1:7070".parse().unwrap()),
+            token_file: Some(PathBuf::from("/etc/vmnap/token")),
+        }
+    );
+    assert_eq!(
+        ok("[api]\nlisten = \"[::1]:7070\"\ntoken_file = \"/t\"\n")
+            .api
+            .listen,
+        Some("[::1]:7070".parse().unwrap())
+    );
+}
+
+#[test]
+fn api_defaults_to_the_socket_alone_mode_0600() {
+    let api = ok("").api;
+    assert_eq!(api.socket_mode, DEFAULT_SOCKET_MODE);
+    assert_eq!(api.socket_mode, 0o600);
+    assert_eq!((api.listen, api.token_file), (None, None));
+}
+
+#[test]
+fn api_listen_without_token_file_is_refused() {
+    refused(
+        "[api]\nlisten = \"127.0.0.1:7070\"\n",
+        2,
+        10,
+        Some("api.listen"),
+        "`listen` needs `token_file`",
+    );
+}
+
+#[test]
+fn api_token_file_without_listen_is_refused() {
+    refused(
+        "[api]\ntoken_file = \"/etc/vmnap/token\"\n",
+        2,
+        14,
+        Some("api.token_file"),
+        "used only with `listen`",
+    );
+}
+
+#[test]
+fn api_relative_token_file_is_refused() {
+    refused(
+        "[api]\nlisten = \"127.0.0.1:7070\"\ntoken_file = \"token\"\n",
+        3,
+        14,
+        Some("api.token_file"),
+        "`token` is not an absolute path",
+    );
+}
+
+#[test]
+fn api_listen_that_is_not_an_address_and_port_is_refused() {
+    for bad in [
+        "127.0.0.1",
+        "localhost:7070",
+        "127.0.0.1:http",
+        "127.0.0.1:70000",
+        "",
+    ] {
+        refused(
+            &format!("[api]\nlisten = \"{bad}\"\ntoken_file = \"/t\"\n"),
+            2,
+            10,
+            Some("api.listen"),
+            "is not an address and port",
+        );
+    }
+    refused(
+        "[api]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"/t\"\n",
+        2,
+        10,
+        Some("api.listen"),
+        "port 0",
+    );
+}
+
+#[test]
+fn api_socket_mode_must_be_octal_owner_rw_and_closed_to_others() {
+    for bad in ["rw", "0800", "600 ", "", "01777", "7777"] {
+        refused(
+            &format!("[api]\nsocket_mode = \"{bad}\"\n"),
+            2,
+            15,
+            Some("api.socket_mode"),
+            "is not a permission mode",
+        );
+    }
+    refused(
+        "[api]\nsocket_mode = \"0400\"\n",
+        2,
+        15,
+        Some("api.socket_mode"),
+        "read and write",
+    );
+    refused(
+        "[api]\nsocket_mode = \"0666\"\n",
+        2,
+        15,
+        Some("api.socket_mode"),
+        "every user",
+    );
+    refused(
+        "[api]\nsocket_mode = 384\n",
+        2,
+        15,
+        Some("api.socket_mode"),
+        "expected a string",
+    );
+    assert_eq!(ok("[api]\nsocket_mode = \"640\"\n").api.socket_mode, 0o640);
+    assert_eq!(
+        ok("[api]\nsocket_mode = \"0o600\"\n").api.socket_mode,
+        0o600
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// [state]
+
+#[test]
+fn state_defaults_when_absent() {
+    let state = ok("").state;
+    assert_eq!(
+        state,
+        StateConfig {
+            dir: PathBuf::from(DEFAULT_STATE_DIR),
+            on_restart: OnRestart::StandIn,
+            on_stop: OnStop::Wake,
+        }
+    );
+    assert_eq!(state.dir, PathBuf::from("/var/lib/vmnap"));
+    assert_eq!(ok("[state]\n").state, StateConfig::default());
+}
+
+#[test]
+fn state_keys_are_read() {
+    let state =
+        ok("[state]\ndir = \"/srv/vmnap\"\non_restart = \"wake\"\non_stop = \"keep-asleep\"\n")
+            .state;
+    assert_eq!(
+        state,
+        StateConfig {
+            dir: PathBuf::from("/srv/vmnap"),
+            on_restart: OnRestart::Wake,
+            on_stop: OnStop::KeepAsleep,
+        }
+    );
+    assert_eq!(state.on_restart.as_str(), "wake");
+    assert_eq!(state.on_stop.as_str(), "keep-asleep");
+    let state = ok("[state]\non_restart = \"stand-in\"\non_stop = \"wake\"\n").state;
+    assert_eq!(
+        (state.on_restart, state.on_stop),
+        (OnRestart::StandIn, OnStop::Wake)
+    );
+}
+
+#[test]
+fn state_relative_dir_is_refused() {
+    refused(
+        "[state]\ndir = \"state\"\n",
+        2,
+        7,
+        Some("state.dir"),
+        "`state` is not an absolute path",
+    );
+}
+
+#[test]
+fn state_unknown_actions_are_refused() {
+    refused(
+        "[state]\non_restart = \"sleep\"\n",
+        2,
+        14,
+        Some("state.on_restart"),
+        "unknown action `sleep`; expected `stand-in` or `wake`",
+    );
+    refused(
+        "[state]\non_stop = \"stand-in\"\n",
+        2,
+        11,
+        Some("state.on_stop"),
+        "unknown action `stand-in`; expected `wake` or `keep-asleep`",
+    );
+}
+
+#[test]
+fn state_unknown_key_names_state() {
+    refused(
+        "[state]\non_crash = \"wake\"\n",
+        2,
+        1,
+        Some("state"),
+        "unknown key `on_crash`",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Libvirt and QMP guests, idleness and health checks: accepted
 
@@ -1088,6 +1298,7 @@ idle_after = "30s"
             cpu_percent: 2.0,
             idle_after: Some(Duration::from_secs(600)),
         },
+        state: StateConfig::default(),
         guests: vec![GuestConfig {
             name: "web2".into(),
             bridge: None,

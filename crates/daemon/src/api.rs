@@ -1,44 +1,65 @@
-//! The control protocol between `vmnap` commands and the running daemon: one JSON request
-//! per line on a unix socket, one JSON response line back.
+//! The daemon's HTTP API, both ends: the routes it serves (JSON under `/v1`, described in
+//! `openapi.json` next to this crate's `Cargo.toml`) and the client `vmnap` uses.
+//!
+//! The daemon serves it on its unix socket (no token: the socket's mode decides who may
+//! connect) and, where configured, on a TCP address, where every request must carry
+//! `Authorization: Bearer TOKEN`. Routes ([`ROUTES`]):
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /v1/guests` | every guest's [`GuestStatus`], in config order |
+//! | `GET /v1/guests/{name}` | one guest's [`GuestDetail`]: its status and its [`Policy`] |
+//! | `POST /v1/guests/{name}/sleep`, `/wake` | [`Message`] once done (`{"wait": false}`: 202 at once) |
+//! | `POST /v1/guests/{name}/pin`, `/unpin` | [`Message`] |
+//! | `POST /v1/reload` | 501 for now |
+//! | `GET /v1/events` | newline-delimited [`Record`]s; `?follow=false` ends after the recent ones, `?guest=NAME` filters |
+//!
+//! Refusals are a 4xx or 5xx with `{"error": "..."}`.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tracing::{debug, error};
 
-/// A request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
+use crate::bridge::{BridgeHandle, Command};
+use crate::events::{Event, EventBus, Record};
+use crate::http::{self, Conn};
+
+/// A request, as `vmnap`'s commands make them; [`call`] sends it as the matching HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
-    /// Put a guest to sleep.
+    /// Put a guest to sleep (`POST /v1/guests/{name}/sleep`).
     Sleep {
         /// The guest's name.
         guest: String,
     },
-    /// Wake a guest.
+    /// Wake a guest (`POST /v1/guests/{name}/wake`).
     Wake {
         /// The guest's name.
         guest: String,
     },
-    /// Keep a guest awake however idle it is.
+    /// Keep a guest awake however idle it is (`POST /v1/guests/{name}/pin`).
     Pin {
         /// The guest's name.
         guest: String,
     },
-    /// Let a pinned guest sleep when idle again.
+    /// Let a pinned guest sleep when idle again (`POST /v1/guests/{name}/unpin`).
     Unpin {
         /// The guest's name.
         guest: String,
     },
-    /// Every guest's state and counters.
+    /// Every guest's state and counters (`GET /v1/guests`).
     Status,
 }
 
-/// A response.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "result", rename_all = "kebab-case")]
+/// The daemon's answer to a [`Request`].
+#[derive(Debug, Clone, PartialEq)]
 pub enum Response {
     /// Done; what happened, for people.
     Done {
@@ -57,7 +78,7 @@ pub enum Response {
     },
 }
 
-/// One guest as `vmnap status` shows it.
+/// One guest as `vmnap status` shows it (`GET /v1/guests`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestStatus {
     /// Its name.
@@ -95,6 +116,558 @@ pub struct GuestStatus {
     pub pinned: bool,
 }
 
+/// A guest's policy, from its config (`GET /v1/guests/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// `cgroup`, `libvirt` or `qmp`.
+    pub backend: String,
+    /// `pause` or `save` (libvirt and QMP guests).
+    pub mode: Option<String>,
+    /// What wakes it, like `tcp/80`.
+    pub wake_on: Vec<String>,
+    /// What the surrogate answers for it: `arp`, `ndp`, `icmp-echo`, `tcp-echo`, `udp-echo`.
+    pub answer: Vec<String>,
+    /// Seconds it must stay idle before it is put to sleep; `None`: only when told.
+    pub idle_after_s: Option<f64>,
+    /// Ports whose open connections keep it awake.
+    pub keep_awake_while_connected: Vec<String>,
+    /// Its MAC address.
+    pub mac: String,
+    /// Its IPv4 addresses.
+    pub ipv4: Vec<String>,
+    /// Its IPv6 addresses.
+    pub ipv6: Vec<String>,
+    /// Its VLAN (0: untagged).
+    pub vlan: u16,
+    /// Frames held for it at most while it wakes.
+    pub queue_frames: usize,
+    /// Bytes held for it at most while it wakes.
+    pub queue_bytes: usize,
+    /// `queue` or `drop`: broadcast and multicast while it sleeps.
+    pub multicast: String,
+    /// TCP ports of its health checks.
+    pub health_ports: Vec<u16>,
+}
+
+/// One guest in detail: its status and its policy (`GET /v1/guests/{name}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuestDetail {
+    /// As in the list.
+    #[serde(flatten)]
+    pub status: GuestStatus,
+    /// From its config.
+    pub policy: Policy,
+}
+
+/// The answer to an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    /// What happened, for people, like `web1 is asleep`.
+    pub message: String,
+}
+
+/// The body of every refusal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Why, for people.
+    pub error: String,
+}
+
+/// The body of `POST /v1/guests/{name}/sleep` and `/wake` (optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    /// Answer when the sleep or wake is over (the default), or at once with 202.
+    #[serde(default)]
+    wait: Option<bool>,
+}
+
+/// The body of the other actions (optional): an empty object.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyBody {}
+
+/// A route the server has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The path, with `{name}` for a guest's name, as in the OpenAPI document.
+    pub path: &'static str,
+}
+
+/// Every route the server has; requests are matched against these and nothing else.
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "GET",
+        path: "/v1/guests",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/guests/{name}",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/guests/{name}/sleep",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/guests/{name}/wake",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/guests/{name}/pin",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/guests/{name}/unpin",
+    },
+    Route {
+        method: "POST",
+        path: "/v1/reload",
+    },
+    Route {
+        method: "GET",
+        path: "/v1/events",
+    },
+];
+
+/// Connections served at once; past it, new ones get 503.
+pub const MAX_CONNECTIONS: usize = 64;
+/// How often the server compares the workers' status with the last, to publish events.
+pub const EVENT_POLL: Duration = Duration::from_secs(1);
+
+/// The guest's name in `path` if it matches `pattern`; `Some("")` for a pattern without one.
+fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
+    let mut name = "";
+    let mut p = pattern.split('/');
+    let mut s = path.split('/');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return Some(name),
+            (Some("{name}"), Some(seg)) if !seg.is_empty() => name = seg,
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+/// What the server knows and shares between its connections.
+pub(crate) struct Server<'a> {
+    pub handles: &'a [BridgeHandle],
+    /// Each guest's policy, by name.
+    pub policies: BTreeMap<String, Policy>,
+    pub bus: EventBus,
+    /// The token requests over TCP must carry.
+    pub token: Option<String>,
+    pub stop: &'a AtomicBool,
+    /// The last status seen, to derive events from; `None` before the first.
+    last: Mutex<Option<BTreeMap<String, GuestStatus>>>,
+}
+
+impl std::fmt::Debug for Server<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("guests", &self.policies.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a request asks for, once routed.
+enum Outcome {
+    Reply(http::Response),
+    Events { guest: Option<String>, follow: bool },
+}
+
+impl<'a> Server<'a> {
+    pub(crate) fn new(
+        handles: &'a [BridgeHandle],
+        policies: BTreeMap<String, Policy>,
+        bus: EventBus,
+        token: Option<String>,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        Server {
+            handles,
+            policies,
+            bus,
+            token,
+            stop,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Answers the one request on `conn` (`tcp`: it came over TCP, so it needs the token).
+    pub(crate) fn serve(&self, mut conn: Conn, tcp: bool) {
+        let _ = conn.set_nonblocking(false);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
+        let request = match http::read_request(&mut conn) {
+            Ok(r) => r,
+            Err(Some(refusal)) => {
+                debug!(status = refusal.status, "refused a malformed API request");
+                let _ = http::write_response(&mut conn, &refusal);
+                return;
+            }
+            Err(None) => return,
+        };
+        let outcome = if tcp && !self.authorized(&request) {
+            Outcome::Reply(
+                http::Response::error(
+                    401,
+                    "this request needs `Authorization: Bearer TOKEN` with the token of `[api] token_file`",
+                )
+                .with_header("WWW-Authenticate", "Bearer realm=\"vmnap\""),
+            )
+        } else {
+            self.route(&request)
+        };
+        match outcome {
+            Outcome::Reply(response) => {
+                debug!(method = %request.method, path = %request.path, status = response.status, "API request");
+                let _ = http::write_response(&mut conn, &response);
+            }
+            Outcome::Events { guest, follow } => self.stream(conn, guest.as_deref(), follow),
+        }
+    }
+
+    fn authorized(&self, request: &http::Request) -> bool {
+        let Some(token) = self.token.as_deref() else {
+            return false;
+        };
+        let given = request
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        // Compare in time that does not depend on where they differ.
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
+    fn route(&self, request: &http::Request) -> Outcome {
+        let found: Vec<(&Route, &str)> = ROUTES
+            .iter()
+            .filter_map(|r| matches(r.path, &request.path).map(|name| (r, name)))
+            .collect();
+        if found.is_empty() {
+            return Outcome::Reply(http::Response::error(
+                404,
+                format!("no such path: {}", request.path),
+            ));
+        }
+        let Some(&(route, name)) = found.iter().find(|(r, _)| r.method == request.method) else {
+            let allow: Vec<&str> = found.iter().map(|(r, _)| r.method).collect();
+            return Outcome::Reply(
+                http::Response::error(
+                    405,
+                    format!(
+                        "{} does not take {}; it takes {}",
+                        request.path,
+                        request.method,
+                        allow.join(", ")
+                    ),
+                )
+                .with_header("Allow", allow.join(", ")),
+            );
+        };
+        let allowed: &[&str] = if route.path == "/v1/events" {
+            &["follow", "guest"]
+        } else {
+            &[]
+        };
+        if let Some((k, _)) = request
+            .query
+            .iter()
+            .find(|(k, _)| !allowed.contains(&k.as_str()))
+        {
+            return Outcome::Reply(http::Response::error(
+                400,
+                format!("{} takes no query parameter `{k}`", route.path),
+            ));
+        }
+        if route.path.contains("{name}") && !self.policies.contains_key(name) {
+            return Outcome::Reply(http::Response::error(404, format!("no guest named {name}")));
+        }
+        let reply = match (route.method, route.path) {
+            ("GET", "/v1/guests") => http::Response::json(200, &self.statuses()),
+            ("GET", "/v1/guests/{name}") => self.detail(name),
+            ("POST", "/v1/guests/{name}/sleep") | ("POST", "/v1/guests/{name}/wake") => {
+                match body::<ActionBody>(&request.body) {
+                    Err(r) => r,
+                    Ok(b) => {
+                        let sleep = route.path.ends_with("/sleep");
+                        self.action(name, b.wait.unwrap_or(true), move |guest, reply| {
+                            if sleep {
+                                Command::Sleep { guest, reply }
+                            } else {
+                                Command::Wake { guest, reply }
+                            }
+                        })
+                    }
+                }
+            }
+            ("POST", "/v1/guests/{name}/pin") | ("POST", "/v1/guests/{name}/unpin") => {
+                match body::<EmptyBody>(&request.body) {
+                    Err(r) => r,
+                    Ok(_) => {
+                        let pinned = route.path.ends_with("/pin");
+                        self.action(name, true, move |guest, reply| Command::Pin {
+                            guest,
+                            pinned,
+                            reply,
+                        })
+                    }
+                }
+            }
+            ("POST", "/v1/reload") => match body::<EmptyBody>(&request.body) {
+                Err(r) => r,
+                Ok(_) => http::Response::error(
+                    501,
+                    "reloading the config is not implemented yet; restart the daemon to apply a new config",
+                ),
+            },
+            ("GET", "/v1/events") => return self.events_request(request),
+            _ => http::Response::error(500, "a route without a handler"),
+        };
+        Outcome::Reply(reply)
+    }
+
+    fn events_request(&self, request: &http::Request) -> Outcome {
+        let mut follow = true;
+        let mut guest = None;
+        for (k, v) in &request.query {
+            match (k.as_str(), v.as_str()) {
+                ("follow", "true" | "1" | "") => follow = true,
+                ("follow", "false" | "0") => follow = false,
+                ("follow", other) => {
+                    return Outcome::Reply(http::Response::error(
+                        400,
+                        format!("follow must be true or false, not `{other}`"),
+                    ))
+                }
+                ("guest", name) if self.policies.contains_key(name) => {
+                    guest = Some(name.to_owned())
+                }
+                ("guest", name) => {
+                    return Outcome::Reply(http::Response::error(
+                        404,
+                        format!("no guest named {name}"),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Outcome::Events { guest, follow }
+    }
+
+    /// Streams events as newline-delimited JSON: the recent ones, then (with `follow`) each
+    /// as it is published, until the client goes, the daemon stops, or the bus drops it.
+    fn stream(&self, mut conn: Conn, guest: Option<&str>, follow: bool) {
+        // Publish what changed since the last look, so that the recent events are current.
+        self.statuses();
+        let (recent, sub) = self.bus.subscribe();
+        if http::write_stream_head(&mut conn, "application/x-ndjson").is_err() {
+            return;
+        }
+        for r in &recent {
+            if !send_record(&mut conn, guest, r) {
+                return;
+            }
+        }
+        while follow && !self.stop.load(Ordering::Relaxed) {
+            match sub.events.recv_timeout(Duration::from_millis(500)) {
+                Ok(r) => {
+                    if !send_record(&mut conn, guest, &r) {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if conn.peer_gone() {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        conn.shutdown_write();
+    }
+
+    fn detail(&self, name: &str) -> http::Response {
+        let status = self.statuses().into_iter().find(|s| s.name == name);
+        match (status, self.policies.get(name)) {
+            (Some(status), Some(policy)) => http::Response::json(
+                200,
+                &GuestDetail {
+                    status,
+                    policy: policy.clone(),
+                },
+            ),
+            _ => http::Response::error(503, format!("the worker of guest {name} did not answer")),
+        }
+    }
+
+    /// Every guest's status, in config order; publishes what changed since the last call.
+    pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all: Vec<(usize, GuestStatus)> = Vec::new();
+        for h in self.handles {
+            let (tx, rx) = mpsc::channel();
+            if h.send(Command::Status { reply: tx }) {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Ok(list) => all.extend(list),
+                    Err(_) => error!(bridge = %h.bridge, "the bridge's worker did not answer"),
+                }
+            }
+        }
+        all.sort_by_key(|(order, _)| *order);
+        let now: BTreeMap<String, GuestStatus> = all
+            .iter()
+            .map(|(_, s)| (s.name.clone(), s.clone()))
+            .collect();
+        if let Some(before) = last.as_ref() {
+            for (name, cur) in &now {
+                if let Some(prev) = before.get(name) {
+                    for event in changes(prev, cur) {
+                        self.bus.publish(event);
+                    }
+                }
+            }
+        }
+        *last = Some(now);
+        all.into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Sends one guest's worker a command and answers with what it replies.
+    fn action(
+        &self,
+        guest: &str,
+        wait: bool,
+        make: impl FnOnce(String, mpsc::Sender<Result<String, String>>) -> Command,
+    ) -> http::Response {
+        let Some(h) = self
+            .handles
+            .iter()
+            .find(|h| h.guests.iter().any(|g| g == guest))
+        else {
+            return http::Response::error(404, format!("no guest named {guest}"));
+        };
+        let (tx, rx) = mpsc::channel();
+        let command = make(guest.to_owned(), tx);
+        let kind = match &command {
+            Command::Sleep { .. } => "sleep",
+            Command::Wake { .. } => "wake",
+            _ => "pin",
+        };
+        if !h.send(command) {
+            return http::Response::error(
+                503,
+                format!("the worker of bridge {} has stopped", h.bridge),
+            );
+        }
+        if !wait {
+            let message = match kind {
+                "sleep" => format!("{guest} is being put to sleep"),
+                _ => format!("{guest} is being woken"),
+            };
+            return http::Response::json(202, &Message { message });
+        }
+        let response = match rx.recv_timeout(CLIENT_TIMEOUT) {
+            Ok(Ok(message)) => http::Response::json(200, &Message { message }),
+            Ok(Err(message)) if kind == "pin" => http::Response::error(409, message),
+            Ok(Err(message)) => {
+                if kind == "sleep" {
+                    self.bus.publish(Event::BackendError {
+                        guest: guest.to_owned(),
+                        operation: "suspend".into(),
+                        message: message.clone(),
+                    });
+                }
+                http::Response::error(500, message)
+            }
+            Err(_) => {
+                return http::Response::error(
+                    503,
+                    format!("the worker of bridge {} did not answer", h.bridge),
+                )
+            }
+        };
+        // Publish what the action changed now rather than at the next poll.
+        self.statuses();
+        response
+    }
+}
+
+/// Writes `r` as one line if it is about `guest` (or any guest); `false` if the client is gone.
+fn send_record(conn: &mut Conn, guest: Option<&str>, r: &Record) -> bool {
+    if guest.is_some_and(|g| g != r.event.guest()) {
+        return true;
+    }
+    let mut line = serde_json::to_vec(r).expect("events always serialize");
+    line.push(b'\n');
+    conn.write_all(&line).and_then(|()| conn.flush()).is_ok()
+}
+
+/// The events that explain how a guest went from `prev` to `cur` (two status snapshots).
+fn changes(prev: &GuestStatus, cur: &GuestStatus) -> Vec<Event> {
+    let guest = || cur.name.clone();
+    let mut out = Vec::new();
+    let woke = cur.wakes.saturating_sub(prev.wakes);
+    let failed = cur.wake_failures.saturating_sub(prev.wake_failures);
+    let dropped = cur.dropped_frames.saturating_sub(prev.dropped_frames);
+    if dropped > 0 {
+        out.push(Event::Dropped {
+            guest: guest(),
+            reason: None,
+            frames: dropped,
+        });
+    }
+    if failed > 0 {
+        out.push(Event::BackendError {
+            guest: guest(),
+            operation: "resume".into(),
+            message: format!(
+                "{} failed to wake {failed} time(s); vmnap keeps trying (see its log)",
+                cur.name
+            ),
+        });
+    }
+    let was_up = matches!(prev.state.as_str(), "awake" | "falling-asleep");
+    if woke > 0 {
+        if was_up {
+            // It fell asleep and woke between two looks.
+            out.push(Event::FellAsleep { guest: guest() });
+        }
+        out.push(Event::Woke {
+            guest: guest(),
+            cause: cur
+                .last_wake_cause
+                .clone()
+                .unwrap_or_else(|| "requested".into()),
+            frame: None,
+            took_ms: cur.last_wake_ms,
+        });
+    }
+    if cur.state == "sleeping" && (woke > 0 || was_up) {
+        out.push(Event::FellAsleep { guest: guest() });
+    }
+    out
+}
+
+/// The optional JSON body of a POST: empty, or an object `T` reads.
+fn body<T: Default + for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, http::Response> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        http::Response::error(400, format!("the body is not what this route takes: {e}"))
+    })
+}
+
 /// Failure to talk to the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -125,13 +698,41 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
+    /// The daemon refused or failed the request.
+    #[error("{message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// Its `error`.
+        message: String,
+    },
 }
 
 /// How long a client waits for an answer; a wake under TCG can take seconds.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sends one request to the daemon listening on `socket` and returns its answer.
-pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+/// One HTTP exchange with the daemon on `socket`: the status and the body.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let (mut reader, head) = open(socket, method, target, body)?;
+    let body = http::read_response_body(&mut reader, &head).map_err(|source| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    })?;
+    Ok((head.status, body))
+}
+
+/// Sends a request and reads the response's head; the body is left in the reader.
+fn open(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+) -> Result<(BufReader<UnixStream>, http::ResponseHead), ClientError> {
     let path = socket.to_path_buf();
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: path.clone(),
@@ -142,31 +743,181 @@ pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
         source,
     };
     stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    let mut line = serde_json::to_string(request).expect("requests always serialize");
-    line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(&answer).map_err(|source| ClientError::Protocol {
-        path: path.clone(),
+    http::write_request(&mut stream, method, target, &[], body).map_err(io)?;
+    let mut reader = BufReader::new(stream);
+    let head = http::read_response_head(&mut reader).map_err(io)?;
+    Ok((reader, head))
+}
+
+/// `body` as a `T` if `status` is a success, else the daemon's refusal.
+fn decode<T: for<'de> Deserialize<'de>>(
+    socket: &Path,
+    status: u16,
+    body: &[u8],
+) -> Result<T, ClientError> {
+    let protocol = |source| ClientError::Protocol {
+        path: socket.to_path_buf(),
         source,
-    })
+    };
+    if (200..300).contains(&status) {
+        serde_json::from_slice(body).map_err(protocol)
+    } else {
+        let e: ApiError = serde_json::from_slice(body).map_err(protocol)?;
+        Err(ClientError::Refused {
+            status,
+            message: e.error,
+        })
+    }
+}
+
+/// Sends one request to the daemon listening on `socket` and returns its answer; refusals
+/// are [`Response::Error`].
+pub fn call(socket: &Path, request: &Request) -> Result<Response, ClientError> {
+    let action = |guest: &str, verb: &str| {
+        let target = format!("/v1/guests/{guest}/{verb}");
+        let (status, body) = self::request(socket, "POST", &target, None)?;
+        decode::<Message>(socket, status, &body).map(|m| Response::Done { message: m.message })
+    };
+    let answer = match request {
+        Request::Sleep { guest } => action(guest, "sleep"),
+        Request::Wake { guest } => action(guest, "wake"),
+        Request::Pin { guest } => action(guest, "pin"),
+        Request::Unpin { guest } => action(guest, "unpin"),
+        Request::Status => {
+            let (status, body) = self::request(socket, "GET", "/v1/guests", None)?;
+            decode(socket, status, &body).map(|guests| Response::Status { guests })
+        }
+    };
+    match answer {
+        Err(ClientError::Refused { message, .. }) => Ok(Response::Error { message }),
+        other => other,
+    }
+}
+
+/// One guest's detail.
+pub fn guest(socket: &Path, name: &str) -> Result<GuestDetail, ClientError> {
+    let (status, body) = request(socket, "GET", &format!("/v1/guests/{name}"), None)?;
+    decode(socket, status, &body)
+}
+
+/// Reads the daemon's events (of guest `guest` only, if given): the recent ones, then, with
+/// `follow`, each as it happens; calls `each` on every one until it returns `false` or the
+/// stream ends.
+pub fn events(
+    socket: &Path,
+    follow: bool,
+    guest: Option<&str>,
+    mut each: impl FnMut(Record) -> bool,
+) -> Result<(), ClientError> {
+    let mut target = format!("/v1/events?follow={follow}");
+    if let Some(g) = guest {
+        target.push_str(&format!("&guest={g}"));
+    }
+    let (mut reader, head) = open(socket, "GET", &target, None)?;
+    let io = |source| ClientError::Io {
+        path: socket.to_path_buf(),
+        source,
+    };
+    if head.status != 200 {
+        let body = http::read_response_body(&mut reader, &head).map_err(io)?;
+        return decode::<Record>(socket, head.status, &body).map(|_| ());
+    }
+    // A followed stream may be quiet for a long time.
+    reader.get_ref().set_read_timeout(None).map_err(io)?;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).map_err(io)? == 0 {
+            return Ok(());
+        }
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record =
+            serde_json::from_str(&line).map_err(|source| ClientError::Protocol {
+                path: socket.to_path_buf(),
+                source,
+            })?;
+        if !each(record) {
+            return Ok(());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn status(state: &str) -> GuestStatus {
+        GuestStatus {
+            name: "web1".into(),
+            state: state.into(),
+            bridge: "br0".into(),
+            backend: "fake".into(),
+            wakes: 0,
+            wake_failures: 0,
+            answered_frames: 0,
+            queued_frames: 0,
+            queue_depth: 0,
+            replayed_frames: 0,
+            dropped_frames: 0,
+            last_wake_ms: None,
+            last_wake_cause: None,
+            asleep_for_s: None,
+            idle_for_s: None,
+            pinned: false,
+        }
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&'static str> {
+        events
+            .iter()
+            .map(|e| match e {
+                Event::FellAsleep { .. } => "fell-asleep",
+                Event::Woke { .. } => "woke",
+                Event::BackendError { .. } => "backend-error",
+                Event::Dropped { .. } => "dropped",
+            })
+            .collect()
+    }
+
     #[test]
-    fn requests_are_one_json_object_with_a_cmd() {
-        let text = serde_json::to_string(&Request::Sleep {
-            guest: "web1".into(),
-        })
-        .expect("serializes");
-        assert_eq!(text, r#"{"cmd":"sleep","guest":"web1"}"#);
+    fn routes_match_their_paths_only() {
+        assert_eq!(matches("/v1/guests", "/v1/guests"), Some(""));
         assert_eq!(
-            serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).expect("parses"),
-            Request::Status
+            matches("/v1/guests/{name}", "/v1/guests/web1"),
+            Some("web1")
+        );
+        assert_eq!(
+            matches("/v1/guests/{name}/sleep", "/v1/guests/web1/sleep"),
+            Some("web1")
+        );
+        assert_eq!(matches("/v1/guests/{name}", "/v1/guests/"), None);
+        assert_eq!(matches("/v1/guests/{name}", "/v1/guests/a/b"), None);
+        assert_eq!(matches("/v1/guests", "/v1/guests/"), None);
+    }
+
+    #[test]
+    fn status_changes_become_events() {
+        let awake = status("awake");
+        let asleep = status("sleeping");
+        assert_eq!(kinds(&changes(&awake, &asleep)), ["fell-asleep"]);
+        assert!(changes(&asleep, &asleep).is_empty());
+        let mut woken = status("awake");
+        woken.wakes = 1;
+        woken.last_wake_cause = Some("tcp-syn".into());
+        let events = changes(&asleep, &woken);
+        assert_eq!(kinds(&events), ["woke"]);
+        assert!(matches!(&events[0], Event::Woke { cause, .. } if cause == "tcp-syn"));
+        // Slept and woke between two looks.
+        assert_eq!(kinds(&changes(&awake, &woken)), ["fell-asleep", "woke"]);
+        // A failed wake goes back to sleeping without falling asleep again.
+        let mut failed = status("sleeping");
+        failed.wake_failures = 1;
+        failed.dropped_frames = 3;
+        assert_eq!(
+            kinds(&changes(&status("waking"), &failed)),
+            ["dropped", "backend-error"]
         );
     }
 }

@@ -8,6 +8,7 @@
 //! handling except where the sequence itself drains the capture socket.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant};
@@ -28,6 +29,7 @@ use vmnap_wire::MAX_FRAME_LEN;
 
 use crate::api::GuestStatus;
 use crate::backend::{BackendThread, Done, Op};
+use crate::journal::{self, CutKind, Entry, Journal, Step};
 use crate::StartError;
 
 const CAPTURE: Token = Token(0);
@@ -105,6 +107,22 @@ pub(crate) struct GuestSetup {
     pub mac: [u8; 6],
     pub idle: Option<IdlePolicy>,
     pub backend: Box<dyn Backend>,
+}
+
+/// What a daemon started after a crash does with a guest it finds asleep in its journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Stand in for it again.
+    StandIn,
+    /// Wake it.
+    Wake,
+}
+
+/// Where the worker keeps its journal, and what to do with what it finds there.
+#[derive(Debug, Clone)]
+pub(crate) struct StateSetup {
+    pub dir: PathBuf,
+    pub recovery: Recovery,
 }
 
 /// Per-guest counters, as the daemon counts the core's verdicts.
@@ -280,6 +298,9 @@ pub(crate) struct BridgeWorker {
     /// Idleness sampling: the interval and the next sample.
     interval: Duration,
     next_sample: StdInstant,
+    /// What has been done to the guests, and where it is kept (`None`: nowhere).
+    journal: Journal,
+    journal_path: Option<PathBuf>,
 }
 
 /// The names of a bridge's surrogate port: the enslaved end and the end vmnap reads.
@@ -298,6 +319,7 @@ impl BridgeWorker {
         guests: Vec<GuestSetup>,
         seed: u64,
         interval: Duration,
+        state: Option<StateSetup>,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
@@ -411,7 +433,15 @@ impl BridgeWorker {
             thread: None,
         };
         info!(%bridge, port = %port, guests = run.len(), "standing by on bridge");
-        let worker = BridgeWorker {
+        let journal_path = state.as_ref().map(|s| journal::path(&s.dir, bridge));
+        let found = match &journal_path {
+            Some(p) => Journal::load(p).unwrap_or_else(|e| {
+                error!(error = %chain(&e), "cannot read the journal; starting without it");
+                Journal::default()
+            }),
+            None => Journal::default(),
+        };
+        let mut worker = BridgeWorker {
             bridge: bridge.to_owned(),
             socket,
             port_ifindex,
@@ -428,12 +458,109 @@ impl BridgeWorker {
             done: done_rx,
             interval,
             next_sample: StdInstant::now() + interval,
+            journal: Journal {
+                bridge: bridge.to_owned(),
+                ..Journal::default()
+            },
+            journal_path,
         };
+        let recovery = state.map_or(Recovery::Wake, |s| s.recovery);
+        worker.recover(found, recovery);
         Ok((worker, handle))
     }
 
     fn now(&self) -> Instant {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// Records guest `i` at `step` (`None`: awake, nothing to remember) and writes the
+    /// journal.
+    fn journal(&mut self, i: usize, step: Option<Step>) {
+        let g = &self.guests[i];
+        match step {
+            Some(step) => {
+                let entry = Entry {
+                    step,
+                    interface: g.interface.clone(),
+                    cut: g.cut.map(|c| match c {
+                        Cut::PortDisabled => CutKind::PortDisabled,
+                        Cut::LinkDown => CutKind::LinkDown,
+                    }),
+                    mac: g.mac,
+                };
+                self.journal.guests.insert(g.name.clone(), entry);
+            }
+            None => {
+                if self.journal.guests.remove(&g.name).is_none() {
+                    return;
+                }
+            }
+        }
+        if let Some(p) = &self.journal_path {
+            if let Err(e) = self.journal.store(p) {
+                error!(error = %chain(&e), "cannot write the journal");
+            }
+        }
+    }
+
+    /// Takes over what a previous run left, as its journal says: guests it left asleep are
+    /// stood in for again (or woken), half-done steps are finished by waking, and ports of
+    /// guests no longer configured are handed back to the bridge.
+    fn recover(&mut self, found: Journal, recovery: Recovery) {
+        for (name, entry) in found.guests {
+            let cut = entry.cut.map(|c| match c {
+                CutKind::PortDisabled => Cut::PortDisabled,
+                CutKind::LinkDown => Cut::LinkDown,
+            });
+            let Some(i) = self.find(&name) else {
+                warn!(guest = %name, port = %entry.interface, "a guest of the journal is no longer configured; handing its port back");
+                if let Ok(ifindex) = self.netlink.link_index(&entry.interface) {
+                    let _ = match cut {
+                        Some(Cut::PortDisabled) => {
+                            self.netlink.set_port_state(ifindex, PortState::Forwarding)
+                        }
+                        Some(Cut::LinkDown) => self.netlink.set_link_up(ifindex, true),
+                        None => Ok(()),
+                    };
+                }
+                continue;
+            };
+            let id = self.guests[i].id;
+            if self.surrogate.begin_sleep(id).is_err() {
+                continue;
+            }
+            let now = self.now();
+            let _ = self.surrogate.asleep(id, now);
+            self.guests[i].cut = cut;
+            if entry.step == Step::Asleep && recovery == Recovery::StandIn {
+                let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
+                match self
+                    .netlink
+                    .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
+                {
+                    Ok(()) => {
+                        info!(guest = %name, "found asleep by the journal; standing in again");
+                        self.guests[i].asleep_since = Some(StdInstant::now());
+                        self.journal(i, Some(Step::Asleep));
+                        continue;
+                    }
+                    Err(e) => {
+                        error!(guest = %name, error = %chain(&e), "cannot claim the MAC of a guest found asleep; waking it");
+                    }
+                }
+            }
+            info!(guest = %name, step = ?entry.step, "found in the journal; waking it");
+            self.journal(i, Some(entry.step));
+            if self.surrogate.begin_wake(id).is_ok() {
+                self.request_wake(i, WakeCause::Requested);
+            }
+        }
+        // Entries of guests this run does not have are settled: write what is left.
+        if let Some(p) = &self.journal_path {
+            if let Err(e) = self.journal.store(p) {
+                error!(error = %chain(&e), "cannot write the journal");
+            }
+        }
     }
 
     /// Runs until told to shut down.
@@ -838,6 +965,7 @@ impl BridgeWorker {
             return;
         }
         self.guests[i].sleep_waiters.extend(reply);
+        self.journal(i, Some(Step::FallingAsleep));
         let mac = self.guests[i].mac;
         let vid = self.guests[i].fdb_vid();
         let ifindex = self.guests[i].ifindex;
@@ -863,7 +991,10 @@ impl BridgeWorker {
             }
         };
         match cut {
-            Ok(cut) => self.guests[i].cut = Some(cut),
+            Ok(cut) => {
+                self.guests[i].cut = Some(cut);
+                self.journal(i, Some(Step::FallingAsleep));
+            }
             Err(e) => return self.sleep_failed(i, format!("cannot cut its port: {}", chain(&e))),
         }
         let now = self.now();
@@ -884,6 +1015,7 @@ impl BridgeWorker {
         self.guests[i].suspending = false;
         match result {
             Ok(()) => {
+                self.journal(i, Some(Step::Asleep));
                 let g = &mut self.guests[i];
                 g.asleep_since = Some(StdInstant::now());
                 info!(guest = %g.name, "guest is asleep");
@@ -913,6 +1045,7 @@ impl BridgeWorker {
         }
         self.guests[i].waking = None;
         self.finish_wake(i);
+        self.journal(i, None);
         let g = &mut self.guests[i];
         g.wake_after_suspend = false;
         g.answer_sleep(&Err(format!("{name} did not fall asleep: {why}")));
@@ -967,6 +1100,7 @@ impl BridgeWorker {
                     }
                 }
                 self.finish_wake(i);
+                self.journal(i, None);
                 let now = self.now();
                 let g = &mut self.guests[i];
                 let started = g

@@ -1,11 +1,12 @@
 //! The vmnap daemon: drives one surrogate per bridge from real sockets, runs the sleep and
-//! wake sequences against the guests' backends, and answers `vmnap` commands on a unix
-//! socket.
+//! wake sequences against the guests' backends, and serves its HTTP API ([`api`]) on a unix
+//! socket and, where configured, on TCP.
 //!
 //! It decides nothing about frames itself (that is `vmnap-core`), makes no syscall itself
 //! (that is `vmnap-host` and `vmnap-hypervisor`), and parses no config text (that is
 //! `vmnap-config`). Each bridge gets a worker thread that owns its surrogate, its capture
-//! socket and its guests; the API thread only passes requests to the workers.
+//! socket and its guests; the API threads (one per connection) only pass requests to the
+//! workers, and publish what changes on an [`events::EventBus`].
 
 #![forbid(unsafe_code)]
 
@@ -13,23 +14,28 @@ pub mod api;
 mod backend;
 mod bridge;
 mod discover;
+pub mod events;
+pub mod http;
+mod journal;
+pub mod metrics;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, GuestConfig, SleepMode};
 use vmnap_core::idle::IdlePolicy;
 use vmnap_hypervisor::{Backend, CgroupBackend};
 
-use crate::api::{GuestStatus, Request, Response};
 use crate::bridge::{BridgeHandle, BridgeWorker, Command, GuestSetup};
+use crate::events::EventBus;
+use crate::http::Conn;
 
 pub use bridge::port_names;
 
@@ -128,6 +134,23 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The TCP listener could not be bound.
+    #[error("cannot listen on {addr}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The API token could not be read.
+    #[error("cannot use the API token in {path}: {message}")]
+    Token {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// Another daemon answers on the socket.
     #[error("another vmnap daemon is already listening on {0}")]
     AlreadyRunning(PathBuf),
@@ -143,6 +166,20 @@ pub fn run(config: Config) -> Result<(), StartError> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;
     }
+    // SIGHUP (`systemctl reload`) must not kill the daemon with its guests asleep. Reloading
+    // is not there yet: say so, and go on.
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(StartError::Signals)?;
+    std::thread::Builder::new()
+        .name("vmnap-sighup".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(200));
+            if hup.swap(false, Ordering::Relaxed) {
+                warn!("SIGHUP: reloading the config is not implemented yet; restart vmnap to apply a new one");
+            }
+        })
+        .map_err(StartError::Poll)?;
     run_until(config, &open_backend, &stop)
 }
 
@@ -267,33 +304,110 @@ pub fn run_until(
     stop: &AtomicBool,
 ) -> Result<(), StartError> {
     discover::add_discovered(&mut config);
-    let listener = bind(&config.api.socket)?;
-    let mut handles = start_workers(&config, backends)?;
+    let token = match &config.api.token_file {
+        Some(path) => Some(read_token(path)?),
+        None => None,
+    };
+    let listener = bind(&config.api.socket, config.api.socket_mode)?;
+    let tcp = match config.api.listen {
+        Some(addr) => {
+            Some(TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?)
+        }
+        None => None,
+    };
+    let (mut handles, policies) = start_workers(&config, backends)?;
     vmnap_host::memory::release_free_memory();
-    info!(socket = %config.api.socket.display(), guests = config.guests.len(), "vmnap is running");
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| StartError::Socket {
+    info!(
+        socket = %config.api.socket.display(),
+        listen = ?config.api.listen,
+        guests = config.guests.len(),
+        "vmnap is running"
+    );
+    let nonblocking = |r: std::io::Result<()>| {
+        r.map_err(|source| StartError::Socket {
             path: config.api.socket.clone(),
             source,
-        })?;
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((stream, _)) => serve(stream, &handles),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        })
+    };
+    nonblocking(listener.set_nonblocking(true))?;
+    if let Some(t) = &tcp {
+        nonblocking(t.set_nonblocking(true))?;
+    }
+    let server = api::Server::new(&handles, policies, EventBus::new(), token, stop);
+    // The first look at the guests: later looks publish what changed since.
+    server.statuses();
+    let active = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        let server = &server;
+        let active = &active;
+        std::thread::Builder::new()
+            .name("vmnap-events".into())
+            .spawn_scoped(scope, move || {
+                let mut next = Instant::now() + api::EVENT_POLL;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if Instant::now() >= next {
+                        server.statuses();
+                        next = Instant::now() + api::EVENT_POLL;
+                    }
+                }
+            })
+            .map_err(StartError::Poll)?;
+        while !stop.load(Ordering::Relaxed) {
+            let mut accepted = Vec::new();
+            match listener.accept() {
+                Ok((s, _)) => accepted.push((Conn::Unix(s), false)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => warn!(error = %e, "cannot accept an API connection"),
+            }
+            if let Some(t) = &tcp {
+                match t.accept() {
+                    Ok((s, _)) => accepted.push((Conn::Tcp(s), true)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => warn!(error = %e, "cannot accept an API connection"),
+                }
+            }
+            if accepted.is_empty() {
                 // Accept readiness and signals both end this wait early enough for people.
                 std::thread::sleep(Duration::from_millis(5));
+                continue;
             }
-            Err(e) => warn!(error = %e, "cannot accept an API connection"),
+            for (mut conn, over_tcp) in accepted {
+                if active.load(Ordering::Relaxed) >= api::MAX_CONNECTIONS {
+                    warn!("too many API connections; refusing one");
+                    let _ = conn.set_nonblocking(false);
+                    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+                    let busy = http::Response::error(503, "too many connections; try again");
+                    let _ = http::write_response(&mut conn, &busy);
+                    continue;
+                }
+                active.fetch_add(1, Ordering::Relaxed);
+                let spawned = std::thread::Builder::new()
+                    .name("vmnap-api".into())
+                    .spawn_scoped(scope, move || {
+                        server.serve(conn, over_tcp);
+                        active.fetch_sub(1, Ordering::Relaxed);
+                    });
+                if let Err(e) = spawned {
+                    active.fetch_sub(1, Ordering::Relaxed);
+                    warn!(error = %e, "cannot start a thread for an API connection");
+                }
+            }
         }
+        Ok::<(), StartError>(())
+    })?;
+    drop(server);
+    let wake = config.state.on_stop == vmnap_config::OnStop::Wake;
+    if wake {
+        info!("stopping: waking every guest vmnap put to sleep");
+    } else {
+        info!(
+            "stopping: leaving sleeping guests asleep for the next start (on_stop = keep-asleep)"
+        );
     }
-    info!("stopping: waking every guest vmnap put to sleep");
     for handle in &mut handles {
         let (tx, rx) = mpsc::channel();
-        if handle.send(Command::Shutdown {
-            wake: true,
-            reply: tx,
-        }) {
+        if handle.send(Command::Shutdown { wake, reply: tx }) {
             let _ = rx.recv_timeout(Duration::from_secs(60));
         }
         if let Some(thread) = handle.thread.take() {
@@ -305,7 +419,26 @@ pub fn run_until(
     Ok(())
 }
 
-fn bind(path: &Path) -> Result<UnixListener, StartError> {
+/// The bearer token in `path`, without surrounding whitespace.
+fn read_token(path: &Path) -> Result<String, StartError> {
+    let err = |message: String| StartError::Token {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(err("the file is empty".into()));
+    }
+    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(
+            "the token holds whitespace; write it on one line alone".into(),
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
     let err = |source| StartError::Socket {
         path: path.to_path_buf(),
         source,
@@ -320,17 +453,26 @@ fn bind(path: &Path) -> Result<UnixListener, StartError> {
         std::fs::remove_file(path).map_err(err)?;
     }
     let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     Ok(listener)
 }
 
 fn start_workers(
     config: &Config,
     backends: &BackendFactory,
-) -> Result<Vec<BridgeHandle>, StartError> {
+) -> Result<(Vec<BridgeHandle>, BTreeMap<String, api::Policy>), StartError> {
+    let state = bridge::StateSetup {
+        dir: config.state.dir.clone(),
+        recovery: match config.state.on_restart {
+            vmnap_config::OnRestart::StandIn => bridge::Recovery::StandIn,
+            vmnap_config::OnRestart::Wake => bridge::Recovery::Wake,
+        },
+    };
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
+    let mut policies = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
         let opened = backends(guest, config)?;
+        policies.insert(guest.name.clone(), policy(guest, config, opened.mac));
         let idle = guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
             cpu_percent: config.idle.cpu_percent,
             idle_after,
@@ -350,8 +492,13 @@ fn start_workers(
     }
     let mut handles = Vec::new();
     for (bridge, guests) in by_bridge {
-        let (worker, mut handle) =
-            BridgeWorker::start(&bridge, guests, seed(), config.idle.interval)?;
+        let (worker, mut handle) = BridgeWorker::start(
+            &bridge,
+            guests,
+            seed(),
+            config.idle.interval,
+            Some(state.clone()),
+        )?;
         let name = format!("vmnap-{bridge}");
         let thread = std::thread::Builder::new()
             .name(name)
@@ -360,109 +507,52 @@ fn start_workers(
         handle.thread = Some(thread);
         handles.push(handle);
     }
-    Ok(handles)
+    Ok((handles, policies))
+}
+
+/// What the API shows of a guest's config.
+fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> api::Policy {
+    let rules = |r: &[vmnap_core::PortRule]| r.iter().map(ToString::to_string).collect();
+    let a = guest.answer;
+    let answer = [
+        (a.arp, "arp"),
+        (a.ndp, "ndp"),
+        (a.icmp_echo, "icmp-echo"),
+        (a.tcp_echo, "tcp-echo"),
+        (a.udp_echo, "udp-echo"),
+    ]
+    .into_iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, name)| name.to_owned())
+    .collect();
+    api::Policy {
+        backend: guest.backend.kind().to_owned(),
+        mode: guest.backend.mode().map(|m| m.as_str().to_owned()),
+        wake_on: rules(&guest.wake_on),
+        answer,
+        idle_after_s: guest.idle_after(&config.idle).map(|d| d.as_secs_f64()),
+        keep_awake_while_connected: rules(&guest.keep_awake_while_connected),
+        mac: mac
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":"),
+        ipv4: guest.ipv4.iter().map(ToString::to_string).collect(),
+        ipv6: guest.ipv6.iter().map(ToString::to_string).collect(),
+        vlan: guest.vlan,
+        queue_frames: guest.queue_frames,
+        queue_bytes: guest.queue_bytes,
+        multicast: match guest.multicast {
+            vmnap_core::MulticastPolicy::Queue => "queue",
+            vmnap_core::MulticastPolicy::Drop => "drop",
+        }
+        .to_owned(),
+        health_ports: guest.health.iter().map(|h| h.port).collect(),
+    }
 }
 
 /// A seed for TCP initial sequence numbers that differs between runs.
 fn seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
-}
-
-/// Answers the requests on one API connection.
-fn serve(stream: UnixStream, handles: &[BridgeHandle]) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut writer = match stream.try_clone() {
-        Ok(w) => w,
-        Err(e) => return warn!(error = %e, "cannot answer an API connection"),
-    };
-    for line in BufReader::new(stream).lines() {
-        let Ok(line) = line else { return };
-        let response = match serde_json::from_str::<Request>(&line) {
-            Ok(request) => handle(request, handles),
-            Err(e) => Response::Error {
-                message: format!("cannot read the request: {e}"),
-            },
-        };
-        let mut text = serde_json::to_string(&response).expect("responses always serialize");
-        text.push('\n');
-        if writer.write_all(text.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn handle(request: Request, handles: &[BridgeHandle]) -> Response {
-    match request {
-        Request::Sleep { guest }
-        | Request::Wake { guest }
-        | Request::Pin { guest }
-        | Request::Unpin { guest }
-            if !handles.iter().any(|h| h.guests.contains(&guest)) =>
-        {
-            Response::Error {
-                message: format!("no guest named {guest}"),
-            }
-        }
-        Request::Sleep { guest } => one_guest(&guest, handles, |guest, reply| Command::Sleep {
-            guest,
-            reply,
-        }),
-        Request::Wake { guest } => one_guest(&guest, handles, |guest, reply| Command::Wake {
-            guest,
-            reply,
-        }),
-        Request::Pin { guest } => one_guest(&guest, handles, |guest, reply| Command::Pin {
-            guest,
-            pinned: true,
-            reply,
-        }),
-        Request::Unpin { guest } => one_guest(&guest, handles, |guest, reply| Command::Pin {
-            guest,
-            pinned: false,
-            reply,
-        }),
-        Request::Status => {
-            let mut all: Vec<(usize, GuestStatus)> = Vec::new();
-            for h in handles {
-                let (tx, rx) = mpsc::channel();
-                if h.send(Command::Status { reply: tx }) {
-                    match rx.recv_timeout(Duration::from_secs(10)) {
-                        Ok(list) => all.extend(list),
-                        Err(_) => error!(bridge = %h.bridge, "the bridge's worker did not answer"),
-                    }
-                }
-            }
-            all.sort_by_key(|(order, _)| *order);
-            Response::Status {
-                guests: all.into_iter().map(|(_, s)| s).collect(),
-            }
-        }
-    }
-}
-
-fn one_guest(
-    guest: &str,
-    handles: &[BridgeHandle],
-    make: impl FnOnce(String, mpsc::Sender<Result<String, String>>) -> Command,
-) -> Response {
-    let Some(h) = handles.iter().find(|h| h.guests.iter().any(|g| g == guest)) else {
-        return Response::Error {
-            message: format!("no guest named {guest}"),
-        };
-    };
-    let (tx, rx) = mpsc::channel();
-    if !h.send(make(guest.to_owned(), tx)) {
-        return Response::Error {
-            message: format!("the worker of bridge {} has stopped", h.bridge),
-        };
-    }
-    match rx.recv_timeout(api::CLIENT_TIMEOUT) {
-        Ok(Ok(message)) => Response::Done { message },
-        Ok(Err(message)) => Response::Error { message },
-        Err(_) => Response::Error {
-            message: format!("the worker of bridge {} did not answer", h.bridge),
-        },
-    }
 }

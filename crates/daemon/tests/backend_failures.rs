@@ -53,9 +53,10 @@ fn start(fake: FakeBackend) -> Running {
     .unwrap_or_else(|e| panic!("client: {e}"));
     let socket = lab.dir().join("vmnap.sock");
     let text = format!(
-        "[api]\nsocket = \"{}\"\n[[guest]]\nname = \"web1\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
+        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n[[guest]]\nname = \"web1\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
          mac = \"02:00:00:00:01:01\"\nipv4 = [\"198.18.0.11\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
          wake_on = [\"tcp/80\"]\n",
+        lab.dir().display(),
         socket.display(),
         g.host_if,
         g.cgroup.display()

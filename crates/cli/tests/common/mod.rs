@@ -256,6 +256,16 @@ impl Setup {
     }
 
     pub fn start_daemon(&mut self) {
+        // The journal goes in the lab's directory: a test never sees another's.
+        let text = std::fs::read_to_string(&self.config).expect("read the config");
+        if !text.contains("\ndir = ") {
+            let line = format!("dir = \"{}\"\n", self.lab.dir().display());
+            let text = match text.find("[state]\n") {
+                Some(at) => format!("{}{line}{}", &text[..at + 8], &text[at + 8..]),
+                None => format!("[state]\n{line}{text}"),
+            };
+            std::fs::write(&self.config, text).expect("write the config");
+        }
         let argv: Vec<&OsStr> = vec![
             VMNAP.as_ref(),
             "run".as_ref(),

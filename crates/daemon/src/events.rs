@@ -1,0 +1,255 @@
+//! What happens to the guests, as a stream: [`Event`]s published on an [`EventBus`], kept in a
+//! bounded buffer of recent events and broadcast to subscribers (`GET /v1/events`).
+//!
+//! Publishing never blocks: each subscriber has a bounded queue, and one that does not keep up
+//! is dropped (its stream ends) rather than slowing the publisher down. A bridge worker may
+//! hold a clone of the bus and publish from its thread.
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// How many recent events the bus keeps for new subscribers and `vmnap events`.
+pub const RECENT_EVENTS: usize = 256;
+/// How many events a subscriber may fall behind before it is dropped.
+pub const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// Something that happened to a guest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The guest is asleep: its backend stopped it and the surrogate stands in.
+    FellAsleep {
+        /// The guest.
+        guest: String,
+    },
+    /// The guest is awake again and owns its address.
+    Woke {
+        /// The guest.
+        guest: String,
+        /// What woke it (`tcp-syn`, `udp`, `tcp-data`, `resolution`, `opaque`, `queue-full`,
+        /// `requested`).
+        cause: String,
+        /// The frame that woke it, summarized for people (like `TCP SYN to port 80`), when
+        /// known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        frame: Option<String>,
+        /// From the frame (or request) that caused the wake to the guest owning its address
+        /// again, in milliseconds, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        took_ms: Option<f64>,
+    },
+    /// The guest's backend failed to stop or resume it.
+    BackendError {
+        /// The guest.
+        guest: String,
+        /// `suspend` or `resume`.
+        operation: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Frames for the guest were dropped.
+    Dropped {
+        /// The guest.
+        guest: String,
+        /// Why (a `DropReason` label like `queue-full`), when known; `None` when only the
+        /// count is.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        /// How many.
+        frames: u64,
+    },
+}
+
+impl Event {
+    /// The guest it is about.
+    pub fn guest(&self) -> &str {
+        match self {
+            Event::FellAsleep { guest }
+            | Event::Woke { guest, .. }
+            | Event::BackendError { guest, .. }
+            | Event::Dropped { guest, .. } => guest,
+        }
+    }
+}
+
+/// An event as the bus hands it out: numbered and timed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Increases by one with each event published on this bus, from 1.
+    pub seq: u64,
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// A broadcast of [`Event`]s to subscribers, with a bounded buffer of recent ones. Cheap to
+/// clone; every clone is the same bus.
+#[derive(Debug, Clone, Default)]
+pub struct EventBus {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    seq: u64,
+    recent: VecDeque<Record>,
+    subscribers: Vec<SyncSender<Record>>,
+}
+
+/// A subscriber's end of the bus. Its stream ends (`recv` fails with `Disconnected`) when the
+/// bus drops it for falling behind by more than [`SUBSCRIBER_QUEUE`] events.
+#[derive(Debug)]
+pub struct Subscription {
+    /// The events published after it subscribed.
+    pub events: Receiver<Record>,
+}
+
+impl EventBus {
+    /// A bus with nothing published yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A publisher that panicked left the buffer whole: each change is one push or pop.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Publishes `event` to every subscriber and keeps it among the recent ones. Never blocks;
+    /// drops the subscribers whose queue is full or who have gone.
+    pub fn publish(&self, event: Event) {
+        let mut inner = self.lock();
+        inner.seq += 1;
+        let record = Record {
+            seq: inner.seq,
+            time_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            event,
+        };
+        inner
+            .subscribers
+            .retain(|s| match s.try_send(record.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    tracing::warn!("an event subscriber fell behind; dropping it");
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            });
+        if inner.recent.len() == RECENT_EVENTS {
+            inner.recent.pop_front();
+        }
+        inner.recent.push_back(record);
+    }
+
+    /// The recent events, oldest first (at most [`RECENT_EVENTS`]).
+    pub fn recent(&self) -> Vec<Record> {
+        self.lock().recent.iter().cloned().collect()
+    }
+
+    /// The recent events and a subscription to those published after them, with none lost or
+    /// repeated between the two.
+    pub fn subscribe(&self) -> (Vec<Record>, Subscription) {
+        self.subscribe_with_queue(SUBSCRIBER_QUEUE)
+    }
+
+    /// As [`EventBus::subscribe`], with a queue of `queue` events.
+    pub fn subscribe_with_queue(&self, queue: usize) -> (Vec<Record>, Subscription) {
+        let (tx, rx) = mpsc::sync_channel(queue);
+        let mut inner = self.lock();
+        inner.subscribers.push(tx);
+        let recent = inner.recent.iter().cloned().collect();
+        (recent, Subscription { events: rx })
+    }
+
+    /// How many subscribers are attached.
+    pub fn subscribers(&self) -> usize {
+        self.lock().subscribers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asleep(guest: &str) -> Event {
+        Event::FellAsleep {
+            guest: guest.into(),
+        }
+    }
+
+    #[test]
+    fn events_serialize_as_one_object_with_an_event_tag() {
+        let record = Record {
+            seq: 3,
+            time_ms: 10,
+            event: Event::Woke {
+                guest: "web1".into(),
+                cause: "tcp-syn".into(),
+                frame: None,
+                took_ms: Some(12.5),
+            },
+        };
+        let text = serde_json::to_string(&record).expect("serializes");
+        assert_eq!(
+            text,
+            r#"{"seq":3,"time_ms":10,"event":"woke","guest":"web1","cause":"tcp-syn","took_ms":12.5}"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Record>(&text).expect("parses"),
+            record
+        );
+    }
+
+    #[test]
+    fn subscribers_get_what_is_published_after_the_recent_events() {
+        let bus = EventBus::new();
+        bus.publish(asleep("a"));
+        let (recent, sub) = bus.subscribe();
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0].seq, 1);
+        bus.publish(asleep("b"));
+        let next = sub.events.try_recv().expect("published after subscribing");
+        assert_eq!((next.seq, next.event.guest()), (2, "b"));
+    }
+
+    #[test]
+    fn recent_events_are_bounded() {
+        let bus = EventBus::new();
+        for _ in 0..RECENT_EVENTS + 10 {
+            bus.publish(asleep("a"));
+        }
+        let recent = bus.recent();
+        assert_eq!(recent.len(), RECENT_EVENTS);
+        assert_eq!(recent[0].seq, 11);
+    }
+
+    #[test]
+    fn a_slow_subscriber_is_dropped_and_others_keep_receiving() {
+        let bus = EventBus::new();
+        let (_, slow) = bus.subscribe_with_queue(2);
+        let (_, fast) = bus.subscribe_with_queue(100);
+        for _ in 0..3 {
+            bus.publish(asleep("a"));
+        }
+        assert_eq!(bus.subscribers(), 1);
+        assert_eq!(slow.events.try_iter().count(), 2);
+        assert!(slow.events.recv().is_err(), "the slow stream ends");
+        assert_eq!(fast.events.try_iter().count(), 3);
+    }
+
+    #[test]
+    fn a_gone_subscriber_is_forgotten() {
+        let bus = EventBus::new();
+        drop(bus.subscribe());
+        bus.publish(asleep("a"));
+        assert_eq!(bus.subscribers(), 0);
+    }
+}

@@ -1,0 +1,617 @@
+//! The HTTP API against the real daemon on a real bridge: the daemon runs in-process with fake
+//! backends, in the lab's host namespace, and the tests talk HTTP to it on its unix socket and
+//! on a loopback TCP listener inside that namespace.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vmnap_config::{Config, GuestConfig};
+use vmnap_daemon::api::{self, GuestDetail, GuestStatus, ROUTES};
+use vmnap_daemon::events::{Event, Record};
+use vmnap_daemon::{Opened, StartError};
+use vmnap_hypervisor::FakeBackend;
+use vmnap_lab::{GuestSpec, Lab, LabOptions};
+
+const TOKEN: &str = "s3cret-token-for-tests";
+const LISTEN: &str = "127.0.0.1:7070";
+
+struct Running {
+    lab: Lab,
+    socket: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A lab with `web1` (sleeps on its own after 10 minutes, so it can be pinned) and `web2`
+/// (`idle_after = "off"`), and the daemon on it, with `api` added to its `[api]` table.
+fn start(api: &str) -> Running {
+    let mut lab = Lab::new(LabOptions::default()).unwrap_or_else(|e| panic!("lab: {e}"));
+    let mut guests = String::new();
+    for (i, name) in ["web1", "web2"].iter().enumerate() {
+        let n = i as u8 + 1;
+        let g = lab
+            .add_guest(GuestSpec {
+                name: (*name).into(),
+                ipv4: Ipv4Addr::new(198, 18, 0, 10 + n),
+                ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(n)),
+                mac: [0x02, 0, 0, 0, 1, n],
+                vlan: 0,
+                http_port: Some(80),
+                udp_log_port: None,
+            })
+            .unwrap_or_else(|e| panic!("guest: {e}"))
+            .clone();
+        guests.push_str(&format!(
+            "[[guest]]\nname = \"{name}\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
+             mac = \"02:00:00:00:01:0{n}\"\nipv4 = [\"198.18.0.1{n}\"]\nbackend = \"cgroup\"\n\
+             cgroup = \"{}\"\nwake_on = [\"tcp/80\"]\n{}",
+            g.host_if,
+            g.cgroup.display(),
+            if n == 2 { "idle_after = \"off\"\n" } else { "" }
+        ));
+    }
+    let socket = lab.dir().join("vmnap.sock");
+    let text = format!(
+        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n{api}\n{guests}",
+        lab.dir().display(),
+        socket.display()
+    );
+    let config = Config::parse(&text, "test.toml".as_ref()).expect("valid config");
+    let stop = Arc::new(AtomicBool::new(false));
+    let host = lab.host_netns().to_owned();
+    let s = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
+        let factory = move |g: &GuestConfig, _: &Config| -> Result<Opened, StartError> {
+            Opened::from_config(g, Box::new(FakeBackend::new(&g.name)))
+        };
+        vmnap_daemon::run_until(config, &factory, &s)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while UnixStream::connect(&socket).is_err() {
+        assert!(Instant::now() < deadline, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Running {
+        lab,
+        socket,
+        stop,
+        thread: Some(thread),
+    }
+}
+
+/// An answer: status, headers (lower-case names) and body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts a refusal: `status` and a JSON `error` message.
+    #[track_caller]
+    fn refused(&self, status: u16) -> String {
+        assert_eq!(self.status, status, "{self:?}");
+        let message = self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {self:?}"))
+            .to_owned();
+        assert!(!message.is_empty());
+        message
+    }
+}
+
+fn parse_answer(bytes: &[u8]) -> Answer {
+    let text = String::from_utf8_lossy(bytes).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status: {head:?}"));
+    Answer {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_owned(),
+    }
+}
+
+fn exchange(stream: &mut (impl Read + Write), bytes: &[u8]) -> Answer {
+    // The server may answer (and close) before reading all of a refused body.
+    let _ = stream.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    parse_answer(&out)
+}
+
+/// Sends raw bytes on the unix socket and reads the answer.
+fn raw(r: &Running, bytes: &[u8]) -> Answer {
+    let mut s = UnixStream::connect(&r.socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    exchange(&mut s, bytes)
+}
+
+fn req(r: &Running, method: &str, target: &str, body: Option<&str>) -> Answer {
+    raw(r, request_bytes(method, target, body, None).as_bytes())
+}
+
+fn request_bytes(method: &str, target: &str, body: Option<&str>, token: Option<&str>) -> String {
+    let mut text = format!("{method} {target} HTTP/1.1\r\nHost: vmnap\r\n");
+    if let Some(t) = token {
+        text.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    if let Some(b) = body {
+        text.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+    } else {
+        text.push_str("\r\n");
+    }
+    text
+}
+
+/// Sends raw bytes to the TCP listener, from inside the lab's host namespace.
+fn tcp(r: &Running, bytes: Vec<u8>) -> Answer {
+    let host = r.lab.host_netns().to_owned();
+    std::thread::spawn(move || {
+        vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
+        let mut s = TcpStream::connect(LISTEN).expect("connect over TCP");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        exchange(&mut s, &bytes)
+    })
+    .join()
+    .expect("TCP client")
+}
+
+fn events(r: &Running, guest: Option<&str>) -> Vec<Record> {
+    let mut out = Vec::new();
+    api::events(&r.socket, false, guest, |rec| {
+        out.push(rec);
+        true
+    })
+    .expect("events");
+    out
+}
+
+#[test]
+fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
+    let r = start("");
+    let list = req(&r, "GET", "/v1/guests", None);
+    assert_eq!(list.status, 200, "{list:?}");
+    assert!(list.head.contains("content-type: application/json"));
+    let guests: Vec<GuestStatus> = serde_json::from_str(&list.body).expect("a list");
+    let names: Vec<&str> = guests.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["web1", "web2"]);
+    assert!(guests.iter().all(|g| g.state == "awake"));
+
+    let detail = req(&r, "GET", "/v1/guests/web1", None);
+    assert_eq!(detail.status, 200, "{detail:?}");
+    let d: GuestDetail = serde_json::from_str(&detail.body).expect("a detail");
+    assert_eq!(d.status.name, "web1");
+    assert_eq!(d.policy.backend, "cgroup");
+    assert_eq!(d.policy.wake_on, ["tcp/80"]);
+    assert_eq!(d.policy.answer, ["arp", "ndp", "icmp-echo"]);
+    assert_eq!(d.policy.idle_after_s, Some(600.0));
+    assert_eq!(d.policy.mac, "02:00:00:00:01:01");
+    assert_eq!(d.policy.ipv4, ["198.18.0.11"]);
+    let web2 = api::guest(&r.socket, "web2").expect("web2");
+    assert_eq!(web2.policy.idle_after_s, None);
+
+    let sleep = req(&r, "POST", "/v1/guests/web1/sleep", None);
+    assert_eq!(sleep.status, 200, "{sleep:?}");
+    assert_eq!(sleep.json()["message"], "web1 is asleep");
+    assert_eq!(
+        api::guest(&r.socket, "web1").expect("web1").status.state,
+        "sleeping"
+    );
+    let wake = req(&r, "POST", "/v1/guests/web1/wake", Some("{\"wait\": true}"));
+    assert_eq!(wake.status, 200, "{wake:?}");
+    assert_eq!(wake.json()["message"], "web1 is awake");
+    let d = api::guest(&r.socket, "web1").expect("web1");
+    assert_eq!((d.status.state.as_str(), d.status.wakes), ("awake", 1));
+    assert_eq!(d.status.last_wake_cause.as_deref(), Some("requested"));
+
+    // Without waiting: 202 at once, asleep soon after.
+    let sleep = req(
+        &r,
+        "POST",
+        "/v1/guests/web2/sleep",
+        Some("{\"wait\": false}"),
+    );
+    assert_eq!(sleep.status, 202, "{sleep:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api::guest(&r.socket, "web2").expect("web2").status.state != "sleeping" {
+        assert!(Instant::now() < deadline, "web2 did not fall asleep");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(req(&r, "POST", "/v1/guests/web2/wake", None).status, 200);
+
+    let pin = req(&r, "POST", "/v1/guests/web1/pin", Some("{}"));
+    assert_eq!(pin.status, 200, "{pin:?}");
+    assert_eq!(pin.json()["message"], "web1 is pinned awake");
+    assert!(api::guest(&r.socket, "web1").expect("web1").status.pinned);
+    assert_eq!(req(&r, "POST", "/v1/guests/web1/unpin", None).status, 200);
+    assert!(!api::guest(&r.socket, "web1").expect("web1").status.pinned);
+    let never = req(&r, "POST", "/v1/guests/web2/pin", None).refused(409);
+    assert!(never.contains("never sleeps on its own"), "{never}");
+
+    let missing = req(&r, "GET", "/v1/guests/nope", None).refused(404);
+    assert_eq!(missing, "no guest named nope");
+    req(&r, "POST", "/v1/guests/nope/sleep", None).refused(404);
+    let reload = req(&r, "POST", "/v1/reload", None).refused(501);
+    assert!(reload.contains("not implemented"), "{reload}");
+
+    // What happened, as events: web1 fell asleep and woke on request, then web2.
+    let all = events(&r, None);
+    let seen: Vec<(String, &str)> = all
+        .iter()
+        .map(|rec| {
+            let kind = match &rec.event {
+                Event::FellAsleep { .. } => "fell-asleep",
+                Event::Woke { cause, .. } => {
+                    assert_eq!(cause, "requested");
+                    "woke"
+                }
+                Event::BackendError { .. } => "backend-error",
+                Event::Dropped { .. } => "dropped",
+            };
+            (rec.event.guest().to_owned(), kind)
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("web1".to_owned(), "fell-asleep"),
+            ("web1".to_owned(), "woke"),
+            ("web2".to_owned(), "fell-asleep"),
+            ("web2".to_owned(), "woke"),
+        ],
+        "{all:?}"
+    );
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    let only = events(&r, Some("web2"));
+    assert_eq!(only.len(), 2);
+    assert!(only.iter().all(|rec| rec.event.guest() == "web2"));
+    let unknown = api::events(&r.socket, false, Some("nope"), |_| true);
+    assert!(
+        matches!(unknown, Err(api::ClientError::Refused { status: 404, .. })),
+        "{unknown:?}"
+    );
+}
+
+#[test]
+fn a_followed_event_stream_gets_events_as_they_happen() {
+    let r = start("");
+    let socket = r.socket.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = api::events(&socket, true, Some("web1"), |rec| tx.send(rec).is_ok());
+    });
+    // Let the subscriber attach before anything happens.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(req(&r, "POST", "/v1/guests/web1/sleep", None).status, 200);
+    let rec = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("an event while following");
+    assert_eq!(
+        rec.event,
+        Event::FellAsleep {
+            guest: "web1".into()
+        }
+    );
+    assert_eq!(req(&r, "POST", "/v1/guests/web1/wake", None).status, 200);
+    let rec = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("a woke event");
+    assert!(matches!(rec.event, Event::Woke { .. }), "{rec:?}");
+}
+
+#[test]
+fn tcp_listener_refuses_requests_without_the_token() {
+    let dir = std::env::temp_dir().join(format!("vmnap-api-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let r = start(&format!(
+        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    let none = tcp(
+        &r,
+        request_bytes("GET", "/v1/guests", None, None).into_bytes(),
+    );
+    none.refused(401);
+    assert!(none.head.contains("www-authenticate: bearer"), "{none:?}");
+    let wrong = tcp(
+        &r,
+        request_bytes("GET", "/v1/guests", None, Some("s3cret-token-for-test5")).into_bytes(),
+    );
+    wrong.refused(401);
+    // Refused before anything else, even on paths that do not exist or actions.
+    tcp(&r, request_bytes("GET", "/nope", None, None).into_bytes()).refused(401);
+    tcp(
+        &r,
+        request_bytes("POST", "/v1/guests/web1/sleep", None, None).into_bytes(),
+    )
+    .refused(401);
+    assert_eq!(
+        api::guest(&r.socket, "web1").expect("web1").status.state,
+        "awake",
+        "an unauthorized request acted"
+    );
+    let right = tcp(
+        &r,
+        request_bytes("GET", "/v1/guests", None, Some(TOKEN)).into_bytes(),
+    );
+    assert_eq!(right.status, 200, "{right:?}");
+    assert_eq!(right.json().as_array().map(Vec::len), Some(2));
+    let sleep = tcp(
+        &r,
+        request_bytes("POST", "/v1/guests/web1/sleep", None, Some(TOKEN)).into_bytes(),
+    );
+    assert_eq!(sleep.status, 200, "{sleep:?}");
+    // The unix socket needs no token.
+    assert_eq!(req(&r, "GET", "/v1/guests", None).status, 200);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn socket_is_mode_0600_and_other_users_cannot_connect() {
+    let r = start("");
+    let mode = std::fs::metadata(&r.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    // Make every directory above it traversable, so that only the socket's mode stands in
+    // the way of another user.
+    let mut opened = Vec::new();
+    for dir in r.socket.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        let before = meta.permissions().mode();
+        if before & 0o001 == 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(before | 0o001))
+                .expect("chmod");
+            opened.push((dir.to_path_buf(), before));
+        }
+    }
+    let as_nobody = |path: &Path| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .args(["curl", "-sS", "--max-time", "5", "--unix-socket"])
+            .arg(path)
+            .arg("http://vmnap/v1/guests")
+            .output()
+            .expect("run curl as nobody")
+    };
+    let out = as_nobody(&r.socket);
+    for (dir, before) in opened {
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(before));
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "another user reached the API: {out:?}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        err.contains("Permission denied") || err.contains("Couldn't connect"),
+        "{err}"
+    );
+    // Root, the daemon's user, still can.
+    assert_eq!(req(&r, "GET", "/v1/guests", None).status, 200);
+}
+
+#[test]
+fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
+    let r = start("");
+    let bad_json = req(&r, "POST", "/v1/guests/web1/sleep", Some("{\"wait\": tru"));
+    assert!(bad_json.refused(400).contains("body"));
+    req(&r, "POST", "/v1/guests/web1/sleep", Some("{\"colour\": 1}")).refused(400);
+    req(&r, "POST", "/v1/guests/web1/sleep", Some("[1, 2]")).refused(400);
+    req(&r, "POST", "/v1/guests/web1/pin", Some("{\"wait\": false}")).refused(400);
+    assert!(req(&r, "GET", "/nope", None)
+        .refused(404)
+        .contains("no such path"));
+    req(&r, "GET", "/v1/guests/", None).refused(404);
+    req(&r, "GET", "/v1/guests/web1/sleep/now", None).refused(404);
+    let wrong = req(&r, "DELETE", "/v1/guests", None);
+    wrong.refused(405);
+    assert!(wrong.head.contains("allow: get"), "{wrong:?}");
+    let wrong = req(&r, "GET", "/v1/guests/web1/sleep", None);
+    wrong.refused(405);
+    assert!(wrong.head.contains("allow: post"), "{wrong:?}");
+    req(&r, "POST", "/v1/events", None).refused(405);
+    req(&r, "GET", "/v1/guests?colour=red", None).refused(400);
+    req(&r, "GET", "/v1/events?follow=maybe", None).refused(400);
+    // A body over 64 KiB, announced and sent.
+    let huge = "x".repeat(vmnap_daemon::http::MAX_BODY + 1);
+    let big = req(&r, "POST", "/v1/guests/web1/sleep", Some(&huge));
+    assert!(big.refused(413).contains("65536"));
+    // Garbage bytes, binary junk, a line that is not HTTP, an unfinished head.
+    raw(&r, b"hello there\r\n\r\n").refused(400);
+    raw(&r, &[0u8, 0xff, 0xfe, 0x80, b'\r', b'\n', b'\r', b'\n']).refused(400);
+    raw(&r, b"{\"cmd\":\"status\"}\n").refused(400);
+    raw(&r, b"GET /v1/guests HTTP/9.9\r\n\r\n").refused(505);
+    raw(
+        &r,
+        b"POST /v1/reload HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .refused(411);
+    let mut long = b"GET /v1/guests HTTP/1.1\r\nX-Long: ".to_vec();
+    long.extend(std::iter::repeat_n(b'a', 20_000));
+    long.extend_from_slice(b"\r\n\r\n");
+    raw(&r, &long).refused(431);
+    // A client that connects and goes without a word, and one that stops half-way.
+    drop(UnixStream::connect(&r.socket).expect("connect"));
+    {
+        let mut s = UnixStream::connect(&r.socket).expect("connect");
+        s.write_all(b"GET /v1/gue").expect("write");
+    }
+    // Many at once.
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let socket = r.socket.clone();
+            std::thread::spawn(move || {
+                let mut s = UnixStream::connect(socket).expect("connect");
+                s.set_read_timeout(Some(Duration::from_secs(30)))
+                    .expect("timeout");
+                exchange(&mut s, format!("JUNK {i}\r\n\r\n").as_bytes()).status
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("client"), 400);
+    }
+    // Still serving, and still acting.
+    assert_eq!(req(&r, "GET", "/v1/guests", None).status, 200);
+    assert_eq!(req(&r, "POST", "/v1/guests/web1/sleep", None).status, 200);
+    assert_eq!(req(&r, "POST", "/v1/guests/web1/wake", None).status, 200);
+}
+
+/// The OpenAPI document, read.
+fn openapi() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let text = std::fs::read_to_string(&path).expect("openapi.json");
+    serde_json::from_str(&text).expect("openapi.json is JSON")
+}
+
+/// The statuses the document lists for `method` on `path`.
+fn listed(doc: &serde_json::Value, path: &str, method: &str) -> BTreeSet<u16> {
+    doc["paths"][path][method.to_ascii_lowercase()]["responses"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} has no responses"))
+        .keys()
+        .map(|k| k.parse().expect("a status code"))
+        .collect()
+}
+
+/// The property names of schema `name`.
+fn properties(doc: &serde_json::Value, name: &str) -> BTreeSet<String> {
+    doc["components"]["schemas"][name]["properties"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no schema {name}"))
+        .keys()
+        .cloned()
+        .collect()
+}
+
+fn keys(v: &serde_json::Value) -> BTreeSet<String> {
+    v.as_object().expect("an object").keys().cloned().collect()
+}
+
+#[test]
+fn openapi_document_matches_the_server() {
+    let doc = openapi();
+    assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")));
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().expect("a path item").keys() {
+            if ["get", "post", "put", "patch", "delete", "head", "options"]
+                .contains(&method.as_str())
+            {
+                documented.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect();
+    assert_eq!(
+        documented, served,
+        "the document and the server's routes differ"
+    );
+
+    let r = start("");
+    let check = |method: &str, path: &str, target: &str, body: Option<&str>| {
+        let answer = req(&r, method, target, body);
+        let statuses = listed(&doc, path, method);
+        assert!(
+            statuses.contains(&answer.status),
+            "{method} {target} answered {} which the document does not list for {path} ({statuses:?})",
+            answer.status
+        );
+        answer
+    };
+    for (method, path) in &served {
+        // As documented, with a guest that exists; events without following.
+        let target = path.replace("{name}", "web1");
+        let target = if path == "/v1/events" {
+            format!("{target}?follow=false")
+        } else {
+            target
+        };
+        check(method, path, &target, None);
+        // With a body the document allows.
+        if method == "POST" {
+            check(method, path, &target, Some("{}"));
+            check(method, path, &target, Some("{\"not\": \"json"));
+        }
+        if path.contains("{name}") {
+            check(method, path, &path.replace("{name}", "nope"), None);
+        }
+        check(
+            method,
+            path,
+            &format!(
+                "{target}{}colour=red",
+                if target.contains('?') { "&" } else { "?" }
+            ),
+            None,
+        );
+        let other = if method == "GET" { "POST" } else { "GET" };
+        let wrong = req(&r, other, &target, None);
+        assert!(
+            listed(&doc, path, method).contains(&wrong.status),
+            "{other} {target} answered {}",
+            wrong.status
+        );
+    }
+    // Put the guest back to sleep for the body checks below.
+    check(
+        "POST",
+        "/v1/guests/{name}/sleep",
+        "/v1/guests/web1/sleep",
+        None,
+    );
+    // The bodies have the documented fields, no more and no fewer.
+    let list = check("GET", "/v1/guests", "/v1/guests", None).json();
+    for g in list.as_array().expect("a list") {
+        assert_eq!(keys(g), properties(&doc, "GuestStatus"));
+    }
+    let detail = check("GET", "/v1/guests/{name}", "/v1/guests/web1", None).json();
+    assert_eq!(keys(&detail), properties(&doc, "GuestDetail"));
+    assert_eq!(keys(&detail["policy"]), properties(&doc, "Policy"));
+    let event_fields = properties(&doc, "Event");
+    for rec in events(&r, None) {
+        let v = serde_json::to_value(&rec).expect("json");
+        assert!(keys(&v).is_subset(&event_fields), "{v}");
+    }
+}
