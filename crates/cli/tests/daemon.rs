@@ -315,3 +315,79 @@ fn with_on_stop_keep_asleep_sigterm_leaves_guests_asleep_and_a_restart_picks_the
     assert!(ping.status.success(), "{}", text(&ping));
     assert_eq!(s.status("web1")["state"], "sleeping");
 }
+
+/// The value of the series `name{labels}` in Prometheus text, if present.
+fn series(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_the_surrogate_and_the_wake_did() {
+    need(&["curl", "ping", "nc"]);
+    let s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    assert!(s
+        .run(0, &["ping", "-c", "2", "-W", "2", &ip])
+        .status
+        .success());
+    let _ = s.run(0, &["nc", "-z", "-w", "2", &ip, "5432"]);
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+    let scrape = std::process::Command::new("curl")
+        .args(["-sS", "--unix-socket"])
+        .arg(&s.socket)
+        .arg("http://vmnap/metrics")
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    assert!(scrape.status.success(), "{text}");
+    let families = text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE vmnap_"))
+        .count();
+    assert_eq!(families, 15, "every family is declared:\n{text}");
+    let g = |rest: &str| series(&text, &format!("vmnap_guest_{rest}"));
+    assert_eq!(
+        g("wakes_total{guest=\"web1\",cause=\"tcp-syn\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        g("answered_frames_total{guest=\"web1\",protocol=\"icmp-echo\"}") >= Some(2.0),
+        "{text}"
+    );
+    assert!(
+        g("answered_frames_total{guest=\"web1\",protocol=\"tcp-reset\"}") >= Some(1.0),
+        "{text}"
+    );
+    assert!(
+        g("replayed_frames_total{guest=\"web1\"}") >= Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        g("state{guest=\"web1\",state=\"awake\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        g("wake_and_serve_seconds_count{guest=\"web1\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        g("resume_seconds_count{guest=\"web1\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        g("asleep_seconds_total{guest=\"web1\"}") > Some(0.0),
+        "{text}"
+    );
+}

@@ -230,6 +230,10 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/v1/events",
     },
+    Route {
+        method: "GET",
+        path: "/metrics",
+    },
 ];
 
 /// Connections served at once; past it, new ones get 503.
@@ -395,6 +399,7 @@ impl<'a> Server<'a> {
         }
         let reply = match (route.method, route.path) {
             ("GET", "/v1/guests") => http::Response::json(200, &self.statuses()),
+            ("GET", "/metrics") => self.metrics(),
             ("GET", "/v1/guests/{name}") => self.detail(name),
             ("POST", "/v1/guests/{name}/sleep") | ("POST", "/v1/guests/{name}/wake") => {
                 match body::<ActionBody>(&request.body) {
@@ -512,6 +517,36 @@ impl<'a> Server<'a> {
     }
 
     /// Every guest's status, in config order; publishes what changed since the last call.
+    /// Every worker's metrics, encoded for Prometheus.
+    fn metrics(&self) -> http::Response {
+        let mut guests = Vec::new();
+        let mut bridges = Vec::new();
+        for h in self.handles {
+            let (tx, rx) = mpsc::channel();
+            if h.send(Command::Metrics { reply: tx }) {
+                match rx.recv_timeout(Duration::from_secs(10)) {
+                    Ok((g, b)) => {
+                        guests.extend(g);
+                        bridges.push((h.bridge.clone(), b));
+                    }
+                    Err(_) => error!(bridge = %h.bridge, "the bridge's worker did not answer"),
+                }
+            }
+        }
+        guests.sort_by_key(|(order, _, _)| *order);
+        let guests: Vec<(&str, &crate::metrics::GuestMetrics)> =
+            guests.iter().map(|(_, n, m)| (n.as_str(), m)).collect();
+        let bridges: Vec<(&str, &crate::metrics::BridgeMetrics)> =
+            bridges.iter().map(|(n, m)| (n.as_str(), m)).collect();
+        let mut text = String::new();
+        crate::metrics::encode(&guests, &bridges, &mut text);
+        http::Response {
+            status: 200,
+            headers: vec![("Content-Type", crate::metrics::CONTENT_TYPE.to_owned())],
+            body: text.into_bytes(),
+        }
+    }
+
     pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<(usize, GuestStatus)> = Vec::new();

@@ -22,8 +22,9 @@ pub(crate) enum Op {
 #[derive(Debug)]
 pub(crate) enum Done {
     Suspended(Result<(), SuspendError>),
-    /// Resumed, with the guest's port now if the backend says it changed.
-    Resumed(Result<Option<String>, ResumeError>),
+    /// Resumed, with the guest's port now if the backend says it changed, and how long the
+    /// backend took.
+    Resumed(Result<Option<String>, ResumeError>, Duration),
     Sampled(Option<Duration>),
 }
 
@@ -53,7 +54,12 @@ impl BackendThread {
                 for op in rx {
                     let result = match op {
                         Op::Suspend => Done::Suspended(backend.suspend()),
-                        Op::Resume => Done::Resumed(backend.resume().map(|()| backend.interface())),
+                        Op::Resume => {
+                            let started = std::time::Instant::now();
+                            let r = backend.resume();
+                            let took = started.elapsed();
+                            Done::Resumed(r.map(|()| backend.interface()), took)
+                        }
                         Op::Sample => Done::Sampled(backend.cpu_time()),
                     };
                     if done.send((index, result)).is_err() {

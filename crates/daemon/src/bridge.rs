@@ -30,6 +30,7 @@ use vmnap_wire::MAX_FRAME_LEN;
 use crate::api::GuestStatus;
 use crate::backend::{BackendThread, Done, Op};
 use crate::journal::{self, CutKind, Entry, Journal, Step};
+use crate::metrics::{BridgeMetrics, GuestMetrics};
 use crate::StartError;
 
 const CAPTURE: Token = Token(0);
@@ -75,11 +76,18 @@ pub(crate) enum Command {
     Status {
         reply: Sender<Vec<(usize, GuestStatus)>>,
     },
+    Metrics {
+        reply: Sender<MetricsReply>,
+    },
     Shutdown {
         wake: bool,
         reply: Sender<()>,
     },
 }
+
+/// A worker's metrics: each guest's (with its position in the config and its name), and the
+/// bridge's.
+pub(crate) type MetricsReply = (Vec<(usize, String, GuestMetrics)>, BridgeMetrics);
 
 /// The API's end of a worker.
 #[derive(Debug)]
@@ -180,6 +188,8 @@ struct Guest {
     wake_waiters: Vec<Reply>,
     /// Idleness, for guests that sleep on their own.
     idle: Option<IdleTracker>,
+    /// What Prometheus sees of it.
+    metrics: GuestMetrics,
     /// A passive capture of the frames the guest's port sends it that the surrogate could
     /// have answered (a BPF filter keeps the rest in the kernel), for the idleness policy.
     watch: Option<PacketSocket>,
@@ -225,6 +235,7 @@ struct WorkerSink<'a> {
     socket: &'a PacketSocket,
     guests: &'a mut [Guest],
     bridge: &'a mut BridgeCounters,
+    bridge_metrics: &'a mut BridgeMetrics,
     wakes: &'a mut VecDeque<(GuestId, WakeCause)>,
 }
 
@@ -232,18 +243,21 @@ impl Sink for WorkerSink<'_> {
     fn transmit(&mut self, frame: &[u8]) {
         if let Err(e) = self.socket.send(frame, &VirtioNetHdr::NONE) {
             self.bridge.transmit_errors += 1;
+            self.bridge_metrics.on_transmit_error();
             warn!(error = %e, "cannot send an answer");
         }
     }
 
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
         let Some(g) = guest.and_then(|id| self.guests.get_mut(id.index())) else {
+            self.bridge_metrics.on_verdict(verdict);
             match verdict {
                 Verdict::Dropped(_) => self.bridge.malformed += 1,
                 _ => self.bridge.ignored += 1,
             }
             return;
         };
+        g.metrics.on_verdict(verdict);
         match verdict {
             Verdict::Answered(kind) => {
                 g.counters.answered += 1;
@@ -298,6 +312,8 @@ pub(crate) struct BridgeWorker {
     /// Idleness sampling: the interval and the next sample.
     interval: Duration,
     next_sample: StdInstant,
+    /// Prometheus's view of the frames that concern no guest.
+    bridge_metrics: BridgeMetrics,
     /// What has been done to the guests, and where it is kept (`None`: nowhere).
     journal: Journal,
     journal_path: Option<PathBuf>,
@@ -412,6 +428,7 @@ impl BridgeWorker {
                 sleep_waiters: Vec::new(),
                 wake_waiters: Vec::new(),
                 idle: setup.idle.map(IdleTracker::new),
+                metrics: GuestMetrics::new(),
                 watch: None,
                 health_ports: setup.config.health.iter().map(|h| h.port).collect(),
                 conn_watch: None,
@@ -458,6 +475,7 @@ impl BridgeWorker {
             done: done_rx,
             interval,
             next_sample: StdInstant::now() + interval,
+            bridge_metrics: BridgeMetrics::default(),
             journal: Journal {
                 bridge: bridge.to_owned(),
                 ..Journal::default()
@@ -645,6 +663,7 @@ impl BridgeWorker {
                 socket: &self.socket,
                 guests: &mut self.guests,
                 bridge: &mut self.counters,
+                bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
             };
             self.surrogate
@@ -729,6 +748,7 @@ impl BridgeWorker {
                 socket: &self.socket,
                 guests: &mut self.guests,
                 bridge: &mut self.counters,
+                bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
             };
             self.surrogate.handle_timeout(now, &mut sink);
@@ -764,7 +784,7 @@ impl BridgeWorker {
         while let Ok((i, done)) = self.done.try_recv() {
             match done {
                 Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
-                Done::Resumed(r) => self.resumed(i, r.map_err(|e| chain(&e))),
+                Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Sampled(cpu) => self.sampled(i, cpu),
             }
             self.run_wakes();
@@ -817,6 +837,19 @@ impl BridgeWorker {
             }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Command::Metrics { reply } => {
+                let now = self.now();
+                let mut guests = Vec::with_capacity(self.guests.len());
+                for g in &mut self.guests {
+                    let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
+                    g.metrics.set_state(state.as_str());
+                    let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
+                    g.metrics.set_queue_depth(depth);
+                    g.metrics.count_asleep_until(now);
+                    guests.push((g.order, g.name.clone(), g.metrics.clone()));
+                }
+                let _ = reply.send((guests, self.bridge_metrics.clone()));
             }
             Command::Shutdown { .. } => unreachable!("handled by the run loop"),
         }
@@ -1016,7 +1049,9 @@ impl BridgeWorker {
         match result {
             Ok(()) => {
                 self.journal(i, Some(Step::Asleep));
+                let now = self.now();
                 let g = &mut self.guests[i];
+                g.metrics.on_asleep(now);
                 g.asleep_since = Some(StdInstant::now());
                 info!(guest = %g.name, "guest is asleep");
                 let message = format!("{} is asleep", g.name);
@@ -1055,6 +1090,9 @@ impl BridgeWorker {
     /// The core has put the guest in `Waking`: have its backend resume it.
     fn request_wake(&mut self, i: usize, cause: WakeCause) {
         let g = &mut self.guests[i];
+        if g.waking.is_none() {
+            g.metrics.on_wake_started(cause);
+        }
         g.waking.get_or_insert((StdInstant::now(), cause));
         if g.suspending {
             g.wake_after_suspend = true;
@@ -1065,12 +1103,12 @@ impl BridgeWorker {
         }
         g.resuming = true;
         if !g.backend.send(Op::Resume) {
-            self.resumed(i, Err("its backend has stopped".into()));
+            self.resumed(i, Err("its backend has stopped".into()), Duration::ZERO);
         }
     }
 
     /// The backend has resumed the guest, or failed to.
-    fn resumed(&mut self, i: usize, result: Result<Option<String>, String>) {
+    fn resumed(&mut self, i: usize, result: Result<Option<String>, String>, resume: Duration) {
         self.guests[i].resuming = false;
         let id = self.guests[i].id;
         let name = self.guests[i].name.clone();
@@ -1110,6 +1148,8 @@ impl BridgeWorker {
                 let took = started.0.elapsed();
                 g.counters.wakes += 1;
                 g.counters.last_wake = Some((took, started.1));
+                g.metrics.on_woke(started.1, took, resume);
+                g.metrics.on_awake(now);
                 g.retry = None;
                 g.asleep_since = None;
                 if let Some(idle) = g.idle.as_mut() {
@@ -1124,6 +1164,7 @@ impl BridgeWorker {
                     .saturating_mul(1 << tries.min(7))
                     .min(MAX_RETRY_DELAY);
                 g.counters.wake_failures += 1;
+                g.metrics.on_wake_failed();
                 g.retry = Some((StdInstant::now() + delay, tries));
                 error!(guest = %name, error = %e, tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
                 g.answer_wake(&Err(format!(
@@ -1265,6 +1306,9 @@ impl BridgeWorker {
             }
         }
         self.guests[id.index()].counters.replayed += sent as u64;
+        self.guests[id.index()]
+            .metrics
+            .on_replayed(sent as u64, (n - sent) as u64);
         if sent < n {
             self.guests[id.index()].counters.dropped += (n - sent) as u64;
         }
@@ -1295,7 +1339,9 @@ impl BridgeWorker {
                         match done {
                             Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
                             // No retries on the way out.
-                            Done::Resumed(r) => self.resumed(i, r.map_err(|e| chain(&e))),
+                            Done::Resumed(r, took) => {
+                                self.resumed(i, r.map_err(|e| chain(&e)), took)
+                            }
                             Done::Sampled(_) => {}
                         }
                         self.run_wakes();
