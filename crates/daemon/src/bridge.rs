@@ -568,6 +568,11 @@ impl BridgeWorker {
                 }
             }
             info!(guest = %name, step = ?entry.step, "found in the journal; waking it");
+            // A crash in the middle of a cut may leave the journal behind the port: hand the
+            // port back both ways (each is harmless if it was not cut that way).
+            let ifindex = self.guests[i].ifindex;
+            let _ = self.netlink.set_port_state(ifindex, PortState::Forwarding);
+            let _ = self.netlink.set_link_up(ifindex, true);
             self.journal(i, Some(entry.step));
             if self.surrogate.begin_wake(id).is_ok() {
                 self.request_wake(i, WakeCause::Requested);
@@ -1014,6 +1019,10 @@ impl BridgeWorker {
         // The cut: the guest's port leaves the bridge. Disabling the bridge port keeps the
         // link up, so the guest sees no carrier change; a bridge running the kernel's STP
         // refuses that, and then the link goes down instead.
+        // Journal the cut about to be made first: a crash right after it must not leave a
+        // journal that says the port was never cut.
+        self.guests[i].cut = Some(Cut::PortDisabled);
+        self.journal(i, Some(Step::FallingAsleep));
         let cut = match self.netlink.set_port_state(ifindex, PortState::Disabled) {
             Ok(()) => Ok(Cut::PortDisabled),
             Err(e) => {
