@@ -117,8 +117,27 @@ fn a_domain_destroyed_behind_vmnaps_back_is_reported_not_crashed_on() {
     assert_eq!(st["state"], "sleeping", "{st}");
     assert!(s.daemon_log().contains("wake failed"), "{}", s.daemon_log());
     // The daemon goes on: ping is still answered in the guest's name.
-    let ping = s.run(0, &["ping", "-c", "1", "-W", "2", &d.ipv4.to_string()]);
-    assert!(ping.status.success());
+    let ping = s.run(
+        0,
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.3",
+            "-W",
+            "2",
+            &d.ipv4.to_string(),
+        ],
+    );
+    assert!(ping.status.success(), "{}\n{}", text(&ping), s.daemon_log());
+    // Failed wakes back off instead of retrying every 100 ms.
+    let tries = s.daemon_log().matches("wake failed").count();
+    assert!(
+        tries < 12,
+        "{tries} tries in a few seconds:\n{}",
+        s.daemon_log()
+    );
 }
 
 #[test]

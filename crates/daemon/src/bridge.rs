@@ -764,13 +764,19 @@ impl BridgeWorker {
                 continue;
             }
             let id = g.id;
-            if self.surrogate.state(id) == Some(GuestState::Sleeping)
-                && self.surrogate.begin_wake(id).is_ok()
-            {
-                let cause = g.waking.map_or(WakeCause::Requested, |w| w.1);
-                self.pending_wakes.push_back((id, cause));
-            } else {
-                self.guests[i].retry = None;
+            match self.surrogate.state(id) {
+                Some(GuestState::Sleeping) if self.surrogate.begin_wake(id).is_ok() => {
+                    let cause = g.waking.map_or(WakeCause::Requested, |w| w.1);
+                    self.pending_wakes.push_back((id, cause));
+                }
+                // Awake: nothing left to retry.
+                Some(GuestState::Awake) => self.guests[i].retry = None,
+                // A wake is under way: its outcome sets the next retry; keep the count.
+                _ => {
+                    if let Some(r) = self.guests[i].retry.as_mut() {
+                        r.0 = StdInstant::now() + FIRST_RETRY_DELAY;
+                    }
+                }
             }
         }
         if StdInstant::now() >= self.next_sample {
@@ -1099,6 +1105,14 @@ impl BridgeWorker {
     /// The core has put the guest in `Waking`: have its backend resume it.
     fn request_wake(&mut self, i: usize, cause: WakeCause) {
         let g = &mut self.guests[i];
+        // After a failed wake, traffic does not hurry the next try: the backoff decides, and
+        // until then the surrogate stands in (an operator's wake still tries at once).
+        let backing_off = g.retry.is_some_and(|(at, _)| at > StdInstant::now());
+        if backing_off && cause != WakeCause::Requested && !g.resuming && !g.suspending {
+            let id = g.id;
+            let _ = self.surrogate.wake_failed(id);
+            return;
+        }
         if g.waking.is_none() {
             g.metrics.on_wake_started(cause);
         }
