@@ -133,18 +133,6 @@ pub(crate) struct StateSetup {
     pub recovery: Recovery,
 }
 
-/// Per-guest counters, as the daemon counts the core's verdicts.
-#[derive(Debug, Default, Clone)]
-struct Counters {
-    wakes: u64,
-    wake_failures: u64,
-    answered: u64,
-    queued: u64,
-    replayed: u64,
-    dropped: u64,
-    last_wake: Option<(Duration, WakeCause)>,
-}
-
 /// How a sleeping guest's port is kept off the bridge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Cut {
@@ -164,7 +152,8 @@ struct Guest {
     ifindex: u32,
     mac: [u8; 6],
     backend: BackendThread,
-    counters: Counters,
+    /// How long the last wake took, and what caused it.
+    last_wake: Option<(Duration, WakeCause)>,
     asleep_since: Option<StdInstant>,
     /// A wake in progress: when and why it started.
     waking: Option<(StdInstant, WakeCause)>,
@@ -222,19 +211,10 @@ impl Guest {
     }
 }
 
-/// Bridge-wide counters for frames that concern no guest.
-#[derive(Debug, Default)]
-struct BridgeCounters {
-    ignored: u64,
-    malformed: u64,
-    transmit_errors: u64,
-}
-
 /// The core's output, applied to the worker's sockets and counters.
 struct WorkerSink<'a> {
     socket: &'a PacketSocket,
     guests: &'a mut [Guest],
-    bridge: &'a mut BridgeCounters,
     bridge_metrics: &'a mut BridgeMetrics,
     wakes: &'a mut VecDeque<(GuestId, WakeCause)>,
 }
@@ -242,7 +222,6 @@ struct WorkerSink<'a> {
 impl Sink for WorkerSink<'_> {
     fn transmit(&mut self, frame: &[u8]) {
         if let Err(e) = self.socket.send(frame, &VirtioNetHdr::NONE) {
-            self.bridge.transmit_errors += 1;
             self.bridge_metrics.on_transmit_error();
             warn!(error = %e, "cannot send an answer");
         }
@@ -251,21 +230,15 @@ impl Sink for WorkerSink<'_> {
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
         let Some(g) = guest.and_then(|id| self.guests.get_mut(id.index())) else {
             self.bridge_metrics.on_verdict(verdict);
-            match verdict {
-                Verdict::Dropped(_) => self.bridge.malformed += 1,
-                _ => self.bridge.ignored += 1,
-            }
             return;
         };
         g.metrics.on_verdict(verdict);
         match verdict {
             Verdict::Answered(kind) => {
-                g.counters.answered += 1;
                 debug!(guest = %g.name, answer = kind.as_str(), "answered");
             }
-            Verdict::Queued => g.counters.queued += 1,
+            Verdict::Queued => {}
             Verdict::Dropped(reason) => {
-                g.counters.dropped += 1;
                 debug!(guest = %g.name, reason = reason.as_str(), "dropped a frame");
             }
             // A resolution request for an awake guest: the surrogate could have answered
@@ -302,7 +275,6 @@ pub(crate) struct BridgeWorker {
     netlink: Netlink,
     surrogate: Surrogate,
     guests: Vec<Guest>,
-    counters: BridgeCounters,
     pending_wakes: VecDeque<(GuestId, WakeCause)>,
     epoch: StdInstant,
     buf: Vec<u8>,
@@ -415,7 +387,7 @@ impl BridgeWorker {
                 ifindex,
                 mac: setup.mac,
                 backend,
-                counters: Counters::default(),
+                last_wake: None,
                 asleep_since: None,
                 waking: None,
                 retry: None,
@@ -466,7 +438,6 @@ impl BridgeWorker {
             netlink,
             surrogate,
             guests: run,
-            counters: BridgeCounters::default(),
             pending_wakes: VecDeque::new(),
             epoch: StdInstant::now(),
             buf: vec![0; MAX_FRAME_LEN + 64],
@@ -651,7 +622,7 @@ impl BridgeWorker {
                     continue;
                 }
                 Err(e @ RecvError::Truncated { .. }) => {
-                    self.counters.malformed += 1;
+                    self.bridge_metrics.malformed_frames += 1;
                     warn!(error = %e, "dropped a frame too large to hold");
                     continue;
                 }
@@ -667,7 +638,6 @@ impl BridgeWorker {
             let mut sink = WorkerSink {
                 socket: &self.socket,
                 guests: &mut self.guests,
-                bridge: &mut self.counters,
                 bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
             };
@@ -752,7 +722,6 @@ impl BridgeWorker {
             let mut sink = WorkerSink {
                 socket: &self.socket,
                 guests: &mut self.guests,
-                bridge: &mut self.counters,
                 bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
             };
@@ -906,15 +875,15 @@ impl BridgeWorker {
                     state: state.as_str().to_owned(),
                     bridge: self.bridge.clone(),
                     backend: g.backend.kind().to_owned(),
-                    wakes: g.counters.wakes,
-                    wake_failures: g.counters.wake_failures,
-                    answered_frames: g.counters.answered,
-                    queued_frames: g.counters.queued,
+                    wakes: g.metrics.total_wakes(),
+                    wake_failures: g.metrics.wake_failures(),
+                    answered_frames: g.metrics.total_answered(),
+                    queued_frames: g.metrics.queued(),
                     queue_depth: depth as u64,
-                    replayed_frames: g.counters.replayed,
-                    dropped_frames: g.counters.dropped,
-                    last_wake_ms: g.counters.last_wake.map(|w| w.0.as_secs_f64() * 1000.0),
-                    last_wake_cause: g.counters.last_wake.map(|w| w.1.as_str().to_owned()),
+                    replayed_frames: g.metrics.replayed(),
+                    dropped_frames: g.metrics.total_dropped(),
+                    last_wake_ms: g.last_wake.map(|w| w.0.as_secs_f64() * 1000.0),
+                    last_wake_cause: g.last_wake.map(|w| w.1.as_str().to_owned()),
                     asleep_for_s: g.asleep_since.map(|t| t.elapsed().as_secs_f64()),
                     idle_for_s: (state == GuestState::Awake)
                         .then(|| g.idle.as_ref().map(|t| t.idle_for(now).as_secs_f64()))
@@ -1169,8 +1138,7 @@ impl BridgeWorker {
                     .take()
                     .unwrap_or((StdInstant::now(), WakeCause::Requested));
                 let took = started.0.elapsed();
-                g.counters.wakes += 1;
-                g.counters.last_wake = Some((took, started.1));
+                g.last_wake = Some((took, started.1));
                 g.metrics.on_woke(started.1, took, resume);
                 g.metrics.on_awake(now);
                 g.retry = None;
@@ -1186,7 +1154,6 @@ impl BridgeWorker {
                 let delay = FIRST_RETRY_DELAY
                     .saturating_mul(1 << tries.min(7))
                     .min(MAX_RETRY_DELAY);
-                g.counters.wake_failures += 1;
                 g.metrics.on_wake_failed();
                 g.retry = Some((StdInstant::now() + delay, tries));
                 error!(guest = %name, error = %e, tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
@@ -1328,13 +1295,9 @@ impl BridgeWorker {
                 Err(e) => warn!(error = %chain(&e), "a held frame could not be replayed"),
             }
         }
-        self.guests[id.index()].counters.replayed += sent as u64;
         self.guests[id.index()]
             .metrics
             .on_replayed(sent as u64, (n - sent) as u64);
-        if sent < n {
-            self.guests[id.index()].counters.dropped += (n - sent) as u64;
-        }
         sent
     }
 
@@ -1386,8 +1349,8 @@ impl BridgeWorker {
             warn!(error = %chain(&e), "cannot remove the surrogate's port");
         }
         info!(
-            ignored = self.counters.ignored,
-            malformed = self.counters.malformed,
+            ignored = self.bridge_metrics.ignored_frames,
+            malformed = self.bridge_metrics.malformed_frames,
             "surrogate stopped"
         );
     }
