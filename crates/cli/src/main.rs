@@ -5,6 +5,7 @@
 mod demo;
 mod logging;
 mod man;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,8 +74,13 @@ enum Cmd {
     /// Show every guest's state and counters.
     Status {
         /// Print JSON (an array of objects) instead of a table.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "serve")]
         json: bool,
+        /// Serve the status page (guests, states, the last day's sleep and wake, what sleep
+        /// freed) on this address, like 127.0.0.1:8080, until Ctrl-C. Anyone who can reach
+        /// the address can read it: keep it on loopback or behind a proxy.
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<std::net::SocketAddr>,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -143,7 +149,12 @@ fn main() -> ExitCode {
         Cmd::Wake { name, socket } => client(&socket.socket, Request::Wake { guest: name }),
         Cmd::Pin { name, socket } => client(&socket.socket, Request::Pin { guest: name }),
         Cmd::Unpin { name, socket } => client(&socket.socket, Request::Unpin { guest: name }),
-        Cmd::Status { json, socket } => status(&socket.socket, json),
+        Cmd::Status {
+            serve: Some(addr),
+            socket,
+            ..
+        } => serve_page(&socket.socket, addr),
+        Cmd::Status { json, socket, .. } => status(&socket.socket, json),
         Cmd::Events {
             name,
             follow,
@@ -168,6 +179,17 @@ fn main() -> ExitCode {
         Cmd::Demo => report(demo::run()),
         Cmd::LabGuest { args } => vmnap_lab::workload::main_with_args(args.into_iter()),
     }
+}
+
+fn serve_page(socket: &std::path::Path, addr: std::net::SocketAddr) -> ExitCode {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(signal, std::sync::Arc::clone(&stop)) {
+            eprintln!("vmnap: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    report(serve::serve(socket, addr, &stop))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {

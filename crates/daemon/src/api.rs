@@ -12,6 +12,7 @@
 //! | `POST /v1/guests/{name}/sleep`, `/wake` | [`Message`] once done (`{"wait": false}`: 202 at once) |
 //! | `POST /v1/guests/{name}/pin`, `/unpin` | [`Message`] |
 //! | `POST /v1/reload` | 501 for now |
+//! | `GET /` | the status page (HTML, see [`crate::page`]) |
 //! | `GET /v1/events` | newline-delimited [`Record`]s; `?follow=false` ends after the recent ones, `?guest=NAME` filters |
 //!
 //! Refusals are a 4xx or 5xx with `{"error": "..."}`.
@@ -234,6 +235,10 @@ pub const ROUTES: &[Route] = &[
         method: "GET",
         path: "/metrics",
     },
+    Route {
+        method: "GET",
+        path: "/",
+    },
 ];
 
 /// Connections served at once; past it, new ones get 503.
@@ -400,6 +405,7 @@ impl<'a> Server<'a> {
         let reply = match (route.method, route.path) {
             ("GET", "/v1/guests") => http::Response::json(200, &self.statuses()),
             ("GET", "/metrics") => self.metrics(),
+            ("GET", "/") => self.page(),
             ("GET", "/v1/guests/{name}") => self.detail(name),
             ("POST", "/v1/guests/{name}/sleep") | ("POST", "/v1/guests/{name}/wake") => {
                 match body::<ActionBody>(&request.body) {
@@ -547,6 +553,36 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// The status page.
+    fn page(&self) -> http::Response {
+        let guests: Vec<crate::page::PageGuest> = self
+            .statuses()
+            .into_iter()
+            .map(|s| crate::page::PageGuest {
+                mode: self.policies.get(&s.name).and_then(|p| p.mode.clone()),
+                name: s.name,
+                state: s.state,
+                bridge: s.bridge,
+                backend: s.backend,
+                timeline: Vec::new(),
+                wakes: s.wakes,
+                last_wake_cause: s.last_wake_cause,
+                last_wake_ms: s.last_wake_ms,
+                memory_freed_bytes: None,
+                cpu_hours_freed: None,
+            })
+            .collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let html = crate::page::render(&hostname(), now, &guests);
+        http::Response {
+            status: 200,
+            headers: vec![("Content-Type", "text/html; charset=utf-8".to_owned())],
+            body: html.into_bytes(),
+        }
+    }
+
     pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<(usize, GuestStatus)> = Vec::new();
@@ -635,6 +671,15 @@ impl<'a> Server<'a> {
         self.statuses();
         response
     }
+}
+
+/// This host's name, for the status page's title.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "this host".to_owned())
 }
 
 /// Writes `r` as one line if it is about `guest` (or any guest); `false` if the client is gone.

@@ -18,6 +18,7 @@ pub mod events;
 pub mod http;
 mod journal;
 pub mod metrics;
+pub mod page;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
