@@ -23,12 +23,24 @@ pub enum Format {
     Json,
 }
 
-/// Installs the global subscriber: `filter`, then lines in `format` on stderr.
-pub fn init(filter: EnvFilter, format: Format) {
+/// Installs the global subscriber: `filter`, then lines in `format` on stderr. Returns what
+/// changes the filter while the program runs; it refuses a filter that does not parse.
+pub fn init(
+    filter: EnvFilter,
+    format: Format,
+) -> impl Fn(&str) -> Result<(), String> + Send + Sync + 'static {
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
         .with(layer(format))
         .init();
+    move |text: &str| {
+        let new =
+            EnvFilter::try_new(text).map_err(|e| format!("`{text}` is not a log filter: {e}"))?;
+        handle
+            .reload(new)
+            .map_err(|e| format!("cannot change the log filter: {e}"))
+    }
 }
 
 /// The layer that writes events in `format` to stderr (to stack under a reloadable filter).

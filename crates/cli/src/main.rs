@@ -98,8 +98,18 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Ask the daemon to reload its config.
+    /// Ask the daemon to read its config file again (as SIGHUP does). Guests whose entries
+    /// did not change are not touched; removed and changed guests are woken first if they
+    /// sleep; a config that does not parse or cannot run is refused and the old one stays.
     Reload {
+        #[command(flatten)]
+        socket: SocketArg,
+    },
+    /// Print the daemon's log filter, or set it (like `debug` or `info,vmnap_daemon=trace`)
+    /// while it runs.
+    LogLevel {
+        /// The new filter; without it, print the one in force.
+        filter: Option<String>,
         #[command(flatten)]
         socket: SocketArg,
     },
@@ -162,6 +172,7 @@ fn main() -> ExitCode {
             socket,
         } => events(&socket.socket, name.as_deref(), follow, json),
         Cmd::Reload { socket } => reload(&socket.socket),
+        Cmd::LogLevel { filter, socket } => log_level(&socket.socket, filter.as_deref()),
         Cmd::CheckConfig { file } => match Config::load(&file) {
             Ok(config) => {
                 println!(
@@ -210,11 +221,20 @@ fn run(path: &std::path::Path, log_level: &str, log_format: logging::Format) -> 
             return ExitCode::from(EX_CONFIG);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_new(log_level)
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new("info"))
-        .expect("`info` is a valid filter");
-    logging::init(filter, log_format);
-    report(vmnap_daemon::run(config).context("the daemon could not start"))
+    let (filter, level) = match tracing_subscriber::EnvFilter::try_new(log_level) {
+        Ok(f) => (f, log_level),
+        Err(e) => {
+            eprintln!("vmnap: --log-level `{log_level}` is not a log filter ({e}); using `info`");
+            (tracing_subscriber::EnvFilter::new("info"), "info")
+        }
+    };
+    let set = logging::init(filter, log_format);
+    let options = vmnap_daemon::Options {
+        config_path: Some(path.to_path_buf()),
+        log: Some(vmnap_daemon::LogControl::new(level, set)),
+        reload: None,
+    };
+    report(vmnap_daemon::run(config, options).context("the daemon could not start"))
 }
 
 fn call(socket: &std::path::Path, request: &Request) -> anyhow::Result<Response> {
@@ -350,6 +370,28 @@ fn describe(record: &Record) -> String {
     format!("{time}Z {:<16} {what}", record.event.guest())
 }
 
+fn log_level(socket: &std::path::Path, filter: Option<&str>) -> ExitCode {
+    let body = filter.map(|f| serde_json::json!({ "filter": f }).to_string());
+    let (method, body) = match &body {
+        Some(b) => ("PUT", Some(b.as_bytes())),
+        None => ("GET", None),
+    };
+    match api::request(socket, method, "/v1/log", body) {
+        Ok((status, body)) => {
+            let text = String::from_utf8_lossy(&body);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            if (200..300).contains(&status) {
+                println!("{}", value["filter"].as_str().unwrap_or(text.trim()));
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("vmnap: {}", value["error"].as_str().unwrap_or(text.trim()));
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => report(Err(e.into())),
+    }
+}
+
 fn reload(socket: &std::path::Path) -> ExitCode {
     match api::request(socket, "POST", "/v1/reload", None) {
         Ok((status, body)) => {
@@ -357,6 +399,19 @@ fn reload(socket: &std::path::Path) -> ExitCode {
             let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
             if (200..300).contains(&status) {
                 println!("{}", value["message"].as_str().unwrap_or(text.trim()));
+                for (key, label) in [
+                    ("added", "added"),
+                    ("removed", "removed"),
+                    ("changed", "changed"),
+                ] {
+                    let names: Vec<&str> = value[key]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                        .unwrap_or_default();
+                    if !names.is_empty() {
+                        println!("  {label}: {}", names.join(", "));
+                    }
+                }
                 ExitCode::SUCCESS
             } else {
                 eprintln!("vmnap: {}", value["error"].as_str().unwrap_or(text.trim()));

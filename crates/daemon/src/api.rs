@@ -11,7 +11,8 @@
 //! | `GET /v1/guests/{name}` | one guest's [`GuestDetail`]: its status and its [`Policy`] |
 //! | `POST /v1/guests/{name}/sleep`, `/wake` | [`Message`] once done (`{"wait": false}`: 202 at once) |
 //! | `POST /v1/guests/{name}/pin`, `/unpin` | [`Message`] |
-//! | `POST /v1/reload` | 501 for now |
+//! | `POST /v1/reload` | [`Reloaded`]: reads the config file again (see `reload.rs`) |
+//! | `GET /v1/log`, `PUT /v1/log` | the log filter, [`LogFilter`]; `PUT` sets it |
 //! | `GET /` | the status page (HTML, see [`crate::page`]) |
 //! | `GET /v1/events` | newline-delimited [`Record`]s; `?follow=false` ends after the recent ones, `?guest=NAME` filters |
 //!
@@ -22,7 +23,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -160,6 +161,36 @@ pub struct GuestDetail {
     pub policy: Policy,
 }
 
+/// The answer to `POST /v1/reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// What happened, for people.
+    pub message: String,
+    /// Guests added.
+    pub added: Vec<String>,
+    /// Guests no longer managed (woken first if they were asleep).
+    pub removed: Vec<String>,
+    /// Guests whose entry changed: woken if asleep and added again, or, when only their
+    /// idleness changed, given the new policy in place.
+    pub changed: Vec<String>,
+    /// How many guests were left as they were.
+    pub unchanged: usize,
+    /// Changed settings that only a restart applies, like `api.listen`.
+    pub restart_needed: Vec<String>,
+}
+
+/// The daemon's log filter (`GET` and `PUT /v1/log`), in `tracing`'s `EnvFilter` syntax:
+/// `debug`, or `info,vmnap_daemon=trace`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilter {
+    /// The filter.
+    pub filter: String,
+}
+
+const NO_LOG_CONTROL: &str =
+    "this daemon's log filter cannot be changed at run time (it was not started by `vmnap run`)";
+
 /// The answer to an action.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
@@ -229,6 +260,14 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "GET",
+        path: "/v1/log",
+    },
+    Route {
+        method: "PUT",
+        path: "/v1/log",
+    },
+    Route {
+        method: "GET",
         path: "/v1/events",
     },
     Route {
@@ -263,9 +302,14 @@ fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
 
 /// What the server knows and shares between its connections.
 pub(crate) struct Server<'a> {
-    pub handles: &'a [BridgeHandle],
+    /// The bridges' workers; a reload adds and removes some.
+    pub handles: RwLock<Vec<BridgeHandle>>,
     /// Each guest's policy, by name.
-    pub policies: BTreeMap<String, Policy>,
+    pub policies: RwLock<BTreeMap<String, Policy>>,
+    /// Reloads the config (`None`: refused).
+    pub reloader: Option<&'a crate::reload::Reloader<'a>>,
+    /// Sets the log filter (`None`: refused).
+    pub log: Option<&'a crate::LogControl>,
     pub bus: EventBus,
     /// The token requests over TCP must carry.
     pub token: Option<String>,
@@ -277,7 +321,7 @@ pub(crate) struct Server<'a> {
 impl std::fmt::Debug for Server<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
-            .field("guests", &self.policies.len())
+            .field("reloader", &self.reloader)
             .finish_non_exhaustive()
     }
 }
@@ -290,19 +334,54 @@ enum Outcome {
 
 impl<'a> Server<'a> {
     pub(crate) fn new(
-        handles: &'a [BridgeHandle],
+        handles: Vec<BridgeHandle>,
         policies: BTreeMap<String, Policy>,
         bus: EventBus,
         token: Option<String>,
         stop: &'a AtomicBool,
     ) -> Self {
         Server {
-            handles,
-            policies,
+            handles: RwLock::new(handles),
+            policies: RwLock::new(policies),
+            reloader: None,
+            log: None,
             bus,
             token,
             stop,
             last: Mutex::new(None),
+        }
+    }
+
+    /// The workers, for shutdown.
+    pub(crate) fn into_handles(self) -> Vec<BridgeHandle> {
+        self.handles.into_inner().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn has_guest(&self, name: &str) -> bool {
+        self.policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    /// Reloads the config; logs and returns the outcome.
+    pub(crate) fn reload(&self) -> http::Response {
+        let Some(reloader) = self.reloader else {
+            return http::Response::error(
+                409,
+                "this daemon was not started from a config file, so there is nothing to reload",
+            );
+        };
+        match reloader.reload(self) {
+            Ok(done) => {
+                // Publish what the reload changed now rather than at the next poll.
+                self.statuses();
+                http::Response::json(200, &done)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reload refused");
+                http::Response::error(e.status(), e.to_string())
+            }
         }
     }
 
@@ -399,7 +478,7 @@ impl<'a> Server<'a> {
                 format!("{} takes no query parameter `{k}`", route.path),
             ));
         }
-        if route.path.contains("{name}") && !self.policies.contains_key(name) {
+        if route.path.contains("{name}") && !self.has_guest(name) {
             return Outcome::Reply(http::Response::error(404, format!("no guest named {name}")));
         }
         let reply = match (route.method, route.path) {
@@ -437,10 +516,26 @@ impl<'a> Server<'a> {
             }
             ("POST", "/v1/reload") => match body::<EmptyBody>(&request.body) {
                 Err(r) => r,
-                Ok(_) => http::Response::error(
-                    501,
-                    "reloading the config is not implemented yet; restart the daemon to apply a new config",
+                Ok(_) => self.reload(),
+            },
+            ("GET", "/v1/log") => match self.log {
+                Some(log) => http::Response::json(200, &LogFilter { filter: log.get() }),
+                None => http::Response::error(409, NO_LOG_CONTROL),
+            },
+            ("PUT", "/v1/log") => match (body::<Option<LogFilter>>(&request.body), self.log) {
+                (Err(r), _) => r,
+                (Ok(None), _) => http::Response::error(
+                    400,
+                    "the body must be an object like {\"filter\": \"debug\"}",
                 ),
+                (Ok(Some(_)), None) => http::Response::error(409, NO_LOG_CONTROL),
+                (Ok(Some(f)), Some(log)) => match log.set(&f.filter) {
+                    Ok(()) => {
+                        tracing::info!(filter = %f.filter, "log filter changed");
+                        http::Response::json(200, &LogFilter { filter: log.get() })
+                    }
+                    Err(e) => http::Response::error(400, e),
+                },
             },
             ("GET", "/v1/events") => return self.events_request(request),
             _ => http::Response::error(500, "a route without a handler"),
@@ -461,9 +556,7 @@ impl<'a> Server<'a> {
                         format!("follow must be true or false, not `{other}`"),
                     ))
                 }
-                ("guest", name) if self.policies.contains_key(name) => {
-                    guest = Some(name.to_owned())
-                }
+                ("guest", name) if self.has_guest(name) => guest = Some(name.to_owned()),
                 ("guest", name) => {
                     return Outcome::Reply(http::Response::error(
                         404,
@@ -510,14 +603,16 @@ impl<'a> Server<'a> {
 
     fn detail(&self, name: &str) -> http::Response {
         let status = self.statuses().into_iter().find(|s| s.name == name);
-        match (status, self.policies.get(name)) {
-            (Some(status), Some(policy)) => http::Response::json(
-                200,
-                &GuestDetail {
-                    status,
-                    policy: policy.clone(),
-                },
-            ),
+        let policy = self
+            .policies
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned();
+        match (status, policy) {
+            (Some(status), Some(policy)) => {
+                http::Response::json(200, &GuestDetail { status, policy })
+            }
             _ => http::Response::error(503, format!("the worker of guest {name} did not answer")),
         }
     }
@@ -527,7 +622,12 @@ impl<'a> Server<'a> {
     fn metrics(&self) -> http::Response {
         let mut guests = Vec::new();
         let mut bridges = Vec::new();
-        for h in self.handles {
+        for h in self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let (tx, rx) = mpsc::channel();
             if h.send(Command::Metrics { reply: tx }) {
                 match rx.recv_timeout(Duration::from_secs(10)) {
@@ -559,7 +659,12 @@ impl<'a> Server<'a> {
             .statuses()
             .into_iter()
             .map(|s| crate::page::PageGuest {
-                mode: self.policies.get(&s.name).and_then(|p| p.mode.clone()),
+                mode: self
+                    .policies
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&s.name)
+                    .and_then(|p| p.mode.clone()),
                 name: s.name,
                 state: s.state,
                 bridge: s.bridge,
@@ -586,7 +691,12 @@ impl<'a> Server<'a> {
     pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<(usize, GuestStatus)> = Vec::new();
-        for h in self.handles {
+        for h in self
+            .handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let (tx, rx) = mpsc::channel();
             if h.send(Command::Status { reply: tx }) {
                 match rx.recv_timeout(Duration::from_secs(10)) {
@@ -620,13 +730,6 @@ impl<'a> Server<'a> {
         wait: bool,
         make: impl FnOnce(String, mpsc::Sender<Result<String, String>>) -> Command,
     ) -> http::Response {
-        let Some(h) = self
-            .handles
-            .iter()
-            .find(|h| h.guests.iter().any(|g| g == guest))
-        else {
-            return http::Response::error(404, format!("no guest named {guest}"));
-        };
         let (tx, rx) = mpsc::channel();
         let command = make(guest.to_owned(), tx);
         let kind = match &command {
@@ -634,12 +737,19 @@ impl<'a> Server<'a> {
             Command::Wake { .. } => "wake",
             _ => "pin",
         };
-        if !h.send(command) {
-            return http::Response::error(
-                503,
-                format!("the worker of bridge {} has stopped", h.bridge),
-            );
-        }
+        let bridge = {
+            let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+            let Some(h) = handles.iter().find(|h| h.guests.iter().any(|g| g == guest)) else {
+                return http::Response::error(404, format!("no guest named {guest}"));
+            };
+            if !h.send(command) {
+                return http::Response::error(
+                    503,
+                    format!("the worker of bridge {} has stopped", h.bridge),
+                );
+            }
+            h.bridge.clone()
+        };
         if !wait {
             let message = match kind {
                 "sleep" => format!("{guest} is being put to sleep"),
@@ -663,7 +773,7 @@ impl<'a> Server<'a> {
             Err(_) => {
                 return http::Response::error(
                     503,
-                    format!("the worker of bridge {} did not answer", h.bridge),
+                    format!("the worker of bridge {bridge} did not answer"),
                 )
             }
         };

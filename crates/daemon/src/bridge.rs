@@ -7,7 +7,7 @@
 //! timers are handled one at a time, so a sequence is never interleaved with another frame's
 //! handling except where the sequence itself drains the capture socket.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -83,6 +83,26 @@ pub(crate) enum Command {
         wake: bool,
         reply: Sender<()>,
     },
+    /// A reload: no longer manage these guests, waking those asleep first; `reply` once all
+    /// of them are gone.
+    Retire {
+        guests: Vec<String>,
+        reply: Sender<()>,
+    },
+    /// A reload: manage these guests too; `reply` with those that could not be added, and
+    /// why.
+    Adopt {
+        guests: Vec<GuestSetup>,
+        reply: Sender<Vec<(String, String)>>,
+    },
+    /// A reload: the guests' new positions in the config and idleness policies, and the
+    /// sampling interval.
+    Update {
+        orders: BTreeMap<String, usize>,
+        idle: BTreeMap<String, Option<IdlePolicy>>,
+        interval: Duration,
+        reply: Sender<()>,
+    },
 }
 
 /// A worker's metrics: each guest's (with its position in the config and its name), and the
@@ -107,6 +127,7 @@ impl BridgeHandle {
 
 /// A guest ready to run: its config, what the config left to the backend (bridge, port,
 /// MAC), its idleness policy and its backend.
+#[derive(Debug)]
 pub(crate) struct GuestSetup {
     /// Position in the config, for status order.
     pub order: usize,
@@ -189,6 +210,8 @@ struct Guest {
     conn_watch: Option<PacketSocket>,
     conns: ConnTracker,
     keep_ports: Vec<vmnap_core::PortRule>,
+    /// A reload removes it once it is awake.
+    retiring: bool,
 }
 
 impl Guest {
@@ -211,10 +234,69 @@ impl Guest {
     }
 }
 
+/// The worker's guests, each at the index of its [`GuestId`]: a removed guest leaves a hole
+/// that the next one added fills, as in the surrogate.
+#[derive(Debug, Default)]
+struct Guests(Vec<Option<Guest>>);
+
+impl Guests {
+    fn get_mut(&mut self, i: usize) -> Option<&mut Guest> {
+        self.0.get_mut(i).and_then(Option::as_mut)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Guest> {
+        self.0.iter().flatten()
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Guest> {
+        self.0.iter_mut().flatten()
+    }
+
+    /// The indices of the guests there are now.
+    fn indices(&self) -> Vec<usize> {
+        (0..self.0.len()).filter(|&i| self.0[i].is_some()).collect()
+    }
+
+    fn count(&self) -> usize {
+        self.iter().count()
+    }
+
+    fn position(&self, name: &str) -> Option<usize> {
+        self.0
+            .iter()
+            .position(|g| g.as_ref().is_some_and(|g| g.name == name))
+    }
+
+    fn put(&mut self, i: usize, guest: Guest) {
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, || None);
+        }
+        self.0[i] = Some(guest);
+    }
+
+    fn take(&mut self, i: usize) -> Option<Guest> {
+        self.0.get_mut(i).and_then(Option::take)
+    }
+}
+
+impl std::ops::Index<usize> for Guests {
+    type Output = Guest;
+
+    fn index(&self, i: usize) -> &Guest {
+        self.0[i].as_ref().expect("a guest at this index")
+    }
+}
+
+impl std::ops::IndexMut<usize> for Guests {
+    fn index_mut(&mut self, i: usize) -> &mut Guest {
+        self.0[i].as_mut().expect("a guest at this index")
+    }
+}
+
 /// The core's output, applied to the worker's sockets and counters.
 struct WorkerSink<'a> {
     socket: &'a PacketSocket,
-    guests: &'a mut [Guest],
+    guests: &'a mut Guests,
     bridge_metrics: &'a mut BridgeMetrics,
     wakes: &'a mut VecDeque<(GuestId, WakeCause)>,
 }
@@ -274,7 +356,12 @@ pub(crate) struct BridgeWorker {
     mac: [u8; 6],
     netlink: Netlink,
     surrogate: Surrogate,
-    guests: Vec<Guest>,
+    guests: Guests,
+    /// Where the guests' backend threads report, and what wakes the worker.
+    done_tx: Sender<(usize, Done)>,
+    waker: Arc<Waker>,
+    /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
+    retiring: Vec<Sender<()>>,
     pending_wakes: VecDeque<(GuestId, WakeCause)>,
     epoch: StdInstant,
     buf: Vec<u8>,
@@ -356,72 +443,8 @@ impl BridgeWorker {
             .map_err(StartError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
         let (done_tx, done_rx) = mpsc::channel();
-        let mut surrogate = Surrogate::new(seed);
-        let mut run = Vec::new();
-        for setup in guests {
-            let name = setup.config.name.clone();
-            let ifindex =
-                netlink
-                    .link_index(&setup.interface)
-                    .map_err(|source| StartError::NoInterface {
-                        guest: name.clone(),
-                        source,
-                    })?;
-            let id = surrogate
-                .add_guest(spec_of(&setup.config, setup.mac))
-                .map_err(StartError::Guest)?;
-            debug_assert_eq!(id.index(), run.len(), "guests are added in order");
-            let backend = BackendThread::spawn(
-                &name,
-                run.len(),
-                setup.backend,
-                done_tx.clone(),
-                Arc::clone(&waker),
-            )
-            .map_err(StartError::Poll)?;
-            run.push(Guest {
-                id,
-                order: setup.order,
-                name,
-                interface: setup.interface,
-                ifindex,
-                mac: setup.mac,
-                backend,
-                last_wake: None,
-                asleep_since: None,
-                waking: None,
-                retry: None,
-                barrier_seen: false,
-                cut: None,
-                suspending: false,
-                resuming: false,
-                wake_after_suspend: false,
-                sampling: None,
-                sleep_waiters: Vec::new(),
-                wake_waiters: Vec::new(),
-                idle: setup.idle.map(IdleTracker::new),
-                metrics: GuestMetrics::new(),
-                watch: None,
-                health_ports: setup.config.health.iter().map(|h| h.port).collect(),
-                conn_watch: None,
-                conns: ConnTracker::default(),
-                keep_ports: setup.config.keep_awake_while_connected.clone(),
-            });
-        }
         let (tx, rx) = mpsc::channel();
-        for (i, g) in run.iter_mut().enumerate() {
-            if g.idle.is_some() {
-                open_watch(&poll, g, i);
-            }
-        }
-        let handle = BridgeHandle {
-            bridge: bridge.to_owned(),
-            guests: run.iter().map(|g| g.name.clone()).collect(),
-            commands: tx,
-            waker,
-            thread: None,
-        };
-        info!(%bridge, port = %port, guests = run.len(), "standing by on bridge");
+        info!(%bridge, port = %port, guests = guests.len(), "standing by on bridge");
         let journal_path = state.as_ref().map(|s| journal::path(&s.dir, bridge));
         let found = match &journal_path {
             Some(p) => Journal::load(p).unwrap_or_else(|e| {
@@ -436,8 +459,11 @@ impl BridgeWorker {
             port_ifindex,
             mac,
             netlink,
-            surrogate,
-            guests: run,
+            surrogate: Surrogate::new(seed),
+            guests: Guests::default(),
+            done_tx,
+            waker: Arc::clone(&waker),
+            retiring: Vec::new(),
             pending_wakes: VecDeque::new(),
             epoch: StdInstant::now(),
             buf: vec![0; MAX_FRAME_LEN + 64],
@@ -453,9 +479,83 @@ impl BridgeWorker {
             },
             journal_path,
         };
+        for setup in guests {
+            worker.adopt(setup)?;
+        }
+        let handle = BridgeHandle {
+            bridge: bridge.to_owned(),
+            guests: worker.guests.iter().map(|g| g.name.clone()).collect(),
+            commands: tx,
+            waker,
+            thread: None,
+        };
         let recovery = state.map_or(Recovery::Wake, |s| s.recovery);
         worker.recover(found, recovery);
         Ok((worker, handle))
+    }
+
+    /// Registers a guest, awake, and starts its backend thread and its watches.
+    fn adopt(&mut self, setup: GuestSetup) -> Result<(), StartError> {
+        let name = setup.config.name.clone();
+        let ifindex = self
+            .netlink
+            .link_index(&setup.interface)
+            .map_err(|source| StartError::NoInterface {
+                guest: name.clone(),
+                source,
+            })?;
+        let id = self
+            .surrogate
+            .add_guest(spec_of(&setup.config, setup.mac))
+            .map_err(StartError::Guest)?;
+        let i = id.index();
+        let backend = match BackendThread::spawn(
+            &name,
+            i,
+            setup.backend,
+            self.done_tx.clone(),
+            Arc::clone(&self.waker),
+        ) {
+            Ok(b) => b,
+            Err(e) => {
+                self.surrogate.remove_guest(id);
+                return Err(StartError::Poll(e));
+            }
+        };
+        let mut guest = Guest {
+            id,
+            order: setup.order,
+            name,
+            interface: setup.interface,
+            ifindex,
+            mac: setup.mac,
+            backend,
+            last_wake: None,
+            asleep_since: None,
+            waking: None,
+            retry: None,
+            barrier_seen: false,
+            cut: None,
+            suspending: false,
+            resuming: false,
+            wake_after_suspend: false,
+            sampling: None,
+            sleep_waiters: Vec::new(),
+            wake_waiters: Vec::new(),
+            idle: setup.idle.map(IdleTracker::new),
+            metrics: GuestMetrics::new(),
+            watch: None,
+            health_ports: setup.config.health.iter().map(|h| h.port).collect(),
+            conn_watch: None,
+            conns: ConnTracker::default(),
+            keep_ports: setup.config.keep_awake_while_connected.clone(),
+            retiring: false,
+        };
+        if guest.idle.is_some() {
+            open_watch(&self.poll, &mut guest, i);
+        }
+        self.guests.put(i, guest);
+        Ok(())
     }
 
     fn now(&self) -> Instant {
@@ -594,6 +694,7 @@ impl BridgeWorker {
                 self.command(command);
                 self.run_wakes();
             }
+            self.settle_retiring();
         }
     }
 
@@ -727,7 +828,7 @@ impl BridgeWorker {
             };
             self.surrogate.handle_timeout(now, &mut sink);
         }
-        for i in 0..self.guests.len() {
+        for i in self.guests.indices() {
             let g = &self.guests[i];
             if g.retry.is_none_or(|(at, _)| at > StdInstant::now()) {
                 continue;
@@ -772,7 +873,7 @@ impl BridgeWorker {
     }
 
     fn find(&self, name: &str) -> Option<usize> {
-        self.guests.iter().position(|g| g.name == name)
+        self.guests.position(name)
     }
 
     fn command(&mut self, command: Command) {
@@ -820,8 +921,8 @@ impl BridgeWorker {
             }
             Command::Metrics { reply } => {
                 let now = self.now();
-                let mut guests = Vec::with_capacity(self.guests.len());
-                for g in &mut self.guests {
+                let mut guests = Vec::with_capacity(self.guests.count());
+                for g in self.guests.iter_mut() {
                     let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
                     g.metrics.set_state(state.as_str());
                     let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
@@ -831,7 +932,140 @@ impl BridgeWorker {
                 }
                 let _ = reply.send((guests, self.bridge_metrics.clone()));
             }
+            Command::Retire { guests, reply } => self.retire(&guests, reply),
+            Command::Adopt { guests, reply } => {
+                let mut failed = Vec::new();
+                for setup in guests {
+                    let name = setup.config.name.clone();
+                    match self.adopt(setup) {
+                        Ok(()) => info!(guest = %name, "added by a reload"),
+                        Err(e) => {
+                            error!(guest = %name, error = %chain(&e), "cannot add the guest");
+                            failed.push((name, chain(&e)));
+                        }
+                    }
+                }
+                let _ = reply.send(failed);
+            }
+            Command::Update {
+                orders,
+                idle,
+                interval,
+                reply,
+            } => {
+                self.update(&orders, idle, interval);
+                let _ = reply.send(());
+            }
             Command::Shutdown { .. } => unreachable!("handled by the run loop"),
+        }
+    }
+
+    /// Marks guests for removal and wakes those asleep; [`Self::settle_retiring`] removes each
+    /// once it is awake.
+    fn retire(&mut self, names: &[String], reply: Sender<()>) {
+        for name in names {
+            let Some(i) = self.find(name) else { continue };
+            self.guests[i].retiring = true;
+            let id = self.guests[i].id;
+            if self.guests[i].suspending {
+                self.guests[i].wake_after_suspend = true;
+            } else if self.surrogate.state(id) == Some(GuestState::Sleeping) {
+                info!(guest = %name, "waking the guest before it leaves the config");
+                if self.surrogate.begin_wake(id).is_ok() {
+                    self.request_wake(i, WakeCause::Requested);
+                }
+            }
+        }
+        self.retiring.push(reply);
+        self.settle_retiring();
+    }
+
+    /// Removes the retiring guests that are awake with nothing under way, and tells the
+    /// reloads waiting once none is left.
+    fn settle_retiring(&mut self) {
+        if self.retiring.is_empty() {
+            return;
+        }
+        for i in self.guests.indices() {
+            let g = &self.guests[i];
+            let idle = !g.suspending && !g.resuming && g.sampling.is_none();
+            if g.retiring && idle && self.surrogate.state(g.id) == Some(GuestState::Awake) {
+                self.remove(i);
+            }
+        }
+        if !self.guests.iter().any(|g| g.retiring) {
+            for r in self.retiring.drain(..) {
+                let _ = r.send(());
+            }
+        }
+    }
+
+    /// Forgets awake guest `i`: its registration, its watches, its journal entry, its backend.
+    fn remove(&mut self, i: usize) {
+        self.journal(i, None);
+        let Some(mut g) = self.guests.take(i) else {
+            return;
+        };
+        for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
+            let _ = self
+                .poll
+                .registry()
+                .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+        }
+        self.surrogate.remove_guest(g.id);
+        let gone = format!("{} was removed from the config", g.name);
+        g.answer_sleep(&Err(gone.clone()));
+        g.answer_wake(&Err(gone));
+        info!(guest = %g.name, "removed by a reload; vmnap no longer manages it");
+        // Dropping it ends its backend thread.
+    }
+
+    /// Applies a reload's new positions, idleness policies and sampling interval.
+    fn update(
+        &mut self,
+        orders: &BTreeMap<String, usize>,
+        mut idle: BTreeMap<String, Option<IdlePolicy>>,
+        interval: Duration,
+    ) {
+        let now = self.now();
+        for i in self.guests.indices() {
+            let g = &mut self.guests[i];
+            if let Some(order) = orders.get(&g.name) {
+                g.order = *order;
+            }
+            let Some(policy) = idle.remove(&g.name) else {
+                continue;
+            };
+            if g.idle.as_ref().map(IdleTracker::policy) == policy.as_ref() {
+                continue;
+            }
+            info!(guest = %g.name, idle_after_s = policy.as_ref().map(|p| p.idle_after.as_secs_f64()), "new idleness policy");
+            let pinned = g.idle.as_ref().is_some_and(IdleTracker::is_pinned);
+            let had_watch = g.idle.is_some();
+            g.idle = policy.map(|p| {
+                let mut t = IdleTracker::new(p);
+                if pinned {
+                    t.pin();
+                }
+                t.reset(now);
+                t
+            });
+            match (had_watch, g.idle.is_some()) {
+                (false, true) => open_watch(&self.poll, g, i),
+                (true, false) => {
+                    for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
+                        let _ = self
+                            .poll
+                            .registry()
+                            .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if interval != self.interval {
+            self.interval = interval;
+            self.next_sample = self.next_sample.min(StdInstant::now() + interval);
         }
     }
 
@@ -899,7 +1133,7 @@ impl BridgeWorker {
     /// its CPU time from its backend.
     fn sample_all(&mut self) {
         let now = self.now();
-        for i in 0..self.guests.len() {
+        for i in self.guests.indices() {
             let g = &self.guests[i];
             let busy = g.suspending || g.resuming || g.sampling.is_some();
             if g.idle.is_none() || busy || self.surrogate.state(g.id) != Some(GuestState::Awake) {
@@ -960,6 +1194,12 @@ impl BridgeWorker {
     fn sleep(&mut self, i: usize, reply: Option<Reply>) {
         let id = self.guests[i].id;
         let name = self.guests[i].name.clone();
+        if self.guests[i].retiring {
+            if let Some(r) = reply {
+                let _ = r.send(Err(format!("{name} is being removed from the config")));
+            }
+            return;
+        }
         match self.surrogate.state(id) {
             Some(GuestState::Awake) => {}
             Some(GuestState::Sleeping) if self.guests[i].suspending => {
@@ -1303,7 +1543,7 @@ impl BridgeWorker {
 
     fn shutdown(&mut self, wake: bool) {
         if wake {
-            for i in 0..self.guests.len() {
+            for i in self.guests.indices() {
                 let id = self.guests[i].id;
                 if self.surrogate.state(id) == Some(GuestState::Sleeping)
                     && !self.guests[i].suspending

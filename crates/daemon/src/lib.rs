@@ -19,6 +19,7 @@ pub mod http;
 mod journal;
 pub mod metrics;
 pub mod page;
+mod reload;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -26,12 +27,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, GuestConfig, SleepMode};
-use vmnap_core::idle::IdlePolicy;
 use vmnap_hypervisor::{Backend, CgroupBackend};
 
 use crate::bridge::{BridgeHandle, BridgeWorker, Command, GuestSetup};
@@ -160,28 +160,78 @@ pub enum StartError {
     Signals(#[source] std::io::Error),
 }
 
-/// Runs the daemon until SIGTERM or SIGINT; wakes every guest it put to sleep before it
-/// returns.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// Changes the daemon's log filter at run time (`PUT /v1/log`); the program that installed
+/// the log subscriber makes one.
+pub struct LogControl {
+    filter: Mutex<String>,
+    set: Box<SetFilter>,
+}
+
+/// Puts a log filter in force, or says why not.
+type SetFilter = dyn Fn(&str) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogControl")
+            .field("filter", &self.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogControl {
+    /// A control whose filter is `filter` now and which `set` changes (it returns why a
+    /// filter is refused).
+    pub fn new(
+        filter: &str,
+        set: impl Fn(&str) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            filter: Mutex::new(filter.to_owned()),
+            set: Box::new(set),
+        }
+    }
+
+    /// The filter in force.
+    pub fn get(&self) -> String {
+        self.filter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Puts `filter` in force, or says why not.
+    pub fn set(&self, filter: &str) -> Result<(), String> {
+        let mut current = self.filter.lock().unwrap_or_else(|e| e.into_inner());
+        (self.set)(filter)?;
+        *current = filter.to_owned();
+        Ok(())
+    }
+}
+
+/// How the daemon was started, beyond its config.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// The file the config came from: reloads read it again. `None`: reloads are refused.
+    pub config_path: Option<PathBuf>,
+    /// Changes the log filter at run time. `None`: `PUT /v1/log` is refused.
+    pub log: Option<LogControl>,
+    /// Set (by a `SIGHUP` handler) to ask for a reload.
+    pub reload: Option<Arc<AtomicBool>>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, reloading its config (from
+/// `options.config_path`) on SIGHUP; wakes every guest it put to sleep before it returns
+/// (unless `[state] on_stop` says otherwise).
+pub fn run(config: Config, mut options: Options) -> Result<(), StartError> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;
     }
-    // SIGHUP (`systemctl reload`) must not kill the daemon with its guests asleep. Reloading
-    // is not there yet: say so, and go on.
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .map_err(StartError::Signals)?;
-    std::thread::Builder::new()
-        .name("vmnap-sighup".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(200));
-            if hup.swap(false, Ordering::Relaxed) {
-                warn!("SIGHUP: reloading the config is not implemented yet; restart vmnap to apply a new one");
-            }
-        })
-        .map_err(StartError::Poll)?;
-    run_until(config, &open_backend, &stop)
+    options.reload = Some(hup);
+    run_with(config, &open_backend, &stop, options)
 }
 
 /// A guest's backend, opened, with the guest's bridge, port and MAC (from the config, or
@@ -295,14 +345,24 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
 }
 
 /// Opens a guest's backend and finds its bridge, port and MAC.
-pub type BackendFactory = dyn Fn(&GuestConfig, &Config) -> Result<Opened, StartError>;
+pub type BackendFactory = dyn Fn(&GuestConfig, &Config) -> Result<Opened, StartError> + Sync;
 
 /// Runs the daemon until `stop` is set, with backends from `backends`; wakes every guest it
 /// put to sleep before it returns. The network namespace is the calling thread's.
 pub fn run_until(
+    config: Config,
+    backends: &BackendFactory,
+    stop: &AtomicBool,
+) -> Result<(), StartError> {
+    run_with(config, backends, stop, Options::default())
+}
+
+/// [`run_until`] with [`Options`].
+pub fn run_with(
     mut config: Config,
     backends: &BackendFactory,
     stop: &AtomicBool,
+    options: Options,
 ) -> Result<(), StartError> {
     discover::add_discovered(&mut config);
     let token = match &config.api.token_file {
@@ -316,7 +376,7 @@ pub fn run_until(
         }
         None => None,
     };
-    let (mut handles, policies) = start_workers(&config, backends)?;
+    let (handles, policies, placed) = start_workers(&config, backends)?;
     vmnap_host::memory::release_free_memory();
     info!(
         socket = %config.api.socket.display(),
@@ -334,7 +394,18 @@ pub fn run_until(
     if let Some(t) = &tcp {
         nonblocking(t.set_nonblocking(true))?;
     }
-    let server = api::Server::new(&handles, policies, EventBus::new(), token, stop);
+    let reloader = reload::Reloader {
+        path: options.config_path.clone(),
+        backends,
+        running: Mutex::new(reload::Running {
+            config: config.clone(),
+            placed,
+        }),
+    };
+    let mut server = api::Server::new(handles, policies, EventBus::new(), token, stop);
+    server.reloader = Some(&reloader);
+    server.log = options.log.as_ref();
+    let hup = options.reload.clone();
     // The first look at the guests: later looks publish what changed since.
     server.statuses();
     let active = AtomicUsize::new(0);
@@ -355,6 +426,23 @@ pub fn run_until(
             })
             .map_err(StartError::Poll)?;
         while !stop.load(Ordering::Relaxed) {
+            if hup
+                .as_ref()
+                .is_some_and(|h| h.swap(false, Ordering::Relaxed))
+            {
+                info!("SIGHUP: reloading the config");
+                let spawned = std::thread::Builder::new()
+                    .name("vmnap-reload".into())
+                    .spawn_scoped(scope, move || {
+                        let answer = server.reload();
+                        if answer.status == 200 {
+                            info!("SIGHUP: the config is reloaded");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    warn!(error = %e, "cannot start a thread for the reload");
+                }
+            }
             let mut accepted = Vec::new();
             match listener.accept() {
                 Ok((s, _)) => accepted.push((Conn::Unix(s), false)),
@@ -397,8 +485,15 @@ pub fn run_until(
         }
         Ok::<(), StartError>(())
     })?;
-    drop(server);
-    let wake = config.state.on_stop == vmnap_config::OnStop::Wake;
+    let mut handles = server.into_handles();
+    let on_stop = reloader
+        .running
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .config
+        .state
+        .on_stop;
+    let wake = on_stop == vmnap_config::OnStop::Wake;
     if wake {
         info!("stopping: waking every guest vmnap put to sleep");
     } else {
@@ -458,27 +553,40 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-fn start_workers(
-    config: &Config,
-    backends: &BackendFactory,
-) -> Result<(Vec<BridgeHandle>, BTreeMap<String, api::Policy>), StartError> {
-    let state = bridge::StateSetup {
+/// Where workers keep their journals, and what they do with what they find there.
+pub(crate) fn state_setup(config: &Config) -> bridge::StateSetup {
+    bridge::StateSetup {
         dir: config.state.dir.clone(),
         recovery: match config.state.on_restart {
             vmnap_config::OnRestart::StandIn => bridge::Recovery::StandIn,
             vmnap_config::OnRestart::Wake => bridge::Recovery::Wake,
         },
-    };
+    }
+}
+
+/// The workers, each guest's policy, and where each guest is.
+type Started = (
+    Vec<BridgeHandle>,
+    BTreeMap<String, api::Policy>,
+    BTreeMap<String, reload::Placed>,
+);
+
+fn start_workers(config: &Config, backends: &BackendFactory) -> Result<Started, StartError> {
+    let state = state_setup(config);
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     let mut policies = BTreeMap::new();
+    let mut placed = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
         let opened = backends(guest, config)?;
         policies.insert(guest.name.clone(), policy(guest, config, opened.mac));
-        let idle = guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
-            cpu_percent: config.idle.cpu_percent,
-            idle_after,
-            keep_awake_while_connected: guest.keep_awake_while_connected.clone(),
-        });
+        placed.insert(
+            guest.name.clone(),
+            reload::Placed {
+                bridge: opened.bridge.clone(),
+                mac: opened.mac,
+            },
+        );
+        let idle = reload::idle_policy(guest, config);
         by_bridge
             .entry(opened.bridge)
             .or_default()
@@ -508,11 +616,11 @@ fn start_workers(
         handle.thread = Some(thread);
         handles.push(handle);
     }
-    Ok((handles, policies))
+    Ok((handles, policies, placed))
 }
 
 /// What the API shows of a guest's config.
-fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> api::Policy {
+pub(crate) fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> api::Policy {
     let rules = |r: &[vmnap_core::PortRule]| r.iter().map(ToString::to_string).collect();
     let a = guest.answer;
     let answer = [
@@ -553,7 +661,7 @@ fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> api::Policy {
 }
 
 /// A seed for TCP initial sequence numbers that differs between runs.
-fn seed() -> u64 {
+pub(crate) fn seed() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::process::id())
 }

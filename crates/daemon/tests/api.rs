@@ -261,8 +261,13 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     let missing = req(&r, "GET", "/v1/guests/nope", None).refused(404);
     assert_eq!(missing, "no guest named nope");
     req(&r, "POST", "/v1/guests/nope/sleep", None).refused(404);
-    let reload = req(&r, "POST", "/v1/reload", None).refused(501);
-    assert!(reload.contains("not implemented"), "{reload}");
+    // Started without a config file: there is nothing to reload, nor a log filter to set.
+    let reload = req(&r, "POST", "/v1/reload", None).refused(409);
+    assert!(
+        reload.contains("not started from a config file"),
+        "{reload}"
+    );
+    req(&r, "PUT", "/v1/log", Some("{\"filter\": \"debug\"}")).refused(409);
 
     // What happened, as events: web1 fell asleep and woke on request, then web2.
     let all = events(&r, None);

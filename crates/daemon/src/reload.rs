@@ -1,0 +1,453 @@
+//! Reloading the config while the daemon runs (`SIGHUP`, `vmnap reload`, `POST /v1/reload`).
+//!
+//! A reload reads the config file again and compares each guest's entry with the one running
+//! (after `[libvirt] discover` and the `[idle]` defaults are applied to both):
+//!
+//! - a guest whose entry is the same is not touched: asleep it stays asleep, its queue and its
+//!   counters stay;
+//! - a guest whose idleness alone changed (`idle_after`, `[idle] cpu_percent`) gets the new
+//!   policy in place, asleep or awake;
+//! - a guest that is gone is woken if it is asleep and then no longer managed; a guest whose
+//!   entry changed otherwise is handled the same way and then added again under its new entry;
+//! - a new guest is added, awake.
+//!
+//! Nothing changes until the whole new config is known to work: it parses, every new or
+//! changed guest's backend opens, its interface and bridge exist, and no two guests of a bridge
+//! claim the same MAC or address. A config that fails any of this is refused, with the reason,
+//! and the running one stays. Settings that only a restart can apply (`[api]`, `[state] dir`)
+//! are kept and named in the answer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+use vmnap_config::{BackendConfig, Config, GuestConfig};
+use vmnap_core::idle::IdlePolicy;
+use vmnap_core::Surrogate;
+
+use crate::api::{Reloaded, Server};
+use crate::bridge::{self, chain, BridgeWorker, Command, GuestSetup};
+use crate::BackendFactory;
+
+/// How long a reload waits for the guests it removes to wake.
+const RETIRE_WAIT: Duration = Duration::from_secs(120);
+/// How long a reload waits for a worker to answer anything else.
+const WORKER_WAIT: Duration = Duration::from_secs(30);
+
+/// Why a reload was refused or went wrong.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReloadError {
+    /// The daemon was not started from a file.
+    #[error("this daemon was not started from a config file, so there is nothing to reload")]
+    NoFile,
+    /// The new config is invalid.
+    #[error("the new config is refused, the running one stays: {0}")]
+    Invalid(#[source] vmnap_config::ConfigError),
+    /// The new config is valid but cannot run.
+    #[error("the new config is refused, the running one stays: {0}")]
+    Unusable(String),
+    /// The new config was applied only in part.
+    #[error("the new config was applied only in part: {0}")]
+    Partial(String),
+}
+
+impl ReloadError {
+    /// The HTTP status that goes with it.
+    pub(crate) fn status(&self) -> u16 {
+        match self {
+            ReloadError::NoFile => 409,
+            ReloadError::Invalid(_) | ReloadError::Unusable(_) => 422,
+            ReloadError::Partial(_) => 500,
+        }
+    }
+}
+
+/// Where a running guest is: its bridge and its MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub bridge: String,
+    pub mac: [u8; 6],
+}
+
+/// What the reloader knows of the config that runs.
+#[derive(Debug)]
+pub(crate) struct Running {
+    /// The config, with discovered guests added.
+    pub config: Config,
+    /// Each running guest's bridge and MAC, by name.
+    pub placed: BTreeMap<String, Placed>,
+}
+
+/// Reloads the config; one reload at a time.
+pub(crate) struct Reloader<'a> {
+    /// The config file; `None`: reloads are refused.
+    pub path: Option<PathBuf>,
+    pub backends: &'a BackendFactory,
+    pub running: Mutex<Running>,
+}
+
+impl std::fmt::Debug for Reloader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an entry changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Same,
+    /// Only its idleness policy.
+    Idle,
+    /// Anything else: it is removed and added again.
+    Replaced,
+}
+
+/// The idleness policy a guest runs with under `config`.
+pub(crate) fn idle_policy(guest: &GuestConfig, config: &Config) -> Option<IdlePolicy> {
+    guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
+        cpu_percent: config.idle.cpu_percent,
+        idle_after,
+        keep_awake_while_connected: guest.keep_awake_while_connected.clone(),
+    })
+}
+
+/// How `new` (under `new_config`) differs from `old` (under `old_config`).
+fn compare(
+    old: &GuestConfig,
+    old_config: &Config,
+    new: &GuestConfig,
+    new_config: &Config,
+) -> Change {
+    let uri = |g: &GuestConfig, c: &Config| match g.backend {
+        BackendConfig::Libvirt { .. } => Some(c.libvirt.uri.clone()),
+        _ => None,
+    };
+    let bare = |g: &GuestConfig| GuestConfig {
+        idle_after: None,
+        ..g.clone()
+    };
+    if bare(old) != bare(new) || uri(old, old_config) != uri(new, new_config) {
+        Change::Replaced
+    } else if idle_policy(old, old_config) != idle_policy(new, new_config) {
+        Change::Idle
+    } else {
+        Change::Same
+    }
+}
+
+/// The settings of `new` that differ from `old` and need a restart.
+fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |changed: bool, key: &str| {
+        if changed {
+            out.push(key.to_owned());
+        }
+    };
+    check(old.api.socket != new.api.socket, "api.socket");
+    check(
+        old.api.socket_mode != new.api.socket_mode,
+        "api.socket_mode",
+    );
+    check(old.api.listen != new.api.listen, "api.listen");
+    check(old.api.token_file != new.api.token_file, "api.token_file");
+    check(old.state.dir != new.state.dir, "state.dir");
+    out
+}
+
+impl Reloader<'_> {
+    /// Reads the config file again and applies it; see the module's documentation.
+    pub(crate) fn reload(&self, server: &Server<'_>) -> Result<Reloaded, ReloadError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
+        let mut new = Config::load(path).map_err(ReloadError::Invalid)?;
+        crate::discover::add_discovered(&mut new);
+        let old = &running.config;
+        let restart = restart_needed(old, &new);
+        // What happens to each guest.
+        let mut removed = Vec::new();
+        let mut replaced = Vec::new();
+        let mut idle_changed = Vec::new();
+        let mut unchanged = 0;
+        for g in &old.guests {
+            match new.guest(&g.name) {
+                None => removed.push(g.name.clone()),
+                Some(n) => match compare(g, old, n, &new) {
+                    Change::Same => unchanged += 1,
+                    Change::Idle => idle_changed.push(g.name.clone()),
+                    Change::Replaced => replaced.push(g.name.clone()),
+                },
+            }
+        }
+        let added: Vec<String> = new
+            .guests
+            .iter()
+            .filter(|g| old.guest(&g.name).is_none())
+            .map(|g| g.name.clone())
+            .collect();
+        // Open what is new, and check it all fits together, before anything changes.
+        let mut opened = BTreeMap::new();
+        for name in added.iter().chain(&replaced) {
+            let g = new.guest(name).expect("a guest of the new config");
+            let o = (self.backends)(g, &new)
+                .map_err(|e| ReloadError::Unusable(format!("guest {name}: {}", chain(&e))))?;
+            opened.insert(name.clone(), o);
+        }
+        let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
+        for g in &new.guests {
+            let p = match opened.get(&g.name) {
+                Some(o) => Placed {
+                    bridge: o.bridge.clone(),
+                    mac: o.mac,
+                },
+                None => running.placed.get(&g.name).cloned().ok_or_else(|| {
+                    ReloadError::Unusable(format!("guest {} is not running", g.name))
+                })?,
+            };
+            placed.insert(g.name.clone(), p);
+        }
+        check_fit(&new, &placed, &opened)?;
+        // Apply: first let go of the guests that leave or change (their MACs and addresses
+        // may come back under the new entries), then add, then update the rest.
+        let leaving: BTreeSet<&String> = removed.iter().chain(&replaced).collect();
+        let bridges_after: BTreeSet<&str> = placed.values().map(|p| p.bridge.as_str()).collect();
+        let mut problems = Vec::new();
+        {
+            let handles = server.handles.read().unwrap_or_else(|e| e.into_inner());
+            let mut waits = Vec::new();
+            for h in handles.iter() {
+                let names: Vec<String> = h
+                    .guests
+                    .iter()
+                    .filter(|n| leaving.contains(n))
+                    .cloned()
+                    .collect();
+                if names.is_empty() {
+                    continue;
+                }
+                let (tx, rx) = mpsc::channel();
+                if h.send(Command::Retire {
+                    guests: names.clone(),
+                    reply: tx,
+                }) {
+                    waits.push((names, rx));
+                }
+            }
+            for (names, rx) in waits {
+                if rx.recv_timeout(RETIRE_WAIT).is_err() {
+                    problems.push(format!(
+                        "{} did not wake within {} s to leave; they go once they do",
+                        names.join(", "),
+                        RETIRE_WAIT.as_secs()
+                    ));
+                }
+            }
+        }
+        let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+        for h in handles.iter_mut() {
+            h.guests.retain(|n| !leaving.contains(n));
+        }
+        // Workers left without guests stop.
+        let mut kept = Vec::new();
+        for mut h in handles.drain(..) {
+            if bridges_after.contains(h.bridge.as_str()) || !h.guests.is_empty() {
+                kept.push(h);
+                continue;
+            }
+            info!(bridge = %h.bridge, "no guest left on the bridge; removing the surrogate's port");
+            let (tx, rx) = mpsc::channel();
+            if h.send(Command::Shutdown {
+                wake: true,
+                reply: tx,
+            }) {
+                let _ = rx.recv_timeout(WORKER_WAIT);
+            }
+            if let Some(t) = h.thread.take() {
+                let _ = t.join();
+            }
+        }
+        *handles = kept;
+        // Add the new and changed guests, bridge by bridge.
+        let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
+        for (order, g) in new.guests.iter().enumerate() {
+            let Some(o) = opened.remove(&g.name) else {
+                continue;
+            };
+            by_bridge.entry(o.bridge).or_default().push(GuestSetup {
+                order,
+                config: g.clone(),
+                interface: o.interface,
+                mac: o.mac,
+                idle: idle_policy(g, &new),
+                backend: o.backend,
+            });
+        }
+        let state = crate::state_setup(&running.config);
+        for (bridge, setups) in by_bridge {
+            let names: Vec<String> = setups.iter().map(|s| s.config.name.clone()).collect();
+            if let Some(h) = handles.iter_mut().find(|h| h.bridge == bridge) {
+                let (tx, rx) = mpsc::channel();
+                if !h.send(Command::Adopt {
+                    guests: setups,
+                    reply: tx,
+                }) {
+                    problems.push(format!("the worker of bridge {bridge} has stopped"));
+                    continue;
+                }
+                match rx.recv_timeout(WORKER_WAIT) {
+                    Ok(failed) => {
+                        h.guests.extend(
+                            names
+                                .into_iter()
+                                .filter(|n| failed.iter().all(|(f, _)| f != n)),
+                        );
+                        problems.extend(
+                            failed
+                                .into_iter()
+                                .map(|(name, why)| format!("guest {name}: {why}")),
+                        );
+                    }
+                    Err(_) => {
+                        problems.push(format!("the worker of bridge {bridge} did not answer"))
+                    }
+                }
+                continue;
+            }
+            match BridgeWorker::start(
+                &bridge,
+                setups,
+                crate::seed(),
+                new.idle.interval,
+                Some(state.clone()),
+            ) {
+                Ok((worker, mut handle)) => {
+                    match std::thread::Builder::new()
+                        .name(format!("vmnap-{bridge}"))
+                        .spawn(move || worker.run())
+                    {
+                        Ok(t) => {
+                            handle.thread = Some(t);
+                            info!(%bridge, "standing by on a new bridge");
+                            handles.push(handle);
+                        }
+                        Err(e) => problems.push(format!("bridge {bridge}: {e}")),
+                    }
+                }
+                Err(e) => problems.push(format!("bridge {bridge}: {}", chain(&e))),
+            }
+        }
+        // Positions, idleness and the sampling interval, for every worker.
+        let orders: BTreeMap<String, usize> = new
+            .guests
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.name.clone(), i))
+            .collect();
+        for h in handles.iter() {
+            let idle = h
+                .guests
+                .iter()
+                .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, &new))))
+                .collect();
+            let (tx, rx) = mpsc::channel();
+            if h.send(Command::Update {
+                orders: orders.clone(),
+                idle,
+                interval: new.idle.interval,
+                reply: tx,
+            }) && rx.recv_timeout(WORKER_WAIT).is_err()
+            {
+                problems.push(format!("the worker of bridge {} did not answer", h.bridge));
+            }
+        }
+        let running_names: BTreeSet<&String> = handles.iter().flat_map(|h| &h.guests).collect();
+        *server.policies.write().unwrap_or_else(|e| e.into_inner()) = new
+            .guests
+            .iter()
+            .filter(|g| running_names.contains(&g.name))
+            .filter_map(|g| {
+                placed
+                    .get(&g.name)
+                    .map(|p| (g.name.clone(), crate::policy(g, &new, p.mac)))
+            })
+            .collect();
+        drop(handles);
+        // Keep what only a restart applies.
+        new.api = running.config.api.clone();
+        new.state.dir = running.config.state.dir.clone();
+        running.config = new;
+        running.placed = placed;
+        let changed: Vec<String> = replaced.iter().chain(&idle_changed).cloned().collect();
+        let mut message = format!(
+            "reloaded: {} added, {} removed, {} changed, {unchanged} unchanged",
+            added.len(),
+            removed.len(),
+            changed.len()
+        );
+        if !restart.is_empty() {
+            message.push_str(&format!(
+                "; {} changed but need a restart to apply",
+                restart.join(", ")
+            ));
+            warn!(keys = ?restart, "the new config changes settings that need a restart");
+        }
+        info!(?added, ?removed, ?changed, unchanged, "config reloaded");
+        if !problems.is_empty() {
+            error!(?problems, "the reload was applied only in part");
+            return Err(ReloadError::Partial(problems.join("; ")));
+        }
+        Ok(Reloaded {
+            message,
+            added,
+            removed,
+            changed,
+            unchanged,
+            restart_needed: restart,
+        })
+    }
+}
+
+/// Checks that the new config can run as a whole: each bridge exists, each new guest's
+/// interface exists, and no two guests of a bridge claim one MAC or address.
+fn check_fit(
+    new: &Config,
+    placed: &BTreeMap<String, Placed>,
+    opened: &BTreeMap<String, crate::Opened>,
+) -> Result<(), ReloadError> {
+    let mut netlink = vmnap_host::Netlink::open()
+        .map_err(|e| ReloadError::Unusable(format!("cannot open netlink: {}", chain(&e))))?;
+    let mut trial: BTreeMap<&str, Surrogate> = BTreeMap::new();
+    for g in &new.guests {
+        let p = &placed[&g.name];
+        if !trial.contains_key(p.bridge.as_str()) {
+            netlink.link_index(&p.bridge).map_err(|e| {
+                ReloadError::Unusable(format!(
+                    "bridge {} of guest {}: {}",
+                    p.bridge,
+                    g.name,
+                    chain(&e)
+                ))
+            })?;
+        }
+        if let Some(o) = opened.get(&g.name) {
+            netlink.link_index(&o.interface).map_err(|e| {
+                ReloadError::Unusable(format!(
+                    "interface {} of guest {}: {}",
+                    o.interface,
+                    g.name,
+                    chain(&e)
+                ))
+            })?;
+        }
+        trial
+            .entry(p.bridge.as_str())
+            .or_insert_with(|| Surrogate::new(0))
+            .add_guest(bridge::spec_of(g, p.mac))
+            .map_err(|e| ReloadError::Unusable(e.to_string()))?;
+    }
+    Ok(())
+}
