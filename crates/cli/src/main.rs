@@ -362,6 +362,10 @@ fn describe(record: &Record) -> String {
         Event::BackendError {
             operation, message, ..
         } => format!("backend error ({operation}): {message}"),
+        Event::Answered {
+            protocol, frames, ..
+        } => format!("answered {frames} frame(s): {protocol}"),
+        Event::Queued { frames, .. } => format!("queued {frames} frame(s)"),
         Event::Dropped { reason, frames, .. } => match reason {
             Some(r) => format!("dropped {frames} frame(s): {r}"),
             None => format!("dropped {frames} frame(s)"),

@@ -286,6 +286,91 @@ pub(crate) fn solicited_node(addr: Ipv6Addr) -> Ipv6Addr {
     )
 }
 
+/// A frame in one line, for people: `TCP SYN 198.18.1.100:40000 > 198.18.0.11:80`,
+/// `UDP [2001:db8::1]:5000 > [2001:db8::2]:9000`, `ARP who-has 198.18.0.11`. Never fails:
+/// a frame it cannot read is `malformed frame (N bytes)`.
+pub fn describe(frame: &[u8]) -> String {
+    let Ok(parsed) = parse(frame) else {
+        return format!("malformed frame ({} bytes)", frame.len());
+    };
+    let vlan = match parsed.link.vlan {
+        0 => String::new(),
+        v => format!(" on VLAN {v}"),
+    };
+    let (src, dst, transport) = match parsed.net {
+        Net::Arp { op, target_ip, .. } => {
+            let what = match op {
+                ArpOperation::Request => "who-has",
+                ArpOperation::Reply => "reply for",
+                _ => "other for",
+            };
+            return format!("ARP {what} {target_ip}{vlan}");
+        }
+        Net::Ipv4 {
+            src,
+            dst,
+            transport,
+        } => (src.to_string(), dst.to_string(), transport),
+        Net::Ipv6 {
+            src,
+            dst,
+            transport,
+            ..
+        } => (format!("[{src}]"), format!("[{dst}]"), transport),
+        Net::Other => {
+            return format!(
+                "EtherType {:#06x} frame ({} bytes){vlan}",
+                parsed.link.ethertype,
+                frame.len()
+            )
+        }
+    };
+    let text = match transport {
+        Transport::Tcp(t) => {
+            let mut flags = Vec::new();
+            for (on, name) in [
+                (t.syn, "SYN"),
+                (t.fin, "FIN"),
+                (t.rst, "RST"),
+                (t.psh, "PSH"),
+            ] {
+                if on {
+                    flags.push(name);
+                }
+            }
+            if t.ack.is_some() {
+                flags.push("ACK");
+            }
+            let data = if t.payload.is_empty() {
+                String::new()
+            } else {
+                format!(" with {} bytes", t.payload.len())
+            };
+            format!(
+                "TCP {} {src}:{} > {dst}:{}{data}",
+                flags.join("/"),
+                t.src_port,
+                t.dst_port
+            )
+        }
+        Transport::Udp {
+            src_port,
+            dst_port,
+            payload,
+            ..
+        } => format!(
+            "UDP {src}:{src_port} > {dst}:{dst_port} with {} bytes",
+            payload.len()
+        ),
+        Transport::Echo { .. } => format!("echo request {src} > {dst}"),
+        Transport::NeighborSolicit { target, .. } => format!("NS who-has {target}"),
+        Transport::NeighborAdvert { target } => format!("NA for {target}"),
+        Transport::OtherIcmp => format!("ICMP {src} > {dst}"),
+        Transport::Opaque => format!("IP {src} > {dst} (fragment or other protocol)"),
+    };
+    format!("{text}{vlan}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,6 +29,8 @@ mod tcp;
 mod time;
 mod verdict;
 
+/// A frame in one line, for logs and events.
+pub use classify::describe;
 pub use guest::{
     Answers, GuestSpec, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule, QueueLimits,
     Transport,

@@ -1113,3 +1113,24 @@ fn connections_to_keep_awake_ports_are_followed_from_syn_to_fin() {
     t.observe(&to_guest(22, (false, false, true)), &[ssh]);
     assert!(t.is_empty(), "a RST ends it too");
 }
+
+#[test]
+fn frames_are_described_in_one_line() {
+    assert_eq!(
+        crate::describe(&syn(80)),
+        format!("TCP SYN {CLIENT_V4}:40000 > {GUEST_V4}:80")
+    );
+    assert_eq!(
+        crate::describe(&udp_v4(9000, b"hello")),
+        format!("UDP {CLIENT_V4}:5000 > {GUEST_V4}:9000 with 5 bytes")
+    );
+    assert_eq!(
+        crate::describe(&arp_request(10, GUEST_V4)),
+        format!("ARP who-has {GUEST_V4} on VLAN 10")
+    );
+    assert_eq!(
+        crate::describe(&ping_v4(0, 1)),
+        format!("echo request {CLIENT_V4} > {GUEST_V4}")
+    );
+    assert_eq!(crate::describe(&[0u8; 5]), "malformed frame (5 bytes)");
+}

@@ -23,14 +23,14 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex, RwLock};
+use std::sync::{mpsc, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error};
 
 use crate::bridge::{BridgeHandle, Command};
-use crate::events::{Event, EventBus, Record};
+use crate::events::{EventBus, Record};
 use crate::http::{self, Conn};
 
 /// A request, as `vmnap`'s commands make them; [`call`] sends it as the matching HTTP request.
@@ -282,8 +282,6 @@ pub const ROUTES: &[Route] = &[
 
 /// Connections served at once; past it, new ones get 503.
 pub const MAX_CONNECTIONS: usize = 64;
-/// How often the server compares the workers' status with the last, to publish events.
-pub const EVENT_POLL: Duration = Duration::from_secs(1);
 
 /// The guest's name in `path` if it matches `pattern`; `Some("")` for a pattern without one.
 fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
@@ -314,8 +312,6 @@ pub(crate) struct Server<'a> {
     /// The token requests over TCP must carry.
     pub token: Option<String>,
     pub stop: &'a AtomicBool,
-    /// The last status seen, to derive events from; `None` before the first.
-    last: Mutex<Option<BTreeMap<String, GuestStatus>>>,
 }
 
 impl std::fmt::Debug for Server<'_> {
@@ -348,7 +344,6 @@ impl<'a> Server<'a> {
             bus,
             token,
             stop,
-            last: Mutex::new(None),
         }
     }
 
@@ -373,11 +368,7 @@ impl<'a> Server<'a> {
             );
         };
         match reloader.reload(self) {
-            Ok(done) => {
-                // Publish what the reload changed now rather than at the next poll.
-                self.statuses();
-                http::Response::json(200, &done)
-            }
+            Ok(done) => http::Response::json(200, &done),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused");
                 http::Response::error(e.status(), e.to_string())
@@ -572,8 +563,6 @@ impl<'a> Server<'a> {
     /// Streams events as newline-delimited JSON: the recent ones, then (with `follow`) each
     /// as it is published, until the client goes, the daemon stops, or the bus drops it.
     fn stream(&self, mut conn: Conn, guest: Option<&str>, follow: bool) {
-        // Publish what changed since the last look, so that the recent events are current.
-        self.statuses();
         let (recent, sub) = self.bus.subscribe();
         if http::write_stream_head(&mut conn, "application/x-ndjson").is_err() {
             return;
@@ -617,7 +606,6 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Every guest's status, in config order; publishes what changed since the last call.
     /// Every worker's metrics, encoded for Prometheus.
     fn metrics(&self) -> http::Response {
         let mut guests = Vec::new();
@@ -689,7 +677,6 @@ impl<'a> Server<'a> {
     }
 
     pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let mut all: Vec<(usize, GuestStatus)> = Vec::new();
         for h in self
             .handles
@@ -706,20 +693,6 @@ impl<'a> Server<'a> {
             }
         }
         all.sort_by_key(|(order, _)| *order);
-        let now: BTreeMap<String, GuestStatus> = all
-            .iter()
-            .map(|(_, s)| (s.name.clone(), s.clone()))
-            .collect();
-        if let Some(before) = last.as_ref() {
-            for (name, cur) in &now {
-                if let Some(prev) = before.get(name) {
-                    for event in changes(prev, cur) {
-                        self.bus.publish(event);
-                    }
-                }
-            }
-        }
-        *last = Some(now);
         all.into_iter().map(|(_, s)| s).collect()
     }
 
@@ -760,16 +733,7 @@ impl<'a> Server<'a> {
         let response = match rx.recv_timeout(CLIENT_TIMEOUT) {
             Ok(Ok(message)) => http::Response::json(200, &Message { message }),
             Ok(Err(message)) if kind == "pin" => http::Response::error(409, message),
-            Ok(Err(message)) => {
-                if kind == "sleep" {
-                    self.bus.publish(Event::BackendError {
-                        guest: guest.to_owned(),
-                        operation: "suspend".into(),
-                        message: message.clone(),
-                    });
-                }
-                http::Response::error(500, message)
-            }
+            Ok(Err(message)) => http::Response::error(500, message),
             Err(_) => {
                 return http::Response::error(
                     503,
@@ -777,8 +741,6 @@ impl<'a> Server<'a> {
                 )
             }
         };
-        // Publish what the action changed now rather than at the next poll.
-        self.statuses();
         response
     }
 }
@@ -800,52 +762,6 @@ fn send_record(conn: &mut Conn, guest: Option<&str>, r: &Record) -> bool {
     let mut line = serde_json::to_vec(r).expect("events always serialize");
     line.push(b'\n');
     conn.write_all(&line).and_then(|()| conn.flush()).is_ok()
-}
-
-/// The events that explain how a guest went from `prev` to `cur` (two status snapshots).
-fn changes(prev: &GuestStatus, cur: &GuestStatus) -> Vec<Event> {
-    let guest = || cur.name.clone();
-    let mut out = Vec::new();
-    let woke = cur.wakes.saturating_sub(prev.wakes);
-    let failed = cur.wake_failures.saturating_sub(prev.wake_failures);
-    let dropped = cur.dropped_frames.saturating_sub(prev.dropped_frames);
-    if dropped > 0 {
-        out.push(Event::Dropped {
-            guest: guest(),
-            reason: None,
-            frames: dropped,
-        });
-    }
-    if failed > 0 {
-        out.push(Event::BackendError {
-            guest: guest(),
-            operation: "resume".into(),
-            message: format!(
-                "{} failed to wake {failed} time(s); vmnap keeps trying (see its log)",
-                cur.name
-            ),
-        });
-    }
-    let was_up = matches!(prev.state.as_str(), "awake" | "falling-asleep");
-    if woke > 0 {
-        if was_up {
-            // It fell asleep and woke between two looks.
-            out.push(Event::FellAsleep { guest: guest() });
-        }
-        out.push(Event::Woke {
-            guest: guest(),
-            cause: cur
-                .last_wake_cause
-                .clone()
-                .unwrap_or_else(|| "requested".into()),
-            frame: None,
-            took_ms: cur.last_wake_ms,
-        });
-    }
-    if cur.state == "sleeping" && (woke > 0 || was_up) {
-        out.push(Event::FellAsleep { guest: guest() });
-    }
-    out
 }
 
 /// The optional JSON body of a POST: empty, or an object `T` reads.
@@ -1038,39 +954,6 @@ pub fn events(
 mod tests {
     use super::*;
 
-    fn status(state: &str) -> GuestStatus {
-        GuestStatus {
-            name: "web1".into(),
-            state: state.into(),
-            bridge: "br0".into(),
-            backend: "fake".into(),
-            wakes: 0,
-            wake_failures: 0,
-            answered_frames: 0,
-            queued_frames: 0,
-            queue_depth: 0,
-            replayed_frames: 0,
-            dropped_frames: 0,
-            last_wake_ms: None,
-            last_wake_cause: None,
-            asleep_for_s: None,
-            idle_for_s: None,
-            pinned: false,
-        }
-    }
-
-    fn kinds(events: &[Event]) -> Vec<&'static str> {
-        events
-            .iter()
-            .map(|e| match e {
-                Event::FellAsleep { .. } => "fell-asleep",
-                Event::Woke { .. } => "woke",
-                Event::BackendError { .. } => "backend-error",
-                Event::Dropped { .. } => "dropped",
-            })
-            .collect()
-    }
-
     #[test]
     fn routes_match_their_paths_only() {
         assert_eq!(matches("/v1/guests", "/v1/guests"), Some(""));
@@ -1085,29 +968,5 @@ mod tests {
         assert_eq!(matches("/v1/guests/{name}", "/v1/guests/"), None);
         assert_eq!(matches("/v1/guests/{name}", "/v1/guests/a/b"), None);
         assert_eq!(matches("/v1/guests", "/v1/guests/"), None);
-    }
-
-    #[test]
-    fn status_changes_become_events() {
-        let awake = status("awake");
-        let asleep = status("sleeping");
-        assert_eq!(kinds(&changes(&awake, &asleep)), ["fell-asleep"]);
-        assert!(changes(&asleep, &asleep).is_empty());
-        let mut woken = status("awake");
-        woken.wakes = 1;
-        woken.last_wake_cause = Some("tcp-syn".into());
-        let events = changes(&asleep, &woken);
-        assert_eq!(kinds(&events), ["woke"]);
-        assert!(matches!(&events[0], Event::Woke { cause, .. } if cause == "tcp-syn"));
-        // Slept and woke between two looks.
-        assert_eq!(kinds(&changes(&awake, &woken)), ["fell-asleep", "woke"]);
-        // A failed wake goes back to sleeping without falling asleep again.
-        let mut failed = status("sleeping");
-        failed.wake_failures = 1;
-        failed.dropped_frames = 3;
-        assert_eq!(
-            kinds(&changes(&status("waking"), &failed)),
-            ["dropped", "backend-error"]
-        );
     }
 }

@@ -29,6 +29,7 @@ use vmnap_wire::MAX_FRAME_LEN;
 
 use crate::api::GuestStatus;
 use crate::backend::{BackendThread, Done, Op};
+use crate::events::{Event, EventBus};
 use crate::journal::{self, CutKind, Entry, Journal, Step};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
 use crate::StartError;
@@ -178,6 +179,8 @@ struct Guest {
     asleep_since: Option<StdInstant>,
     /// A wake in progress: when and why it started.
     waking: Option<(StdInstant, WakeCause)>,
+    /// The frame that started the wake in progress, described.
+    wake_frame: Option<String>,
     /// A failed wake to try again: when, and how many tries so far.
     retry: Option<(StdInstant, u32)>,
     /// The guest answered the last barrier probe.
@@ -298,7 +301,19 @@ struct WorkerSink<'a> {
     socket: &'a PacketSocket,
     guests: &'a mut Guests,
     bridge_metrics: &'a mut BridgeMetrics,
-    wakes: &'a mut VecDeque<(GuestId, WakeCause)>,
+    wakes: &'a mut VecDeque<PendingWake>,
+    tally: &'a mut BTreeMap<(usize, Tally), u64>,
+}
+
+/// A wake the core asked for: the guest, why, and the frame that caused it (described).
+type PendingWake = (GuestId, WakeCause, Option<String>);
+
+/// What the surrogate did with a guest's frames, counted between two event publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Tally {
+    Answered(&'static str),
+    Queued,
+    Dropped(&'static str),
 }
 
 impl Sink for WorkerSink<'_> {
@@ -315,13 +330,24 @@ impl Sink for WorkerSink<'_> {
             return;
         };
         g.metrics.on_verdict(verdict);
+        let i = g.id.index();
         match verdict {
             Verdict::Answered(kind) => {
                 debug!(guest = %g.name, answer = kind.as_str(), "answered");
+                *self
+                    .tally
+                    .entry((i, Tally::Answered(kind.as_str())))
+                    .or_default() += 1;
             }
-            Verdict::Queued => {}
+            Verdict::Queued => {
+                *self.tally.entry((i, Tally::Queued)).or_default() += 1;
+            }
             Verdict::Dropped(reason) => {
                 debug!(guest = %g.name, reason = reason.as_str(), "dropped a frame");
+                *self
+                    .tally
+                    .entry((i, Tally::Dropped(reason.as_str())))
+                    .or_default() += 1;
             }
             // A resolution request for an awake guest: the surrogate could have answered
             // it, so it is no sign of work for the idleness policy.
@@ -335,7 +361,7 @@ impl Sink for WorkerSink<'_> {
     }
 
     fn wake(&mut self, guest: GuestId, cause: WakeCause) {
-        self.wakes.push_back((guest, cause));
+        self.wakes.push_back((guest, cause, None));
     }
 
     fn barrier(&mut self, guest: GuestId) {
@@ -362,7 +388,10 @@ pub(crate) struct BridgeWorker {
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
     retiring: Vec<Sender<()>>,
-    pending_wakes: VecDeque<(GuestId, WakeCause)>,
+    pending_wakes: VecDeque<PendingWake>,
+    /// Where what happens to the guests is published, and what is not published yet.
+    bus: EventBus,
+    tally: BTreeMap<(usize, Tally), u64>,
     epoch: StdInstant,
     buf: Vec<u8>,
     poll: Poll,
@@ -395,6 +424,7 @@ impl BridgeWorker {
         seed: u64,
         interval: Duration,
         state: Option<StateSetup>,
+        bus: EventBus,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
@@ -465,6 +495,8 @@ impl BridgeWorker {
             waker: Arc::clone(&waker),
             retiring: Vec::new(),
             pending_wakes: VecDeque::new(),
+            bus,
+            tally: BTreeMap::new(),
             epoch: StdInstant::now(),
             buf: vec![0; MAX_FRAME_LEN + 64],
             poll,
@@ -533,6 +565,7 @@ impl BridgeWorker {
             last_wake: None,
             asleep_since: None,
             waking: None,
+            wake_frame: None,
             retry: None,
             barrier_seen: false,
             cut: None,
@@ -646,7 +679,7 @@ impl BridgeWorker {
             let _ = self.netlink.set_link_up(ifindex, true);
             self.journal(i, Some(entry.step));
             if self.surrogate.begin_wake(id).is_ok() {
-                self.request_wake(i, WakeCause::Requested);
+                self.request_wake(i, WakeCause::Requested, None);
             }
         }
         // Entries of guests this run does not have are settled: write what is left.
@@ -712,8 +745,37 @@ impl BridgeWorker {
         core.into_iter().chain(retry).chain(sample).min()
     }
 
-    /// Handles up to `limit` frames waiting on the capture socket.
+    /// Handles up to `limit` frames waiting on the capture socket, and publishes what
+    /// became of them.
     fn drain_capture(&mut self, limit: usize) {
+        self.read_capture(limit);
+        self.publish_tally();
+    }
+
+    /// Publishes what the surrogate did with the guests' frames since the last call.
+    fn publish_tally(&mut self) {
+        for ((i, tally), frames) in std::mem::take(&mut self.tally) {
+            let Some(g) = self.guests.get_mut(i) else {
+                continue;
+            };
+            let guest = g.name.clone();
+            self.bus.publish(match tally {
+                Tally::Answered(protocol) => Event::Answered {
+                    guest,
+                    protocol: protocol.to_owned(),
+                    frames,
+                },
+                Tally::Queued => Event::Queued { guest, frames },
+                Tally::Dropped(reason) => Event::Dropped {
+                    guest,
+                    reason: Some(reason.to_owned()),
+                    frames,
+                },
+            });
+        }
+    }
+
+    fn read_capture(&mut self, limit: usize) {
         for _ in 0..limit {
             let meta = match self.socket.recv(&mut self.buf) {
                 Ok(Some(meta)) => meta,
@@ -736,14 +798,22 @@ impl BridgeWorker {
                 continue;
             }
             let now = self.now();
+            let before = self.pending_wakes.len();
             let mut sink = WorkerSink {
                 socket: &self.socket,
                 guests: &mut self.guests,
                 bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
+                tally: &mut self.tally,
             };
             self.surrogate
                 .handle_frame(now, meta.vnet, &self.buf[..meta.len], &mut sink);
+            if self.pending_wakes.len() > before {
+                let frame = vmnap_core::describe(&self.buf[..meta.len]);
+                for w in self.pending_wakes.iter_mut().skip(before) {
+                    w.2 = Some(frame.clone());
+                }
+            }
         }
     }
 
@@ -825,8 +895,10 @@ impl BridgeWorker {
                 guests: &mut self.guests,
                 bridge_metrics: &mut self.bridge_metrics,
                 wakes: &mut self.pending_wakes,
+                tally: &mut self.tally,
             };
             self.surrogate.handle_timeout(now, &mut sink);
+            self.publish_tally();
         }
         for i in self.guests.indices() {
             let g = &self.guests[i];
@@ -837,7 +909,7 @@ impl BridgeWorker {
             match self.surrogate.state(id) {
                 Some(GuestState::Sleeping) if self.surrogate.begin_wake(id).is_ok() => {
                     let cause = g.waking.map_or(WakeCause::Requested, |w| w.1);
-                    self.pending_wakes.push_back((id, cause));
+                    self.pending_wakes.push_back((id, cause, None));
                 }
                 // Awake: nothing left to retry.
                 Some(GuestState::Awake) => self.guests[i].retry = None,
@@ -856,8 +928,8 @@ impl BridgeWorker {
     }
 
     fn run_wakes(&mut self) {
-        while let Some((id, cause)) = self.pending_wakes.pop_front() {
-            self.request_wake(id.index(), cause);
+        while let Some((id, cause, frame)) = self.pending_wakes.pop_front() {
+            self.request_wake(id.index(), cause, frame);
         }
     }
 
@@ -972,7 +1044,7 @@ impl BridgeWorker {
             } else if self.surrogate.state(id) == Some(GuestState::Sleeping) {
                 info!(guest = %name, "waking the guest before it leaves the config");
                 if self.surrogate.begin_wake(id).is_ok() {
-                    self.request_wake(i, WakeCause::Requested);
+                    self.request_wake(i, WakeCause::Requested, None);
                 }
             }
         }
@@ -1079,7 +1151,7 @@ impl BridgeWorker {
             Some(GuestState::Sleeping) if !self.guests[i].suspending => {
                 self.guests[i].wake_waiters.push(reply);
                 if self.surrogate.begin_wake(id).is_ok() {
-                    self.request_wake(i, WakeCause::Requested);
+                    self.request_wake(i, WakeCause::Requested, None);
                 }
             }
             // Falling asleep or waking: answer when the wake is over.
@@ -1278,13 +1350,16 @@ impl BridgeWorker {
                 g.metrics.on_asleep(now);
                 g.asleep_since = Some(StdInstant::now());
                 info!(guest = %g.name, "guest is asleep");
+                self.bus.publish(Event::FellAsleep {
+                    guest: g.name.clone(),
+                });
                 let message = format!("{} is asleep", g.name);
                 g.answer_sleep(&Ok(message));
                 if std::mem::take(&mut g.wake_after_suspend) {
                     let id = g.id;
                     let _ = self.surrogate.begin_wake(id);
                     let cause = self.guests[i].waking.map_or(WakeCause::Requested, |w| w.1);
-                    self.request_wake(i, cause);
+                    self.request_wake(i, cause, None);
                 }
             }
             Err(e) => self.sleep_failed(i, e),
@@ -1296,6 +1371,11 @@ impl BridgeWorker {
     fn sleep_failed(&mut self, i: usize, why: String) {
         let name = self.guests[i].name.clone();
         error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
+        self.bus.publish(Event::BackendError {
+            guest: name.clone(),
+            operation: "suspend".into(),
+            message: why.clone(),
+        });
         let id = self.guests[i].id;
         if self.surrogate.state(id) == Some(GuestState::FallingAsleep)
             || self.surrogate.state(id) == Some(GuestState::Sleeping)
@@ -1312,7 +1392,7 @@ impl BridgeWorker {
     }
 
     /// The core has put the guest in `Waking`: have its backend resume it.
-    fn request_wake(&mut self, i: usize, cause: WakeCause) {
+    fn request_wake(&mut self, i: usize, cause: WakeCause, frame: Option<String>) {
         let g = &mut self.guests[i];
         // After a failed wake, traffic does not hurry the next try: the backoff decides, and
         // until then the surrogate stands in (an operator's wake still tries at once).
@@ -1324,6 +1404,7 @@ impl BridgeWorker {
         }
         if g.waking.is_none() {
             g.metrics.on_wake_started(cause);
+            g.wake_frame = frame;
         }
         g.waking.get_or_insert((StdInstant::now(), cause));
         if g.suspending {
@@ -1379,6 +1460,12 @@ impl BridgeWorker {
                     .unwrap_or((StdInstant::now(), WakeCause::Requested));
                 let took = started.0.elapsed();
                 g.last_wake = Some((took, started.1));
+                self.bus.publish(Event::Woke {
+                    guest: name.clone(),
+                    cause: started.1.as_str().to_owned(),
+                    frame: g.wake_frame.take(),
+                    took_ms: Some(took.as_secs_f64() * 1000.0),
+                });
                 g.metrics.on_woke(started.1, took, resume);
                 g.metrics.on_awake(now);
                 g.retry = None;
@@ -1397,6 +1484,11 @@ impl BridgeWorker {
                 g.metrics.on_wake_failed();
                 g.retry = Some((StdInstant::now() + delay, tries));
                 error!(guest = %name, error = %e, tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
+                self.bus.publish(Event::BackendError {
+                    guest: name.clone(),
+                    operation: "resume".into(),
+                    message: format!("{e} (try {tries}; the next in {} ms)", delay.as_millis()),
+                });
                 g.answer_wake(&Err(format!(
                     "{name} did not wake: {e}; vmnap keeps trying (see its log)"
                 )));
@@ -1549,7 +1641,7 @@ impl BridgeWorker {
                     && !self.guests[i].suspending
                 {
                     if self.surrogate.begin_wake(id).is_ok() {
-                        self.request_wake(i, WakeCause::Requested);
+                        self.request_wake(i, WakeCause::Requested, None);
                     }
                 } else if self.guests[i].suspending {
                     self.guests[i].wake_after_suspend = true;

@@ -51,6 +51,23 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// The surrogate answered frames in the guest's name (one event per burst).
+    Answered {
+        /// The guest.
+        guest: String,
+        /// What answered: `arp`, `ndp`, `icmp-echo`, `icmpv6-echo`, `tcp-reset`, `tcp-echo`,
+        /// `udp-echo`, `tcp-keepalive`, `health-check`.
+        protocol: String,
+        /// How many.
+        frames: u64,
+    },
+    /// Frames for the guest were held, to be replayed when it wakes (one event per burst).
+    Queued {
+        /// The guest.
+        guest: String,
+        /// How many.
+        frames: u64,
+    },
     /// Frames for the guest were dropped.
     Dropped {
         /// The guest.
@@ -71,6 +88,8 @@ impl Event {
             Event::FellAsleep { guest }
             | Event::Woke { guest, .. }
             | Event::BackendError { guest, .. }
+            | Event::Answered { guest, .. }
+            | Event::Queued { guest, .. }
             | Event::Dropped { guest, .. } => guest,
         }
     }

@@ -5,8 +5,9 @@
 //! It decides nothing about frames itself (that is `vmnap-core`), makes no syscall itself
 //! (that is `vmnap-host` and `vmnap-hypervisor`), and parses no config text (that is
 //! `vmnap-config`). Each bridge gets a worker thread that owns its surrogate, its capture
-//! socket and its guests; the API threads (one per connection) only pass requests to the
-//! workers, and publish what changes on an [`events::EventBus`].
+//! socket and its guests, and publishes what happens to them on an [`events::EventBus`] as it
+//! happens; the API threads (one per connection) only pass requests to the workers and
+//! stream the bus.
 
 #![forbid(unsafe_code)]
 
@@ -28,7 +29,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, GuestConfig, SleepMode};
@@ -376,7 +377,8 @@ pub fn run_with(
         }
         None => None,
     };
-    let (handles, policies, placed) = start_workers(&config, backends)?;
+    let bus = EventBus::new();
+    let (handles, policies, placed) = start_workers(&config, backends, &bus)?;
     vmnap_host::memory::release_free_memory();
     info!(
         socket = %config.api.socket.display(),
@@ -402,29 +404,14 @@ pub fn run_with(
             placed,
         }),
     };
-    let mut server = api::Server::new(handles, policies, EventBus::new(), token, stop);
+    let mut server = api::Server::new(handles, policies, bus, token, stop);
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
     let hup = options.reload.clone();
-    // The first look at the guests: later looks publish what changed since.
-    server.statuses();
     let active = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         let server = &server;
         let active = &active;
-        std::thread::Builder::new()
-            .name("vmnap-events".into())
-            .spawn_scoped(scope, move || {
-                let mut next = Instant::now() + api::EVENT_POLL;
-                while !stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50));
-                    if Instant::now() >= next {
-                        server.statuses();
-                        next = Instant::now() + api::EVENT_POLL;
-                    }
-                }
-            })
-            .map_err(StartError::Poll)?;
         while !stop.load(Ordering::Relaxed) {
             if hup
                 .as_ref()
@@ -571,7 +558,11 @@ type Started = (
     BTreeMap<String, reload::Placed>,
 );
 
-fn start_workers(config: &Config, backends: &BackendFactory) -> Result<Started, StartError> {
+fn start_workers(
+    config: &Config,
+    backends: &BackendFactory,
+    bus: &EventBus,
+) -> Result<Started, StartError> {
     let state = state_setup(config);
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     let mut policies = BTreeMap::new();
@@ -607,6 +598,7 @@ fn start_workers(config: &Config, backends: &BackendFactory) -> Result<Started, 
             seed(),
             config.idle.interval,
             Some(state.clone()),
+            bus.clone(),
         )?;
         let name = format!("vmnap-{bridge}");
         let thread = std::thread::Builder::new()

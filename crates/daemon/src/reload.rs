@@ -323,6 +323,7 @@ impl Reloader<'_> {
                 crate::seed(),
                 new.idle.interval,
                 Some(state.clone()),
+                server.bus.clone(),
             ) {
                 Ok((worker, mut handle)) => {
                     match std::thread::Builder::new()

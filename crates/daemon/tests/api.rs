@@ -270,20 +270,23 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     req(&r, "PUT", "/v1/log", Some("{\"filter\": \"debug\"}")).refused(409);
 
     // What happened, as events: web1 fell asleep and woke on request, then web2.
+    // (Frames the guests send each other while one sleeps may add `queued` events.)
     let all = events(&r, None);
     let seen: Vec<(String, &str)> = all
         .iter()
-        .map(|rec| {
+        .filter_map(|rec| {
             let kind = match &rec.event {
                 Event::FellAsleep { .. } => "fell-asleep",
-                Event::Woke { cause, .. } => {
+                Event::Woke { cause, frame, .. } => {
                     assert_eq!(cause, "requested");
+                    assert_eq!(frame, &None, "a requested wake has no frame");
                     "woke"
                 }
                 Event::BackendError { .. } => "backend-error",
                 Event::Dropped { .. } => "dropped",
+                Event::Answered { .. } | Event::Queued { .. } => return None,
             };
-            (rec.event.guest().to_owned(), kind)
+            Some((rec.event.guest().to_owned(), kind))
         })
         .collect();
     assert_eq!(
@@ -298,7 +301,7 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     );
     assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     let only = events(&r, Some("web2"));
-    assert_eq!(only.len(), 2);
+    assert!(only.len() >= 2, "{only:?}");
     assert!(only.iter().all(|rec| rec.event.guest() == "web2"));
     let unknown = api::events(&r.socket, false, Some("nope"), |_| true);
     assert!(
@@ -317,20 +320,24 @@ fn a_followed_event_stream_gets_events_as_they_happen() {
     });
     // Let the subscriber attach before anything happens.
     std::thread::sleep(Duration::from_millis(300));
+    // The next lifecycle event (frames the guests send meanwhile may be queued or answered).
+    let next = || loop {
+        let rec = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("an event while following");
+        if !matches!(rec.event, Event::Answered { .. } | Event::Queued { .. }) {
+            return rec;
+        }
+    };
     assert_eq!(req(&r, "POST", "/v1/guests/web1/sleep", None).status, 200);
-    let rec = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("an event while following");
     assert_eq!(
-        rec.event,
+        next().event,
         Event::FellAsleep {
             guest: "web1".into()
         }
     );
     assert_eq!(req(&r, "POST", "/v1/guests/web1/wake", None).status, 200);
-    let rec = rx
-        .recv_timeout(Duration::from_secs(5))
-        .expect("a woke event");
+    let rec = next();
     assert!(matches!(rec.event, Event::Woke { .. }), "{rec:?}");
 }
 

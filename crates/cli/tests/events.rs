@@ -1,0 +1,80 @@
+//! `vmnap events` against the real daemon on a real bridge: what the worker publishes as it
+//! happens — falling asleep, frames answered, queued and dropped with their reason, and the
+//! wake with its cause and the frame that caused it.
+
+mod common;
+
+use common::{need, text, Setup};
+
+/// `vmnap events --json [GUEST]`: the recent events, parsed.
+fn events(s: &Setup, guest: Option<&str>) -> Vec<serde_json::Value> {
+    let mut args = vec!["events", "--json"];
+    args.extend(guest);
+    s.vmnap(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn kinds(all: &[serde_json::Value]) -> Vec<&str> {
+    all.iter()
+        .map(|e| e["event"].as_str().expect("a kind"))
+        .collect()
+}
+
+#[test]
+fn events_tell_what_happened_with_the_frame_that_woke_the_guest() {
+    need(&["ping", "curl", "socat"]);
+    let s = Setup::new(&[("web1", 0)], "multicast = \"drop\"");
+    s.sleep("web1");
+    let ip = s.guest_ip("web1");
+    // Answered: two pings.
+    let out = s.run(0, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Dropped by the multicast policy: a broadcast.
+    let cmd = "printf 'b' | socat - UDP-DATAGRAM:198.19.255.255:9000,broadcast";
+    let out = s.run(0, &["sh", "-c", cmd]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Queued, then woken: an HTTP request.
+    let (body, _) = common::curl(&s, &format!("http://{ip}/"));
+    assert!(body.contains("hello from web1"), "{body}");
+
+    let all = events(&s, Some("web1"));
+    let k = kinds(&all);
+    let at = |kind: &str| {
+        k.iter()
+            .position(|x| *x == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {all:#?}"))
+    };
+    assert!(at("fell-asleep") < at("answered"), "{k:?}");
+    assert!(at("answered") < at("woke"), "{k:?}");
+    assert!(at("queued") < at("woke"), "{k:?}");
+    let pings: u64 = all
+        .iter()
+        .filter(|e| e["event"] == "answered" && e["protocol"] == "icmp-echo")
+        .map(|e| e["frames"].as_u64().expect("frames"))
+        .sum();
+    assert_eq!(pings, 2, "{all:#?}");
+    assert!(
+        all.iter()
+            .any(|e| e["event"] == "dropped" && e["reason"] == "multicast-policy"),
+        "no drop by the multicast policy: {all:#?}"
+    );
+    let woke = &all[at("woke")];
+    assert_eq!(woke["cause"], "tcp-syn", "{woke}");
+    let frame = woke["frame"].as_str().expect("the frame that woke it");
+    assert!(
+        frame.starts_with("TCP SYN 198.18.1.100:") && frame.ends_with(&format!("> {ip}:80")),
+        "{frame}"
+    );
+    assert!(woke["took_ms"].as_f64().is_some_and(|t| t > 0.0), "{woke}");
+    // In order, and the text form says the same.
+    assert!(all
+        .windows(2)
+        .all(|w| w[1]["seq"].as_u64() > w[0]["seq"].as_u64()));
+    let plain = s.vmnap(&["events", "web1"]);
+    assert!(
+        plain.contains("woke (tcp-syn: TCP SYN 198.18.1.100:"),
+        "{plain}"
+    );
+}
