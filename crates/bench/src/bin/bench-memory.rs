@@ -1,19 +1,30 @@
-//! `bench-memory`: the resident memory of the real `vmnap` daemon with 0, 1 and 1,000
-//! registered guests, the 1,000 awake and then all asleep.
+//! `bench-memory`: the resident memory of the real `vmnap` daemon with 0, 1 and N
+//! registered guests (`--guests N`, default 1,000), the N awake and then all asleep; and
+//! the daemon's CPU, memory and threads while idle with those N guests asleep.
 //!
-//! The 1,000 guests are stand-ins, not namespaces with workloads: in a lab's host
-//! namespace, 1,000 veth pairs whose host ends are enslaved to the lab's bridge (made with
-//! one `ip -batch`), 1,000 empty cgroup directories under the lab's cgroup parent (an empty
-//! cgroup freezes at once), and a config with 1,000 guests (MACs `02:00:00:b1:xx:yy`,
-//! addresses in 198.19.0.0/16). The daemon (`--vmnap PATH`, default: `vmnap` next to this
-//! executable) is started for each case; all guests are put to sleep through the API;
-//! `VmRSS` and `VmHWM` are read from `/proc/PID/status`. Everything made here (links,
-//! cgroup directories, the daemon) is removed again, also on failure; the lab removes its
-//! namespaces. Needs root.
+//! The N guests are stand-ins, not namespaces with workloads: in a lab's host namespace, N
+//! veth pairs whose host ends are enslaved to the lab's bridge (made with one `ip -batch`),
+//! N empty cgroup directories under the lab's cgroup parent (an empty cgroup freezes at
+//! once), and a config with N guests (MACs `02:00:00:b1:xx:yy`, addresses in
+//! 198.19.0.0/16). The daemon (`--vmnap PATH`, default: `vmnap` next to this executable) is
+//! started for each case; all guests are put to sleep through the API; `VmRSS` and `VmHWM`
+//! are read from `/proc/PID/status`.
+//!
+//! Idle: with all N asleep, after 5 s of settling, the daemon's `utime` + `stime` (fields
+//! 14 and 15 of `/proc/PID/stat`, in clock ticks of `sysconf(_SC_CLK_TCK)`) and its
+//! threads' run time (`/proc/PID/task/*/schedstat`, ns) are read at the start and the end
+//! of a window of `--idle-secs S` (default 30) seconds with nothing on the network, and
+//! printed as CPU-seconds per hour and percent of one core; `VmRSS` and `Threads` (from
+//! `/proc/PID/status`) at both ends show whether memory or threads grow. All N must still
+//! be asleep at both ends; the wakes during the window are counted.
+//!
+//! Everything made here (links, cgroup directories, the daemon) is removed again, also on
+//! failure; the lab removes its namespaces. Needs root.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -21,7 +32,12 @@ use vmnap_bench::{median, ms, proc_status_number, quantile};
 use vmnap_daemon::api::Request;
 use vmnap_lab::{Lab, LabOptions};
 
-const GUESTS: usize = 1000;
+const USAGE: &str =
+    "usage: bench-memory [--vmnap PATH] [--guests N (1000)] [--idle-secs SECONDS (30)]   (needs root)";
+/// The most guests: their addresses, 198.19.0.1 onwards, stay inside 198.19.0.0/16.
+const MAX_GUESTS: usize = 65_534;
+/// Time between putting the last guest to sleep and the start of the idle window.
+const SETTLE: Duration = Duration::from_secs(5);
 /// 10 MB, in the KiB that `/proc` calls kB.
 const TARGET_DAEMON_KIB: f64 = 10_000_000.0 / 1024.0;
 const TARGET_PER_GUEST_KIB: f64 = 4.0;
@@ -142,6 +158,123 @@ fn mem(pid: u32) -> anyhow::Result<Mem> {
     })
 }
 
+#[derive(Debug)]
+struct Opts {
+    vmnap: PathBuf,
+    guests: usize,
+    idle_secs: u64,
+}
+
+/// The value after `name` (as `--vmnap PATH` is found), or `default` if `name` is absent.
+fn flag<T: FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => {
+            let v = args
+                .get(i + 1)
+                .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
+            v.parse()
+                .ok()
+                .with_context(|| format!("{name} {v:?}: not a number\n{USAGE}"))
+        }
+    }
+}
+
+fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
+    const WITH_VALUE: &[&str] = &["--vmnap", "--guests", "--idle-secs"];
+    let mut i = 0;
+    while i < args.len() {
+        if WITH_VALUE.contains(&args[i].as_str()) {
+            i += 2;
+        } else {
+            bail!("unknown argument {:?}\n{USAGE}", args[i]);
+        }
+    }
+    let opts = Opts {
+        vmnap: vmnap_bench::vmnap_path(args)?,
+        guests: flag(args, "--guests", 1000)?,
+        idle_secs: flag(args, "--idle-secs", 30)?,
+    };
+    if !(2..=MAX_GUESTS).contains(&opts.guests) {
+        bail!("--guests must be 2 to {MAX_GUESTS} (the 1-guest case is measured anyway; addresses are in 198.19.0.0/16)");
+    }
+    if opts.idle_secs == 0 {
+        bail!("--idle-secs must be at least 1");
+    }
+    Ok(opts)
+}
+
+/// The daemon over a quiet window with every guest asleep.
+#[derive(Debug)]
+struct Idle {
+    window_s: f64,
+    /// `utime` + `stime` used in the window, in seconds (clock-tick resolution).
+    cpu_s: f64,
+    /// Run time of its threads in the window (`schedstat`, ns resolution), in seconds.
+    sched_s: f64,
+    start: Mem,
+    end: Mem,
+    wakes: u64,
+}
+
+/// Every guest's wakes so far, summed; an error unless all `n` are asleep.
+fn wakes_all_asleep(socket: &Path, n: usize) -> anyhow::Result<u64> {
+    let all = vmnap_bench::status(socket)?;
+    if let Some(g) = all.iter().find(|g| g.state != "sleeping") {
+        bail!("{} is {}, not sleeping", g.name, g.state);
+    }
+    if all.len() != n {
+        bail!("the daemon reports {} guests, not {n}", all.len());
+    }
+    Ok(all.iter().map(|g| g.wakes).sum())
+}
+
+/// Waits [`SETTLE`], then reads the daemon's CPU time and memory at the start and the end
+/// of `window` with nothing on the network. The status calls that check the guests are
+/// made outside the window.
+fn idle(pid: u32, socket: &Path, n: usize, window: Duration) -> anyhow::Result<Idle> {
+    std::thread::sleep(SETTLE);
+    let wakes0 = wakes_all_asleep(socket, n)?;
+    let t0 = Instant::now();
+    let (c0, s0, start) = (
+        vmnap_bench::proc_cpu_seconds(pid)?,
+        vmnap_bench::proc_sched_seconds(pid)?,
+        mem(pid)?,
+    );
+    std::thread::sleep(window);
+    let (c1, s1, end) = (
+        vmnap_bench::proc_cpu_seconds(pid)?,
+        vmnap_bench::proc_sched_seconds(pid)?,
+        mem(pid)?,
+    );
+    let window_s = t0.elapsed().as_secs_f64();
+    let wakes1 = wakes_all_asleep(socket, n)?;
+    Ok(Idle {
+        window_s,
+        cpu_s: c1 - c0,
+        sched_s: s1 - s0,
+        start,
+        end,
+        wakes: wakes1 - wakes0,
+    })
+}
+
+/// Clock ticks per second, the unit of `utime` and `stime`.
+fn clock_ticks() -> libc::c_long {
+    // SAFETY: sysconf(3) has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_CLK_TCK) }
+}
+
+/// One run of the daemon: its memory with all guests registered (awake) and all asleep,
+/// the `vmnap sleep` round trips in ms, and the idle window if one was asked for.
+#[derive(Debug)]
+struct Case {
+    awake: Mem,
+    asleep: Mem,
+    calls: Vec<f64>,
+    idle: Option<Idle>,
+}
+
 fn write_config(
     path: &Path,
     socket: &Path,
@@ -164,8 +297,14 @@ fn write_config(
 }
 
 /// Starts the daemon on a config with the first `n` guests, puts them all to sleep, reads
-/// its memory before and after; stops it. Returns (awake, asleep, sleep call times in ms).
-fn run_case(b: &mut Bench, vmnap: &Path, n: usize) -> anyhow::Result<(Mem, Mem, Vec<f64>)> {
+/// its memory before and after, then, given an `idle` window, its CPU and memory over it;
+/// stops it.
+fn run_case(
+    b: &mut Bench,
+    vmnap: &Path,
+    n: usize,
+    idle_window: Option<Duration>,
+) -> anyhow::Result<Case> {
     let dir = b.lab.dir().to_path_buf();
     let socket = dir.join(format!("vmnap-{n}.sock"));
     let config = dir.join(format!("vmnap-{n}.toml"));
@@ -206,8 +345,14 @@ fn run_case(b: &mut Bench, vmnap: &Path, n: usize) -> anyhow::Result<(Mem, Mem, 
     }
     std::thread::sleep(Duration::from_millis(300));
     let asleep = mem(pid)?;
+    let idle = idle_window.map(|w| idle(pid, &socket, n, w)).transpose()?;
     b.stop_daemon();
-    Ok((awake, asleep, calls))
+    Ok(Case {
+        awake,
+        asleep,
+        calls,
+        idle,
+    })
 }
 
 fn main() -> std::process::ExitCode {
@@ -217,17 +362,27 @@ fn main() -> std::process::ExitCode {
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: bench-memory [--vmnap PATH]   (needs root)");
+        println!("{USAGE}");
         return Ok(());
     }
     vmnap_bench::need_root("bench-memory")?;
-    let vmnap = vmnap_bench::vmnap_path(&args)?;
+    let opts = parse_opts(&args)?;
+    let (vmnap, n) = (opts.vmnap, opts.guests);
     vmnap_lab::check_tools(&["ip", "nsenter"])?;
     println!(
-        "bench-memory: resident memory of the vmnap daemon (VmRSS, VmHWM from /proc/PID/status)"
+        "bench-memory: resident memory of the vmnap daemon (VmRSS, VmHWM from /proc/PID/status), and its CPU while idle"
     );
-    println!("  cases: 0 guests; 1 guest; {GUESTS} guests, read once all are registered (awake) and once all are asleep");
+    println!("  cases: 0 guests; 1 guest; {n} guests, read once all are registered (awake) and once all are asleep");
     println!("  guests are stand-ins: veth pairs on the lab bridge (host ends enslaved) and empty cgroups, put to sleep through the API");
+    println!(
+        "  idle: with the {n} asleep, {} s quiet, then utime+stime (/proc/PID/stat, {} Hz ticks), thread run time (schedstat, ns),",
+        SETTLE.as_secs(),
+        clock_ticks()
+    );
+    println!(
+        "        VmRSS and Threads (/proc/PID/status) at the start and the end of a {} s window with no traffic; default [idle] settings",
+        opts.idle_secs
+    );
     println!(
         "  target (DESIGN.md): <= 10 MB daemon, <= 4 KiB per sleeping guest besides its queue\n"
     );
@@ -245,7 +400,7 @@ fn run() -> anyhow::Result<()> {
     };
     let t = Instant::now();
     let mut script = String::new();
-    for i in 0..GUESTS {
+    for i in 0..n {
         let (_, interface, mac, _) = guest(i);
         writeln!(
             script,
@@ -255,26 +410,29 @@ fn run() -> anyhow::Result<()> {
     }
     b.ip_batch(&script, false)?;
     let mut script = String::new();
-    for i in 0..GUESTS {
+    for i in 0..n {
         let (_, interface, _, _) = guest(i);
         writeln!(script, "link set {interface} master {}", b.lab.bridge())?;
         writeln!(script, "link set {interface}p up")?;
         writeln!(script, "link set {interface} up")?;
     }
     b.ip_batch(&script, false)?;
-    for i in 0..GUESTS {
+    for i in 0..n {
         let dir = b.lab.cgroup_parent().join(guest(i).0);
         std::fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         b.cgroups.push(dir);
     }
     println!(
-        "  set-up: {GUESTS} veth pairs and {GUESTS} cgroups in {:.1} s\n",
+        "  set-up: {n} veth pairs and {n} cgroups in {:.1} s\n",
         t.elapsed().as_secs_f64()
     );
 
-    let (zero, _, _) = run_case(&mut b, &vmnap, 0)?;
-    let (_, one, _) = run_case(&mut b, &vmnap, 1)?;
-    let (many_awake, many, calls) = run_case(&mut b, &vmnap, GUESTS)?;
+    let zero = run_case(&mut b, &vmnap, 0, None)?.awake;
+    let one = run_case(&mut b, &vmnap, 1, None)?.asleep;
+    let window = Duration::from_secs(opts.idle_secs);
+    let many = run_case(&mut b, &vmnap, n, Some(window))?;
+    let idle = many.idle.context("the idle window was not measured")?;
+    let (many_awake, calls, many) = (many.awake, many.calls, many.asleep);
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
@@ -284,8 +442,10 @@ fn run() -> anyhow::Result<()> {
     for (name, m) in [
         ("0 guests".to_string(), zero),
         ("1 guest, asleep".to_string(), one),
-        (format!("{GUESTS} guests, awake"), many_awake),
-        (format!("{GUESTS} guests, asleep"), many),
+        (format!("{n} guests, awake"), many_awake),
+        (format!("{n} guests, asleep"), many),
+        (format!("{n} asleep, idle start"), idle.start),
+        (format!("{n} asleep, idle end"), idle.end),
     ] {
         println!(
             "  {name:<24} {:>6.2} MiB {:>6.2} MiB {:>6.2} MiB {:>6.2} MiB {:>6} {:>8}",
@@ -297,25 +457,54 @@ fn run() -> anyhow::Result<()> {
             m.threads
         );
     }
-    let per_guest = (many.rss_kb as f64 - one.rss_kb as f64) / (GUESTS - 1) as f64;
-    let per_sleep = (many.rss_kb as f64 - many_awake.rss_kb as f64) / GUESTS as f64;
+    let per_guest = (many.rss_kb as f64 - one.rss_kb as f64) / (n - 1) as f64;
+    let per_sleep = (many.rss_kb as f64 - many_awake.rss_kb as f64) / n as f64;
     println!();
     println!(
-        "  daemon with {GUESTS} sleeping guests vs 10 MB target: {:.2}x (VmRSS), {:.2}x (VmHWM)",
+        "  daemon with {n} sleeping guests vs 10 MB target: {:.2}x (VmRSS), {:.2}x (VmHWM)",
         many.rss_kb as f64 / TARGET_DAEMON_KIB,
         many.hwm_kb as f64 / TARGET_DAEMON_KIB
     );
     println!(
-        "  per sleeping guest, (RSS {GUESTS} asleep - RSS 1 asleep) / {}: {per_guest:.2} KiB ({:.2}x of 4 KiB)",
-        GUESTS - 1,
+        "  per sleeping guest, (RSS {n} asleep - RSS 1 asleep) / {}: {per_guest:.2} KiB ({:.2}x of 4 KiB)",
+        n - 1,
         per_guest / TARGET_PER_GUEST_KIB
     );
-    println!("  of which going to sleep, (RSS {GUESTS} asleep - RSS {GUESTS} awake) / {GUESTS}: {per_sleep:.2} KiB");
     println!(
-        "  `vmnap sleep` round trip over the API with {GUESTS} guests: median {:.3} ms, p90 {:.3} ms, total {:.2} s",
+        "  of which going to sleep, (RSS {n} asleep - RSS {n} awake) / {n}: {per_sleep:.2} KiB"
+    );
+    println!(
+        "  `vmnap sleep` round trip over the API with {n} guests: median {:.3} ms, p90 {:.3} ms, total {:.2} s",
         median(&calls),
         quantile(&calls, 0.9),
         calls.iter().sum::<f64>() / 1000.0
+    );
+
+    let per_hour = 3600.0 / idle.window_s;
+    println!();
+    println!(
+        "  idle with {n} sleeping guests: window {:.1} s; wakes during it: {}",
+        idle.window_s, idle.wakes
+    );
+    println!(
+        "  daemon, utime+stime: {:.3} s in the window = {:.2} CPU-s per hour = {:.4}% of one core",
+        idle.cpu_s,
+        idle.cpu_s * per_hour,
+        100.0 * idle.cpu_s / idle.window_s
+    );
+    println!(
+        "  daemon, schedstat:   {:.4} s in the window = {:.2} CPU-s per hour = {:.4}% of one core",
+        idle.sched_s,
+        idle.sched_s * per_hour,
+        100.0 * idle.sched_s / idle.window_s
+    );
+    println!(
+        "  daemon VmRSS: {:.2} MiB at the start, {:.2} MiB at the end ({:+} KiB); threads: {} at the start, {} at the end",
+        mib(idle.start.rss_kb),
+        mib(idle.end.rss_kb),
+        idle.end.rss_kb as i64 - idle.start.rss_kb as i64,
+        idle.start.threads,
+        idle.end.threads
     );
     println!("\n  (stopping: SIGTERM makes the daemon wake its guests; stand-ins never answer the barrier probe, so the lab SIGKILLs it after 2 s)");
     drop(b);
