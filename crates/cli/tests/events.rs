@@ -72,6 +72,21 @@ fn events_tell_what_happened_with_the_frame_that_woke_the_guest() {
     assert!(all
         .windows(2)
         .all(|w| w[1]["seq"].as_u64() > w[0]["seq"].as_u64()));
+    // The guest's detail keeps the wake, and the day's timeline has the sleep and the wake.
+    let (status, body) = vmnap_daemon::api::request(&s.socket, "GET", "/v1/guests/web1", None)
+        .expect("the daemon answers");
+    assert_eq!(status, 200);
+    let detail: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    let last = &detail["last_wakes"][0];
+    assert_eq!(last["cause"], "tcp-syn", "{detail:#}");
+    assert_eq!(last["frame"], woke["frame"], "{detail:#}");
+    let timeline: Vec<bool> = detail["timeline"]
+        .as_array()
+        .expect("a timeline")
+        .iter()
+        .map(|t| t["asleep"].as_bool().expect("asleep"))
+        .collect();
+    assert_eq!(timeline, [true, false], "{detail:#}");
     let plain = s.vmnap(&["events", "web1"]);
     assert!(
         plain.contains("woke (tcp-syn: TCP SYN 198.18.1.100:"),

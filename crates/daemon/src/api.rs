@@ -116,6 +116,43 @@ pub struct GuestStatus {
     pub idle_for_s: Option<f64>,
     /// Pinned awake (`vmnap pin`).
     pub pinned: bool,
+    /// Host memory its sleep gives back now, in bytes: what a save freed while it sleeps, 0
+    /// while it is awake or when its sleep keeps its memory (pause, freeze); `None`: not
+    /// known yet (it is read with the guest's CPU time, every `[idle] interval`).
+    pub memory_freed_bytes: Option<u64>,
+    /// CPU-hours its sleep has saved since the daemon started: time asleep times the CPU it
+    /// used while awake just before. An estimate; `None`: its CPU use is not known yet.
+    pub cpu_hours_freed: Option<f64>,
+}
+
+/// A change of a guest's state: from `at_ms` on, asleep or not.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Asleep from then on (`false`: awake).
+    pub asleep: bool,
+}
+
+/// One completed wake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WakeRecord {
+    /// When it completed, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What caused it (`tcp-syn`, `udp`, `requested`, ...).
+    pub cause: String,
+    /// The frame that caused it, described, when a frame did.
+    pub frame: Option<String>,
+    /// From the cause to the guest owning its address again, in milliseconds.
+    pub took_ms: f64,
+}
+
+/// What a worker remembers of a guest's past: its sleeps and wakes over the last day and
+/// its last wakes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct History {
+    pub timeline: Vec<Transition>,
+    pub last_wakes: Vec<WakeRecord>,
 }
 
 /// A guest's policy, from its config (`GET /v1/guests/{name}`).
@@ -159,7 +196,15 @@ pub struct GuestDetail {
     pub status: GuestStatus,
     /// From its config.
     pub policy: Policy,
+    /// Its changes of state over the last day, oldest first (the first may be older: the
+    /// state the day began in).
+    pub timeline: Vec<Transition>,
+    /// Its last wakes, oldest first (at most [`LAST_WAKES`]).
+    pub last_wakes: Vec<WakeRecord>,
 }
+
+/// How many wakes a guest's detail lists.
+pub const LAST_WAKES: usize = 10;
 
 /// The answer to `POST /v1/reload`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -591,17 +636,23 @@ impl<'a> Server<'a> {
     }
 
     fn detail(&self, name: &str) -> http::Response {
-        let status = self.statuses().into_iter().find(|s| s.name == name);
+        let found = self.histories().into_iter().find(|(s, _)| s.name == name);
         let policy = self
             .policies
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .cloned();
-        match (status, policy) {
-            (Some(status), Some(policy)) => {
-                http::Response::json(200, &GuestDetail { status, policy })
-            }
+        match (found, policy) {
+            (Some((status, history)), Some(policy)) => http::Response::json(
+                200,
+                &GuestDetail {
+                    status,
+                    policy,
+                    timeline: history.timeline,
+                    last_wakes: history.last_wakes,
+                },
+            ),
             _ => http::Response::error(503, format!("the worker of guest {name} did not answer")),
         }
     }
@@ -644,9 +695,9 @@ impl<'a> Server<'a> {
     /// The status page.
     fn page(&self) -> http::Response {
         let guests: Vec<crate::page::PageGuest> = self
-            .statuses()
+            .histories()
             .into_iter()
-            .map(|s| crate::page::PageGuest {
+            .map(|(s, h)| crate::page::PageGuest {
                 mode: self
                     .policies
                     .read()
@@ -657,12 +708,16 @@ impl<'a> Server<'a> {
                 state: s.state,
                 bridge: s.bridge,
                 backend: s.backend,
-                timeline: Vec::new(),
+                timeline: h
+                    .timeline
+                    .iter()
+                    .map(|t| (t.at_ms as f64 / 1000.0, t.asleep))
+                    .collect(),
                 wakes: s.wakes,
                 last_wake_cause: s.last_wake_cause,
                 last_wake_ms: s.last_wake_ms,
-                memory_freed_bytes: None,
-                cpu_hours_freed: None,
+                memory_freed_bytes: s.memory_freed_bytes,
+                cpu_hours_freed: s.cpu_hours_freed,
             })
             .collect();
         let now = std::time::SystemTime::now()
@@ -676,8 +731,14 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Every guest's status, in config order.
     pub(crate) fn statuses(&self) -> Vec<GuestStatus> {
-        let mut all: Vec<(usize, GuestStatus)> = Vec::new();
+        self.histories().into_iter().map(|(s, _)| s).collect()
+    }
+
+    /// Every guest's status and history, in config order.
+    fn histories(&self) -> Vec<(GuestStatus, History)> {
+        let mut all: Vec<(usize, GuestStatus, History)> = Vec::new();
         for h in self
             .handles
             .read()
@@ -692,8 +753,8 @@ impl<'a> Server<'a> {
                 }
             }
         }
-        all.sort_by_key(|(order, _)| *order);
-        all.into_iter().map(|(_, s)| s).collect()
+        all.sort_by_key(|(order, _, _)| *order);
+        all.into_iter().map(|(_, s, h)| (s, h)).collect()
     }
 
     /// Sends one guest's worker a command and answers with what it replies.

@@ -25,7 +25,8 @@ pub(crate) enum Done {
     /// Resumed, with the guest's port now if the backend says it changed, and how long the
     /// backend took.
     Resumed(Result<Option<String>, ResumeError>, Duration),
-    Sampled(Option<Duration>),
+    /// The guest's CPU time, and the memory its sleep would give back.
+    Sampled(Option<Duration>, Option<u64>),
 }
 
 /// The worker's end of a backend thread.
@@ -60,7 +61,9 @@ impl BackendThread {
                             let took = started.elapsed();
                             Done::Resumed(r.map(|()| backend.interface()), took)
                         }
-                        Op::Sample => Done::Sampled(backend.cpu_time()),
+                        Op::Sample => {
+                            Done::Sampled(backend.cpu_time(), backend.memory_released_by_sleep())
+                        }
                     };
                     if done.send((index, result)).is_err() {
                         return;

@@ -27,7 +27,7 @@ use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvErro
 use vmnap_hypervisor::Backend;
 use vmnap_wire::MAX_FRAME_LEN;
 
-use crate::api::GuestStatus;
+use crate::api::{GuestStatus, History, Transition, WakeRecord, LAST_WAKES};
 use crate::backend::{BackendThread, Done, Op};
 use crate::events::{Event, EventBus};
 use crate::journal::{self, CutKind, Entry, Journal, Step};
@@ -75,7 +75,7 @@ pub(crate) enum Command {
         reply: Reply,
     },
     Status {
-        reply: Sender<Vec<(usize, GuestStatus)>>,
+        reply: Sender<Vec<(usize, GuestStatus, History)>>,
     },
     Metrics {
         reply: Sender<MetricsReply>,
@@ -215,9 +215,52 @@ struct Guest {
     keep_ports: Vec<vmnap_core::PortRule>,
     /// A reload removes it once it is awake.
     retiring: bool,
+    /// Its changes of state over the last day (and the one before, the state the day
+    /// began in), and its last wakes.
+    timeline: VecDeque<Transition>,
+    last_wakes: VecDeque<WakeRecord>,
+    /// Its CPU time at the last sample, and when that was taken; its CPU use (seconds a
+    /// second) while last awake; the CPU time its past sleeps saved, by that measure.
+    cpu_sample: Option<(StdInstant, Duration)>,
+    cpu_rate: Option<f64>,
+    cpu_saved: Duration,
+    /// The memory its sleep gives back, as its backend last said.
+    memory_released: Option<u64>,
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How far back a guest's timeline goes.
+const TIMELINE: Duration = Duration::from_secs(24 * 3600);
+
 impl Guest {
+    /// Notes that the guest is asleep (or awake) from now on.
+    fn mark(&mut self, asleep: bool) {
+        if self.timeline.back().is_some_and(|t| t.asleep == asleep) {
+            return;
+        }
+        let now = unix_ms();
+        self.timeline.push_back(Transition { at_ms: now, asleep });
+        let start = now.saturating_sub(TIMELINE.as_millis() as u64);
+        while self.timeline.len() > 1 && self.timeline[1].at_ms <= start {
+            self.timeline.pop_front();
+        }
+    }
+
+    /// The CPU its sleeps have saved so far, the one under way included.
+    fn cpu_hours_freed(&self) -> Option<f64> {
+        let rate = self.cpu_rate?;
+        let now = self
+            .asleep_since
+            .map_or(0.0, |t| t.elapsed().as_secs_f64() * rate);
+        Some((self.cpu_saved.as_secs_f64() + now) / 3600.0)
+    }
+
     /// The VLAN of the guest's forwarding entry. Bridges without VLAN filtering (the only
     /// kind vmnap supports so far) keep one entry per MAC, whatever the tag.
     fn fdb_vid(&self) -> u16 {
@@ -583,6 +626,12 @@ impl BridgeWorker {
             conns: ConnTracker::default(),
             keep_ports: setup.config.keep_awake_while_connected.clone(),
             retiring: false,
+            timeline: VecDeque::new(),
+            last_wakes: VecDeque::new(),
+            cpu_sample: None,
+            cpu_rate: None,
+            cpu_saved: Duration::ZERO,
+            memory_released: None,
         };
         if guest.idle.is_some() {
             open_watch(&self.poll, &mut guest, i);
@@ -663,6 +712,7 @@ impl BridgeWorker {
                     Ok(()) => {
                         info!(guest = %name, "found asleep by the journal; standing in again");
                         self.guests[i].asleep_since = Some(StdInstant::now());
+                        self.guests[i].mark(true);
                         self.journal(i, Some(Step::Asleep));
                         continue;
                     }
@@ -737,11 +787,8 @@ impl BridgeWorker {
             .poll_at()
             .map(|at| self.epoch + Duration::from_micros(at.micros()));
         let retry = self.guests.iter().filter_map(|g| g.retry.map(|r| r.0));
-        let sample = self
-            .guests
-            .iter()
-            .any(|g| g.idle.is_some())
-            .then_some(self.next_sample);
+        // Every awake guest is sampled: for idleness, and for what its sleep saves.
+        let sample = (self.guests.count() > 0).then_some(self.next_sample);
         core.into_iter().chain(retry).chain(sample).min()
     }
 
@@ -938,7 +985,7 @@ impl BridgeWorker {
             match done {
                 Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
-                Done::Sampled(cpu) => self.sampled(i, cpu),
+                Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
             }
             self.run_wakes();
         }
@@ -1164,7 +1211,7 @@ impl BridgeWorker {
         }
     }
 
-    fn status(&self) -> Vec<(usize, GuestStatus)> {
+    fn status(&self) -> Vec<(usize, GuestStatus, History)> {
         let now = self.now();
         self.guests
             .iter()
@@ -1195,8 +1242,20 @@ impl BridgeWorker {
                         .then(|| g.idle.as_ref().map(|t| t.idle_for(now).as_secs_f64()))
                         .flatten(),
                     pinned: g.idle.as_ref().is_some_and(IdleTracker::is_pinned),
+                    memory_freed_bytes: g.memory_released.map(|m| {
+                        if state == GuestState::Sleeping && !g.suspending {
+                            m
+                        } else {
+                            0
+                        }
+                    }),
+                    cpu_hours_freed: g.cpu_hours_freed(),
                 };
-                (g.order, status)
+                let history = History {
+                    timeline: g.timeline.iter().copied().collect(),
+                    last_wakes: g.last_wakes.iter().cloned().collect(),
+                };
+                (g.order, status, history)
             })
             .collect()
     }
@@ -1208,7 +1267,7 @@ impl BridgeWorker {
         for i in self.guests.indices() {
             let g = &self.guests[i];
             let busy = g.suspending || g.resuming || g.sampling.is_some();
-            if g.idle.is_none() || busy || self.surrogate.state(g.id) != Some(GuestState::Awake) {
+            if busy || self.surrogate.state(g.id) != Some(GuestState::Awake) {
                 continue;
             }
             let ifindex = g.ifindex;
@@ -1226,13 +1285,28 @@ impl BridgeWorker {
         }
     }
 
-    fn sampled(&mut self, i: usize, cpu: Option<Duration>) {
+    fn sampled(&mut self, i: usize, cpu: Option<Duration>, memory: Option<u64>) {
         let id = self.guests[i].id;
         let awake = self.surrogate.state(id) == Some(GuestState::Awake);
         let g = &mut self.guests[i];
         let Some((at, stats)) = g.sampling.take() else {
             return;
         };
+        if awake && !g.suspending {
+            if memory.is_some() {
+                g.memory_released = memory;
+            }
+            if let Some(cpu) = cpu {
+                let now = StdInstant::now();
+                if let Some((then, before)) = g.cpu_sample {
+                    let wall = now.duration_since(then).as_secs_f64();
+                    if cpu >= before && wall > 0.0 {
+                        g.cpu_rate = Some((cpu - before).as_secs_f64() / wall);
+                    }
+                }
+                g.cpu_sample = Some((now, cpu));
+            }
+        }
         let Some(idle) = g.idle.as_mut() else { return };
         if !awake || g.suspending {
             return;
@@ -1349,6 +1423,7 @@ impl BridgeWorker {
                 let g = &mut self.guests[i];
                 g.metrics.on_asleep(now);
                 g.asleep_since = Some(StdInstant::now());
+                g.mark(true);
                 info!(guest = %g.name, "guest is asleep");
                 self.bus.publish(Event::FellAsleep {
                     guest: g.name.clone(),
@@ -1460,6 +1535,21 @@ impl BridgeWorker {
                     .unwrap_or((StdInstant::now(), WakeCause::Requested));
                 let took = started.0.elapsed();
                 g.last_wake = Some((took, started.1));
+                if let (Some(since), Some(rate)) = (g.asleep_since, g.cpu_rate) {
+                    g.cpu_saved += since.elapsed().mul_f64(rate);
+                }
+                // A guest started again from a save counts its CPU time from zero.
+                g.cpu_sample = None;
+                g.mark(false);
+                if g.last_wakes.len() == LAST_WAKES {
+                    g.last_wakes.pop_front();
+                }
+                g.last_wakes.push_back(WakeRecord {
+                    at_ms: unix_ms(),
+                    cause: started.1.as_str().to_owned(),
+                    frame: g.wake_frame.clone(),
+                    took_ms: took.as_secs_f64() * 1000.0,
+                });
                 self.bus.publish(Event::Woke {
                     guest: name.clone(),
                     cause: started.1.as_str().to_owned(),
@@ -1660,7 +1750,7 @@ impl BridgeWorker {
                             Done::Resumed(r, took) => {
                                 self.resumed(i, r.map_err(|e| chain(&e)), took)
                             }
-                            Done::Sampled(_) => {}
+                            Done::Sampled(..) => {}
                         }
                         self.run_wakes();
                     }

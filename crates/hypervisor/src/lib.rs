@@ -107,6 +107,12 @@ pub trait Backend: Send + std::fmt::Debug {
     fn interface(&mut self) -> Option<String> {
         None
     }
+    /// The host memory the guest's sleep gives back, in bytes, read while it runs: what a
+    /// save frees; 0 for a pause or a freeze, which keep the guest's memory. `None`: not
+    /// known.
+    fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -143,6 +149,11 @@ impl CgroupBackend {
 impl Backend for CgroupBackend {
     fn kind(&self) -> &'static str {
         "cgroup"
+    }
+
+    /// A frozen cgroup keeps all its memory.
+    fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        Some(0)
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {
@@ -206,6 +217,10 @@ impl FakeBackend {
 impl Backend for FakeBackend {
     fn kind(&self) -> &'static str {
         "fake"
+    }
+
+    fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        Some(0)
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {

@@ -205,6 +205,12 @@ impl LibvirtDomain {
         Ok(Duration::from_nanos(info.cpu_time))
     }
 
+    /// The memory the domain's guest has now, in bytes (its balloon's size).
+    pub fn memory(&mut self) -> Result<u64, LibvirtError> {
+        let info = self.with_domain("read the memory of", |d| d.get_info())?;
+        Ok(info.memory.saturating_mul(1024))
+    }
+
     /// The domain's network interfaces, from its live XML (the tap name is there only while
     /// it runs).
     pub fn interfaces(&mut self) -> Result<Vec<DomainInterface>, LibvirtError> {
@@ -320,6 +326,14 @@ impl Backend for LibvirtBackend {
 
     fn cpu_time(&mut self) -> Option<Duration> {
         self.domain.cpu_time().ok()
+    }
+
+    /// A managed save frees the guest's memory; a pause keeps it.
+    fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        match self.mode {
+            Mode::Pause => Some(0),
+            Mode::Save => self.domain.memory().ok(),
+        }
     }
 
     fn interface(&mut self) -> Option<String> {

@@ -763,6 +763,24 @@ impl Backend for QmpBackend {
         self.vcpu_time()
     }
 
+    /// A save ends QEMU and frees what it holds (its resident memory, when this backend
+    /// started it and so knows its PID); a pause keeps it.
+    fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        if self.save.is_none() {
+            return Some(0);
+        }
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()?)).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     fn resume(&mut self) -> Result<(), vmnap_hypervisor::ResumeError> {
         self.try_resume()
             .map_err(|e| vmnap_hypervisor::ResumeError::Other {
