@@ -1,113 +1,15 @@
 //! Backend failures on a real bridge: a failed wake is retried and reported, a failed sleep is
 //! undone. The daemon runs in-process with fake backends, in the lab's host namespace.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod common;
 
-use vmnap_config::{Config, GuestConfig};
+use common::{curl, start, status};
 use vmnap_daemon::api::{self, Request, Response};
-use vmnap_daemon::{Opened, StartError};
 use vmnap_hypervisor::FakeBackend;
-use vmnap_lab::{GuestSpec, Lab, LabOptions};
-
-struct Running {
-    lab: Lab,
-    socket: PathBuf,
-    fake: FakeBackend,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<Result<(), StartError>>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start(fake: FakeBackend) -> Running {
-    let mut lab = Lab::new(LabOptions::default()).unwrap_or_else(|e| panic!("lab: {e}"));
-    let g = lab
-        .add_guest(GuestSpec {
-            name: "web1".into(),
-            ipv4: Ipv4Addr::new(198, 18, 0, 11),
-            ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11),
-            mac: [0x02, 0, 0, 0, 1, 1],
-            vlan: 0,
-            http_port: Some(80),
-            udp_log_port: None,
-        })
-        .unwrap_or_else(|e| panic!("guest: {e}"))
-        .clone();
-    lab.add_client(
-        "c0",
-        Ipv4Addr::new(198, 18, 1, 100),
-        Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
-        0,
-    )
-    .unwrap_or_else(|e| panic!("client: {e}"));
-    let socket = lab.dir().join("vmnap.sock");
-    let text = format!(
-        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n[[guest]]\nname = \"web1\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
-         mac = \"02:00:00:00:01:01\"\nipv4 = [\"198.18.0.11\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
-         wake_on = [\"tcp/80\"]\n",
-        lab.dir().display(),
-        socket.display(),
-        g.host_if,
-        g.cgroup.display()
-    );
-    let config = Config::parse(&text, "test.toml".as_ref()).expect("valid config");
-    let stop = Arc::new(AtomicBool::new(false));
-    let host = lab.host_netns().to_owned();
-    let (f, s) = (fake.clone(), Arc::clone(&stop));
-    let thread = std::thread::spawn(move || {
-        vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
-        let factory = move |g: &GuestConfig, _: &Config| -> Result<Opened, StartError> {
-            Opened::from_config(g, Box::new(f.clone()))
-        };
-        vmnap_daemon::run_until(config, &factory, &s)
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-        assert!(Instant::now() < deadline, "the daemon did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Running {
-        lab,
-        socket,
-        fake,
-        stop,
-        thread: Some(thread),
-    }
-}
-
-fn status(r: &Running) -> serde_json::Value {
-    match api::call(&r.socket, &Request::Status).expect("status") {
-        Response::Status { guests } => serde_json::to_value(&guests[0]).expect("json"),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn curl(r: &Running) -> String {
-    let ns = r.lab.client("c0").expect("client").netns.clone();
-    let out = r
-        .lab
-        .exec(
-            &ns,
-            &["curl", "-sS", "--max-time", "10", "http://198.18.0.11/"],
-        )
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[test]
 fn a_failed_wake_is_retried_reported_and_loses_nothing() {
-    let r = start(FakeBackend::new("web1"));
+    let r = start(FakeBackend::new("web1"), "");
     let answer = api::call(
         &r.socket,
         &Request::Sleep {
@@ -132,7 +34,7 @@ fn a_failed_wake_is_retried_reported_and_loses_nothing() {
 
 #[test]
 fn a_failed_sleep_is_undone_and_the_guest_stays_reachable() {
-    let r = start(FakeBackend::new("web1"));
+    let r = start(FakeBackend::new("web1"), "");
     r.fake.state().fail_suspends = 1;
     let answer = api::call(
         &r.socket,
