@@ -7,8 +7,9 @@
 //! port forwarding and every sleeping guest's port disabled; every curl started after the
 //! restart (and done before the next kill) must succeed.
 //!
-//! `VMNAP_CRASH_KILLS` (default 200, about 3 minutes here) sets the number of kills, `VMNAP_CRASH_SEED` the seed of
-//! the schedule (printed at the start, so a failure can be replayed).
+//! `VMNAP_CRASH_KILLS` (default 200, about 3 minutes here) sets the number of kills,
+//! `VMNAP_CRASH_SEED` the seed of the schedule (printed at the start, so a failure can be
+//! replayed).
 
 mod common;
 
