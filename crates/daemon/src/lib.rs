@@ -396,6 +396,32 @@ pub fn run_with(
     if let Some(t) = &tcp {
         nonblocking(t.set_nonblocking(true))?;
     }
+    // The accept loop sleeps in epoll until a client comes, waking every ACCEPT_WAIT to
+    // look at the stop and reload flags (signals also end the wait early).
+    let mut poll = mio::Poll::new().map_err(StartError::Poll)?;
+    let mut ready = mio::Events::with_capacity(4);
+    {
+        use std::os::fd::AsRawFd;
+        let registry = poll.registry();
+        let fd = listener.as_raw_fd();
+        registry
+            .register(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .map_err(StartError::Poll)?;
+        if let Some(t) = &tcp {
+            let fd = t.as_raw_fd();
+            registry
+                .register(
+                    &mut mio::unix::SourceFd(&fd),
+                    mio::Token(1),
+                    mio::Interest::READABLE,
+                )
+                .map_err(StartError::Poll)?;
+        }
+    }
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         backends,
@@ -444,8 +470,13 @@ pub fn run_with(
                 }
             }
             if accepted.is_empty() {
-                // Accept readiness and signals both end this wait early enough for people.
-                std::thread::sleep(Duration::from_millis(5));
+                // Every listener said WouldBlock: the next client is a new edge.
+                if let Err(e) = poll.poll(&mut ready, Some(ACCEPT_WAIT)) {
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        warn!(error = %e, "cannot wait for API connections");
+                        std::thread::sleep(ACCEPT_WAIT);
+                    }
+                }
                 continue;
             }
             for (mut conn, over_tcp) in accepted {
@@ -501,6 +532,9 @@ pub fn run_with(
     info!("vmnap stopped");
     Ok(())
 }
+
+/// How long the accept loop waits for a client before it looks at the stop and reload flags.
+const ACCEPT_WAIT: Duration = Duration::from_millis(100);
 
 /// The bearer token in `path`, without surrounding whitespace.
 fn read_token(path: &Path) -> Result<String, StartError> {
