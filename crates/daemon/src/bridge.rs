@@ -181,6 +181,10 @@ struct Guest {
     waking: Option<(StdInstant, WakeCause)>,
     /// The frame that started the wake in progress, described.
     wake_frame: Option<String>,
+    /// In the wake in progress, when the guest first answered a barrier sent after its
+    /// replay (so it had taken in the frame that woke it, and answered that too), counted
+    /// from the start of the wake.
+    served: Option<Duration>,
     /// A failed wake to try again: when, and how many tries so far.
     retry: Option<(StdInstant, u32)>,
     /// The guest answered the last barrier probe.
@@ -609,6 +613,7 @@ impl BridgeWorker {
             asleep_since: None,
             waking: None,
             wake_frame: None,
+            served: None,
             retry: None,
             barrier_seen: false,
             cut: None,
@@ -1526,14 +1531,17 @@ impl BridgeWorker {
                     }
                 }
                 self.finish_wake(i);
-                self.journal(i, None);
-                let now = self.now();
+                // The wake is over when the guest owns its address again: before the
+                // journal's write (and its fsync) that only records it.
                 let g = &mut self.guests[i];
                 let started = g
                     .waking
                     .take()
                     .unwrap_or((StdInstant::now(), WakeCause::Requested));
                 let took = started.0.elapsed();
+                self.journal(i, None);
+                let now = self.now();
+                let g = &mut self.guests[i];
                 g.last_wake = Some((took, started.1));
                 if let (Some(since), Some(rate)) = (g.asleep_since, g.cpu_rate) {
                     g.cpu_saved += since.elapsed().mul_f64(rate);
@@ -1556,7 +1564,11 @@ impl BridgeWorker {
                     frame: g.wake_frame.take(),
                     took_ms: Some(took.as_secs_f64() * 1000.0),
                 });
-                g.metrics.on_woke(started.1, took, resume);
+                // Wake-and-serve ends at the guest's first answer after the replay; the wake
+                // itself goes on until the frames still arriving are relayed and the bridge
+                // points at the guest again.
+                let served = g.served.take().unwrap_or(took);
+                g.metrics.on_woke(started.1, served, resume);
                 g.metrics.on_awake(now);
                 g.retry = None;
                 g.asleep_since = None;
@@ -1638,6 +1650,10 @@ impl BridgeWorker {
         // the same way.
         for _ in 0..MAX_BARRIERS {
             let fenced = self.barrier(id, sender.as_ref());
+            let g = &mut self.guests[i];
+            if fenced && g.served.is_none() {
+                g.served = g.waking.map(|w| w.0.elapsed());
+            }
             let n = self.replay(id, sender.as_ref());
             replayed += n;
             if fenced && n == 0 {
