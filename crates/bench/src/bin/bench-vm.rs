@@ -558,7 +558,8 @@ fn run() -> anyhow::Result<()> {
         },
     ];
     let mut config_a = format!(
-        "[api]\nsocket = \"{}\"\n\n[libvirt]\nuri = \"{}\"\n",
+        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n\n[libvirt]\nuri = \"{}\"\n",
+        b.lab.dir().display(),
         b.socket.display(),
         b.uri
     );
@@ -632,7 +633,8 @@ fn run() -> anyhow::Result<()> {
         b.lab.define_domain(domain_spec(i as u8, &image))?;
     }
     let mut config_b = format!(
-        "[api]\nsocket = \"{}\"\n\n[libvirt]\nuri = \"{}\"\n",
+        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n\n[libvirt]\nuri = \"{}\"\n",
+        b.lab.dir().display(),
         b.socket.display(),
         b.uri
     );

@@ -148,9 +148,10 @@ fn run() -> anyhow::Result<()> {
     std::fs::write(
         &config,
         format!(
-            "[api]\nsocket = \"{}\"\n\n[[guest]]\nname = \"{GUEST}\"\nbridge = \"{}\"\ninterface = \"{}\"\n\
+            "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n\n[[guest]]\nname = \"{GUEST}\"\nbridge = \"{}\"\ninterface = \"{}\"\n\
              mac = \"{}\"\nipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
              wake_on = [\"tcp/80\"]\n",
+            lab.dir().display(),
             socket.display(),
             lab.bridge(),
             guest.host_if,
