@@ -142,6 +142,10 @@ fn run(
                         runner.ops = None;
                         // Detach: a thread that ends unjoined keeps its stack mapped.
                         drop(runner.thread.take());
+                        drop(runner);
+                        // What the calls allocated is free now, in the allocator's arena
+                        // for this thread: give it back.
+                        vmnap_host::memory::release_free_memory();
                         return;
                     }
                 }

@@ -37,7 +37,7 @@ const USAGE: &str =
 /// The most guests: their addresses, 198.19.0.1 onwards, stay inside 198.19.0.0/16.
 const MAX_GUESTS: usize = 65_534;
 /// Time between putting the last guest to sleep and the start of the idle window.
-const SETTLE: Duration = Duration::from_secs(5);
+const SETTLE: Duration = Duration::from_secs(15);
 /// 10 MB, in the KiB that `/proc` calls kB.
 const TARGET_DAEMON_KIB: f64 = 10_000_000.0 / 1024.0;
 const TARGET_PER_GUEST_KIB: f64 = 4.0;
