@@ -6,13 +6,15 @@
 //! methods). It reads no token and holds no state, so whoever can reach the address sees the
 //! page and only the page. One thread per connection, at most [`MAX_CONNECTIONS`] at once.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use vmnap_daemon::http::{self, Conn, Response};
+use vmnap_daemon::page::escape;
 
 /// Connections served at once; past it, new ones get 503.
 const MAX_CONNECTIONS: usize = 16;
@@ -20,8 +22,6 @@ const MAX_CONNECTIONS: usize = 16;
 const STOP_POLL: Duration = Duration::from_millis(50);
 /// How long a client has to send its request, and to take the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// The most bytes of request line and headers read.
-const MAX_HEAD: usize = 8 * 1024;
 
 /// Serves the status page of the daemon on `socket` at `addr` until `stop` is set.
 pub fn serve(socket: &Path, addr: SocketAddr, stop: &AtomicBool) -> anyhow::Result<()> {
@@ -36,7 +36,7 @@ pub fn serve(socket: &Path, addr: SocketAddr, stop: &AtomicBool) -> anyhow::Resu
     let active = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         while !stop.load(Ordering::Relaxed) {
-            let mut stream = match listener.accept() {
+            let stream = match listener.accept() {
                 Ok((stream, _)) => stream,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(STOP_POLL);
@@ -54,8 +54,9 @@ pub fn serve(socket: &Path, addr: SocketAddr, stop: &AtomicBool) -> anyhow::Resu
             let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
             let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
             let Some(slot) = Slot::take(&active) else {
-                let busy = Reply::text(503, "too many connections to the status page; try again");
-                let _ = write_reply(&mut stream, &busy);
+                let busy =
+                    Response::error(503, "too many connections to the status page; try again");
+                let _ = http::write_response(&mut Conn::Tcp(stream), &busy);
                 continue;
             };
             let spawned = std::thread::Builder::new()
@@ -94,44 +95,35 @@ impl Drop for Slot<'_> {
 }
 
 /// Reads one request from `stream` and answers it.
-fn handle(socket: &Path, mut stream: TcpStream) {
-    let reply = match read_request_line(&mut stream) {
-        Ok(Some((method, path))) => answer(socket, &method, &path),
+fn handle(socket: &Path, stream: TcpStream) {
+    let mut conn = Conn::Tcp(stream);
+    let response = match http::read_request(&mut conn) {
+        Ok(request) => answer(socket, &request.method, &request.path),
+        Err(Some(refusal)) => refusal,
         // The client left without asking anything: nobody to answer.
-        Ok(None) => return,
-        Err(refusal) => refusal,
+        Err(None) => return,
     };
-    let _ = write_reply(&mut stream, &reply);
+    let _ = http::write_response(&mut conn, &response);
 }
 
 /// The answer to `method path`.
-fn answer(socket: &Path, method: &str, path: &str) -> Reply {
+fn answer(socket: &Path, method: &str, path: &str) -> Response {
     if path != "/" {
-        return Reply::text(404, format!("nothing at {path}; the status page is at /"));
+        return Response::error(404, format!("nothing at {path}; the status page is at /"));
     }
     if method != "GET" {
-        let mut reply = Reply::text(405, format!("{method} is not served here; use GET"));
-        reply.allow = true;
-        return reply;
+        return Response::error(405, format!("{method} is not served here; use GET"))
+            .with_header("Allow", "GET");
     }
     match vmnap_daemon::api::request(socket, "GET", "/", None) {
-        Ok((status, body)) => Reply {
+        // The daemon's refusals are `{"error": "..."}`, whatever was asked.
+        Ok((status, body)) if !(200..300).contains(&status) => Response {
             status,
-            // The daemon's refusals are `{"error": "..."}`, whatever was asked.
-            content_type: if (200..300).contains(&status) {
-                "text/html; charset=utf-8"
-            } else {
-                "application/json"
-            },
+            headers: vec![("Content-Type", "application/json".into())],
             body,
-            allow: false,
         },
-        Err(e) => Reply {
-            status: 502,
-            content_type: "text/html; charset=utf-8",
-            body: not_answering(socket, &e).into_bytes(),
-            allow: false,
-        },
+        Ok((status, body)) => Response::html(status, body),
+        Err(e) => Response::html(502, not_answering(socket, &e).into_bytes()),
     }
 }
 
@@ -164,156 +156,9 @@ fn not_answering(socket: &Path, error: &dyn std::error::Error) -> String {
     )
 }
 
-/// A response to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Reply {
-    status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
-    /// Whether to say `Allow: GET` (a 405).
-    allow: bool,
-}
-
-impl Reply {
-    /// `message` as plain text.
-    fn text(status: u16, message: impl Into<String>) -> Self {
-        let mut body = message.into().into_bytes();
-        body.push(b'\n');
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body,
-            allow: false,
-        }
-    }
-}
-
-/// Writes `reply` and closes the sending half.
-fn write_reply(w: &mut TcpStream, reply: &Reply) -> io::Result<()> {
-    w.write_all(&reply_bytes(reply))?;
-    w.flush()?;
-    w.shutdown(Shutdown::Write)
-}
-
-/// The bytes of `reply`: head and body.
-fn reply_bytes(reply: &Reply) -> Vec<u8> {
-    let phrase = match reply.status {
-        502 => "Bad Gateway",
-        s => vmnap_daemon::http::reason(s),
-    };
-    let mut head = format!(
-        "HTTP/1.1 {} {phrase}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
-         Content-Security-Policy: default-src 'none'; style-src 'unsafe-inline'\r\n\
-         Connection: close\r\n",
-        reply.status,
-        reply.content_type,
-        reply.body.len(),
-    );
-    if reply.allow {
-        head.push_str("Allow: GET\r\n");
-    }
-    head.push_str("\r\n");
-    let mut bytes = head.into_bytes();
-    bytes.extend_from_slice(&reply.body);
-    bytes
-}
-
-/// Reads a request's head and returns its method and path (without the query). `Err` is
-/// the refusal to send back; `Ok(None)`: the client closed without sending anything.
-fn read_request_line(r: &mut impl Read) -> Result<Option<(String, String)>, Reply> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    let end = loop {
-        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break at;
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(Reply::text(
-                431,
-                format!("the request line and headers exceed {MAX_HEAD} bytes"),
-            ));
-        }
-        match r.read(&mut chunk) {
-            Ok(0) if buf.is_empty() => return Ok(None),
-            Ok(0) => return Err(Reply::text(400, "the request ended before its headers did")),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(Reply::text(408, "the request did not arrive in time"))
-            }
-            Err(_) => return Ok(None),
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..end]);
-    let line = head.split("\r\n").next().unwrap_or_default();
-    let bad = || Reply::text(400, "not an HTTP request (want GET / HTTP/1.1)");
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
-    if method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-        || !target.starts_with('/')
-        || !version.starts_with("HTTP/1.")
-    {
-        return Err(bad());
-    }
-    let path = target.split_once('?').map_or(target, |(path, _)| path);
-    Ok(Some((method.to_owned(), path.to_owned())))
-}
-
-/// `s` as HTML text.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn line(bytes: &[u8]) -> Result<Option<(String, String)>, u16> {
-        read_request_line(&mut &bytes[..]).map_err(|r| r.status)
-    }
-
-    #[test]
-    fn a_browser_request_is_read() {
-        assert_eq!(
-            line(b"GET /?x=1 HTTP/1.1\r\nHost: a\r\nAccept: text/html\r\n\r\n"),
-            Ok(Some(("GET".into(), "/".into())))
-        );
-        assert_eq!(line(b""), Ok(None));
-    }
-
-    #[test]
-    fn what_is_not_http_is_refused() {
-        assert_eq!(line(b"garbage\r\n\r\n"), Err(400));
-        assert_eq!(line(b"get / HTTP/1.1\r\n\r\n"), Err(400));
-        assert_eq!(line(b"GET nope HTTP/1.1\r\n\r\n"), Err(400));
-        assert_eq!(line(b"GET / SPDY/3\r\n\r\n"), Err(400));
-        assert_eq!(line(b"GET / HTTP/1.1\r\n"), Err(400));
-        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        big.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
-        assert_eq!(line(&big), Err(431));
-    }
 
     #[test]
     fn connections_past_the_cap_get_no_slot_until_one_ends() {
@@ -334,7 +179,7 @@ mod tests {
         assert_eq!(answer(socket, "GET", "/favicon.ico").status, 404);
         let post = answer(socket, "POST", "/");
         assert_eq!(post.status, 405);
-        assert!(String::from_utf8_lossy(&reply_bytes(&post)).contains("\r\nAllow: GET\r\n"));
+        assert!(post.headers.contains(&("Allow", "GET".into())));
     }
 
     #[test]
@@ -349,7 +194,6 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(String::from_utf8_lossy(&reply_bytes(&reply))
-            .starts_with("HTTP/1.1 502 Bad Gateway\r\n"));
+        assert_eq!(http::reason(reply.status), "Bad Gateway");
     }
 }

@@ -724,11 +724,7 @@ impl<'a> Server<'a> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let html = crate::page::render(&hostname(), now, &guests);
-        http::Response {
-            status: 200,
-            headers: vec![("Content-Type", "text/html; charset=utf-8".to_owned())],
-            body: html.into_bytes(),
-        }
+        http::Response::html(200, html.into_bytes())
     }
 
     /// Every guest's status, in config order.

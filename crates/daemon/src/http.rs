@@ -22,8 +22,10 @@ const MAX_HEADERS: usize = 64;
 
 /// A connection on either listener.
 #[derive(Debug)]
-pub(crate) enum Conn {
+pub enum Conn {
+    /// On the unix socket.
     Unix(UnixStream),
+    /// On the TCP listener.
     Tcp(TcpStream),
 }
 
@@ -107,7 +109,8 @@ impl Write for Conn {
 
 /// A request, read and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Request {
+pub struct Request {
+    /// `GET`, `POST`, ...
     pub method: String,
     /// The path, percent-decoded, without the query.
     pub path: String,
@@ -115,12 +118,13 @@ pub(crate) struct Request {
     pub query: Vec<(String, String)>,
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body (up to [`MAX_BODY`] bytes).
     pub body: Vec<u8>,
 }
 
 impl Request {
     /// The value of header `name` (lower case), if present.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+    pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
@@ -130,9 +134,12 @@ impl Request {
 
 /// A response to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Response {
+pub struct Response {
+    /// The status code.
     pub status: u16,
+    /// Headers besides `Content-Length` and `Connection`, which are always written.
     pub headers: Vec<(&'static str, String)>,
+    /// The body.
     pub body: Vec<u8>,
 }
 
@@ -144,7 +151,7 @@ struct ErrorBody<'a> {
 
 impl Response {
     /// `value` as JSON.
-    pub(crate) fn json(status: u16, value: &impl Serialize) -> Self {
+    pub fn json(status: u16, value: &impl Serialize) -> Self {
         let mut body = serde_json::to_vec(value).expect("API values always serialize");
         body.push(b'\n');
         Response {
@@ -155,7 +162,7 @@ impl Response {
     }
 
     /// `{"error": message}`.
-    pub(crate) fn error(status: u16, message: impl AsRef<str>) -> Self {
+    pub fn error(status: u16, message: impl AsRef<str>) -> Self {
         Self::json(
             status,
             &ErrorBody {
@@ -164,7 +171,26 @@ impl Response {
         )
     }
 
-    pub(crate) fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+    /// An HTML page that may load nothing from anywhere (inline styles only) and is never
+    /// cached.
+    pub fn html(status: u16, body: Vec<u8>) -> Self {
+        Response {
+            status,
+            headers: vec![
+                ("Content-Type", "text/html; charset=utf-8".into()),
+                ("Cache-Control", "no-store".into()),
+                ("X-Content-Type-Options", "nosniff".into()),
+                (
+                    "Content-Security-Policy",
+                    "default-src 'none'; style-src 'unsafe-inline'".into(),
+                ),
+            ],
+            body,
+        }
+    }
+
+    /// The same with header `name: value` added.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
         self.headers.push((name, value.into()));
         self
     }
@@ -185,6 +211,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         501 => "Not Implemented",
         503 => "Service Unavailable",
         505 => "HTTP Version Not Supported",
@@ -193,7 +220,7 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Writes `response` and closes the sending half.
-pub(crate) fn write_response(conn: &mut Conn, response: &Response) -> io::Result<()> {
+pub fn write_response(conn: &mut Conn, response: &Response) -> io::Result<()> {
     let mut head = format!(
         "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
         response.status,
@@ -223,7 +250,7 @@ pub(crate) fn write_stream_head(conn: &mut Conn, content_type: &str) -> io::Resu
 
 /// Reads one request. `Err` is the refusal to send back (`None`: the peer went away before
 /// saying anything, so there is nobody to answer).
-pub(crate) fn read_request(conn: &mut impl Read) -> Result<Request, Option<Response>> {
+pub fn read_request(conn: &mut impl Read) -> Result<Request, Option<Response>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let head_end = loop {

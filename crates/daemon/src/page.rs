@@ -449,7 +449,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// `s` as HTML text or attribute value.
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
