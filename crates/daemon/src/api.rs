@@ -439,9 +439,11 @@ impl<'a> Server<'a> {
             Outcome::Reply(
                 http::Response::error(
                     401,
-                    "this request needs `Authorization: Bearer TOKEN` with the token of `[api] token_file`",
+                    "this request needs the token of `[api] token_file`: `Authorization: Bearer TOKEN`, or a browser's login with the token as the password",
                 )
-                .with_header("WWW-Authenticate", "Bearer realm=\"vmnap\""),
+                .with_header("WWW-Authenticate", "Bearer realm=\"vmnap\"")
+                // A browser asks its user for the token (as the password) on this one.
+                .with_header("WWW-Authenticate", "Basic realm=\"vmnap\", charset=\"UTF-8\""),
             )
         } else {
             self.route(&request)
@@ -455,15 +457,30 @@ impl<'a> Server<'a> {
         }
     }
 
+    /// Whether `request` carries the token: `Authorization: Bearer TOKEN`, or (for a
+    /// browser, which asks for it when told `WWW-Authenticate: Basic`) HTTP basic
+    /// authentication with any user name and the token as the password.
     fn authorized(&self, request: &http::Request) -> bool {
+        use base64::Engine as _;
         let Some(token) = self.token.as_deref() else {
             return false;
         };
-        let given = request
-            .header("authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or_default();
+        let header = request.header("authorization").unwrap_or_default();
+        let basic = header
+            .strip_prefix("Basic ")
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        let given = match &basic {
+            Some(pair) => pair.split_once(':').map_or("", |(_, password)| password),
+            None => header
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .unwrap_or_default(),
+        };
         // Compare in time that does not depend on where they differ.
         given.len() == token.len()
             && given

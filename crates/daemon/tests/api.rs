@@ -385,6 +385,20 @@ fn tcp_listener_refuses_requests_without_the_token() {
         request_bytes("POST", "/v1/guests/web1/sleep", None, Some(TOKEN)).into_bytes(),
     );
     assert_eq!(sleep.status, 200, "{sleep:?}");
+    // A browser: told `Basic` too, it sends the token as the password of any user.
+    assert!(none.head.contains("www-authenticate: basic"), "{none:?}");
+    let basic = |user_password: &str| {
+        use base64::Engine as _;
+        let creds = base64::engine::general_purpose::STANDARD.encode(user_password);
+        let text = format!("GET / HTTP/1.1\r\nHost: vmnap\r\nAuthorization: Basic {creds}\r\n\r\n");
+        tcp(&r, text.into_bytes())
+    };
+    let page = basic(&format!("admin:{TOKEN}"));
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.head.contains("content-type: text/html"), "{page:?}");
+    assert!(page.body.contains("web1") && page.body.contains("web2"));
+    basic("admin:not-the-token").refused(401);
+    basic(TOKEN).refused(401);
     // The unix socket needs no token.
     assert_eq!(req(&r, "GET", "/v1/guests", None).status, 200);
     drop(r);
