@@ -397,7 +397,7 @@ fn log_level(socket: &std::path::Path, filter: Option<&str>) -> ExitCode {
 }
 
 fn reload(socket: &std::path::Path) -> ExitCode {
-    match api::request(socket, "POST", "/v1/reload", None) {
+    match api::request_waiting(socket, "POST", "/v1/reload", None, api::RELOAD_TIMEOUT) {
         Ok((status, body)) => {
             let text = String::from_utf8_lossy(&body);
             let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();

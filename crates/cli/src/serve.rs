@@ -98,12 +98,29 @@ impl Drop for Slot<'_> {
 fn handle(socket: &Path, stream: TcpStream) {
     let mut conn = Conn::Tcp(stream);
     let response = match http::read_request(&mut conn) {
+        Ok(request) if !by_address(request.header("host")) => Response::error(
+            403,
+            "open the status page by its address (http://IP:PORT/), not by a name",
+        ),
         Ok(request) => answer(socket, &request.method, &request.path),
         Err(Some(refusal)) => refusal,
         // The client left without asking anything: nobody to answer.
         Err(None) => return,
     };
     let _ = http::write_response(&mut conn, &response);
+}
+
+/// Whether the `Host` a request names is an IP address or `localhost`: a page elsewhere
+/// whose name was made to resolve to this address (DNS rebinding) cannot read this one.
+fn by_address(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return true;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The answer to `method path`.
@@ -159,6 +176,22 @@ fn not_answering(socket: &Path, error: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_requests_by_address_are_served() {
+        for ok in [
+            None,
+            Some("127.0.0.1:8080"),
+            Some("198.18.0.1"),
+            Some("[2001:db8::1]:8080"),
+            Some("localhost:8080"),
+        ] {
+            assert!(by_address(ok), "{ok:?}");
+        }
+        for bad in [Some("evil.example:8080"), Some("example.org")] {
+            assert!(!by_address(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn connections_past_the_cap_get_no_slot_until_one_ends() {

@@ -457,9 +457,10 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Whether `request` carries the token: `Authorization: Bearer TOKEN`, or (for a
-    /// browser, which asks for it when told `WWW-Authenticate: Basic`) HTTP basic
-    /// authentication with any user name and the token as the password.
+    /// Whether `request` carries the token: `Authorization: Bearer TOKEN`, or, for a `GET`
+    /// (a browser, which asks for it when told `WWW-Authenticate: Basic`), HTTP basic
+    /// authentication with any user name and the token as the password. Only for `GET`: a
+    /// browser sends cached basic credentials along with any page's cross-site `POST`.
     fn authorized(&self, request: &http::Request) -> bool {
         use base64::Engine as _;
         let Some(token) = self.token.as_deref() else {
@@ -468,6 +469,7 @@ impl<'a> Server<'a> {
         let header = request.header("authorization").unwrap_or_default();
         let basic = header
             .strip_prefix("Basic ")
+            .filter(|_| request.method == "GET")
             .and_then(|b| {
                 base64::engine::general_purpose::STANDARD
                     .decode(b.trim())
@@ -890,6 +892,8 @@ pub enum ClientError {
 
 /// How long a client waits for an answer; a wake under TCG can take seconds.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `vmnap reload` waits: a reload may wait minutes for guests it removes to wake.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// One HTTP exchange with the daemon on `socket`: the status and the body.
 pub fn request(
@@ -898,7 +902,18 @@ pub fn request(
     target: &str,
     body: Option<&[u8]>,
 ) -> Result<(u16, Vec<u8>), ClientError> {
-    let (mut reader, head) = open(socket, method, target, body)?;
+    request_waiting(socket, method, target, body, CLIENT_TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the answer.
+pub fn request_waiting(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), ClientError> {
+    let (mut reader, head) = open(socket, method, target, body, timeout)?;
     let body = http::read_response_body(&mut reader, &head).map_err(|source| ClientError::Io {
         path: socket.to_path_buf(),
         source,
@@ -912,6 +927,7 @@ fn open(
     method: &str,
     target: &str,
     body: Option<&[u8]>,
+    timeout: Duration,
 ) -> Result<(BufReader<UnixStream>, http::ResponseHead), ClientError> {
     let path = socket.to_path_buf();
     let mut stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
@@ -922,7 +938,7 @@ fn open(
         path: path.clone(),
         source,
     };
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
     http::write_request(&mut stream, method, target, &[], body).map_err(io)?;
     let mut reader = BufReader::new(stream);
     let head = http::read_response_head(&mut reader).map_err(io)?;
@@ -993,7 +1009,7 @@ pub fn events(
     if let Some(g) = guest {
         target.push_str(&format!("&guest={g}"));
     }
-    let (mut reader, head) = open(socket, "GET", &target, None)?;
+    let (mut reader, head) = open(socket, "GET", &target, None, CLIENT_TIMEOUT)?;
     let io = |source| ClientError::Io {
         path: socket.to_path_buf(),
         source,
