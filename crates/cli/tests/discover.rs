@@ -1,6 +1,7 @@
 //! Libvirt domains discovered by their metadata element (a libvirtd of the test's own, QEMU
 //! under TCG, the project's image): only the tagged domain becomes a guest, with the
-//! addresses and settings its element gives, and it sleeps and wakes on curl.
+//! addresses and settings its element gives, and it sleeps, stays asleep through a reload,
+//! and wakes on curl.
 
 mod common;
 
@@ -51,6 +52,16 @@ fn only_the_domain_with_the_metadata_element_is_a_guest_and_it_sleeps_and_wakes_
         text(&ping)
     );
     assert_eq!(d1.state().expect("state"), "paused", "a ping woke it");
+    // A reload finds d1 paused, so discovery cannot read its tap: it keeps the guest it
+    // manages, asleep.
+    let reloaded = s.vmnap(&["reload"]);
+    assert!(
+        reloaded.contains("0 added, 0 removed, 0 changed, 1 unchanged"),
+        "{reloaded}\n{}",
+        s.daemon_log()
+    );
+    assert_eq!(s.status("d1")["state"], "sleeping");
+    assert_eq!(d1.state().expect("state"), "paused", "the reload woke it");
     let (body, syns) = curl_counting_syns(&s, &ip);
     assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
     assert_eq!(syns, 1, "the client retransmitted its SYN");

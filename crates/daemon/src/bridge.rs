@@ -39,12 +39,17 @@ const WAKER: Token = Token(1);
 /// Guest `i`'s watch sockets are `Token(FIRST_WATCH + 2 * i)` (answerable frames) and
 /// `Token(FIRST_WATCH + 2 * i + 1)` (connections on keep-awake ports).
 const FIRST_WATCH: usize = 2;
+/// How often the counts of frames answered, queued and dropped become events, at most.
+const TALLY_EVERY: Duration = Duration::from_secs(1);
 /// Frames handled per readiness event before commands get a turn.
 const BATCH: usize = 512;
 /// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// Rounds of relay-and-barrier before the bridge is switched back regardless.
+/// How long a wake relays frames that keep arriving, waiting for a quiet moment to switch
+/// the bridge back to the guest.
+const QUIET_WAIT: Duration = Duration::from_millis(500);
+/// Unanswered barrier probes after which the bridge is switched back regardless.
 const MAX_BARRIERS: usize = 4;
 /// How long the guest may take to answer a barrier probe.
 const BARRIER_TIMEOUT: Duration = Duration::from_millis(50);
@@ -439,6 +444,7 @@ pub(crate) struct BridgeWorker {
     /// Where what happens to the guests is published, and what is not published yet.
     bus: EventBus,
     tally: BTreeMap<(usize, Tally), u64>,
+    next_tally: StdInstant,
     epoch: StdInstant,
     buf: Vec<u8>,
     poll: Poll,
@@ -544,6 +550,7 @@ impl BridgeWorker {
             pending_wakes: VecDeque::new(),
             bus,
             tally: BTreeMap::new(),
+            next_tally: StdInstant::now(),
             epoch: StdInstant::now(),
             buf: vec![0; MAX_FRAME_LEN + 64],
             poll,
@@ -794,18 +801,28 @@ impl BridgeWorker {
         let retry = self.guests.iter().filter_map(|g| g.retry.map(|r| r.0));
         // Every awake guest is sampled: for idleness, and for what its sleep saves.
         let sample = (self.guests.count() > 0).then_some(self.next_sample);
-        core.into_iter().chain(retry).chain(sample).min()
+        let tally = (!self.tally.is_empty()).then_some(self.next_tally);
+        core.into_iter()
+            .chain(retry)
+            .chain(sample)
+            .chain(tally)
+            .min()
     }
 
     /// Handles up to `limit` frames waiting on the capture socket, and publishes what
     /// became of them.
     fn drain_capture(&mut self, limit: usize) {
         self.read_capture(limit);
-        self.publish_tally();
+        if !self.tally.is_empty() && StdInstant::now() >= self.next_tally {
+            self.publish_tally();
+        }
     }
 
-    /// Publishes what the surrogate did with the guests' frames since the last call.
+    /// Publishes what the surrogate did with the guests' frames since the last call: at most
+    /// every [`TALLY_EVERY`], and before any change of a guest's state, so that events stay
+    /// in order.
     fn publish_tally(&mut self) {
+        self.next_tally = StdInstant::now() + TALLY_EVERY;
         for ((i, tally), frames) in std::mem::take(&mut self.tally) {
             let Some(g) = self.guests.get_mut(i) else {
                 continue;
@@ -940,6 +957,9 @@ impl BridgeWorker {
     }
 
     fn run_timers(&mut self) {
+        if !self.tally.is_empty() && StdInstant::now() >= self.next_tally {
+            self.publish_tally();
+        }
         let now = self.now();
         if self.surrogate.poll_at().is_some_and(|at| at <= now) {
             let mut sink = WorkerSink {
@@ -950,7 +970,6 @@ impl BridgeWorker {
                 tally: &mut self.tally,
             };
             self.surrogate.handle_timeout(now, &mut sink);
-            self.publish_tally();
         }
         for i in self.guests.indices() {
             let g = &self.guests[i];
@@ -987,6 +1006,11 @@ impl BridgeWorker {
 
     fn run_done(&mut self) {
         while let Ok((i, done)) = self.done.try_recv() {
+            if self.guests.get_mut(i).is_none() {
+                // Cannot happen: a guest leaves only with no call under way.
+                error!(slot = i, "a backend answered for a guest that is gone");
+                continue;
+            }
             match done {
                 Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
@@ -1061,6 +1085,15 @@ impl BridgeWorker {
                 let mut failed = Vec::new();
                 for setup in guests {
                     let name = setup.config.name.clone();
+                    if self.find(&name).is_some() {
+                        failed.push((
+                            name,
+                            "a guest of that name is still being removed (it has not woken yet); \
+                             reload again once it has"
+                                .to_owned(),
+                        ));
+                        continue;
+                    }
                     match self.adopt(setup) {
                         Ok(()) => info!(guest = %name, "added by a reload"),
                         Err(e) => {
@@ -1430,6 +1463,8 @@ impl BridgeWorker {
                 g.asleep_since = Some(StdInstant::now());
                 g.mark(true);
                 info!(guest = %g.name, "guest is asleep");
+                self.publish_tally();
+                let g = &mut self.guests[i];
                 self.bus.publish(Event::FellAsleep {
                     guest: g.name.clone(),
                 });
@@ -1451,6 +1486,7 @@ impl BridgeWorker {
     fn sleep_failed(&mut self, i: usize, why: String) {
         let name = self.guests[i].name.clone();
         error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
+        self.publish_tally();
         self.bus.publish(Event::BackendError {
             guest: name.clone(),
             operation: "suspend".into(),
@@ -1531,6 +1567,7 @@ impl BridgeWorker {
                     }
                 }
                 self.finish_wake(i);
+                self.publish_tally();
                 // The wake is over when the guest owns its address again: before the
                 // journal's write (and its fsync) that only records it.
                 let g = &mut self.guests[i];
@@ -1578,6 +1615,7 @@ impl BridgeWorker {
                 g.answer_wake(&Ok(format!("{name} is awake")));
             }
             Err(e) => {
+                self.publish_tally();
                 let g = &mut self.guests[i];
                 let tries = g.retry.map_or(1, |r| r.1 + 1);
                 let delay = FIRST_RETRY_DELAY
@@ -1647,8 +1685,13 @@ impl BridgeWorker {
         // bridge sends the guest directly overtakes them. So before the bridge switches back,
         // a barrier: a probe sent after the replay, whose answer shows the guest has taken
         // everything in. Frames that reached the surrogate meanwhile are relayed and fenced
-        // the same way.
-        for _ in 0..MAX_BARRIERS {
+        // the same way, until a quiet moment: a whole barrier round with nothing new. Only
+        // then does the bridge switch, so that a frame still on its way to the surrogate at
+        // the switch is unlikely to have a successor right behind it that the bridge would
+        // deliver first. A stream that never pauses is switched after QUIET_WAIT anyway.
+        let quiet_by = StdInstant::now() + QUIET_WAIT;
+        let mut unanswered = 0;
+        loop {
             let fenced = self.barrier(id, sender.as_ref());
             let g = &mut self.guests[i];
             if fenced && g.served.is_none() {
@@ -1657,6 +1700,17 @@ impl BridgeWorker {
             let n = self.replay(id, sender.as_ref());
             replayed += n;
             if fenced && n == 0 {
+                break;
+            }
+            unanswered += usize::from(!fenced);
+            if unanswered >= MAX_BARRIERS {
+                break;
+            }
+            if StdInstant::now() >= quiet_by {
+                warn!(
+                    wait_ms = QUIET_WAIT.as_millis() as u64,
+                    "no quiet moment to hand the guest's MAC back in; switching under traffic"
+                );
                 break;
             }
         }
@@ -1722,8 +1776,11 @@ impl BridgeWorker {
     fn replay(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> usize {
         let frames: VecDeque<QueuedFrame> = self.surrogate.take_queue(id);
         let n = frames.len();
-        let Some(sender) = sender else { return 0 };
         let mut sent = 0;
+        let Some(sender) = sender else {
+            self.replay_failed(id, n);
+            return 0;
+        };
         for (k, frame) in frames.into_iter().enumerate() {
             if k > 0 && k % REPLAY_RUN == 0 {
                 self.barrier(id, Some(sender));
@@ -1733,10 +1790,23 @@ impl BridgeWorker {
                 Err(e) => warn!(error = %chain(&e), "a held frame could not be replayed"),
             }
         }
-        self.guests[id.index()]
-            .metrics
-            .on_replayed(sent as u64, (n - sent) as u64);
+        self.guests[id.index()].metrics.on_replayed(sent as u64, 0);
+        self.replay_failed(id, n - sent);
         sent
+    }
+
+    /// Counts and reports `lost` held frames that could not be replayed.
+    fn replay_failed(&mut self, id: GuestId, lost: usize) {
+        if lost == 0 {
+            return;
+        }
+        let g = &mut self.guests[id.index()];
+        g.metrics.on_replayed(0, lost as u64);
+        self.bus.publish(Event::Dropped {
+            guest: g.name.clone(),
+            reason: Some(crate::metrics::REPLAY_FAILED.to_owned()),
+            frames: lost as u64,
+        });
     }
 
     fn shutdown(&mut self, wake: bool) {
@@ -1791,6 +1861,56 @@ impl BridgeWorker {
             malformed = self.bridge_metrics.malformed_frames,
             "surrogate stopped"
         );
+    }
+}
+
+/// Settles the journals in `dir` of bridges that no worker runs on (a daemon that died, or
+/// was stopped without waking, with guests asleep on a bridge the config no longer has):
+/// hands the guests' ports back to their bridges, removes the surrogate's port left there,
+/// and says which guests may still be stopped, since without their config vmnap cannot
+/// wake them.
+pub(crate) fn settle_orphan_journals(dir: &std::path::Path, running: &[&str]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(bridge) = name
+            .strip_prefix("journal-")
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if running.contains(&bridge) {
+            continue;
+        }
+        let journal = match Journal::load(&path) {
+            Ok(j) => j,
+            Err(e) => {
+                warn!(error = %chain(&e), "cannot read the journal of a bridge vmnap no longer runs on");
+                continue;
+            }
+        };
+        let Ok(mut netlink) = Netlink::open() else {
+            return;
+        };
+        for (guest, e) in &journal.guests {
+            if let Ok(ifindex) = netlink.link_index(&e.interface) {
+                let _ = netlink.set_port_state(ifindex, PortState::Forwarding);
+                let _ = netlink.set_link_up(ifindex, true);
+            }
+            warn!(%guest, %bridge, port = %e.interface, step = ?e.step, "a guest left asleep on a bridge no longer configured: its port is handed back, but vmnap no longer knows how to wake it; resume it by hand if it is still stopped");
+        }
+        if let Ok(bridge_ix) = netlink.link_index(bridge) {
+            let (port, _) = port_names(bridge_ix);
+            if let Ok(ix) = netlink.link_index(&port) {
+                let _ = netlink.delete_link(ix);
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            warn!(path = %path.display(), error = %e, "cannot remove a settled journal");
+        }
     }
 }
 

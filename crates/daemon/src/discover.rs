@@ -3,8 +3,8 @@
 //! tap come from its XML; its addresses from its metadata element, else from the DHCP leases
 //! libvirt knows (only interfaces on libvirt-managed networks have any), else none yet: the
 //! surrogate still queues what reaches its MAC and wakes it on TCP data or a wake port, but
-//! cannot answer ARP or NDP for it. Domains are looked at once, when the daemon starts: one
-//! started later needs a restart of vmnap.
+//! cannot answer ARP or NDP for it. Domains are looked at when the daemon starts and at each
+//! reload: one started later is taken at the next reload (`vmnap reload`, SIGHUP).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -14,22 +14,24 @@ use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig}
 use vmnap_libvirt::{DomainState, GuestMetadata, Selector};
 
 /// Adds a guest to `config` for each domain discovery selects and vmnap can stand in for,
-/// logging why each other domain was skipped.
-pub(crate) fn add_discovered(config: &mut Config) {
+/// logging why each other domain was skipped. `managed` are the guests a running daemon
+/// discovered before (for a reload): a selected domain that is not running (vmnap may have
+/// put it to sleep) keeps its guest from there, since its tap cannot be read now. Returns
+/// the names of the guests it added, or why libvirt could not be asked.
+pub(crate) fn add_discovered(
+    config: &mut Config,
+    managed: &[GuestConfig],
+) -> Result<Vec<String>, String> {
     let Some(discover) = config.libvirt.discover.clone() else {
-        return;
+        return Ok(Vec::new());
     };
     let uri = config.libvirt.uri.clone();
     let selector = match &discover {
         Discover::All => Selector::All,
         Discover::Metadata(ns) => Selector::Metadata(ns.clone()),
     };
-    let domains = match vmnap_libvirt::list_domains(&uri, &selector) {
-        Ok(d) => d,
-        Err(e) => {
-            return warn!(uri = %uri, error = %chain(&e), "cannot discover libvirt domains; going on with the configured guests only");
-        }
-    };
+    let domains = vmnap_libvirt::list_domains(&uri, &selector)
+        .map_err(|e| format!("cannot list the domains of {uri}: {}", chain(&e)))?;
     let configured: Vec<(String, String)> = config
         .guests
         .iter()
@@ -41,7 +43,7 @@ pub(crate) fn add_discovered(config: &mut Config) {
     let mut names: HashSet<String> = config.guests.iter().map(|g| g.name.clone()).collect();
     let mut addresses: HashSet<IpAddr> = config.guests.iter().flat_map(addresses_of).collect();
     let mut macs: HashSet<[u8; 6]> = config.guests.iter().filter_map(|g| g.mac).collect();
-    let mut added = 0usize;
+    let mut added = Vec::new();
     for d in &domains {
         let skip = |why: &str| info!(domain = %d.name, "discovery skips the domain: {why}");
         if !d.selected {
@@ -56,6 +58,25 @@ pub(crate) fn add_discovered(config: &mut Config) {
         }
         if let Some((_, guest)) = configured.iter().find(|(domain, _)| *domain == d.name) {
             skip(&format!("guest `{guest}` of the config names it, and wins"));
+            continue;
+        }
+        let kept = managed.iter().find(
+            |g| matches!(&g.backend, BackendConfig::Libvirt { domain, .. } if *domain == d.name),
+        );
+        if let (false, Some(g)) = (d.state == DomainState::Running, kept) {
+            let clash = names.contains(&g.name)
+                || g.mac.is_some_and(|m| macs.contains(&m))
+                || addresses_of(g).any(|a| addresses.contains(&a));
+            if clash {
+                skip("not running, and its guest now clashes with another's name, MAC or address");
+                continue;
+            }
+            info!(guest = %g.name, domain = %d.name, state = ?d.state, "keeping the discovered guest: its domain is not running (asleep, or stopped)");
+            names.insert(g.name.clone());
+            macs.extend(g.mac);
+            addresses.extend(addresses_of(g));
+            config.guests.push(g.clone());
+            added.push(g.name.clone());
             continue;
         }
         if d.state != DomainState::Running {
@@ -135,10 +156,11 @@ pub(crate) fn add_discovered(config: &mut Config) {
         names.insert(guest.name.clone());
         macs.insert(iface.mac);
         addresses.extend(addresses_of(&guest));
+        added.push(guest.name.clone());
         config.guests.push(guest);
-        added += 1;
     }
-    info!(uri = %uri, domains = domains.len(), guests = added, "libvirt discovery done");
+    info!(uri = %uri, domains = domains.len(), guests = added.len(), "libvirt discovery done");
+    Ok(added)
 }
 
 fn settings_of(m: &GuestMetadata) -> DomainSettings {
@@ -193,23 +215,24 @@ mod tests {
     fn the_test_drivers_domain_is_discovered_unless_a_guest_names_it() {
         // The test driver's domain `test` runs, with an interface on no bridge.
         let mut c = config("\"all\"", "");
-        add_discovered(&mut c);
+        add_discovered(&mut c, &[]).expect("discovery");
         assert!(c.guests.is_empty(), "{:?}", c.guests);
         // Selected by a namespace nobody uses: nothing.
         let mut c = config(&format!("{{ metadata = \"{NS}\" }}"), "");
-        add_discovered(&mut c);
+        add_discovered(&mut c, &[]).expect("discovery");
         assert!(c.guests.is_empty());
         // A configured guest keeps its place.
         let mut c = config(
             "\"all\"",
             "[[guest]]\nname = \"t\"\nbackend = \"libvirt\"\ndomain = \"test\"\nipv4 = [\"198.18.0.9\"]\n",
         );
-        add_discovered(&mut c);
+        add_discovered(&mut c, &[]).expect("discovery");
         assert_eq!(c.guests.len(), 1);
         // No libvirt at all: the configured guests only.
         let mut c = config("\"all\"", "");
         c.libvirt.uri = "test:///nonexistent/file.xml".into();
-        add_discovered(&mut c);
+        let failed = add_discovered(&mut c, &[]);
+        assert!(failed.is_err(), "{failed:?}");
         assert!(c.guests.is_empty());
     }
 }

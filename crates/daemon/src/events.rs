@@ -12,7 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// How many recent events the bus keeps for new subscribers and `vmnap events`.
+/// How many recent events the bus keeps for new subscribers and `vmnap events`: this many of
+/// the guests' changes (fell asleep, woke, backend errors, drops), and as many of the counts
+/// of frames answered and queued, so that busy traffic never pushes the changes out.
 pub const RECENT_EVENTS: usize = 256;
 /// How many events a subscriber may fall behind before it is dropped.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
@@ -118,6 +120,7 @@ pub struct EventBus {
 struct Inner {
     seq: u64,
     recent: VecDeque<Record>,
+    recent_traffic: VecDeque<Record>,
     subscribers: Vec<SyncSender<Record>>,
 }
 
@@ -162,15 +165,19 @@ impl EventBus {
                 }
                 Err(TrySendError::Disconnected(_)) => false,
             });
-        if inner.recent.len() == RECENT_EVENTS {
-            inner.recent.pop_front();
+        let ring = match record.event {
+            Event::Answered { .. } | Event::Queued { .. } => &mut inner.recent_traffic,
+            _ => &mut inner.recent,
+        };
+        if ring.len() == RECENT_EVENTS {
+            ring.pop_front();
         }
-        inner.recent.push_back(record);
+        ring.push_back(record);
     }
 
-    /// The recent events, oldest first (at most [`RECENT_EVENTS`]).
+    /// The recent events, oldest first (at most [`RECENT_EVENTS`] of each kind).
     pub fn recent(&self) -> Vec<Record> {
-        self.lock().recent.iter().cloned().collect()
+        self.lock().merged()
     }
 
     /// The recent events and a subscription to those published after them, with none lost or
@@ -184,13 +191,27 @@ impl EventBus {
         let (tx, rx) = mpsc::sync_channel(queue);
         let mut inner = self.lock();
         inner.subscribers.push(tx);
-        let recent = inner.recent.iter().cloned().collect();
+        let recent = inner.merged();
         (recent, Subscription { events: rx })
     }
 
     /// How many subscribers are attached.
     pub fn subscribers(&self) -> usize {
         self.lock().subscribers.len()
+    }
+}
+
+impl Inner {
+    /// Both rings, in the order the events were published.
+    fn merged(&self) -> Vec<Record> {
+        let mut all: Vec<Record> = self
+            .recent
+            .iter()
+            .chain(&self.recent_traffic)
+            .cloned()
+            .collect();
+        all.sort_by_key(|r| r.seq);
+        all
     }
 }
 
@@ -248,6 +269,24 @@ mod tests {
         let recent = bus.recent();
         assert_eq!(recent.len(), RECENT_EVENTS);
         assert_eq!(recent[0].seq, 11);
+    }
+
+    #[test]
+    fn traffic_counts_never_push_changes_out_of_the_recent_events() {
+        let bus = EventBus::new();
+        bus.publish(asleep("a"));
+        for _ in 0..RECENT_EVENTS * 3 {
+            bus.publish(Event::Queued {
+                guest: "a".into(),
+                frames: 1,
+            });
+        }
+        bus.publish(asleep("b"));
+        let recent = bus.recent();
+        assert_eq!(recent.len(), RECENT_EVENTS + 2);
+        assert_eq!(recent[0].event, asleep("a"));
+        assert_eq!(recent[recent.len() - 1].event, asleep("b"));
+        assert!(recent.windows(2).all(|w| w[0].seq < w[1].seq));
     }
 
     #[test]

@@ -365,7 +365,13 @@ pub fn run_with(
     stop: &AtomicBool,
     options: Options,
 ) -> Result<(), StartError> {
-    discover::add_discovered(&mut config);
+    let discovered = match discover::add_discovered(&mut config, &[]) {
+        Ok(names) => names.into_iter().collect(),
+        Err(e) => {
+            warn!(error = %e, "cannot discover libvirt domains; going on with the configured guests only");
+            std::collections::BTreeSet::new()
+        }
+    };
     let token = match &config.api.token_file {
         Some(path) => Some(read_token(path)?),
         None => None,
@@ -379,6 +385,8 @@ pub fn run_with(
     };
     let bus = EventBus::new();
     let (handles, policies, placed) = start_workers(&config, backends, &bus)?;
+    let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
+    bridge::settle_orphan_journals(&config.state.dir, &bridges);
     vmnap_host::memory::release_free_memory();
     info!(
         socket = %config.api.socket.display(),
@@ -428,6 +436,7 @@ pub fn run_with(
         running: Mutex::new(reload::Running {
             config: config.clone(),
             placed,
+            discovered,
         }),
     };
     let mut server = api::Server::new(handles, policies, bus, token, stop);

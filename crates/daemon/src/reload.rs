@@ -29,8 +29,8 @@ use vmnap_core::idle::IdlePolicy;
 use vmnap_core::Surrogate;
 
 use crate::api::{Reloaded, Server};
-use crate::bridge::{self, chain, BridgeWorker, Command, GuestSetup};
-use crate::BackendFactory;
+use crate::bridge::{self, chain, BridgeHandle, BridgeWorker, Command, GuestSetup};
+use crate::{BackendFactory, StartError};
 
 /// How long a reload waits for the guests it removes to wake.
 const RETIRE_WAIT: Duration = Duration::from_secs(120);
@@ -79,6 +79,8 @@ pub(crate) struct Running {
     pub config: Config,
     /// Each running guest's bridge and MAC, by name.
     pub placed: BTreeMap<String, Placed>,
+    /// The guests of `config` that `[libvirt] discover` found.
+    pub discovered: BTreeSet<String>,
 }
 
 /// Reloads the config; one reload at a time.
@@ -165,7 +167,20 @@ impl Reloader<'_> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
         let mut new = Config::load(path).map_err(ReloadError::Invalid)?;
-        crate::discover::add_discovered(&mut new);
+        // Discovered guests whose domains are not running now (asleep, most likely) keep
+        // their entries; a libvirt that cannot be asked refuses the reload rather than
+        // dropping every discovered guest.
+        let managed: Vec<GuestConfig> = running
+            .config
+            .guests
+            .iter()
+            .filter(|g| running.discovered.contains(&g.name))
+            .cloned()
+            .collect();
+        let discovered: BTreeSet<String> = crate::discover::add_discovered(&mut new, &managed)
+            .map_err(ReloadError::Unusable)?
+            .into_iter()
+            .collect();
         let old = &running.config;
         let restart = restart_needed(old, &new);
         // What happens to each guest.
@@ -189,13 +204,27 @@ impl Reloader<'_> {
             .filter(|g| old.guest(&g.name).is_none())
             .map(|g| g.name.clone())
             .collect();
-        // Open what is new, and check it all fits together, before anything changes.
+        // Open what is new, and check it all fits together, before anything changes. A
+        // changed guest whose backend cannot be opened while it sleeps (a saved libvirt
+        // domain has no tap) is opened once it is awake, where it was.
         let mut opened = BTreeMap::new();
+        let mut deferred = Vec::new();
         for name in added.iter().chain(&replaced) {
             let g = new.guest(name).expect("a guest of the new config");
-            let o = (self.backends)(g, &new)
-                .map_err(|e| ReloadError::Unusable(format!("guest {name}: {}", chain(&e))))?;
-            opened.insert(name.clone(), o);
+            match (self.backends)(g, &new) {
+                Ok(o) => {
+                    opened.insert(name.clone(), o);
+                }
+                Err(StartError::NotRunning { .. }) if replaced.contains(name) => {
+                    deferred.push(name.clone());
+                }
+                Err(e) => {
+                    return Err(ReloadError::Unusable(format!(
+                        "guest {name}: {}",
+                        chain(&e)
+                    )))
+                }
+            }
         }
         let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
         for g in &new.guests {
@@ -216,10 +245,10 @@ impl Reloader<'_> {
         let leaving: BTreeSet<&String> = removed.iter().chain(&replaced).collect();
         let bridges_after: BTreeSet<&str> = placed.values().map(|p| p.bridge.as_str()).collect();
         let mut problems = Vec::new();
+        let mut waits = Vec::new();
         {
-            let handles = server.handles.read().unwrap_or_else(|e| e.into_inner());
-            let mut waits = Vec::new();
-            for h in handles.iter() {
+            let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+            for h in handles.iter_mut() {
                 let names: Vec<String> = h
                     .guests
                     .iter()
@@ -229,6 +258,7 @@ impl Reloader<'_> {
                 if names.is_empty() {
                     continue;
                 }
+                h.guests.retain(|n| !leaving.contains(n));
                 let (tx, rx) = mpsc::channel();
                 if h.send(Command::Retire {
                     guests: names.clone(),
@@ -237,40 +267,49 @@ impl Reloader<'_> {
                     waits.push((names, rx));
                 }
             }
-            for (names, rx) in waits {
-                if rx.recv_timeout(RETIRE_WAIT).is_err() {
-                    problems.push(format!(
-                        "{} did not wake within {} s to leave; they go once they do",
-                        names.join(", "),
-                        RETIRE_WAIT.as_secs()
-                    ));
+        }
+        // Waiting without holding the workers' list: the API goes on answering meanwhile.
+        for (names, rx) in waits {
+            if rx.recv_timeout(RETIRE_WAIT).is_err() {
+                problems.push(format!(
+                    "{} did not wake within {} s to leave; they go once they do",
+                    names.join(", "),
+                    RETIRE_WAIT.as_secs()
+                ));
+            }
+        }
+        for name in deferred {
+            let g = new.guest(&name).expect("a guest of the new config");
+            match (self.backends)(g, &new) {
+                Ok(o) => {
+                    opened.insert(name, o);
                 }
+                Err(e) => problems.push(format!("guest {name}: {}", chain(&e))),
             }
         }
-        let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
-        for h in handles.iter_mut() {
-            h.guests.retain(|n| !leaving.contains(n));
-        }
-        // Workers left without guests stop.
-        let mut kept = Vec::new();
-        for mut h in handles.drain(..) {
-            if bridges_after.contains(h.bridge.as_str()) || !h.guests.is_empty() {
-                kept.push(h);
-                continue;
-            }
+        // Workers left without guests stop: their guests are awake by now (or the reload
+        // says which are not), and their ports go.
+        let stopping: Vec<BridgeHandle> = {
+            let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+            let (keep, stop): (Vec<_>, Vec<_>) = handles
+                .drain(..)
+                .partition(|h| bridges_after.contains(h.bridge.as_str()) || !h.guests.is_empty());
+            *handles = keep;
+            stop
+        };
+        for mut h in stopping {
             info!(bridge = %h.bridge, "no guest left on the bridge; removing the surrogate's port");
             let (tx, rx) = mpsc::channel();
             if h.send(Command::Shutdown {
                 wake: true,
                 reply: tx,
             }) {
-                let _ = rx.recv_timeout(WORKER_WAIT);
+                let _ = rx.recv_timeout(RETIRE_WAIT);
             }
             if let Some(t) = h.thread.take() {
                 let _ = t.join();
             }
         }
-        *handles = kept;
         // Add the new and changed guests, bridge by bridge.
         let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
         for (order, g) in new.guests.iter().enumerate() {
@@ -286,7 +325,8 @@ impl Reloader<'_> {
                 backend: o.backend,
             });
         }
-        let state = crate::state_setup(&running.config);
+        let state = crate::state_setup(&new);
+        let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
         for (bridge, setups) in by_bridge {
             let names: Vec<String> = setups.iter().map(|s| s.config.name.clone()).collect();
             if let Some(h) = handles.iter_mut().find(|h| h.bridge == bridge) {
@@ -365,23 +405,27 @@ impl Reloader<'_> {
                 problems.push(format!("the worker of bridge {} did not answer", h.bridge));
             }
         }
-        let running_names: BTreeSet<&String> = handles.iter().flat_map(|h| &h.guests).collect();
+        // What runs now is what the next reload compares with: a guest that could not be
+        // added is left out of it, so that the next reload adds it.
+        let runs: BTreeSet<String> = handles.iter().flat_map(|h| h.guests.clone()).collect();
+        drop(handles);
+        new.guests.retain(|g| runs.contains(&g.name));
+        placed.retain(|name, _| runs.contains(name));
         *server.policies.write().unwrap_or_else(|e| e.into_inner()) = new
             .guests
             .iter()
-            .filter(|g| running_names.contains(&g.name))
             .filter_map(|g| {
                 placed
                     .get(&g.name)
                     .map(|p| (g.name.clone(), crate::policy(g, &new, p.mac)))
             })
             .collect();
-        drop(handles);
         // Keep what only a restart applies.
         new.api = running.config.api.clone();
         new.state.dir = running.config.state.dir.clone();
         running.config = new;
         running.placed = placed;
+        running.discovered = discovered.intersection(&runs).cloned().collect();
         let changed: Vec<String> = replaced.iter().chain(&idle_changed).cloned().collect();
         let mut message = format!(
             "reloaded: {} added, {} removed, {} changed, {unchanged} unchanged",
