@@ -1,5 +1,5 @@
 //! Packaging: the systemd unit in `dist/`, the man page generated from the CLI, the
-//! `cargo deb` metadata, and `vmnap run --log-format`.
+//! `cargo deb` metadata and the package it builds, and `vmnap run --log-format`.
 //!
 //! Regenerate `dist/vmnap.1` after changing the CLI with
 //! `VMNAP_BLESS=1 cargo test -p vmnap-cli --test packaging man_page`.
@@ -221,6 +221,84 @@ fn the_deb_installs_the_binary_unit_config_man_page_and_readme() {
         .output()
         .expect("vmnap check-config");
     assert!(out.status.success(), "{}", text(&out));
+}
+
+/// `cargo deb` really builds the package: it holds the binary, the unit, the config (as a
+/// conffile) and the man page where the metadata says, and the binary in it runs.
+#[test]
+fn cargo_deb_builds_a_package_that_holds_and_runs_vmnap() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let has_deb = Command::new(&cargo)
+        .args(["deb", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has_deb,
+        "cargo-deb is missing: `cargo install cargo-deb --locked` (.ci/run does)"
+    );
+    assert!(
+        Command::new("dpkg-deb").arg("--version").output().is_ok(),
+        "dpkg-deb is missing (Debian's dpkg)"
+    );
+    let out_dir = scratch("deb");
+    let built = Command::new(&cargo)
+        .current_dir(root())
+        .args(["deb", "-p", "vmnap-cli", "--output"])
+        .arg(&out_dir)
+        .output()
+        .expect("run cargo deb");
+    assert!(built.status.success(), "cargo deb failed: {}", text(&built));
+    let deb = std::fs::read_dir(&out_dir)
+        .expect("the output directory")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap_or_else(|| panic!("no .deb in {}", out_dir.display()));
+    let listing = Command::new("dpkg-deb")
+        .arg("--contents")
+        .arg(&deb)
+        .output()
+        .expect("dpkg-deb --contents");
+    let listing = text(&listing);
+    for path in [
+        "./usr/bin/vmnap",
+        "./etc/vmnap/vmnap.toml",
+        "./usr/share/man/man1/vmnap.1.gz",
+        "./usr/share/doc/vmnap/README.md",
+        "vmnap.service",
+    ] {
+        assert!(
+            listing.contains(path),
+            "{path} is not in the package:\n{listing}"
+        );
+    }
+    let conffiles = Command::new("dpkg-deb")
+        .arg("--info")
+        .arg(&deb)
+        .arg("conffiles")
+        .output()
+        .expect("dpkg-deb --info");
+    assert!(
+        text(&conffiles).contains("/etc/vmnap/vmnap.toml"),
+        "the config is not a conffile: {}",
+        text(&conffiles)
+    );
+    // Unpacked, its binary runs and accepts the config it installs.
+    let root_dir = out_dir.join("root");
+    let x = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(&deb)
+        .arg(&root_dir)
+        .output()
+        .expect("dpkg-deb --extract");
+    assert!(x.status.success(), "{}", text(&x));
+    let check = Command::new(root_dir.join("usr/bin/vmnap"))
+        .arg("check-config")
+        .arg(root_dir.join("etc/vmnap/vmnap.toml"))
+        .output()
+        .expect("the packaged vmnap runs");
+    assert!(check.status.success(), "{}", text(&check));
+    let _ = std::fs::remove_dir_all(&out_dir);
 }
 
 /// Runs `vmnap run --log-format FORMAT` with no guests and a socket in a temporary
