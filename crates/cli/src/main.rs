@@ -99,8 +99,10 @@ enum Cmd {
         socket: SocketArg,
     },
     /// Ask the daemon to read its config file again (as SIGHUP does). Guests whose entries
-    /// did not change are not touched; removed and changed guests are woken first if they
-    /// sleep; a config that does not parse or cannot run is refused and the old one stays.
+    /// did not change are not touched; new policies (wake_on, answers, limits, health checks,
+    /// idleness) apply in place, asleep or awake; removed guests, and guests given a new
+    /// name, MAC, address or backend, are woken first if they sleep; a config that does not
+    /// parse or cannot run is refused and the old one stays.
     Reload {
         #[command(flatten)]
         socket: SocketArg,

@@ -71,8 +71,8 @@ fn pinged(s: &Setup, guest: &str) -> bool {
 
 #[test]
 fn a_reload_touches_only_the_guests_whose_entries_changed() {
-    need(&["ping", "curl"]);
-    let names_all = ["alpha", "bravo", "charlie", "delta", "echo"];
+    need(&["ping", "curl", "nc"]);
+    let names_all = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot"];
     let guests: Vec<(&str, u16)> = names_all.iter().map(|n| (*n, 0)).collect();
     let mut s = Setup::new(&guests, "");
     // Start over without `echo`, which a reload adds later.
@@ -83,8 +83,9 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     let first: Vec<(String, String)> = all.iter().filter(|(n, _)| n != "echo").cloned().collect();
     std::fs::write(&s.config, join(&head, &first)).expect("write");
     s.start_daemon();
-    assert_eq!(names(&s), ["alpha", "bravo", "charlie", "delta"]);
-    for g in ["alpha", "bravo", "charlie", "delta"] {
+    let before = ["alpha", "bravo", "charlie", "delta", "foxtrot"];
+    assert_eq!(names(&s), before);
+    for g in before {
         s.sleep(g);
     }
 
@@ -110,8 +111,8 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     let (ok, out) = try_vmnap(&s, &["reload"]);
     assert!(!ok, "an unusable config was accepted: {out}");
     assert!(out.contains("ghost"), "{out}");
-    assert_eq!(names(&s), ["alpha", "bravo", "charlie", "delta"]);
-    for g in ["alpha", "bravo", "charlie", "delta"] {
+    assert_eq!(names(&s), before);
+    for g in before {
         assert_eq!(
             s.status(g)["state"],
             "sleeping",
@@ -120,17 +121,19 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
         assert!(s.frozen(g), "{g} was thawed by a refused reload");
     }
 
-    // The real change: bravo goes, charlie's wake_on changes, delta's idle_after alone
-    // changes, echo comes, alpha stays as it was.
+    // The real change: bravo goes; charlie loses its IPv6 address (a new identity: woken
+    // and added again); delta's idle_after and foxtrot's wake_on change (policies: applied
+    // while they sleep); echo comes; alpha stays as it was.
     let mut next: Vec<(String, String)> = Vec::new();
     for (name, block) in &all {
         let block = match name.as_str() {
             "bravo" => continue,
-            "charlie" => block.replace(
-                "wake_on = [\"tcp/80\"",
-                "wake_on = [\"tcp/8080\", \"tcp/80\"",
-            ),
+            "charlie" => block.replace("ipv6 = [\"2001:db8::13\"]", "ipv6 = []"),
             "delta" => format!("{block}idle_after = \"1h\"\n"),
+            "foxtrot" => block.replace(
+                "wake_on = [\"tcp/80\", \"udp/9000\"]",
+                "wake_on = [\"tcp/8080\"]",
+            ),
             _ => block.clone(),
         };
         next.push((name.clone(), block));
@@ -139,10 +142,10 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     let out = s.vmnap(&["reload"]);
     eprintln!("reload said: {out}");
     assert!(
-        out.contains("1 added, 1 removed, 2 changed, 1 unchanged"),
+        out.contains("1 added, 1 removed, 3 changed, 1 unchanged"),
         "{out}"
     );
-    assert_eq!(names(&s), ["alpha", "charlie", "delta", "echo"]);
+    assert_eq!(names(&s), ["alpha", "charlie", "delta", "echo", "foxtrot"]);
     // alpha: untouched, still asleep, frozen and answered for, never woken.
     assert_eq!(s.status("alpha")["state"], "sleeping");
     assert!(s.frozen("alpha"), "alpha was thawed");
@@ -161,9 +164,27 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     assert!(!s.frozen("charlie"), "charlie was left frozen");
     assert_eq!(s.status("charlie")["state"], "awake");
     assert_eq!(
-        detail(&s, "charlie")["policy"]["wake_on"],
-        serde_json::json!(["tcp/8080", "tcp/80", "udp/9000"])
+        detail(&s, "charlie")["policy"]["ipv6"],
+        serde_json::json!([])
     );
+    // foxtrot: still asleep; port 80 no longer wakes it (refused in its name), 8080 does.
+    assert_eq!(s.status("foxtrot")["state"], "sleeping");
+    assert!(
+        s.frozen("foxtrot"),
+        "foxtrot was thawed for a policy change"
+    );
+    let fox = s.guest_ip("foxtrot");
+    let _ = s.run(0, &["nc", "-z", "-w", "2", &fox, "80"]);
+    assert!(s.frozen("foxtrot"), "a SYN to port 80 woke foxtrot");
+    let url = format!("http://{fox}:8080/");
+    let _ = s.run(0, &["curl", "-sS", "--max-time", "5", &url]);
+    let st = s.status("foxtrot");
+    assert_eq!(
+        (st["state"].as_str(), st["wakes"].as_u64()),
+        (Some("awake"), Some(1)),
+        "{st}"
+    );
+    assert_eq!(st["last_wake_cause"], "tcp-syn");
     // echo: managed like the others.
     s.sleep("echo");
     let (page, _) = common::curl(&s, &format!("http://{}/", s.guest_ip("echo")));

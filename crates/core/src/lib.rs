@@ -37,7 +37,7 @@ pub use guest::{
 };
 pub use lifecycle::GuestState;
 pub use queue::QueuedFrame;
-pub use surrogate::{AddGuestError, GuestId, LifecycleError, Sink, Surrogate};
+pub use surrogate::{AddGuestError, GuestId, LifecycleError, Sink, Surrogate, UpdateGuestError};
 pub use time::Instant;
 pub use verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
 pub use vmnap_wire::vnet::VirtioNetHdr;

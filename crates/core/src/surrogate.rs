@@ -101,6 +101,21 @@ pub enum AddGuestError {
     },
 }
 
+/// A new policy that cannot be applied to a registered guest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateGuestError {
+    /// No such guest.
+    #[error("no guest with handle {0:?}")]
+    UnknownGuest(GuestId),
+    /// The new spec changes who the guest is (name, MAC, VLAN or addresses): remove it and
+    /// add it again instead.
+    #[error("guest {guest}: a new name, MAC, VLAN or address is a new guest")]
+    NewIdentity {
+        /// The guest.
+        guest: String,
+    },
+}
+
 /// A lifecycle step asked of a guest in a state that does not allow it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LifecycleError {
@@ -233,6 +248,29 @@ impl Surrogate {
             self.guests[slot] = Some(guest);
         }
         Ok(id)
+    }
+
+    /// Gives a registered guest a new policy (what wakes it, what is answered, its queue
+    /// limits and multicast policy, its health checks), asleep or awake. Its identity (name,
+    /// MAC, VLAN, addresses) must stay; what it holds stays held, and health-check
+    /// connections already open finish under the check they began with.
+    pub fn update_guest(&mut self, id: GuestId, spec: GuestSpec) -> Result<(), UpdateGuestError> {
+        let guest = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_mut)
+            .ok_or(UpdateGuestError::UnknownGuest(id))?;
+        let old = &guest.spec;
+        if (&old.name, old.mac, old.vlan, &old.ipv4, &old.ipv6)
+            != (&spec.name, spec.mac, spec.vlan, &spec.ipv4, &spec.ipv6)
+        {
+            return Err(UpdateGuestError::NewIdentity {
+                guest: old.name.clone(),
+            });
+        }
+        guest.checks = spec.health.iter().cloned().map(Arc::new).collect();
+        guest.spec = spec;
+        Ok(())
     }
 
     /// Unregisters a guest; returns its spec and whatever it still had queued.

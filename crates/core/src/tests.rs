@@ -1134,3 +1134,37 @@ fn frames_are_described_in_one_line() {
     );
     assert_eq!(crate::describe(&[0u8; 5]), "malformed frame (5 bytes)");
 }
+
+#[test]
+fn a_sleeping_guest_takes_a_new_policy_in_place_but_not_a_new_identity() {
+    let (mut s, id) = asleep(0);
+    let mut r = Recorder::default();
+    // Something held before the change stays held.
+    handle(&mut s, 1, &udp_v4(5000, b"held"), &mut r);
+    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
+    let mut new = spec(0);
+    new.wake_on = vec![PortRule {
+        transport: Transport::Tcp,
+        port: 8080,
+    }];
+    s.update_guest(id, new).expect("same identity");
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
+    // Port 80 no longer wakes it: the SYN is refused in its name.
+    handle(&mut s, 2, &syn(80), &mut r);
+    assert!(r.wakes.is_empty(), "{:?}", r.wakes);
+    let (_, _, _, _, syn_flag, _, rst, _) = tcp_of(&only_sent(&r.take()).0);
+    assert!(rst && !syn_flag);
+    // Port 8080 does.
+    handle(&mut s, 3, &syn(8080), &mut r);
+    assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 8080 })]);
+    // Another address is another guest.
+    let mut moved = spec(0);
+    moved.ipv4 = vec![Ipv4Addr::new(198, 18, 0, 99)];
+    assert_eq!(
+        s.update_guest(id, moved),
+        Err(crate::UpdateGuestError::NewIdentity {
+            guest: "web1".into()
+        })
+    );
+}

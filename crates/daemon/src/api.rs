@@ -215,8 +215,8 @@ pub struct Reloaded {
     pub added: Vec<String>,
     /// Guests no longer managed (woken first if they were asleep).
     pub removed: Vec<String>,
-    /// Guests whose entry changed: woken if asleep and added again, or, when only their
-    /// idleness changed, given the new policy in place.
+    /// Guests whose entry changed: given the new policy in place (asleep or awake) when only
+    /// their policy changed, else woken if asleep and added again.
     pub changed: Vec<String>,
     /// How many guests were left as they were.
     pub unchanged: usize,

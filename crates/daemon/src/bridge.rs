@@ -101,13 +101,15 @@ pub(crate) enum Command {
         guests: Vec<GuestSetup>,
         reply: Sender<Vec<(String, String)>>,
     },
-    /// A reload: the guests' new positions in the config and idleness policies, and the
-    /// sampling interval.
+    /// A reload: the guests' new positions in the config, idleness policies and (for those
+    /// whose policy changed) entries, and the sampling interval; `reply` with the guests
+    /// whose new entry could not be applied, and why.
     Update {
         orders: BTreeMap<String, usize>,
         idle: BTreeMap<String, Option<IdlePolicy>>,
+        policies: BTreeMap<String, GuestConfig>,
         interval: Duration,
-        reply: Sender<()>,
+        reply: Sender<Vec<(String, String)>>,
     },
 }
 
@@ -1107,11 +1109,13 @@ impl BridgeWorker {
             Command::Update {
                 orders,
                 idle,
+                policies,
                 interval,
                 reply,
             } => {
+                let failed = self.apply_policies(policies);
                 self.update(&orders, idle, interval);
-                let _ = reply.send(());
+                let _ = reply.send(failed);
             }
             Command::Shutdown { .. } => unreachable!("handled by the run loop"),
         }
@@ -1175,6 +1179,39 @@ impl BridgeWorker {
         g.answer_wake(&Err(gone));
         info!(guest = %g.name, "removed by a reload; vmnap no longer manages it");
         // Dropping it ends its backend thread.
+    }
+
+    /// Gives guests the policies of their new entries (whose identity is unchanged) in
+    /// place; returns those that could not take them.
+    fn apply_policies(&mut self, policies: BTreeMap<String, GuestConfig>) -> Vec<(String, String)> {
+        let mut failed = Vec::new();
+        for (name, config) in policies {
+            let Some(i) = self.find(&name) else {
+                failed.push((name, "it is not on this bridge".to_owned()));
+                continue;
+            };
+            let g = &mut self.guests[i];
+            if let Err(e) = self.surrogate.update_guest(g.id, spec_of(&config, g.mac)) {
+                failed.push((name, e.to_string()));
+                continue;
+            }
+            info!(guest = %name, "new policy applied in place");
+            let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
+            if ports != g.health_ports {
+                // The watch's filter leaves the health-check ports out: open it again.
+                g.health_ports = ports;
+                for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
+                    let _ = self
+                        .poll
+                        .registry()
+                        .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+                }
+                if g.idle.is_some() {
+                    open_watch(&self.poll, g, i);
+                }
+            }
+        }
+        failed
     }
 
     /// Applies a reload's new positions, idleness policies and sampling interval.

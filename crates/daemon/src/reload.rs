@@ -5,8 +5,8 @@
 //!
 //! - a guest whose entry is the same is not touched: asleep it stays asleep, its queue and its
 //!   counters stay;
-//! - a guest whose idleness alone changed (`idle_after`, `[idle] cpu_percent`) gets the new
-//!   policy in place, asleep or awake;
+//! - a guest whose policy alone changed (`wake_on`, `answer`, queue limits, `multicast`,
+//!   health checks, `idle_after`, `[idle] cpu_percent`) gets it in place, asleep or awake;
 //! - a guest that is gone is woken if it is asleep and then no longer managed; a guest whose
 //!   entry changed otherwise is handled the same way and then added again under its new entry;
 //! - a new guest is added, awake.
@@ -103,9 +103,9 @@ impl std::fmt::Debug for Reloader<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Change {
     Same,
-    /// Only its idleness policy.
-    Idle,
-    /// Anything else: it is removed and added again.
+    /// Only its policy (what the surrogate does for it, and its idleness): applied in place.
+    Policy,
+    /// Anything else (who it is, where, its backend): it is removed and added again.
     Replaced,
 }
 
@@ -129,14 +129,22 @@ fn compare(
         BackendConfig::Libvirt { .. } => Some(c.libvirt.uri.clone()),
         _ => None,
     };
-    let bare = |g: &GuestConfig| GuestConfig {
-        idle_after: None,
-        ..g.clone()
+    // `new` with `old`'s policy: what must be equal for the guest to stay registered.
+    let identity = GuestConfig {
+        wake_on: old.wake_on.clone(),
+        answer: old.answer,
+        queue_frames: old.queue_frames,
+        queue_bytes: old.queue_bytes,
+        multicast: old.multicast,
+        multicast_frames: old.multicast_frames,
+        health: old.health.clone(),
+        idle_after: old.idle_after,
+        ..new.clone()
     };
-    if bare(old) != bare(new) || uri(old, old_config) != uri(new, new_config) {
+    if identity != *old || uri(old, old_config) != uri(new, new_config) {
         Change::Replaced
-    } else if idle_policy(old, old_config) != idle_policy(new, new_config) {
-        Change::Idle
+    } else if old != new || idle_policy(old, old_config) != idle_policy(new, new_config) {
+        Change::Policy
     } else {
         Change::Same
     }
@@ -186,14 +194,14 @@ impl Reloader<'_> {
         // What happens to each guest.
         let mut removed = Vec::new();
         let mut replaced = Vec::new();
-        let mut idle_changed = Vec::new();
+        let mut policy_changed = Vec::new();
         let mut unchanged = 0;
         for g in &old.guests {
             match new.guest(&g.name) {
                 None => removed.push(g.name.clone()),
                 Some(n) => match compare(g, old, n, &new) {
                     Change::Same => unchanged += 1,
-                    Change::Idle => idle_changed.push(g.name.clone()),
+                    Change::Policy => policy_changed.push(g.name.clone()),
                     Change::Replaced => replaced.push(g.name.clone()),
                 },
             }
@@ -394,15 +402,32 @@ impl Reloader<'_> {
                 .iter()
                 .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, &new))))
                 .collect();
+            let policies = h
+                .guests
+                .iter()
+                .filter(|n| policy_changed.contains(n))
+                .filter_map(|n| new.guest(n).map(|g| (n.clone(), g.clone())))
+                .collect();
             let (tx, rx) = mpsc::channel();
-            if h.send(Command::Update {
+            if !h.send(Command::Update {
                 orders: orders.clone(),
                 idle,
+                policies,
                 interval: new.idle.interval,
                 reply: tx,
-            }) && rx.recv_timeout(WORKER_WAIT).is_err()
-            {
-                problems.push(format!("the worker of bridge {} did not answer", h.bridge));
+            }) {
+                problems.push(format!("the worker of bridge {} has stopped", h.bridge));
+                continue;
+            }
+            match rx.recv_timeout(WORKER_WAIT) {
+                Ok(failed) => problems.extend(
+                    failed
+                        .into_iter()
+                        .map(|(name, why)| format!("guest {name}: {why}")),
+                ),
+                Err(_) => {
+                    problems.push(format!("the worker of bridge {} did not answer", h.bridge))
+                }
             }
         }
         // What runs now is what the next reload compares with: a guest that could not be
@@ -426,7 +451,7 @@ impl Reloader<'_> {
         running.config = new;
         running.placed = placed;
         running.discovered = discovered.intersection(&runs).cloned().collect();
-        let changed: Vec<String> = replaced.iter().chain(&idle_changed).cloned().collect();
+        let changed: Vec<String> = replaced.iter().chain(&policy_changed).cloned().collect();
         let mut message = format!(
             "reloaded: {} added, {} removed, {} changed, {unchanged} unchanged",
             added.len(),
