@@ -251,7 +251,7 @@ impl Reloader<'_> {
         // Apply: first let go of the guests that leave or change (their MACs and addresses
         // may come back under the new entries), then add, then update the rest.
         let leaving: BTreeSet<&String> = removed.iter().chain(&replaced).collect();
-        let bridges_after: BTreeSet<&str> = placed.values().map(|p| p.bridge.as_str()).collect();
+        let bridges_after: BTreeSet<String> = placed.values().map(|p| p.bridge.clone()).collect();
         let mut problems = Vec::new();
         let mut waits = Vec::new();
         {
@@ -290,6 +290,11 @@ impl Reloader<'_> {
             let g = new.guest(&name).expect("a guest of the new config");
             match (self.backends)(g, &new) {
                 Ok(o) => {
+                    let p = Placed {
+                        bridge: o.bridge.clone(),
+                        mac: o.mac,
+                    };
+                    placed.insert(name.clone(), p);
                     opened.insert(name, o);
                 }
                 Err(e) => problems.push(format!("guest {name}: {}", chain(&e))),
@@ -301,7 +306,7 @@ impl Reloader<'_> {
             let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
             let (keep, stop): (Vec<_>, Vec<_>) = handles
                 .drain(..)
-                .partition(|h| bridges_after.contains(h.bridge.as_str()) || !h.guests.is_empty());
+                .partition(|h| bridges_after.contains(&h.bridge) || !h.guests.is_empty());
             *handles = keep;
             stop
         };
