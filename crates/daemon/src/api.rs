@@ -153,6 +153,8 @@ pub struct WakeRecord {
 pub(crate) struct History {
     pub timeline: Vec<Transition>,
     pub last_wakes: Vec<WakeRecord>,
+    /// When the worker took the guest on, in milliseconds since the Unix epoch.
+    pub known_since_ms: u64,
 }
 
 /// A guest's policy, from its config (`GET /v1/guests/{name}`).
@@ -732,6 +734,7 @@ impl<'a> Server<'a> {
                     .iter()
                     .map(|t| (t.at_ms as f64 / 1000.0, t.asleep))
                     .collect(),
+                known_since: Some(h.known_since_ms as f64 / 1000.0),
                 wakes: s.wakes,
                 last_wake_cause: s.last_wake_cause,
                 last_wake_ms: s.last_wake_ms,

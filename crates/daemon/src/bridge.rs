@@ -237,6 +237,8 @@ struct Guest {
     cpu_saved: Duration,
     /// The memory its sleep gives back, as its backend last said.
     memory_released: Option<u64>,
+    /// When this worker took it on (milliseconds since the Unix epoch).
+    known_since_ms: u64,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -646,6 +648,7 @@ impl BridgeWorker {
             cpu_rate: None,
             cpu_saved: Duration::ZERO,
             memory_released: None,
+            known_since_ms: unix_ms(),
         };
         if guest.idle.is_some() {
             open_watch(&self.poll, &mut guest, i);
@@ -1329,6 +1332,7 @@ impl BridgeWorker {
                 let history = History {
                     timeline: g.timeline.iter().copied().collect(),
                     last_wakes: g.last_wakes.iter().cloned().collect(),
+                    known_since_ms: g.known_since_ms,
                 };
                 (g.order, status, history)
             })

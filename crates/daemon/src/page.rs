@@ -26,6 +26,9 @@ pub struct PageGuest {
     /// asleep or not. The first may lie before the day shown (the state the day began in);
     /// before the first, the guest was awake.
     pub timeline: Vec<(f64, bool)>,
+    /// Since when vmnap has known the guest (seconds since the Unix epoch: the daemon's start,
+    /// or the reload that added it); the bar shows the time before as unknown.
+    pub known_since: Option<f64>,
     /// Completed wakes.
     pub wakes: u64,
     /// What caused the last wake.
@@ -129,6 +132,7 @@ td.timeline { width: 1%; white-space: nowrap; }
 .timeline svg { display: block; }
 .timeline .asleep { fill: #4f56d6; }
 .timeline .awake-bar { fill: #b9e5c8; }
+.timeline .unknown { fill: #e3e6eb; }
 .timeline .frame { fill: none; stroke: #c3cad5; }
 .timeline .tick { stroke: #8b95a5; }
 .timeline text { font-size: 10px; fill: #5b6577;
@@ -138,6 +142,7 @@ td.timeline { width: 1%; white-space: nowrap; }
   margin: 0 4px 0 8px; vertical-align: -1px; }
 .swatch.asleep { background: #4f56d6; }
 .swatch.awake-bar { background: #b9e5c8; }
+.swatch.unknown { background: #e3e6eb; }
 .empty { background: #fff; border: 1px dashed #c3cad5; border-radius: 10px;
   padding: 28px; text-align: center; font-size: 17px; color: #414b5c; }
 code { font-family: "DejaVu Sans Mono", "Liberation Mono", monospace; font-size: 0.92em;
@@ -191,7 +196,8 @@ fn table(out: &mut String, now: f64, guests: &[PageGuest]) {
          <th>Bridge</th><th>Backend</th><th class=\"num\">Wakes</th>\
          <th class=\"num\">Memory freed</th><th class=\"num\">CPU-hours freed</th>\
          <th>Last 24 hours<span class=\"legend\"><span class=\"swatch awake-bar\"></span>awake\
-         <span class=\"swatch asleep\"></span>asleep</span></th></tr></thead>\n<tbody>\n",
+         <span class=\"swatch asleep\"></span>asleep<span class=\"swatch unknown\"></span>\
+         not known</span></th></tr></thead>\n<tbody>\n",
     );
     for g in guests {
         let backend = match &g.mode {
@@ -235,7 +241,7 @@ fn table(out: &mut String, now: f64, guests: &[PageGuest]) {
                 .memory_freed_bytes
                 .map_or_else(|| UNKNOWN.to_owned(), bytes),
             cpu = g.cpu_hours_freed.map_or_else(|| UNKNOWN.to_owned(), hours),
-            svg = timeline_svg(now, &g.timeline),
+            svg = timeline_svg(now, g.known_since, &g.timeline),
         );
     }
     out.push_str("</tbody>\n</table>\n</div>\n");
@@ -297,7 +303,7 @@ fn x_of(now: f64, t: f64) -> f64 {
 
 /// The last day of `timeline` as an SVG bar: awake light green, asleep indigo, ticks and
 /// labels every six hours.
-fn timeline_svg(now: f64, timeline: &[(f64, bool)]) -> String {
+fn timeline_svg(now: f64, known_since: Option<f64>, timeline: &[(f64, bool)]) -> String {
     let parts = if now.is_finite() {
         stretches(now, timeline)
     } else {
@@ -321,6 +327,17 @@ fn timeline_svg(now: f64, timeline: &[(f64, bool)]) -> String {
         svg,
         "<rect class=\"awake-bar\" x=\"0\" y=\"0\" width=\"{BAR_WIDTH}\" height=\"{BAR_HEIGHT}\"/>"
     );
+    if let Some(since) = known_since.filter(|t| t.is_finite() && now.is_finite()) {
+        let x = x_of(now, since);
+        if x > 0.0 {
+            let _ = write!(
+                svg,
+                "<rect class=\"unknown\" x=\"0\" y=\"0\" width=\"{}\" height=\"{BAR_HEIGHT}\">\
+                 <title>before vmnap knew this guest</title></rect>",
+                round2(x)
+            );
+        }
+    }
     for s in parts.iter().filter(|s| s.asleep) {
         let (x0, x1) = (x_of(now, s.from), x_of(now, s.to));
         // A sleep of minutes is narrower than a pixel: show it at least 2 wide.
@@ -479,6 +496,7 @@ mod tests {
             backend: "cgroup".to_owned(),
             mode: None,
             timeline: Vec::new(),
+            known_since: None,
             wakes: 0,
             last_wake_cause: None,
             last_wake_ms: None,
@@ -574,6 +592,21 @@ mod tests {
         g.timeline = timeline.to_vec();
         let rects = asleep_rects(&render("h", NOW, &[g]));
         assert_eq!(rects, vec![(0.0, 144.0), (156.0, 132.0)]);
+    }
+
+    #[test]
+    fn the_time_before_vmnap_knew_the_guest_is_shown_as_not_known() {
+        let mut g = guest("a", "awake");
+        g.known_since = Some(NOW - 6.0 * HOUR);
+        let html = render("h", NOW, &[g]);
+        assert!(
+            html.contains("<rect class=\"unknown\" x=\"0\" y=\"0\" width=\"216\""),
+            "{html}"
+        );
+        // Known for more than a day: nothing unknown to show.
+        let mut g = guest("a", "awake");
+        g.known_since = Some(NOW - 30.0 * HOUR);
+        assert!(!render("h", NOW, &[g]).contains("<rect class=\"unknown\""));
     }
 
     #[test]
