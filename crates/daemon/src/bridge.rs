@@ -46,6 +46,10 @@ const BATCH: usize = 512;
 /// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How long no frame for a waking guest must arrive before the bridge is switched back to
+/// it: a frame still on its way to the surrogate at the switch would be overtaken by a
+/// successor the bridge delivers directly, so the switch waits for a pause in the traffic.
+const QUIET: Duration = Duration::from_millis(2);
 /// How long a wake relays frames that keep arriving, waiting for a quiet moment to switch
 /// the bridge back to the guest.
 const QUIET_WAIT: Duration = Duration::from_millis(500);
@@ -1726,12 +1730,15 @@ impl BridgeWorker {
         // bridge sends the guest directly overtakes them. So before the bridge switches back,
         // a barrier: a probe sent after the replay, whose answer shows the guest has taken
         // everything in. Frames that reached the surrogate meanwhile are relayed and fenced
-        // the same way, until a quiet moment: a whole barrier round with nothing new. Only
-        // then does the bridge switch, so that a frame still on its way to the surrogate at
-        // the switch is unlikely to have a successor right behind it that the bridge would
-        // deliver first. A stream that never pauses is switched after QUIET_WAIT anyway.
+        // the same way, until a quiet moment: QUIET without a frame, everything relayed
+        // fenced. Only then does the bridge switch, so that a frame still on its way to the
+        // surrogate at the switch is unlikely to have a successor right behind it that the
+        // bridge would deliver first. A stream that never pauses is switched after
+        // QUIET_WAIT anyway.
         let quiet_by = StdInstant::now() + QUIET_WAIT;
+        let mut last_frame = StdInstant::now();
         let mut unanswered = 0;
+        let held = |s: &Surrogate| s.queue_depth(id).map_or(0, |d| d.0);
         loop {
             let fenced = self.barrier(id, sender.as_ref());
             let g = &mut self.guests[i];
@@ -1740,8 +1747,22 @@ impl BridgeWorker {
             }
             let n = self.replay(id, sender.as_ref());
             replayed += n;
+            if n > 0 {
+                last_frame = StdInstant::now();
+            }
             if fenced && n == 0 {
-                break;
+                // Everything relayed is in. Quiet for QUIET since the last frame? Watch
+                // without probing until then; a frame that comes is relayed and fenced.
+                while held(&self.surrogate) == 0
+                    && last_frame.elapsed() < QUIET
+                    && StdInstant::now() < quiet_by
+                {
+                    self.drain_capture(usize::MAX);
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+                if held(&self.surrogate) == 0 && last_frame.elapsed() >= QUIET {
+                    break;
+                }
             }
             unanswered += usize::from(!fenced);
             if unanswered >= MAX_BARRIERS {
