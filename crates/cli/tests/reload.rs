@@ -140,7 +140,6 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     }
     std::fs::write(&s.config, join(&head, &next)).expect("write");
     let out = s.vmnap(&["reload"]);
-    eprintln!("reload said: {out}");
     assert!(
         out.contains("1 added, 1 removed, 3 changed, 1 unchanged"),
         "{out}"
