@@ -400,10 +400,19 @@ impl<'a> Server<'a> {
     }
 
     fn has_guest(&self, name: &str) -> bool {
-        self.policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(name)
+        self.policy(name).is_some()
+    }
+
+    /// Guest `name`'s policy, if it is configured.
+    fn policy(&self, name: &str) -> Option<Policy> {
+        // A reload that panicked left the map whole: it is replaced in one assignment.
+        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
+        policies.get(name).cloned()
+    }
+
+    /// The bridges' workers, as the last reload left them.
+    fn workers(&self) -> std::sync::RwLockReadGuard<'_, Vec<BridgeHandle>> {
+        self.handles.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Reloads the config; logs and returns the outcome.
@@ -658,12 +667,7 @@ impl<'a> Server<'a> {
 
     fn detail(&self, name: &str) -> http::Response {
         let found = self.histories().into_iter().find(|(s, _)| s.name == name);
-        let policy = self
-            .policies
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-            .cloned();
+        let policy = self.policy(name);
         match (found, policy) {
             (Some((status, history)), Some(policy)) => http::Response::json(
                 200,
@@ -682,12 +686,7 @@ impl<'a> Server<'a> {
     fn metrics(&self) -> http::Response {
         let mut guests = Vec::new();
         let mut bridges = Vec::new();
-        for h in self
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for h in self.workers().iter() {
             let (tx, rx) = mpsc::channel();
             if h.send(Command::Metrics { reply: tx }) {
                 match rx.recv_timeout(Duration::from_secs(10)) {
@@ -719,12 +718,7 @@ impl<'a> Server<'a> {
             .histories()
             .into_iter()
             .map(|(s, h)| crate::page::PageGuest {
-                mode: self
-                    .policies
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&s.name)
-                    .and_then(|p| p.mode.clone()),
+                mode: self.policy(&s.name).and_then(|p| p.mode),
                 name: s.name,
                 state: s.state,
                 bridge: s.bridge,
@@ -757,12 +751,7 @@ impl<'a> Server<'a> {
     /// Every guest's status and history, in config order.
     fn histories(&self) -> Vec<(GuestStatus, History)> {
         let mut all: Vec<(usize, GuestStatus, History)> = Vec::new();
-        for h in self
-            .handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for h in self.workers().iter() {
             let (tx, rx) = mpsc::channel();
             if h.send(Command::Status { reply: tx }) {
                 match rx.recv_timeout(Duration::from_secs(10)) {
@@ -790,7 +779,7 @@ impl<'a> Server<'a> {
             _ => "pin",
         };
         let bridge = {
-            let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+            let handles = self.workers();
             let Some(h) = handles.iter().find(|h| h.guests.iter().any(|g| g == guest)) else {
                 return http::Response::error(404, format!("no guest named {guest}"));
             };

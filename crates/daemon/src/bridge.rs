@@ -930,10 +930,7 @@ impl BridgeWorker {
         }
         if gone {
             if let Some(w) = g.watch.take() {
-                let _ = self
-                    .poll
-                    .registry()
-                    .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+                close_watch(&self.poll, w);
             }
         }
     }
@@ -954,10 +951,7 @@ impl BridgeWorker {
                 Err(e) => {
                     debug!(guest = %g.name, error = %chain(&e), "the connection watch on the guest's port ended");
                     if let Some(w) = g.conn_watch.take() {
-                        let _ = self
-                            .poll
-                            .registry()
-                            .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+                        close_watch(&self.poll, w);
                     }
                     return;
                 }
@@ -1174,12 +1168,7 @@ impl BridgeWorker {
         let Some(mut g) = self.guests.take(i) else {
             return;
         };
-        for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
-            let _ = self
-                .poll
-                .registry()
-                .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
-        }
+        close_watches(&self.poll, &mut g);
         self.surrogate.remove_guest(g.id);
         let gone = format!("{} was removed from the config", g.name);
         g.answer_sleep(&Err(gone.clone()));
@@ -1207,12 +1196,7 @@ impl BridgeWorker {
             if ports != g.health_ports {
                 // The watch's filter leaves the health-check ports out: open it again.
                 g.health_ports = ports;
-                for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
-                    let _ = self
-                        .poll
-                        .registry()
-                        .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
-                }
+                close_watches(&self.poll, g);
                 if g.idle.is_some() {
                     open_watch(&self.poll, g, i);
                 }
@@ -1253,14 +1237,7 @@ impl BridgeWorker {
             });
             match (had_watch, g.idle.is_some()) {
                 (false, true) => open_watch(&self.poll, g, i),
-                (true, false) => {
-                    for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
-                        let _ = self
-                            .poll
-                            .registry()
-                            .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
-                    }
-                }
+                (true, false) => close_watches(&self.poll, g),
                 _ => {}
             }
         }
@@ -1597,11 +1574,7 @@ impl BridgeWorker {
                             g.ifindex = ifindex;
                             // A new port joins the bridge forwarding: nothing to restore.
                             g.cut = None;
-                            for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
-                                let _ = self.poll.registry().deregister(&mut SourceFd(
-                                    &std::os::fd::AsRawFd::as_raw_fd(&w),
-                                ));
-                            }
+                            close_watches(&self.poll, g);
                             if g.idle.is_some() {
                                 open_watch(&self.poll, g, i);
                             }
@@ -1973,6 +1946,20 @@ pub(crate) fn settle_orphan_journals(dir: &std::path::Path, running: &[&str]) {
         if let Err(e) = std::fs::remove_file(&path) {
             warn!(path = %path.display(), error = %e, "cannot remove a settled journal");
         }
+    }
+}
+
+/// Stops watching `w` (one of a guest's passive captures) and closes it.
+fn close_watch(poll: &Poll, w: PacketSocket) {
+    let _ = poll
+        .registry()
+        .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+}
+
+/// Closes both of a guest's passive watches.
+fn close_watches(poll: &Poll, g: &mut Guest) {
+    for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
+        close_watch(poll, w);
     }
 }
 

@@ -13,6 +13,8 @@ use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig};
 use vmnap_libvirt::{DomainState, GuestMetadata, Selector};
 
+use crate::bridge::chain;
+
 /// Adds a guest to `config` for each domain discovery selects and vmnap can stand in for,
 /// logging why each other domain was skipped. `managed` are the guests a running daemon
 /// discovered before (for a reload): a selected domain that is not running (vmnap may have
@@ -186,17 +188,6 @@ fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
 fn mac_text(mac: [u8; 6]) -> String {
     let [a, b, c, d, e, f] = mac;
     format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
-}
-
-/// An error with its causes, for a log line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text += &format!(": {s}");
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -526,7 +526,7 @@ mod tests {
         g.bridge = "br<0>".into();
         g.backend = "qmp&".into();
         g.mode = Some("\"save\"".into());
-        g.last_wake_cause = Some("tcp/80 <from 10.0.0.1>".into());
+        g.last_wake_cause = Some("tcp/80 <from 198.18.1.100>".into());
         let html = render("host<&>", NOW, &[g]);
         assert!(html.contains("&lt;b&gt;tom &amp; &quot;jerry&#39;s&quot;&lt;/b&gt;"));
         assert!(html.contains("<title>vmnap on host&lt;&amp;&gt;</title>"));
@@ -535,7 +535,7 @@ mod tests {
         assert!(html.contains("br&lt;0&gt;"));
         assert!(html.contains("qmp&amp;"));
         assert!(html.contains("&quot;save&quot;"));
-        assert!(html.contains("tcp/80 &lt;from 10.0.0.1&gt;"));
+        assert!(html.contains("tcp/80 &lt;from 198.18.1.100&gt;"));
         assert!(!html.contains("<b>") && !html.contains("<script>") && !html.contains("<0>"));
         // An unknown state gets the neutral badge, never a class made from its text.
         assert!(html.contains("class=\"badge other\""));

@@ -498,25 +498,16 @@ fn check_fit(
     let mut trial: BTreeMap<&str, Surrogate> = BTreeMap::new();
     for g in &new.guests {
         let p = &placed[&g.name];
+        let exists = |netlink: &mut vmnap_host::Netlink, what: &str, name: &str| {
+            netlink.link_index(name).map(drop).map_err(|e| {
+                ReloadError::Unusable(format!("{what} {name} of guest {}: {}", g.name, chain(&e)))
+            })
+        };
         if !trial.contains_key(p.bridge.as_str()) {
-            netlink.link_index(&p.bridge).map_err(|e| {
-                ReloadError::Unusable(format!(
-                    "bridge {} of guest {}: {}",
-                    p.bridge,
-                    g.name,
-                    chain(&e)
-                ))
-            })?;
+            exists(&mut netlink, "bridge", &p.bridge)?;
         }
         if let Some(o) = opened.get(&g.name) {
-            netlink.link_index(&o.interface).map_err(|e| {
-                ReloadError::Unusable(format!(
-                    "interface {} of guest {}: {}",
-                    o.interface,
-                    g.name,
-                    chain(&e)
-                ))
-            })?;
+            exists(&mut netlink, "interface", &o.interface)?;
         }
         trial
             .entry(p.bridge.as_str())
