@@ -456,14 +456,39 @@ pub use vmnap_core::{
     Answers, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule, Transport,
 };
 
+/// What a build of vmnap can run: the optional backends compiled into it (the binary's cargo
+/// features). A config that needs one that is missing is refused where it asks for it
+/// ([`Config::load_for`]), not when the daemon first reaches the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Builtin {
+    /// Libvirt domains (`backend = "libvirt"`, `[libvirt] discover`): the cargo feature
+    /// `libvirt`, which links libvirt.
+    pub libvirt: bool,
+}
+
+impl Builtin {
+    /// Every backend there is.
+    pub const ALL: Builtin = Builtin { libvirt: true };
+}
+
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`, for a build with every backend.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] when the file cannot be read (`FILE: cannot read: ...`) or when
     /// [`Config::parse`] refuses it.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Builtin::ALL)
+    }
+
+    /// Reads and validates the config file at `path` for a build that has the backends of
+    /// `builtin`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], and a guest or table that needs a backend `builtin` lacks.
+    pub fn load_for(path: &Path, builtin: Builtin) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.to_path_buf(),
             line: None,
@@ -471,17 +496,27 @@ impl Config {
             key: None,
             message: format!("cannot read: {e}"),
         })?;
-        Config::parse(&text, path)
+        Config::parse_for(&text, path, builtin)
     }
 
-    /// Validates config text; `path` is used only in error messages.
+    /// Validates config text, for a build with every backend; `path` is used only in error
+    /// messages.
     ///
     /// # Errors
     ///
     /// A [`ConfigError`] for the first problem found: TOML syntax, an unknown or missing key, a
     /// value of the wrong type, or a value that fails validation.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        validate::parse(text, path)
+        Config::parse_for(text, path, Builtin::ALL)
+    }
+
+    /// Validates config text for a build that has the backends of `builtin`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::parse`], and a guest or table that needs a backend `builtin` lacks.
+    pub fn parse_for(text: &str, path: &Path, builtin: Builtin) -> Result<Config, ConfigError> {
+        validate::parse(text, path, builtin)
     }
 
     /// The guest called `name`, if any.

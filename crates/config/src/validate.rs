@@ -15,7 +15,7 @@ use crate::raw::{
     RawPolicy, RawState,
 };
 use crate::{
-    parse_duration, Answers, ApiConfig, BackendConfig, Config, Discover, GuestConfig,
+    parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, Discover, GuestConfig,
     GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode,
     Transport, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS, DEFAULT_IDLE_AFTER,
     DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES,
@@ -43,9 +43,13 @@ const BACKEND_KEYS: [(&str, &[&str]); 6] = [
 /// The longest health check path, in bytes.
 const MAX_HEALTH_PATH_LEN: usize = 1024;
 
-pub(crate) fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn parse(text: &str, file: &Path, builtin: Builtin) -> Result<Config, ConfigError> {
     let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(&e, text, file))?;
-    let cx = Cx { text, file };
+    let cx = Cx {
+        text,
+        file,
+        builtin,
+    };
     let api = match &raw.api {
         Some(api) => cx.api(api.get_ref())?,
         None => ApiConfig::default(),
@@ -150,7 +154,12 @@ struct Policy {
 struct Cx<'a> {
     text: &'a str,
     file: &'a Path,
+    builtin: Builtin,
 }
+
+/// Why a build without the `libvirt` feature refuses what needs it.
+const NO_LIBVIRT: &str = "this vmnap was built without libvirt (cargo feature `libvirt`, on by \
+                          default; e.g. `cargo build --release -p vmnap-cli`)";
 
 impl Cx<'_> {
     fn err(&self, span: Range<usize>, key: String, message: impl Into<String>) -> ConfigError {
@@ -256,6 +265,13 @@ impl Cx<'_> {
             None => DEFAULT_LIBVIRT_URI.to_string(),
         };
         let discover = match &libvirt.discover {
+            Some(d) if !self.builtin.libvirt => {
+                return Err(self.err(
+                    d.span(),
+                    "libvirt.discover".into(),
+                    format!("cannot discover libvirt domains: {NO_LIBVIRT}"),
+                ))
+            }
             Some(d) => Some(self.discover(d)?),
             None => None,
         };
@@ -571,6 +587,16 @@ impl Cx<'_> {
                 g.backend.span(),
                 key("backend"),
                 format!("unknown backend `{kind}`; expected `cgroup`, `libvirt` or `qmp`"),
+            ));
+        }
+        if kind == "libvirt" && !self.builtin.libvirt {
+            return Err(self.err(
+                g.backend.span(),
+                key("backend"),
+                format!(
+                    "backend `libvirt` is not in this build: {NO_LIBVIRT}; without libvirt, a \
+                     QEMU guest can be driven over its monitor (`backend = \"qmp\"`)"
+                ),
             ));
         }
         // The first stray key in the file, if any.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vmnap_config::{
-    parse_duration, Answers, ApiConfig, BackendConfig, Config, ConfigError, Discover,
+    parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, ConfigError, Discover,
     DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
     MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, Transport,
     DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, EX_CONFIG,
@@ -965,6 +965,41 @@ fn unknown_backend_is_refused() {
         11,
         Some("guest[0].backend"),
         "unknown backend `xen`",
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// A build without the `libvirt` feature
+
+const NO_LIBVIRT: Builtin = Builtin { libvirt: false };
+
+#[test]
+fn libvirt_guest_is_refused_by_a_build_without_libvirt_at_its_backend_key() {
+    let text = format!("{BASE}{LIBVIRT}");
+    let e = Config::parse_for(&text, Path::new(FILE), NO_LIBVIRT).expect_err("refused");
+    assert_eq!((e.line, e.column), (Some(11), Some(11)), "{e}");
+    assert_eq!(e.key.as_deref(), Some("guest[1].backend"), "{e}");
+    assert!(
+        e.message.contains("backend `libvirt` is not in this build")
+            && e.message.contains("cargo feature `libvirt`")
+            && e.message.contains("`backend = \"qmp\"`"),
+        "{e}"
+    );
+    // The same text is fine for a build that has it, and so are other backends without it.
+    assert!(Config::parse_for(&text, Path::new(FILE), Builtin::ALL).is_ok());
+    assert!(Config::parse_for(&format!("{BASE}{QMP}"), Path::new(FILE), NO_LIBVIRT).is_ok());
+}
+
+#[test]
+fn libvirt_discovery_is_refused_by_a_build_without_libvirt() {
+    let text = "[libvirt]\ndiscover = \"all\"\n";
+    let e = Config::parse_for(text, Path::new(FILE), NO_LIBVIRT).expect_err("refused");
+    assert_eq!((e.line, e.column), (Some(2), Some(12)), "{e}");
+    assert_eq!(e.key.as_deref(), Some("libvirt.discover"), "{e}");
+    assert!(
+        e.message.contains("cannot discover libvirt domains")
+            && e.message.contains("cargo feature `libvirt`"),
+        "{e}"
     );
 }
 
