@@ -16,13 +16,26 @@ use vmnap_config::{Config, DEFAULT_SOCKET, EX_CONFIG};
 use vmnap_daemon::api::{self, ClientError, Request, Response};
 use vmnap_daemon::events::{Event, Record};
 
+/// `vmnap --version`: the version and the backends this build has (libvirt is a cargo feature).
+const LONG_VERSION: &str = if cfg!(feature = "libvirt") {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nbackends: cgroup, qmp, libvirt"
+    )
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        "\nbackends: cgroup, qmp (built without the cargo feature `libvirt`)"
+    )
+};
+
 /// Lets idle guests sleep without losing a request.
 ///
 /// vmnap stands in for sleeping guests on a Linux bridge: it answers ARP, NDP, ping and
 /// closed-port SYNs in their name, holds every other frame, wakes the guest when traffic it
 /// cannot answer arrives, and replays what it held, in order, exactly once.
 #[derive(Debug, Parser)]
-#[command(name = "vmnap", version, about, long_about)]
+#[command(name = "vmnap", version, long_version = LONG_VERSION, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -175,7 +188,7 @@ fn main() -> ExitCode {
         } => events(&socket.socket, name.as_deref(), follow, json),
         Cmd::Reload { socket } => reload(&socket.socket),
         Cmd::LogLevel { filter, socket } => log_level(&socket.socket, filter.as_deref()),
-        Cmd::CheckConfig { file } => match Config::load(&file) {
+        Cmd::CheckConfig { file } => match Config::load_for(&file, vmnap_daemon::BUILTIN) {
             Ok(config) => {
                 println!(
                     "{}: valid, {} guest(s)",
@@ -216,7 +229,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 }
 
 fn run(path: &std::path::Path, log_level: &str, log_format: logging::Format) -> ExitCode {
-    let config = match Config::load(path) {
+    let config = match Config::load_for(path, vmnap_daemon::BUILTIN) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vmnap: {e}");

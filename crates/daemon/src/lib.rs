@@ -14,7 +14,29 @@
 pub mod api;
 mod backend;
 mod bridge;
+#[cfg(feature = "libvirt")]
 mod discover;
+#[cfg(not(feature = "libvirt"))]
+mod discover {
+    //! Without libvirt there are no domains to discover; a config that asks is refused by
+    //! [`vmnap_config::Config::load_for`] with [`crate::BUILTIN`], and here again for one that
+    //! was read without it.
+    use vmnap_config::{Config, GuestConfig};
+
+    pub(crate) fn add_discovered(
+        config: &mut Config,
+        _managed: &[GuestConfig],
+    ) -> Result<Vec<String>, String> {
+        match config.libvirt.discover {
+            None => Ok(Vec::new()),
+            Some(_) => Err(
+                "cannot discover libvirt domains: this vmnap was built without \
+                            libvirt (cargo feature `libvirt`)"
+                    .into(),
+            ),
+        }
+    }
+}
 pub mod events;
 pub mod http;
 mod journal;
@@ -32,12 +54,19 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
-use vmnap_config::{BackendConfig, Config, GuestConfig, SleepMode};
+use vmnap_config::{BackendConfig, Builtin, Config, GuestConfig, SleepMode};
 use vmnap_hypervisor::{Backend, CgroupBackend};
 
 use crate::bridge::{BridgeHandle, BridgeWorker, Command, GuestSetup};
 use crate::events::EventBus;
 use crate::http::Conn;
+
+/// The backends this build has: libvirt with the cargo feature `libvirt` (a default feature),
+/// cgroup and QMP always. Configs are read for it ([`Config::load_for`]), so that a guest whose
+/// backend is missing is refused with its file, line and key.
+pub const BUILTIN: Builtin = Builtin {
+    libvirt: cfg!(feature = "libvirt"),
+};
 
 pub use bridge::port_names;
 
@@ -89,7 +118,19 @@ pub enum StartError {
     /// A guest's backend could not be set up.
     #[error("cannot set up backend")]
     Backend(#[source] vmnap_hypervisor::OpenError),
+    /// A guest's backend is not in this build (a cargo feature it was built without).
+    #[error(
+        "guest {guest} needs backend `{backend}`, which this vmnap was built without (cargo \
+         feature `{backend}`)"
+    )]
+    NotBuiltIn {
+        /// The guest.
+        guest: String,
+        /// The backend (and the cargo feature that has it).
+        backend: &'static str,
+    },
     /// A guest's libvirt domain could not be reached.
+    #[cfg(feature = "libvirt")]
     #[error("cannot use the libvirt domain of guest {guest}")]
     Libvirt {
         /// The guest.
@@ -278,6 +319,8 @@ impl Opened {
 }
 
 /// Opens the backend a guest's config asks for.
+// `config` holds only the libvirt URI that a build without libvirt does not need.
+#[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
 pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, StartError> {
     match &guest.backend {
         BackendConfig::Cgroup { dir } => {
@@ -302,6 +345,12 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
             };
             Opened::from_config(guest, Box::new(backend))
         }
+        #[cfg(not(feature = "libvirt"))]
+        BackendConfig::Libvirt { .. } => Err(StartError::NotBuiltIn {
+            guest: guest.name.clone(),
+            backend: "libvirt",
+        }),
+        #[cfg(feature = "libvirt")]
         BackendConfig::Libvirt { domain, mode } => {
             let mode = match mode {
                 SleepMode::Pause => vmnap_libvirt::Mode::Pause,

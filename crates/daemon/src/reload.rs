@@ -174,7 +174,7 @@ impl Reloader<'_> {
     pub(crate) fn reload(&self, server: &Server<'_>) -> Result<Reloaded, ReloadError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-        let mut new = Config::load(path).map_err(ReloadError::Invalid)?;
+        let mut new = Config::load_for(path, crate::BUILTIN).map_err(ReloadError::Invalid)?;
         // Discovered guests whose domains are not running now (asleep, most likely) keep
         // their entries; a libvirt that cannot be asked refuses the reload rather than
         // dropping every discovered guest.
