@@ -1,8 +1,10 @@
-//! How `vmnap run` writes its log to stderr: `--log-format text` (for a terminal),
-//! `journald` (`<N>` priority prefixes and no timestamps, for stderr under systemd, which
-//! turns each prefix into the record's priority) or `json` (one object a line).
+//! How `vmnap run` writes its log to stderr: `--log-format text` (in colour only when stderr
+//! is a terminal, so that a file or a pipe gets plain text), `journald` (`<N>` priority
+//! prefixes and no timestamps, for stderr under systemd, which turns each prefix into the
+//! record's priority) or `json` (one object a line).
 
 use std::fmt;
+use std::io::IsTerminal;
 
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -48,10 +50,14 @@ pub fn layer<S>(format: Format) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colour only on a terminal: a log file, a pipe or the journal would keep the escape codes.
+    let ansi = format == Format::Text && std::io::stderr().is_terminal();
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         Format::Text => layer.boxed(),
-        Format::Journald => layer.with_ansi(false).event_format(Journald).boxed(),
+        Format::Journald => layer.event_format(Journald).boxed(),
         Format::Json => layer.json().flatten_event(true).boxed(),
     }
 }

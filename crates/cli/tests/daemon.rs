@@ -391,3 +391,21 @@ fn metrics_count_what_the_surrogate_and_the_wake_did() {
         "{text}"
     );
 }
+
+#[test]
+fn a_log_written_to_a_file_is_plain_text_without_colour_codes() {
+    let s = Setup::new(&[("web1", 0)], "");
+    s.vmnap(&["sleep", "web1"]);
+    s.vmnap(&["wake", "web1"]);
+    let log = s.daemon_log();
+    // The daemon's stderr is a file here: lines read "<time>  INFO <target>: <message>".
+    assert!(
+        log.lines()
+            .any(|l| l.contains(" INFO ") && l.contains("asleep")),
+        "no plain INFO line about the sleep:\n{log}"
+    );
+    assert!(
+        !log.contains('\x1b'),
+        "escape codes in a log that is not a terminal:\n{log:?}"
+    );
+}
