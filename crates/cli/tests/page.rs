@@ -74,15 +74,11 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Fails, naming the package, unless `tool` is on the PATH.
-fn need_for_the_browser_test(tool: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
-    assert!(
-        found,
-        "`{tool}` is not installed; the status page test needs a browser and OCR: \
-         apt-get install chromium tesseract-ocr"
-    );
+/// Fails, naming the packages, unless Chromium and tesseract are installed.
+fn need_browser_and_ocr() {
+    if let Err(e) = vmnap_lab::check_tools(&["chromium", "tesseract"]) {
+        panic!("the status page test needs a browser and OCR: {e}");
+    }
 }
 
 /// `ip netns exec NS ARGS` as a command, for programs the lab does not track.
@@ -141,8 +137,7 @@ fn png_size(bytes: &[u8]) -> (u32, u32) {
 #[test]
 fn the_status_page_shows_every_guest_in_a_real_browser() {
     need(&["curl"]);
-    need_for_the_browser_test("chromium");
-    need_for_the_browser_test("tesseract");
+    need_browser_and_ocr();
     let guests: Vec<(&str, u16)> = GUESTS.iter().map(|g| (*g, 0)).collect();
     let s = Setup::new(&guests, "");
     s.sleep("lantern");

@@ -26,6 +26,7 @@
 pub mod cgroup;
 pub mod libvirt;
 pub mod qemu;
+pub mod tools;
 pub mod vlan_relay;
 pub mod workload;
 
@@ -39,6 +40,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub use tools::{check_tools, debian_package, find_tool, MissingTool};
+use tools::{is_executable, tool};
 
 /// MAC address of the lab bridge `br0`.
 pub const BRIDGE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xff, 0xff, 0xfe];
@@ -116,78 +120,6 @@ fn format_missing(m: &[MissingTool]) -> String {
     let pkgs: Vec<&str> = m.iter().map(|t| t.package.as_str()).collect();
     let _ = write!(s, "; install with: apt-get install {}", pkgs.join(" "));
     s
-}
-
-/// A tool that was not found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingTool {
-    /// The program name.
-    pub tool: String,
-    /// The Debian package that has it.
-    pub package: String,
-    /// What it is needed for, if known.
-    pub needed_for: Option<String>,
-}
-
-/// The Debian package that ships `tool` (for tools the lab and its tests use).
-pub fn debian_package(tool: &str) -> &'static str {
-    match tool {
-        "ip" | "bridge" => "iproute2",
-        "nsenter" | "unshare" => "util-linux",
-        "ping" => "iputils-ping",
-        "arping" => "iputils-arping",
-        "nc" => "netcat-openbsd",
-        "tcpdump" => "tcpdump",
-        "curl" => "curl",
-        "sh" => "dash",
-        "qemu-system-x86_64" => "qemu-system-x86",
-        "busybox" => "busybox-static",
-        "cc" => "gcc",
-        _ => "(unknown)",
-    }
-}
-
-/// Finds `tool` in `$PATH`, then in `/usr/sbin`, `/sbin`, `/usr/bin`, `/bin`.
-pub fn find_tool(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from))
-        .map(|d| d.join(tool))
-        .find(|p| is_executable(p))
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Checks that every tool in `tools` is installed; the error names each missing one and
-/// its Debian package. Tests call it for what they use (`ping`, `curl`, `tcpdump`, ...).
-pub fn check_tools(tools: &[&str]) -> Result<(), LabError> {
-    let missing: Vec<MissingTool> = tools
-        .iter()
-        .filter(|t| find_tool(t).is_none())
-        .map(|t| MissingTool {
-            tool: (*t).to_string(),
-            package: debian_package(t).to_string(),
-            needed_for: None,
-        })
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(LabError::MissingTools(missing))
-    }
-}
-
-fn tool(name: &str, needed_for: &str) -> Result<PathBuf, LabError> {
-    find_tool(name).ok_or_else(|| {
-        LabError::MissingTools(vec![MissingTool {
-            tool: name.to_string(),
-            package: debian_package(name).to_string(),
-            needed_for: Some(needed_for.to_string()),
-        }])
-    })
 }
 
 /// Moves the calling thread into the network namespace `netns` (one made by a lab); threads
@@ -1451,18 +1383,5 @@ mod tests {
         assert_eq!(mac_string(&BRIDGE_MAC), "02:00:00:ff:ff:fe");
         assert_eq!(parse_mac("02:00:00:ff:ff:fe"), Some(BRIDGE_MAC));
         assert_eq!(parse_mac("02:00:00:ff:ff"), None);
-    }
-
-    #[test]
-    fn missing_tool_message_names_package() {
-        let e = check_tools(&["ip", "surely-not-a-tool-vmnap"]).unwrap_err();
-        let msg = e.to_string();
-        assert!(msg.contains("surely-not-a-tool-vmnap"), "{msg}");
-        let e = LabError::MissingTools(vec![MissingTool {
-            tool: "tcpdump".into(),
-            package: debian_package("tcpdump").into(),
-            needed_for: None,
-        }]);
-        assert!(e.to_string().contains("apt-get install tcpdump"), "{e}");
     }
 }

@@ -15,7 +15,7 @@
 //! The mounts exist only in that namespace and vanish with its last process (libvirtd and
 //! its QEMUs). The propagation is `slave` so that network namespaces that other labs delete
 //! in the root mount namespace are unmounted here too (a private copy would pin them).
-//! `nsenter` (not `ip netns exec`) keeps the host's `/sys` (see the shared TESTBED notes).
+//! `nsenter` (not `ip netns exec`) keeps the host's `/sys` (see docs/design.md).
 //! The taps libvirt creates for `<interface type='bridge'>` land in the lab's host
 //! namespace, beside `br0`. The mount points themselves must exist in the root file
 //! system: missing ones are created (empty directories, left in place).
@@ -449,28 +449,20 @@ fn libvirt_tools_with(
     );
     let mut missing = Vec::new();
     let mut found = Vec::new();
-    for (t, pkg) in [
-        ("libvirtd", "libvirt-daemon"),
-        ("virsh", "libvirt-clients"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
-        ("unshare", "util-linux"),
-        ("mount", "mount"),
+    for t in [
+        "libvirtd",
+        "virsh",
+        "qemu-system-x86_64",
+        "unshare",
+        "mount",
     ] {
         match find(t) {
             Some(p) => found.push(p),
-            None => missing.push(MissingTool {
-                tool: t.to_string(),
-                package: pkg.to_string(),
-                needed_for: Some(needed_for.clone()),
-            }),
+            None => missing.push(MissingTool::of(t, Some(&needed_for))),
         }
     }
     if !has_qemu_driver {
-        missing.push(MissingTool {
-            tool: "libvirt_driver_qemu.so".to_string(),
-            package: "libvirt-daemon-driver-qemu".to_string(),
-            needed_for: Some(needed_for),
-        });
+        missing.push(MissingTool::of("libvirt_driver_qemu.so", Some(&needed_for)));
     }
     if !missing.is_empty() {
         return Err(LabError::MissingTools(missing));
@@ -510,13 +502,8 @@ fn ensure_libvirt_qemu_user() -> Result<(), LabError> {
     };
     // Exit status 9: exists already (another process was quicker).
     let run = |prog: &str, args: &[&str]| -> Result<(), LabError> {
-        let path = find_tool(prog).ok_or_else(|| {
-            LabError::MissingTools(vec![MissingTool {
-                tool: prog.to_string(),
-                package: "passwd".to_string(),
-                needed_for: Some("creating the libvirt-qemu user and group".to_string()),
-            }])
-        })?;
+        let path = find_tool(prog)
+            .ok_or_else(|| LabError::MissingTools(vec![MissingTool::of(prog, None)]))?;
         let out = Command::new(&path)
             .args(args)
             .stdin(Stdio::null())

@@ -12,7 +12,7 @@
 //! namespace (`nsenter --net=...`), with a QMP socket and the serial console in the lab's
 //! directory, and waits for the ready line. When the lab drops, QEMU is ended by PID and the
 //! tap deleted. Guests run under TCG: on this project's machines `/dev/kvm` is a nested
-//! (PVM) one that does not boot a stock kernel (see the shared TESTBED notes), so
+//! (PVM) one that does not boot a stock kernel (see docs/design.md), so
 //! [`Accel::Kvm`] is opt-in and nothing probes for it.
 
 use std::ffi::{OsStr, OsString};
@@ -134,13 +134,12 @@ fn check_guest_tools(tools: &[&str]) -> Result<(), LabError> {
     let missing: Vec<MissingTool> = tools
         .iter()
         .filter(|t| crate::find_tool(t).is_none())
-        .map(|t| MissingTool {
-            tool: (*t).to_string(),
-            package: crate::debian_package(t).to_string(),
-            needed_for: Some(format!(
+        .map(|t| {
+            let why = format!(
                 "QEMU test guests (all of: apt-get install --no-install-recommends {})",
                 APT_PACKAGES.join(" ")
-            )),
+            );
+            MissingTool::of(t, Some(&why))
         })
         .collect();
     if missing.is_empty() {
@@ -573,9 +572,8 @@ mod tests {
         );
         assert_eq!(
             crate::debian_package("qemu-system-x86_64"),
-            "qemu-system-x86"
+            Some("qemu-system-x86")
         );
-        assert_eq!(crate::debian_package("busybox"), "busybox-static");
     }
 
     #[test]
