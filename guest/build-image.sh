@@ -132,6 +132,11 @@ EOF
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+# The kernel's late messages (say "tsc: Refined TSC clocksource calibration", 2 s in) would land
+# in the middle of the servers' lines on this console, the UDP logger's above all: from here
+# on, only emergencies reach it. The boot messages before this line stay.
+dmesg -n 1
+echo "vmnap-guest: kernel console level $(cut -f1 /proc/sys/kernel/printk)"
 name=guest ip4='' ip6=''
 for arg in $(cat /proc/cmdline); do
     case "$arg" in

@@ -155,6 +155,14 @@ fn vm_serves_http_echo_udp_ping_and_pauses() {
     assert_eq!(vm.tap, "vt-vm1");
     assert_eq!(vm.mac, [0x52, 0x54, 0x00, 18, 0, 21]);
     assert!(vm.console_text().contains(READY_LINE));
+    // Only emergencies reach the console after boot, so no late kernel message lands in the
+    // middle of a UDP logger line.
+    assert!(
+        vm.console_text()
+            .contains("vmnap-guest: kernel console level 1"),
+        "console:\n{}",
+        vm.console_text()
+    );
     assert!(vm.qmp.exists());
     let host = lab.host_netns().to_string();
     let link = lab
