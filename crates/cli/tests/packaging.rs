@@ -32,22 +32,14 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
-}
-
 fn unit() -> String {
     std::fs::read_to_string(root().join("dist/vmnap.service")).expect("dist/vmnap.service")
 }
 
 #[test]
 fn the_unit_passes_systemd_analyze_verify() {
-    assert!(
-        on_path("systemd-analyze"),
-        "systemd-analyze not found: install Debian's `systemd` package (apt-get install systemd; \
-         it need not be running)"
-    );
+    // Debian's `systemd` package; it need not be running.
+    vmnap_lab::check_tools(&["systemd-analyze"]).unwrap_or_else(|e| panic!("{e}"));
     // `verify` checks that the ExecStart= program exists: point it at the binary under test.
     let dir = scratch("verify");
     let path = dir.join("vmnap.service");
@@ -191,6 +183,11 @@ fn the_deb_installs_the_binary_unit_config_man_page_and_readme() {
         ("../config/example.toml", "etc/vmnap/vmnap.toml", "644"),
         ("../../dist/vmnap.1", "usr/share/man/man1/vmnap.1", "644"),
         ("../../README.md", "usr/share/doc/vmnap/README.md", "644"),
+        (
+            "../../docs/design.md",
+            "usr/share/doc/vmnap/design.md",
+            "644",
+        ),
     ];
     let expected: Vec<_> = expected
         .iter()
@@ -234,12 +231,10 @@ fn cargo_deb_builds_a_package_that_holds_and_runs_vmnap() {
         .is_ok_and(|o| o.status.success());
     assert!(
         has_deb,
-        "cargo-deb is missing: `cargo install cargo-deb --locked` (.ci/run does)"
+        "cargo-deb is missing: `cargo install cargo-deb --locked` (README.md's test command \
+         installs it)"
     );
-    assert!(
-        Command::new("dpkg-deb").arg("--version").output().is_ok(),
-        "dpkg-deb is missing (Debian's dpkg)"
-    );
+    vmnap_lab::check_tools(&["dpkg-deb"]).unwrap_or_else(|e| panic!("{e}"));
     let out_dir = scratch("deb");
     let built = Command::new(&cargo)
         .current_dir(root())
@@ -265,6 +260,7 @@ fn cargo_deb_builds_a_package_that_holds_and_runs_vmnap() {
         "./etc/vmnap/vmnap.toml",
         "./usr/share/man/man1/vmnap.1.gz",
         "./usr/share/doc/vmnap/README.md",
+        "./usr/share/doc/vmnap/design.md",
         "vmnap.service",
     ] {
         assert!(
@@ -298,6 +294,27 @@ fn cargo_deb_builds_a_package_that_holds_and_runs_vmnap() {
         .output()
         .expect("the packaged vmnap runs");
     assert!(check.status.success(), "{}", text(&check));
+    // The release profile leaves the debuginfo out (36 MB with it): neither the binary cargo
+    // built for the package nor the packaged one has a `.debug_info` section.
+    let target = Path::new(env!("CARGO_BIN_EXE_vmnap"))
+        .ancestors()
+        .nth(2)
+        .expect("the target directory above target/debug/vmnap");
+    for binary in [target.join("release/vmnap"), root_dir.join("usr/bin/vmnap")] {
+        let bytes = std::fs::read(&binary).expect("read the release binary");
+        let sections = elf_section_names(&bytes);
+        assert!(
+            sections.iter().any(|s| s == ".text"),
+            "{}: no .text among {sections:?}",
+            binary.display()
+        );
+        assert!(
+            !sections.iter().any(|s| s.starts_with(".debug_")),
+            "{} ({} bytes) carries debuginfo: {sections:?}",
+            binary.display(),
+            bytes.len()
+        );
+    }
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
@@ -405,4 +422,32 @@ fn run_logs_journald_priority_prefixes_without_timestamps() {
         lines.iter().any(|l| l.starts_with("<6>vmnap is running")),
         "no `<6>vmnap is running`:\n{stderr}"
     );
+}
+
+/// The section names of a 64-bit little-endian ELF file (what `readelf -S` lists).
+fn elf_section_names(elf: &[u8]) -> Vec<String> {
+    assert_eq!(
+        &elf[..6],
+        b"\x7fELF\x02\x01",
+        "not a 64-bit little-endian ELF file"
+    );
+    let u16_at = |at: usize| usize::from(u16::from_le_bytes([elf[at], elf[at + 1]]));
+    let u32_at = |at: usize| u32::from_le_bytes(elf[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| {
+        usize::try_from(u64::from_le_bytes(
+            elf[at..at + 8].try_into().expect("8 bytes"),
+        ))
+        .expect("an offset that fits")
+    };
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3a), u16_at(0x3c), u16_at(0x3e));
+    let header = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(header(shstrndx) + 0x18);
+    (0..shnum)
+        .map(|i| {
+            let start = strtab + u32_at(header(i)) as usize;
+            let end = start + elf[start..].iter().position(|&b| b == 0).expect("a NUL");
+            String::from_utf8_lossy(&elf[start..end]).into_owned()
+        })
+        .collect()
 }
