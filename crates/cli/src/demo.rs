@@ -2,7 +2,8 @@
 //!
 //! Builds a bridge and three namespace guests serving HTTP (with `vmnap-lab`), starts the
 //! daemon on it, puts one guest to sleep, pings it (vmnap answers; the guest stays frozen),
-//! wakes it with `curl`, prints a timeline, and removes everything, also on Ctrl-C.
+//! wakes it with `curl`, prints a timeline, and removes everything, also on Ctrl-C. It fails
+//! (after removing everything) if any of that did not happen as it says.
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -25,6 +26,9 @@ pub fn run() -> anyhow::Result<()> {
         }
         Ok(())
     };
+    // What it runs besides itself, so that a missing one is named with its package up front.
+    vmnap_lab::check_tools(&vmnap_lab::tools::demo_programs())
+        .context("the demo needs these programs")?;
     let exe = std::env::current_exe().context("cannot find the vmnap binary")?;
     let t0 = Instant::now();
     let mut timeline: Vec<(Duration, String)> = Vec::new();
@@ -106,20 +110,48 @@ pub fn run() -> anyhow::Result<()> {
             Response::Status { guests } => Ok(serde_json::to_string(&guests)?),
         }
     };
+    let web1_status = || -> anyhow::Result<serde_json::Value> {
+        let guests: serde_json::Value = serde_json::from_str(&call(Request::Status)?)?;
+        guests
+            .as_array()
+            .and_then(|a| a.iter().find(|g| g["name"] == "web1"))
+            .cloned()
+            .context("the daemon does not list web1")
+    };
+    // What did not happen as the demo says it does: the demo then fails (after cleaning up).
+    let mut wrong: Vec<String> = Vec::new();
     let web1 = lab.guest("web1").context("web1")?.clone();
     let ip = web1.ipv4.to_string();
     mark(call(Request::Sleep {
         guest: "web1".into(),
     })?);
     check()?;
+    let answered_before = web1_status()?["answered_frames"].as_u64().unwrap_or(0);
     let ping = lab.exec(&client, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip])?;
     print!("{}", String::from_utf8_lossy(&ping.stdout));
     let frozen = std::fs::read_to_string(web1.cgroup.join("cgroup.events"))
         .map(|t| t.contains("frozen 1"))
         .unwrap_or(false);
+    let asleep = web1_status()?;
+    let answered = asleep["answered_frames"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(answered_before);
     mark(format!(
-        "ping {ip}: answered by vmnap with web1's MAC; web1's cgroup frozen: {frozen}"
+        "ping {ip}: answered by vmnap with web1's MAC ({answered} frame(s) answered in its \
+         name); web1's cgroup frozen: {frozen}"
     ));
+    if !ping.status.success() || answered == 0 {
+        wrong.push(format!(
+            "vmnap did not answer the ping ({answered} frames answered)"
+        ));
+    }
+    if !frozen || asleep["state"] != "sleeping" {
+        wrong.push(format!(
+            "web1 was not asleep during the ping (state {}, frozen: {frozen})",
+            asleep["state"]
+        ));
+    }
     check()?;
     let curl = lab.exec(
         &client,
@@ -144,19 +176,22 @@ pub fn run() -> anyhow::Result<()> {
         "curl http://{ip}/ -> {:?}, first byte after {ttfb_ms}",
         body.trim()
     ));
-    let status = call(Request::Status)?;
-    let guests: serde_json::Value = serde_json::from_str(&status)?;
-    if let Some(g) = guests
-        .as_array()
-        .and_then(|a| a.iter().find(|g| g["name"] == "web1"))
-    {
-        mark(format!(
-            "web1 is {} after {} wake(s); the wake took {:.2} ms (cause: {}), {} held frame(s) replayed",
-            g["state"].as_str().unwrap_or("?"),
-            g["wakes"],
-            g["last_wake_ms"].as_f64().unwrap_or(f64::NAN),
-            g["last_wake_cause"].as_str().unwrap_or("?"),
-            g["replayed_frames"],
+    if body.trim() != "hello from web1" {
+        wrong.push(format!("curl got {:?}, not web1's page", body.trim()));
+    }
+    let g = web1_status()?;
+    mark(format!(
+        "web1 is {} after {} wake(s); the wake took {:.2} ms (cause: {}), {} held frame(s) replayed",
+        g["state"].as_str().unwrap_or("?"),
+        g["wakes"],
+        g["last_wake_ms"].as_f64().unwrap_or(f64::NAN),
+        g["last_wake_cause"].as_str().unwrap_or("?"),
+        g["replayed_frames"],
+    ));
+    if g["state"] != "awake" || g["wakes"] != 1 {
+        wrong.push(format!(
+            "curl did not wake web1 (state {}, {} wakes)",
+            g["state"], g["wakes"]
         ));
     }
     println!("\ntimeline:");
@@ -166,5 +201,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("\nremoving the bridge, namespaces, cgroups and processes the demo made ...");
     drop(lab);
     println!("done.");
+    if !wrong.is_empty() {
+        bail!("the demo did not go as it should: {}", wrong.join("; "));
+    }
     Ok(())
 }

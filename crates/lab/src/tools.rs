@@ -132,6 +132,15 @@ pub fn demo_packages() -> Vec<&'static str> {
     packages(|n| n.demo && n.source == Installed)
 }
 
+/// The programs `vmnap demo` runs (the table's demo programs, less the toolchain's).
+pub fn demo_programs() -> Vec<&'static str> {
+    NEEDS
+        .iter()
+        .filter(|n| n.demo && n.kind == Program && n.source != Toolchain)
+        .map(|n| n.name)
+        .collect()
+}
+
 /// The packages the README's test command must install: everything that is not in every
 /// Debian. Sorted, without repeats.
 pub fn test_packages() -> Vec<&'static str> {
@@ -265,6 +274,7 @@ mod tests {
             "the toolchain brings gcc"
         );
         assert!(test_packages().contains(&"libc6-dev"));
+        assert_eq!(demo_programs(), ["ip", "nsenter", "sh", "ping", "curl"]);
         assert!(
             !test_packages().contains(&"util-linux"),
             "every Debian has it"
