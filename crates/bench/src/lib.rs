@@ -3,7 +3,7 @@
 //! binary, starting the daemon in a lab and reading `/proc`.
 //!
 //! The binaries print figures measured in one run (medians, percentiles, ratios to the
-//! targets of `DESIGN.md`); they assert nothing about time.
+//! targets of `docs/design.md`); they assert nothing about time.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

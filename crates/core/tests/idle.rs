@@ -9,7 +9,7 @@ use vmnap_core::{Instant, PortRule, Transport};
 
 const INTERVAL: Duration = Duration::from_secs(5);
 const IDLE_AFTER: Duration = Duration::from_secs(60);
-/// What an idle TCG guest burns (TESTBED.md): about 0.7 % of one core.
+/// What an idle TCG guest burns (measured on the project's machines): about 0.7 % of one core.
 const IDLE_CPU_PER_INTERVAL: Duration = Duration::from_millis(35);
 
 fn ssh() -> PortRule {

@@ -5,7 +5,7 @@
 //! sleeping guests registered (with 1,000, the frames cycle through every guest, so each
 //! frame looks up a different guest). The sink discards the answers but reads every byte of
 //! them, so nothing is optimised away. Each case runs several rounds of about a second; the
-//! median frames/s is printed with its ratio to the targets of `DESIGN.md` (200k ARP/s,
+//! median frames/s is printed with its ratio to the targets of `docs/design.md` (200k ARP/s,
 //! 160k ICMP/s on one core). Heap per sleeping guest is measured with a counting global
 //! allocator: the live bytes added by building 1,000 guest specs, `add_guest`,
 //! `begin_sleep` and `asleep`, divided by 1,000. Needs no privileges.
@@ -215,7 +215,7 @@ fn run() -> anyhow::Result<()> {
     println!(
         "  and cycle through every registered guest; the sink reads each answer and discards it."
     );
-    println!("  target (DESIGN.md): >= 200k ARP/s, >= 160k ICMP/s on one core\n");
+    println!("  target (docs/design.md): >= 200k ARP/s, >= 160k ICMP/s on one core\n");
     println!(
         "  {:<6} {:>7}  {:>12}  {:>12}  {:>12}  {:>9}",
         "frames", "guests", "median/s", "min/s", "max/s", "÷ target"

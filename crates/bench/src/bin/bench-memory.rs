@@ -390,7 +390,7 @@ fn run() -> anyhow::Result<()> {
         opts.idle_secs
     );
     println!(
-        "  target (DESIGN.md): <= 10 MB daemon, <= 4 KiB per sleeping guest besides its queue\n"
+        "  target (docs/design.md): <= 10 MB daemon, <= 4 KiB per sleeping guest besides its queue\n"
     );
 
     let lab = Lab::new(LabOptions {

@@ -117,7 +117,7 @@ fn run() -> anyhow::Result<()> {
     println!("  awake:    {ROUNDS} x the same curl to the awake guest");
     println!("  last_wake_ms: the daemon's own figure, frame that caused the wake -> guest owns its MAC again");
     println!("  thaw:     {ROUNDS} x freeze+thaw of the guest's cgroup here (daemon stopped), thaw write -> kernel reports thawed");
-    println!("  target (DESIGN.md): wake-and-serve <= 1.5 ms p50; added on top of the backend <= 1 ms p50\n");
+    println!("  target (docs/design.md): wake-and-serve <= 1.5 ms p50; added on top of the backend <= 1 ms p50\n");
 
     let mut lab = Lab::new(LabOptions {
         workload: vec![vmnap.clone().into(), "lab-guest".into()],
