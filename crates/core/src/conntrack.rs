@@ -1,7 +1,7 @@
 //! The connections a guest has open on its keep-awake ports, followed from the segments that
 //! open and end them on its port (the daemon sees only those: SYN, FIN and RST).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use crate::classify::{self, Net, Transport};
@@ -12,10 +12,11 @@ use crate::tcp::FlowKey;
 /// stays awake anyway while it has that many).
 pub const MAX_CONNECTIONS: usize = 4096;
 
-/// Open connections to a guest's keep-awake ports.
+/// Open connections to a guest's keep-awake ports. Ordered by their addresses: a peer cannot
+/// choose flows that collide, and the order does not depend on the run.
 #[derive(Debug, Default, Clone)]
 pub struct ConnTracker {
-    flows: HashMap<FlowKey, u16>,
+    flows: BTreeMap<FlowKey, u16>,
 }
 
 impl ConnTracker {

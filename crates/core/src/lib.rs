@@ -19,6 +19,7 @@ mod classify;
 pub mod conntrack;
 mod echo;
 mod guest;
+mod hash;
 mod health;
 pub mod idle;
 mod lifecycle;

@@ -1,7 +1,7 @@
 //! The surrogate for the guests of one bridge: registration, the frame handler, and each
 //! guest's place in the sleep and wake sequence.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use vmnap_wire::vnet::VirtioNetHdr;
 use crate::classify::{self, Net, Parsed, TcpSegment, Transport};
 use crate::echo::Echo;
 use crate::guest::{GuestSpec, HealthCheck, MulticastPolicy, Transport as Proto};
+use crate::hash::{Keyed, Map};
 use crate::health::HttpHealth;
 use crate::lifecycle::GuestState;
 use crate::queue::{FrameQueue, QueuedFrame, Refused};
@@ -152,7 +153,7 @@ struct Guest {
     /// The health checks of `spec`, shared with their connections.
     checks: Vec<Arc<HealthCheck>>,
     health: TcpResponder<HttpHealth>,
-    keepalive: HashMap<FlowKey, Instant>,
+    keepalive: Map<FlowKey, Instant>,
     /// The MAC a barrier probe went out from, while its answer is awaited.
     barrier: Option<EthernetAddress>,
 }
@@ -162,23 +163,26 @@ struct Guest {
 pub struct Surrogate {
     seed: u64,
     guests: Vec<Option<Guest>>,
-    by_mac: HashMap<(u16, EthernetAddress), GuestId>,
-    by_ipv4: HashMap<(u16, Ipv4Addr), GuestId>,
-    by_ipv6: HashMap<(u16, Ipv6Addr), GuestId>,
-    by_vlan: HashMap<u16, Vec<GuestId>>,
+    by_mac: Map<(u16, EthernetAddress), GuestId>,
+    by_ipv4: Map<(u16, Ipv4Addr), GuestId>,
+    by_ipv6: Map<(u16, Ipv6Addr), GuestId>,
+    by_vlan: Map<u16, Vec<GuestId>>,
     scratch: Vec<u8>,
 }
 
 impl Surrogate {
-    /// An empty surrogate. `seed` keys the TCP initial sequence numbers; pass a random one.
+    /// An empty surrogate. `seed` keys its hash maps and the TCP initial sequence numbers:
+    /// pass a random one. For one seed, the same frames at the same times give the same
+    /// answers.
     pub fn new(seed: u64) -> Self {
+        let keys = Keyed::maps(seed);
         Self {
             seed,
             guests: Vec::new(),
-            by_mac: HashMap::new(),
-            by_ipv4: HashMap::new(),
-            by_ipv6: HashMap::new(),
-            by_vlan: HashMap::new(),
+            by_mac: keys.map(),
+            by_ipv4: keys.map(),
+            by_ipv6: keys.map(),
+            by_vlan: keys.map(),
             scratch: Vec::with_capacity(2048),
         }
     }
@@ -236,10 +240,10 @@ impl Surrogate {
             state: GuestState::Awake,
             asleep_since: Instant::ZERO,
             queue: FrameQueue::default(),
-            echo: TcpResponder::default(),
+            echo: TcpResponder::new(self.seed),
             checks,
-            health: TcpResponder::default(),
-            keepalive: HashMap::new(),
+            health: TcpResponder::new(self.seed),
+            keepalive: Keyed::maps(self.seed).map(),
             barrier: None,
         };
         if slot == self.guests.len() {
@@ -359,7 +363,7 @@ impl Surrogate {
         let guest = self.transition(id, GuestState::Waking { port_up: false })?;
         guest.echo.clear();
         guest.health.clear();
-        guest.keepalive = HashMap::new();
+        guest.keepalive = guest.keepalive.hasher().map();
         guest.barrier = None;
         Ok(())
     }
@@ -972,13 +976,12 @@ impl Surrogate {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
             }
             let scratch = &mut self.scratch;
-            let handled =
-                guest
-                    .echo
-                    .handle(now, self.seed, key, route, seg, || Echo, &mut |r, s| {
-                        respond::tcp(scratch, r, s);
-                        sink.transmit(scratch);
-                    });
+            let handled = guest
+                .echo
+                .handle(now, key, route, seg, || Echo, &mut |r, s| {
+                    respond::tcp(scratch, r, s);
+                    sink.transmit(scratch);
+                });
             let verdict = match handled {
                 Handled::Answered => Verdict::Answered(AnswerKind::TcpEcho),
                 Handled::Refused => Verdict::Dropped(DropReason::EchoRefused),
@@ -992,13 +995,12 @@ impl Surrogate {
             }
             let scratch = &mut self.scratch;
             let accept = || HttpHealth::new(Arc::clone(check));
-            let handled =
-                guest
-                    .health
-                    .handle(now, self.seed, key, route, seg, accept, &mut |r, s| {
-                        respond::tcp(scratch, r, s);
-                        sink.transmit(scratch);
-                    });
+            let handled = guest
+                .health
+                .handle(now, key, route, seg, accept, &mut |r, s| {
+                    respond::tcp(scratch, r, s);
+                    sink.transmit(scratch);
+                });
             let verdict = match handled {
                 Handled::Answered => Verdict::Answered(AnswerKind::HealthCheck),
                 Handled::Refused => Verdict::Dropped(DropReason::HealthRefused),

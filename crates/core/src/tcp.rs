@@ -12,12 +12,13 @@
 //! What it leaves out: window scaling, SACK, congestion control, out-of-order reassembly (a
 //! segment ahead of the expected one is answered with a duplicate ACK and dropped).
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::VecDeque;
+
 use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::classify::TcpSegment;
+use crate::hash::{Keyed, Map};
 use crate::respond::{Route, Segment};
 use crate::time::Instant;
 
@@ -39,7 +40,7 @@ const TIME_WAIT: Duration = Duration::from_secs(20);
 const MAX_CONNECTIONS: usize = 64;
 
 /// A connection's addresses, from the guest's side.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct FlowKey {
     pub local: IpAddr,
     pub local_port: u16,
@@ -140,13 +141,17 @@ struct Conn<A> {
 /// The connections of one application for one guest.
 #[derive(Debug)]
 pub(crate) struct TcpResponder<A> {
-    conns: HashMap<FlowKey, Conn<A>>,
+    conns: Map<FlowKey, Conn<A>>,
+    /// The key of the initial sequence numbers.
+    isn: Keyed,
 }
 
-impl<A> Default for TcpResponder<A> {
-    fn default() -> Self {
+impl<A> TcpResponder<A> {
+    /// No connections yet; `seed` keys the map and the initial sequence numbers.
+    pub(crate) fn new(seed: u64) -> Self {
         Self {
-            conns: HashMap::new(),
+            conns: Keyed::maps(seed).map(),
+            isn: Keyed::isn(seed),
         }
     }
 }
@@ -161,16 +166,15 @@ impl<A: Application> TcpResponder<A> {
     }
 
     pub(crate) fn clear(&mut self) {
-        self.conns = HashMap::new();
+        // A new map rather than `clear`, which would keep the old one's memory.
+        self.conns = self.conns.hasher().map();
     }
 
     /// Handles a segment of a known connection, or a SYN opening a new one; `accept` makes
     /// the new connection's application.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handle(
         &mut self,
         now: Instant,
-        seed: u64,
         key: FlowKey,
         route: Route,
         seg: &TcpSegment<'_>,
@@ -195,7 +199,7 @@ impl<A: Application> TcpResponder<A> {
             if !opens || !self.make_room() {
                 return Handled::Refused;
             }
-            let iss = initial_sequence(seed, &key, now);
+            let iss = initial_sequence(self.isn, &key, now);
             let mut conn = Conn {
                 route,
                 local_port: key.local_port,
@@ -522,11 +526,8 @@ impl<A: Application> Conn<A> {
     }
 }
 
-/// An initial sequence number that a peer cannot guess without the seed, and that moves
-/// with time as RFC 6528 asks.
-fn initial_sequence(seed: u64, key: &FlowKey, now: Instant) -> u32 {
-    let mut h = DefaultHasher::new();
-    seed.hash(&mut h);
-    key.hash(&mut h);
-    (h.finish() as u32).wrapping_add((now.micros() / 4) as u32)
+/// An initial sequence number as RFC 6528 makes one: a keyed hash of the connection's
+/// addresses, which a peer cannot guess without the key, plus a clock of 4 µs ticks.
+fn initial_sequence(key: Keyed, flow: &FlowKey, now: Instant) -> u32 {
+    (key.hash_strong(flow) as u32).wrapping_add((now.micros() / 4) as u32)
 }

@@ -585,6 +585,65 @@ fn tcp_echo_conversation_handshake_data_and_close() {
     assert_eq!(s.poll_at(), None, "the connection is gone");
 }
 
+/// What a surrogate sent and decided, in order.
+type Transcript = (Vec<Vec<u8>>, Vec<(Option<GuestId>, Verdict)>);
+
+/// A conversation of pings, an echo handshake from 50 ports and a wake, replayed into a fresh
+/// surrogate with `seed`.
+fn conversation(seed: u64) -> Transcript {
+    let mut s = Surrogate::new(seed);
+    let id = s.add_guest(spec(0)).expect("fresh surrogate");
+    s.begin_sleep(id).expect("awake guest");
+    s.asleep(id, Instant::ZERO).expect("falling asleep");
+    let route = to_guest_v4(0);
+    let mut r = Recorder::default();
+    for port in 40_000..40_050u16 {
+        let syn = Segment {
+            src_port: port,
+            dst_port: 7,
+            seq: u32::from(port) * 1000,
+            syn: true,
+            window: 64240,
+            ..Segment::default()
+        };
+        handle(
+            &mut s,
+            u64::from(port - 39_999),
+            &segment(&route, syn),
+            &mut r,
+        );
+        handle(&mut s, 100, &ping_v4(0, port), &mut r);
+    }
+    handle(&mut s, 200, &syn(80), &mut r);
+    (r.sent, r.verdicts)
+}
+
+#[test]
+fn one_seed_gives_the_same_answers_and_another_seed_other_sequence_numbers() {
+    let (sent, verdicts) = conversation(7);
+    assert_eq!(sent.len(), 100, "50 SYN-ACKs and 50 echo replies");
+    assert_eq!(
+        conversation(7),
+        (sent.clone(), verdicts),
+        "the same seed, the same run"
+    );
+    // Another seed: the same answers but for the initial sequence numbers.
+    let other = conversation(8).0;
+    // Untagged IPv4 frames: the protocol is byte 23.
+    let syn_acks = |frames: &[Vec<u8>]| -> Vec<u32> {
+        frames
+            .iter()
+            .filter(|f| f[23] == 6)
+            .map(|f| tcp_of(f))
+            .filter(|t| t.4)
+            .map(|t| t.2)
+            .collect()
+    };
+    let (a, b) = (syn_acks(&sent), syn_acks(&other));
+    assert_eq!(a.len(), 50);
+    assert!(a.iter().zip(&b).all(|(x, y)| x != y), "{a:?}\n{b:?}");
+}
+
 #[test]
 fn tcp_echo_retransmits_unacknowledged_data() {
     let (mut s, _) = asleep(0);
