@@ -110,13 +110,14 @@ pub fn run() -> anyhow::Result<()> {
             Response::Status { guests } => Ok(serde_json::to_string(&guests)?),
         }
     };
-    let web1_status = || -> anyhow::Result<serde_json::Value> {
-        let guests: serde_json::Value = serde_json::from_str(&call(Request::Status)?)?;
-        guests
-            .as_array()
-            .and_then(|a| a.iter().find(|g| g["name"] == "web1"))
-            .cloned()
-            .context("the daemon does not list web1")
+    let web1_status = || -> anyhow::Result<api::GuestStatus> {
+        match api::call(&socket, &Request::Status)? {
+            Response::Status { guests } => guests
+                .into_iter()
+                .find(|g| g.name == "web1")
+                .context("the daemon does not list web1"),
+            other => bail!("the daemon answered the status with {other:?}"),
+        }
     };
     // What did not happen as the demo says it does: the demo then fails (after cleaning up).
     let mut wrong: Vec<String> = Vec::new();
@@ -126,17 +127,14 @@ pub fn run() -> anyhow::Result<()> {
         guest: "web1".into(),
     })?);
     check()?;
-    let answered_before = web1_status()?["answered_frames"].as_u64().unwrap_or(0);
+    let answered_before = web1_status()?.answered_frames;
     let ping = lab.exec(&client, &["ping", "-c", "3", "-i", "0.2", "-W", "2", &ip])?;
     print!("{}", String::from_utf8_lossy(&ping.stdout));
     let frozen = std::fs::read_to_string(web1.cgroup.join("cgroup.events"))
         .map(|t| t.contains("frozen 1"))
         .unwrap_or(false);
     let asleep = web1_status()?;
-    let answered = asleep["answered_frames"]
-        .as_u64()
-        .unwrap_or(0)
-        .saturating_sub(answered_before);
+    let answered = asleep.answered_frames.saturating_sub(answered_before);
     mark(format!(
         "ping {ip}: answered by vmnap with web1's MAC ({answered} frame(s) answered in its \
          name); web1's cgroup frozen: {frozen}"
@@ -146,10 +144,10 @@ pub fn run() -> anyhow::Result<()> {
             "vmnap did not answer the ping ({answered} frames answered)"
         ));
     }
-    if !frozen || asleep["state"] != "sleeping" {
+    if !frozen || asleep.state != "sleeping" {
         wrong.push(format!(
             "web1 was not asleep during the ping (state {}, frozen: {frozen})",
-            asleep["state"]
+            asleep.state
         ));
     }
     check()?;
@@ -182,16 +180,16 @@ pub fn run() -> anyhow::Result<()> {
     let g = web1_status()?;
     mark(format!(
         "web1 is {} after {} wake(s); the wake took {:.2} ms (cause: {}), {} held frame(s) replayed",
-        g["state"].as_str().unwrap_or("?"),
-        g["wakes"],
-        g["last_wake_ms"].as_f64().unwrap_or(f64::NAN),
-        g["last_wake_cause"].as_str().unwrap_or("?"),
-        g["replayed_frames"],
+        g.state,
+        g.wakes,
+        g.last_wake_ms.unwrap_or(f64::NAN),
+        g.last_wake_cause.as_deref().unwrap_or("?"),
+        g.replayed_frames,
     ));
-    if g["state"] != "awake" || g["wakes"] != 1 {
+    if g.state != "awake" || g.wakes != 1 {
         wrong.push(format!(
             "curl did not wake web1 (state {}, {} wakes)",
-            g["state"], g["wakes"]
+            g.state, g.wakes
         ));
     }
     println!("\ntimeline:");

@@ -57,24 +57,25 @@ fn apt_packages(command: &str) -> BTreeSet<String> {
     packages
 }
 
-fn set(p: Vec<&str>) -> BTreeSet<String> {
-    p.into_iter().map(str::to_string).collect()
+/// Fails unless the `which` command of the README installs exactly `needed`; returns what it
+/// installs.
+fn assert_installs(which: &str, command: &str, needed: Vec<&str>) -> BTreeSet<String> {
+    let installed = apt_packages(command);
+    let needed: BTreeSet<String> = needed.into_iter().map(str::to_string).collect();
+    assert!(
+        installed == needed,
+        "README.md's {which} command installs {installed:?} but needs {needed:?} (missing: \
+         {:?}, extra: {:?}); fix the README or vmnap_lab::tools::NEEDS",
+        needed.difference(&installed).collect::<Vec<_>>(),
+        installed.difference(&needed).collect::<Vec<_>>()
+    );
+    installed
 }
 
 #[test]
 fn the_demo_command_installs_exactly_what_the_demo_needs_and_runs_it() {
     let demo = readme_command("demo");
-    let installed = apt_packages(&demo);
-    let needed = set(tools::demo_packages());
-    assert!(
-        installed == needed,
-        "README.md's demo command installs {:?} but the demo needs {:?} (missing: {:?}, extra: \
-         {:?}); fix the README or vmnap_lab::tools::NEEDS",
-        installed,
-        needed,
-        needed.difference(&installed).collect::<Vec<_>>(),
-        installed.difference(&needed).collect::<Vec<_>>()
-    );
+    assert_installs("demo", &demo, tools::demo_packages());
     assert!(demo.starts_with("apt-get update && "), "{demo}");
     assert!(
         demo.contains("cargo run --release -p vmnap-cli -- demo"),
@@ -85,17 +86,7 @@ fn the_demo_command_installs_exactly_what_the_demo_needs_and_runs_it() {
 #[test]
 fn the_test_command_installs_everything_the_tests_use_and_runs_every_test_binary() {
     let tests = readme_command("tests");
-    let installed = apt_packages(&tests);
-    let needed = set(tools::test_packages());
-    assert!(
-        installed == needed,
-        "README.md's test command installs {:?} but the tests need {:?} (missing: {:?}, extra: \
-         {:?}); fix the README or vmnap_lab::tools::NEEDS",
-        installed,
-        needed,
-        needed.difference(&installed).collect::<Vec<_>>(),
-        installed.difference(&needed).collect::<Vec<_>>()
-    );
+    let installed = assert_installs("tests", &tests, tools::test_packages());
     assert!(tests.starts_with("apt-get update && "), "{tests}");
     assert!(
         tests.contains("cargo install cargo-deb --locked"),
