@@ -4,7 +4,7 @@
 //
 // Input: one byte of virtio-net header flags (bit 0: the checksum is left to the offload),
 // then a frame. A surrogate with four guests in different states gets the frame, then its
-// timers run and every guest's queue is taken; everything it produces is read.
+// timers run and every guest's queue and every action is read.
 //
 // Invariants checked besides "does not panic":
 // - every frame gets at least one verdict (the daemon's counters rely on it);
@@ -15,7 +15,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vmnap_core::{
-    Answers, GuestId, GuestSpec, GuestState, Instant, MulticastPolicy, PortRule, QueueLimits, Sink,
+    Action, Answers, Cut, GuestId, GuestSpec, GuestState, Instant, MulticastPolicy, PortRule, QueueLimits, Sink,
     Surrogate, Transport, Verdict, VirtioNetHdr, WakeCause,
 };
 use vmnap_wire::vlan::LinkRepr;
@@ -38,7 +38,7 @@ impl Sink for Consumer {
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
         self.verdicts.push((guest, verdict));
     }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
         self.wakes.push((guest, cause));
     }
 }
@@ -94,12 +94,12 @@ pub fn surrogate() -> Surrogate {
         .into_iter()
         .map(|spec| s.add_guest(spec).expect("distinct guests"))
         .collect();
-    for &id in &[ids[0], ids[1], ids[3]] {
-        s.begin_sleep(id).expect("awake guest");
-    }
     for &id in &[ids[0], ids[1]] {
-        s.asleep(id, Instant::ZERO).expect("falling asleep");
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+            .expect("awake guest");
     }
+    s.sleep(ids[3], Instant::ZERO).expect("awake guest");
+    while s.poll_action().is_some() {}
     s
 }
 
@@ -144,10 +144,17 @@ pub fn run(data: &[u8]) {
     let ids: Vec<GuestId> = s.guest_ids().collect();
     let mut queued = 0usize;
     for id in ids {
-        for q in s.take_queue(id) {
+        for q in s.held(id) {
             queued += q.bytes.len();
         }
         let _ = s.state(id);
     }
-    let _ = (queued, out.wakes.len());
+    // Only the sleeping guests are resumed, and only when a frame asked (the guest falling
+    // asleep is told of a wake too, which cancels its sleep: it was never stopped).
+    let resumes = std::iter::from_fn(|| s.poll_action())
+        .filter(|a| matches!(a, Action::Resume(_)))
+        .count();
+    assert!(resumes <= out.wakes.len(), "a resume no frame asked for");
+    assert!(resumes <= 2, "only the two sleeping guests can be resumed");
+    let _ = queued;
 }

@@ -25,6 +25,7 @@ pub mod idle;
 mod lifecycle;
 mod queue;
 mod respond;
+pub mod sequence;
 mod surrogate;
 mod tcp;
 mod time;
@@ -38,6 +39,7 @@ pub use guest::{
 };
 pub use lifecycle::GuestState;
 pub use queue::QueuedFrame;
+pub use sequence::{Action, Asked, Cut, Done, Notice, Phase, WakeReport};
 pub use surrogate::{AddGuestError, GuestId, LifecycleError, Sink, Surrogate, UpdateGuestError};
 pub use time::Instant;
 pub use verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};

@@ -2,8 +2,9 @@
 
 use core::fmt;
 
-/// Where a guest is between awake and asleep. The surrogate's handling of a frame for the
-/// guest follows from this alone.
+/// Where a guest is between awake and asleep, as far as its frames are concerned: the
+/// surrogate's handling of a frame for the guest follows from this alone. It follows from
+/// the guest's [`Phase`](crate::Phase), which says where the sequence is in more detail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GuestState {
     /// The guest runs and owns its address; the surrogate ignores its traffic.
@@ -22,23 +23,6 @@ pub enum GuestState {
 }
 
 impl GuestState {
-    /// Whether the sequence may go from `self` to `to`.
-    pub fn valid_transition(self, to: GuestState) -> bool {
-        use GuestState::*;
-        matches!(
-            (self, to),
-            (Awake, FallingAsleep)
-                | (FallingAsleep, Sleeping)
-                // A sleep that failed half-way is undone through the wake path.
-                | (FallingAsleep, Waking { port_up: false })
-                | (Sleeping, Waking { port_up: false })
-                | (Waking { port_up: false }, Waking { port_up: true })
-                // A resume that failed leaves the guest asleep: stand in again.
-                | (Waking { port_up: false }, Sleeping)
-                | (Waking { port_up: true }, Awake)
-        )
-    }
-
     /// The name `vmnap status` shows.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -67,28 +51,6 @@ mod tests {
         Waking { port_up: false },
         Waking { port_up: true },
     ];
-
-    #[test]
-    fn every_pair_of_states_is_decided() {
-        let allowed = [
-            (Awake, FallingAsleep),
-            (FallingAsleep, Sleeping),
-            (FallingAsleep, Waking { port_up: false }),
-            (Sleeping, Waking { port_up: false }),
-            (Waking { port_up: false }, Waking { port_up: true }),
-            (Waking { port_up: false }, Sleeping),
-            (Waking { port_up: true }, Awake),
-        ];
-        for from in ALL {
-            for to in ALL {
-                assert_eq!(
-                    from.valid_transition(to),
-                    allowed.contains(&(from, to)),
-                    "{from:?} -> {to:?}"
-                );
-            }
-        }
-    }
 
     #[test]
     fn states_have_the_names_status_shows() {

@@ -69,6 +69,24 @@ impl FrameQueue {
         std::mem::take(&mut self.frames)
     }
 
+    /// Takes up to `n` of the oldest frames, oldest first. The multicast share is counted
+    /// again from zero only once the queue is empty (frames do not say whether they were
+    /// multicast): until then it counts at most the frames left.
+    pub(crate) fn take_oldest(&mut self, n: usize) -> VecDeque<QueuedFrame> {
+        if n >= self.frames.len() {
+            return self.take();
+        }
+        let rest = self.frames.split_off(n);
+        let taken = std::mem::replace(&mut self.frames, rest);
+        self.bytes -= taken.iter().map(|f| f.bytes.len()).sum::<usize>();
+        self.multicast = self.multicast.min(self.frames.len());
+        taken
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &QueuedFrame> + '_ {
+        self.frames.iter()
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.frames.len()
     }
@@ -99,6 +117,21 @@ mod tests {
         }
         let order: Vec<u8> = q.take().iter().map(|f| f.bytes[0]).collect();
         assert_eq!(order, (0..10).collect::<Vec<_>>());
+        assert_eq!((q.len(), q.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn oldest_frames_come_out_first_in_runs() {
+        let mut q = FrameQueue::default();
+        let limits = QueueLimits::default();
+        for n in 0..10 {
+            q.push(&limits, frame(n, 60), false).expect("room");
+        }
+        let first: Vec<u8> = q.take_oldest(4).iter().map(|f| f.bytes[0]).collect();
+        assert_eq!(first, [0, 1, 2, 3]);
+        assert_eq!((q.len(), q.bytes()), (6, 360));
+        let rest: Vec<u8> = q.take_oldest(64).iter().map(|f| f.bytes[0]).collect();
+        assert_eq!(rest, [4, 5, 6, 7, 8, 9]);
         assert_eq!((q.len(), q.bytes()), (0, 0));
     }
 

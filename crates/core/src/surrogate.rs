@@ -20,6 +20,7 @@ use crate::health::HttpHealth;
 use crate::lifecycle::GuestState;
 use crate::queue::{FrameQueue, QueuedFrame, Refused};
 use crate::respond::{self, Route, Segment};
+use crate::sequence::{Action, Done, Phase, Sequence};
 use crate::tcp::{FlowKey, Handled, TcpResponder};
 use crate::time::Instant;
 use crate::verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
@@ -43,15 +44,9 @@ pub trait Sink {
     fn transmit(&mut self, frame: &[u8]);
     /// Records what happened to a frame (for one guest, or for none).
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict);
-    /// Asks for `guest` to be woken. The guest is already [`GuestState::Waking`]: the surrogate
-    /// queues its traffic and answers nothing until [`Surrogate::wake_finished`] or
-    /// [`Surrogate::wake_failed`].
-    fn wake(&mut self, guest: GuestId, cause: WakeCause);
-    /// The guest answered the probe of [`Surrogate::barrier_probe`]: every frame sent into
-    /// its port before the probe has been through its network stack.
-    fn barrier(&mut self, guest: GuestId) {
-        let _ = guest;
-    }
+    /// Says that `frame` (held for the guest) has asked for `guest` to be woken, for `cause`.
+    /// The wake itself comes out of [`Surrogate::poll_action`]; this is for the record.
+    fn wake(&mut self, guest: GuestId, cause: WakeCause, frame: &[u8]);
 }
 
 /// A guest's handle within one [`Surrogate`].
@@ -123,39 +118,41 @@ pub enum LifecycleError {
     /// No such guest.
     #[error("no guest with handle {0:?}")]
     UnknownGuest(GuestId),
-    /// The step does not follow from the guest's state.
+    /// The step does not follow from the guest's phase.
     #[error("guest {guest} cannot go from {from} to {to}")]
     InvalidTransition {
         /// The guest.
         guest: String,
-        /// Its state.
-        from: GuestState,
-        /// The state the step leads to.
-        to: GuestState,
+        /// Its phase.
+        from: Phase,
+        /// The phase the step leads to.
+        to: Phase,
     },
-    /// The guest still has frames to replay.
-    #[error("guest {guest} still has {frames} queued frames to replay")]
-    QueueNotEmpty {
+    /// An outcome reported for an action the guest's phase did not ask for.
+    #[error("guest {guest} is {phase}; it asked for nothing that ends in {done:?}")]
+    Unexpected {
         /// The guest.
         guest: String,
-        /// How many.
-        frames: usize,
+        /// Its phase.
+        phase: Phase,
+        /// The outcome.
+        done: Done,
     },
 }
 
 #[derive(Debug)]
-struct Guest {
-    spec: GuestSpec,
-    state: GuestState,
-    asleep_since: Instant,
-    queue: FrameQueue,
-    echo: TcpResponder<Echo>,
+pub(crate) struct Guest {
+    pub(crate) spec: GuestSpec,
+    pub(crate) seq: Sequence,
+    pub(crate) asleep_since: Instant,
+    pub(crate) queue: FrameQueue,
+    pub(crate) echo: TcpResponder<Echo>,
     /// The health checks of `spec`, shared with their connections.
     checks: Vec<Arc<HealthCheck>>,
-    health: TcpResponder<HttpHealth>,
-    keepalive: Map<FlowKey, Instant>,
+    pub(crate) health: TcpResponder<HttpHealth>,
+    pub(crate) keepalive: Map<FlowKey, Instant>,
     /// The MAC a barrier probe went out from, while its answer is awaited.
-    barrier: Option<EthernetAddress>,
+    pub(crate) barrier: Option<EthernetAddress>,
 }
 
 /// Stands in for the guests of one bridge. See the crate documentation.
@@ -168,6 +165,10 @@ pub struct Surrogate {
     by_ipv6: Map<(u16, Ipv6Addr), GuestId>,
     by_vlan: Map<u16, Vec<GuestId>>,
     scratch: Vec<u8>,
+    /// What the sequences want done, oldest first.
+    pub(crate) actions: VecDeque<Action>,
+    /// The source of probes: the MAC of the surrogate's port.
+    pub(crate) probe_mac: EthernetAddress,
 }
 
 impl Surrogate {
@@ -184,7 +185,15 @@ impl Surrogate {
             by_ipv6: keys.map(),
             by_vlan: keys.map(),
             scratch: Vec::with_capacity(2048),
+            actions: VecDeque::new(),
+            probe_mac: EthernetAddress([0x02, 0, 0, 0, 0, 0]),
         }
+    }
+
+    /// Sets the MAC the probes of a wake come from: that of the port the surrogate reads,
+    /// so that the guest's answers reach it.
+    pub fn set_probe_mac(&mut self, mac: EthernetAddress) {
+        self.probe_mac = mac;
     }
 
     /// Registers a guest, awake.
@@ -237,7 +246,7 @@ impl Surrogate {
         let checks = spec.health.iter().cloned().map(Arc::new).collect();
         let guest = Guest {
             spec,
-            state: GuestState::Awake,
+            seq: Sequence::default(),
             asleep_since: Instant::ZERO,
             queue: FrameQueue::default(),
             echo: TcpResponder::new(self.seed),
@@ -308,14 +317,20 @@ impl Surrogate {
         self.guest(id).map(|g| &g.spec)
     }
 
-    /// A guest's state.
+    /// A guest's state, as the surrogate's handling of its frames sees it.
     pub fn state(&self, id: GuestId) -> Option<GuestState> {
-        self.guest(id).map(|g| g.state)
+        self.guest(id).map(|g| g.seq.phase.state())
     }
 
     /// Frames and bytes a guest has queued now.
     pub fn queue_depth(&self, id: GuestId) -> Option<(usize, usize)> {
         self.guest(id).map(|g| (g.queue.len(), g.queue.bytes()))
+    }
+
+    /// The frames held for a guest now, oldest first. They leave only through
+    /// [`Action::Replay`].
+    pub fn held(&self, id: GuestId) -> impl Iterator<Item = &QueuedFrame> + '_ {
+        self.guest(id).into_iter().flat_map(|g| g.queue.iter())
     }
 
     fn guest(&self, id: GuestId) -> Option<&Guest> {
@@ -326,79 +341,19 @@ impl Surrogate {
         self.guest(id).map_or("?", |g| g.spec.name.as_str())
     }
 
-    fn transition(&mut self, id: GuestId, to: GuestState) -> Result<&mut Guest, LifecycleError> {
-        let guest = self
-            .guests
-            .get_mut(id.index())
-            .and_then(Option::as_mut)
-            .ok_or(LifecycleError::UnknownGuest(id))?;
-        if !guest.state.valid_transition(to) {
-            return Err(LifecycleError::InvalidTransition {
-                guest: guest.spec.name.clone(),
-                from: guest.state,
-                to,
-            });
-        }
-        guest.state = to;
-        Ok(guest)
+    pub(crate) fn guest_ref(&self, id: GuestId) -> Option<&Guest> {
+        self.guest(id)
     }
 
-    /// The daemon starts putting the guest to sleep: from now on, unicast frames that reach
-    /// the surrogate are held for the guest.
-    pub fn begin_sleep(&mut self, id: GuestId) -> Result<(), LifecycleError> {
-        self.transition(id, GuestState::FallingAsleep).map(drop)
-    }
-
-    /// The guest is stopped and cut off, and every frame captured before the cut has been
-    /// handled: the surrogate answers for it from now on.
-    pub fn asleep(&mut self, id: GuestId, now: Instant) -> Result<(), LifecycleError> {
-        let guest = self.transition(id, GuestState::Sleeping)?;
-        guest.asleep_since = now;
-        Ok(())
-    }
-
-    /// The daemon starts waking the guest (an operator asked, or a sleep is being undone):
-    /// the surrogate stops answering and queues everything.
-    pub fn begin_wake(&mut self, id: GuestId) -> Result<(), LifecycleError> {
-        let guest = self.transition(id, GuestState::Waking { port_up: false })?;
-        guest.echo.clear();
-        guest.health.clear();
-        guest.keepalive = guest.keepalive.hasher().map();
-        guest.barrier = None;
-        Ok(())
-    }
-
-    /// The guest's port is up again: broadcasts reach it directly from now on.
-    pub fn port_restored(&mut self, id: GuestId) -> Result<(), LifecycleError> {
-        self.transition(id, GuestState::Waking { port_up: true })
-            .map(drop)
-    }
-
-    /// Takes the guest's queued frames, oldest first, for replay into the guest's port.
-    pub fn take_queue(&mut self, id: GuestId) -> VecDeque<QueuedFrame> {
+    pub(crate) fn guest_mut(&mut self, id: GuestId) -> Result<&mut Guest, LifecycleError> {
         self.guests
             .get_mut(id.index())
             .and_then(Option::as_mut)
-            .map(|g| g.queue.take())
-            .unwrap_or_default()
+            .ok_or(LifecycleError::UnknownGuest(id))
     }
 
-    /// The bridge forwards the guest's traffic to the guest again and the queue is replayed.
-    pub fn wake_finished(&mut self, id: GuestId) -> Result<(), LifecycleError> {
-        let guest = self.guest(id).ok_or(LifecycleError::UnknownGuest(id))?;
-        if guest.queue.len() > 0 {
-            return Err(LifecycleError::QueueNotEmpty {
-                guest: guest.spec.name.clone(),
-                frames: guest.queue.len(),
-            });
-        }
-        self.transition(id, GuestState::Awake).map(drop)
-    }
-
-    /// The resume failed: the guest is still asleep, so the surrogate stands in again. What
-    /// was queued stays queued.
-    pub fn wake_failed(&mut self, id: GuestId) -> Result<(), LifecycleError> {
-        self.transition(id, GuestState::Sleeping).map(drop)
+    pub(crate) fn name_of(&self, id: GuestId) -> &str {
+        self.name(id)
     }
 
     /// A frame that makes a waking guest answer `from` through its network stack: an ARP
@@ -407,9 +362,9 @@ impl Surrogate {
     /// replay, its answer ([`Sink::barrier`]) shows that the guest has taken in everything
     /// replayed before it. Neither probe leaves state in the guest. `None` if the guest is
     /// not waking with its port up, or has no address.
-    pub fn barrier_probe(&mut self, id: GuestId, from: EthernetAddress) -> Option<Vec<u8>> {
+    pub(crate) fn barrier_probe(&mut self, id: GuestId, from: EthernetAddress) -> Option<Vec<u8>> {
         let guest = self.guests.get_mut(id.index()).and_then(Option::as_mut)?;
-        if guest.state != (GuestState::Waking { port_up: true }) {
+        if guest.seq.phase.state() != (GuestState::Waking { port_up: true }) {
             return None;
         }
         let spec = &guest.spec;
@@ -507,14 +462,16 @@ impl Surrogate {
         self.guests
             .iter()
             .flatten()
-            .flat_map(|g| [g.echo.poll_at(), g.health.poll_at()])
+            .flat_map(|g| [g.echo.poll_at(), g.health.poll_at(), g.seq.poll_at()])
             .flatten()
             .min()
     }
 
-    /// Does what is due at `now`: retransmissions of the echo service and the health checks,
-    /// and forgetting their finished connections.
+    /// Does what is due at `now`: the sequences' deadlines (see [`Self::poll_action`]),
+    /// retransmissions of the echo service and the health checks, and forgetting their
+    /// finished connections.
     pub fn handle_timeout(&mut self, now: Instant, sink: &mut impl Sink) {
+        self.sequence_timeout(now);
         let scratch = &mut self.scratch;
         for guest in self.guests.iter_mut().flatten() {
             let mut tx = |route: &Route, seg: &Segment<'_>| {
@@ -551,7 +508,7 @@ impl Surrogate {
         if let Some(id) = self.by_mac.get(&(link.vlan, link.src)).copied() {
             // A guest's own frame, flooded to us, or sent to us: its answer to a barrier probe.
             if self.is_barrier_answer(id, &parsed) {
-                sink.barrier(id);
+                self.probe_answered(id, now);
             }
             sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
             return;
@@ -623,7 +580,7 @@ impl Surrogate {
                 continue;
             };
             if !matches!(
-                guest.state,
+                guest.seq.phase.state(),
                 GuestState::Sleeping | GuestState::Waking { port_up: false }
             ) {
                 continue;
@@ -675,9 +632,15 @@ impl Surrogate {
             Some(GuestState::Sleeping) => self.respond(now, id, vnet, frame, parsed, sink),
             // Held for the guest: while it falls asleep its port no longer gets this MAC's
             // frames, and while it wakes they are relayed until the bridge has switched back.
-            Some(GuestState::FallingAsleep | GuestState::Waking { .. }) => {
-                self.enqueue(now, id, vnet, frame, false, sink)
+            // One that would wake it asleep ends its sleep before it began: it has work.
+            Some(GuestState::FallingAsleep) => {
+                self.enqueue(now, id, vnet, frame, false, sink);
+                let cause = self.guest(id).and_then(|g| wakes_for(&g.spec, parsed));
+                if let Some(cause) = cause {
+                    self.frame_wakes(now, id, cause, frame, sink);
+                }
             }
+            Some(GuestState::Waking { .. }) => self.enqueue(now, id, vnet, frame, false, sink),
             Some(GuestState::Awake) | None => {
                 sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest))
             }
@@ -703,15 +666,16 @@ impl Surrogate {
             bytes: frame.into(),
         };
         match guest.queue.push(&guest.spec.limits, queued, multicast) {
-            Ok(()) => sink.verdict(Some(id), Verdict::Queued),
+            Ok(()) => {
+                sink.verdict(Some(id), Verdict::Queued);
+                self.frame_held(id, now);
+            }
             Err(Refused::MulticastFull) => {
                 sink.verdict(Some(id), Verdict::Dropped(DropReason::MulticastQueueFull))
             }
             Err(Refused::Full) => {
                 sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull));
-                if guest.state == GuestState::Sleeping {
-                    self.wake(id, WakeCause::QueueFull, sink);
-                }
+                self.frame_wakes(now, id, WakeCause::QueueFull, frame, sink);
             }
         }
     }
@@ -727,14 +691,21 @@ impl Surrogate {
         sink: &mut impl Sink,
     ) {
         self.enqueue(now, id, vnet, frame, false, sink);
-        if self.state(id) == Some(GuestState::Sleeping) {
-            self.wake(id, cause, sink);
-        }
+        self.frame_wakes(now, id, cause, frame, sink);
     }
 
-    fn wake(&mut self, id: GuestId, cause: WakeCause, sink: &mut impl Sink) {
-        if self.begin_wake(id).is_ok() {
-            sink.wake(id, cause);
+    /// Wakes a sleeping guest for `frame` (or cancels its sleep, if the backend is still
+    /// stopping it), unless a wake is already under way or waits for its retry.
+    fn frame_wakes(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        cause: WakeCause,
+        frame: &[u8],
+        sink: &mut impl Sink,
+    ) {
+        if self.wake_for_frame(id, cause, now) {
+            sink.wake(id, cause, frame);
         }
     }
 
@@ -1062,6 +1033,39 @@ impl Surrogate {
             return self.enqueue_and_wake(now, id, vnet, frame, cause, sink);
         }
         self.enqueue(now, id, vnet, frame, false, sink);
+    }
+}
+
+/// Whether `parsed`, for a guest with `spec`, is a frame that would wake it were it asleep,
+/// and why: the guest's own service asked for (a SYN to a port of `wake_on`, a datagram to
+/// one), data on a connection, or what the surrogate cannot look into. Frames the surrogate
+/// answers itself (echo, health checks, resolution, pings) are not.
+fn wakes_for(spec: &GuestSpec, parsed: &Parsed<'_>) -> Option<WakeCause> {
+    let transport = match &parsed.net {
+        Net::Ipv4 { transport, .. } | Net::Ipv6 { transport, .. } => transport,
+        Net::Arp { .. } | Net::Other => return None,
+    };
+    match transport {
+        Transport::Tcp(seg) => {
+            let answered = (seg.dst_port == ECHO_PORT && spec.answers.tcp_echo)
+                || spec.health.iter().any(|h| h.port == seg.dst_port);
+            if answered || seg.rst {
+                None
+            } else if seg.syn && seg.ack.is_none() {
+                spec.wakes_on(Proto::Tcp, seg.dst_port)
+                    .then_some(WakeCause::TcpSyn { port: seg.dst_port })
+            } else {
+                (seg.fin || !seg.payload.is_empty())
+                    .then_some(WakeCause::TcpData { port: seg.dst_port })
+            }
+        }
+        Transport::Udp { dst_port, .. } => {
+            let echo = *dst_port == ECHO_PORT && spec.answers.udp_echo;
+            (!echo && spec.wakes_on(Proto::Udp, *dst_port))
+                .then_some(WakeCause::Udp { port: *dst_port })
+        }
+        Transport::Opaque => Some(WakeCause::Opaque),
+        _ => None,
     }
 }
 

@@ -14,6 +14,7 @@ use crate::respond::{self, Route, Segment};
 use crate::*;
 
 mod health;
+mod sequence;
 
 const GUEST_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 1, 1]);
 const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0xcc, 1]);
@@ -37,7 +38,7 @@ impl Sink for Recorder {
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
         self.verdicts.push((guest, verdict));
     }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
         self.wakes.push((guest, cause));
     }
 }
@@ -75,8 +76,8 @@ fn spec(vlan: u16) -> GuestSpec {
 fn asleep(vlan: u16) -> (Surrogate, GuestId) {
     let mut s = Surrogate::new(7);
     let id = s.add_guest(spec(vlan)).expect("fresh surrogate");
-    s.begin_sleep(id).expect("awake guest");
-    s.asleep(id, Instant::ZERO).expect("falling asleep");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake guest");
     (s, id)
 }
 
@@ -481,11 +482,7 @@ fn syn_to_a_wake_port_is_queued_and_wakes_the_guest() {
     handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
     handle(&mut s, 3, &ping_v4(0, 1), &mut r);
     assert!(r.sent.is_empty());
-    let queued: Vec<_> = s
-        .take_queue(id)
-        .into_iter()
-        .map(|f| f.bytes.to_vec())
-        .collect();
+    let queued: Vec<_> = s.held(id).map(|f| f.bytes.to_vec()).collect();
     assert_eq!(queued, [frame, arp_request(0, GUEST_V4), ping_v4(0, 1)]);
 }
 
@@ -593,8 +590,8 @@ type Transcript = (Vec<Vec<u8>>, Vec<(Option<GuestId>, Verdict)>);
 fn conversation(seed: u64) -> Transcript {
     let mut s = Surrogate::new(seed);
     let id = s.add_guest(spec(0)).expect("fresh surrogate");
-    s.begin_sleep(id).expect("awake guest");
-    s.asleep(id, Instant::ZERO).expect("falling asleep");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake guest");
     let route = to_guest_v4(0);
     let mut r = Recorder::default();
     for port in 40_000..40_050u16 {
@@ -750,8 +747,8 @@ fn broadcast_is_held_for_every_sleeping_guest_on_the_vlan_and_never_wakes() {
         })
         .expect("distinct");
     for id in [a, b, c] {
-        s.begin_sleep(id).expect("awake");
-        s.asleep(id, Instant::ZERO).expect("falling");
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+            .expect("awake");
     }
     let mut frame = Vec::new();
     respond::udp(
@@ -783,8 +780,8 @@ fn multicast_past_its_share_is_dropped_and_counted_without_waking() {
         ..QueueLimits::default()
     };
     let id = s.add_guest(GuestSpec { limits, ..spec(0) }).expect("fresh");
-    s.begin_sleep(id).expect("awake");
-    s.asleep(id, Instant::ZERO).expect("falling");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake");
     let mut frame = Vec::new();
     respond::udp(
         &mut frame,
@@ -821,8 +818,8 @@ fn queue_overflow_drops_the_newest_counts_it_and_wakes() {
         ..QueueLimits::default()
     };
     let id = s.add_guest(GuestSpec { limits, ..spec(0) }).expect("fresh");
-    s.begin_sleep(id).expect("awake");
-    s.asleep(id, Instant::ZERO).expect("falling");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake");
     let mut r = Recorder::default();
     for n in 0..5u8 {
         handle(&mut s, u64::from(n), &udp_v4(5353, &[n]), &mut r);
@@ -840,11 +837,44 @@ fn queue_overflow_drops_the_newest_counts_it_and_wakes() {
     );
     assert_eq!(r.wakes, [(id, WakeCause::QueueFull)]);
     let kept: Vec<u8> = s
-        .take_queue(id)
-        .iter()
+        .held(id)
         .map(|f| *f.bytes.last().expect("payload"))
         .collect();
     assert_eq!(kept, [0, 1, 2], "the oldest frames are kept");
+}
+
+/// Everything the surrogate has to be done, oldest first.
+fn actions(s: &mut Surrogate) -> Vec<Action> {
+    std::iter::from_fn(|| s.poll_action()).collect()
+}
+
+/// The guest kernel's answer to an ARP probe from `from`.
+fn probe_answer(from: EthernetAddress) -> Vec<u8> {
+    let mut reply = Vec::new();
+    respond::arp(
+        &mut reply,
+        ArpOperation::Reply,
+        &LinkRepr::new(from, GUEST_MAC, 0, 0),
+        GUEST_MAC,
+        GUEST_V4,
+        from,
+        Ipv4Addr::UNSPECIFIED,
+    );
+    reply
+}
+
+/// The frames of the replays among `actions`, and how many probes there were.
+fn replayed(actions: &[Action]) -> (Vec<Vec<u8>>, usize) {
+    let mut frames = Vec::new();
+    let mut probes = 0;
+    for a in actions {
+        match a {
+            Action::Replay(_, run) => frames.extend(run.iter().map(|f| f.bytes.to_vec())),
+            Action::Probe(..) => probes += 1,
+            _ => {}
+        }
+    }
+    (frames, probes)
 }
 
 #[test]
@@ -852,19 +882,60 @@ fn wake_sequence_relays_only_unicast_once_the_port_is_up() {
     let (mut s, id) = asleep(0);
     let mut r = Recorder::default();
     handle(&mut s, 1, &syn(80), &mut r);
-    s.port_restored(id).expect("waking");
-    assert_eq!(s.take_queue(id).len(), 1);
-    // Broadcasts reach the guest directly now; unicast still reaching us is relayed.
-    handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
-    handle(&mut s, 3, &udp_v4(9000, b"late"), &mut r);
-    assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
-    assert!(matches!(
-        s.wake_finished(id),
-        Err(LifecycleError::QueueNotEmpty { frames: 1, .. })
-    ));
-    assert_eq!(s.take_queue(id).len(), 1);
-    s.wake_finished(id).expect("queue empty");
+    assert_eq!(actions(&mut s), [Action::Resume(id)]);
+    s.done(
+        id,
+        Done::Resumed {
+            ok: true,
+            new_port: false,
+        },
+        Instant::from_millis(2),
+    )
+    .expect("resuming");
+    assert_eq!(actions(&mut s), [Action::Restore(id, Cut::PortDisabled)]);
+    s.done(id, Done::Restored, Instant::from_millis(3))
+        .expect("restoring");
+    assert_eq!(s.phase(id), Some(Phase::Replaying));
+    assert_eq!(replayed(&actions(&mut s)), (vec![syn(80)], 1));
+    // Broadcasts reach the guest directly now; unicast still reaching us is relayed, once
+    // the probe out is answered.
+    handle(&mut s, 4, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 5, &udp_v4(9000, b"late"), &mut r);
+    assert_eq!(s.held(id).count(), 1);
+    assert!(actions(&mut s).is_empty());
+    handle(
+        &mut s,
+        6,
+        &probe_answer(EthernetAddress([2, 0, 0, 0, 0, 0])),
+        &mut r,
+    );
+    assert_eq!(replayed(&actions(&mut s)), (vec![udp_v4(9000, b"late")], 1));
+    handle(
+        &mut s,
+        7,
+        &probe_answer(EthernetAddress([2, 0, 0, 0, 0, 0])),
+        &mut r,
+    );
+    assert!(actions(&mut s).is_empty());
+    // Quiet since the last relay (at 6 ms) for QUIET: the bridge is switched back.
+    let quiet = Instant::from_millis(6) + crate::sequence::QUIET;
+    assert_eq!(s.poll_at(), Some(quiet));
+    s.handle_timeout(quiet, &mut r);
+    assert_eq!(actions(&mut s), [Action::HandBack(id)]);
+    s.done(id, Done::HandedBack, Instant::from_millis(9))
+        .expect("handing back");
     assert_eq!(s.state(id), Some(GuestState::Awake));
+    let report = WakeReport {
+        cause: WakeCause::TcpSyn { port: 80 },
+        took: Duration::from_millis(5),
+        handed_back_after: Duration::from_millis(8),
+        replayed: 2,
+        failed_tries: 0,
+    };
+    assert_eq!(
+        actions(&mut s),
+        [Action::Notify(id, Notice::Awake { wake: Some(report) })]
+    );
 }
 
 #[test]
@@ -872,19 +943,43 @@ fn failed_wake_stands_in_again_and_keeps_the_queue() {
     let (mut s, id) = asleep(0);
     let mut r = Recorder::default();
     handle(&mut s, 1, &syn(80), &mut r);
-    s.wake_failed(id).expect("waking");
+    assert_eq!(actions(&mut s), [Action::Resume(id)]);
+    s.done(
+        id,
+        Done::Resumed {
+            ok: false,
+            new_port: false,
+        },
+        Instant::from_millis(1),
+    )
+    .expect("resuming");
+    let retry_in = Duration::from_millis(100);
+    assert_eq!(
+        actions(&mut s),
+        [Action::Notify(
+            id,
+            Notice::WakeFailed { tries: 1, retry_in }
+        )]
+    );
     assert_eq!(s.state(id), Some(GuestState::Sleeping));
     assert_eq!(s.queue_depth(id).map(|d| d.0), Some(1));
     r.take();
     handle(&mut s, 2, &ping_v4(0, 1), &mut r);
     assert_eq!(r.sent.len(), 1);
+    // Traffic that would wake it does not hurry the retry; the retry comes on time.
+    handle(&mut s, 3, &syn(80), &mut r);
+    assert!(actions(&mut s).is_empty());
+    assert_eq!(s.poll_at(), Some(Instant::from_millis(1) + retry_in));
+    s.handle_timeout(Instant::from_millis(101), &mut r);
+    assert_eq!(actions(&mut s), [Action::Resume(id)]);
+    assert_eq!(s.held(id).count(), 2);
 }
 
 #[test]
 fn falling_asleep_holds_unicast_and_leaves_broadcast_to_the_guest() {
     let mut s = Surrogate::new(1);
     let id = s.add_guest(spec(0)).expect("fresh");
-    s.begin_sleep(id).expect("awake");
+    assert_eq!(s.sleep(id, Instant::ZERO), Ok(Asked::Started));
     let mut r = Recorder::default();
     handle(&mut s, 1, &ping_v4(0, 1), &mut r);
     handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
@@ -962,40 +1057,18 @@ proptest::proptest! {
     }
 }
 
-#[derive(Debug, Default)]
-struct BarrierSink {
-    inner: Recorder,
-    barriers: Vec<GuestId>,
-}
-
-impl Sink for BarrierSink {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.inner.transmit(frame)
-    }
-    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
-        self.inner.verdict(guest, verdict)
-    }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
-        self.inner.wake(guest, cause)
-    }
-    fn barrier(&mut self, guest: GuestId) {
-        self.barriers.push(guest)
-    }
-}
-
 const SURROGATE_MAC: EthernetAddress = EthernetAddress([0x02, 0x76, 0x6e, 0, 0, 1]);
 
 #[test]
 fn barrier_probe_is_an_arp_probe_and_the_guests_reply_is_reported() {
     let (mut s, id) = asleep(0);
+    s.set_probe_mac(SURROGATE_MAC);
     assert_eq!(
         s.barrier_probe(id, SURROGATE_MAC),
         None,
         "only while waking with the port up"
     );
-    s.begin_wake(id).expect("sleeping");
-    s.port_restored(id).expect("waking");
-    let probe = s.barrier_probe(id, SURROGATE_MAC).expect("a probe");
+    let probe = replaying(&mut s, id);
     let parsed = classify::parse(&probe).expect("valid");
     assert_eq!(
         (parsed.link.dst, parsed.link.src),
@@ -1017,23 +1090,49 @@ fn barrier_probe_is_an_arp_probe_and_the_guests_reply_is_reported() {
         other => panic!("not ARP: {other:?}"),
     }
     // The guest's kernel answers the probe to the prober's MAC.
-    let mut reply = Vec::new();
-    respond::arp(
-        &mut reply,
-        ArpOperation::Reply,
-        &LinkRepr::new(SURROGATE_MAC, GUEST_MAC, 0, 0),
-        GUEST_MAC,
-        GUEST_V4,
-        SURROGATE_MAC,
-        Ipv4Addr::UNSPECIFIED,
+    let reply = probe_answer(SURROGATE_MAC);
+    let mut r = Recorder::default();
+    let unanswered = Instant::from_millis(3) + crate::sequence::PROBE_TIMEOUT;
+    assert_eq!(s.poll_at(), Some(unanswered));
+    handle(&mut s, 4, &reply, &mut r);
+    assert!(r.sent.is_empty());
+    // Answered: what remains is the wait for a quiet moment, which has begun at 3 ms.
+    assert_eq!(
+        s.poll_at(),
+        Some(Instant::from_millis(3) + crate::sequence::QUIET)
     );
-    let mut sink = BarrierSink::default();
-    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &reply, &mut sink);
-    assert_eq!(sink.barriers, [id]);
-    assert!(sink.inner.sent.is_empty());
-    // Once only.
-    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &reply, &mut sink);
-    assert_eq!(sink.barriers, [id]);
+    // An answer to no probe out changes nothing.
+    handle(&mut s, 5, &reply, &mut r);
+    assert!(actions(&mut s).is_empty());
+    assert_eq!(
+        s.poll_at(),
+        Some(Instant::from_millis(3) + crate::sequence::QUIET)
+    );
+}
+
+/// Wakes the sleeping guest `id` (asked at 1 ms; resumed at 2, its port back at 3) and
+/// returns the probe it is sent once its (empty) queue is replayed.
+fn replaying(s: &mut Surrogate, id: GuestId) -> Vec<u8> {
+    assert_eq!(
+        s.wake(id, WakeCause::Requested, Instant::from_millis(1)),
+        Ok(Asked::Started)
+    );
+    s.done(
+        id,
+        Done::Resumed {
+            ok: true,
+            new_port: false,
+        },
+        Instant::from_millis(2),
+    )
+    .expect("resuming");
+    s.done(id, Done::Restored, Instant::from_millis(3))
+        .expect("restoring");
+    let mut probes = actions(s).into_iter().filter_map(|a| match a {
+        Action::Probe(_, probe) => Some(probe),
+        _ => None,
+    });
+    probes.next().expect("a probe")
 }
 
 #[test]
@@ -1045,11 +1144,10 @@ fn ipv6_only_guest_gets_a_dad_probe_and_its_advertisement_is_the_barrier() {
             ..spec(0)
         })
         .expect("fresh");
-    s.begin_sleep(id).expect("awake");
-    s.asleep(id, Instant::ZERO).expect("falling");
-    s.begin_wake(id).expect("sleeping");
-    s.port_restored(id).expect("waking");
-    let probe = s.barrier_probe(id, SURROGATE_MAC).expect("a probe");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake");
+    s.set_probe_mac(SURROGATE_MAC);
+    let probe = replaying(&mut s, id);
     match classify::parse(&probe).expect("valid").net {
         Net::Ipv6 {
             src,
@@ -1073,9 +1171,17 @@ fn ipv6_only_guest_gets_a_dad_probe_and_its_advertisement_is_the_barrier() {
         dst: "ff02::1".parse().expect("literal"),
     };
     respond::neighbor_advert(&mut na, &route, GUEST_MAC, GUEST_V6, false);
-    let mut sink = BarrierSink::default();
-    s.handle_frame(Instant::ZERO, VirtioNetHdr::NONE, &na, &mut sink);
-    assert_eq!(sink.barriers, [id]);
+    assert_eq!(
+        s.poll_at(),
+        Some(Instant::from_millis(3) + crate::sequence::PROBE_TIMEOUT),
+        "a probe out"
+    );
+    let mut r = Recorder::default();
+    handle(&mut s, 4, &na, &mut r);
+    assert_eq!(
+        s.poll_at(),
+        Some(Instant::from_millis(3) + crate::sequence::QUIET)
+    );
 }
 
 #[test]

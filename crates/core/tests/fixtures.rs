@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use vmnap_core::{
-    AnswerKind, Answers, DropReason, GuestId, GuestSpec, GuestState, IgnoreReason, Instant,
+    AnswerKind, Answers, Cut, DropReason, GuestId, GuestSpec, GuestState, IgnoreReason, Instant,
     PortRule, Sink, Surrogate, Transport, Verdict, VirtioNetHdr, WakeCause,
 };
 use vmnap_wire::checksum;
@@ -52,7 +52,7 @@ impl Sink for Recorder {
     fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
         self.verdicts.push((guest, verdict));
     }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
+    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
         self.wakes.push((guest, cause));
     }
 }
@@ -93,8 +93,8 @@ fn spec() -> GuestSpec {
 fn asleep(spec: GuestSpec) -> (Surrogate, GuestId) {
     let mut s = Surrogate::new(0x5eed);
     let id = s.add_guest(spec).expect("fresh surrogate");
-    s.begin_sleep(id).expect("awake guest");
-    s.asleep(id, Instant::ZERO).expect("falling asleep");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake guest");
     (s, id)
 }
 
@@ -247,7 +247,7 @@ fn captured_neighbor_solicitation_wakes_a_guest_that_answers_ndp_itself() {
     replay("ndp_ns_wakes", &mut s, VirtioNetHdr::NONE, &request, &mut r);
     assert!(r.sent.is_empty());
     assert_eq!(r.wakes, [(id, WakeCause::Resolution)]);
-    let queued: Vec<_> = s.take_queue(id).into_iter().map(|f| f.bytes).collect();
+    let queued: Vec<_> = s.held(id).cloned().map(|f| f.bytes).collect();
     assert_eq!(queued.len(), 1);
     assert_eq!(&*queued[0], &request[..]);
 }
@@ -315,7 +315,7 @@ fn captured_syn_to_a_served_port_is_queued_and_wakes_the_guest() {
     assert!(r.sent.is_empty());
     assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 5432 })]);
     assert_eq!(s.state(id), Some(GuestState::Waking { port_up: false }));
-    let queued: Vec<_> = s.take_queue(id).into_iter().collect();
+    let queued: Vec<_> = s.held(id).cloned().collect();
     assert_eq!(queued.len(), 1);
     assert_eq!(&*queued[0].bytes, &syn[..]);
     assert_eq!(

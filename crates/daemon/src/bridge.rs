@@ -2,10 +2,12 @@
 //! of the bridge's guests, and their idleness.
 //!
 //! The worker owns everything about its bridge and runs on its own thread; the API talks to
-//! it through [`BridgeHandle`]. Backend calls (which can take seconds) run on one thread per
-//! guest ([`crate::backend`]) and report back here; frames, commands, backend results and
-//! timers are handled one at a time, so a sequence is never interleaved with another frame's
-//! handling except where the sequence itself drains the capture socket.
+//! it through [`BridgeHandle`]. Each guest's sleep and wake is the core's sequence
+//! ([`vmnap_core::sequence`]): the worker feeds it frames, commands, backend results and the
+//! time, and carries out the actions it returns. Backend calls (which can take seconds) run
+//! on one thread per guest ([`crate::backend`]) and report back here; netlink calls and
+//! frames sent are quick and done at once. The worker waits only in its poll, on its sockets
+//! and the earliest deadline: never for a guest.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
@@ -19,6 +21,7 @@ use tracing::{debug, error, info, info_span, warn};
 use vmnap_config::GuestConfig;
 use vmnap_core::conntrack::ConnTracker;
 use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
+use vmnap_core::sequence::{Action, Asked, Cut, Done as Outcome, Notice, Phase, WakeReport};
 use vmnap_core::{
     GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink, Surrogate, Verdict,
     VirtioNetHdr, WakeCause,
@@ -43,24 +46,6 @@ const FIRST_WATCH: usize = 2;
 const TALLY_EVERY: Duration = Duration::from_secs(1);
 /// Frames handled per readiness event before commands get a turn.
 const BATCH: usize = 512;
-/// First delay before a failed wake is tried again; doubles up to [`MAX_RETRY_DELAY`].
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
-/// How long no frame for a waking guest must arrive before the bridge is switched back to
-/// it: a frame still on its way to the surrogate at the switch would be overtaken by a
-/// successor the bridge delivers directly, so the switch waits for a pause in the traffic.
-const QUIET: Duration = Duration::from_millis(2);
-/// How long a wake relays frames that keep arriving, waiting for a quiet moment to switch
-/// the bridge back to the guest.
-const QUIET_WAIT: Duration = Duration::from_millis(500);
-/// Unanswered barrier probes after which the bridge is switched back regardless.
-const MAX_BARRIERS: usize = 4;
-/// How long the guest may take to answer a barrier probe.
-const BARRIER_TIMEOUT: Duration = Duration::from_millis(50);
-/// Frames replayed between two barriers.
-const REPLAY_RUN: usize = 64;
-/// How long a guest's port may take to come up before replay starts anyway.
-const LINK_UP_WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown waits for the guests it wakes.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
@@ -166,15 +151,6 @@ pub(crate) struct StateSetup {
     pub recovery: Recovery,
 }
 
-/// How a sleeping guest's port is kept off the bridge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cut {
-    /// The bridge port is disabled; the link stays up.
-    PortDisabled,
-    /// The link is down.
-    LinkDown,
-}
-
 /// A guest as the worker runs it.
 #[derive(Debug)]
 struct Guest {
@@ -188,26 +164,16 @@ struct Guest {
     /// How long the last wake took, and what caused it.
     last_wake: Option<(Duration, WakeCause)>,
     asleep_since: Option<StdInstant>,
-    /// A wake in progress: when and why it started.
-    waking: Option<(StdInstant, WakeCause)>,
-    /// The frame that started the wake in progress, described.
+    /// The frame that asked for the wake under way, described.
     wake_frame: Option<String>,
-    /// In the wake in progress, when the guest first answered a barrier sent after its
-    /// replay (so it had taken in the frame that woke it, and answered that too), counted
-    /// from the start of the wake.
-    served: Option<Duration>,
-    /// A failed wake to try again: when, and how many tries so far.
-    retry: Option<(StdInstant, u32)>,
-    /// The guest answered the last barrier probe.
-    barrier_seen: bool,
-    /// How the guest's port was cut off the bridge, while it is.
-    cut: Option<Cut>,
-    /// The backend is stopping the guest.
-    suspending: bool,
-    /// The backend is resuming the guest.
-    resuming: bool,
-    /// A wake was asked for while the backend was still stopping the guest.
-    wake_after_suspend: bool,
+    /// How long the backend's last resume took.
+    resume_took: Duration,
+    /// The last error of a backend call or a step of a sleep, for the log and the answer to
+    /// its waiters; then why the sleep under way ended awake, for its waiters once the guest
+    /// has its network back.
+    failure: Option<String>,
+    /// The socket on its port that replays and probes go out of, while it wakes.
+    sender: Option<PacketSocket>,
     /// A CPU-time sample is out, with the time and port counters read when it was asked.
     sampling: Option<(Instant, LinkStats)>,
     /// API requests waiting for the sleep in progress.
@@ -282,6 +248,19 @@ impl Guest {
     /// kind vmnap supports so far) keep one entry per MAC, whatever the tag.
     fn fdb_vid(&self) -> u16 {
         0
+    }
+
+    /// The socket on the guest's port for replays and probes, opened on first use in a wake.
+    fn sender(&mut self) -> Option<&PacketSocket> {
+        if self.sender.is_none() {
+            match PacketSocket::open_sender(&self.interface) {
+                Ok(s) => self.sender = Some(s),
+                Err(e) => {
+                    error!(guest = %self.name, error = %chain(&e), "cannot open the guest's port to replay into");
+                }
+            }
+        }
+        self.sender.as_ref()
     }
 
     fn answer_sleep(&mut self, result: &Result<String, String>) {
@@ -361,12 +340,12 @@ struct WorkerSink<'a> {
     socket: &'a PacketSocket,
     guests: &'a mut Guests,
     bridge_metrics: &'a mut BridgeMetrics,
-    wakes: &'a mut VecDeque<PendingWake>,
+    woken: &'a mut Vec<Woken>,
     tally: &'a mut BTreeMap<(usize, Tally), u64>,
 }
 
-/// A wake the core asked for: the guest, why, and the frame that caused it (described).
-type PendingWake = (GuestId, WakeCause, Option<String>);
+/// A wake a frame asked for: the guest, why, and the frame (described).
+type Woken = (GuestId, WakeCause, String);
 
 /// What the surrogate did with a guest's frames, counted between two event publications.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -420,14 +399,8 @@ impl Sink for WorkerSink<'_> {
         }
     }
 
-    fn wake(&mut self, guest: GuestId, cause: WakeCause) {
-        self.wakes.push_back((guest, cause, None));
-    }
-
-    fn barrier(&mut self, guest: GuestId) {
-        if let Some(g) = self.guests.get_mut(guest.index()) {
-            g.barrier_seen = true;
-        }
+    fn wake(&mut self, guest: GuestId, cause: WakeCause, frame: &[u8]) {
+        self.woken.push((guest, cause, vmnap_core::describe(frame)));
     }
 }
 
@@ -438,8 +411,6 @@ pub(crate) struct BridgeWorker {
     socket: PacketSocket,
     /// The enslaved end, to remove on shutdown (its peer goes with it).
     port_ifindex: u32,
-    /// The MAC of the end vmnap reads, the source of its barrier probes.
-    mac: [u8; 6],
     netlink: Netlink,
     surrogate: Surrogate,
     guests: Guests,
@@ -448,7 +419,7 @@ pub(crate) struct BridgeWorker {
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
     retiring: Vec<Sender<()>>,
-    pending_wakes: VecDeque<PendingWake>,
+    woken: Vec<Woken>,
     /// Where what happens to the guests is published, and what is not published yet.
     bus: EventBus,
     tally: BTreeMap<(usize, Tally), u64>,
@@ -466,6 +437,8 @@ pub(crate) struct BridgeWorker {
     /// What has been done to the guests, and where it is kept (`None`: nowhere).
     journal: Journal,
     journal_path: Option<PathBuf>,
+    /// Shutting down: no guest is put to sleep any more.
+    stopping: bool,
 }
 
 /// The names of a bridge's surrogate port: the enslaved end and the end vmnap reads.
@@ -548,14 +521,13 @@ impl BridgeWorker {
             bridge: bridge.to_owned(),
             socket,
             port_ifindex,
-            mac,
             netlink,
             surrogate: Surrogate::new(seed),
             guests: Guests::default(),
             done_tx,
             waker: Arc::clone(&waker),
             retiring: Vec::new(),
-            pending_wakes: VecDeque::new(),
+            woken: Vec::new(),
             bus,
             tally: BTreeMap::new(),
             next_tally: StdInstant::now(),
@@ -572,7 +544,9 @@ impl BridgeWorker {
                 ..Journal::default()
             },
             journal_path,
+            stopping: false,
         };
+        worker.surrogate.set_probe_mac(vmnap_core::MacAddr(mac));
         for setup in guests {
             worker.adopt(setup)?;
         }
@@ -626,15 +600,10 @@ impl BridgeWorker {
             backend,
             last_wake: None,
             asleep_since: None,
-            waking: None,
             wake_frame: None,
-            served: None,
-            retry: None,
-            barrier_seen: false,
-            cut: None,
-            suspending: false,
-            resuming: false,
-            wake_after_suspend: false,
+            resume_took: Duration::ZERO,
+            failure: None,
+            sender: None,
             sampling: None,
             sleep_waiters: Vec::new(),
             wake_waiters: Vec::new(),
@@ -665,16 +634,16 @@ impl BridgeWorker {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    /// Records guest `i` at `step` (`None`: awake, nothing to remember) and writes the
-    /// journal.
-    fn journal(&mut self, i: usize, step: Option<Step>) {
+    /// Records guest `i` at `step`, with its port cut as `cut` says (`None`: awake, nothing
+    /// to remember), and writes the journal.
+    fn journal(&mut self, i: usize, step: Option<(Step, Option<Cut>)>) {
         let g = &self.guests[i];
         match step {
-            Some(step) => {
+            Some((step, cut)) => {
                 let entry = Entry {
                     step,
                     interface: g.interface.clone(),
-                    cut: g.cut.map(|c| match c {
+                    cut: cut.map(|c| match c {
                         Cut::PortDisabled => CutKind::PortDisabled,
                         Cut::LinkDown => CutKind::LinkDown,
                     }),
@@ -718,12 +687,10 @@ impl BridgeWorker {
                 continue;
             };
             let id = self.guests[i].id;
-            if self.surrogate.begin_sleep(id).is_err() {
+            let now = self.now();
+            if self.surrogate.stand_in(id, cut, now).is_err() {
                 continue;
             }
-            let now = self.now();
-            let _ = self.surrogate.asleep(id, now);
-            self.guests[i].cut = cut;
             if entry.step == Step::Asleep && recovery == Recovery::StandIn {
                 let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
                 match self
@@ -734,7 +701,7 @@ impl BridgeWorker {
                         info!(guest = %name, "found asleep by the journal; standing in again");
                         self.guests[i].asleep_since = Some(StdInstant::now());
                         self.guests[i].mark(true);
-                        self.journal(i, Some(Step::Asleep));
+                        self.journal(i, Some((Step::Asleep, cut)));
                         continue;
                     }
                     Err(e) => {
@@ -748,10 +715,8 @@ impl BridgeWorker {
             let ifindex = self.guests[i].ifindex;
             let _ = self.netlink.set_port_state(ifindex, PortState::Forwarding);
             let _ = self.netlink.set_link_up(ifindex, true);
-            self.journal(i, Some(entry.step));
-            if self.surrogate.begin_wake(id).is_ok() {
-                self.request_wake(i, WakeCause::Requested, None);
-            }
+            self.journal(i, Some((entry.step, cut)));
+            self.wake_guest(i, WakeCause::Requested);
         }
         // Entries of guests this run does not have are settled: write what is left.
         if let Some(p) = &self.journal_path {
@@ -759,6 +724,7 @@ impl BridgeWorker {
                 error!(error = %chain(&e), "cannot write the journal");
             }
         }
+        self.run_actions();
     }
 
     /// Runs until told to shut down.
@@ -767,39 +733,55 @@ impl BridgeWorker {
         let _enter = span.enter();
         let mut events = Events::with_capacity(8);
         loop {
-            let timeout = self
-                .next_deadline()
-                .map(|at| at.saturating_duration_since(StdInstant::now()));
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
-                if e.kind() != std::io::ErrorKind::Interrupted {
-                    error!(error = %e, "poll failed; the surrogate stops");
-                    return;
-                }
+            if !self.turn(&mut events, None) {
+                return;
             }
-            for event in &events {
-                if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
-                    if k % 2 == 0 {
-                        self.drain_watch(k / 2);
-                    } else {
-                        self.drain_conns(k / 2);
-                    }
-                }
-            }
-            self.drain_capture(BATCH);
-            self.run_timers();
-            self.run_wakes();
-            self.run_done();
             while let Ok(command) = self.commands.try_recv() {
                 if let Command::Shutdown { wake, reply } = command {
-                    self.shutdown(wake);
+                    self.shutdown(wake, &mut events);
                     let _ = reply.send(());
                     return;
                 }
                 self.command(command);
-                self.run_wakes();
+                self.run_actions();
             }
             self.settle_retiring();
         }
+    }
+
+    /// Waits for the sockets, the backends and the earliest deadline (at most `longest`),
+    /// then handles what came and what is due, and carries out what the sequences ask.
+    /// Returns `false` if the poll failed for good.
+    fn turn(&mut self, events: &mut Events, longest: Option<Duration>) -> bool {
+        let timeout = self
+            .next_deadline()
+            .map(|at| at.saturating_duration_since(StdInstant::now()));
+        let timeout = match (timeout, longest) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        };
+        if let Err(e) = self.poll.poll(events, timeout) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                error!(error = %e, "poll failed; the surrogate stops");
+                return false;
+            }
+        }
+        for event in events.iter() {
+            if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
+                if k % 2 == 0 {
+                    self.drain_watch(k / 2);
+                } else {
+                    self.drain_conns(k / 2);
+                }
+            }
+        }
+        self.drain_capture(BATCH);
+        self.run_actions();
+        self.run_timers();
+        self.run_actions();
+        self.run_done();
+        self.run_actions();
+        true
     }
 
     fn next_deadline(&self) -> Option<StdInstant> {
@@ -807,21 +789,24 @@ impl BridgeWorker {
             .surrogate
             .poll_at()
             .map(|at| self.epoch + Duration::from_micros(at.micros()));
-        let retry = self.guests.iter().filter_map(|g| g.retry.map(|r| r.0));
         // Every awake guest is sampled: for idleness, and for what its sleep saves.
         let sample = (self.guests.count() > 0).then_some(self.next_sample);
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
-        core.into_iter()
-            .chain(retry)
-            .chain(sample)
-            .chain(tally)
-            .min()
+        core.into_iter().chain(sample).chain(tally).min()
     }
 
     /// Handles up to `limit` frames waiting on the capture socket, and publishes what
     /// became of them.
     fn drain_capture(&mut self, limit: usize) {
         self.read_capture(limit);
+        for (id, cause, frame) in std::mem::take(&mut self.woken) {
+            let Some(g) = self.guests.get_mut(id.index()) else {
+                continue;
+            };
+            info!(guest = %g.name, cause = cause.as_str(), %frame, "waking the guest");
+            g.metrics.on_wake_started(cause);
+            g.wake_frame = Some(frame);
+        }
         if !self.tally.is_empty() && StdInstant::now() >= self.next_tally {
             self.publish_tally();
         }
@@ -876,22 +861,15 @@ impl BridgeWorker {
                 continue;
             }
             let now = self.now();
-            let before = self.pending_wakes.len();
             let mut sink = WorkerSink {
                 socket: &self.socket,
                 guests: &mut self.guests,
                 bridge_metrics: &mut self.bridge_metrics,
-                wakes: &mut self.pending_wakes,
+                woken: &mut self.woken,
                 tally: &mut self.tally,
             };
             self.surrogate
                 .handle_frame(now, meta.vnet, &self.buf[..meta.len], &mut sink);
-            if self.pending_wakes.len() > before {
-                let frame = vmnap_core::describe(&self.buf[..meta.len]);
-                for w in self.pending_wakes.iter_mut().skip(before) {
-                    w.2 = Some(frame.clone());
-                }
-            }
         }
     }
 
@@ -969,31 +947,10 @@ impl BridgeWorker {
                 socket: &self.socket,
                 guests: &mut self.guests,
                 bridge_metrics: &mut self.bridge_metrics,
-                wakes: &mut self.pending_wakes,
+                woken: &mut self.woken,
                 tally: &mut self.tally,
             };
             self.surrogate.handle_timeout(now, &mut sink);
-        }
-        for i in self.guests.indices() {
-            let g = &self.guests[i];
-            if g.retry.is_none_or(|(at, _)| at > StdInstant::now()) {
-                continue;
-            }
-            let id = g.id;
-            match self.surrogate.state(id) {
-                Some(GuestState::Sleeping) if self.surrogate.begin_wake(id).is_ok() => {
-                    let cause = g.waking.map_or(WakeCause::Requested, |w| w.1);
-                    self.pending_wakes.push_back((id, cause, None));
-                }
-                // Awake: nothing left to retry.
-                Some(GuestState::Awake) => self.guests[i].retry = None,
-                // A wake is under way: its outcome sets the next retry; keep the count.
-                _ => {
-                    if let Some(r) = self.guests[i].retry.as_mut() {
-                        r.0 = StdInstant::now() + FIRST_RETRY_DELAY;
-                    }
-                }
-            }
         }
         if StdInstant::now() >= self.next_sample {
             self.next_sample = StdInstant::now() + self.interval;
@@ -1001,12 +958,7 @@ impl BridgeWorker {
         }
     }
 
-    fn run_wakes(&mut self) {
-        while let Some((id, cause, frame)) = self.pending_wakes.pop_front() {
-            self.request_wake(id.index(), cause, frame);
-        }
-    }
-
+    /// Hands the backends' results to the sequences (and the samples to idleness).
     fn run_done(&mut self) {
         while let Ok((i, done)) = self.done.try_recv() {
             if self.guests.get_mut(i).is_none() {
@@ -1015,11 +967,23 @@ impl BridgeWorker {
                 continue;
             }
             match done {
-                Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
+                Done::Suspended(r) => {
+                    let ok = r.is_ok();
+                    self.guests[i].failure = r.err().map(|e| chain(&e));
+                    self.outcome(i, Outcome::Suspended { ok });
+                }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
             }
-            self.run_wakes();
+            self.run_actions();
+        }
+    }
+
+    /// Reports an action's outcome for guest `i` to its sequence.
+    fn outcome(&mut self, i: usize, outcome: Outcome) {
+        let now = self.now();
+        if let Err(e) = self.surrogate.done(self.guests[i].id, outcome, now) {
+            error!(guest = %self.guests[i].name, error = %e, "an outcome the sequence did not expect");
         }
     }
 
@@ -1128,16 +1092,11 @@ impl BridgeWorker {
         for name in names {
             let Some(i) = self.find(name) else { continue };
             self.guests[i].retiring = true;
-            let id = self.guests[i].id;
-            if self.guests[i].suspending {
-                self.guests[i].wake_after_suspend = true;
-            } else if self.surrogate.state(id) == Some(GuestState::Sleeping) {
+            if self.wake_guest(i, WakeCause::Requested) == Asked::Started {
                 info!(guest = %name, "waking the guest before it leaves the config");
-                if self.surrogate.begin_wake(id).is_ok() {
-                    self.request_wake(i, WakeCause::Requested, None);
-                }
             }
         }
+        self.run_actions();
         self.retiring.push(reply);
         self.settle_retiring();
     }
@@ -1150,8 +1109,10 @@ impl BridgeWorker {
         }
         for i in self.guests.indices() {
             let g = &self.guests[i];
-            let idle = !g.suspending && !g.resuming && g.sampling.is_none();
-            if g.retiring && idle && self.surrogate.state(g.id) == Some(GuestState::Awake) {
+            if g.retiring
+                && g.sampling.is_none()
+                && self.surrogate.phase(g.id) == Some(Phase::Awake)
+            {
                 self.remove(i);
             }
         }
@@ -1249,25 +1210,28 @@ impl BridgeWorker {
 
     fn wake_command(&mut self, i: usize, reply: Reply) {
         let name = self.guests[i].name.clone();
-        let id = self.guests[i].id;
-        match self.surrogate.state(id) {
-            Some(GuestState::Awake) if !self.guests[i].suspending => {
+        match self.wake_guest(i, WakeCause::Requested) {
+            Asked::Already(_) => {
                 let _ = reply.send(Ok(format!("{name} is already awake")));
             }
-            Some(GuestState::Sleeping) if !self.guests[i].suspending => {
-                self.guests[i].wake_waiters.push(reply);
-                if self.surrogate.begin_wake(id).is_ok() {
-                    self.request_wake(i, WakeCause::Requested, None);
-                }
-            }
-            // Falling asleep or waking: answer when the wake is over.
-            _ => {
-                self.guests[i].wake_waiters.push(reply);
-                if self.guests[i].suspending {
-                    self.guests[i].wake_after_suspend = true;
-                }
-            }
+            // Answered when it is awake.
+            Asked::Started | Asked::UnderWay => self.guests[i].wake_waiters.push(reply),
         }
+    }
+
+    /// Asks guest `i`'s sequence for a wake, and counts one that starts.
+    fn wake_guest(&mut self, i: usize, cause: WakeCause) -> Asked {
+        let now = self.now();
+        let g = &mut self.guests[i];
+        let asked = self
+            .surrogate
+            .wake(g.id, cause, now)
+            .unwrap_or(Asked::Already(GuestState::Awake));
+        if asked == Asked::Started {
+            g.metrics.on_wake_started(cause);
+            g.wake_frame = None;
+        }
+        asked
     }
 
     fn status(&self) -> Vec<(usize, GuestStatus, History)> {
@@ -1275,11 +1239,11 @@ impl BridgeWorker {
         self.guests
             .iter()
             .map(|g| {
-                let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
-                let state = if g.suspending && state == GuestState::Sleeping {
-                    GuestState::FallingAsleep
-                } else {
-                    state
+                let phase = self.surrogate.phase(g.id).unwrap_or(Phase::Awake);
+                // The backend is still stopping it: not asleep yet, as far as users go.
+                let state = match phase {
+                    Phase::Suspending => GuestState::FallingAsleep,
+                    p => p.state(),
                 };
                 let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
                 let status = GuestStatus {
@@ -1302,7 +1266,7 @@ impl BridgeWorker {
                         .flatten(),
                     pinned: g.idle.as_ref().is_some_and(IdleTracker::is_pinned),
                     memory_freed_bytes: g.memory_released.map(|m| {
-                        if state == GuestState::Sleeping && !g.suspending {
+                        if state == GuestState::Sleeping {
                             m
                         } else {
                             0
@@ -1323,11 +1287,13 @@ impl BridgeWorker {
     /// Asks every awake guest that sleeps on its own for a sample: its port's counters now,
     /// its CPU time from its backend.
     fn sample_all(&mut self) {
+        if self.stopping {
+            return;
+        }
         let now = self.now();
         for i in self.guests.indices() {
             let g = &self.guests[i];
-            let busy = g.suspending || g.resuming || g.sampling.is_some();
-            if busy || self.surrogate.state(g.id) != Some(GuestState::Awake) {
+            if g.sampling.is_some() || self.surrogate.phase(g.id) != Some(Phase::Awake) {
                 continue;
             }
             let ifindex = g.ifindex;
@@ -1347,12 +1313,12 @@ impl BridgeWorker {
 
     fn sampled(&mut self, i: usize, cpu: Option<Duration>, memory: Option<u64>) {
         let id = self.guests[i].id;
-        let awake = self.surrogate.state(id) == Some(GuestState::Awake);
+        let awake = self.surrogate.phase(id) == Some(Phase::Awake);
         let g = &mut self.guests[i];
         let Some((at, stats)) = g.sampling.take() else {
             return;
         };
-        if awake && !g.suspending {
+        if awake {
             if memory.is_some() {
                 g.memory_released = memory;
             }
@@ -1368,7 +1334,7 @@ impl BridgeWorker {
             }
         }
         let Some(idle) = g.idle.as_mut() else { return };
-        if !awake || g.suspending {
+        if !awake {
             return;
         }
         // The host's side of the port: what it sends is what the guest receives.
@@ -1395,10 +1361,9 @@ impl BridgeWorker {
         }
     }
 
-    /// Starts putting guest `i` to sleep: claim its MAC for the surrogate's port, handle
-    /// what was captured before, cut its port, stand in, and have its backend stop it.
+    /// Asks guest `i`'s sequence to put it to sleep; `reply` (if an operator asked) is
+    /// answered once it is asleep, or did not fall asleep.
     fn sleep(&mut self, i: usize, reply: Option<Reply>) {
-        let id = self.guests[i].id;
         let name = self.guests[i].name.clone();
         if self.guests[i].retiring {
             if let Some(r) = reply {
@@ -1406,44 +1371,81 @@ impl BridgeWorker {
             }
             return;
         }
-        match self.surrogate.state(id) {
-            Some(GuestState::Awake) => {}
-            Some(GuestState::Sleeping) if self.guests[i].suspending => {
-                self.guests[i].sleep_waiters.extend(reply);
-                return;
-            }
-            Some(state) => {
+        let now = self.now();
+        match self.surrogate.sleep(self.guests[i].id, now) {
+            Ok(Asked::Started | Asked::UnderWay) => self.guests[i].sleep_waiters.extend(reply),
+            Ok(Asked::Already(state)) => {
                 if let Some(r) = reply {
                     let _ = r.send(Ok(format!("{name} is {state}")));
                 }
-                return;
             }
-            None => return,
+            Err(e) => error!(guest = %name, error = %e, "cannot put the guest to sleep"),
         }
-        if self.surrogate.begin_sleep(id).is_err() {
-            return;
+    }
+
+    /// Carries out what the sequences ask for, in order, until they ask for nothing more.
+    /// Each action is quick (a netlink call, frames sent, a backend call handed to the
+    /// guest's thread); none waits for the guest.
+    fn run_actions(&mut self) {
+        while let Some(action) = self.surrogate.poll_action() {
+            let id = match &action {
+                Action::Claim(id)
+                | Action::Cut(id)
+                | Action::Suspend(id)
+                | Action::Resume(id)
+                | Action::Restore(id, _)
+                | Action::Replay(id, _)
+                | Action::Probe(id, _)
+                | Action::HandBack(id)
+                | Action::Notify(id, _) => *id,
+            };
+            let i = id.index();
+            if self.guests.get_mut(i).is_none() {
+                error!(slot = i, ?action, "an action for a guest that is gone");
+                continue;
+            }
+            match action {
+                Action::Claim(_) => self.claim(i),
+                Action::Cut(_) => self.cut(i),
+                Action::Suspend(_) => self.backend_call(i, Op::Suspend),
+                Action::Resume(_) => self.backend_call(i, Op::Resume),
+                Action::Restore(_, cut) => self.restore(i, cut),
+                Action::Replay(_, frames) => self.replay(i, frames),
+                Action::Probe(_, probe) => self.probe(i, &probe),
+                Action::HandBack(_) => self.hand_back(i),
+                Action::Notify(_, notice) => self.notice(i, notice),
+            }
         }
-        self.guests[i].sleep_waiters.extend(reply);
-        self.journal(i, Some(Step::FallingAsleep));
-        let mac = self.guests[i].mac;
-        let vid = self.guests[i].fdb_vid();
-        let ifindex = self.guests[i].ifindex;
-        // From here unicast for the guest comes to the surrogate and is held for it.
-        if let Err(e) =
-            self.netlink
-                .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
+    }
+
+    /// Points the bridge's entry for guest `i`'s MAC at the surrogate's port: from here
+    /// unicast for the guest comes to the surrogate and is held for it. What was captured
+    /// until then is handled before the cut (those broadcasts reached the guest too).
+    fn claim(&mut self, i: usize) {
+        self.journal(i, Some((Step::FallingAsleep, None)));
+        let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
+        let ok = match self
+            .netlink
+            .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
         {
-            return self.sleep_failed(i, format!("cannot claim its MAC: {}", chain(&e)));
-        }
-        // Broadcasts captured so far reached the guest too.
+            Ok(()) => true,
+            Err(e) => {
+                self.guests[i].failure = Some(format!("cannot claim its MAC: {}", chain(&e)));
+                false
+            }
+        };
         self.drain_capture(usize::MAX);
-        // The cut: the guest's port leaves the bridge. Disabling the bridge port keeps the
-        // link up, so the guest sees no carrier change; a bridge running the kernel's STP
-        // refuses that, and then the link goes down instead.
+        self.outcome(i, Outcome::Claimed { ok });
+    }
+
+    /// Takes guest `i`'s port off the bridge. Disabling the bridge port keeps the link up,
+    /// so the guest sees no carrier change; a bridge running the kernel's STP refuses that,
+    /// and then the link goes down instead.
+    fn cut(&mut self, i: usize) {
         // Journal the cut about to be made first: a crash right after it must not leave a
         // journal that says the port was never cut.
-        self.guests[i].cut = Some(Cut::PortDisabled);
-        self.journal(i, Some(Step::FallingAsleep));
+        self.journal(i, Some((Step::FallingAsleep, Some(Cut::PortDisabled))));
+        let (name, ifindex) = (self.guests[i].name.clone(), self.guests[i].ifindex);
         let cut = match self.netlink.set_port_state(ifindex, PortState::Disabled) {
             Ok(()) => Ok(Cut::PortDisabled),
             Err(e) => {
@@ -1453,389 +1455,277 @@ impl BridgeWorker {
                     .map(|()| Cut::LinkDown)
             }
         };
-        match cut {
+        let cut = match cut {
             Ok(cut) => {
-                self.guests[i].cut = Some(cut);
-                self.journal(i, Some(Step::FallingAsleep));
-            }
-            Err(e) => return self.sleep_failed(i, format!("cannot cut its port: {}", chain(&e))),
-        }
-        let now = self.now();
-        if self.surrogate.asleep(id, now).is_err() {
-            return;
-        }
-        let g = &mut self.guests[i];
-        g.suspending = true;
-        g.wake_after_suspend = false;
-        if !g.backend.send(Op::Suspend) {
-            g.suspending = false;
-            self.suspended(i, Err("its backend has stopped".into()));
-        }
-    }
-
-    /// The backend has stopped the guest, or failed to.
-    fn suspended(&mut self, i: usize, result: Result<(), String>) {
-        self.guests[i].suspending = false;
-        match result {
-            Ok(()) => {
-                self.journal(i, Some(Step::Asleep));
-                let now = self.now();
-                let g = &mut self.guests[i];
-                g.metrics.on_asleep(now);
-                g.asleep_since = Some(StdInstant::now());
-                g.mark(true);
-                info!(guest = %g.name, "guest is asleep");
-                self.publish_tally();
-                let g = &mut self.guests[i];
-                self.bus.publish(Event::FellAsleep {
-                    guest: g.name.clone(),
-                });
-                let message = format!("{} is asleep", g.name);
-                g.answer_sleep(&Ok(message));
-                if std::mem::take(&mut g.wake_after_suspend) {
-                    let id = g.id;
-                    let _ = self.surrogate.begin_wake(id);
-                    let cause = self.guests[i].waking.map_or(WakeCause::Requested, |w| w.1);
-                    self.request_wake(i, cause, None);
-                }
-            }
-            Err(e) => self.sleep_failed(i, e),
-        }
-    }
-
-    /// Takes back a sleep that failed half-way: the guest is still running, so only its
-    /// network is handed back.
-    fn sleep_failed(&mut self, i: usize, why: String) {
-        let name = self.guests[i].name.clone();
-        error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
-        self.publish_tally();
-        self.bus.publish(Event::BackendError {
-            guest: name.clone(),
-            operation: "suspend".into(),
-            message: why.clone(),
-        });
-        let id = self.guests[i].id;
-        if self.surrogate.state(id) == Some(GuestState::FallingAsleep)
-            || self.surrogate.state(id) == Some(GuestState::Sleeping)
-        {
-            let _ = self.surrogate.begin_wake(id);
-        }
-        self.guests[i].waking = None;
-        self.finish_wake(i);
-        self.journal(i, None);
-        let g = &mut self.guests[i];
-        g.wake_after_suspend = false;
-        g.answer_sleep(&Err(format!("{name} did not fall asleep: {why}")));
-        g.answer_wake(&Ok(format!("{name} is awake")));
-    }
-
-    /// The core has put the guest in `Waking`: have its backend resume it.
-    fn request_wake(&mut self, i: usize, cause: WakeCause, frame: Option<String>) {
-        let g = &mut self.guests[i];
-        // After a failed wake, traffic does not hurry the next try: the backoff decides, and
-        // until then the surrogate stands in (an operator's wake still tries at once).
-        let backing_off = g.retry.is_some_and(|(at, _)| at > StdInstant::now());
-        if backing_off && cause != WakeCause::Requested && !g.resuming && !g.suspending {
-            let id = g.id;
-            let _ = self.surrogate.wake_failed(id);
-            return;
-        }
-        if g.waking.is_none() {
-            g.metrics.on_wake_started(cause);
-            g.wake_frame = frame;
-        }
-        g.waking.get_or_insert((StdInstant::now(), cause));
-        if g.suspending {
-            g.wake_after_suspend = true;
-            return;
-        }
-        if g.resuming {
-            return;
-        }
-        g.resuming = true;
-        if !g.backend.send(Op::Resume) {
-            self.resumed(i, Err("its backend has stopped".into()), Duration::ZERO);
-        }
-    }
-
-    /// The backend has resumed the guest, or failed to.
-    fn resumed(&mut self, i: usize, result: Result<Option<String>, String>, resume: Duration) {
-        self.guests[i].resuming = false;
-        let id = self.guests[i].id;
-        let name = self.guests[i].name.clone();
-        match result {
-            Ok(interface) => {
-                if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {
-                    match self.netlink.link_index(&new) {
-                        Ok(ifindex) => {
-                            info!(guest = %name, old = %self.guests[i].interface, new = %new, "the guest has a new port");
-                            let g = &mut self.guests[i];
-                            g.interface = new;
-                            g.ifindex = ifindex;
-                            // A new port joins the bridge forwarding: nothing to restore.
-                            g.cut = None;
-                            close_watches(&self.poll, g);
-                            if g.idle.is_some() {
-                                open_watch(&self.poll, g, i);
-                            }
-                        }
-                        Err(e) => {
-                            error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
-                        }
-                    }
-                }
-                self.finish_wake(i);
-                self.publish_tally();
-                // The wake is over when the guest owns its address again: before the
-                // journal's write (and its fsync) that only records it.
-                let g = &mut self.guests[i];
-                let started = g
-                    .waking
-                    .take()
-                    .unwrap_or((StdInstant::now(), WakeCause::Requested));
-                let took = started.0.elapsed();
-                self.journal(i, None);
-                let now = self.now();
-                let g = &mut self.guests[i];
-                g.last_wake = Some((took, started.1));
-                if let (Some(since), Some(rate)) = (g.asleep_since, g.cpu_rate) {
-                    g.cpu_saved += since.elapsed().mul_f64(rate);
-                }
-                // A guest started again from a save counts its CPU time from zero.
-                g.cpu_sample = None;
-                g.mark(false);
-                if g.last_wakes.len() == LAST_WAKES {
-                    g.last_wakes.pop_front();
-                }
-                g.last_wakes.push_back(WakeRecord {
-                    at_ms: unix_ms(),
-                    cause: started.1.as_str().to_owned(),
-                    frame: g.wake_frame.clone(),
-                    took_ms: took.as_secs_f64() * 1000.0,
-                });
-                self.bus.publish(Event::Woke {
-                    guest: name.clone(),
-                    cause: started.1.as_str().to_owned(),
-                    frame: g.wake_frame.take(),
-                    took_ms: Some(took.as_secs_f64() * 1000.0),
-                });
-                // Wake-and-serve ends at the guest's first answer after the replay; the wake
-                // itself goes on until the frames still arriving are relayed and the bridge
-                // points at the guest again.
-                let served = g.served.take().unwrap_or(took);
-                g.metrics.on_woke(started.1, served, resume);
-                g.metrics.on_awake(now);
-                g.retry = None;
-                g.asleep_since = None;
-                if let Some(idle) = g.idle.as_mut() {
-                    idle.reset(now);
-                }
-                g.answer_wake(&Ok(format!("{name} is awake")));
+                self.journal(i, Some((Step::FallingAsleep, Some(cut))));
+                Some(cut)
             }
             Err(e) => {
-                self.publish_tally();
-                let g = &mut self.guests[i];
-                let tries = g.retry.map_or(1, |r| r.1 + 1);
-                let delay = FIRST_RETRY_DELAY
-                    .saturating_mul(1 << tries.min(7))
-                    .min(MAX_RETRY_DELAY);
-                g.metrics.on_wake_failed();
-                g.retry = Some((StdInstant::now() + delay, tries));
-                error!(guest = %name, error = %e, tries, retry_in_ms = delay.as_millis() as u64, "wake failed; standing in again");
-                self.bus.publish(Event::BackendError {
-                    guest: name.clone(),
-                    operation: "resume".into(),
-                    message: format!("{e} (try {tries}; the next in {} ms)", delay.as_millis()),
-                });
-                g.answer_wake(&Err(format!(
-                    "{name} did not wake: {e}; vmnap keeps trying (see its log)"
-                )));
-                let _ = self.surrogate.wake_failed(id);
-            }
-        }
-    }
-
-    /// The network half of a wake, once the guest runs: bring its port back, replay its
-    /// queue, hand its MAC back, relay what still reaches the surrogate.
-    fn finish_wake(&mut self, i: usize) {
-        let id = self.guests[i].id;
-        let name = self.guests[i].name.clone();
-        let span = info_span!("guest", guest = %name);
-        let _enter = span.enter();
-        let ifindex = self.guests[i].ifindex;
-        let cut = self.guests[i].cut.take();
-        let restored = match cut {
-            Some(Cut::PortDisabled) => self.netlink.set_port_state(ifindex, PortState::Forwarding),
-            Some(Cut::LinkDown) => self.netlink.set_link_up(ifindex, true),
-            None => Ok(()),
-        };
-        if let Err(e) = restored {
-            error!(error = %chain(&e), "cannot bring the guest's port back");
-        }
-        if cut == Some(Cut::LinkDown) {
-            let deadline = StdInstant::now() + LINK_UP_WAIT;
-            while !self.netlink.link_is_running(ifindex).unwrap_or(true)
-                && StdInstant::now() < deadline
-            {
-                std::thread::yield_now();
-            }
-        }
-        let _ = self.surrogate.port_restored(id);
-        let sender = match PacketSocket::open_sender(&self.guests[i].interface) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                error!(error = %chain(&e), "cannot open the guest's port for replay; held frames are lost");
+                self.guests[i].failure = Some(format!("cannot cut its port: {}", chain(&e)));
                 None
             }
         };
-        if cut == Some(Cut::LinkDown) {
-            // After a carrier change the guest's side sends nothing until the kernel has
-            // activated its queue again (asynchronously): its answers to replayed frames would
-            // be lost. A barrier answered proves the way back works.
-            for _ in 0..MAX_BARRIERS {
-                if self.barrier(id, sender.as_ref()) {
-                    break;
+        self.outcome(i, Outcome::Cut(cut));
+    }
+
+    /// Hands a suspend or resume to guest `i`'s backend thread; its result comes back
+    /// through [`Self::run_done`].
+    fn backend_call(&mut self, i: usize, op: Op) {
+        let resume = matches!(op, Op::Resume);
+        if self.guests[i].backend.send(op) {
+            return;
+        }
+        self.guests[i].failure = Some("its backend has stopped".into());
+        self.outcome(
+            i,
+            if resume {
+                Outcome::Resumed {
+                    ok: false,
+                    new_port: false,
+                }
+            } else {
+                Outcome::Suspended { ok: false }
+            },
+        );
+    }
+
+    /// The backend has resumed guest `i`, or failed to.
+    fn resumed(&mut self, i: usize, result: Result<Option<String>, String>, took: Duration) {
+        self.guests[i].resume_took = took;
+        let name = self.guests[i].name.clone();
+        let interface = match result {
+            Ok(interface) => interface,
+            Err(e) => {
+                self.guests[i].failure = Some(e);
+                let failed = Outcome::Resumed {
+                    ok: false,
+                    new_port: false,
+                };
+                return self.outcome(i, failed);
+            }
+        };
+        let mut new_port = false;
+        if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {
+            match self.netlink.link_index(&new) {
+                Ok(ifindex) => {
+                    info!(guest = %name, old = %self.guests[i].interface, new = %new, "the guest has a new port");
+                    let g = &mut self.guests[i];
+                    g.interface = new;
+                    g.ifindex = ifindex;
+                    g.sender = None;
+                    // A new port joins the bridge forwarding: nothing to restore.
+                    new_port = true;
+                    close_watches(&self.poll, g);
+                    if g.idle.is_some() {
+                        open_watch(&self.poll, g, i);
+                    }
+                }
+                Err(e) => {
+                    error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
                 }
             }
         }
-        let mut replayed = self.replay(id, sender.as_ref());
-        // Frames replayed into the port may still wait in a CPU's backlog while a frame the
-        // bridge sends the guest directly overtakes them. So before the bridge switches back,
-        // a barrier: a probe sent after the replay, whose answer shows the guest has taken
-        // everything in. Frames that reached the surrogate meanwhile are relayed and fenced
-        // the same way, until a quiet moment: QUIET without a frame, everything relayed
-        // fenced. Only then does the bridge switch, so that a frame still on its way to the
-        // surrogate at the switch is unlikely to have a successor right behind it that the
-        // bridge would deliver first. A stream that never pauses is switched after
-        // QUIET_WAIT anyway.
-        let quiet_by = StdInstant::now() + QUIET_WAIT;
-        let mut last_frame = StdInstant::now();
-        let mut unanswered = 0;
-        let held = |s: &Surrogate| s.queue_depth(id).map_or(0, |d| d.0);
-        loop {
-            let fenced = self.barrier(id, sender.as_ref());
-            let g = &mut self.guests[i];
-            if fenced && g.served.is_none() {
-                g.served = g.waking.map(|w| w.0.elapsed());
-            }
-            let n = self.replay(id, sender.as_ref());
-            replayed += n;
-            if n > 0 {
-                last_frame = StdInstant::now();
-            }
-            if fenced && n == 0 {
-                // Everything relayed is in. Quiet for QUIET since the last frame? Watch
-                // without probing until then; a frame that comes is relayed and fenced.
-                while held(&self.surrogate) == 0
-                    && last_frame.elapsed() < QUIET
-                    && StdInstant::now() < quiet_by
-                {
-                    self.drain_capture(usize::MAX);
-                    std::thread::sleep(Duration::from_micros(50));
+        self.outcome(i, Outcome::Resumed { ok: true, new_port });
+    }
+
+    /// Puts guest `i`'s port back on the bridge, undoing `cut`.
+    fn restore(&mut self, i: usize, cut: Cut) {
+        let ifindex = self.guests[i].ifindex;
+        let restored = match cut {
+            Cut::PortDisabled => self.netlink.set_port_state(ifindex, PortState::Forwarding),
+            Cut::LinkDown => self.netlink.set_link_up(ifindex, true),
+        };
+        if let Err(e) = restored {
+            error!(guest = %self.guests[i].name, error = %chain(&e), "cannot bring the guest's port back");
+        }
+        self.outcome(i, Outcome::Restored);
+    }
+
+    /// Sends held frames into guest `i`'s port, in order.
+    fn replay(&mut self, i: usize, frames: VecDeque<QueuedFrame>) {
+        let g = &mut self.guests[i];
+        let n = frames.len();
+        let mut sent = 0;
+        g.sender();
+        if let Some(sender) = g.sender.as_ref() {
+            for frame in &frames {
+                match sender.send(&frame.bytes, &frame.vnet) {
+                    Ok(()) => sent += 1,
+                    Err(e) => {
+                        warn!(guest = %g.name, error = %chain(&e), "a held frame could not be replayed")
+                    }
                 }
-                if held(&self.surrogate) == 0 && last_frame.elapsed() >= QUIET {
-                    break;
-                }
-            }
-            unanswered += usize::from(!fenced);
-            if unanswered >= MAX_BARRIERS {
-                break;
-            }
-            if StdInstant::now() >= quiet_by {
-                warn!(
-                    wait_ms = QUIET_WAIT.as_millis() as u64,
-                    "no quiet moment to hand the guest's MAC back in; switching under traffic"
-                );
-                break;
             }
         }
-        let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
+        g.metrics.on_replayed(sent as u64, 0);
+        self.replay_failed(i, n - sent);
+    }
+
+    /// Sends a probe into guest `i`'s port. An answer is seen by the core among the frames
+    /// captured; a probe lost is one unanswered, and the core sends another.
+    fn probe(&mut self, i: usize, probe: &[u8]) {
+        let g = &mut self.guests[i];
+        g.sender();
+        if let Some(sender) = g.sender.as_ref() {
+            if let Err(e) = sender.send(probe, &VirtioNetHdr::NONE) {
+                debug!(guest = %g.name, error = %chain(&e), "cannot send a probe");
+            }
+        }
+    }
+
+    /// Points the bridge's entry for guest `i`'s MAC back at its port, then handles what
+    /// reached the surrogate before the switch (it is relayed after what came earlier).
+    fn hand_back(&mut self, i: usize) {
+        let g = &self.guests[i];
+        let (ifindex, mac, vid) = (g.ifindex, g.mac, g.fdb_vid());
         if let Err(e) = self
             .netlink
             .fdb_replace(ifindex, mac, vid, FdbEntry::Dynamic)
         {
             // The guest's first frame out teaches the bridge anyway; until then frames for it
             // keep coming here. Removing our entry makes the bridge flood them meanwhile.
-            warn!(error = %chain(&e), "cannot point the bridge back at the guest; removing vmnap's entry");
+            warn!(guest = %g.name, error = %chain(&e), "cannot point the bridge back at the guest; removing vmnap's entry");
             let _ = self.netlink.fdb_delete(self.port_ifindex, mac, vid);
         }
-        // Whatever reached the surrogate before the switch is relayed, after what came earlier.
         self.drain_capture(usize::MAX);
-        replayed += self.replay(id, sender.as_ref());
-        if let Err(e) = self.surrogate.wake_finished(id) {
-            error!(error = %e, "wake did not finish cleanly");
-        }
-        let cause = self.guests[i].waking.map_or("none", |w| w.1.as_str());
-        let took = self.guests[i].waking.map(|w| w.0.elapsed());
-        info!(
-            cause,
-            replayed,
-            took_ms = took.map(|t| t.as_secs_f64() * 1000.0),
-            "guest is awake"
-        );
+        self.outcome(i, Outcome::HandedBack);
     }
 
-    /// Sends a barrier probe into the guest's port and handles captured frames until the
-    /// guest answers it (or [`BARRIER_TIMEOUT`] passes). Returns whether it answered.
-    fn barrier(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> bool {
-        let Some(sender) = sender else { return false };
-        let Some(probe) = self
-            .surrogate
-            .barrier_probe(id, vmnap_core::MacAddr(self.mac))
-        else {
-            return false;
-        };
-        self.guests[id.index()].barrier_seen = false;
-        if let Err(e) = sender.send(&probe, &VirtioNetHdr::NONE) {
-            warn!(error = %chain(&e), "cannot send the barrier probe");
-            return false;
-        }
-        let deadline = StdInstant::now() + BARRIER_TIMEOUT;
-        loop {
-            self.drain_capture(usize::MAX);
-            if self.guests[id.index()].barrier_seen {
-                return true;
+    /// Tells whoever needs to know what happened to guest `i`: its journal, its waiters, the
+    /// log, the events and its figures.
+    fn notice(&mut self, i: usize, notice: Notice) {
+        let name = self.guests[i].name.clone();
+        match notice {
+            Notice::FellAsleep => {
+                let cut = self.surrogate.cut(self.guests[i].id);
+                self.journal(i, Some((Step::Asleep, cut)));
+                let now = self.now();
+                let g = &mut self.guests[i];
+                g.metrics.on_asleep(now);
+                g.asleep_since = Some(StdInstant::now());
+                g.mark(true);
+                info!(guest = %name, "guest is asleep");
+                self.publish_tally();
+                self.bus.publish(Event::FellAsleep {
+                    guest: name.clone(),
+                });
+                self.guests[i].answer_sleep(&Ok(format!("{name} is asleep")));
             }
-            if StdInstant::now() >= deadline {
-                warn!(guest = %self.guests[id.index()].name, "no answer to the barrier probe; switching back anyway");
-                return false;
+            Notice::SleepFailed => {
+                let why = self.guests[i].failure.take().unwrap_or_default();
+                error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
+                self.publish_tally();
+                self.bus.publish(Event::BackendError {
+                    guest: name.clone(),
+                    operation: "suspend".into(),
+                    message: why.clone(),
+                });
+                // Its waiters are told once its network is back (`awake`).
+                self.guests[i].failure = Some(format!("{name} did not fall asleep: {why}"));
             }
-            std::thread::sleep(Duration::from_micros(20));
+            Notice::SleepCancelled => {
+                info!(guest = %name, "woken before it was stopped; handing its network back");
+                self.guests[i].failure = Some(format!("{name} was woken before it fell asleep"));
+            }
+            Notice::WakeFailed { tries, retry_in } => {
+                self.publish_tally();
+                let g = &mut self.guests[i];
+                let e = g.failure.take().unwrap_or_default();
+                g.metrics.on_wake_failed();
+                let retry_in_ms = retry_in.as_millis() as u64;
+                error!(guest = %name, error = %e, tries, retry_in_ms, "wake failed; standing in again");
+                self.bus.publish(Event::BackendError {
+                    guest: name.clone(),
+                    operation: "resume".into(),
+                    message: format!("{e} (try {tries}; the next in {retry_in_ms} ms)"),
+                });
+                self.guests[i].answer_wake(&Err(format!(
+                    "{name} did not wake: {e}; vmnap keeps trying (see its log)"
+                )));
+            }
+            Notice::ProbesUnanswered => {
+                warn!(guest = %name, "the guest answered no probe; switching the bridge back anyway")
+            }
+            Notice::NoQuietMoment => warn!(
+                guest = %name,
+                wait_ms = vmnap_core::sequence::QUIET_WAIT.as_millis() as u64,
+                "no quiet moment to hand the guest's MAC back in; switching under traffic"
+            ),
+            Notice::Awake { wake } => self.awake(i, wake),
         }
     }
 
-    /// Sends the guest's held frames into its port, oldest first, in runs of [`REPLAY_RUN`]
-    /// fenced by barriers, so that a slow guest (a QEMU guest under TCG reads its tap only as
-    /// fast as it runs, and its tap holds 1,000 frames) is never sent more than it can take.
-    /// Returns how many were sent.
-    fn replay(&mut self, id: GuestId, sender: Option<&PacketSocket>) -> usize {
-        let frames: VecDeque<QueuedFrame> = self.surrogate.take_queue(id);
-        let n = frames.len();
-        let mut sent = 0;
-        let Some(sender) = sender else {
-            self.replay_failed(id, n);
-            return 0;
-        };
-        for (k, frame) in frames.into_iter().enumerate() {
-            if k > 0 && k % REPLAY_RUN == 0 {
-                self.barrier(id, Some(sender));
+    /// Guest `i` owns its address again, after a wake (`Some`) or a sleep that failed or was
+    /// cancelled (`None`).
+    fn awake(&mut self, i: usize, wake: Option<WakeReport>) {
+        self.publish_tally();
+        // The wake is over when the guest owns its address again: before the journal's write
+        // (and its fsync) that only records it.
+        self.journal(i, None);
+        let now = self.now();
+        let g = &mut self.guests[i];
+        let name = g.name.clone();
+        g.sender = None;
+        match wake {
+            Some(w) => {
+                let took_ms = w.took.as_secs_f64() * 1000.0;
+                info!(
+                    guest = %name,
+                    cause = w.cause.as_str(),
+                    replayed = w.replayed,
+                    took_ms,
+                    handed_back_ms = w.handed_back_after.as_secs_f64() * 1000.0,
+                    "guest is awake"
+                );
+                g.last_wake = Some((w.took, w.cause));
+                if let (Some(since), Some(rate)) = (g.asleep_since, g.cpu_rate) {
+                    g.cpu_saved += since.elapsed().mul_f64(rate);
+                }
+                // A guest started again from a save counts its CPU time from zero.
+                g.cpu_sample = None;
+                if g.last_wakes.len() == LAST_WAKES {
+                    g.last_wakes.pop_front();
+                }
+                g.last_wakes.push_back(WakeRecord {
+                    at_ms: unix_ms(),
+                    cause: w.cause.as_str().to_owned(),
+                    frame: g.wake_frame.clone(),
+                    took_ms,
+                });
+                g.metrics.on_woke(w.cause, w.took, g.resume_took);
+                self.bus.publish(Event::Woke {
+                    guest: name.clone(),
+                    cause: w.cause.as_str().to_owned(),
+                    frame: g.wake_frame.take(),
+                    took_ms: Some(took_ms),
+                });
             }
-            match sender.send(&frame.bytes, &frame.vnet) {
-                Ok(()) => sent += 1,
-                Err(e) => warn!(error = %chain(&e), "a held frame could not be replayed"),
+            None => {
+                info!(guest = %name, "the guest's network is handed back; it kept running");
+                g.wake_frame = None;
+                let why = g
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| format!("{name} is awake"));
+                g.answer_sleep(&Err(why));
             }
         }
-        self.guests[id.index()].metrics.on_replayed(sent as u64, 0);
-        self.replay_failed(id, n - sent);
-        sent
+        let g = &mut self.guests[i];
+        g.mark(false);
+        g.metrics.on_awake(now);
+        g.asleep_since = None;
+        if let Some(idle) = g.idle.as_mut() {
+            idle.reset(now);
+        }
+        g.answer_wake(&Ok(format!("{name} is awake")));
     }
 
-    /// Counts and reports `lost` held frames that could not be replayed.
-    fn replay_failed(&mut self, id: GuestId, lost: usize) {
+    /// Counts and reports `lost` held frames of guest `i` that could not be replayed.
+    fn replay_failed(&mut self, i: usize, lost: usize) {
         if lost == 0 {
             return;
         }
-        let g = &mut self.guests[id.index()];
+        let g = &mut self.guests[i];
         g.metrics.on_replayed(0, lost as u64);
         self.bus.publish(Event::Dropped {
             guest: g.name.clone(),
@@ -1844,38 +1734,30 @@ impl BridgeWorker {
         });
     }
 
-    fn shutdown(&mut self, wake: bool) {
+    /// Stops the worker: with `wake`, wakes every guest first, standing in and relaying
+    /// meanwhile, for at most [`SHUTDOWN_WAIT`] (a resume that fails is not tried again).
+    fn shutdown(&mut self, wake: bool, events: &mut Events) {
+        self.stopping = true;
         if wake {
             for i in self.guests.indices() {
-                let id = self.guests[i].id;
-                if self.surrogate.state(id) == Some(GuestState::Sleeping)
-                    && !self.guests[i].suspending
-                {
-                    if self.surrogate.begin_wake(id).is_ok() {
-                        self.request_wake(i, WakeCause::Requested, None);
-                    }
-                } else if self.guests[i].suspending {
-                    self.guests[i].wake_after_suspend = true;
-                }
+                self.wake_guest(i, WakeCause::Requested);
             }
-            // Wait for the backends, going on standing in meanwhile.
+            self.run_actions();
             let deadline = StdInstant::now() + SHUTDOWN_WAIT;
-            while self.guests.iter().any(|g| g.suspending || g.resuming)
-                && StdInstant::now() < deadline
+            let settled = |p: Option<Phase>| {
+                matches!(
+                    p,
+                    None | Some(Phase::Awake | Phase::Asleep | Phase::Retrying)
+                )
+            };
+            while StdInstant::now() < deadline
+                && !self
+                    .guests
+                    .iter()
+                    .all(|g| settled(self.surrogate.phase(g.id)))
             {
-                match self.done.recv_timeout(Duration::from_millis(10)) {
-                    Ok((i, done)) => {
-                        match done {
-                            Done::Suspended(r) => self.suspended(i, r.map_err(|e| chain(&e))),
-                            // No retries on the way out.
-                            Done::Resumed(r, took) => {
-                                self.resumed(i, r.map_err(|e| chain(&e)), took)
-                            }
-                            Done::Sampled(..) => {}
-                        }
-                        self.run_wakes();
-                    }
-                    Err(_) => self.drain_capture(BATCH),
+                if !self.turn(events, Some(Duration::from_millis(100))) {
+                    break;
                 }
             }
         }

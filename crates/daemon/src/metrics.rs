@@ -251,9 +251,10 @@ impl GuestMetrics {
         self.wakes_started[cause_index(cause)] += 1;
     }
 
-    /// Counts a wake that succeeded, begun for `cause`: `wake_and_serve` from the first
-    /// wake-worthy frame (for a requested wake, the request) to the guest's first frame
-    /// back, and `resume` the backend's own resume call.
+    /// Counts a wake that succeeded, begun for `cause`: `wake_and_serve` is the wake's
+    /// duration ([`vmnap_core::WakeReport::took`]: from the frame that caused it, or the
+    /// request, to the guest's first answer after the replay), and `resume` the backend's
+    /// own resume call.
     pub fn on_woke(&mut self, cause: WakeCause, wake_and_serve: Duration, resume: Duration) {
         self.wakes[cause_index(cause)] += 1;
         self.wake_and_serve.observe(wake_and_serve);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{curl, start, status};
+use common::{curl, settled_status, start, status};
 use vmnap_daemon::api::{self, Request, Response};
 use vmnap_hypervisor::FakeBackend;
 
@@ -22,7 +22,7 @@ fn a_failed_wake_is_retried_reported_and_loses_nothing() {
     // The SYN is held through two failed resumes (about 100 and 200 ms of backoff) and
     // replayed on the third; curl never notices.
     assert_eq!(curl(&r), "hello from web1\n");
-    let st = status(&r);
+    let st = settled_status(&r);
     assert_eq!(st["wake_failures"], 2, "{st}");
     assert_eq!(st["wakes"], 1, "{st}");
     assert_eq!(st["state"], "awake");

@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{curl, start, Running};
+use common::{curl, settled_status, start, Running};
 use vmnap_daemon::api::{self, Request, Response};
 use vmnap_host::PacketSocket;
 use vmnap_hypervisor::FakeBackend;
@@ -160,6 +160,7 @@ fn every_declared_metric_moves() {
     // A wake whose first resume fails: wake failures, wakes, replay, and both histograms.
     r.fake.state().fail_resumes = 1;
     assert_eq!(curl(&r), "hello from web1\n");
+    settled_status(&r);
     scrapes.push(scrape(&r));
 
     let families = scrapes[0].0.clone();

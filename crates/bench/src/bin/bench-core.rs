@@ -8,7 +8,7 @@
 //! median frames/s is printed with its ratio to the targets of `docs/design.md` (200k ARP/s,
 //! 160k ICMP/s on one core). Heap per sleeping guest is measured with a counting global
 //! allocator: the live bytes added by building 1,000 guest specs, `add_guest`,
-//! `begin_sleep` and `asleep`, divided by 1,000. Needs no privileges.
+//! `stand_in` (a guest found asleep), divided by 1,000. Needs no privileges.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant as StdInstant};
 
 use smoltcp::phy::ChecksumCapabilities;
 use vmnap_core::{
-    GuestId, GuestSpec, Instant, MacAddr, Sink, Surrogate, Verdict, VirtioNetHdr, WakeCause,
+    Cut, GuestId, GuestSpec, Instant, MacAddr, Sink, Surrogate, Verdict, VirtioNetHdr, WakeCause,
 };
 use vmnap_wire::smol::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, Icmpv4Packet, Icmpv4Repr, IpProtocol,
@@ -100,7 +100,7 @@ impl Sink for Discard {
             _ => self.other += 1,
         }
     }
-    fn wake(&mut self, _guest: GuestId, _cause: WakeCause) {
+    fn wake(&mut self, _guest: GuestId, _cause: WakeCause, _frame: &[u8]) {
         self.wakes += 1;
     }
 }
@@ -126,8 +126,7 @@ fn asleep(n: u32) -> anyhow::Result<Surrogate> {
     let mut s = Surrogate::new(0x5eed);
     for i in 0..n {
         let id = s.add_guest(spec(i))?;
-        s.begin_sleep(id)?;
-        s.asleep(id, Instant::ZERO)?;
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)?;
     }
     Ok(s)
 }
@@ -259,14 +258,13 @@ fn run() -> anyhow::Result<()> {
     let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
     for i in 0..N {
         let id = s.add_guest(spec(i))?;
-        s.begin_sleep(id)?;
-        s.asleep(id, Instant::ZERO)?;
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)?;
     }
     let after = LIVE_BYTES.load(Ordering::Relaxed);
     let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
     black_box(&s);
     let per_guest = (after - before) as f64 / f64::from(N);
-    println!("\nheap of the core per sleeping guest (counting allocator; live bytes after spec + add_guest + begin_sleep + asleep, {N} guests):");
+    println!("\nheap of the core per sleeping guest (counting allocator; live bytes after spec + add_guest + stand_in, {N} guests):");
     println!(
         "  {per_guest:.0} bytes/guest ({:.2} KiB; target <= 4 KiB besides the queue: {:.2}x of it), {:.1} allocations/guest, empty queues",
         per_guest / 1024.0,

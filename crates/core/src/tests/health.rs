@@ -75,8 +75,8 @@ impl Client {
     fn connect(spec: GuestSpec, mss: u16, window: u16) -> Self {
         let mut s = Surrogate::new(7);
         let id = s.add_guest(spec).expect("fresh surrogate");
-        s.begin_sleep(id).expect("awake guest");
-        s.asleep(id, Instant::ZERO).expect("falling asleep");
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+            .expect("awake guest");
         let mut c = Client {
             s,
             id,
@@ -486,7 +486,7 @@ fn health_port_of_an_awake_guest_is_left_to_the_guest() {
         [(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest))]
     );
     // Falling asleep, it is held for the guest, not answered.
-    s.begin_sleep(id).expect("awake");
+    s.sleep(id, Instant::ZERO).expect("awake");
     handle(&mut s, 2, &super::syn(PORT), &mut r);
     assert!(r.sent.is_empty());
     assert_eq!(r.verdicts[1], (Some(id), Verdict::Queued));
@@ -498,7 +498,8 @@ fn health_connections_are_forgotten_when_the_guest_wakes() {
     let mut c = Client::connect(health_spec(check()), 1460, 64240);
     c.send(b"GET /hea");
     assert!(c.s.poll_at().is_some());
-    c.s.begin_wake(c.id).expect("sleeping");
+    c.s.wake(c.id, WakeCause::Requested, Instant::ZERO)
+        .expect("sleeping");
     assert_eq!(c.s.poll_at(), None);
     // Now the rest of the request is the guest's, held for it.
     c.send(b"lthz HTTP/1.1\r\n\r\n");
@@ -511,8 +512,8 @@ fn non_health_ports_keep_their_behaviour() {
     let (mut s, id) = {
         let mut s = Surrogate::new(7);
         let id = s.add_guest(health_spec(check())).expect("fresh");
-        s.begin_sleep(id).expect("awake");
-        s.asleep(id, Instant::ZERO).expect("falling");
+        s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+            .expect("awake");
         (s, id)
     };
     let mut r = Recorder::default();
@@ -529,8 +530,8 @@ fn non_health_ports_keep_their_behaviour() {
 fn health_check_connections_past_the_limit_are_refused_and_counted() {
     let mut s = Surrogate::new(7);
     let id = s.add_guest(health_spec(check())).expect("fresh");
-    s.begin_sleep(id).expect("awake");
-    s.asleep(id, Instant::ZERO).expect("falling");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake");
     let mut r = Recorder::default();
     for port in 0..65u16 {
         let syn = segment(

@@ -99,6 +99,20 @@ pub fn status(r: &Running) -> serde_json::Value {
     }
 }
 
+/// The guest's status once no sleep or wake is under way (at most 5 s later): a client is
+/// served before the wake that serves it ends (the bridge is switched back a moment later).
+pub fn settled_status(r: &Running) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let st = status(r);
+        let moving = st["state"] == "waking" || st["state"] == "falling-asleep";
+        if !moving || std::time::Instant::now() > deadline {
+            return st;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 pub fn curl(r: &Running) -> String {
     let ns = r.lab.client("c0").expect("client").netns.clone();
     let out = r

@@ -1,0 +1,776 @@
+//! A guest's sleep and wake as one explicit sequence, driven without I/O.
+//!
+//! Each guest is in one [`Phase`]. The daemon asks for a sleep or a wake
+//! ([`Surrogate::sleep`], [`Surrogate::wake`]), frames ask for wakes on their own
+//! ([`Surrogate::handle_frame`]), and the daemon reports what it was told to do
+//! ([`Surrogate::done`]) and the passing of time ([`Surrogate::handle_timeout`]). What to do
+//! next comes out of [`Surrogate::poll_action`], in order, and the next deadline out of
+//! [`Surrogate::poll_at`]. Nothing here waits: a phase that waits for something (the
+//! backend, a probe's answer, a quiet moment in the guest's traffic) is a phase with a
+//! deadline.
+//!
+//! ```text
+//! Awake ─sleep─▶ Claiming ─▶ Cutting ─▶ Suspending ─▶ Asleep ─wake─▶ Resuming ─▶ Restoring
+//!   ▲                                                   ▲               │  ▲          │
+//!   │                                        (failed)   └─ Retrying ◀───┘  └─(timer)  ▼
+//!   └──────────────────── HandingBack ◀──────────────────────────────────────── Replaying
+//! ```
+//!
+//! A wake asked for while the guest is still falling asleep cancels the sleep where it is
+//! (before the backend was called, the guest never stopped: its network is handed back; once
+//! the backend is stopping it, it is resumed as soon as it has stopped). A failed step of a
+//! sleep hands the network back the same way. Every frame held for the guest, in whatever
+//! phase it arrived, leaves through [`Action::Replay`], oldest first, exactly once.
+
+use core::fmt;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::lifecycle::GuestState;
+use crate::queue::QueuedFrame;
+use crate::surrogate::{GuestId, LifecycleError, Surrogate};
+use crate::time::Instant;
+use crate::verdict::WakeCause;
+
+/// Frames replayed between two probes: a slow guest (a QEMU guest under TCG reads its tap
+/// only as fast as it runs, and its tap holds 1,000 frames) is never sent more than it can
+/// take in before it has answered.
+pub const REPLAY_RUN: usize = 64;
+/// How long the guest may take to answer a probe.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(50);
+/// Unanswered probes in a row after which the bridge is switched back regardless.
+pub const MAX_PROBES: u32 = 4;
+/// How long no frame for a waking guest must have been relayed before the bridge is
+/// switched back to it: a frame still on its way to the surrogate at the switch would be
+/// overtaken by a successor the bridge delivers directly.
+pub const QUIET: Duration = Duration::from_millis(2);
+/// How long a wake waits for a quiet moment before it switches the bridge under traffic.
+pub const QUIET_WAIT: Duration = Duration::from_millis(500);
+/// The unit of the delay before a failed resume is tried again: after `n` failures in a row
+/// the delay is this times 2ⁿ (100 ms after the first), up to [`MAX_RETRY_DELAY`].
+pub const RETRY_DELAY_UNIT: Duration = Duration::from_millis(50);
+/// The longest delay between two tries of a resume.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+
+/// Where a guest is in its sleep and wake sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// It runs and owns its address.
+    Awake,
+    /// The bridge's entry for its MAC is being pointed at the surrogate ([`Action::Claim`]).
+    Claiming,
+    /// Its port is being taken off the bridge ([`Action::Cut`]).
+    Cutting,
+    /// The backend is stopping it ([`Action::Suspend`]); the surrogate already answers.
+    Suspending,
+    /// Stopped; the surrogate answers, holds and wakes.
+    Asleep,
+    /// The backend is resuming it ([`Action::Resume`]).
+    Resuming,
+    /// A resume failed; the surrogate stands in until the next try.
+    Retrying,
+    /// Its port is being put back on the bridge ([`Action::Restore`]).
+    Restoring,
+    /// What was held is being replayed into its port, fenced by probes, until a quiet moment.
+    Replaying,
+    /// The bridge's entry for its MAC is being pointed back at it ([`Action::HandBack`]).
+    HandingBack,
+}
+
+impl Phase {
+    /// Every phase.
+    pub const ALL: [Phase; 10] = [
+        Phase::Awake,
+        Phase::Claiming,
+        Phase::Cutting,
+        Phase::Suspending,
+        Phase::Asleep,
+        Phase::Resuming,
+        Phase::Retrying,
+        Phase::Restoring,
+        Phase::Replaying,
+        Phase::HandingBack,
+    ];
+
+    /// Whether the sequence may go from `self` to `to`.
+    pub fn valid_transition(self, to: Phase) -> bool {
+        use Phase::*;
+        matches!(
+            (self, to),
+            (Awake, Claiming)
+                // Taken over from a journal: stood in for, or woken.
+                | (Awake, Asleep)
+                | (Claiming, Cutting)
+                // A claim that failed, or a wake before the cut: nothing to restore.
+                | (Claiming, Replaying)
+                | (Cutting, Suspending)
+                | (Cutting, Restoring)
+                | (Cutting, Replaying)
+                | (Suspending, Asleep)
+                | (Suspending, Resuming)
+                // The backend could not stop it: it still runs.
+                | (Suspending, Restoring)
+                | (Asleep, Resuming)
+                | (Resuming, Restoring)
+                // Resumed on a new port, which joined the bridge forwarding.
+                | (Resuming, Replaying)
+                | (Resuming, Retrying)
+                | (Retrying, Resuming)
+                | (Restoring, Replaying)
+                | (Replaying, HandingBack)
+                | (HandingBack, Awake)
+        )
+    }
+
+    /// The state that decides what the surrogate does with the guest's frames.
+    pub fn state(self) -> GuestState {
+        match self {
+            Phase::Awake => GuestState::Awake,
+            Phase::Claiming | Phase::Cutting => GuestState::FallingAsleep,
+            Phase::Suspending | Phase::Asleep | Phase::Retrying => GuestState::Sleeping,
+            Phase::Resuming | Phase::Restoring => GuestState::Waking { port_up: false },
+            Phase::Replaying | Phase::HandingBack => GuestState::Waking { port_up: true },
+        }
+    }
+
+    /// Its name, for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Awake => "awake",
+            Phase::Claiming => "claiming",
+            Phase::Cutting => "cutting",
+            Phase::Suspending => "suspending",
+            Phase::Asleep => "asleep",
+            Phase::Resuming => "resuming",
+            Phase::Retrying => "retrying",
+            Phase::Restoring => "restoring",
+            Phase::Replaying => "replaying",
+            Phase::HandingBack => "handing-back",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a sleeping guest's port is kept off the bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cut {
+    /// The bridge port is disabled; the link stays up, so the guest sees no carrier change.
+    PortDisabled,
+    /// The link is down (a bridge running the kernel's STP refuses to disable a port).
+    LinkDown,
+}
+
+/// What the daemon is to do next, from [`Surrogate::poll_action`]. Each action but
+/// [`Action::Replay`], [`Action::Probe`] and [`Action::Notify`] is answered with its
+/// [`Done`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Point the bridge's entry for the guest's MAC at the surrogate's port (static, so the
+    /// guest's own frames cannot move it), handle every frame captured until then, and
+    /// report [`Done::Claimed`].
+    Claim(GuestId),
+    /// Take the guest's port off the bridge; report [`Done::Cut`] with how.
+    Cut(GuestId),
+    /// Have the backend stop the guest; report [`Done::Suspended`].
+    Suspend(GuestId),
+    /// Have the backend resume the guest; report [`Done::Resumed`].
+    Resume(GuestId),
+    /// Put the guest's port back on the bridge, undoing this cut; report [`Done::Restored`].
+    Restore(GuestId, Cut),
+    /// Send these held frames into the guest's port, in this order.
+    Replay(GuestId, VecDeque<QueuedFrame>),
+    /// Send this probe into the guest's port. Its answer, when it reaches the surrogate's
+    /// port, shows that the guest has taken in everything sent into its port before it.
+    Probe(GuestId, Vec<u8>),
+    /// Point the bridge's entry for the guest's MAC back at the guest's port (dynamic),
+    /// handle every frame captured until then, and report [`Done::HandedBack`].
+    HandBack(GuestId),
+    /// Something others want to know happened.
+    Notify(GuestId, Notice),
+}
+
+/// The outcome of an [`Action`], for [`Surrogate::done`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// [`Action::Claim`] done (`ok`) or failed.
+    Claimed {
+        /// The entry points at the surrogate.
+        ok: bool,
+    },
+    /// [`Action::Cut`] done, and how (`None`: failed; the port is on the bridge).
+    Cut(Option<Cut>),
+    /// [`Action::Suspend`] done (`ok`) or failed (the guest still runs).
+    Suspended {
+        /// The guest is stopped.
+        ok: bool,
+    },
+    /// [`Action::Resume`] done (`ok`) or failed (the guest is still stopped).
+    Resumed {
+        /// The guest runs.
+        ok: bool,
+        /// It runs on a new port, which joined the bridge forwarding (a QEMU process
+        /// started again from a save): there is no cut to undo.
+        new_port: bool,
+    },
+    /// [`Action::Restore`] done. A failure is the daemon's to report; the sequence goes on,
+    /// since holding the guest's traffic longer would not bring the port back.
+    Restored,
+    /// [`Action::HandBack`] done (or failed: the guest's first frame out teaches the bridge).
+    HandedBack,
+}
+
+/// What happened to a guest, in [`Action::Notify`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    /// The backend has stopped it: it is asleep.
+    FellAsleep,
+    /// A step of its sleep failed; its network is being handed back and it keeps running.
+    SleepFailed,
+    /// A wake was asked for before the backend was called; its network is being handed back.
+    SleepCancelled,
+    /// A resume failed; the next try is in `retry_in`.
+    WakeFailed {
+        /// Failed tries in a row.
+        tries: u32,
+        /// The delay until the next.
+        retry_in: Duration,
+    },
+    /// The guest did not answer [`MAX_PROBES`] probes in a row; the bridge is switched back
+    /// without proof that it has taken in what was replayed.
+    ProbesUnanswered,
+    /// No quiet moment came in [`QUIET_WAIT`]; the bridge is switched back under traffic.
+    NoQuietMoment,
+    /// It is awake and owns its address again: with `wake`, after a wake; without, after a
+    /// sleep that failed or was cancelled.
+    Awake {
+        /// The wake, if there was one.
+        wake: Option<WakeReport>,
+    },
+}
+
+/// A finished wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeReport {
+    /// Why it woke.
+    pub cause: WakeCause,
+    /// The wake's duration: from the frame (or request) that caused it to the guest's first
+    /// answer after the replay (its answer to the first probe sent after the frames held
+    /// for it, so it had taken that frame in and answered it too). If it answered no probe,
+    /// until the bridge was switched back.
+    pub took: Duration,
+    /// From the frame that caused it until the bridge was switched back to the guest.
+    pub handed_back_after: Duration,
+    /// Frames replayed into the guest's port.
+    pub replayed: usize,
+    /// Failed resumes before the one that worked.
+    pub failed_tries: u32,
+}
+
+/// The answer to [`Surrogate::sleep`] and [`Surrogate::wake`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Asked for now, first: a sleep of an awake guest; a wake of a guest asleep or falling
+    /// asleep (the wake then waits for, or cancels, the sleep under way).
+    Started,
+    /// One is already under way that ends where asked: the asker is told by the next
+    /// [`Notice::FellAsleep`] (sleep) or [`Notice::Awake`] (wake).
+    UnderWay,
+    /// Nothing to do: the guest is in this state, which the request cannot change (awake
+    /// for a wake; for a sleep: asleep, waking, or falling asleep with a wake already asked
+    /// for, which ends the sleep).
+    Already(GuestState),
+}
+
+/// A wake under way, or asked for while the guest still falls asleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct WakeRun {
+    cause: WakeCause,
+    started: Instant,
+    /// When the guest first answered a probe sent after a replay.
+    served: Option<Instant>,
+    replayed: usize,
+}
+
+/// A guest's sequence: its phase and what the phase waits for.
+#[derive(Debug, Clone)]
+pub(crate) struct Sequence {
+    pub(crate) phase: Phase,
+    /// How its port is cut, while it is.
+    cut: Option<Cut>,
+    /// The wake under way or asked for; `None` while a failed or cancelled sleep is undone.
+    wake: Option<WakeRun>,
+    /// A wake asked for while it falls asleep.
+    wake_asked: bool,
+    /// Failed resumes in a row, and when the next try is due.
+    tries: u32,
+    retry_at: Option<Instant>,
+    /// While replaying: the probe out and when it counts as unanswered; probes unanswered
+    /// in a row; whether a probe was answered before anything was replayed (after a carrier
+    /// change the way back must be proven first); whether every frame relayed so far was
+    /// fenced by an answered probe; when a frame was last relayed; when the wait for a
+    /// quiet moment ends.
+    probe_until: Option<Instant>,
+    unanswered: u32,
+    primed: bool,
+    fenced: bool,
+    last_relay: Instant,
+    quiet_by: Instant,
+}
+
+impl Default for Sequence {
+    fn default() -> Self {
+        Self {
+            phase: Phase::Awake,
+            cut: None,
+            wake: None,
+            wake_asked: false,
+            tries: 0,
+            retry_at: None,
+            probe_until: None,
+            unanswered: 0,
+            primed: false,
+            fenced: false,
+            last_relay: Instant::ZERO,
+            quiet_by: Instant::ZERO,
+        }
+    }
+}
+
+impl Sequence {
+    /// The next deadline of the phase.
+    pub(crate) fn poll_at(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Retrying => self.retry_at,
+            Phase::Replaying => {
+                let quiet = (self.probe_until.is_none() && self.primed && self.fenced)
+                    .then_some(self.last_relay + QUIET);
+                [self.probe_until, quiet, Some(self.quiet_by)]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The delay before the next try of a resume that has failed `tries` times in a row.
+pub fn retry_delay(tries: u32) -> Duration {
+    RETRY_DELAY_UNIT
+        .saturating_mul(1 << tries.min(7))
+        .min(MAX_RETRY_DELAY)
+}
+
+impl Surrogate {
+    /// A guest's phase.
+    pub fn phase(&self, id: GuestId) -> Option<Phase> {
+        self.guest_ref(id).map(|g| g.seq.phase)
+    }
+
+    /// How guest `id`'s port is cut off the bridge, while it is.
+    pub fn cut(&self, id: GuestId) -> Option<Cut> {
+        self.guest_ref(id).and_then(|g| g.seq.cut)
+    }
+
+    /// The next thing to do, oldest first.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Asks for guest `id` to be put to sleep at `now`.
+    pub fn sleep(&mut self, id: GuestId, now: Instant) -> Result<Asked, LifecycleError> {
+        let g = self.guest_mut(id)?;
+        Ok(match g.seq.phase {
+            Phase::Awake => {
+                self.enter(id, Phase::Claiming, now);
+                self.actions.push_back(Action::Claim(id));
+                Asked::Started
+            }
+            Phase::Claiming | Phase::Cutting | Phase::Suspending if !g.seq.wake_asked => {
+                Asked::UnderWay
+            }
+            p => Asked::Already(p.state()),
+        })
+    }
+
+    /// Asks for guest `id` to be woken at `now`, for `cause`. A wake asked while it falls
+    /// asleep cancels the sleep; one asked while a failed resume waits for its next try is
+    /// tried at once if an operator asked ([`WakeCause::Requested`]), and otherwise waits
+    /// for the try (the frame is held meanwhile).
+    pub fn wake(
+        &mut self,
+        id: GuestId,
+        cause: WakeCause,
+        now: Instant,
+    ) -> Result<Asked, LifecycleError> {
+        let g = self.guest_mut(id)?;
+        let run = WakeRun {
+            cause,
+            started: now,
+            served: None,
+            replayed: 0,
+        };
+        Ok(match g.seq.phase {
+            Phase::Awake => Asked::Already(GuestState::Awake),
+            Phase::Claiming | Phase::Cutting | Phase::Suspending if !g.seq.wake_asked => {
+                g.seq.wake_asked = true;
+                g.seq.wake = Some(run);
+                Asked::Started
+            }
+            Phase::Claiming | Phase::Cutting | Phase::Suspending => Asked::UnderWay,
+            Phase::Asleep => {
+                g.seq.wake = Some(run);
+                self.resume(id, now);
+                Asked::Started
+            }
+            Phase::Retrying if cause == WakeCause::Requested => {
+                self.resume(id, now);
+                Asked::UnderWay
+            }
+            Phase::Retrying
+            | Phase::Resuming
+            | Phase::Restoring
+            | Phase::Replaying
+            | Phase::HandingBack => Asked::UnderWay,
+        })
+    }
+
+    /// Takes over guest `id`, awake as far as the surrogate knew, as a guest found asleep
+    /// (a journal left by an earlier run says so) with its port cut `cut`: the surrogate
+    /// stands in for it from `now`.
+    pub fn stand_in(
+        &mut self,
+        id: GuestId,
+        cut: Option<Cut>,
+        now: Instant,
+    ) -> Result<(), LifecycleError> {
+        self.check(id, Phase::Asleep)?;
+        self.enter(id, Phase::Asleep, now);
+        self.guest_mut(id)?.seq.cut = cut;
+        Ok(())
+    }
+
+    /// Reports the outcome of an action for guest `id` at `now`.
+    pub fn done(&mut self, id: GuestId, done: Done, now: Instant) -> Result<(), LifecycleError> {
+        let phase = self.guest_mut(id)?.seq.phase;
+        match (phase, done) {
+            (Phase::Claiming, Done::Claimed { ok: true }) => {
+                if self.guest_mut(id)?.seq.wake_asked {
+                    self.notify(id, Notice::SleepCancelled);
+                    self.undo(id, now);
+                } else {
+                    self.enter(id, Phase::Cutting, now);
+                    self.actions.push_back(Action::Cut(id));
+                }
+            }
+            (Phase::Claiming, Done::Claimed { ok: false }) | (Phase::Cutting, Done::Cut(None)) => {
+                self.notify(id, Notice::SleepFailed);
+                self.undo(id, now);
+            }
+            (Phase::Cutting, Done::Cut(Some(cut))) => {
+                let g = self.guest_mut(id)?;
+                g.seq.cut = Some(cut);
+                if g.seq.wake_asked {
+                    self.notify(id, Notice::SleepCancelled);
+                    self.undo(id, now);
+                } else {
+                    self.enter(id, Phase::Suspending, now);
+                    self.actions.push_back(Action::Suspend(id));
+                }
+            }
+            (Phase::Suspending, Done::Suspended { ok: true }) => {
+                self.notify(id, Notice::FellAsleep);
+                let g = self.guest_mut(id)?;
+                if std::mem::take(&mut g.seq.wake_asked) {
+                    self.resume(id, now);
+                } else {
+                    self.enter(id, Phase::Asleep, now);
+                }
+            }
+            (Phase::Suspending, Done::Suspended { ok: false }) => {
+                self.notify(id, Notice::SleepFailed);
+                self.undo(id, now);
+            }
+            (Phase::Resuming, Done::Resumed { ok: true, new_port }) => {
+                let g = self.guest_mut(id)?;
+                g.seq.retry_at = None;
+                if new_port {
+                    g.seq.cut = None;
+                }
+                self.restore(id, now);
+            }
+            (Phase::Resuming, Done::Resumed { ok: false, .. }) => {
+                let g = self.guest_mut(id)?;
+                g.seq.tries += 1;
+                let tries = g.seq.tries;
+                let retry_in = retry_delay(tries);
+                g.seq.retry_at = Some(now + retry_in);
+                self.enter(id, Phase::Retrying, now);
+                self.notify(id, Notice::WakeFailed { tries, retry_in });
+            }
+            (Phase::Restoring, Done::Restored) => {
+                let g = self.guest_mut(id)?;
+                let link_down = g.seq.cut.take() == Some(Cut::LinkDown);
+                self.replay(id, now, !link_down);
+            }
+            (Phase::HandingBack, Done::HandedBack) => {
+                let rest = self.guest_mut(id)?.queue.take();
+                self.relay(id, rest);
+                self.enter(id, Phase::Awake, now);
+                let g = self.guest_mut(id)?;
+                let seq = std::mem::take(&mut g.seq);
+                let wake = seq.wake.map(|w| WakeReport {
+                    cause: w.cause,
+                    took: w.served.unwrap_or(now) - w.started,
+                    handed_back_after: now - w.started,
+                    replayed: w.replayed,
+                    failed_tries: seq.tries,
+                });
+                self.notify(id, Notice::Awake { wake });
+            }
+            (phase, done) => {
+                return Err(LifecycleError::Unexpected {
+                    guest: self.name_of(id).to_owned(),
+                    phase,
+                    done,
+                })
+            }
+        }
+        Ok(())
+    }
+
+    /// Does what the sequences have due at `now`: retries of failed resumes, probes that
+    /// went unanswered, quiet moments reached.
+    pub(crate) fn sequence_timeout(&mut self, now: Instant) {
+        let due: Vec<GuestId> = self
+            .guest_ids()
+            .filter(|id| {
+                self.guest_ref(*id)
+                    .and_then(|g| g.seq.poll_at())
+                    .is_some_and(|at| at <= now)
+            })
+            .collect();
+        for id in due {
+            let Ok(g) = self.guest_mut(id) else { continue };
+            match g.seq.phase {
+                Phase::Retrying => self.resume(id, now),
+                Phase::Replaying => {
+                    if now >= g.seq.quiet_by {
+                        self.notify(id, Notice::NoQuietMoment);
+                        self.hand_back(id, now);
+                        continue;
+                    }
+                    if g.seq.probe_until.is_some_and(|at| at <= now) {
+                        g.seq.probe_until = None;
+                        g.seq.unanswered += 1;
+                        if g.seq.unanswered >= MAX_PROBES {
+                            self.notify(id, Notice::ProbesUnanswered);
+                            self.hand_back(id, now);
+                            continue;
+                        }
+                        self.pump(id, now);
+                        continue;
+                    }
+                    // A quiet moment: everything relayed is fenced, nothing held, and no
+                    // frame relayed for QUIET.
+                    if g.queue.len() == 0 && g.seq.fenced && g.seq.primed {
+                        self.hand_back(id, now);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The guest answered the probe out for it, at `now`.
+    pub(crate) fn probe_answered(&mut self, id: GuestId, now: Instant) {
+        let Ok(g) = self.guest_mut(id) else { return };
+        if g.seq.phase != Phase::Replaying || g.seq.probe_until.is_none() {
+            return;
+        }
+        g.seq.probe_until = None;
+        g.seq.unanswered = 0;
+        if g.seq.primed {
+            g.seq.fenced = true;
+            if let Some(w) = g.seq.wake.as_mut() {
+                w.served.get_or_insert(now);
+            }
+        } else {
+            g.seq.primed = true;
+        }
+        self.pump(id, now);
+    }
+
+    /// A frame was held for the guest at `now`: while replaying, it is relayed at once
+    /// unless a probe is out (then after its answer).
+    pub(crate) fn frame_held(&mut self, id: GuestId, now: Instant) {
+        if self.phase(id) == Some(Phase::Replaying) {
+            self.pump(id, now);
+        }
+    }
+
+    /// Whether a frame that asks for a wake of guest `id` starts one now. While the guest
+    /// falls asleep, such a frame (held for it) cancels the sleep: the guest has work.
+    pub(crate) fn wake_for_frame(&mut self, id: GuestId, cause: WakeCause, now: Instant) -> bool {
+        let Ok(g) = self.guest_mut(id) else {
+            return false;
+        };
+        let asks = match g.seq.phase {
+            Phase::Asleep => true,
+            Phase::Claiming | Phase::Cutting | Phase::Suspending => !g.seq.wake_asked,
+            _ => false,
+        };
+        asks && self.wake(id, cause, now).is_ok()
+    }
+
+    fn check(&mut self, id: GuestId, to: Phase) -> Result<(), LifecycleError> {
+        let from = self.guest_mut(id)?.seq.phase;
+        if from.valid_transition(to) {
+            Ok(())
+        } else {
+            Err(LifecycleError::InvalidTransition {
+                guest: self.name_of(id).to_owned(),
+                from,
+                to,
+            })
+        }
+    }
+
+    /// Moves guest `id` to phase `to`, which the sequence only ever asks for when it is valid.
+    fn enter(&mut self, id: GuestId, to: Phase, now: Instant) {
+        let Ok(g) = self.guest_mut(id) else { return };
+        debug_assert!(
+            g.seq.phase.valid_transition(to),
+            "{} -> {to} for {}",
+            g.seq.phase,
+            g.spec.name
+        );
+        let was = g.seq.phase.state();
+        g.seq.phase = to;
+        if to.state() == GuestState::Sleeping && was != GuestState::Sleeping {
+            g.asleep_since = now;
+        }
+        if matches!(to.state(), GuestState::Waking { .. })
+            && !matches!(was, GuestState::Waking { .. })
+        {
+            // The surrogate's conversations in the guest's name end: the guest takes over.
+            g.echo.clear();
+            g.health.clear();
+            g.keepalive = g.keepalive.hasher().map();
+            g.barrier = None;
+        }
+    }
+
+    fn notify(&mut self, id: GuestId, notice: Notice) {
+        self.actions.push_back(Action::Notify(id, notice));
+    }
+
+    fn resume(&mut self, id: GuestId, now: Instant) {
+        self.enter(id, Phase::Resuming, now);
+        if let Ok(g) = self.guest_mut(id) {
+            g.seq.retry_at = None;
+        }
+        self.actions.push_back(Action::Resume(id));
+    }
+
+    /// Hands back the network of a guest that still runs (its sleep failed or was
+    /// cancelled).
+    fn undo(&mut self, id: GuestId, now: Instant) {
+        if let Ok(g) = self.guest_mut(id) {
+            // A wake asked for meanwhile is answered by the guest being awake; it reports no
+            // wake, since the guest never stopped.
+            g.seq.wake = None;
+            g.seq.wake_asked = false;
+        }
+        self.restore(id, now);
+    }
+
+    /// Puts the guest's port back, if it was cut, then replays.
+    fn restore(&mut self, id: GuestId, now: Instant) {
+        let Ok(g) = self.guest_mut(id) else { return };
+        match g.seq.cut {
+            Some(cut) => {
+                self.enter(id, Phase::Restoring, now);
+                self.actions.push_back(Action::Restore(id, cut));
+            }
+            None => self.replay(id, now, true),
+        }
+    }
+
+    fn replay(&mut self, id: GuestId, now: Instant, primed: bool) {
+        self.enter(id, Phase::Replaying, now);
+        let Ok(g) = self.guest_mut(id) else { return };
+        g.seq.cut = None;
+        g.seq.probe_until = None;
+        g.seq.unanswered = 0;
+        g.seq.primed = primed;
+        g.seq.fenced = false;
+        g.seq.last_relay = now;
+        g.seq.quiet_by = now + QUIET_WAIT;
+        self.pump(id, now);
+    }
+
+    /// While replaying, with no probe out: relays the next run of held frames and fences it
+    /// with a probe, or probes once more if what was relayed is not fenced yet. After a probe
+    /// went unanswered nothing more is relayed until one is answered: the guest may not have
+    /// taken in the last run yet.
+    fn pump(&mut self, id: GuestId, now: Instant) {
+        let Ok(g) = self.guest_mut(id) else { return };
+        if g.seq.phase != Phase::Replaying || g.seq.probe_until.is_some() {
+            return;
+        }
+        if g.seq.primed && g.seq.unanswered == 0 && g.queue.len() > 0 {
+            let run = g.queue.take_oldest(REPLAY_RUN);
+            g.seq.last_relay = now;
+            g.seq.fenced = false;
+            self.relay(id, run);
+        } else if g.seq.primed && g.seq.fenced {
+            return;
+        }
+        let from = self.probe_mac;
+        match self.barrier_probe(id, from) {
+            Some(probe) => {
+                if let Ok(g) = self.guest_mut(id) {
+                    g.seq.probe_until = Some(now + PROBE_TIMEOUT);
+                }
+                self.actions.push_back(Action::Probe(id, probe));
+            }
+            // A guest with no address cannot be probed: what was relayed is taken as in.
+            None => {
+                if let Ok(g) = self.guest_mut(id) {
+                    g.seq.primed = true;
+                    g.seq.fenced = true;
+                    if g.queue.len() > 0 {
+                        self.pump(id, now);
+                    }
+                }
+            }
+        }
+    }
+
+    fn relay(&mut self, id: GuestId, frames: VecDeque<QueuedFrame>) {
+        if frames.is_empty() {
+            return;
+        }
+        if let Ok(g) = self.guest_mut(id) {
+            if let Some(w) = g.seq.wake.as_mut() {
+                w.replayed += frames.len();
+            }
+        }
+        self.actions.push_back(Action::Replay(id, frames));
+    }
+
+    fn hand_back(&mut self, id: GuestId, now: Instant) {
+        self.enter(id, Phase::HandingBack, now);
+        if let Ok(g) = self.guest_mut(id) {
+            g.seq.probe_until = None;
+            g.barrier = None;
+        }
+        self.actions.push_back(Action::HandBack(id));
+    }
+}
