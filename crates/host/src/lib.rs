@@ -11,6 +11,7 @@
 
 pub mod bpf;
 pub mod cgroup;
+pub mod diag;
 pub mod memory;
 pub mod netlink;
 pub mod packet;

@@ -9,10 +9,13 @@
 
 #![forbid(unsafe_code)]
 
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use vmnap_host::diag::DiagError;
+pub use vmnap_host::diag::TcpWork;
 use vmnap_host::{Cgroup, CgroupError, CgroupVersion};
 
 /// Failure to stop a guest.
@@ -73,6 +76,35 @@ pub enum ResumeError {
     },
 }
 
+/// Failure to read what a stopped guest still has to do.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The guest's network namespace could not be found or opened.
+    #[error("cannot open the network namespace of guest {guest}")]
+    Namespace {
+        /// The guest.
+        guest: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Its sockets could not be read.
+    #[error("cannot read the TCP sockets of guest {guest}")]
+    Sockets {
+        /// The guest.
+        guest: String,
+        /// Why.
+        #[source]
+        source: DiagError,
+    },
+}
+
+/// How recently a peer's data must have come for a connection that has not answered it to
+/// count as owing an answer ([`TcpWork::unanswered`]). A request being worked on is answered
+/// within this time, or the guest is busy and its CPU keeps it awake; a connection whose peer
+/// spoke last longer ago is one that expects no answer.
+pub const ANSWER_WINDOW: Duration = Duration::from_secs(10);
+
 /// Failure to set a backend up for a guest.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -111,6 +143,13 @@ pub trait Backend: Send + std::fmt::Debug {
     /// save frees; 0 for a pause or a freeze, which keep the guest's memory. `None`: not
     /// known.
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        None
+    }
+    /// What the stopped guest's TCP sockets still have to do: a request its kernel took in
+    /// just before the stop, or an answer not acknowledged yet, waits there with nothing to
+    /// wake the guest for it. `None`: the backend cannot tell (the guest's kernel is stopped
+    /// with it, or its sockets are the host's).
+    fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
         None
     }
 }
@@ -173,6 +212,37 @@ impl Backend for CgroupBackend {
                 source,
             })
     }
+
+    /// A frozen cgroup's processes are stopped but the kernel of its network namespace is
+    /// not: its sockets are read through the namespace of the cgroup's first process. A guest
+    /// without a namespace of its own (its sockets are the host's) cannot be told.
+    fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
+        let namespace = |source| InspectError::Namespace {
+            guest: self.guest.clone(),
+            source,
+        };
+        let pid = match self.cgroup.pids() {
+            Ok(pids) => *pids.first()?,
+            Err(e) => return Some(Err(namespace(std::io::Error::other(e)))),
+        };
+        let path = format!("/proc/{pid}/ns/net");
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(namespace(e))),
+        };
+        let ours = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino());
+        if file.metadata().map(|m| m.ino()).ok() == ours.ok() {
+            return None;
+        }
+        Some(
+            vmnap_host::diag::tcp_work_in(file, ANSWER_WINDOW).map_err(|source| {
+                InspectError::Sockets {
+                    guest: self.guest.clone(),
+                    source,
+                }
+            }),
+        )
+    }
 }
 
 /// What a [`FakeBackend`] has been asked, and how it is to answer.
@@ -186,6 +256,8 @@ pub struct FakeState {
     pub fail_suspends: u32,
     /// Fail this many of the next resumes.
     pub fail_resumes: u32,
+    /// What [`Backend::work_in_flight`] says, once (then it cannot tell again).
+    pub work_in_flight: Option<TcpWork>,
 }
 
 /// A backend that stops nothing: it records calls and fails on request. Clones share state,
@@ -247,6 +319,10 @@ impl Backend for FakeBackend {
         }
         s.suspended = false;
         Ok(())
+    }
+
+    fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
+        self.state().work_in_flight.take().map(Ok)
     }
 }
 
