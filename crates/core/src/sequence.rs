@@ -10,11 +10,19 @@
 //! deadline.
 //!
 //! ```text
-//! Awake ─sleep─▶ Claiming ─▶ Cutting ─▶ Suspending ─▶ Asleep ─wake─▶ Resuming ─▶ Restoring
-//!   ▲                                                   ▲               │  ▲          │
-//!   │                                        (failed)   └─ Retrying ◀───┘  └─(timer)  ▼
-//!   └──────────────────── HandingBack ◀──────────────────────────────────────── Replaying
+//! Awake ─sleep─▶ Claiming ─▶ Settling ─▶ Cutting ─▶ Suspending ─▶ Verifying ─▶ Asleep ─wake─▶ Resuming
+//!   ▲                                                      │ (work in flight)           │ ▲
+//!   │                                                      └──────────────────────────▶ │ │
+//!   │                                                       Retrying ◀── (failed) ──────┘ │
+//!   │                                                          └──────── (timer) ─────────┘
+//!   └── HandingBack ◀── Replaying ◀── Restoring ◀── (resumed) ── Resuming
 //! ```
+//!
+//! Once the backend has stopped the guest, what it still has to do is read where the
+//! backend can tell ([`Action::Inspect`]): a request its kernel took in just before the cut,
+//! or an answer it had not had acknowledged, would wait there with nothing to wake the guest
+//! for it (its kernel would even retransmit into the cut port and back off). Such a guest is
+//! woken again at once ([`WakeCause::InFlight`]); its clients wait a few milliseconds more.
 //!
 //! A wake asked for while the guest is still falling asleep cancels the sleep where it is
 //! (before the backend was called, the guest never stopped: its network is handed back; once
@@ -44,6 +52,11 @@ pub const MAX_PROBES: u32 = 4;
 /// switched back to it: a frame still on its way to the surrogate at the switch would be
 /// overtaken by a successor the bridge delivers directly.
 pub const QUIET: Duration = Duration::from_millis(2);
+/// How long a sleep waits between pointing the guest's MAC at the surrogate and cutting the
+/// guest's port: frames already on their way to the guest are taken in, and answered
+/// through its port, before the port goes (an answer sent into a cut port is lost, and a
+/// lost SYN-ACK costs its client a second).
+pub const SETTLE: Duration = Duration::from_millis(2);
 /// How long a wake waits for a quiet moment before it switches the bridge under traffic.
 pub const QUIET_WAIT: Duration = Duration::from_millis(500);
 /// The unit of the delay before a failed resume is tried again: after `n` failures in a row
@@ -59,10 +72,15 @@ pub enum Phase {
     Awake,
     /// The bridge's entry for its MAC is being pointed at the surrogate ([`Action::Claim`]).
     Claiming,
+    /// Its MAC points at the surrogate; what was on its way to the guest is answered through
+    /// its port before the cut ([`SETTLE`]).
+    Settling,
     /// Its port is being taken off the bridge ([`Action::Cut`]).
     Cutting,
     /// The backend is stopping it ([`Action::Suspend`]); the surrogate already answers.
     Suspending,
+    /// Stopped; what it still has to do is being read ([`Action::Inspect`]).
+    Verifying,
     /// Stopped; the surrogate answers, holds and wakes.
     Asleep,
     /// The backend is resuming it ([`Action::Resume`]).
@@ -79,11 +97,13 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase.
-    pub const ALL: [Phase; 10] = [
+    pub const ALL: [Phase; 12] = [
         Phase::Awake,
         Phase::Claiming,
+        Phase::Settling,
         Phase::Cutting,
         Phase::Suspending,
+        Phase::Verifying,
         Phase::Asleep,
         Phase::Resuming,
         Phase::Retrying,
@@ -100,16 +120,21 @@ impl Phase {
             (Awake, Claiming)
                 // Taken over from a journal: stood in for, or woken.
                 | (Awake, Asleep)
-                | (Claiming, Cutting)
+                | (Claiming, Settling)
+                | (Settling, Cutting)
                 // A claim that failed, or a wake before the cut: nothing to restore.
                 | (Claiming, Replaying)
+                | (Settling, Replaying)
                 | (Cutting, Suspending)
                 | (Cutting, Restoring)
                 | (Cutting, Replaying)
-                | (Suspending, Asleep)
+                | (Suspending, Verifying)
                 | (Suspending, Resuming)
                 // The backend could not stop it: it still runs.
                 | (Suspending, Restoring)
+                | (Verifying, Asleep)
+                // It still had work, or a wake was asked meanwhile.
+                | (Verifying, Resuming)
                 | (Asleep, Resuming)
                 | (Resuming, Restoring)
                 // Resumed on a new port, which joined the bridge forwarding.
@@ -126,8 +151,10 @@ impl Phase {
     pub fn state(self) -> GuestState {
         match self {
             Phase::Awake => GuestState::Awake,
-            Phase::Claiming | Phase::Cutting => GuestState::FallingAsleep,
-            Phase::Suspending | Phase::Asleep | Phase::Retrying => GuestState::Sleeping,
+            Phase::Claiming | Phase::Settling | Phase::Cutting => GuestState::FallingAsleep,
+            Phase::Suspending | Phase::Verifying | Phase::Asleep | Phase::Retrying => {
+                GuestState::Sleeping
+            }
             Phase::Resuming | Phase::Restoring => GuestState::Waking { port_up: false },
             Phase::Replaying | Phase::HandingBack => GuestState::Waking { port_up: true },
         }
@@ -138,8 +165,10 @@ impl Phase {
         match self {
             Phase::Awake => "awake",
             Phase::Claiming => "claiming",
+            Phase::Settling => "settling",
             Phase::Cutting => "cutting",
             Phase::Suspending => "suspending",
+            Phase::Verifying => "verifying",
             Phase::Asleep => "asleep",
             Phase::Resuming => "resuming",
             Phase::Retrying => "retrying",
@@ -178,6 +207,9 @@ pub enum Action {
     Cut(GuestId),
     /// Have the backend stop the guest; report [`Done::Suspended`].
     Suspend(GuestId),
+    /// Have the backend read what the stopped guest still has to do; report
+    /// [`Done::Inspected`].
+    Inspect(GuestId),
     /// Have the backend resume the guest; report [`Done::Resumed`].
     Resume(GuestId),
     /// Put the guest's port back on the bridge, undoing this cut; report [`Done::Restored`].
@@ -209,6 +241,12 @@ pub enum Done {
         /// The guest is stopped.
         ok: bool,
     },
+    /// [`Action::Inspect`] done: whether the guest still has work (`None`: the backend cannot
+    /// tell, or failed to).
+    Inspected {
+        /// It has work in flight.
+        busy: Option<bool>,
+    },
     /// [`Action::Resume`] done (`ok`) or failed (the guest is still stopped).
     Resumed {
         /// The guest runs.
@@ -227,8 +265,10 @@ pub enum Done {
 /// What happened to a guest, in [`Action::Notify`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Notice {
-    /// The backend has stopped it: it is asleep.
+    /// The backend has stopped it and it had no work left: it is asleep.
     FellAsleep,
+    /// The backend has stopped it, but it still had work; it is woken again at once.
+    WorkInFlight,
     /// A step of its sleep failed; its network is being handed back and it keeps running.
     SleepFailed,
     /// A wake was asked for before the backend was called; its network is being handed back.
@@ -278,7 +318,8 @@ pub enum Asked {
     /// asleep (the wake then waits for, or cancels, the sleep under way).
     Started,
     /// One is already under way that ends where asked: the asker is told by the next
-    /// [`Notice::FellAsleep`] (sleep) or [`Notice::Awake`] (wake).
+    /// [`Notice::FellAsleep`], [`Notice::WorkInFlight`] or [`Notice::Awake`] (sleep), or the
+    /// next [`Notice::Awake`] (wake).
     UnderWay,
     /// Nothing to do: the guest is in this state, which the request cannot change (awake
     /// for a wake; for a sleep: asleep, waking, or falling asleep with a wake already asked
@@ -309,6 +350,8 @@ pub(crate) struct Sequence {
     /// Failed resumes in a row, and when the next try is due.
     tries: u32,
     retry_at: Option<Instant>,
+    /// While settling: when the port is cut.
+    cut_at: Instant,
     /// While replaying: the probe out and when it counts as unanswered; probes unanswered
     /// in a row; whether a probe was answered before anything was replayed (after a carrier
     /// change the way back must be proven first); whether every frame relayed so far was
@@ -331,6 +374,7 @@ impl Default for Sequence {
             wake_asked: false,
             tries: 0,
             retry_at: None,
+            cut_at: Instant::ZERO,
             probe_until: None,
             unanswered: 0,
             primed: false,
@@ -345,6 +389,7 @@ impl Sequence {
     /// The next deadline of the phase.
     pub(crate) fn poll_at(&self) -> Option<Instant> {
         match self.phase {
+            Phase::Settling => Some(self.cut_at),
             Phase::Retrying => self.retry_at,
             Phase::Replaying => {
                 let quiet = (self.probe_until.is_none() && self.primed && self.fenced)
@@ -391,7 +436,13 @@ impl Surrogate {
                 self.actions.push_back(Action::Claim(id));
                 Asked::Started
             }
-            Phase::Claiming | Phase::Cutting | Phase::Suspending if !g.seq.wake_asked => {
+            Phase::Claiming
+            | Phase::Settling
+            | Phase::Cutting
+            | Phase::Suspending
+            | Phase::Verifying
+                if !g.seq.wake_asked =>
+            {
                 Asked::UnderWay
             }
             p => Asked::Already(p.state()),
@@ -417,12 +468,22 @@ impl Surrogate {
         };
         Ok(match g.seq.phase {
             Phase::Awake => Asked::Already(GuestState::Awake),
-            Phase::Claiming | Phase::Cutting | Phase::Suspending if !g.seq.wake_asked => {
+            // Nothing is cut yet: the sleep is called off at once.
+            Phase::Settling => {
+                self.notify(id, Notice::SleepCancelled);
+                self.undo(id, now);
+                Asked::Started
+            }
+            Phase::Claiming | Phase::Cutting | Phase::Suspending | Phase::Verifying
+                if !g.seq.wake_asked =>
+            {
                 g.seq.wake_asked = true;
                 g.seq.wake = Some(run);
                 Asked::Started
             }
-            Phase::Claiming | Phase::Cutting | Phase::Suspending => Asked::UnderWay,
+            Phase::Claiming | Phase::Cutting | Phase::Suspending | Phase::Verifying => {
+                Asked::UnderWay
+            }
             Phase::Asleep => {
                 g.seq.wake = Some(run);
                 self.resume(id, now);
@@ -449,7 +510,14 @@ impl Surrogate {
         cut: Option<Cut>,
         now: Instant,
     ) -> Result<(), LifecycleError> {
-        self.check(id, Phase::Asleep)?;
+        let from = self.guest_mut(id)?.seq.phase;
+        if from != Phase::Awake {
+            return Err(LifecycleError::InvalidTransition {
+                guest: self.name_of(id).to_owned(),
+                from,
+                to: Phase::Asleep,
+            });
+        }
         self.enter(id, Phase::Asleep, now);
         self.guest_mut(id)?.seq.cut = cut;
         Ok(())
@@ -464,8 +532,8 @@ impl Surrogate {
                     self.notify(id, Notice::SleepCancelled);
                     self.undo(id, now);
                 } else {
-                    self.enter(id, Phase::Cutting, now);
-                    self.actions.push_back(Action::Cut(id));
+                    self.enter(id, Phase::Settling, now);
+                    self.guest_mut(id)?.seq.cut_at = now + SETTLE;
                 }
             }
             (Phase::Claiming, Done::Claimed { ok: false }) | (Phase::Cutting, Done::Cut(None)) => {
@@ -484,11 +552,32 @@ impl Surrogate {
                 }
             }
             (Phase::Suspending, Done::Suspended { ok: true }) => {
-                self.notify(id, Notice::FellAsleep);
                 let g = self.guest_mut(id)?;
                 if std::mem::take(&mut g.seq.wake_asked) {
+                    self.notify(id, Notice::FellAsleep);
                     self.resume(id, now);
                 } else {
+                    self.enter(id, Phase::Verifying, now);
+                    self.actions.push_back(Action::Inspect(id));
+                }
+            }
+            (Phase::Verifying, Done::Inspected { busy }) => {
+                let g = self.guest_mut(id)?;
+                if std::mem::take(&mut g.seq.wake_asked) {
+                    // A wake asked meanwhile: it goes ahead, whatever the guest held.
+                    self.notify(id, Notice::FellAsleep);
+                    self.resume(id, now);
+                } else if busy == Some(true) {
+                    g.seq.wake = Some(WakeRun {
+                        cause: WakeCause::InFlight,
+                        started: now,
+                        served: None,
+                        replayed: 0,
+                    });
+                    self.notify(id, Notice::WorkInFlight);
+                    self.resume(id, now);
+                } else {
+                    self.notify(id, Notice::FellAsleep);
                     self.enter(id, Phase::Asleep, now);
                 }
             }
@@ -558,6 +647,10 @@ impl Surrogate {
         for id in due {
             let Ok(g) = self.guest_mut(id) else { continue };
             match g.seq.phase {
+                Phase::Settling => {
+                    self.enter(id, Phase::Cutting, now);
+                    self.actions.push_back(Action::Cut(id));
+                }
                 Phase::Retrying => self.resume(id, now),
                 Phase::Replaying => {
                     if now >= g.seq.quiet_by {
@@ -622,23 +715,14 @@ impl Surrogate {
         };
         let asks = match g.seq.phase {
             Phase::Asleep => true,
-            Phase::Claiming | Phase::Cutting | Phase::Suspending => !g.seq.wake_asked,
+            Phase::Claiming
+            | Phase::Settling
+            | Phase::Cutting
+            | Phase::Suspending
+            | Phase::Verifying => !g.seq.wake_asked,
             _ => false,
         };
         asks && self.wake(id, cause, now).is_ok()
-    }
-
-    fn check(&mut self, id: GuestId, to: Phase) -> Result<(), LifecycleError> {
-        let from = self.guest_mut(id)?.seq.phase;
-        if from.valid_transition(to) {
-            Ok(())
-        } else {
-            Err(LifecycleError::InvalidTransition {
-                guest: self.name_of(id).to_owned(),
-                from,
-                to,
-            })
-        }
     }
 
     /// Moves guest `id` to phase `to`, which the sequence only ever asks for when it is valid.

@@ -123,6 +123,9 @@ pub enum WakeCause {
     Opaque,
     /// The guest's queue overflowed.
     QueueFull,
+    /// Stopped, the guest still held work: a request its kernel took in just before, or an
+    /// answer not acknowledged yet. It is woken again at once.
+    InFlight,
     /// An operator asked.
     Requested,
 }
@@ -137,6 +140,7 @@ impl WakeCause {
             WakeCause::Resolution => "resolution",
             WakeCause::Opaque => "opaque",
             WakeCause::QueueFull => "queue-full",
+            WakeCause::InFlight => "in-flight",
             WakeCause::Requested => "requested",
         }
     }

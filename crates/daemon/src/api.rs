@@ -105,8 +105,9 @@ pub struct GuestStatus {
     pub replayed_frames: u64,
     /// Frames dropped by a policy.
     pub dropped_frames: u64,
-    /// How long the last wake took, from the frame that caused it to the guest owning its
-    /// address again, in milliseconds.
+    /// How long the last wake took ([`vmnap_core::WakeReport::took`]: from the frame, or
+    /// request, that caused it to the guest's first answer after the replay), in
+    /// milliseconds.
     pub last_wake_ms: Option<f64>,
     /// What caused the last wake.
     pub last_wake_cause: Option<String>,
@@ -143,7 +144,7 @@ pub struct WakeRecord {
     pub cause: String,
     /// The frame that caused it, described, when a frame did.
     pub frame: Option<String>,
-    /// From the cause to the guest owning its address again, in milliseconds.
+    /// From the cause to the guest's first answer after the replay, in milliseconds.
     pub took_ms: f64,
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mio::Waker;
 use tracing::warn;
-use vmnap_hypervisor::{Backend, ResumeError, SuspendError};
+use vmnap_hypervisor::{Backend, InspectError, ResumeError, SuspendError, TcpWork};
 
 /// A request to a guest's backend thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,8 @@ pub(crate) enum Op {
     Resume,
     /// Read the guest's CPU time.
     Sample,
+    /// Read what the stopped guest still has to do.
+    Inspect,
 }
 
 /// What a backend thread reports back, with the guest's index in its worker.
@@ -27,6 +29,8 @@ pub(crate) enum Done {
     Resumed(Result<Option<String>, ResumeError>, Duration),
     /// The guest's CPU time, and the memory its sleep would give back.
     Sampled(Option<Duration>, Option<u64>),
+    /// What the stopped guest still has to do (`None`: the backend cannot tell).
+    Inspected(Option<Result<TcpWork, InspectError>>),
 }
 
 /// The worker's end of a guest's backend thread. The thread is started when an operation
@@ -162,6 +166,7 @@ fn run(
                     Done::Resumed(r.map(|()| backend.interface()), took)
                 }
                 Op::Sample => Done::Sampled(backend.cpu_time(), backend.memory_released_by_sleep()),
+                Op::Inspect => Done::Inspected(backend.work_in_flight()),
             }
         };
         if done.send((index, result)).is_err() {

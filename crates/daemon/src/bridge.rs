@@ -436,7 +436,13 @@ pub(crate) struct BridgeWorker {
     bridge_metrics: BridgeMetrics,
     /// What has been done to the guests, and where it is kept (`None`: nowhere).
     journal: Journal,
-    journal_path: Option<PathBuf>,
+    /// The thread that writes it (`None`: it is kept nowhere).
+    writer: Option<journal::Writer>,
+    /// Where packet sockets go to be closed ([`start_closer`]).
+    closer: Sender<PacketSocket>,
+    /// Cuts waiting for the journal that announces them to be on disk: the guest, and the
+    /// number of that journal.
+    pending_cuts: Vec<(usize, u64)>,
     /// Shutting down: no guest is put to sleep any more.
     stopping: bool,
 }
@@ -543,7 +549,15 @@ impl BridgeWorker {
                 bridge: bridge.to_owned(),
                 ..Journal::default()
             },
-            journal_path,
+            writer: match &journal_path {
+                Some(p) => Some(
+                    journal::Writer::start(p.clone(), Arc::clone(&waker))
+                        .map_err(StartError::Poll)?,
+                ),
+                None => None,
+            },
+            pending_cuts: Vec::new(),
+            closer: start_closer().map_err(StartError::Poll)?,
             stopping: false,
         };
         worker.surrogate.set_probe_mac(vmnap_core::MacAddr(mac));
@@ -635,8 +649,9 @@ impl BridgeWorker {
     }
 
     /// Records guest `i` at `step`, with its port cut as `cut` says (`None`: awake, nothing
-    /// to remember), and writes the journal.
-    fn journal(&mut self, i: usize, step: Option<(Step, Option<Cut>)>) {
+    /// to remember), and hands the journal to its writer. Returns the number the writer
+    /// reaches once the file holds it (0: nothing to wait for).
+    fn journal(&mut self, i: usize, step: Option<(Step, Option<Cut>)>) -> u64 {
         let g = &self.guests[i];
         match step {
             Some((step, cut)) => {
@@ -653,15 +668,11 @@ impl BridgeWorker {
             }
             None => {
                 if self.journal.guests.remove(&g.name).is_none() {
-                    return;
+                    return 0;
                 }
             }
         }
-        if let Some(p) = &self.journal_path {
-            if let Err(e) = self.journal.store(p) {
-                error!(error = %chain(&e), "cannot write the journal");
-            }
-        }
+        self.writer.as_mut().map_or(0, |w| w.write(&self.journal))
     }
 
     /// Takes over what a previous run left, as its journal says: guests it left asleep are
@@ -719,10 +730,8 @@ impl BridgeWorker {
             self.wake_guest(i, WakeCause::Requested);
         }
         // Entries of guests this run does not have are settled: write what is left.
-        if let Some(p) = &self.journal_path {
-            if let Err(e) = self.journal.store(p) {
-                error!(error = %chain(&e), "cannot write the journal");
-            }
+        if let Some(w) = self.writer.as_mut() {
+            w.write(&self.journal);
         }
         self.run_actions();
     }
@@ -776,6 +785,7 @@ impl BridgeWorker {
             }
         }
         self.drain_capture(BATCH);
+        self.run_pending_cuts();
         self.run_actions();
         self.run_timers();
         self.run_actions();
@@ -908,7 +918,7 @@ impl BridgeWorker {
         }
         if gone {
             if let Some(w) = g.watch.take() {
-                close_watch(&self.poll, w);
+                close_watch(&self.poll, &self.closer, w);
             }
         }
     }
@@ -929,7 +939,7 @@ impl BridgeWorker {
                 Err(e) => {
                     debug!(guest = %g.name, error = %chain(&e), "the connection watch on the guest's port ended");
                     if let Some(w) = g.conn_watch.take() {
-                        close_watch(&self.poll, w);
+                        close_watch(&self.poll, &self.closer, w);
                     }
                     return;
                 }
@@ -974,6 +984,22 @@ impl BridgeWorker {
                 }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
+                Done::Inspected(r) => {
+                    let g = &mut self.guests[i];
+                    let busy = match r {
+                        Some(Ok(work)) if !work.is_idle() => {
+                            g.failure = Some(work.to_string());
+                            Some(true)
+                        }
+                        Some(Ok(_)) => Some(false),
+                        Some(Err(e)) => {
+                            warn!(guest = %g.name, error = %chain(&e), "cannot tell whether the stopped guest still has work; taking it as asleep");
+                            None
+                        }
+                        None => None,
+                    };
+                    self.outcome(i, Outcome::Inspected { busy });
+                }
             }
             self.run_actions();
         }
@@ -1129,7 +1155,7 @@ impl BridgeWorker {
         let Some(mut g) = self.guests.take(i) else {
             return;
         };
-        close_watches(&self.poll, &mut g);
+        close_watches(&self.poll, &self.closer, &mut g);
         self.surrogate.remove_guest(g.id);
         let gone = format!("{} was removed from the config", g.name);
         g.answer_sleep(&Err(gone.clone()));
@@ -1157,7 +1183,7 @@ impl BridgeWorker {
             if ports != g.health_ports {
                 // The watch's filter leaves the health-check ports out: open it again.
                 g.health_ports = ports;
-                close_watches(&self.poll, g);
+                close_watches(&self.poll, &self.closer, g);
                 if g.idle.is_some() {
                     open_watch(&self.poll, g, i);
                 }
@@ -1198,7 +1224,7 @@ impl BridgeWorker {
             });
             match (had_watch, g.idle.is_some()) {
                 (false, true) => open_watch(&self.poll, g, i),
-                (true, false) => close_watches(&self.poll, g),
+                (true, false) => close_watches(&self.poll, &self.closer, g),
                 _ => {}
             }
         }
@@ -1392,6 +1418,7 @@ impl BridgeWorker {
                 Action::Claim(id)
                 | Action::Cut(id)
                 | Action::Suspend(id)
+                | Action::Inspect(id)
                 | Action::Resume(id)
                 | Action::Restore(id, _)
                 | Action::Replay(id, _)
@@ -1408,6 +1435,7 @@ impl BridgeWorker {
                 Action::Claim(_) => self.claim(i),
                 Action::Cut(_) => self.cut(i),
                 Action::Suspend(_) => self.backend_call(i, Op::Suspend),
+                Action::Inspect(_) => self.backend_call(i, Op::Inspect),
                 Action::Resume(_) => self.backend_call(i, Op::Resume),
                 Action::Restore(_, cut) => self.restore(i, cut),
                 Action::Replay(_, frames) => self.replay(i, frames),
@@ -1443,8 +1471,33 @@ impl BridgeWorker {
     /// and then the link goes down instead.
     fn cut(&mut self, i: usize) {
         // Journal the cut about to be made first: a crash right after it must not leave a
-        // journal that says the port was never cut.
-        self.journal(i, Some((Step::FallingAsleep, Some(Cut::PortDisabled))));
+        // journal that says the port was never cut. The cut waits for the file (the worker
+        // goes on meanwhile).
+        let n = self.journal(i, Some((Step::FallingAsleep, Some(Cut::PortDisabled))));
+        if self.writer.as_ref().is_some_and(|w| w.written() < n) {
+            self.pending_cuts.push((i, n));
+        } else {
+            self.cut_now(i);
+        }
+    }
+
+    /// Makes the cuts whose journal is on disk now.
+    fn run_pending_cuts(&mut self) {
+        let Some(written) = self.writer.as_ref().map(journal::Writer::written) else {
+            return;
+        };
+        let (ready, waiting) = std::mem::take(&mut self.pending_cuts)
+            .into_iter()
+            .partition(|(_, n)| *n <= written);
+        self.pending_cuts = waiting;
+        for (i, _) in ready {
+            if self.guests.get_mut(i).is_some() {
+                self.cut_now(i);
+            }
+        }
+    }
+
+    fn cut_now(&mut self, i: usize) {
         let (name, ifindex) = (self.guests[i].name.clone(), self.guests[i].ifindex);
         let cut = match self.netlink.set_port_state(ifindex, PortState::Disabled) {
             Ok(()) => Ok(Cut::PortDisabled),
@@ -1458,6 +1511,18 @@ impl BridgeWorker {
         let cut = match cut {
             Ok(cut) => {
                 self.journal(i, Some((Step::FallingAsleep, Some(cut))));
+                // The claim again, now that the guest's port learns nothing more: the bridge
+                // learns source MACs without the lock a netlink change takes, so a frame the
+                // guest sent while the claim was being written can leave the entry static
+                // and sticky on the guest's own port (seen under load: the guest then slept
+                // with every frame for it dropped at its cut port).
+                let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
+                if let Err(e) =
+                    self.netlink
+                        .fdb_replace(self.port_ifindex, mac, vid, FdbEntry::StaticSticky)
+                {
+                    warn!(guest = %name, error = %chain(&e), "cannot claim the guest's MAC again after the cut");
+                }
                 Some(cut)
             }
             Err(e) => {
@@ -1468,25 +1533,22 @@ impl BridgeWorker {
         self.outcome(i, Outcome::Cut(cut));
     }
 
-    /// Hands a suspend or resume to guest `i`'s backend thread; its result comes back
-    /// through [`Self::run_done`].
+    /// Hands a suspend, an inspection or a resume to guest `i`'s backend thread; its result
+    /// comes back through [`Self::run_done`].
     fn backend_call(&mut self, i: usize, op: Op) {
-        let resume = matches!(op, Op::Resume);
         if self.guests[i].backend.send(op) {
             return;
         }
         self.guests[i].failure = Some("its backend has stopped".into());
-        self.outcome(
-            i,
-            if resume {
-                Outcome::Resumed {
-                    ok: false,
-                    new_port: false,
-                }
-            } else {
-                Outcome::Suspended { ok: false }
+        let outcome = match op {
+            Op::Resume => Outcome::Resumed {
+                ok: false,
+                new_port: false,
             },
-        );
+            Op::Inspect => Outcome::Inspected { busy: None },
+            Op::Suspend | Op::Sample => Outcome::Suspended { ok: false },
+        };
+        self.outcome(i, outcome);
     }
 
     /// The backend has resumed guest `i`, or failed to.
@@ -1512,10 +1574,12 @@ impl BridgeWorker {
                     let g = &mut self.guests[i];
                     g.interface = new;
                     g.ifindex = ifindex;
-                    g.sender = None;
+                    if let Some(s) = g.sender.take() {
+                        close(&self.closer, s);
+                    }
                     // A new port joins the bridge forwarding: nothing to restore.
                     new_port = true;
-                    close_watches(&self.poll, g);
+                    close_watches(&self.poll, &self.closer, g);
                     if g.idle.is_some() {
                         open_watch(&self.poll, g, i);
                     }
@@ -1611,6 +1675,16 @@ impl BridgeWorker {
                 });
                 self.guests[i].answer_sleep(&Ok(format!("{name} is asleep")));
             }
+            Notice::WorkInFlight => {
+                let g = &mut self.guests[i];
+                let work = g.failure.take().unwrap_or_default();
+                info!(guest = %name, %work, "stopped with work in flight; waking it again at once");
+                g.metrics.on_wake_started(WakeCause::InFlight);
+                g.wake_frame = None;
+                g.answer_sleep(&Err(format!(
+                    "{name} still had work when it was stopped ({work}); it was woken again at once"
+                )));
+            }
             Notice::SleepFailed => {
                 let why = self.guests[i].failure.take().unwrap_or_default();
                 error!(guest = %name, error = %why, "the guest did not fall asleep; handing its network back");
@@ -1665,7 +1739,9 @@ impl BridgeWorker {
         let now = self.now();
         let g = &mut self.guests[i];
         let name = g.name.clone();
-        g.sender = None;
+        if let Some(s) = g.sender.take() {
+            close(&self.closer, s);
+        }
         match wake {
             Some(w) => {
                 let took_ms = w.took.as_secs_f64() * 1000.0;
@@ -1832,17 +1908,40 @@ pub(crate) fn settle_orphan_journals(dir: &std::path::Path, running: &[&str]) {
 }
 
 /// Stops watching `w` (one of a guest's passive captures) and closes it.
-fn close_watch(poll: &Poll, w: PacketSocket) {
+fn close_watch(poll: &Poll, closer: &Sender<PacketSocket>, w: PacketSocket) {
     let _ = poll
         .registry()
         .deregister(&mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)));
+    close(closer, w);
 }
 
 /// Closes both of a guest's passive watches.
-fn close_watches(poll: &Poll, g: &mut Guest) {
+fn close_watches(poll: &Poll, closer: &Sender<PacketSocket>, g: &mut Guest) {
     for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
-        close_watch(poll, w);
+        close_watch(poll, closer, w);
     }
+}
+
+/// Closes a packet socket on the closing thread ([`start_closer`]).
+fn close(closer: &Sender<PacketSocket>, socket: PacketSocket) {
+    // If the thread is gone, the socket is closed here.
+    let _ = closer.send(socket);
+}
+
+/// Starts the thread that closes the worker's packet sockets. Closing one waits for a grace
+/// period of the network stack (`synchronize_net`: 5 to 20 ms measured here), which would
+/// stall the worker: 100 guests waking together stood 1.2 s in line for it. The thread ends
+/// with the worker.
+fn start_closer() -> std::io::Result<Sender<PacketSocket>> {
+    let (tx, rx) = mpsc::channel::<PacketSocket>();
+    std::thread::Builder::new()
+        .name("vmnap-closer".into())
+        .spawn(move || {
+            for socket in rx {
+                drop(socket);
+            }
+        })?;
+    Ok(tx)
 }
 
 /// Opens the passive watches on guest `i`'s port (see [`Guest::watch`] and

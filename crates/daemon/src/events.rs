@@ -39,8 +39,8 @@ pub enum Event {
         /// known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         frame: Option<String>,
-        /// From the frame (or request) that caused the wake to the guest owning its address
-        /// again, in milliseconds, when known.
+        /// From the frame (or request) that caused the wake to the guest's first answer
+        /// after the replay, in milliseconds, when known.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         took_ms: Option<f64>,
     },

@@ -5,13 +5,24 @@
 //! `rename`, `fsync` of the directory) at each step of a sleep, and once a wake is done
 //! (not before: a daemon that dies during a wake finds the guest asleep and stands in for
 //! it, or wakes it, which is right either way). No file when every guest is awake.
+//!
+//! The worker never waits for the disk: a [`Writer`] thread writes the latest journal it was
+//! handed (those handed over while it wrote are written once, as the last of them) and says
+//! up to which one the file holds. The one step that must be on disk before it is taken, the
+//! cut of a guest's port, waits for that; the others may be lost in a crash, which leaves
+//! the journal one step behind, and a daemon started after it finishes that step by waking.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 
+use mio::Waker;
 use serde::{Deserialize, Serialize};
+use tracing::{error, warn};
 
 /// Where a guest stands, as far as the daemon has changed anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +142,75 @@ impl Journal {
             let _ = d.sync_all();
         }
         Ok(())
+    }
+}
+
+/// Writes a bridge's journal on a thread of its own (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct Writer {
+    tx: Option<Sender<(u64, Journal)>>,
+    written: Arc<AtomicU64>,
+    handed: u64,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writer {
+    /// Starts the thread that writes to `path`; `waker` is woken after each write.
+    pub(crate) fn start(path: PathBuf, waker: Arc<Waker>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<(u64, Journal)>();
+        let written = Arc::new(AtomicU64::new(0));
+        let done = Arc::clone(&written);
+        let thread = std::thread::Builder::new()
+            .name("vmnap-journal".into())
+            .spawn(move || {
+                while let Ok(mut next) = rx.recv() {
+                    // Only the latest journal matters: a group commit.
+                    while let Ok(newer) = rx.try_recv() {
+                        next = newer;
+                    }
+                    if let Err(e) = next.1.store(&path) {
+                        error!(error = %crate::bridge::chain(&e), "cannot write the journal");
+                    }
+                    done.store(next.0, Ordering::Release);
+                    if let Err(e) = waker.wake() {
+                        warn!(error = %e, "cannot wake the bridge's worker");
+                    }
+                }
+            })?;
+        Ok(Self {
+            tx: Some(tx),
+            written,
+            handed: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `journal` over to be written; returns its number, which [`Self::written`]
+    /// reaches once the file holds it (or a later one).
+    pub(crate) fn write(&mut self, journal: &Journal) -> u64 {
+        self.handed += 1;
+        if let Some(tx) = &self.tx {
+            if tx.send((self.handed, journal.clone())).is_err() {
+                error!("the journal's writer has stopped; the journal is not kept");
+                self.written.store(self.handed, Ordering::Release);
+            }
+        }
+        self.handed
+    }
+
+    /// The number of the last journal written (a write that failed counts, and is logged).
+    pub(crate) fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Writer {
+    /// Writes what was handed over, then ends the thread.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

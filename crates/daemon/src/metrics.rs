@@ -73,7 +73,7 @@ pub const BUCKETS: [(Duration, &str); 16] = [
 ];
 
 /// Every [`WakeCause`], one per label (the port a cause carries is not a label).
-const WAKE_CAUSES: [WakeCause; 7] = [
+const WAKE_CAUSES: [WakeCause; 8] = [
     WakeCause::TcpSyn { port: 0 },
     WakeCause::Udp { port: 0 },
     WakeCause::TcpData { port: 0 },
@@ -81,6 +81,7 @@ const WAKE_CAUSES: [WakeCause; 7] = [
     WakeCause::Opaque,
     WakeCause::QueueFull,
     WakeCause::Requested,
+    WakeCause::InFlight,
 ];
 
 fn cause_index(cause: WakeCause) -> usize {
@@ -92,6 +93,7 @@ fn cause_index(cause: WakeCause) -> usize {
         WakeCause::Opaque => 4,
         WakeCause::QueueFull => 5,
         WakeCause::Requested => 6,
+        WakeCause::InFlight => 7,
     }
 }
 

@@ -688,7 +688,7 @@ fn print_wake(targets: &[Target], via: &[VmnapRounds], alone: &[DirectRounds], r
     println!("== 1. wake-and-serve: first byte of a new connection to a sleeping guest ==");
     println!("  how: {rounds} x (`vmnap sleep NAME` through the API; curl http://GUEST/ from c0; wait for the daemon to report the wake done);");
     println!("       the figure is curl's time_starttransfer (SYN sent -> first byte of the page), against the same curl to the awake guest;");
-    println!("       last_wake_ms is the daemon's own (frame that caused the wake -> guest owns its MAC again), from `vmnap status --json`;");
+    println!("       last_wake_ms is the daemon's own (frame that caused the wake -> the guest's first answer after the replay), from `vmnap status --json`;");
     println!("       backend alone: daemon stopped, the calls vmnap makes, done {rounds} x here; 'resume call' times the call,");
     println!("       'resume call + first byte' adds curl's time_starttransfer of a curl started right after it returns;");
     println!("       SYNs to port 80 counted on c0 with tcpdump; a first byte > {RETRANSMIT_MS:.0} ms = a SYN retransmission (RTO 1 s)");

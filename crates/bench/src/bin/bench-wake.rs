@@ -7,7 +7,7 @@
 //!   `curl -s -o /dev/null -w '%{time_starttransfer}' http://GUEST/`: the time to the first
 //!   byte of a new connection to the sleeping guest (the first SYN wakes it and is replayed);
 //!   after each, `last_wake_ms` from the daemon's status (from the frame that caused the
-//!   wake to the guest owning its MAC again);
+//!   wake to the guest's first answer after the replay);
 //! - 50 rounds of the same curl to the awake guest;
 //! - with the daemon stopped, 50 freezes and thaws of the guest's cgroup done here, timing
 //!   the thaw until `cgroup.events` says `frozen 0` (v1: `freezer.state` says `THAWED`),
@@ -15,8 +15,7 @@
 //!
 //! Prints median, p90 and min of each, the ratio sleeping/awake, and
 //! median(sleeping) - median(awake) - median(thaw): what vmnap adds to the client's wait on
-//! top of the backend. (`last_wake_ms` is the whole wake, which goes on relaying frames
-//! after the client is served, until the bridge points at the guest again.) Needs root.
+//! top of the backend. Needs root.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
@@ -115,7 +114,7 @@ fn run() -> anyhow::Result<()> {
     );
     println!("  sleeping: {ROUNDS} x (vmnap sleep {GUEST}; curl from the client) -> curl's time_starttransfer of a new connection");
     println!("  awake:    {ROUNDS} x the same curl to the awake guest");
-    println!("  last_wake_ms: the daemon's own figure, frame that caused the wake -> guest owns its MAC again");
+    println!("  last_wake_ms: the daemon's own figure, frame that caused the wake -> the guest's first answer after the replay");
     println!("  thaw:     {ROUNDS} x freeze+thaw of the guest's cgroup here (daemon stopped), thaw write -> kernel reports thawed");
     println!("  target (docs/design.md): wake-and-serve <= 1.5 ms p50; added on top of the backend <= 1 ms p50\n");
 
@@ -236,8 +235,7 @@ fn run() -> anyhow::Result<()> {
         }
     }
     println!();
-    // What the client waits for beyond an awake guest, less the thaw: vmnap's share. (The
-    // whole wake, last_wake_ms, goes on relaying frames after the client is served.)
+    // What the client waits for beyond an awake guest, less the thaw: vmnap's share.
     let added = median(&sleeping) - median(&awake) - median(&thaws);
     println!(
         "  vmnap adds on top of the thaw: median(sleeping) - median(awake) - median(thaw) = {:.3} - {:.3} - {:.3} = {:.3} ms  ({:.2}x of the 1 ms target)",

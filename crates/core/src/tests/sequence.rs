@@ -1,11 +1,15 @@
 //! The sleep and wake sequence, in virtual time.
 
+use std::collections::BTreeMap;
+
 use proptest::prelude::{any, Just, ProptestConfig, Strategy};
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 
 use super::*;
 use crate::sequence::{retry_delay, MAX_PROBES, MAX_RETRY_DELAY, QUIET_WAIT, REPLAY_RUN};
 
-use crate::sequence::{PROBE_TIMEOUT, QUIET};
+use crate::sequence::{PROBE_TIMEOUT, QUIET, SETTLE};
 
 fn ms(n: u64) -> Instant {
     Instant::from_millis(n)
@@ -33,6 +37,7 @@ enum Did {
     Claim,
     Cut,
     Suspend,
+    Inspect,
     Resume,
     Restore(Cut),
     Replay(Vec<Vec<u8>>),
@@ -46,6 +51,7 @@ fn guest_of(action: &Action) -> GuestId {
         Action::Claim(g)
         | Action::Cut(g)
         | Action::Suspend(g)
+        | Action::Inspect(g)
         | Action::Resume(g)
         | Action::Restore(g, _)
         | Action::Replay(g, _)
@@ -67,6 +73,7 @@ fn did(s: &mut Surrogate, id: GuestId) -> Vec<Did> {
                 Action::Claim(_) => Did::Claim,
                 Action::Cut(_) => Did::Cut,
                 Action::Suspend(_) => Did::Suspend,
+                Action::Inspect(_) => Did::Inspect,
                 Action::Resume(_) => Did::Resume,
                 Action::Restore(_, cut) => Did::Restore(cut),
                 Action::Replay(_, run) => {
@@ -153,35 +160,57 @@ fn hand_back_when_quiet(s: &mut Surrogate, id: GuestId, last_relay: Instant) {
     assert_eq!(s.phase(id), Some(Phase::HandingBack));
 }
 
-/// Takes the guest `id`, awake, through a successful sleep: asked at 0 ms, claimed at 1,
-/// cut (`cut`) at 2, stopped at 3.
-fn fall_asleep(s: &mut Surrogate, id: GuestId, cut: Cut) {
-    assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
-    s.done(id, Done::Claimed { ok: true }, ms(1))
+/// Takes the guest `id`, awake, to `Settling`: the sleep asked at `t` ms and claimed at
+/// once. Nothing is cut yet; the cut is due [`SETTLE`] later, which is returned.
+fn settling(s: &mut Surrogate, id: GuestId, t: u64) -> Instant {
+    assert_eq!(s.sleep(id, ms(t)), Ok(Asked::Started));
+    assert_eq!(did(s, id), [Did::Claim]);
+    s.done(id, Done::Claimed { ok: true }, ms(t))
         .expect("claiming");
-    s.done(id, Done::Cut(Some(cut)), ms(2)).expect("cutting");
-    s.done(id, Done::Suspended { ok: true }, ms(3))
-        .expect("suspending");
-    assert_eq!(
-        did(s, id),
-        [
-            Did::Claim,
-            Did::Cut,
-            Did::Suspend,
-            Did::Notify(Notice::FellAsleep)
-        ]
-    );
+    assert!(did(s, id).is_empty(), "nothing is cut before SETTLE");
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    let cut_at = ms(t) + SETTLE;
+    assert_eq!(s.poll_at(), Some(cut_at));
+    cut_at
 }
 
-/// Takes the guest `id` from awake to `Suspending` (asked at 0 ms, claimed at 1, its port
-/// disabled at 2).
+/// Takes the guest `id`, awake, to `Cutting`: the sleep asked at `t` ms and claimed at once,
+/// the cut asked at `t` + [`SETTLE`], which is returned.
+fn cutting(s: &mut Surrogate, id: GuestId, t: u64) -> Instant {
+    let cut_at = settling(s, id, t);
+    s.handle_timeout(cut_at, &mut Recorder::default());
+    assert_eq!(did(s, id), [Did::Cut]);
+    assert_eq!(s.phase(id), Some(Phase::Cutting));
+    assert_eq!(s.poll_at(), None, "the cut has no deadline here");
+    cut_at
+}
+
+/// Takes the guest `id`, awake, through a successful sleep: asked and claimed at 0 ms, cut
+/// (`cut`) at 2 ([`SETTLE`]), stopped at 3, found with no work left at 4.
+fn fall_asleep(s: &mut Surrogate, id: GuestId, cut: Cut) {
+    let cut_at = cutting(s, id, 0);
+    assert_eq!(cut_at, ms(2));
+    s.done(id, Done::Cut(Some(cut)), cut_at).expect("cutting");
+    s.done(id, Done::Suspended { ok: true }, ms(3))
+        .expect("suspending");
+    s.done(id, Done::Inspected { busy: Some(false) }, ms(4))
+        .expect("verifying");
+    assert_eq!(
+        did(s, id),
+        [Did::Suspend, Did::Inspect, Did::Notify(Notice::FellAsleep)]
+    );
+    assert_eq!(s.phase(id), Some(Phase::Asleep));
+}
+
+/// Takes the guest `id` from awake to `Suspending` (asked and claimed at 0 ms, its port cut
+/// at 2 ([`SETTLE`]) and disabled then).
 fn suspending(s: &mut Surrogate, id: GuestId) {
-    assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
-    s.done(id, Done::Claimed { ok: true }, ms(1))
-        .expect("claiming");
-    s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(2))
+    let cut_at = cutting(s, id, 0);
+    assert_eq!(cut_at, ms(2));
+    s.done(id, Done::Cut(Some(Cut::PortDisabled)), cut_at)
         .expect("cutting");
-    assert_eq!(did(s, id), [Did::Claim, Did::Cut, Did::Suspend]);
+    assert_eq!(did(s, id), [Did::Suspend]);
     assert_eq!(s.phase(id), Some(Phase::Suspending));
 }
 
@@ -194,17 +223,21 @@ fn every_pair_of_phases_is_decided() {
     use Phase::*;
     // The same table as `Phase::valid_transition`, written out again on purpose: a change
     // to one must be made to the other.
-    const ALLOWED: [(Phase, Phase); 18] = [
+    const ALLOWED: [(Phase, Phase); 22] = [
         (Awake, Claiming),
         (Awake, Asleep),
-        (Claiming, Cutting),
+        (Claiming, Settling),
         (Claiming, Replaying),
+        (Settling, Cutting),
+        (Settling, Replaying),
         (Cutting, Suspending),
         (Cutting, Restoring),
         (Cutting, Replaying),
-        (Suspending, Asleep),
+        (Suspending, Verifying),
         (Suspending, Resuming),
         (Suspending, Restoring),
+        (Verifying, Asleep),
+        (Verifying, Resuming),
         (Asleep, Resuming),
         (Resuming, Restoring),
         (Resuming, Replaying),
@@ -219,14 +252,16 @@ fn every_pair_of_phases_is_decided() {
     let position = |p: Phase| match p {
         Awake => 0,
         Claiming => 1,
-        Cutting => 2,
-        Suspending => 3,
-        Asleep => 4,
-        Resuming => 5,
-        Retrying => 6,
-        Restoring => 7,
-        Replaying => 8,
-        HandingBack => 9,
+        Settling => 2,
+        Cutting => 3,
+        Suspending => 4,
+        Verifying => 5,
+        Asleep => 6,
+        Resuming => 7,
+        Retrying => 8,
+        Restoring => 9,
+        Replaying => 10,
+        HandingBack => 11,
     };
     for (i, p) in Phase::ALL.into_iter().enumerate() {
         assert_eq!(position(p), i, "{p}");
@@ -248,6 +283,8 @@ fn every_pair_of_phases_is_decided() {
             GuestState::Awake,
             GuestState::FallingAsleep,
             GuestState::FallingAsleep,
+            GuestState::FallingAsleep,
+            GuestState::Sleeping,
             GuestState::Sleeping,
             GuestState::Sleeping,
             GuestState::Waking { port_up: false },
@@ -285,31 +322,51 @@ fn every_pair_of_phases_is_decided() {
 }
 
 #[test]
-fn sleep_claims_cuts_and_suspends_then_reports_the_guest_asleep() {
+fn sleep_claims_settles_cuts_suspends_and_inspects_then_reports_the_guest_asleep() {
     let (mut s, id) = awake();
     let mut r = Recorder::default();
     assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
     assert_eq!(did(&mut s, id), [Did::Claim]);
     assert_eq!(s.phase(id), Some(Phase::Claiming));
     assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    assert_eq!(s.poll_at(), None, "the claim has no deadline here");
 
     s.done(id, Done::Claimed { ok: true }, ms(1))
         .expect("claiming");
+    // What was on its way to the guest is taken in through its port first.
+    assert!(did(&mut s, id).is_empty(), "no cut before SETTLE");
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    assert_eq!(s.poll_at(), Some(ms(1) + SETTLE));
+
+    s.handle_timeout(ms(1) + SETTLE, &mut r);
     assert_eq!(did(&mut s, id), [Did::Cut]);
     assert_eq!(s.phase(id), Some(Phase::Cutting));
     assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    assert_eq!(s.poll_at(), None, "the cut has no deadline here");
 
-    s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(2))
+    s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(4))
         .expect("cutting");
     assert_eq!(did(&mut s, id), [Did::Suspend]);
     assert_eq!(s.phase(id), Some(Phase::Suspending));
     // The surrogate stands in for the guest from the cut on, before the backend is done.
     assert_eq!(s.state(id), Some(GuestState::Sleeping));
-    handle(&mut s, 2, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 4, &arp_request(0, GUEST_V4), &mut r);
     assert_eq!(r.verdicts, [(Some(id), Verdict::Answered(AnswerKind::Arp))]);
 
-    s.done(id, Done::Suspended { ok: true }, ms(3))
+    s.done(id, Done::Suspended { ok: true }, ms(5))
         .expect("suspending");
+    // Stopped, but not asleep yet: what it still has to do is read first.
+    assert_eq!(did(&mut s, id), [Did::Inspect]);
+    assert_eq!(s.phase(id), Some(Phase::Verifying));
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+    assert_eq!(s.poll_at(), None, "the inspection has no deadline here");
+    r.take();
+    handle(&mut s, 5, &arp_request(0, GUEST_V4), &mut r);
+    assert_eq!(r.verdicts, [(Some(id), Verdict::Answered(AnswerKind::Arp))]);
+
+    s.done(id, Done::Inspected { busy: Some(false) }, ms(6))
+        .expect("verifying");
     assert_eq!(did(&mut s, id), [Did::Notify(Notice::FellAsleep)]);
     assert_eq!(s.phase(id), Some(Phase::Asleep));
     assert_eq!(s.state(id), Some(GuestState::Sleeping));
@@ -353,13 +410,217 @@ fn wake_while_claiming_cancels_the_sleep_and_replays_what_was_held() {
 }
 
 #[test]
-fn wake_while_cutting_cancels_the_sleep_restores_the_port_and_replays() {
+fn claimed_sleep_settles_for_settle_then_cuts_exactly_once() {
+    assert_eq!(SETTLE, Duration::from_millis(2));
     let (mut s, id) = awake();
     let mut r = Recorder::default();
     assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
+    assert_eq!(did(&mut s, id), [Did::Claim]);
     s.done(id, Done::Claimed { ok: true }, ms(1))
         .expect("claiming");
-    assert_eq!(did(&mut s, id), [Did::Claim, Did::Cut]);
+    assert!(did(&mut s, id).is_empty(), "nothing asked on the claim");
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    let cut_at = ms(1) + SETTLE;
+    assert_eq!(s.poll_at(), Some(cut_at));
+
+    // Meanwhile: a sleep asked is the one under way, the frames are held, nothing woken.
+    assert_eq!(s.sleep(id, ms(2)), Ok(Asked::UnderWay));
+    handle(&mut s, 2, &datagram(1), &mut r);
+    assert!(queued(&r, id));
+    assert!(r.wakes.is_empty());
+    for at in [ms(1), ms(2), Instant::from_micros(cut_at.micros() - 1)] {
+        s.handle_timeout(at, &mut r);
+        assert!(did(&mut s, id).is_empty(), "no cut at {at}, before SETTLE");
+        assert_eq!(s.phase(id), Some(Phase::Settling), "at {at}");
+        assert_eq!(s.poll_at(), Some(cut_at), "at {at}");
+    }
+
+    s.handle_timeout(cut_at, &mut r);
+    assert_eq!(did(&mut s, id), [Did::Cut]);
+    assert_eq!(s.phase(id), Some(Phase::Cutting));
+    assert_eq!(s.state(id), Some(GuestState::FallingAsleep));
+    assert_eq!(s.poll_at(), None, "the cut has no deadline here");
+    // The deadline is spent: later timeouts ask for nothing more.
+    s.handle_timeout(cut_at + Duration::from_millis(10), &mut r);
+    assert!(did(&mut s, id).is_empty(), "cut once");
+    assert_eq!(s.phase(id), Some(Phase::Cutting));
+
+    s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(20))
+        .expect("cutting");
+    assert_eq!(did(&mut s, id), [Did::Suspend]);
+    assert_eq!(s.phase(id), Some(Phase::Suspending));
+    assert_eq!(s.held(id).count(), 1);
+}
+
+#[test]
+fn operator_wake_while_settling_cancels_the_sleep_at_once_with_nothing_to_restore() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
+    handle(&mut s, 0, &datagram(1), &mut r);
+    s.done(id, Done::Claimed { ok: true }, ms(1))
+        .expect("claiming");
+    handle(&mut s, 2, &datagram(2), &mut r);
+    assert!(queued(&r, id));
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    let mut all = did(&mut s, id);
+    assert_eq!(all, [Did::Claim]);
+
+    assert_eq!(s.wake(id, WakeCause::Requested, ms(2)), Ok(Asked::Started));
+    // At once, not at the cut's deadline: nothing was cut, so nothing is restored.
+    let cancelled = did(&mut s, id);
+    assert_eq!(
+        cancelled,
+        [
+            Did::Notify(Notice::SleepCancelled),
+            Did::Replay(vec![datagram(1), datagram(2)]),
+            Did::Probe
+        ]
+    );
+    all.extend(cancelled);
+    assert_eq!(s.phase(id), Some(Phase::Replaying));
+    assert_eq!(s.state(id), Some(GuestState::Waking { port_up: true }));
+    assert_eq!(
+        s.poll_at(),
+        Some(ms(2) + PROBE_TIMEOUT),
+        "the probe's deadline"
+    );
+    assert_eq!(s.wake(id, WakeCause::Requested, ms(2)), Ok(Asked::UnderWay));
+    assert_eq!(
+        s.sleep(id, ms(2)),
+        Ok(Asked::Already(GuestState::Waking { port_up: true }))
+    );
+    assert!(r.wakes.is_empty(), "no frame asked for a wake");
+
+    // The cut's deadline passes: nothing is cut.
+    s.handle_timeout(ms(1) + SETTLE, &mut r);
+    assert!(did(&mut s, id).is_empty(), "no cut once cancelled");
+    answer_probe(&mut s, ms(3));
+    assert!(did(&mut s, id).is_empty());
+    hand_back_when_quiet(&mut s, id, ms(2));
+    s.done(id, Done::HandedBack, ms(5)).expect("handing back");
+    let end = did(&mut s, id);
+    assert_eq!(end, [Did::Notify(Notice::Awake { wake: None })]);
+    all.extend(end);
+    assert!(
+        !all.iter().any(|d| matches!(d, Did::Cut | Did::Suspend)),
+        "{all:?}"
+    );
+    assert_eq!(s.phase(id), Some(Phase::Awake));
+    assert_eq!(s.held(id).count(), 0);
+    assert_eq!(s.poll_at(), None);
+}
+
+#[test]
+fn syn_while_settling_is_held_and_cancels_the_sleep_at_once() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    let cut_at = settling(&mut s, id, 0);
+    handle(&mut s, 1, &numbered_syn(1), &mut r);
+    assert!(queued(&r, id), "held");
+    assert!(r.sent.is_empty(), "not answered by the surrogate");
+    assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
+    assert_eq!(
+        did(&mut s, id),
+        [
+            Did::Notify(Notice::SleepCancelled),
+            Did::Replay(vec![numbered_syn(1)]),
+            Did::Probe
+        ]
+    );
+    assert_eq!(s.phase(id), Some(Phase::Replaying));
+
+    // A second frame that would wake is held, asks nothing, and follows the first.
+    r.take();
+    handle(&mut s, 1, &udp_v4(9000, b"late"), &mut r);
+    assert!(queued(&r, id));
+    assert!(r.wakes.is_empty(), "the sleep is already cancelled");
+    s.handle_timeout(cut_at, &mut r);
+    assert!(did(&mut s, id).is_empty(), "no cut once cancelled");
+    answer_probe(&mut s, ms(3));
+    assert_eq!(
+        did(&mut s, id),
+        [Did::Replay(vec![udp_v4(9000, b"late")]), Did::Probe]
+    );
+    answer_probe(&mut s, ms(4));
+    assert!(did(&mut s, id).is_empty());
+    hand_back_when_quiet(&mut s, id, ms(3));
+    s.done(id, Done::HandedBack, ms(6)).expect("handing back");
+    assert_eq!(did(&mut s, id), [Did::Notify(Notice::Awake { wake: None })]);
+    assert_eq!(s.phase(id), Some(Phase::Awake));
+    assert_eq!(s.held(id).count(), 0);
+}
+
+#[test]
+fn udp_to_a_wake_port_while_settling_cancels_the_sleep_the_same_way() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    settling(&mut s, id, 0);
+    handle(&mut s, 1, &datagram(1), &mut r);
+    handle(&mut s, 1, &udp_v4(9000, b"wake"), &mut r);
+    assert_eq!(r.wakes, [(id, WakeCause::Udp { port: 9000 })]);
+    assert_eq!(
+        did(&mut s, id),
+        [
+            Did::Notify(Notice::SleepCancelled),
+            Did::Replay(vec![datagram(1), udp_v4(9000, b"wake")]),
+            Did::Probe
+        ]
+    );
+    assert_eq!(s.phase(id), Some(Phase::Replaying));
+}
+
+#[test]
+fn frame_that_does_not_wake_while_settling_is_held_and_the_sleep_goes_on() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    let cut_at = settling(&mut s, id, 0);
+    handle(&mut s, 1, &datagram(1), &mut r);
+    assert!(queued(&r, id), "held");
+    assert!(r.wakes.is_empty(), "UDP to 5353 does not wake");
+    assert!(did(&mut s, id).is_empty());
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    assert_eq!(s.poll_at(), Some(cut_at), "the deadline stands");
+
+    s.handle_timeout(cut_at, &mut r);
+    assert_eq!(did(&mut s, id), [Did::Cut]);
+    s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(3))
+        .expect("cutting");
+    s.done(id, Done::Suspended { ok: true }, ms(4))
+        .expect("suspending");
+    s.done(id, Done::Inspected { busy: Some(false) }, ms(5))
+        .expect("verifying");
+    assert_eq!(
+        did(&mut s, id),
+        [Did::Suspend, Did::Inspect, Did::Notify(Notice::FellAsleep)]
+    );
+    assert_eq!(s.phase(id), Some(Phase::Asleep));
+    assert_eq!(s.held(id).count(), 1, "still held, asleep");
+
+    // Replayed at the wake, once, before the frame that caused it.
+    handle(&mut s, 10, &numbered_syn(2), &mut r);
+    assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
+    assert_eq!(did(&mut s, id), [Did::Resume]);
+    let report = finish_wake(&mut s, id, 10, vec![datagram(1), numbered_syn(2)]);
+    assert_eq!(
+        report,
+        WakeReport {
+            cause: WakeCause::TcpSyn { port: 80 },
+            took: Duration::from_millis(3),
+            handed_back_after: Duration::from_millis(5),
+            replayed: 2,
+            failed_tries: 0,
+        }
+    );
+}
+
+#[test]
+fn wake_while_cutting_cancels_the_sleep_restores_the_port_and_replays() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    // Asked and claimed at 0 ms, cut asked at 2.
+    cutting(&mut s, id, 0);
     handle(&mut s, 2, &datagram(1), &mut r);
     assert!(queued(&r, id));
     assert_eq!(s.wake(id, WakeCause::Requested, ms(3)), Ok(Asked::Started));
@@ -503,6 +764,270 @@ fn syn_while_suspending_resumes_as_soon_as_the_guest_has_stopped() {
     );
 }
 
+/// Takes the guest `id` from awake to `Verifying`: asked at 0 ms, claimed at 1, its port
+/// disabled at 2, stopped at 3.
+fn verifying(s: &mut Surrogate, id: GuestId) {
+    suspending(s, id);
+    s.done(id, Done::Suspended { ok: true }, ms(3))
+        .expect("suspending");
+    assert_eq!(did(s, id), [Did::Inspect]);
+    assert_eq!(s.phase(id), Some(Phase::Verifying));
+    assert_eq!(s.state(id), Some(GuestState::Sleeping));
+}
+
+/// Takes the guest `id`, whose resume is out, through the rest of a wake that works, with
+/// `held` held for it: resumed at `t + 1` ms, its (disabled) port back at `t + 2`, the probe
+/// after the replay answered at `t + 3`, the bridge switched back at the quiet moment after
+/// the replay and that done at `t + 5`. Returns the wake's report.
+fn finish_wake(s: &mut Surrogate, id: GuestId, t: u64, held: Vec<Vec<u8>>) -> WakeReport {
+    assert_eq!(s.phase(id), Some(Phase::Resuming));
+    s.done(
+        id,
+        Done::Resumed {
+            ok: true,
+            new_port: false,
+        },
+        ms(t + 1),
+    )
+    .expect("resuming");
+    assert_eq!(did(s, id), [Did::Restore(Cut::PortDisabled)]);
+    s.done(id, Done::Restored, ms(t + 2)).expect("restoring");
+    assert_eq!(did(s, id), [Did::Replay(held), Did::Probe]);
+    answer_probe(s, ms(t + 3));
+    assert!(did(s, id).is_empty());
+    hand_back_when_quiet(s, id, ms(t + 2));
+    s.done(id, Done::HandedBack, ms(t + 5))
+        .expect("handing back");
+    let did = did(s, id);
+    assert_eq!(s.phase(id), Some(Phase::Awake));
+    assert_eq!(s.held(id).count(), 0);
+    match did.as_slice() {
+        [Did::Notify(Notice::Awake { wake: Some(report) })] => *report,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn guest_found_busy_is_resumed_at_once_for_work_in_flight() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    verifying(&mut s, id);
+    handle(&mut s, 4, &datagram(1), &mut r);
+    assert!(queued(&r, id), "held while the guest is inspected");
+    assert!(r.wakes.is_empty());
+    assert!(did(&mut s, id).is_empty(), "the inspection is still out");
+
+    s.done(id, Done::Inspected { busy: Some(true) }, ms(20))
+        .expect("verifying");
+    assert_eq!(
+        did(&mut s, id),
+        [Did::Notify(Notice::WorkInFlight), Did::Resume],
+        "resumed at once, and never reported asleep"
+    );
+    assert_eq!(s.phase(id), Some(Phase::Resuming));
+    assert_eq!(s.state(id), Some(GuestState::Waking { port_up: false }));
+    assert!(r.wakes.is_empty(), "no frame asked for this wake");
+    assert_eq!(
+        s.wake(id, WakeCause::Requested, ms(20)),
+        Ok(Asked::UnderWay)
+    );
+    assert_eq!(
+        s.sleep(id, ms(20)),
+        Ok(Asked::Already(GuestState::Waking { port_up: false }))
+    );
+
+    // Timed from the inspection's outcome (20 ms), not from the stop (3 ms).
+    let report = finish_wake(&mut s, id, 20, vec![datagram(1)]);
+    assert_eq!(
+        report,
+        WakeReport {
+            cause: WakeCause::InFlight,
+            took: Duration::from_millis(3),
+            handed_back_after: Duration::from_millis(5),
+            replayed: 1,
+            failed_tries: 0,
+        }
+    );
+}
+
+#[test]
+fn guest_found_busy_whose_resume_fails_keeps_waking_for_work_in_flight() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    verifying(&mut s, id);
+    s.done(id, Done::Inspected { busy: Some(true) }, ms(10))
+        .expect("verifying");
+    assert_eq!(
+        did(&mut s, id),
+        [Did::Notify(Notice::WorkInFlight), Did::Resume]
+    );
+    s.done(
+        id,
+        Done::Resumed {
+            ok: false,
+            new_port: false,
+        },
+        ms(11),
+    )
+    .expect("resuming");
+    assert_eq!(
+        did(&mut s, id),
+        [Did::Notify(Notice::WakeFailed {
+            tries: 1,
+            retry_in: retry_delay(1)
+        })]
+    );
+    assert_eq!(s.phase(id), Some(Phase::Retrying));
+    // A SYN meanwhile is held and starts nothing of its own.
+    handle(&mut s, 20, &numbered_syn(1), &mut r);
+    assert!(queued(&r, id));
+    assert!(r.wakes.is_empty());
+    let due = ms(11) + retry_delay(1);
+    assert_eq!(s.poll_at(), Some(due));
+    s.handle_timeout(due, &mut r);
+    assert_eq!(did(&mut s, id), [Did::Resume]);
+    let t = due.micros() / 1000;
+    let report = finish_wake(&mut s, id, t, vec![numbered_syn(1)]);
+    assert_eq!(
+        report,
+        WakeReport {
+            cause: WakeCause::InFlight,
+            took: Duration::from_millis(t + 3 - 10),
+            handed_back_after: Duration::from_millis(t + 5 - 10),
+            replayed: 1,
+            failed_tries: 1,
+        }
+    );
+}
+
+#[test]
+fn guest_found_idle_or_not_known_to_be_busy_falls_asleep() {
+    for busy in [Some(false), None] {
+        let (mut s, id) = awake();
+        let mut r = Recorder::default();
+        verifying(&mut s, id);
+        handle(&mut s, 4, &datagram(1), &mut r);
+        assert!(queued(&r, id));
+        s.done(id, Done::Inspected { busy }, ms(5))
+            .expect("verifying");
+        assert_eq!(
+            did(&mut s, id),
+            [Did::Notify(Notice::FellAsleep)],
+            "busy {busy:?}"
+        );
+        assert_eq!(s.phase(id), Some(Phase::Asleep));
+        assert_eq!(s.state(id), Some(GuestState::Sleeping));
+        assert_eq!(s.poll_at(), None, "busy {busy:?}: nothing to wait for");
+        assert_eq!(s.held(id).count(), 1, "still held");
+        assert_eq!(s.sleep(id, ms(6)), Ok(Asked::Already(GuestState::Sleeping)));
+
+        // It sleeps until something asks for it, as any sleeping guest.
+        handle(&mut s, 30, &numbered_syn(2), &mut r);
+        assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
+        assert_eq!(did(&mut s, id), [Did::Resume]);
+        let report = finish_wake(&mut s, id, 30, vec![datagram(1), numbered_syn(2)]);
+        assert_eq!(
+            report,
+            WakeReport {
+                cause: WakeCause::TcpSyn { port: 80 },
+                took: Duration::from_millis(3),
+                handed_back_after: Duration::from_millis(5),
+                replayed: 2,
+                failed_tries: 0,
+            },
+            "busy {busy:?}"
+        );
+    }
+}
+
+#[test]
+fn wake_asked_while_verifying_waits_for_the_inspection_then_resumes_for_its_cause() {
+    for busy in [Some(true), Some(false), None] {
+        for operator in [true, false] {
+            let case = format!("busy {busy:?}, operator {operator}");
+            let (mut s, id) = awake();
+            let mut r = Recorder::default();
+            verifying(&mut s, id);
+            let cause = if operator {
+                assert_eq!(s.wake(id, WakeCause::Requested, ms(4)), Ok(Asked::Started));
+                handle(&mut s, 4, &numbered_syn(1), &mut r);
+                assert!(r.wakes.is_empty(), "{case}: the wake is already asked for");
+                WakeCause::Requested
+            } else {
+                handle(&mut s, 4, &numbered_syn(1), &mut r);
+                assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })], "{case}");
+                WakeCause::TcpSyn { port: 80 }
+            };
+            assert!(queued(&r, id), "{case}");
+            // Nothing more asks for a wake: one is asked for.
+            handle(&mut s, 5, &udp_v4(9000, b"late"), &mut r);
+            assert_eq!(r.wakes.len(), usize::from(!operator), "{case}");
+            assert_eq!(
+                s.wake(id, WakeCause::Requested, ms(5)),
+                Ok(Asked::UnderWay),
+                "{case}"
+            );
+            assert_eq!(
+                s.sleep(id, ms(5)),
+                Ok(Asked::Already(GuestState::Sleeping)),
+                "{case}: the wake asked for ends the sleep"
+            );
+            assert!(
+                did(&mut s, id).is_empty(),
+                "{case}: no resume while the inspection is out"
+            );
+            assert_eq!(s.phase(id), Some(Phase::Verifying), "{case}");
+
+            s.done(id, Done::Inspected { busy }, ms(6))
+                .expect("verifying");
+            assert_eq!(
+                did(&mut s, id),
+                [Did::Notify(Notice::FellAsleep), Did::Resume],
+                "{case}"
+            );
+            let report = finish_wake(&mut s, id, 6, vec![numbered_syn(1), udp_v4(9000, b"late")]);
+            // The wake asked for, timed from when it was asked (4 ms), whatever the guest held.
+            assert_eq!(
+                report,
+                WakeReport {
+                    cause,
+                    took: Duration::from_millis(5),
+                    handed_back_after: Duration::from_millis(7),
+                    replayed: 2,
+                    failed_tries: 0,
+                },
+                "{case}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sleep_asked_while_verifying_is_already_under_way() {
+    for busy in [Some(true), Some(false), None] {
+        let (mut s, id) = awake();
+        verifying(&mut s, id);
+        assert_eq!(s.sleep(id, ms(4)), Ok(Asked::UnderWay), "busy {busy:?}");
+        assert!(did(&mut s, id).is_empty(), "busy {busy:?}: nothing asked");
+        assert_eq!(s.phase(id), Some(Phase::Verifying));
+        s.done(id, Done::Inspected { busy }, ms(5))
+            .expect("verifying");
+        if busy == Some(true) {
+            assert_eq!(
+                did(&mut s, id),
+                [Did::Notify(Notice::WorkInFlight), Did::Resume]
+            );
+            assert_eq!(
+                s.sleep(id, ms(6)),
+                Ok(Asked::Already(GuestState::Waking { port_up: false }))
+            );
+        } else {
+            assert_eq!(did(&mut s, id), [Did::Notify(Notice::FellAsleep)]);
+            assert_eq!(s.sleep(id, ms(6)), Ok(Asked::Already(GuestState::Sleeping)));
+        }
+    }
+}
+
 #[test]
 fn failed_suspend_restores_the_port_and_hands_the_network_back() {
     let (mut s, id) = awake();
@@ -559,16 +1084,13 @@ fn failed_claim_hands_the_network_back_without_a_restore() {
 fn failed_cut_hands_the_network_back_without_a_restore() {
     let (mut s, id) = awake();
     let mut r = Recorder::default();
-    assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
-    s.done(id, Done::Claimed { ok: true }, ms(1))
-        .expect("claiming");
+    // Asked and claimed at 0 ms, cut asked at 2.
+    cutting(&mut s, id, 0);
     handle(&mut s, 2, &datagram(1), &mut r);
     s.done(id, Done::Cut(None), ms(3)).expect("cutting");
     assert_eq!(
         did(&mut s, id),
         [
-            Did::Claim,
-            Did::Cut,
             Did::Notify(Notice::SleepFailed),
             Did::Replay(vec![datagram(1)]),
             Did::Probe
@@ -1027,7 +1549,7 @@ fn traffic_that_never_pauses_is_handed_back_at_quiet_wait_with_every_frame_relay
 }
 
 /// Every outcome there is.
-const EVERY_DONE: [Done; 13] = [
+const EVERY_DONE: [Done; 16] = [
     Done::Claimed { ok: true },
     Done::Claimed { ok: false },
     Done::Cut(Some(Cut::PortDisabled)),
@@ -1035,6 +1557,9 @@ const EVERY_DONE: [Done; 13] = [
     Done::Cut(None),
     Done::Suspended { ok: true },
     Done::Suspended { ok: false },
+    Done::Inspected { busy: Some(true) },
+    Done::Inspected { busy: Some(false) },
+    Done::Inspected { busy: None },
     Done::Resumed {
         ok: true,
         new_port: false,
@@ -1062,14 +1587,15 @@ fn asked_in(phase: Phase, done: Done) -> bool {
         (Phase::Claiming, Done::Claimed { .. })
             | (Phase::Cutting, Done::Cut(_))
             | (Phase::Suspending, Done::Suspended { .. })
+            | (Phase::Verifying, Done::Inspected { .. })
             | (Phase::Resuming, Done::Resumed { .. })
             | (Phase::Restoring, Done::Restored)
             | (Phase::HandingBack, Done::HandedBack)
     )
 }
 
-/// A surrogate whose one guest was taken the usual way, one step a millisecond, to `to`,
-/// with a datagram held on the way.
+/// A surrogate whose one guest was taken the usual way, one step a millisecond (and
+/// [`SETTLE`] to settle), to `to`, with a datagram held on the way.
 fn in_phase(to: Phase) -> (Surrogate, GuestId) {
     let (mut s, id) = awake();
     let mut r = Recorder::default();
@@ -1091,12 +1617,21 @@ fn in_phase(to: Phase) -> (Surrogate, GuestId) {
                 s.done(id, Done::Claimed { ok: true }, now)
                     .expect("claiming");
             }
+            Phase::Settling => {
+                // Nothing to report: the cut comes at the deadline.
+                let cut_at = s.poll_at().expect("the cut is due");
+                assert!(cut_at >= now);
+                s.handle_timeout(cut_at, &mut r);
+            }
             Phase::Cutting => s
                 .done(id, Done::Cut(Some(Cut::PortDisabled)), now)
                 .expect("cutting"),
             Phase::Suspending => s
                 .done(id, Done::Suspended { ok: true }, now)
                 .expect("suspending"),
+            Phase::Verifying => s
+                .done(id, Done::Inspected { busy: Some(false) }, now)
+                .expect("verifying"),
             Phase::Asleep => assert_eq!(s.wake(id, WakeCause::Requested, now), Ok(Asked::Started)),
             Phase::Resuming => s
                 .done(id, resumed(to != Phase::Retrying), now)
@@ -1152,13 +1687,20 @@ fn sleep_and_wake_requests_say_whether_they_started_anything() {
     assert_eq!(s.sleep(id, ms(2)), Ok(Asked::UnderWay), "claiming");
     s.done(id, Done::Claimed { ok: true }, ms(3))
         .expect("claiming");
-    assert_eq!(s.sleep(id, ms(4)), Ok(Asked::UnderWay), "cutting");
+    assert_eq!(s.sleep(id, ms(4)), Ok(Asked::UnderWay), "settling");
+    assert_eq!(s.phase(id), Some(Phase::Settling));
+    s.handle_timeout(ms(3) + SETTLE, &mut Recorder::default());
+    assert_eq!(s.sleep(id, ms(5)), Ok(Asked::UnderWay), "cutting");
     s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(5))
         .expect("cutting");
     assert_eq!(s.sleep(id, ms(6)), Ok(Asked::UnderWay), "suspending");
     assert_eq!(did(&mut s, id), [Did::Claim, Did::Cut, Did::Suspend]);
     s.done(id, Done::Suspended { ok: true }, ms(7))
         .expect("suspending");
+    assert_eq!(s.sleep(id, ms(7)), Ok(Asked::UnderWay), "verifying");
+    assert_eq!(did(&mut s, id), [Did::Inspect]);
+    s.done(id, Done::Inspected { busy: None }, ms(7))
+        .expect("verifying");
     assert_eq!(did(&mut s, id), [Did::Notify(Notice::FellAsleep)]);
 
     assert_eq!(s.sleep(id, ms(8)), Ok(Asked::Already(GuestState::Sleeping)));
@@ -1286,12 +1828,13 @@ fn wake_report_times_the_wake_from_its_frame_to_the_first_answer_and_to_the_hand
 fn frame_that_wakes_held_while_falling_asleep_does_not_leave_the_guest_asleep() {
     let (mut s, id) = awake();
     let mut r = Recorder::default();
-    assert_eq!(s.sleep(id, ms(0)), Ok(Asked::Started));
-    s.done(id, Done::Claimed { ok: true }, ms(1))
-        .expect("claiming");
+    // The cut is out (asked at 2 ms): the frame waits for it. (While settling, see
+    // `syn_while_settling_is_held_and_cancels_the_sleep_at_once`.)
+    cutting(&mut s, id, 0);
     handle(&mut s, 2, &udp_v4(9000, b"wake"), &mut r);
     assert!(queued(&r, id));
     assert_eq!(r.wakes, [(id, WakeCause::Udp { port: 9000 })]);
+    assert!(actions(&mut s).is_empty(), "the cut is still out");
     s.done(id, Done::Cut(Some(Cut::PortDisabled)), ms(3))
         .expect("cutting");
     // The sleep is cancelled before the backend is called: the guest has work. Its port
@@ -1324,11 +1867,13 @@ enum Step {
     Sleep,
     /// An operator asks for a wake.
     Wake,
-    /// The action out, if any, ends: in success or not, on which cut, on a new port.
+    /// The action out, if any, ends: in success or not, on which cut, on a new port, with
+    /// the guest found busy or not (or the backend unable to tell).
     Complete {
         ok: bool,
         link_down: bool,
         new_port: bool,
+        busy: Option<bool>,
     },
     /// The outcome `EVERY_DONE[i]` is reported, asked for or not.
     Report(usize),
@@ -1346,8 +1891,18 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::Broadcast),
         1 => Just(Step::Sleep),
         1 => Just(Step::Wake),
-        5 => (proptest::bool::weighted(0.75), any::<bool>(), proptest::bool::weighted(0.2))
-            .prop_map(|(ok, link_down, new_port)| Step::Complete { ok, link_down, new_port }),
+        5 => (
+            proptest::bool::weighted(0.75),
+            any::<bool>(),
+            proptest::bool::weighted(0.2),
+            proptest::prop_oneof![Just(Some(true)), Just(Some(false)), Just(None)],
+        )
+            .prop_map(|(ok, link_down, new_port, busy)| Step::Complete {
+                ok,
+                link_down,
+                new_port,
+                busy
+            }),
         1 => (0..EVERY_DONE.len()).prop_map(Step::Report),
         2 => Just(Step::AnswerProbe),
         4 => proptest::prop_oneof![
@@ -1375,6 +1930,17 @@ struct Driver {
     replayed: Vec<Vec<u8>>,
     /// Frames replayed since the last `Notice::Awake`.
     replayed_since_awake: usize,
+    /// Whether the wake under way is one for work found in flight (`Notice::WorkInFlight`
+    /// since the last `Notice::Awake`).
+    in_flight: bool,
+    /// While settling: when the port is to be cut.
+    cut_due: Option<Instant>,
+    /// The deadline being handled, while one is.
+    timeout: Option<Instant>,
+    /// Every transition seen, and how often.
+    transitions: BTreeMap<(Phase, Phase), usize>,
+    /// Sleeps cancelled while settling, by an operator's wake and by a frame that wakes.
+    settle_cancelled: (usize, usize),
 }
 
 /// The phase in which `action` waits for its outcome.
@@ -1383,6 +1949,7 @@ fn waiting_phase(action: &Action) -> Option<Phase> {
         Action::Claim(_) => Some(Phase::Claiming),
         Action::Cut(_) => Some(Phase::Cutting),
         Action::Suspend(_) => Some(Phase::Suspending),
+        Action::Inspect(_) => Some(Phase::Verifying),
         Action::Resume(_) => Some(Phase::Resuming),
         Action::Restore(..) => Some(Phase::Restoring),
         Action::HandBack(_) => Some(Phase::HandingBack),
@@ -1403,16 +1970,21 @@ impl Driver {
             queued: Vec::new(),
             replayed: Vec::new(),
             replayed_since_awake: 0,
+            in_flight: false,
+            cut_due: None,
+            timeout: None,
+            transitions: BTreeMap::new(),
+            settle_cancelled: (0, 0),
         }
     }
 
     fn run(&mut self, step: Step) {
         let n = self.frames;
         match step {
-            Step::Datagram => self.frame(datagram(n)),
-            Step::WakingDatagram => self.frame(udp_v4(9000, &n.to_be_bytes())),
-            Step::Syn => self.frame(numbered_syn(n)),
-            Step::Broadcast => self.frame(broadcast(n)),
+            Step::Datagram => self.frame(datagram(n), false),
+            Step::WakingDatagram => self.frame(udp_v4(9000, &n.to_be_bytes()), true),
+            Step::Syn => self.frame(numbered_syn(n), true),
+            Step::Broadcast => self.frame(broadcast(n), false),
             Step::Sleep => {
                 let asked = self.s.sleep(self.id, self.now).expect("registered");
                 assert_eq!(asked == Asked::Started, self.phase == Phase::Awake);
@@ -1423,6 +1995,7 @@ impl Driver {
                 ok,
                 link_down,
                 new_port,
+                busy,
             } => {
                 let Some(out) = self.out.take() else { return };
                 let cut = if link_down {
@@ -1434,6 +2007,7 @@ impl Driver {
                     Action::Claim(_) => Done::Claimed { ok },
                     Action::Cut(_) => Done::Cut(ok.then_some(cut)),
                     Action::Suspend(_) => Done::Suspended { ok },
+                    Action::Inspect(_) => Done::Inspected { busy },
                     Action::Resume(_) => Done::Resumed { ok, new_port },
                     Action::Restore(..) => Done::Restored,
                     Action::HandBack(_) => Done::HandedBack,
@@ -1459,7 +2033,7 @@ impl Driver {
                 assert_eq!(self.snapshot(), before, "{done:?} changed something");
                 assert_eq!(self.s.poll_action(), None, "{done:?} asked for something");
             }
-            Step::AnswerProbe => self.frame(probe_answer(SURROGATE_MAC)),
+            Step::AnswerProbe => self.frame(probe_answer(SURROGATE_MAC), false),
             Step::Advance(us) => {
                 self.now = self.now + Duration::from_micros(us);
                 self.catch_up();
@@ -1475,8 +2049,11 @@ impl Driver {
         )
     }
 
-    fn frame(&mut self, frame: Vec<u8>) {
+    /// Sends `frame`, which asks for a wake if `wakes` (others may too, if the queue is
+    /// full).
+    fn frame(&mut self, frame: Vec<u8>, wakes: bool) {
         self.frames += 1;
+        let before = self.phase;
         let mut r = Recorder::default();
         self.s
             .handle_frame(self.now, VirtioNetHdr::NONE, &frame, &mut r);
@@ -1484,9 +2061,27 @@ impl Driver {
             self.queued.push(frame);
         }
         self.settle();
+        if before == Phase::Settling {
+            // A frame that wakes calls the sleep off at once; any other leaves it settling.
+            let woke = !r.wakes.is_empty();
+            assert!(woke || !wakes, "a frame that wakes did not, while settling");
+            assert!(!woke || queued(&r, self.id), "a frame that wakes is held");
+            assert_eq!(
+                self.phase,
+                if woke {
+                    Phase::Replaying
+                } else {
+                    Phase::Settling
+                },
+                "a frame that {} while settling",
+                if woke { "wakes" } else { "does not wake" }
+            );
+            self.settle_cancelled.1 += usize::from(woke);
+        }
     }
 
     fn wake(&mut self) {
+        let before = self.phase;
         let asked = self
             .s
             .wake(self.id, WakeCause::Requested, self.now)
@@ -1496,13 +2091,20 @@ impl Driver {
             self.phase == Phase::Awake
         );
         self.settle();
+        if before == Phase::Settling {
+            assert_eq!(asked, Asked::Started, "a wake while settling");
+            assert_eq!(self.phase, Phase::Replaying, "a wake while settling");
+            self.settle_cancelled.0 += 1;
+        }
     }
 
     /// Handles every deadline up to now, in order.
     fn catch_up(&mut self) {
         while let Some(at) = self.s.poll_at().filter(|at| *at <= self.now) {
             self.s.handle_timeout(at, &mut Recorder::default());
+            self.timeout = Some(at);
             self.settle();
+            self.timeout = None;
             assert!(
                 self.s.poll_at().is_none_or(|next| next > at),
                 "the deadline at {at} is still due once handled, in {}",
@@ -1514,13 +2116,45 @@ impl Driver {
     /// Takes what the surrogate asks for, and checks the phase it is in now.
     fn settle(&mut self) {
         let phase = self.s.phase(self.id).expect("registered");
+        let from = self.phase;
         assert!(
-            phase == self.phase || self.phase.valid_transition(phase),
-            "{} -> {phase}",
-            self.phase
+            phase == from || from.valid_transition(phase),
+            "{from} -> {phase}"
         );
+        if phase != from {
+            *self.transitions.entry((from, phase)).or_default() += 1;
+        }
         self.phase = phase;
         assert_eq!(self.s.state(self.id), Some(phase.state()));
+        // Settling: entered on a claim, left for the cut exactly at its deadline, or for a
+        // wake before it.
+        match (from == Phase::Settling, phase == Phase::Settling) {
+            (false, true) => {
+                assert_eq!(from, Phase::Claiming);
+                let due = self.now + SETTLE;
+                self.cut_due = Some(due);
+                assert!(self.timeout.is_none(), "settling entered on a deadline");
+                assert_eq!(self.s.poll_at(), Some(due), "the cut is due SETTLE on");
+            }
+            (true, true) => {
+                assert_eq!(self.s.poll_at(), self.cut_due, "the cut's deadline moved");
+            }
+            (true, false) => {
+                let due = self.cut_due.take().expect("entered");
+                if phase == Phase::Cutting {
+                    assert_eq!(self.timeout, Some(due), "cut before or after its deadline");
+                } else {
+                    assert_eq!(phase, Phase::Replaying);
+                    assert!(self.timeout.is_none(), "cancelled on a deadline");
+                    assert!(
+                        self.now < due,
+                        "cancelled at {} once the cut was due",
+                        self.now
+                    );
+                }
+            }
+            (false, false) => assert!(self.cut_due.is_none()),
+        }
         while let Some(action) = self.s.poll_action() {
             assert_eq!(guest_of(&action), self.id);
             match action {
@@ -1534,15 +2168,46 @@ impl Driver {
                     if let Some(report) = wake {
                         assert_eq!(report.replayed, self.replayed_since_awake);
                         assert!(report.took <= report.handed_back_after, "{report:?}");
+                        assert_eq!(
+                            report.cause == WakeCause::InFlight,
+                            self.in_flight,
+                            "{report:?}"
+                        );
+                    } else {
+                        assert!(!self.in_flight, "a wake for work in flight reported none");
                     }
                     self.replayed_since_awake = 0;
+                    self.in_flight = false;
+                }
+                Action::Notify(_, Notice::WorkInFlight) => {
+                    // Only the inspection finds work, and the guest is resumed for it at once.
+                    assert_eq!(phase, Phase::Resuming);
+                    assert!(!self.in_flight, "work in flight found twice in one wake");
+                    self.in_flight = true;
+                }
+                Action::Notify(_, Notice::FellAsleep) => {
+                    assert!(
+                        matches!(phase, Phase::Asleep | Phase::Resuming),
+                        "fell asleep, in {phase}"
+                    );
+                }
+                Action::Notify(_, Notice::SleepCancelled) => {
+                    // Before the cut there is nothing to restore; after it, the port is.
+                    match from {
+                        Phase::Claiming | Phase::Settling => assert_eq!(phase, Phase::Replaying),
+                        Phase::Cutting => assert_eq!(phase, Phase::Restoring),
+                        other => panic!("sleep cancelled in {other}"),
+                    }
                 }
                 Action::Notify(..) => {}
                 asked => {
+                    if matches!(asked, Action::Cut(_)) {
+                        assert_eq!(from, Phase::Settling, "a cut asked in {from}");
+                    }
                     assert!(
                         !(matches!(asked, Action::Resume(_))
-                            && matches!(self.out, Some(Action::Suspend(_)))),
-                        "a resume while the suspend is out"
+                            && matches!(self.out, Some(Action::Suspend(_) | Action::Inspect(_)))),
+                        "a resume while the suspend or the inspection is out"
                     );
                     assert!(self.out.is_none(), "{asked:?} while {:?} is out", self.out);
                     self.out = Some(asked);
@@ -1572,6 +2237,7 @@ impl Driver {
                     ok: true,
                     link_down: false,
                     new_port: false,
+                    busy: None,
                 });
                 continue;
             }
@@ -1598,11 +2264,77 @@ fn waiting_phase_of(phase: Phase) -> Option<Phase> {
         Phase::Claiming
             | Phase::Cutting
             | Phase::Suspending
+            | Phase::Verifying
             | Phase::Resuming
             | Phase::Restoring
             | Phase::HandingBack
     )
     .then_some(phase)
+}
+
+impl Driver {
+    /// A driver whose guest was put to sleep up to its settling (the claim a success), with
+    /// frames held on the way.
+    fn settling() -> Self {
+        let mut d = Self::new();
+        d.run(Step::Sleep);
+        d.run(Step::Datagram);
+        d.run(Step::Complete {
+            ok: true,
+            link_down: false,
+            new_port: false,
+            busy: None,
+        });
+        d.run(Step::Datagram);
+        assert_eq!(d.phase, Phase::Settling);
+        assert!(d.out.is_none(), "settling waits for no action");
+        d
+    }
+
+    /// A driver whose guest was put to sleep, every step a success, up to the inspection
+    /// (with its port cut `cut`), with frames held on the way.
+    fn verifying(link_down: bool) -> Self {
+        let mut d = Self::settling();
+        d.run(Step::Advance(SETTLE.as_micros() as u64));
+        assert_eq!(d.phase, Phase::Cutting);
+        for _ in 0..2 {
+            d.run(Step::Datagram);
+            d.run(Step::Complete {
+                ok: true,
+                link_down,
+                new_port: false,
+                busy: None,
+            });
+        }
+        assert_eq!(d.phase, Phase::Verifying);
+        assert!(matches!(d.out, Some(Action::Inspect(_))));
+        d
+    }
+
+    /// Wakes the guest fully, then checks that it is awake with nothing left and every frame
+    /// held replayed exactly once, in order.
+    fn finish(mut self) {
+        self.wake_fully();
+        assert_eq!(self.phase, Phase::Awake);
+        assert!(self.out.is_none());
+        assert!(
+            !self.in_flight,
+            "a wake for work in flight was not reported"
+        );
+        assert_eq!(self.s.held(self.id).count(), 0, "nothing held once awake");
+        assert_eq!(self.s.poll_at(), None);
+        assert_eq!(
+            self.replayed.len(),
+            self.queued.len(),
+            "replayed {} of {} frames held",
+            self.replayed.len(),
+            self.queued.len()
+        );
+        assert!(
+            self.replayed == self.queued,
+            "the frames replayed are those held, in order"
+        );
+    }
 }
 
 proptest::proptest! {
@@ -1616,18 +2348,91 @@ proptest::proptest! {
         for step in steps {
             d.run(step);
         }
-        d.wake_fully();
-        assert_eq!(d.phase, Phase::Awake);
-        assert!(d.out.is_none());
-        assert_eq!(d.s.held(d.id).count(), 0, "nothing held once awake");
-        assert_eq!(d.s.poll_at(), None);
-        assert_eq!(
-            d.replayed.len(),
-            d.queued.len(),
-            "replayed {} of {} frames held",
-            d.replayed.len(),
-            d.queued.len()
-        );
-        assert!(d.replayed == d.queued, "the frames replayed are those held, in order");
+        d.finish();
+    }
+
+    /// The same, from a guest stopped and being inspected: random frames, wakes and sleeps
+    /// race the inspection's outcome, busy or not.
+    #[test]
+    fn random_scripts_from_the_inspection_replay_every_held_frame_once_in_order(
+        link_down in any::<bool>(),
+        steps in proptest::collection::vec(step(), 0..40),
+    ) {
+        let mut d = Driver::verifying(link_down);
+        for step in steps {
+            d.run(step);
+        }
+        d.finish();
+    }
+
+    /// The same, from a guest settling: random frames, wakes, sleeps and short waits race
+    /// the cut's deadline.
+    #[test]
+    fn random_scripts_from_settling_replay_every_held_frame_once_in_order(
+        steps in proptest::collection::vec(settling_step(), 0..40),
+    ) {
+        let mut d = Driver::settling();
+        for step in steps {
+            d.run(step);
+        }
+        d.finish();
+    }
+}
+
+/// A step of a script that starts settling: mostly steps short enough to race the cut.
+fn settling_step() -> impl Strategy<Value = Step> {
+    proptest::prop_oneof![
+        3 => step(),
+        1 => (0..=SETTLE.as_micros() as u64).prop_map(Step::Advance),
+    ]
+}
+
+/// The random scripts, as the proptests above draw them (here from a fixed seed), reach
+/// settling, and leave it every way there is: for the cut at its deadline, and for a
+/// replay on an operator's wake or on a frame that wakes.
+#[test]
+fn random_scripts_settle_and_leave_settling_every_way() {
+    let mut runner = TestRunner::deterministic();
+    let scripts = proptest::collection::vec(step(), 0..80);
+    let mut transitions = BTreeMap::<(Phase, Phase), usize>::new();
+    let (mut by_wake, mut by_frame) = (0, 0);
+    for _ in 0..512 {
+        let steps = scripts.new_tree(&mut runner).expect("a script").current();
+        let mut d = Driver::new();
+        for step in steps {
+            d.run(step);
+        }
+        for (t, n) in &d.transitions {
+            *transitions.entry(*t).or_default() += n;
+        }
+        by_wake += d.settle_cancelled.0;
+        by_frame += d.settle_cancelled.1;
+        d.finish();
+    }
+    let seen = |from, to| transitions.get(&(from, to)).copied().unwrap_or(0);
+    assert!(
+        seen(Phase::Claiming, Phase::Settling) >= 50,
+        "{transitions:?}"
+    );
+    assert!(
+        seen(Phase::Settling, Phase::Cutting) >= 10,
+        "{transitions:?}"
+    );
+    assert!(
+        seen(Phase::Settling, Phase::Replaying) >= 10,
+        "{transitions:?}"
+    );
+    assert!(
+        by_wake >= 3 && by_frame >= 3,
+        "wake {by_wake}, frame {by_frame}"
+    );
+    assert_eq!(by_wake + by_frame, seen(Phase::Settling, Phase::Replaying));
+    // Every valid transition but the journal's (stand_in) is taken by some script.
+    for from in Phase::ALL {
+        for to in Phase::ALL {
+            if from.valid_transition(to) && (from, to) != (Phase::Awake, Phase::Asleep) {
+                assert!(seen(from, to) > 0, "{from} -> {to} never taken");
+            }
+        }
     }
 }
