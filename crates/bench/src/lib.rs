@@ -1,6 +1,6 @@
-//! Helpers shared by vmnap's benchmark binaries (`bench-core`, `bench-wake`,
-//! `bench-memory`, `bench-vm`): order statistics, the root check, finding the `vmnap`
-//! binary, starting the daemon in a lab and reading `/proc`.
+//! Helpers shared by vmnap's benchmark binaries: order statistics, the root check, finding
+//! the `vmnap` binary, a lab of namespace guests with the daemon standing in for them,
+//! threads in a lab's namespaces, and reading `/proc`.
 //!
 //! The binaries print figures measured in one run (medians, percentiles, ratios to the
 //! targets of `docs/design.md`); they assert nothing about time.
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use vmnap_daemon::api::{self, Request, Response};
-use vmnap_lab::Lab;
+use vmnap_lab::{GuestSpec, Lab, LabGuest, LabOptions};
 
 /// The value at quantile `q` (0.0..=1.0) of `xs` (nearest rank; sorts a copy). NaN if empty.
 pub fn quantile(xs: &[f64], q: f64) -> f64 {
@@ -119,6 +119,195 @@ pub fn start_daemon(
         "vmnap did not come up within {timeout:?}; its log:\n{}",
         std::fs::read_to_string(log).unwrap_or_default()
     )
+}
+
+/// A lab of namespace guests, each serving HTTP on port 80 and logging UDP on port 9000 in
+/// its own cgroup, one client `c0` (198.18.1.100), and the real daemon standing in for every
+/// guest (cgroup backend; woken by TCP port 80 and UDP port 9000), its journal in the lab's
+/// directory.
+#[derive(Debug)]
+pub struct NamespaceLab {
+    /// The lab; dropping it ends the daemon and removes everything.
+    pub lab: Lab,
+    /// The guests, in the order asked for.
+    pub guests: Vec<LabGuest>,
+    /// The client's network namespace.
+    pub client: String,
+    /// The daemon's API socket, log and PID.
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub daemon: u32,
+}
+
+impl NamespaceLab {
+    /// Builds the lab with guests named `names` (guest `k` has 198.18.0.(10 + k),
+    /// 2001:db8::(0x100 + k) and MAC 02:00:00:00:02:k; at most 200) and starts the daemon
+    /// `vmnap` with `extra` added to each guest's entry.
+    pub fn start(vmnap: &Path, names: &[String], extra: &str) -> anyhow::Result<Self> {
+        if names.len() > 200 {
+            bail!(
+                "at most 200 guests in a namespace lab ({} asked)",
+                names.len()
+            );
+        }
+        let mut lab = Lab::new(LabOptions {
+            workload: vec![vmnap.to_path_buf().into(), "lab-guest".into()],
+            ..LabOptions::default()
+        })
+        .context("cannot build the lab")?;
+        let mut guests = Vec::with_capacity(names.len());
+        for (k, name) in names.iter().enumerate() {
+            let k = u8::try_from(k).expect("at most 200 guests");
+            guests.push(
+                lab.add_guest(GuestSpec {
+                    name: name.clone(),
+                    ipv4: std::net::Ipv4Addr::new(198, 18, 0, 10 + k),
+                    ipv6: std::net::Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0x100 + u16::from(k),
+                    ),
+                    mac: [0x02, 0, 0, 0, 2, k],
+                    vlan: 0,
+                    http_port: Some(80),
+                    udp_log_port: Some(9000),
+                })
+                .with_context(|| format!("cannot add guest {name}"))?
+                .clone(),
+            );
+        }
+        let client = lab
+            .add_client(
+                "c0",
+                std::net::Ipv4Addr::new(198, 18, 1, 100),
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 1, 0x100),
+                0,
+            )?
+            .netns
+            .clone();
+        let socket = lab.dir().join("vmnap.sock");
+        let config = lab.dir().join("vmnap.toml");
+        let log = lab.dir().join("vmnap.log");
+        let mut text = format!(
+            "[state]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\n",
+            lab.dir().display(),
+            socket.display()
+        );
+        for g in &guests {
+            text += &format!(
+                "\n[[guest]]\nname = \"{}\"\nbridge = \"{}\"\ninterface = \"{}\"\nmac = \"{}\"\n\
+                 ipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
+                 wake_on = [\"tcp/80\", \"udp/9000\"]\n{extra}",
+                g.name,
+                lab.bridge(),
+                g.host_if,
+                vmnap_lab::mac_string(&g.mac),
+                g.ipv4,
+                g.ipv6,
+                g.cgroup.display()
+            );
+        }
+        std::fs::write(&config, text)?;
+        let up = Duration::from_secs(30);
+        let daemon = start_daemon(&mut lab, vmnap, &config, &socket, &log, up)?;
+        Ok(Self {
+            lab,
+            guests,
+            client,
+            socket,
+            log,
+            daemon,
+        })
+    }
+
+    /// The daemon's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Puts each of `names` to sleep through the API, one after the other.
+    pub fn sleep_all<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+        for name in names {
+            call(
+                &self.socket,
+                &Request::Sleep {
+                    guest: name.to_owned(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` until every guest is `state`; returns their statuses then.
+    pub fn wait_all(
+        &self,
+        state: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Vec<api::GuestStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let st = status(&self.socket)?;
+            if st.iter().all(|g| g.state == state) {
+                return Ok(st);
+            }
+            if Instant::now() > deadline {
+                let off: Vec<String> = st
+                    .iter()
+                    .filter(|g| g.state != state)
+                    .map(|g| format!("{} {}", g.name, g.state))
+                    .collect();
+                bail!("not {state} after {timeout:?}: {}", off.join(", "));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Runs `f` on a new thread inside the network namespace `netns`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<T>> {
+    let netns = netns.to_owned();
+    std::thread::spawn(move || {
+        vmnap_lab::enter_netns(&netns)
+            .with_context(|| format!("cannot enter the network namespace {netns}"))?;
+        Ok(f())
+    })
+}
+
+/// The TCP segments the calling thread's network namespace has retransmitted so far (SYNs
+/// included): `RetransSegs` of `/proc/thread-self/net/snmp`.
+pub fn tcp_retransmitted() -> anyhow::Result<u64> {
+    let path = "/proc/thread-self/net/snmp";
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
+    let mut tcp = text.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next(), tcp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        bail!("no Tcp lines in {path}");
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RetransSegs")
+        .and_then(|(_, v)| v.parse().ok())
+        .with_context(|| format!("no RetransSegs in {path}"))
+}
+
+/// Prints `name`: median, p99 and max of `xs` (milliseconds), and how many.
+pub fn print_latencies(name: &str, xs: &[f64]) {
+    println!(
+        "  {name:<52} p50 {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms   (n={})",
+        median(xs),
+        quantile(xs, 0.99),
+        xs.iter().copied().fold(f64::NAN, f64::max),
+        xs.len()
+    );
 }
 
 /// Sends one request to the daemon; a `Done` answer's message, a `Status` answer as JSON,
