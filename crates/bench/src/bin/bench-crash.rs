@@ -469,6 +469,14 @@ fn run() -> anyhow::Result<()> {
         };
         if silent.is_empty() && answered < Duration::from_secs(5) {
             to_answer.push(ms(answered));
+            if answered > Duration::from_millis(500) {
+                println!(
+                    "  kill {k}: every guest answered only after {:.0} ms\n    commands: {}\n    journal left: {}",
+                    ms(answered),
+                    sequence.join(" | "),
+                    journal.split_whitespace().collect::<String>()
+                );
+            }
         }
         if !silent.is_empty() || !wrong.is_empty() || answered >= Duration::from_secs(5) {
             println!(
