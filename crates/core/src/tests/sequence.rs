@@ -9,7 +9,7 @@ use proptest::test_runner::TestRunner;
 use super::*;
 use crate::sequence::{retry_delay, MAX_PROBES, MAX_RETRY_DELAY, QUIET_WAIT, REPLAY_RUN};
 
-use crate::sequence::{PROBE_TIMEOUT, QUIET, SETTLE};
+use crate::sequence::{PROBE_TIMEOUT, QUIET, SETTLE, UNDO_QUIET_WAIT};
 
 fn ms(n: u64) -> Instant {
     Instant::from_millis(n)
@@ -483,8 +483,8 @@ fn operator_wake_while_settling_cancels_the_sleep_at_once_with_nothing_to_restor
     assert_eq!(s.state(id), Some(GuestState::Waking { port_up: true }));
     assert_eq!(
         s.poll_at(),
-        Some(ms(2) + PROBE_TIMEOUT),
-        "the probe's deadline"
+        Some(ms(2) + UNDO_QUIET_WAIT),
+        "the undo's wait for a quiet moment, before the probe's deadline"
     );
     assert_eq!(s.wake(id, WakeCause::Requested, ms(2)), Ok(Asked::UnderWay));
     assert_eq!(
@@ -510,6 +510,48 @@ fn operator_wake_while_settling_cancels_the_sleep_at_once_with_nothing_to_restor
     assert_eq!(s.phase(id), Some(Phase::Awake));
     assert_eq!(s.held(id).count(), 0);
     assert_eq!(s.poll_at(), None);
+}
+
+#[test]
+fn a_called_off_sleep_under_traffic_that_never_pauses_hands_back_after_the_undo_wait() {
+    let (mut s, id) = awake();
+    let mut r = Recorder::default();
+    let _cut_at = settling(&mut s, id, 0);
+    // A request calls the sleep off at 1 ms; then a datagram every millisecond, each relayed
+    // once its probe is answered.
+    handle(&mut s, 1, &numbered_syn(1), &mut r);
+    let mut relayed = replayed(&actions(&mut s)).0;
+    let mut sent = vec![numbered_syn(1)];
+    let mut t = 1;
+    while s.phase(id) == Some(Phase::Replaying) {
+        answer_probe(&mut s, ms(t));
+        t += 1;
+        let frame = datagram(t as u32);
+        handle(&mut s, t, &frame, &mut r);
+        sent.push(frame);
+        s.handle_timeout(ms(t), &mut r);
+        relayed.extend(replayed(&actions_snapshot(&mut s, id)).0);
+        assert!(t < 100, "still replaying after {t} ms");
+    }
+    // No quiet moment came: the MAC is handed back at the undo's wait, not after 500 ms.
+    assert_eq!(s.phase(id), Some(Phase::HandingBack));
+    assert_eq!(ms(t), ms(1) + UNDO_QUIET_WAIT);
+    s.done(id, Done::HandedBack, ms(t)).expect("handing back");
+    relayed.extend(replayed(&actions(&mut s)).0);
+    assert_eq!(relayed, sent, "every frame relayed once, in order");
+}
+
+/// The actions out now, with the notices checked: only `NoQuietMoment` may come while
+/// replaying under traffic.
+fn actions_snapshot(s: &mut Surrogate, id: GuestId) -> Vec<Action> {
+    let all = actions(s);
+    for a in &all {
+        if let Action::Notify(g, n) = a {
+            assert_eq!(*g, id);
+            assert_eq!(*n, Notice::NoQuietMoment);
+        }
+    }
+    all
 }
 
 #[test]
