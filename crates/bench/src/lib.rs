@@ -310,6 +310,53 @@ pub fn print_latencies(name: &str, xs: &[f64]) {
     );
 }
 
+/// The value after `name` on the command line (found as `--vmnap PATH` is), or `default`
+/// if `name` is absent; a missing or unparsable value is an error ending with `usage`.
+pub fn flag<T: std::str::FromStr>(
+    args: &[String],
+    name: &str,
+    default: T,
+    usage: &str,
+) -> anyhow::Result<T> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => {
+            let v = args
+                .get(i + 1)
+                .with_context(|| format!("{name} needs a value\n{usage}"))?;
+            v.parse()
+                .ok()
+                .with_context(|| format!("{name} {v:?}: not a number\n{usage}"))
+        }
+    }
+}
+
+/// splitmix64: small, seedable, good enough to pick moments, pauses and guests.
+#[derive(Debug, Clone)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+
+    /// One of `xs`.
+    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[(self.next() % xs.len() as u64) as usize]
+    }
+}
+
 /// Sends one request to the daemon; a `Done` answer's message, a `Status` answer as JSON,
 /// an `Error` answer as an error.
 pub fn call(socket: &Path, request: &Request) -> anyhow::Result<String> {

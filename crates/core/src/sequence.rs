@@ -232,6 +232,24 @@ pub enum Action {
     Notify(GuestId, Notice),
 }
 
+impl Action {
+    /// The guest the action is for.
+    pub fn guest(&self) -> GuestId {
+        match self {
+            Action::Claim(id)
+            | Action::Cut(id)
+            | Action::Suspend(id)
+            | Action::Inspect(id)
+            | Action::Resume(id)
+            | Action::Restore(id, _)
+            | Action::Replay(id, _)
+            | Action::Probe(id, _)
+            | Action::HandBack(id)
+            | Action::Notify(id, _) => *id,
+        }
+    }
+}
+
 /// The outcome of an [`Action`], for [`Surrogate::done`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Done {

@@ -1414,19 +1414,7 @@ impl BridgeWorker {
     /// guest's thread); none waits for the guest.
     fn run_actions(&mut self) {
         while let Some(action) = self.surrogate.poll_action() {
-            let id = match &action {
-                Action::Claim(id)
-                | Action::Cut(id)
-                | Action::Suspend(id)
-                | Action::Inspect(id)
-                | Action::Resume(id)
-                | Action::Restore(id, _)
-                | Action::Replay(id, _)
-                | Action::Probe(id, _)
-                | Action::HandBack(id)
-                | Action::Notify(id, _) => *id,
-            };
-            let i = id.index();
+            let i = action.guest().index();
             if self.guests.get_mut(i).is_none() {
                 error!(slot = i, ?action, "an action for a guest that is gone");
                 continue;

@@ -32,34 +32,11 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vmnap_bench::{median, ms, quantile};
+use vmnap_bench::{median, ms, quantile, Rng};
 use vmnap_daemon::api::Request;
 use vmnap_lab::{CgroupKind, GuestSpec, Lab, LabGuest, LabOptions};
 
 const GUESTS: [&str; 3] = ["g1", "g2", "g3"];
-
-/// splitmix64: small, seedable, good enough to pick moments and guests.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
 
 /// One curl of the trickle: its guest, start, end, and whether it got the guest's page.
 #[derive(Debug, Clone)]

@@ -25,12 +25,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vmnap_bench::{in_netns, ms, print_latencies, tcp_retransmitted, NamespaceLab};
+use vmnap_bench::{in_netns, ms, print_latencies, tcp_retransmitted, NamespaceLab, Rng};
 use vmnap_daemon::api::{self, Request, Response};
 
 const CLIENTS: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(3);
 const ANSWER: &[u8] = b"hello from web1\n";
+const USAGE: &str = "usage: bench-cycles [--vmnap PATH] [--cycles N] [--gap-ms G]   (needs root)";
 
 /// One request: when it started (since the run began), how long it took, and how it failed.
 #[derive(Debug, Clone)]
@@ -81,25 +82,6 @@ fn main() -> std::process::ExitCode {
     vmnap_bench::finish(run())
 }
 
-fn flag(args: &[String], name: &str, default: u64) -> anyhow::Result<u64> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} needs a number")),
-    }
-}
-
-/// A small seeded generator (splitmix64), for the pauses.
-fn next(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *seed;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
@@ -108,8 +90,8 @@ fn run() -> anyhow::Result<()> {
     }
     vmnap_bench::need_root("bench-cycles")?;
     let vmnap = vmnap_bench::vmnap_path(&args)?;
-    let cycles = flag(&args, "--cycles", 200)? as usize;
-    let gap_us = flag(&args, "--gap-ms", 1)? * 1000;
+    let cycles: usize = vmnap_bench::flag(&args, "--cycles", 200, USAGE)?;
+    let gap_us = vmnap_bench::flag::<u64>(&args, "--gap-ms", 1, USAGE)? * 1000;
     vmnap_lab::check_tools(&["ip", "nsenter"])?;
     println!("bench-cycles: {cycles} sleep/wake cycles of a namespace guest under HTTP load that never stops, with the real vmnap daemon");
     println!("  load: {CLIENTS} client threads, HTTP/1.0 on a new connection each, 0-{} ms between a client's requests, {} s timeout", 2 * gap_us / 1000, TIMEOUT.as_secs());
@@ -133,11 +115,11 @@ fn run() -> anyhow::Result<()> {
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
             let (stop, records) = (Arc::clone(&stop), Arc::clone(&records));
-            let mut seed = c as u64 + 1;
+            let mut rng = Rng(c as u64 + 1);
             in_netns(&lab.client, move || {
                 while !stop.load(Ordering::Relaxed) {
                     if gap_us > 0 {
-                        let pause = next(&mut seed) % (2 * gap_us);
+                        let pause = rng.next() % (2 * gap_us);
                         std::thread::sleep(Duration::from_micros(pause));
                     }
                     let t = Instant::now();
@@ -162,7 +144,7 @@ fn run() -> anyhow::Result<()> {
     let mut in_flight = 0;
     let mut other_refusals = Vec::new();
     let mut asked_at = Vec::new();
-    let mut seed: u64 = 0x5eed;
+    let mut rng = Rng(0x5eed);
     let result = (|| -> anyhow::Result<()> {
         for cycle in 0..cycles {
             loop {
@@ -203,7 +185,7 @@ fn run() -> anyhow::Result<()> {
                 }
                 std::thread::sleep(Duration::from_millis(1));
             }
-            std::thread::sleep(Duration::from_micros(next(&mut seed) % 20_000));
+            std::thread::sleep(Duration::from_micros(rng.next() % 20_000));
         }
         Ok(())
     })();

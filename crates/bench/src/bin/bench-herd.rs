@@ -21,19 +21,10 @@ use anyhow::{bail, Context};
 use vmnap_bench::{in_netns, ms, print_latencies, tcp_retransmitted, NamespaceLab};
 
 const ALONE_ROUNDS: usize = 20;
+const USAGE: &str = "usage: bench-herd [--vmnap PATH] [--guests N] [--rounds R]   (needs root)";
 
 fn main() -> std::process::ExitCode {
     vmnap_bench::finish(run())
-}
-
-fn flag(args: &[String], name: &str, default: usize) -> anyhow::Result<usize> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} needs a number")),
-    }
 }
 
 /// Opens a connection to `addr`, sends an HTTP request and waits for the first byte of the
@@ -97,13 +88,13 @@ fn herd(
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: bench-herd [--vmnap PATH] [--guests N] [--rounds R]   (needs root)");
+        println!("{USAGE}");
         return Ok(());
     }
     vmnap_bench::need_root("bench-herd")?;
     let vmnap = vmnap_bench::vmnap_path(&args)?;
-    let n = flag(&args, "--guests", 100)?;
-    let rounds = flag(&args, "--rounds", 3)?;
+    let n: usize = vmnap_bench::flag(&args, "--guests", 100, USAGE)?;
+    let rounds: usize = vmnap_bench::flag(&args, "--rounds", 3, USAGE)?;
     if n == 0 || n > 200 {
         bail!("--guests must be 1 to 200");
     }

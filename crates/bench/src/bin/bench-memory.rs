@@ -24,7 +24,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -165,21 +164,6 @@ struct Opts {
     idle_secs: u64,
 }
 
-/// The value after `name` (as `--vmnap PATH` is found), or `default` if `name` is absent.
-fn flag<T: FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => {
-            let v = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
-            v.parse()
-                .ok()
-                .with_context(|| format!("{name} {v:?}: not a number\n{USAGE}"))
-        }
-    }
-}
-
 fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
     const WITH_VALUE: &[&str] = &["--vmnap", "--guests", "--idle-secs"];
     let mut i = 0;
@@ -192,8 +176,8 @@ fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
     }
     let opts = Opts {
         vmnap: vmnap_bench::vmnap_path(args)?,
-        guests: flag(args, "--guests", 1000)?,
-        idle_secs: flag(args, "--idle-secs", 30)?,
+        guests: vmnap_bench::flag(args, "--guests", 1000, USAGE)?,
+        idle_secs: vmnap_bench::flag(args, "--idle-secs", 30, USAGE)?,
     };
     if !(2..=MAX_GUESTS).contains(&opts.guests) {
         bail!("--guests must be 2 to {MAX_GUESTS} (the 1-guest case is measured anyway; addresses are in 198.19.0.0/16)");

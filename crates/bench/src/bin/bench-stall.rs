@@ -35,6 +35,7 @@ const STREAM_FROM: Duration = Duration::from_millis(150);
 const STREAM_FOR: Duration = Duration::from_millis(700);
 const STREAM_EVERY: Duration = Duration::from_micros(500);
 const PROBES: &str = "450";
+const USAGE: &str = "usage: bench-stall [--vmnap PATH] [--rounds R]   (needs root)";
 
 fn main() -> std::process::ExitCode {
     vmnap_bench::finish(run())
@@ -160,18 +161,12 @@ fn state_of(socket: &Path, guest: &str) -> anyhow::Result<vmnap_daemon::api::Gue
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("usage: bench-stall [--vmnap PATH] [--rounds R]   (needs root)");
+        println!("{USAGE}");
         return Ok(());
     }
     vmnap_bench::need_root("bench-stall")?;
     let vmnap = vmnap_bench::vmnap_path(&args)?;
-    let rounds: usize = match args.iter().position(|a| a == "--rounds") {
-        None => 10,
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .context("--rounds needs a number")?,
-    };
+    let rounds: usize = vmnap_bench::flag(&args, "--rounds", 10, USAGE)?;
     vmnap_lab::check_tools(&["ip", "nsenter", "ping", "arping"])?;
     println!("bench-stall: other sleeping guests and the API while one guest wakes under traffic that never pauses");
     println!("  each round, 1 s: ping q1 every 2 ms and arping q2 (one at a time) from the client (vmnap answers both), vmnap status every 2 ms here;");

@@ -32,7 +32,6 @@
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -58,20 +57,6 @@ struct Opts {
     idle_window: u64,
 }
 
-fn flag<T: FromStr>(args: &[String], name: &str, default: T) -> anyhow::Result<T> {
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => {
-            let v = args
-                .get(i + 1)
-                .with_context(|| format!("{name} needs a value\n{USAGE}"))?;
-            v.parse()
-                .ok()
-                .with_context(|| format!("{name} {v:?}: not a number\n{USAGE}"))
-        }
-    }
-}
-
 fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
     const WITH_VALUE: &[&str] = &[
         "--vmnap",
@@ -90,10 +75,10 @@ fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
     }
     let opts = Opts {
         vmnap: vmnap_bench::vmnap_path(args)?,
-        rounds: flag(args, "--rounds", 30)?,
-        memory_rounds: flag(args, "--memory-rounds", 5)?,
-        idle_guests: flag(args, "--idle-guests", 10)?,
-        idle_window: flag(args, "--idle-window", 60)?,
+        rounds: vmnap_bench::flag(args, "--rounds", 30, USAGE)?,
+        memory_rounds: vmnap_bench::flag(args, "--memory-rounds", 5, USAGE)?,
+        idle_guests: vmnap_bench::flag(args, "--idle-guests", 10, USAGE)?,
+        idle_window: vmnap_bench::flag(args, "--idle-window", 60, USAGE)?,
     };
     if opts.rounds == 0 || opts.memory_rounds == 0 || opts.idle_window == 0 {
         bail!("--rounds, --memory-rounds and --idle-window must be at least 1");

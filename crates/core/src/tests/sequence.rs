@@ -46,21 +46,6 @@ enum Did {
     Notify(Notice),
 }
 
-fn guest_of(action: &Action) -> GuestId {
-    match action {
-        Action::Claim(g)
-        | Action::Cut(g)
-        | Action::Suspend(g)
-        | Action::Inspect(g)
-        | Action::Resume(g)
-        | Action::Restore(g, _)
-        | Action::Replay(g, _)
-        | Action::Probe(g, _)
-        | Action::HandBack(g)
-        | Action::Notify(g, _) => *g,
-    }
-}
-
 /// Everything the surrogate has to be done for guest `id`, oldest first. Every action is
 /// for `id`, and every probe is an ARP probe for the guest's address from the surrogate's
 /// port.
@@ -68,7 +53,7 @@ fn did(s: &mut Surrogate, id: GuestId) -> Vec<Did> {
     actions(s)
         .into_iter()
         .map(|a| {
-            assert_eq!(guest_of(&a), id, "{a:?}");
+            assert_eq!(a.guest(), id, "{a:?}");
             match a {
                 Action::Claim(_) => Did::Claim,
                 Action::Cut(_) => Did::Cut,
@@ -2198,7 +2183,7 @@ impl Driver {
             (false, false) => assert!(self.cut_due.is_none()),
         }
         while let Some(action) = self.s.poll_action() {
-            assert_eq!(guest_of(&action), self.id);
+            assert_eq!(action.guest(), self.id);
             match action {
                 Action::Replay(_, run) => {
                     self.replayed_since_awake += run.len();
