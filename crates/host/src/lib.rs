@@ -15,6 +15,7 @@ pub mod diag;
 pub mod memory;
 pub mod netlink;
 pub mod packet;
+pub mod process;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupVersion};
 pub use netlink::{FdbEntry, KernelError, LinkStats, Mac, Netlink, NetlinkError, PortState};

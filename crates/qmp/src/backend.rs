@@ -587,6 +587,8 @@ impl QmpBackend {
             return Err(save_error(failure));
         }
         let migrated = started.elapsed();
+        // Who QEMU is, to know when it has let go of its memory (not only of its socket).
+        let peer = self.conn.as_ref().and_then(|c| c.peer().ok());
         match self.run("quit", None) {
             Ok(_) => {}
             Err(e) if e.is_disconnect() => {}
@@ -602,13 +604,19 @@ impl QmpBackend {
                 }
                 Err(e) => return Err(save_error(SaveFailure::Wait(e))),
             },
-            // Not our child: it is gone when its QMP socket no longer answers.
+            // Not our child: it is gone when its process has exited (a zombie is gone
+            // enough: its memory is freed), or, if the kernel did not say who it is,
+            // when its QMP socket no longer answers.
             None => {
                 let deadline = Instant::now() + self.timeouts.quit;
-                while std::os::unix::net::UnixStream::connect(&self.qmp_path).is_ok() {
+                let alive = |path: &Path| match peer {
+                    Some(p) => !p.has_exited(),
+                    None => std::os::unix::net::UnixStream::connect(path).is_ok(),
+                };
+                while alive(&self.qmp_path) {
                     if Instant::now() >= deadline {
                         return Err(save_error(SaveFailure::Wait(io::Error::other(
-                            "QEMU still answers on its QMP socket after quit",
+                            "QEMU still runs after quit",
                         ))));
                     }
                     thread::sleep(POLL);

@@ -165,6 +165,11 @@ impl Qmp {
         &self.greeting
     }
 
+    /// The process at the other end of the socket: QEMU itself.
+    pub fn peer(&self) -> std::io::Result<vmnap_host::process::Process> {
+        vmnap_host::process::Process::of_peer(&self.stream)
+    }
+
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path

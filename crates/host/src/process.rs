@@ -1,0 +1,142 @@
+//! The process at the other end of a unix socket, and whether it has exited.
+//!
+//! A backend that did not start the process it controls (a QEMU started by someone else,
+//! reached through its QMP socket) cannot `waitpid` for it. What it can do is ask the
+//! kernel who holds the socket (`SO_PEERCRED`), and then read `/proc/PID/stat` until the
+//! process is gone or a zombie. A closed listening socket is not enough: a process closes
+//! its sockets while it exits, a moment before it has let go of its memory.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+
+/// One process, named by its PID and its start time (so a reused PID is not mistaken
+/// for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Process {
+    pid: u32,
+    start: u64,
+}
+
+impl Process {
+    /// The process that created the peer end of `stream`.
+    pub fn of_peer(stream: &UnixStream) -> io::Result<Process> {
+        let mut cred = libc::ucred {
+            pid: 0,
+            uid: 0,
+            gid: 0,
+        };
+        let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+        // SAFETY: `cred` and `len` are valid for writes of the size passed; the fd is open
+        // for the duration of the call because `stream` is borrowed.
+        let rc = unsafe {
+            libc::getsockopt(
+                stream.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERCRED,
+                (&mut cred as *mut libc::ucred).cast(),
+                &mut len,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pid = u32::try_from(cred.pid)
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| io::Error::other("the socket's peer has no PID in this namespace"))?;
+        Process::of_pid(pid)
+    }
+
+    /// The process now running as `pid`.
+    pub fn of_pid(pid: u32) -> io::Result<Process> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let (_, start) = parse_stat(&stat)
+            .ok_or_else(|| io::Error::other(format!("/proc/{pid}/stat: unexpected format")))?;
+        Ok(Process { pid, start })
+    }
+
+    /// Its PID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// True once the process has exited: it is gone, a zombie, or its PID now names
+    /// another process.
+    pub fn has_exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Ok(stat) => match parse_stat(&stat) {
+                Some((state, start)) => start != self.start || matches!(state, 'Z' | 'X' | 'x'),
+                None => false,
+            },
+            Err(e) => e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH),
+        }
+    }
+}
+
+/// The state letter and start time (field 22, in clock ticks since boot) of a
+/// `/proc/PID/stat` line. The command name (field 2) may hold spaces and parentheses, so
+/// the fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<(char, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?.chars().next()?;
+    // Fields 4..=21 lie between the state (field 3) and the start time (field 22).
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((state, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_spaces_and_parentheses_in_the_name_is_read() {
+        let line =
+            "4242 (qemu (x) y) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 20 21\n";
+        assert_eq!(parse_stat(line), Some(('Z', 987654)));
+    }
+
+    #[test]
+    fn short_stat_is_not_read() {
+        assert_eq!(parse_stat("1 (init) S 0 1"), None);
+        assert_eq!(parse_stat("no parenthesis"), None);
+    }
+
+    #[test]
+    fn this_process_is_running_and_its_peer_is_itself() {
+        let me = Process::of_pid(std::process::id()).expect("own stat");
+        assert!(!me.has_exited());
+        let (a, _b) = UnixStream::pair().expect("pair");
+        assert_eq!(
+            Process::of_peer(&a).expect("peer").pid(),
+            std::process::id()
+        );
+    }
+
+    #[test]
+    fn a_reaped_child_has_exited() {
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        // Until the wait below the child is at worst a zombie, so its stat is there.
+        let p = Process::of_pid(child.id()).expect("child stat");
+        child.wait().expect("wait");
+        assert!(p.has_exited());
+    }
+
+    #[test]
+    fn a_zombie_has_exited() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("0.05")
+            .spawn()
+            .expect("sleep");
+        let p = Process::of_pid(child.id()).expect("child stat");
+        assert!(!p.has_exited());
+        // Not reaped: the child stays a zombie until the wait below.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !p.has_exited() {
+            assert!(std::time::Instant::now() < deadline, "child never exited");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        child.wait().expect("wait");
+    }
+}
