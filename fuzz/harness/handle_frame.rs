@@ -15,33 +15,14 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vmnap_core::{
-    Action, Answers, Cut, GuestId, GuestSpec, GuestState, Instant, MulticastPolicy, PortRule, QueueLimits, Sink,
-    Surrogate, Transport, Verdict, VirtioNetHdr, WakeCause,
+    Action, Answers, Cut, GuestId, GuestSpec, GuestState, Instant, MulticastPolicy, PortRule,
+    QueueLimits, Recorder, Surrogate, Transport, VirtioNetHdr,
 };
 use vmnap_wire::vlan::LinkRepr;
 use vmnap_wire::MacAddr;
 
 /// The MAC, VLAN and addresses of the guest in the fixture captures.
 pub const FIXTURE_GUEST_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x01, 0x01]);
-
-#[derive(Debug, Default)]
-pub struct Consumer {
-    pub sent: Vec<Vec<u8>>,
-    pub verdicts: Vec<(Option<GuestId>, Verdict)>,
-    pub wakes: Vec<(GuestId, WakeCause)>,
-}
-
-impl Sink for Consumer {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.sent.push(frame.to_vec());
-    }
-    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
-        self.verdicts.push((guest, verdict));
-    }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
-        self.wakes.push((guest, cause));
-    }
-}
 
 /// Four guests: the fixtures' guest, asleep, with every responder on; a guest on VLAN 10,
 /// asleep, with a tiny queue and multicast dropped; an awake guest; a guest falling asleep.
@@ -126,7 +107,7 @@ pub fn run(data: &[u8]) {
         .filter_map(|id| s.spec(id).map(|spec| (spec.vlan, spec.mac)))
         .collect();
 
-    let mut out = Consumer::default();
+    let mut out = Recorder::default();
     s.handle_frame(now, vnet, frame, &mut out);
     assert!(!out.verdicts.is_empty(), "a frame without a verdict");
     if let Some(due) = s.poll_at() {

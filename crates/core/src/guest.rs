@@ -6,6 +6,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use vmnap_wire::MacAddr;
 
+/// A guest's handle within one [`Surrogate`](crate::Surrogate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuestId(pub(crate) u32);
+
+impl GuestId {
+    /// The number behind the handle.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// TCP or UDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {

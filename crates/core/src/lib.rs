@@ -24,6 +24,7 @@ mod health;
 pub mod idle;
 mod lifecycle;
 mod queue;
+mod record;
 mod respond;
 pub mod sequence;
 mod surrogate;
@@ -34,13 +35,14 @@ mod verdict;
 /// A frame in one line, for logs and events.
 pub use classify::describe;
 pub use guest::{
-    Answers, GuestSpec, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule, QueueLimits,
-    Transport,
+    Answers, GuestId, GuestSpec, HealthCheck, MulticastPolicy, ParsePortRuleError, PortRule,
+    QueueLimits, Transport,
 };
 pub use lifecycle::GuestState;
 pub use queue::QueuedFrame;
-pub use sequence::{Action, Asked, Cut, Done, Notice, Phase, WakeReport};
-pub use surrogate::{AddGuestError, GuestId, LifecycleError, Sink, Surrogate, UpdateGuestError};
+pub use record::Recorder;
+pub use sequence::{Action, Asked, Cut, Done, LifecycleError, Notice, Phase, WakeReport};
+pub use surrogate::{AddGuestError, Sink, Surrogate, UpdateGuestError};
 pub use time::Instant;
 pub use verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
 pub use vmnap_wire::vnet::VirtioNetHdr;

@@ -24,31 +24,6 @@ const OTHER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 99);
 const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
 const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 
-#[derive(Debug, Default)]
-struct Recorder {
-    sent: Vec<Vec<u8>>,
-    verdicts: Vec<(Option<GuestId>, Verdict)>,
-    wakes: Vec<(GuestId, WakeCause)>,
-}
-
-impl Sink for Recorder {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.sent.push(frame.to_vec());
-    }
-    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
-        self.verdicts.push((guest, verdict));
-    }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
-        self.wakes.push((guest, cause));
-    }
-}
-
-impl Recorder {
-    fn take(&mut self) -> Recorder {
-        std::mem::take(self)
-    }
-}
-
 fn spec(vlan: u16) -> GuestSpec {
     GuestSpec {
         vlan,

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use vmnap_core::{
     AnswerKind, Answers, Cut, DropReason, GuestId, GuestSpec, GuestState, IgnoreReason, Instant,
-    PortRule, Sink, Surrogate, Transport, Verdict, VirtioNetHdr, WakeCause,
+    PortRule, Recorder, Surrogate, Transport, Verdict, VirtioNetHdr, WakeCause,
 };
 use vmnap_wire::checksum;
 use vmnap_wire::smol::{
@@ -37,25 +37,6 @@ const GUEST_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
 const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x100);
 /// Ethernet and IPv4 headers: where the transport header of the captured IPv4 frames starts.
 const IPV4_PAYLOAD: usize = 14 + 20;
-
-#[derive(Debug, Default)]
-struct Recorder {
-    sent: Vec<Vec<u8>>,
-    verdicts: Vec<(Option<GuestId>, Verdict)>,
-    wakes: Vec<(GuestId, WakeCause)>,
-}
-
-impl Sink for Recorder {
-    fn transmit(&mut self, frame: &[u8]) {
-        self.sent.push(frame.to_vec());
-    }
-    fn verdict(&mut self, guest: Option<GuestId>, verdict: Verdict) {
-        self.verdicts.push((guest, verdict));
-    }
-    fn wake(&mut self, guest: GuestId, cause: WakeCause, _frame: &[u8]) {
-        self.wakes.push((guest, cause));
-    }
-}
 
 /// The frames of `fixtures/<name>`: the client's request first, then the guest kernel's
 /// answer.

@@ -92,7 +92,7 @@ fn the_fixture_syn_through_the_harness_reaches_the_reset_responder() {
     // (with its offload mark) must be answered.
     let data = std::fs::read(seeds_dir().join("tcp_syn-0-syn")).expect("the SYN seed");
     let mut s = harness::surrogate();
-    let mut out = harness::Consumer::default();
+    let mut out = vmnap_core::Recorder::default();
     let vnet = vmnap_core::VirtioNetHdr {
         flags: data[0],
         ..vmnap_core::VirtioNetHdr::NONE

@@ -1,5 +1,7 @@
-//! The surrogate for the guests of one bridge: registration, the frame handler, and each
-//! guest's place in the sleep and wake sequence.
+//! The surrogate for the guests of one bridge: registration and the frame handler here, and
+//! in [`drive`] each guest's way through the sleep and wake sequence (the requests that start
+//! a sleep or a wake, the outcomes of the actions it asked for, its deadlines). The
+//! sequence's own types are in [`crate::sequence`].
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -14,16 +16,18 @@ use vmnap_wire::vnet::VirtioNetHdr;
 
 use crate::classify::{self, Net, Parsed, TcpSegment, Transport};
 use crate::echo::Echo;
-use crate::guest::{GuestSpec, HealthCheck, MulticastPolicy, Transport as Proto};
+use crate::guest::{GuestId, GuestSpec, HealthCheck, MulticastPolicy, Transport as Proto};
 use crate::hash::{Keyed, Map};
 use crate::health::HttpHealth;
 use crate::lifecycle::GuestState;
 use crate::queue::{FrameQueue, QueuedFrame, Refused};
 use crate::respond::{self, Route, Segment};
-use crate::sequence::{Action, Done, Phase, Sequence};
+use crate::sequence::{Action, LifecycleError, Sequence};
 use crate::tcp::{FlowKey, Handled, TcpResponder};
 use crate::time::Instant;
 use crate::verdict::{AnswerKind, DropReason, IgnoreReason, Verdict, WakeCause};
+
+mod drive;
 
 /// The port of the echo services.
 const ECHO_PORT: u16 = 7;
@@ -47,17 +51,6 @@ pub trait Sink {
     /// Says that `frame` (held for the guest) has asked for `guest` to be woken, for `cause`.
     /// The wake itself comes out of [`Surrogate::poll_action`]; this is for the record.
     fn wake(&mut self, guest: GuestId, cause: WakeCause, frame: &[u8]);
-}
-
-/// A guest's handle within one [`Surrogate`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct GuestId(u32);
-
-impl GuestId {
-    /// The number behind the handle.
-    pub fn index(self) -> usize {
-        self.0 as usize
-    }
 }
 
 /// Refusals of [`Surrogate::add_guest`].
@@ -112,47 +105,19 @@ pub enum UpdateGuestError {
     },
 }
 
-/// A lifecycle step asked of a guest in a state that does not allow it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LifecycleError {
-    /// No such guest.
-    #[error("no guest with handle {0:?}")]
-    UnknownGuest(GuestId),
-    /// The step does not follow from the guest's phase.
-    #[error("guest {guest} cannot go from {from} to {to}")]
-    InvalidTransition {
-        /// The guest.
-        guest: String,
-        /// Its phase.
-        from: Phase,
-        /// The phase the step leads to.
-        to: Phase,
-    },
-    /// An outcome reported for an action the guest's phase did not ask for.
-    #[error("guest {guest} is {phase}; it asked for nothing that ends in {done:?}")]
-    Unexpected {
-        /// The guest.
-        guest: String,
-        /// Its phase.
-        phase: Phase,
-        /// The outcome.
-        done: Done,
-    },
-}
-
 #[derive(Debug)]
-pub(crate) struct Guest {
-    pub(crate) spec: GuestSpec,
-    pub(crate) seq: Sequence,
-    pub(crate) asleep_since: Instant,
-    pub(crate) queue: FrameQueue,
-    pub(crate) echo: TcpResponder<Echo>,
+struct Guest {
+    spec: GuestSpec,
+    seq: Sequence,
+    asleep_since: Instant,
+    queue: FrameQueue,
+    echo: TcpResponder<Echo>,
     /// The health checks of `spec`, shared with their connections.
     checks: Vec<Arc<HealthCheck>>,
-    pub(crate) health: TcpResponder<HttpHealth>,
-    pub(crate) keepalive: Map<FlowKey, Instant>,
+    health: TcpResponder<HttpHealth>,
+    keepalive: Map<FlowKey, Instant>,
     /// The MAC a barrier probe went out from, while its answer is awaited.
-    pub(crate) barrier: Option<EthernetAddress>,
+    barrier: Option<EthernetAddress>,
 }
 
 /// Stands in for the guests of one bridge. See the crate documentation.
@@ -166,9 +131,9 @@ pub struct Surrogate {
     by_vlan: Map<u16, Vec<GuestId>>,
     scratch: Vec<u8>,
     /// What the sequences want done, oldest first.
-    pub(crate) actions: VecDeque<Action>,
+    actions: VecDeque<Action>,
     /// The source of probes: the MAC of the surrogate's port.
-    pub(crate) probe_mac: EthernetAddress,
+    probe_mac: EthernetAddress,
 }
 
 impl Surrogate {
@@ -341,19 +306,11 @@ impl Surrogate {
         self.guest(id).map_or("?", |g| g.spec.name.as_str())
     }
 
-    pub(crate) fn guest_ref(&self, id: GuestId) -> Option<&Guest> {
-        self.guest(id)
-    }
-
-    pub(crate) fn guest_mut(&mut self, id: GuestId) -> Result<&mut Guest, LifecycleError> {
+    fn guest_mut(&mut self, id: GuestId) -> Result<&mut Guest, LifecycleError> {
         self.guests
             .get_mut(id.index())
             .and_then(Option::as_mut)
             .ok_or(LifecycleError::UnknownGuest(id))
-    }
-
-    pub(crate) fn name_of(&self, id: GuestId) -> &str {
-        self.name(id)
     }
 
     /// A frame that makes a waking guest answer `from` through its network stack: an ARP
