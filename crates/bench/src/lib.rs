@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vmnap_daemon::api::{self, Request, Response};
+use vmnap_api::State;
+use vmnap_api::{self as api, Request, Response};
 use vmnap_lab::{GuestSpec, Lab, LabGuest, LabOptions};
+use vmnap_wire::Mac;
 
 /// The value at quantile `q` (0.0..=1.0) of `xs` (nearest rank; sorts a copy). NaN if empty.
 pub fn quantile(xs: &[f64], q: f64) -> f64 {
@@ -206,7 +208,7 @@ impl NamespaceLab {
                 g.name,
                 lab.bridge(),
                 g.host_if,
-                vmnap_lab::mac_string(&g.mac),
+                Mac(g.mac),
                 g.ipv4,
                 g.ipv6,
                 g.cgroup.display()
@@ -246,7 +248,7 @@ impl NamespaceLab {
     /// Waits up to `timeout` until every guest is `state`; returns their statuses then.
     pub fn wait_all(
         &self,
-        state: &str,
+        state: State,
         timeout: Duration,
     ) -> anyhow::Result<Vec<api::GuestStatus>> {
         let deadline = Instant::now() + timeout;
@@ -331,31 +333,7 @@ pub fn flag<T: std::str::FromStr>(
     }
 }
 
-/// splitmix64: small, seedable, good enough to pick moments, pauses and guests.
-#[derive(Debug, Clone)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next number.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-
-    /// One of `xs`.
-    pub fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
+pub use vmnap_lab::chaos::Rng;
 
 /// Sends one request to the daemon; a `Done` answer's message, a `Status` answer as JSON,
 /// an `Error` answer as an error.

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vmnap_daemon::api::{self, Request, Response};
+use vmnap_api::State;
+use vmnap_api::{self as api, Request, Response};
 use vmnap_lab::{GuestSpec, Lab, LabOptions};
+use vmnap_wire::Mac;
 
 pub fn run() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
@@ -77,7 +79,7 @@ pub fn run() -> anyhow::Result<()> {
             g.name,
             lab.bridge(),
             g.host_if,
-            vmnap_lab::mac_string(&g.mac),
+            Mac(g.mac),
             g.ipv4,
             g.ipv6,
             g.cgroup.display()
@@ -144,7 +146,7 @@ pub fn run() -> anyhow::Result<()> {
             "vmnap did not answer the ping ({answered} frames answered)"
         ));
     }
-    if !frozen || asleep.state != "sleeping" {
+    if !frozen || asleep.state != State::Sleeping {
         wrong.push(format!(
             "web1 was not asleep during the ping (state {}, frozen: {frozen})",
             asleep.state
@@ -181,7 +183,7 @@ pub fn run() -> anyhow::Result<()> {
     // later, when the bridge has been switched back to the guest.
     let mut g = web1_status()?;
     let waking_since = Instant::now();
-    while g.state == "waking" && waking_since.elapsed() < Duration::from_secs(2) {
+    while g.state == State::Waking && waking_since.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(5));
         g = web1_status()?;
     }
@@ -195,7 +197,7 @@ pub fn run() -> anyhow::Result<()> {
         g.last_wake_cause.as_deref().unwrap_or("?"),
         g.replayed_frames,
     ));
-    if g.state != "awake" || g.wakes != 1 {
+    if g.state != State::Awake || g.wakes != 1 {
         wrong.push(format!(
             "curl did not wake web1 (state {}, {} wakes)",
             g.state, g.wakes

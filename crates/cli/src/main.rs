@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use vmnap_api::{self as api, ClientError, Request, Response};
+use vmnap_api::{Event, Record};
 use vmnap_config::{Config, DEFAULT_SOCKET, EX_CONFIG};
-use vmnap_daemon::api::{self, ClientError, Request, Response};
-use vmnap_daemon::events::{Event, Record};
 
 /// `vmnap --version`: the version and the backends this build has (libvirt is a cargo feature).
 const LONG_VERSION: &str = if cfg!(feature = "libvirt") {
@@ -390,52 +390,29 @@ fn describe(record: &Record) -> String {
 }
 
 fn log_level(socket: &std::path::Path, filter: Option<&str>) -> ExitCode {
-    let body = filter.map(|f| serde_json::json!({ "filter": f }).to_string());
-    let (method, body) = match &body {
-        Some(b) => ("PUT", Some(b.as_bytes())),
-        None => ("GET", None),
-    };
-    match api::request(socket, method, "/v1/log", body) {
-        Ok((status, body)) => {
-            let text = String::from_utf8_lossy(&body);
-            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if (200..300).contains(&status) {
-                println!("{}", value["filter"].as_str().unwrap_or(text.trim()));
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("vmnap: {}", value["error"].as_str().unwrap_or(text.trim()));
-                ExitCode::FAILURE
-            }
+    match api::log_filter(socket, filter) {
+        Ok(now) => {
+            println!("{}", now.filter);
+            ExitCode::SUCCESS
         }
         Err(e) => report(Err(e.into())),
     }
 }
 
 fn reload(socket: &std::path::Path) -> ExitCode {
-    match api::request_waiting(socket, "POST", "/v1/reload", None, api::RELOAD_TIMEOUT) {
-        Ok((status, body)) => {
-            let text = String::from_utf8_lossy(&body);
-            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-            if (200..300).contains(&status) {
-                println!("{}", value["message"].as_str().unwrap_or(text.trim()));
-                for (key, label) in [
-                    ("added", "added"),
-                    ("removed", "removed"),
-                    ("changed", "changed"),
-                ] {
-                    let names: Vec<&str> = value[key]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-                        .unwrap_or_default();
-                    if !names.is_empty() {
-                        println!("  {label}: {}", names.join(", "));
-                    }
+    match api::reload(socket) {
+        Ok(done) => {
+            println!("{}", done.message);
+            for (label, names) in [
+                ("added", &done.added),
+                ("removed", &done.removed),
+                ("changed", &done.changed),
+            ] {
+                if !names.is_empty() {
+                    println!("  {label}: {}", names.join(", "));
                 }
-                ExitCode::SUCCESS
-            } else {
-                eprintln!("vmnap: {}", value["error"].as_str().unwrap_or(text.trim()));
-                ExitCode::FAILURE
             }
+            ExitCode::SUCCESS
         }
         Err(e) => report(Err(e.into())),
     }

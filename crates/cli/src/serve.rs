@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use vmnap_daemon::http::{self, Conn, Response};
+use vmnap_api::http::{self, Conn, Response};
 use vmnap_daemon::page::escape;
 
 /// Connections served at once; past it, new ones get 503.
@@ -132,7 +132,7 @@ fn answer(socket: &Path, method: &str, path: &str) -> Response {
         return Response::error(405, format!("{method} is not served here; use GET"))
             .with_header("Allow", "GET");
     }
-    match vmnap_daemon::api::request(socket, "GET", "/", None) {
+    match vmnap_api::request(socket, "GET", "/", None) {
         // The daemon's refusals are `{"error": "..."}`, whatever was asked.
         Ok((status, body)) if !(200..300).contains(&status) => Response {
             status,

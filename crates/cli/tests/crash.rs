@@ -20,31 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{need, text, Setup, VMNAP};
+use vmnap_lab::chaos::{chaos, curl_trickle, into_a_sleep, log_tail, Rng};
 
 const GUESTS: [&str; 3] = ["g1", "g2", "g3"];
-
-/// splitmix64: small, seedable, good enough to pick moments and guests.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-
-    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
-        xs[(self.next() % xs.len() as u64) as usize]
-    }
-}
 
 fn env_number(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -56,60 +34,6 @@ fn env_number(name: &str, default: u64) -> u64 {
     }
 }
 
-/// One curl of the trickle.
-#[derive(Debug, Clone)]
-struct CurlRecord {
-    guest: &'static str,
-    started: Instant,
-    ended: Instant,
-    ok: bool,
-    said: String,
-}
-
-/// Curls from the client namespace to a random guest every 50 to 250 ms until stopped.
-fn curl_trickle(
-    ns: String,
-    ips: Vec<(&'static str, String)>,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-    records: Arc<Mutex<Vec<CurlRecord>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut rng = Rng(seed);
-        while !stop.load(Ordering::Relaxed) {
-            let (guest, ip) = &ips[(rng.next() % ips.len() as u64) as usize];
-            let started = Instant::now();
-            let out = Command::new("ip")
-                .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "8"])
-                .arg(format!("http://{ip}/"))
-                .stdin(Stdio::null())
-                .output();
-            let ended = Instant::now();
-            let (ok, said) = match out {
-                Ok(out) => {
-                    let body = String::from_utf8_lossy(&out.stdout).into_owned();
-                    (
-                        out.status.success() && body == format!("hello from {guest}\n"),
-                        text(&out),
-                    )
-                }
-                Err(e) => (false, format!("cannot run curl: {e}")),
-            };
-            records
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(CurlRecord {
-                    guest,
-                    started,
-                    ended,
-                    ok,
-                    said,
-                });
-            std::thread::sleep(Duration::from_millis(rng.range(50, 250)));
-        }
-    })
-}
-
 /// Runs `vmnap VERB GUEST --socket S`, whatever comes of it.
 fn command(socket: &std::path::Path, verb: &str, guest: &str) -> std::io::Result<Child> {
     Command::new(VMNAP)
@@ -119,35 +43,6 @@ fn command(socket: &std::path::Path, verb: &str, guest: &str) -> std::io::Result
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-}
-
-/// Sleeps and wakes random guests every 10 to 250 ms until told to stop; returns what it
-/// did (offset from its start, command, how it ended).
-fn chaos(
-    socket: std::path::PathBuf,
-    seed: u64,
-    stop: mpsc::Receiver<()>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut rng = Rng(seed);
-        let t0 = Instant::now();
-        let mut done = Vec::new();
-        loop {
-            match stop.recv_timeout(Duration::from_millis(rng.range(10, 250))) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return done,
-            }
-            let verb = if rng.next() % 2 == 0 { "sleep" } else { "wake" };
-            let guest = rng.pick(&GUESTS);
-            let at = t0.elapsed().as_millis();
-            let end = command(&socket, verb, guest).and_then(Child::wait_with_output);
-            let end = match end {
-                Ok(out) => format!("{}: {}", out.status, text(&out).trim()),
-                Err(e) => e.to_string(),
-            };
-            done.push(format!("+{at} ms: {verb} {guest} -> {end}"));
-        }
-    })
 }
 
 /// `(name, state, wakes)` of every guest, or why not.
@@ -326,57 +221,6 @@ fn all_answered(s: &Setup, within: Duration) -> Result<(), Vec<String>> {
     }
 }
 
-/// The last `n` lines of a log, without terminal colours.
-fn tail(log: &str, n: usize) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    strip_ansi(&lines[lines.len().saturating_sub(n)..].join("\n"))
-}
-
-/// The text without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Spins until the journal at `path` shows `guest` falling asleep (up to 100 ms), then for
-/// `extra_us` more microseconds: a kill point inside the steps of a sleep. Says what it saw.
-fn into_a_sleep(path: &std::path::Path, guest: &str, extra_us: u64) -> String {
-    let start = Instant::now();
-    let seen = loop {
-        let falling = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|j| j["guests"][guest]["step"] == "falling-asleep");
-        if falling {
-            break format!(
-                "journaled falling-asleep after {} us",
-                start.elapsed().as_micros()
-            );
-        }
-        if start.elapsed() > Duration::from_millis(100) {
-            break "no falling-asleep in the journal within 100 ms".to_owned();
-        }
-        std::hint::spin_loop();
-    };
-    let at = Instant::now();
-    while at.elapsed() < Duration::from_micros(extra_us) {
-        std::hint::spin_loop();
-    }
-    format!("{seen}, SIGKILL {extra_us} us later")
-}
-
 /// SIGKILL to the daemon, then reap it.
 fn kill_hard(s: &mut Setup) -> Instant {
     let pid = s.daemon.take().expect("running");
@@ -419,7 +263,20 @@ fn sigkill_at_random_moments_of_sleep_and_wake_cycles_leaves_every_guest_reachab
     let mut to_answer = Vec::new();
     for k in 0..kills {
         let (stop_tx, stop_rx) = mpsc::channel();
-        let cycle = chaos(socket.clone(), rng.next(), stop_rx);
+        let cycle = {
+            let socket = socket.clone();
+            chaos(
+                &GUESTS,
+                rng.next(),
+                stop_rx,
+                move |verb, guest| match command(&socket, verb, guest)
+                    .and_then(Child::wait_with_output)
+                {
+                    Ok(out) => format!("{}: {}", out.status, text(&out).trim()),
+                    Err(e) => e.to_string(),
+                },
+            )
+        };
         std::thread::sleep(Duration::from_millis(rng.range(100, 1200)));
         // The last command, in flight when the kill comes: half the time the sleep of an
         // awake guest, killed 0 to 400 us after the daemon journals its start (mid-way
@@ -471,8 +328,8 @@ fn sigkill_at_random_moments_of_sleep_and_wake_cycles_leaves_every_guest_reachab
                  --- the restarted daemon's log (tail) ---\n{}",
                 sequence.join("\n"),
                 now.map_or_else(String::new, ToString::to_string),
-                tail(&killed_log, 30),
-                tail(log, 40),
+                log_tail(&killed_log, 30),
+                log_tail(log, 40),
             )
         };
 
@@ -552,7 +409,7 @@ fn sigkill_at_random_moments_of_sleep_and_wake_cycles_leaves_every_guest_reachab
         assert!(
             Instant::now() < deadline,
             "after waking all: {wrong:?}\n{b}\n--- daemon log (tail) ---\n{}",
-            tail(&s.daemon_log(), 40)
+            log_tail(&s.daemon_log(), 40)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -628,7 +485,7 @@ fn sigkill_at_random_moments_of_sleep_and_wake_cycles_leaves_every_guest_reachab
         "VMNAP_CRASH_SEED={seed}: connections opened after a restart failed:\n{}\n\
          --- daemon log (tail) ---\n{}",
         failed.join("\n"),
-        tail(&s.daemon_log(), 40)
+        log_tail(&s.daemon_log(), 40)
     );
     assert!(counted > 0, "no curl was counted");
 }

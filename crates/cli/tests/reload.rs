@@ -55,9 +55,8 @@ fn names(s: &Setup) -> Vec<String> {
 }
 
 fn detail(s: &Setup, guest: &str) -> serde_json::Value {
-    let (status, body) =
-        vmnap_daemon::api::request(&s.socket, "GET", &format!("/v1/guests/{guest}"), None)
-            .expect("the daemon answers");
+    let (status, body) = vmnap_api::request(&s.socket, "GET", &format!("/v1/guests/{guest}"), None)
+        .expect("the daemon answers");
     assert_eq!(status, 200);
     serde_json::from_slice(&body).expect("JSON")
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
+use vmnap_wire::Mac;
 
 use crate::error::ConfigError;
 use crate::locate;
@@ -977,7 +978,7 @@ impl Cx<'_> {
                     format!("guest[{i}].mac"),
                     format!(
                         "{} is already the MAC address of guest[{first}] on {lan}",
-                        format_mac(mac)
+                        Mac(mac)
                     ),
                 ));
             }
@@ -1219,34 +1220,16 @@ fn interface_name(s: &str) -> Result<String, String> {
 }
 
 fn mac_address(s: &str) -> Result<[u8; 6], String> {
-    let syntax =
-        || format!("`{s}` is not a MAC address (want six hex pairs like 02:00:00:00:01:01)");
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for octet in &mut mac {
-        let part = parts.next().ok_or_else(syntax)?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(syntax());
-        }
-        *octet = u8::from_str_radix(part, 16).map_err(|_| syntax())?;
-    }
-    if parts.next().is_some() {
-        return Err(syntax());
-    }
-    if mac[0] & 1 == 1 {
+    let mac: Mac = s.parse().map_err(|e| format!("`{s}` is {e}"))?;
+    if mac.is_multicast() {
         return Err(format!(
             "`{s}` is a multicast MAC address; a guest needs a unicast one"
         ));
     }
-    if mac == [0; 6] {
+    if mac.is_zero() {
         return Err(format!("`{s}` is the all-zeros MAC address"));
     }
-    Ok(mac)
-}
-
-fn format_mac(mac: [u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+    Ok(mac.0)
 }
 
 pub(crate) fn ipv4_address(s: &str) -> Result<Ipv4Addr, String> {
@@ -1356,7 +1339,7 @@ mod tests {
     fn mac_round_trips_through_format() {
         let mac = mac_address("02:AB:cd:00:01:ff").unwrap();
         assert_eq!(mac, [0x02, 0xab, 0xcd, 0x00, 0x01, 0xff]);
-        assert_eq!(format_mac(mac), "02:ab:cd:00:01:ff");
+        assert_eq!(Mac(mac).to_string(), "02:ab:cd:00:01:ff");
     }
 
     #[test]

@@ -30,12 +30,12 @@ use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvErro
 use vmnap_hypervisor::Backend;
 use vmnap_wire::MAX_FRAME_LEN;
 
-use crate::api::{GuestStatus, History, Transition, WakeRecord, LAST_WAKES};
 use crate::backend::{BackendThread, Done, Op};
+use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
-use crate::journal::{self, CutKind, Entry, Journal, Step};
+use crate::journal::{self, Entry, Journal};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
-use crate::StartError;
+use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -49,8 +49,48 @@ const BATCH: usize = 512;
 /// How long shutdown waits for the guests it wakes.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(60);
 
-/// An answer to an API request about one guest.
-pub(crate) type Reply = Sender<Result<String, String>>;
+/// How a worker ends a sleep, wake or pin that the API asked for.
+pub(crate) type Reply = Sender<Result<Answer, Refusal>>;
+
+/// A sleep, wake or pin done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// It fell asleep.
+    Asleep,
+    /// It woke.
+    Awake,
+    /// Asked to wake, it was awake.
+    AlreadyAwake,
+    /// Asked to sleep, it already was asleep or on its way there.
+    Already(GuestState),
+    /// Kept awake however idle it is.
+    Pinned,
+    /// May sleep when idle again.
+    Unpinned,
+}
+
+/// A sleep, wake or pin not done, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No guest of that name on this worker (a reload removed it meanwhile).
+    NoSuchGuest,
+    /// Pin or unpin of a guest that never sleeps on its own.
+    NothingToPin,
+    /// A reload is removing it.
+    BeingRemoved,
+    /// A reload removed it before the sleep or wake was over.
+    Removed,
+    /// Stopped, it still held this work, so it was woken again at once.
+    WorkInFlight(String),
+    /// Its backend could not stop it: why.
+    DidNotSleep(String),
+    /// A wake came before it was stopped.
+    WokenFirst,
+    /// Its sleep was called off before it was stopped.
+    KeptRunning,
+    /// Its backend could not resume it (it is retried): why.
+    DidNotWake(String),
+}
 
 /// A request to a bridge worker.
 #[derive(Debug)]
@@ -105,6 +145,26 @@ pub(crate) enum Command {
 /// A worker's metrics: each guest's (with its position in the config and its name), and the
 /// bridge's.
 pub(crate) type MetricsReply = (Vec<(usize, String, GuestMetrics)>, BridgeMetrics);
+
+/// What a worker remembers of a guest's past: its sleeps and wakes over the last day and
+/// its last wakes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct History {
+    pub timeline: Vec<Transition>,
+    pub last_wakes: Vec<WakeRecord>,
+    /// When the worker took the guest on, in milliseconds since the Unix epoch.
+    pub known_since_ms: u64,
+}
+
+/// How the API names a state.
+pub(crate) fn api_state(state: GuestState) -> vmnap_api::State {
+    match state {
+        GuestState::Awake => vmnap_api::State::Awake,
+        GuestState::FallingAsleep => vmnap_api::State::FallingAsleep,
+        GuestState::Sleeping => vmnap_api::State::Sleeping,
+        GuestState::Waking { .. } => vmnap_api::State::Waking,
+    }
+}
 
 /// The API's end of a worker.
 #[derive(Debug)]
@@ -172,6 +232,8 @@ struct Guest {
     /// its waiters; then why the sleep under way ended awake, for its waiters once the guest
     /// has its network back.
     failure: Option<String>,
+    /// Why its sleep was undone, for those who asked for it; told once its network is back.
+    undone: Option<Refusal>,
     /// The socket on its port that replays and probes go out of, while it wakes.
     sender: Option<PacketSocket>,
     /// A CPU-time sample is out, with the time and port counters read when it was asked.
@@ -263,13 +325,13 @@ impl Guest {
         self.sender.as_ref()
     }
 
-    fn answer_sleep(&mut self, result: &Result<String, String>) {
+    fn answer_sleep(&mut self, result: &Result<Answer, Refusal>) {
         for w in self.sleep_waiters.drain(..) {
             let _ = w.send(result.clone());
         }
     }
 
-    fn answer_wake(&mut self, result: &Result<String, String>) {
+    fn answer_wake(&mut self, result: &Result<Answer, Refusal>) {
         for w in self.wake_waiters.drain(..) {
             let _ = w.send(result.clone());
         }
@@ -617,6 +679,7 @@ impl BridgeWorker {
             wake_frame: None,
             resume_took: Duration::ZERO,
             failure: None,
+            undone: None,
             sender: None,
             sampling: None,
             sleep_waiters: Vec::new(),
@@ -648,20 +711,17 @@ impl BridgeWorker {
         Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
     }
 
-    /// Records guest `i` at `step`, with its port cut as `cut` says (`None`: awake, nothing
+    /// Records guest `i` in `state`, with its port cut as `cut` says (`None`: awake, nothing
     /// to remember), and hands the journal to its writer. Returns the number the writer
     /// reaches once the file holds it (0: nothing to wait for).
-    fn journal(&mut self, i: usize, step: Option<(Step, Option<Cut>)>) -> u64 {
+    fn journal(&mut self, i: usize, state: Option<(GuestState, Option<Cut>)>) -> u64 {
         let g = &self.guests[i];
-        match step {
-            Some((step, cut)) => {
+        match state {
+            Some((state, cut)) => {
                 let entry = Entry {
-                    step,
+                    state,
                     interface: g.interface.clone(),
-                    cut: cut.map(|c| match c {
-                        Cut::PortDisabled => CutKind::PortDisabled,
-                        Cut::LinkDown => CutKind::LinkDown,
-                    }),
+                    cut,
                     mac: g.mac,
                 };
                 self.journal.guests.insert(g.name.clone(), entry);
@@ -680,10 +740,7 @@ impl BridgeWorker {
     /// guests no longer configured are handed back to the bridge.
     fn recover(&mut self, found: Journal, recovery: Recovery) {
         for (name, entry) in found.guests {
-            let cut = entry.cut.map(|c| match c {
-                CutKind::PortDisabled => Cut::PortDisabled,
-                CutKind::LinkDown => Cut::LinkDown,
-            });
+            let cut = entry.cut;
             let Some(i) = self.find(&name) else {
                 warn!(guest = %name, port = %entry.interface, "a guest of the journal is no longer configured; handing its port back");
                 if let Ok(ifindex) = self.netlink.link_index(&entry.interface) {
@@ -702,7 +759,7 @@ impl BridgeWorker {
             if self.surrogate.stand_in(id, cut, now).is_err() {
                 continue;
             }
-            if entry.step == Step::Asleep && recovery == Recovery::StandIn {
+            if entry.state == GuestState::Sleeping && recovery == Recovery::StandIn {
                 let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
                 match self
                     .netlink
@@ -712,7 +769,7 @@ impl BridgeWorker {
                         info!(guest = %name, "found asleep by the journal; standing in again");
                         self.guests[i].asleep_since = Some(StdInstant::now());
                         self.guests[i].mark(true);
-                        self.journal(i, Some((Step::Asleep, cut)));
+                        self.journal(i, Some((GuestState::Sleeping, cut)));
                         continue;
                     }
                     Err(e) => {
@@ -720,13 +777,13 @@ impl BridgeWorker {
                     }
                 }
             }
-            info!(guest = %name, step = ?entry.step, "found in the journal; waking it");
+            info!(guest = %name, state = %entry.state, "found in the journal; waking it");
             // A crash in the middle of a cut may leave the journal behind the port: hand the
             // port back both ways (each is harmless if it was not cut that way).
             let ifindex = self.guests[i].ifindex;
             let _ = self.netlink.set_port_state(ifindex, PortState::Forwarding);
             let _ = self.netlink.set_link_up(ifindex, true);
-            self.journal(i, Some((entry.step, cut)));
+            self.journal(i, Some((entry.state, cut)));
             self.wake_guest(i, WakeCause::Requested);
         }
         // Entries of guests this run does not have are settled: write what is left.
@@ -1022,13 +1079,13 @@ impl BridgeWorker {
             Command::Sleep { guest, reply } => match self.find(&guest) {
                 Some(i) => self.sleep(i, Some(reply)),
                 None => {
-                    let _ = reply.send(Err(format!("no guest named {guest}")));
+                    let _ = reply.send(Err(Refusal::NoSuchGuest));
                 }
             },
             Command::Wake { guest, reply } => match self.find(&guest) {
                 Some(i) => self.wake_command(i, reply),
                 None => {
-                    let _ = reply.send(Err(format!("no guest named {guest}")));
+                    let _ = reply.send(Err(Refusal::NoSuchGuest));
                 }
             },
             Command::Pin {
@@ -1038,20 +1095,18 @@ impl BridgeWorker {
             } => {
                 let now = self.now();
                 let result = match self.find(&guest).map(|i| &mut self.guests[i]) {
-                    None => Err(format!("no guest named {guest}")),
+                    None => Err(Refusal::NoSuchGuest),
                     Some(g) => match g.idle.as_mut() {
-                        None => Err(format!(
-                            "{guest} never sleeps on its own (its idle_after is off); there is nothing to pin"
-                        )),
+                        None => Err(Refusal::NothingToPin),
                         Some(idle) if pinned => {
                             idle.pin();
                             info!(guest = %guest, "pinned awake");
-                            Ok(format!("{guest} is pinned awake"))
+                            Ok(Answer::Pinned)
                         }
                         Some(idle) => {
                             idle.unpin(now);
                             info!(guest = %guest, "unpinned");
-                            Ok(format!("{guest} may sleep when idle again"))
+                            Ok(Answer::Unpinned)
                         }
                     },
                 };
@@ -1065,7 +1120,7 @@ impl BridgeWorker {
                 let mut guests = Vec::with_capacity(self.guests.count());
                 for g in self.guests.iter_mut() {
                     let state = self.surrogate.state(g.id).unwrap_or(GuestState::Awake);
-                    g.metrics.set_state(state.as_str());
+                    g.metrics.set_state(api_state(state));
                     let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
                     g.metrics.set_queue_depth(depth);
                     g.metrics.count_asleep_until(now);
@@ -1157,9 +1212,8 @@ impl BridgeWorker {
         };
         close_watches(&self.poll, &self.closer, &mut g);
         self.surrogate.remove_guest(g.id);
-        let gone = format!("{} was removed from the config", g.name);
-        g.answer_sleep(&Err(gone.clone()));
-        g.answer_wake(&Err(gone));
+        g.answer_sleep(&Err(Refusal::Removed));
+        g.answer_wake(&Err(Refusal::Removed));
         info!(guest = %g.name, "removed by a reload; vmnap no longer manages it");
         // Dropping it ends its backend thread.
     }
@@ -1235,10 +1289,9 @@ impl BridgeWorker {
     }
 
     fn wake_command(&mut self, i: usize, reply: Reply) {
-        let name = self.guests[i].name.clone();
         match self.wake_guest(i, WakeCause::Requested) {
             Asked::Already(_) => {
-                let _ = reply.send(Ok(format!("{name} is already awake")));
+                let _ = reply.send(Ok(Answer::AlreadyAwake));
             }
             // Answered when it is awake.
             Asked::Started | Asked::UnderWay => self.guests[i].wake_waiters.push(reply),
@@ -1274,7 +1327,7 @@ impl BridgeWorker {
                 let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
                 let status = GuestStatus {
                     name: g.name.clone(),
-                    state: state.as_str().to_owned(),
+                    state: api_state(state),
                     bridge: self.bridge.clone(),
                     backend: g.backend.kind().to_owned(),
                     wakes: g.metrics.total_wakes(),
@@ -1393,7 +1446,7 @@ impl BridgeWorker {
         let name = self.guests[i].name.clone();
         if self.guests[i].retiring {
             if let Some(r) = reply {
-                let _ = r.send(Err(format!("{name} is being removed from the config")));
+                let _ = r.send(Err(Refusal::BeingRemoved));
             }
             return;
         }
@@ -1402,7 +1455,7 @@ impl BridgeWorker {
             Ok(Asked::Started | Asked::UnderWay) => self.guests[i].sleep_waiters.extend(reply),
             Ok(Asked::Already(state)) => {
                 if let Some(r) = reply {
-                    let _ = r.send(Ok(format!("{name} is {state}")));
+                    let _ = r.send(Ok(Answer::Already(state)));
                 }
             }
             Err(e) => error!(guest = %name, error = %e, "cannot put the guest to sleep"),
@@ -1438,7 +1491,7 @@ impl BridgeWorker {
     /// unicast for the guest comes to the surrogate and is held for it. What was captured
     /// until then is handled before the cut (those broadcasts reached the guest too).
     fn claim(&mut self, i: usize) {
-        self.journal(i, Some((Step::FallingAsleep, None)));
+        self.journal(i, Some((GuestState::FallingAsleep, None)));
         let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
         let ok = match self
             .netlink
@@ -1461,7 +1514,10 @@ impl BridgeWorker {
         // Journal the cut about to be made first: a crash right after it must not leave a
         // journal that says the port was never cut. The cut waits for the file (the worker
         // goes on meanwhile).
-        let n = self.journal(i, Some((Step::FallingAsleep, Some(Cut::PortDisabled))));
+        let n = self.journal(
+            i,
+            Some((GuestState::FallingAsleep, Some(Cut::PortDisabled))),
+        );
         if self.writer.as_ref().is_some_and(|w| w.written() < n) {
             self.pending_cuts.push((i, n));
         } else {
@@ -1498,7 +1554,7 @@ impl BridgeWorker {
         };
         let cut = match cut {
             Ok(cut) => {
-                self.journal(i, Some((Step::FallingAsleep, Some(cut))));
+                self.journal(i, Some((GuestState::FallingAsleep, Some(cut))));
                 // The claim again, now that the guest's port learns nothing more: the bridge
                 // learns source MACs without the lock a netlink change takes, so a frame the
                 // guest sent while the claim was being written can leave the entry static
@@ -1650,7 +1706,7 @@ impl BridgeWorker {
         match notice {
             Notice::FellAsleep => {
                 let cut = self.surrogate.cut(self.guests[i].id);
-                self.journal(i, Some((Step::Asleep, cut)));
+                self.journal(i, Some((GuestState::Sleeping, cut)));
                 let now = self.now();
                 let g = &mut self.guests[i];
                 g.metrics.on_asleep(now);
@@ -1661,7 +1717,7 @@ impl BridgeWorker {
                 self.bus.publish(Event::FellAsleep {
                     guest: name.clone(),
                 });
-                self.guests[i].answer_sleep(&Ok(format!("{name} is asleep")));
+                self.guests[i].answer_sleep(&Ok(Answer::Asleep));
             }
             Notice::WorkInFlight => {
                 let g = &mut self.guests[i];
@@ -1669,9 +1725,7 @@ impl BridgeWorker {
                 info!(guest = %name, %work, "stopped with work in flight; waking it again at once");
                 g.metrics.on_wake_started(WakeCause::InFlight);
                 g.wake_frame = None;
-                g.answer_sleep(&Err(format!(
-                    "{name} still had work when it was stopped ({work}); it was woken again at once"
-                )));
+                g.answer_sleep(&Err(Refusal::WorkInFlight(work)));
             }
             Notice::SleepFailed => {
                 let why = self.guests[i].failure.take().unwrap_or_default();
@@ -1683,11 +1737,11 @@ impl BridgeWorker {
                     message: why.clone(),
                 });
                 // Its waiters are told once its network is back (`awake`).
-                self.guests[i].failure = Some(format!("{name} did not fall asleep: {why}"));
+                self.guests[i].undone = Some(Refusal::DidNotSleep(why));
             }
             Notice::SleepCancelled => {
                 info!(guest = %name, "woken before it was stopped; handing its network back");
-                self.guests[i].failure = Some(format!("{name} was woken before it fell asleep"));
+                self.guests[i].undone = Some(Refusal::WokenFirst);
             }
             Notice::WakeFailed { tries, retry_in } => {
                 self.publish_tally();
@@ -1701,9 +1755,7 @@ impl BridgeWorker {
                     operation: "resume".into(),
                     message: format!("{e} (try {tries}; the next in {retry_in_ms} ms)"),
                 });
-                self.guests[i].answer_wake(&Err(format!(
-                    "{name} did not wake: {e}; vmnap keeps trying (see its log)"
-                )));
+                self.guests[i].answer_wake(&Err(Refusal::DidNotWake(e)));
             }
             Notice::ProbesUnanswered => {
                 warn!(guest = %name, "the guest answered no probe; switching the bridge back anyway")
@@ -1767,10 +1819,8 @@ impl BridgeWorker {
             None => {
                 info!(guest = %name, "the guest's network is handed back; it kept running");
                 g.wake_frame = None;
-                let why = g
-                    .failure
-                    .take()
-                    .unwrap_or_else(|| format!("{name} is awake"));
+                g.failure = None;
+                let why = g.undone.take().unwrap_or(Refusal::KeptRunning);
                 g.answer_sleep(&Err(why));
             }
         }
@@ -1781,7 +1831,7 @@ impl BridgeWorker {
         if let Some(idle) = g.idle.as_mut() {
             idle.reset(now);
         }
-        g.answer_wake(&Ok(format!("{name} is awake")));
+        g.answer_wake(&Ok(Answer::Awake));
     }
 
     /// Counts and reports `lost` held frames of guest `i` that could not be replayed.
@@ -1881,7 +1931,7 @@ pub(crate) fn settle_orphan_journals(dir: &std::path::Path, running: &[&str]) {
                 let _ = netlink.set_port_state(ifindex, PortState::Forwarding);
                 let _ = netlink.set_link_up(ifindex, true);
             }
-            warn!(%guest, %bridge, port = %e.interface, step = ?e.step, "a guest left asleep on a bridge no longer configured: its port is handed back, but vmnap no longer knows how to wake it; resume it by hand if it is still stopped");
+            warn!(%guest, %bridge, port = %e.interface, state = %e.state, "a guest left asleep on a bridge no longer configured: its port is handed back, but vmnap no longer knows how to wake it; resume it by hand if it is still stopped");
         }
         if let Ok(bridge_ix) = netlink.link_index(bridge) {
             let (port, _) = port_names(bridge_ix);
@@ -1997,16 +2047,4 @@ pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
             multicast_frames: c.multicast_frames,
         },
     }
-}
-
-/// An error and its sources, joined with `: `.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

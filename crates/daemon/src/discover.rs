@@ -12,8 +12,9 @@ use std::net::IpAddr;
 use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig};
 use vmnap_libvirt::{DomainState, GuestMetadata, Selector};
+use vmnap_wire::Mac;
 
-use crate::bridge::chain;
+use crate::error::chain;
 
 /// Adds a guest to `config` for each domain discovery selects and vmnap can stand in for,
 /// logging why each other domain was skipped. `managed` are the guests a running daemon
@@ -134,7 +135,7 @@ pub(crate) fn add_discovered(
         if macs.contains(&iface.mac) {
             skip(&format!(
                 "MAC {} is already another guest's",
-                mac_text(iface.mac)
+                Mac(iface.mac)
             ));
             continue;
         }
@@ -149,7 +150,7 @@ pub(crate) fn add_discovered(
             domain = %d.name,
             bridge = iface.bridge.as_deref().unwrap_or(""),
             tap = iface.tap.as_deref().unwrap_or(""),
-            mac = %mac_text(iface.mac),
+            mac = %Mac(iface.mac),
             addresses = ?addresses_of(&guest).collect::<Vec<_>>(),
             addresses_from = source,
             mode = guest.backend.mode().map_or("", |m| m.as_str()),
@@ -183,11 +184,6 @@ fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
         .iter()
         .map(|&a| IpAddr::V4(a))
         .chain(g.ipv6.iter().map(|&a| IpAddr::V6(a)))
-}
-
-fn mac_text(mac: [u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
 #[cfg(test)]

@@ -23,38 +23,83 @@ use std::sync::Arc;
 use mio::Waker;
 use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
+use vmnap_core::{Cut, GuestState};
 
-/// Where a guest stands, as far as the daemon has changed anything.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Step {
-    /// The daemon is taking the guest's MAC and cutting its port.
-    FallingAsleep,
-    /// The guest is stopped and its port cut; the surrogate stands in.
-    Asleep,
-    /// The daemon is resuming the guest and handing its port back.
-    Waking,
-}
+/// The journal keeps the core's own values, [`GuestState`] and [`Cut`], under the names it
+/// has always written: `falling-asleep` and `asleep`, `port-disabled` and `link-down`.
+mod names {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use vmnap_core::{Cut, GuestState};
 
-/// How the guest's port was cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CutKind {
-    /// The bridge port was disabled.
-    PortDisabled,
-    /// The link was taken down.
-    LinkDown,
+    pub fn state_name(state: &GuestState) -> &'static str {
+        match state {
+            GuestState::Awake => "awake",
+            GuestState::FallingAsleep => "falling-asleep",
+            GuestState::Sleeping => "asleep",
+            GuestState::Waking { .. } => "waking",
+        }
+    }
+
+    pub(super) mod state {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(state: &GuestState, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(state_name(state))
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<GuestState, D::Error> {
+            let name = String::deserialize(d)?;
+            Ok(match name.as_str() {
+                "awake" => GuestState::Awake,
+                "falling-asleep" => GuestState::FallingAsleep,
+                "asleep" => GuestState::Sleeping,
+                "waking" => GuestState::Waking { port_up: false },
+                other => {
+                    return Err(serde::de::Error::unknown_variant(
+                        other,
+                        &["awake", "falling-asleep", "asleep", "waking"],
+                    ))
+                }
+            })
+        }
+    }
+
+    pub(super) mod cut {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(cut: &Option<Cut>, s: S) -> Result<S::Ok, S::Error> {
+            match cut {
+                None => s.serialize_none(),
+                Some(Cut::PortDisabled) => s.serialize_some("port-disabled"),
+                Some(Cut::LinkDown) => s.serialize_some("link-down"),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cut>, D::Error> {
+            match Option::<String>::deserialize(d)?.as_deref() {
+                None => Ok(None),
+                Some("port-disabled") => Ok(Some(Cut::PortDisabled)),
+                Some("link-down") => Ok(Some(Cut::LinkDown)),
+                Some(other) => Err(serde::de::Error::unknown_variant(
+                    other,
+                    &["port-disabled", "link-down"],
+                )),
+            }
+        }
+    }
 }
 
 /// One guest's entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
-    /// Where it stands.
-    pub step: Step,
+    /// Where it stands: falling asleep or asleep (an awake guest has no entry).
+    #[serde(rename = "step", with = "names::state")]
+    pub state: GuestState,
     /// Its port on the bridge.
     pub interface: String,
     /// How that port was cut, if it was.
-    pub cut: Option<CutKind>,
+    #[serde(with = "names::cut")]
+    pub cut: Option<Cut>,
     /// Its MAC, as the bridge's forwarding entry has it.
     pub mac: [u8; 6],
 }
@@ -169,7 +214,7 @@ impl Writer {
                         next = newer;
                     }
                     if let Err(e) = next.1.store(&path) {
-                        error!(error = %crate::bridge::chain(&e), "cannot write the journal");
+                        error!(error = %crate::error::chain(&e), "cannot write the journal");
                     }
                     done.store(next.0, Ordering::Release);
                     if let Err(e) = waker.wake() {
@@ -230,9 +275,9 @@ mod tests {
         j.guests.insert(
             "web1".into(),
             Entry {
-                step: Step::Asleep,
+                state: GuestState::Sleeping,
                 interface: "vg-web1".into(),
-                cut: Some(CutKind::PortDisabled),
+                cut: Some(Cut::PortDisabled),
                 mac: [2, 0, 0, 0, 1, 1],
             },
         );

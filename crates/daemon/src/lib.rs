@@ -1,6 +1,6 @@
 //! The vmnap daemon: drives one surrogate per bridge from real sockets, runs the sleep and
-//! wake sequences against the guests' backends, and serves its HTTP API ([`api`]) on a unix
-//! socket and, where configured, on TCP.
+//! wake sequences against the guests' backends, and serves its HTTP API ([`vmnap_api`]) on a
+//! unix socket and, where configured, on TCP.
 //!
 //! It decides nothing about frames itself (that is `vmnap-core`), makes no syscall itself
 //! (that is `vmnap-host` and `vmnap-hypervisor`), and parses no config text (that is
@@ -11,7 +11,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod api;
 mod backend;
 mod bridge;
 #[cfg(feature = "libvirt")]
@@ -37,14 +36,16 @@ mod discover {
         }
     }
 }
+mod error;
 pub mod events;
-pub mod http;
 mod journal;
 pub mod metrics;
 pub mod page;
+mod registry;
 mod reload;
+mod server;
+mod start;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -54,12 +55,17 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
-use vmnap_config::{BackendConfig, Builtin, Config, GuestConfig, SleepMode};
-use vmnap_hypervisor::{Backend, CgroupBackend};
+use vmnap_config::{Builtin, Config};
 
-use crate::bridge::{BridgeHandle, BridgeWorker, Command, GuestSetup};
+use vmnap_api::http::{self, Conn};
+
+use crate::bridge::Command;
 use crate::events::EventBus;
-use crate::http::Conn;
+use crate::registry::Registry;
+use crate::server::Server;
+
+pub use crate::error::StartError;
+pub use crate::start::{open_backend, BackendFactory, Opened};
 
 /// The backends this build has: libvirt with the cargo feature `libvirt` (a default feature),
 /// cgroup and QMP always. Configs are read for it ([`Config::load_for`]), so that a guest whose
@@ -69,138 +75,6 @@ pub const BUILTIN: Builtin = Builtin {
 };
 
 pub use bridge::port_names;
-
-/// Failure to start the daemon.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// No netlink socket.
-    #[error("cannot open a netlink socket")]
-    Netlink(#[source] vmnap_host::NetlinkError),
-    /// A configured bridge does not exist.
-    #[error("bridge {bridge} does not exist")]
-    NoBridge {
-        /// The bridge.
-        bridge: String,
-        /// Why.
-        #[source]
-        source: vmnap_host::NetlinkError,
-    },
-    /// A guest's interface does not exist.
-    #[error("interface of guest {guest} does not exist")]
-    NoInterface {
-        /// The guest.
-        guest: String,
-        /// Why.
-        #[source]
-        source: vmnap_host::NetlinkError,
-    },
-    /// The surrogate's port could not be made.
-    #[error("cannot set up the surrogate's port on bridge {bridge}")]
-    Port {
-        /// The bridge.
-        bridge: String,
-        /// Why.
-        #[source]
-        source: vmnap_host::NetlinkError,
-    },
-    /// The surrogate's port could not be opened.
-    #[error("cannot capture on the surrogate's port on bridge {bridge}")]
-    Capture {
-        /// The bridge.
-        bridge: String,
-        /// Why.
-        #[source]
-        source: vmnap_host::OpenError,
-    },
-    /// A guest conflicts with another.
-    #[error("cannot register guest")]
-    Guest(#[source] vmnap_core::AddGuestError),
-    /// A guest's backend could not be set up.
-    #[error("cannot set up backend")]
-    Backend(#[source] vmnap_hypervisor::OpenError),
-    /// A guest's backend is not in this build (a cargo feature it was built without).
-    #[error(
-        "guest {guest} needs backend `{backend}`, which this vmnap was built without (cargo \
-         feature `{backend}`)"
-    )]
-    NotBuiltIn {
-        /// The guest.
-        guest: String,
-        /// The backend (and the cargo feature that has it).
-        backend: &'static str,
-    },
-    /// A guest's libvirt domain could not be reached.
-    #[cfg(feature = "libvirt")]
-    #[error("cannot use the libvirt domain of guest {guest}")]
-    Libvirt {
-        /// The guest.
-        guest: String,
-        /// Why.
-        #[source]
-        source: vmnap_libvirt::LibvirtError,
-    },
-    /// A guest's domain has no interface on a bridge (with the configured MAC).
-    #[error(
-        "domain {domain} of guest {guest} has no interface on a bridge that vmnap can stand in on"
-    )]
-    NoDomainInterface {
-        /// The guest.
-        guest: String,
-        /// The domain.
-        domain: String,
-    },
-    /// A guest's domain is not running, so it has no tap yet.
-    #[error("domain {domain} of guest {guest} is not running, so vmnap cannot find its tap; start it, or set `interface`")]
-    NotRunning {
-        /// The guest.
-        guest: String,
-        /// The domain.
-        domain: String,
-    },
-    /// The config leaves out what this guest's backend cannot tell.
-    #[error("guest {guest} needs `{key}` in the config")]
-    Incomplete {
-        /// The guest.
-        guest: String,
-        /// The key.
-        key: &'static str,
-    },
-    /// The poller could not be made.
-    #[error("cannot set up the event loop")]
-    Poll(#[source] std::io::Error),
-    /// The API socket could not be bound.
-    #[error("cannot listen on {path}")]
-    Socket {
-        /// The socket.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TCP listener could not be bound.
-    #[error("cannot listen on {addr}")]
-    Listen {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The API token could not be read.
-    #[error("cannot use the API token in {path}: {message}")]
-    Token {
-        /// The token file.
-        path: PathBuf,
-        /// Why.
-        message: String,
-    },
-    /// Another daemon answers on the socket.
-    #[error("another vmnap daemon is already listening on {0}")]
-    AlreadyRunning(PathBuf),
-    /// The signal handlers could not be installed.
-    #[error("cannot install signal handlers")]
-    Signals(#[source] std::io::Error),
-}
 
 /// Changes the daemon's log filter at run time (`PUT /v1/log`); the program that installed
 /// the log subscriber makes one.
@@ -276,127 +150,6 @@ pub fn run(config: Config, mut options: Options) -> Result<(), StartError> {
     run_with(config, &open_backend, &stop, options)
 }
 
-/// A guest's backend, opened, with the guest's bridge, port and MAC (from the config, or
-/// from the backend where the config leaves them out).
-pub struct Opened {
-    /// The backend.
-    pub backend: Box<dyn Backend>,
-    /// The bridge the guest's port is on.
-    pub bridge: String,
-    /// The guest's port on the bridge.
-    pub interface: String,
-    /// The guest's MAC.
-    pub mac: [u8; 6],
-}
-
-impl std::fmt::Debug for Opened {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Opened")
-            .field("backend", &self.backend.kind())
-            .field("bridge", &self.bridge)
-            .field("interface", &self.interface)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Opened {
-    /// `backend` for a guest whose config names its bridge, port and MAC.
-    pub fn from_config(guest: &GuestConfig, backend: Box<dyn Backend>) -> Result<Self, StartError> {
-        let missing = |key: &'static str| StartError::Incomplete {
-            guest: guest.name.clone(),
-            key,
-        };
-        Ok(Self {
-            backend,
-            bridge: guest.bridge.clone().ok_or_else(|| missing("bridge"))?,
-            interface: guest
-                .interface
-                .clone()
-                .ok_or_else(|| missing("interface"))?,
-            mac: guest.mac.ok_or_else(|| missing("mac"))?,
-        })
-    }
-}
-
-/// Opens the backend a guest's config asks for.
-// `config` holds only the libvirt URI that a build without libvirt does not need.
-#[cfg_attr(not(feature = "libvirt"), allow(unused_variables))]
-pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, StartError> {
-    match &guest.backend {
-        BackendConfig::Cgroup { dir } => {
-            let backend =
-                CgroupBackend::open(&guest.name, dir.clone()).map_err(StartError::Backend)?;
-            Opened::from_config(guest, Box::new(backend))
-        }
-        BackendConfig::Qmp {
-            socket,
-            mode,
-            qemu_command,
-            state_file,
-        } => {
-            let backend = match (mode, state_file) {
-                (SleepMode::Save, Some(state)) => vmnap_qmp::QmpBackend::save(
-                    &guest.name,
-                    qemu_command.iter().map(Into::into).collect(),
-                    socket.clone(),
-                    state.clone(),
-                ),
-                _ => vmnap_qmp::QmpBackend::pause(&guest.name, socket.clone()),
-            };
-            Opened::from_config(guest, Box::new(backend))
-        }
-        #[cfg(not(feature = "libvirt"))]
-        BackendConfig::Libvirt { .. } => Err(StartError::NotBuiltIn {
-            guest: guest.name.clone(),
-            backend: "libvirt",
-        }),
-        #[cfg(feature = "libvirt")]
-        BackendConfig::Libvirt { domain, mode } => {
-            let mode = match mode {
-                SleepMode::Pause => vmnap_libvirt::Mode::Pause,
-                SleepMode::Save => vmnap_libvirt::Mode::Save,
-            };
-            let libvirt = |source| StartError::Libvirt {
-                guest: guest.name.clone(),
-                source,
-            };
-            let mut backend =
-                vmnap_libvirt::LibvirtBackend::open(&guest.name, &config.libvirt.uri, domain, mode)
-                    .map_err(libvirt)?;
-            let interfaces = backend.domain().interfaces().map_err(libvirt)?;
-            // The interface with the configured MAC, or else the first on a bridge.
-            let iface = interfaces
-                .iter()
-                .find(|i| guest.mac.is_none_or(|m| m == i.mac) && i.bridge.is_some())
-                .ok_or_else(|| StartError::NoDomainInterface {
-                    guest: guest.name.clone(),
-                    domain: domain.clone(),
-                })?;
-            let tap = guest
-                .interface
-                .clone()
-                .or_else(|| iface.tap.clone())
-                .ok_or_else(|| StartError::NotRunning {
-                    guest: guest.name.clone(),
-                    domain: domain.clone(),
-                })?;
-            Ok(Opened {
-                bridge: guest
-                    .bridge
-                    .clone()
-                    .or_else(|| iface.bridge.clone())
-                    .unwrap_or_default(),
-                interface: tap,
-                mac: iface.mac,
-                backend: Box::new(backend),
-            })
-        }
-    }
-}
-
-/// Opens a guest's backend and finds its bridge, port and MAC.
-pub type BackendFactory = dyn Fn(&GuestConfig, &Config) -> Result<Opened, StartError> + Sync;
-
 /// Runs the daemon until `stop` is set, with backends from `backends`; wakes every guest it
 /// put to sleep before it returns. The network namespace is the calling thread's.
 pub fn run_until(
@@ -433,7 +186,7 @@ pub fn run_with(
         None => None,
     };
     let bus = EventBus::new();
-    let (handles, policies, placed) = start_workers(&config, backends, &bus)?;
+    let (handles, policies, placed) = start::start_workers(&config, backends, &bus)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
     vmnap_host::memory::release_free_memory();
@@ -488,7 +241,7 @@ pub fn run_with(
             discovered,
         }),
     };
-    let mut server = api::Server::new(handles, policies, bus, token, stop);
+    let mut server = Server::new(Registry::new(handles, policies), bus, token, stop);
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
     let hup = options.reload.clone();
@@ -538,7 +291,7 @@ pub fn run_with(
                 continue;
             }
             for (mut conn, over_tcp) in accepted {
-                if active.load(Ordering::Relaxed) >= api::MAX_CONNECTIONS {
+                if active.load(Ordering::Relaxed) >= server::MAX_CONNECTIONS {
                     warn!("too many API connections; refusing one");
                     let _ = conn.set_nonblocking(false);
                     let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
@@ -561,7 +314,7 @@ pub fn run_with(
         }
         Ok::<(), StartError>(())
     })?;
-    let mut handles = server.into_handles();
+    let mut handles = server.registry.into_workers();
     let on_stop = reloader
         .running
         .lock()
@@ -630,122 +383,4 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
     let listener = UnixListener::bind(path).map_err(err)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
     Ok(listener)
-}
-
-/// Where workers keep their journals, and what they do with what they find there.
-pub(crate) fn state_setup(config: &Config) -> bridge::StateSetup {
-    bridge::StateSetup {
-        dir: config.state.dir.clone(),
-        recovery: match config.state.on_restart {
-            vmnap_config::OnRestart::StandIn => bridge::Recovery::StandIn,
-            vmnap_config::OnRestart::Wake => bridge::Recovery::Wake,
-        },
-    }
-}
-
-/// The workers, each guest's policy, and where each guest is.
-type Started = (
-    Vec<BridgeHandle>,
-    BTreeMap<String, api::Policy>,
-    BTreeMap<String, reload::Placed>,
-);
-
-fn start_workers(
-    config: &Config,
-    backends: &BackendFactory,
-    bus: &EventBus,
-) -> Result<Started, StartError> {
-    let state = state_setup(config);
-    let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
-    let mut policies = BTreeMap::new();
-    let mut placed = BTreeMap::new();
-    for (order, guest) in config.guests.iter().enumerate() {
-        let opened = backends(guest, config)?;
-        policies.insert(guest.name.clone(), policy(guest, config, opened.mac));
-        placed.insert(
-            guest.name.clone(),
-            reload::Placed {
-                bridge: opened.bridge.clone(),
-                mac: opened.mac,
-            },
-        );
-        let idle = reload::idle_policy(guest, config);
-        by_bridge
-            .entry(opened.bridge)
-            .or_default()
-            .push(GuestSetup {
-                order,
-                config: guest.clone(),
-                interface: opened.interface,
-                mac: opened.mac,
-                idle,
-                backend: opened.backend,
-            });
-    }
-    let mut handles = Vec::new();
-    for (bridge, guests) in by_bridge {
-        let (worker, mut handle) = BridgeWorker::start(
-            &bridge,
-            guests,
-            seed(),
-            config.idle.interval,
-            Some(state.clone()),
-            bus.clone(),
-        )?;
-        let name = format!("vmnap-{bridge}");
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || worker.run())
-            .map_err(StartError::Poll)?;
-        handle.thread = Some(thread);
-        handles.push(handle);
-    }
-    Ok((handles, policies, placed))
-}
-
-/// What the API shows of a guest's config.
-pub(crate) fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> api::Policy {
-    let rules = |r: &[vmnap_core::PortRule]| r.iter().map(ToString::to_string).collect();
-    let a = guest.answer;
-    let answer = [
-        (a.arp, "arp"),
-        (a.ndp, "ndp"),
-        (a.icmp_echo, "icmp-echo"),
-        (a.tcp_echo, "tcp-echo"),
-        (a.udp_echo, "udp-echo"),
-    ]
-    .into_iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, name)| name.to_owned())
-    .collect();
-    api::Policy {
-        backend: guest.backend.kind().to_owned(),
-        mode: guest.backend.mode().map(|m| m.as_str().to_owned()),
-        wake_on: rules(&guest.wake_on),
-        answer,
-        idle_after_s: guest.idle_after(&config.idle).map(|d| d.as_secs_f64()),
-        keep_awake_while_connected: rules(&guest.keep_awake_while_connected),
-        mac: mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":"),
-        ipv4: guest.ipv4.iter().map(ToString::to_string).collect(),
-        ipv6: guest.ipv6.iter().map(ToString::to_string).collect(),
-        vlan: guest.vlan,
-        queue_frames: guest.queue_frames,
-        queue_bytes: guest.queue_bytes,
-        multicast: match guest.multicast {
-            vmnap_core::MulticastPolicy::Queue => "queue",
-            vmnap_core::MulticastPolicy::Drop => "drop",
-        }
-        .to_owned(),
-        health_ports: guest.health.iter().map(|h| h.port).collect(),
-    }
-}
-
-/// A seed for TCP initial sequence numbers that differs between runs.
-pub(crate) fn seed() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::process::id())
 }

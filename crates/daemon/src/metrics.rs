@@ -1,11 +1,37 @@
 //! Prometheus metrics: the daemon's count of what the core decided and what the backends did,
-//! and its encoding in the Prometheus text exposition format, version 0.0.4.
+//! and its encoding, by the `prometheus-client` crate, in the Prometheus text exposition
+//! format, version 0.0.4.
 //!
 //! The core emits events ([`Verdict`]s, wakes); the daemon counts them here. There is no
 //! global registry: each bridge worker owns one [`GuestMetrics`] per guest and one
-//! [`BridgeMetrics`], in plain fields, and [`encode`] turns copies of them into the text a
-//! scrape gets. Nothing here reads a clock: time comes in as a [`vmnap_core::Instant`] or a
-//! [`Duration`] the caller measured.
+//! [`BridgeMetrics`], in plain fields it updates on its own thread, without a lock or an
+//! atomic, and [`encode`] turns copies of them into the text a scrape gets. Nothing here
+//! reads a clock: time comes in as a [`vmnap_core::Instant`] or a [`Duration`] the caller
+//! measured.
+//!
+//! # What the library writes, and what stays ours
+//!
+//! `prometheus-client` writes the text: the `# HELP` and `# TYPE` lines, each series' name
+//! (with its family's unit and a counter's `_total`), the labels and their escaping, the
+//! numbers, and a histogram's cumulative `_bucket` series with their `le` and `+Inf`, its
+//! `_sum` and `_count`. For each scrape, [`encode`] builds a `Registry` holding one
+//! `Collector` with the copies, which declares each family (`encode_descriptor`) and writes
+//! each of its label sets as a `ConstCounter`, a `ConstGauge` or a [`Histogram`].
+//!
+//! The library also writes OpenMetrics text; we serve the 0.0.4 text, which every scraper
+//! reads, and in which the series, `# TYPE` lines and `le` labels (`le="1"`, not
+//! `le="1.0"`) are the ones served before the library wrote them (only a whole number of
+//! seconds now reads `3.0`, not `3`).
+//!
+//! Ours, and why:
+//! - the counts ([`GuestMetrics`], [`BridgeMetrics`], [`Histogram`]). The library's
+//!   `Counter`, `Gauge` and `Histogram` are shared atomics (the histogram behind a mutex),
+//!   for code that counts from many threads; here one worker counts and a scrape asks it for
+//!   a copy, so plain fields are enough, and [`Histogram`] puts a [`Duration`] in its bucket
+//!   without a float.
+//! - the families and every value their labels take. The library's `Family` makes a
+//!   series when its label set is first counted, and leaves out a family that has none; we
+//!   want the opposite (below), so the collector writes them from the lists here.
 //!
 //! # Families
 //!
@@ -35,24 +61,39 @@
 //! The guest's state is a gauge per state rather than a numeric code, so that a query reads
 //! `vmnap_guest_state{state="sleeping"} == 1` and a state added later changes no number.
 
-use std::fmt::{self, Write};
+use std::fmt;
 use std::time::Duration;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    prometheus_text, DescriptorEncoder, EncodeCounterValue, EncodeMetric, MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use vmnap_api::State;
 use vmnap_core::{AnswerKind, DropReason, Instant, Verdict, WakeCause};
 
-/// The `Content-Type` of the text [`encode`] writes.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The `Content-Type` of the text [`encode`] writes: the library's, for the 0.0.4 format.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The values of the `state` label of `vmnap_guest_state`: the names of
 /// [`vmnap_core::GuestState`] (its `as_str`), in the order of the sleep and wake sequence.
-pub const STATES: [&str; 4] = ["awake", "falling-asleep", "sleeping", "waking"];
+pub const STATES: [State; 4] = [
+    State::Awake,
+    State::FallingAsleep,
+    State::Sleeping,
+    State::Waking,
+];
 
 /// The `reason` label of `vmnap_guest_dropped_frames_total` for held frames that could not
 /// be replayed to the guest when it woke (the core's [`DropReason`]s are the other values).
 pub const REPLAY_FAILED: &str = "replay-failed";
 
 /// The upper bounds of the histograms' buckets (inclusive, as Prometheus's `le` is), with
-/// their `le` label: 0.1 ms to 10 s in steps of 1, 2.5, 5. Longer times fall in `+Inf`.
+/// the `le` label the library writes for each: 0.1 ms to 10 s in steps of 1, 2.5, 5. Longer
+/// times fall in `+Inf`.
 pub const BUCKETS: [(Duration, &str); 16] = [
     (Duration::from_micros(100), "0.0001"),
     (Duration::from_micros(250), "0.00025"),
@@ -193,7 +234,7 @@ impl Histogram {
 /// happen; [`encode`] writes it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GuestMetrics {
-    state: String,
+    state: State,
     asleep: Duration,
     asleep_since: Option<Instant>,
     wakes_started: [u64; WAKE_CAUSES.len()],
@@ -219,7 +260,7 @@ impl GuestMetrics {
     /// A guest that is awake and has done nothing yet.
     pub fn new() -> Self {
         Self {
-            state: STATES[0].to_owned(),
+            state: State::Awake,
             asleep: Duration::ZERO,
             asleep_since: None,
             wakes_started: [0; WAKE_CAUSES.len()],
@@ -305,17 +346,14 @@ impl GuestMetrics {
         self.queue_depth = frames as u64;
     }
 
-    /// The guest's state now, one of [`STATES`] (another name gets a series of its own).
-    pub fn set_state(&mut self, state: &str) {
-        if self.state != state {
-            self.state.clear();
-            self.state.push_str(state);
-        }
+    /// The guest's state now.
+    pub fn set_state(&mut self, state: State) {
+        self.state = state;
     }
 
     /// The state last set.
-    pub fn state(&self) -> &str {
-        &self.state
+    pub fn state(&self) -> State {
+        self.state
     }
 
     /// The time asleep counted so far.
@@ -417,295 +455,320 @@ impl BridgeMetrics {
     }
 }
 
-/// A metric family: its name, type and help text.
+/// A metric family as the library declares it: its name without the unit and without a
+/// counter's `_total` (the library adds both), its unit, type and help text.
 struct Family {
     name: &'static str,
-    kind: &'static str,
+    unit: Option<Unit>,
+    kind: MetricType,
     help: &'static str,
 }
 
-const STATE: Family = Family {
+impl Family {
+    /// The name the text gives the family in `# HELP` and `# TYPE`: `NAME_UNIT`, and
+    /// `_total` after it for a counter.
+    fn declared_name(&self) -> String {
+        let mut name = self.name.to_owned();
+        if let Some(unit) = &self.unit {
+            name.push('_');
+            name.push_str(unit.as_str());
+        }
+        if self.kind == MetricType::Counter {
+            name.push_str("_total");
+        }
+        name
+    }
+}
+
+static STATE: Family = Family {
     name: "vmnap_guest_state",
-    kind: "gauge",
+    unit: None,
+    kind: MetricType::Gauge,
     help: "Whether the guest is in this state (1) or not (0).",
 };
-const ASLEEP: Family = Family {
-    name: "vmnap_guest_asleep_seconds_total",
-    kind: "counter",
+static ASLEEP: Family = Family {
+    name: "vmnap_guest_asleep",
+    unit: Some(Unit::Seconds),
+    kind: MetricType::Counter,
     help: "Time the guest has spent asleep.",
 };
-const WAKES_STARTED: Family = Family {
-    name: "vmnap_guest_wakes_started_total",
-    kind: "counter",
+static WAKES_STARTED: Family = Family {
+    name: "vmnap_guest_wakes_started",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Wakes begun, by what caused them.",
 };
-const WAKES: Family = Family {
-    name: "vmnap_guest_wakes_total",
-    kind: "counter",
+static WAKES: Family = Family {
+    name: "vmnap_guest_wakes",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Wakes that succeeded, by what caused them.",
 };
-const WAKE_FAILURES: Family = Family {
-    name: "vmnap_guest_wake_failures_total",
-    kind: "counter",
+static WAKE_FAILURES: Family = Family {
+    name: "vmnap_guest_wake_failures",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Resumes that failed (each retry counts).",
 };
-const ANSWERED: Family = Family {
-    name: "vmnap_guest_answered_frames_total",
-    kind: "counter",
+static ANSWERED: Family = Family {
+    name: "vmnap_guest_answered_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Frames the surrogate answered in the guest's name, by protocol.",
 };
-const QUEUED: Family = Family {
-    name: "vmnap_guest_queued_frames_total",
-    kind: "counter",
+static QUEUED: Family = Family {
+    name: "vmnap_guest_queued_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Frames held for the guest while it slept.",
 };
-const REPLAYED: Family = Family {
-    name: "vmnap_guest_replayed_frames_total",
-    kind: "counter",
+static REPLAYED: Family = Family {
+    name: "vmnap_guest_replayed_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Held frames replayed to the guest when it woke.",
 };
-const DROPPED: Family = Family {
-    name: "vmnap_guest_dropped_frames_total",
-    kind: "counter",
+static DROPPED: Family = Family {
+    name: "vmnap_guest_dropped_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Frames for the guest that were dropped, by reason.",
 };
-const QUEUE: Family = Family {
+static QUEUE: Family = Family {
     name: "vmnap_guest_queue_frames",
-    kind: "gauge",
+    unit: None,
+    kind: MetricType::Gauge,
     help: "Frames held for the guest now.",
 };
-const WAKE_AND_SERVE: Family = Family {
-    name: "vmnap_guest_wake_and_serve_seconds",
-    kind: "histogram",
+static WAKE_AND_SERVE: Family = Family {
+    name: "vmnap_guest_wake_and_serve",
+    unit: Some(Unit::Seconds),
+    kind: MetricType::Histogram,
     help: "Time from the first wake-worthy frame to the guest's first frame back.",
 };
-const RESUME: Family = Family {
-    name: "vmnap_guest_resume_seconds",
-    kind: "histogram",
+static RESUME: Family = Family {
+    name: "vmnap_guest_resume",
+    unit: Some(Unit::Seconds),
+    kind: MetricType::Histogram,
     help: "Time the backend took to resume the guest.",
 };
-const IGNORED: Family = Family {
-    name: "vmnap_bridge_ignored_frames_total",
-    kind: "counter",
+static IGNORED: Family = Family {
+    name: "vmnap_bridge_ignored_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Frames on the bridge for no guest that vmnap stands in for.",
 };
-const MALFORMED: Family = Family {
-    name: "vmnap_bridge_malformed_frames_total",
-    kind: "counter",
+static MALFORMED: Family = Family {
+    name: "vmnap_bridge_malformed_frames",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Frames on the bridge for no guest that could not be read.",
 };
-const TRANSMIT_ERRORS: Family = Family {
-    name: "vmnap_bridge_transmit_errors_total",
-    kind: "counter",
+static TRANSMIT_ERRORS: Family = Family {
+    name: "vmnap_bridge_transmit_errors",
+    unit: None,
+    kind: MetricType::Counter,
     help: "Answers the surrogate could not send.",
 };
 
-const FAMILIES: [Family; 15] = [
-    STATE,
-    ASLEEP,
-    WAKES_STARTED,
-    WAKES,
-    WAKE_FAILURES,
-    ANSWERED,
-    QUEUED,
-    REPLAYED,
-    DROPPED,
-    QUEUE,
-    WAKE_AND_SERVE,
-    RESUME,
-    IGNORED,
-    MALFORMED,
-    TRANSMIT_ERRORS,
+/// Every family, in the order [`encode`] writes them.
+static FAMILIES: [&Family; 15] = [
+    &STATE,
+    &ASLEEP,
+    &WAKES_STARTED,
+    &WAKES,
+    &WAKE_FAILURES,
+    &ANSWERED,
+    &QUEUED,
+    &REPLAYED,
+    &DROPPED,
+    &QUEUE,
+    &WAKE_AND_SERVE,
+    &RESUME,
+    &IGNORED,
+    &MALFORMED,
+    &TRANSMIT_ERRORS,
 ];
 
-const FAMILY_NAMES: [&str; FAMILIES.len()] = {
-    let mut names = [""; FAMILIES.len()];
-    let mut i = 0;
-    while i < FAMILIES.len() {
-        names[i] = FAMILIES[i].name;
-        i += 1;
-    }
-    names
-};
-
-/// The name of every metric family [`encode`] declares, in the order it writes them (a
-/// histogram's name is its family's, without `_bucket`, `_sum` or `_count`).
-pub fn declared_families() -> &'static [&'static str] {
-    &FAMILY_NAMES
+/// The name of every metric family [`encode`] declares (in `# HELP` and `# TYPE`), in the
+/// order it writes them. A counter's name ends in `_total`, as its series' do; a histogram's
+/// is its family's, without `_bucket`, `_sum` or `_count`.
+pub fn declared_families() -> Vec<String> {
+    FAMILIES.iter().map(|f| f.declared_name()).collect()
 }
 
 /// Writes the guests' metrics, each labelled `guest="NAME"`, and the bridges', each
 /// labelled `bridge="NAME"`, to `out` in the Prometheus text exposition format 0.0.4
-/// ([`CONTENT_TYPE`]). Every family in [`declared_families`] is declared, even when
-/// `guests` or `bridges` is empty. Names are written as given (escaped), in the order given.
+/// ([`CONTENT_TYPE`]), by `prometheus-client`. Every family in [`declared_families`] is
+/// declared, even when `guests` or `bridges` is empty. Names are written as given (escaped),
+/// in the order given.
 pub fn encode(
     guests: &[(&str, &GuestMetrics)],
     bridges: &[(&str, &BridgeMetrics)],
     out: &mut String,
 ) {
-    write_all(guests, bridges, out).expect("writing to a String cannot fail");
+    // The registry keeps its collectors for as long as it lives, so it gets a copy.
+    let scrape = Scrape {
+        guests: guests
+            .iter()
+            .map(|(n, g)| ((*n).to_owned(), (*g).clone()))
+            .collect(),
+        bridges: bridges
+            .iter()
+            .map(|(n, b)| ((*n).to_owned(), (*b).clone()))
+            .collect(),
+    };
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(scrape));
+    prometheus_text::encode(out, &registry).expect("our collector writes only to a String");
 }
 
-fn write_all(
-    guests: &[(&str, &GuestMetrics)],
-    bridges: &[(&str, &BridgeMetrics)],
-    out: &mut impl Write,
-) -> fmt::Result {
-    header(out, &STATE)?;
-    for (name, g) in guests {
-        for state in STATES {
-            let value = u64::from(g.state == state);
-            sample(out, STATE.name, name, Some(("state", state)), value)?;
-        }
-        if !STATES.contains(&g.state.as_str()) {
-            sample(out, STATE.name, name, Some(("state", &g.state)), 1)?;
-        }
-    }
-    header(out, &ASLEEP)?;
-    for (name, g) in guests {
-        sample(out, ASLEEP.name, name, None, g.asleep.as_secs_f64())?;
-    }
-    header(out, &WAKES_STARTED)?;
-    for (name, g) in guests {
-        for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes_started) {
-            sample(
-                out,
-                WAKES_STARTED.name,
-                name,
-                Some(("cause", cause.as_str())),
-                n,
-            )?;
-        }
-    }
-    header(out, &WAKES)?;
-    for (name, g) in guests {
-        for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes) {
-            sample(out, WAKES.name, name, Some(("cause", cause.as_str())), n)?;
-        }
-    }
-    header(out, &WAKE_FAILURES)?;
-    for (name, g) in guests {
-        sample(out, WAKE_FAILURES.name, name, None, g.wake_failures)?;
-    }
-    header(out, &ANSWERED)?;
-    for (name, g) in guests {
-        for (kind, n) in ANSWER_KINDS.iter().zip(g.answered) {
-            sample(
-                out,
-                ANSWERED.name,
-                name,
-                Some(("protocol", kind.as_str())),
-                n,
-            )?;
-        }
-    }
-    header(out, &QUEUED)?;
-    for (name, g) in guests {
-        sample(out, QUEUED.name, name, None, g.queued)?;
-    }
-    header(out, &REPLAYED)?;
-    for (name, g) in guests {
-        sample(out, REPLAYED.name, name, None, g.replayed)?;
-    }
-    header(out, &DROPPED)?;
-    for (name, g) in guests {
-        for (reason, n) in DROP_REASONS.iter().zip(g.dropped) {
-            sample(
-                out,
-                DROPPED.name,
-                name,
-                Some(("reason", reason.as_str())),
-                n,
-            )?;
-        }
-        let reason = Some(("reason", REPLAY_FAILED));
-        sample(out, DROPPED.name, name, reason, g.replay_failed)?;
-    }
-    header(out, &QUEUE)?;
-    for (name, g) in guests {
-        sample(out, QUEUE.name, name, None, g.queue_depth)?;
-    }
-    header(out, &WAKE_AND_SERVE)?;
-    for (name, g) in guests {
-        histogram(out, WAKE_AND_SERVE.name, name, &g.wake_and_serve)?;
-    }
-    header(out, &RESUME)?;
-    for (name, g) in guests {
-        histogram(out, RESUME.name, name, &g.resume)?;
-    }
-    bridge_family(out, &IGNORED, bridges, |b| b.ignored_frames)?;
-    bridge_family(out, &MALFORMED, bridges, |b| b.malformed_frames)?;
-    bridge_family(out, &TRANSMIT_ERRORS, bridges, |b| b.transmit_errors)
+/// One scrape's copy of the metrics, which writes every family on every scrape and every
+/// label value of a family for every guest, at zero until it moves (the library's own
+/// `Family` would write only the label sets used so far, and drop a family that has none).
+#[derive(Debug)]
+struct Scrape {
+    guests: Vec<(String, GuestMetrics)>,
+    bridges: Vec<(String, BridgeMetrics)>,
 }
 
-fn bridge_family(
-    out: &mut impl Write,
-    family: &Family,
-    bridges: &[(&str, &BridgeMetrics)],
-    count: impl Fn(&BridgeMetrics) -> u64,
-) -> fmt::Result {
-    header(out, family)?;
-    for (name, b) in bridges {
-        write!(out, "{}{{bridge=\"", family.name)?;
-        label_value(out, name)?;
-        writeln!(out, "\"}} {}", count(b))?;
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let e = &mut encoder;
+        self.per_guest(e, &STATE, |f, guest, g| {
+            for state in STATES {
+                let value = ConstGauge::new(i64::from(g.state == state));
+                sample(f, guest, Some(("state", state.as_str())), &value)?;
+            }
+            Ok(())
+        })?;
+        self.per_guest(e, &ASLEEP, |f, guest, g| {
+            counter(f, guest, None, g.asleep.as_secs_f64())
+        })?;
+        self.per_guest(e, &WAKES_STARTED, |f, guest, g| {
+            for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes_started) {
+                counter(f, guest, Some(("cause", cause.as_str())), n)?;
+            }
+            Ok(())
+        })?;
+        self.per_guest(e, &WAKES, |f, guest, g| {
+            for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes) {
+                counter(f, guest, Some(("cause", cause.as_str())), n)?;
+            }
+            Ok(())
+        })?;
+        self.per_guest(e, &WAKE_FAILURES, |f, guest, g| {
+            counter(f, guest, None, g.wake_failures)
+        })?;
+        self.per_guest(e, &ANSWERED, |f, guest, g| {
+            for (kind, n) in ANSWER_KINDS.iter().zip(g.answered) {
+                counter(f, guest, Some(("protocol", kind.as_str())), n)?;
+            }
+            Ok(())
+        })?;
+        self.per_guest(e, &QUEUED, |f, guest, g| counter(f, guest, None, g.queued))?;
+        self.per_guest(e, &REPLAYED, |f, guest, g| {
+            counter(f, guest, None, g.replayed)
+        })?;
+        self.per_guest(e, &DROPPED, |f, guest, g| {
+            for (reason, n) in DROP_REASONS.iter().zip(g.dropped) {
+                counter(f, guest, Some(("reason", reason.as_str())), n)?;
+            }
+            counter(f, guest, Some(("reason", REPLAY_FAILED)), g.replay_failed)
+        })?;
+        self.per_guest(e, &QUEUE, |f, guest, g| {
+            sample(f, guest, None, &ConstGauge::new(g.queue_depth))
+        })?;
+        self.per_guest(e, &WAKE_AND_SERVE, |f, guest, g| {
+            sample(f, guest, None, &g.wake_and_serve)
+        })?;
+        self.per_guest(e, &RESUME, |f, guest, g| sample(f, guest, None, &g.resume))?;
+        self.per_bridge(e, &IGNORED, |b| b.ignored_frames)?;
+        self.per_bridge(e, &MALFORMED, |b| b.malformed_frames)?;
+        self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)
     }
-    Ok(())
 }
 
-fn header(out: &mut impl Write, family: &Family) -> fmt::Result {
-    out.write_str("# HELP ")?;
-    out.write_str(family.name)?;
-    out.write_char(' ')?;
-    for c in family.help.chars() {
-        match c {
-            '\\' => out.write_str(r"\\")?,
-            '\n' => out.write_str(r"\n")?,
-            c => out.write_char(c)?,
+impl Scrape {
+    /// Declares `family` and has `write` write each guest's samples of it.
+    fn per_guest(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        family: &'static Family,
+        mut write: impl FnMut(&mut MetricEncoder, &str, &GuestMetrics) -> fmt::Result,
+    ) -> fmt::Result {
+        let mut metric = declare(encoder, family)?;
+        for (guest, g) in &self.guests {
+            write(&mut metric, guest, g)?;
         }
+        Ok(())
     }
-    writeln!(out, "\n# TYPE {} {}", family.name, family.kind)
-}
 
-/// Writes a label value, escaped as the format asks: backslash, double quote and line feed.
-fn label_value(out: &mut impl Write, value: &str) -> fmt::Result {
-    for c in value.chars() {
-        match c {
-            '\\' => out.write_str(r"\\")?,
-            '"' => out.write_str("\\\"")?,
-            '\n' => out.write_str(r"\n")?,
-            c => out.write_char(c)?,
+    /// Declares `family`, a counter, and writes each bridge's `count`.
+    fn per_bridge(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        family: &'static Family,
+        count: impl Fn(&BridgeMetrics) -> u64,
+    ) -> fmt::Result {
+        let mut metric = declare(encoder, family)?;
+        for (bridge, b) in &self.bridges {
+            let labels = [("bridge", bridge.as_str())];
+            ConstCounter::new(count(b)).encode(metric.encode_family(&labels)?)?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
-/// Writes `name{guest="GUEST",KEY="VALUE"} value`, the second label only if there is one.
+/// Writes `family`'s `# HELP` and `# TYPE`; its samples follow, through the encoder returned.
+fn declare<'s>(
+    encoder: &'s mut DescriptorEncoder,
+    family: &'static Family,
+) -> Result<MetricEncoder<'s>, fmt::Error> {
+    encoder.encode_descriptor(family.name, family.help, family.unit.as_ref(), family.kind)
+}
+
+/// Writes one sample of a guest's family (a counter, a gauge or a histogram), labelled
+/// `guest`, and `label` if there is one.
 fn sample(
-    out: &mut impl Write,
-    name: &str,
+    family: &mut MetricEncoder,
     guest: &str,
     label: Option<(&str, &str)>,
-    value: impl fmt::Display,
+    metric: &impl EncodeMetric,
 ) -> fmt::Result {
-    write!(out, "{name}{{guest=\"")?;
-    label_value(out, guest)?;
-    if let Some((key, v)) = label {
-        write!(out, "\",{key}=\"")?;
-        label_value(out, v)?;
+    match label {
+        Some(label) => metric.encode(family.encode_family(&[("guest", guest), label])?),
+        None => metric.encode(family.encode_family(&[("guest", guest)])?),
     }
-    writeln!(out, "\"}} {value}")
 }
 
-fn histogram(out: &mut impl Write, name: &str, guest: &str, h: &Histogram) -> fmt::Result {
-    let bucket = format!("{name}_bucket");
-    let les = BUCKETS.iter().map(|(_, le)| *le).chain(["+Inf"]);
-    for (le, n) in les.zip(h.cumulative()) {
-        sample(out, &bucket, guest, Some(("le", le)), n)?;
+/// Writes one sample of a guest's counter family.
+fn counter(
+    family: &mut MetricEncoder,
+    guest: &str,
+    label: Option<(&str, &str)>,
+    value: impl EncodeCounterValue,
+) -> fmt::Result {
+    sample(family, guest, label, &ConstCounter::new(value))
+}
+
+/// Our histogram, written by the library: cumulative `_bucket` series (`le` from the bounds
+/// of [`BUCKETS`], then `+Inf`), `_sum` in seconds and `_count`.
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        // Upper bound and count of each bucket, not cumulative: the library adds them up.
+        let buckets: [(f64, u64); BUCKETS.len() + 1] = std::array::from_fn(|i| {
+            let bound = BUCKETS
+                .get(i)
+                .map_or(f64::INFINITY, |(le, _)| le.as_secs_f64());
+            (bound, self.counts[i])
+        });
+        encoder.encode_histogram::<NoLabelSet>(self.sum.as_secs_f64(), self.count, &buckets, None)
     }
-    let sum = h.sum.as_secs_f64();
-    sample(out, &format!("{name}_sum"), guest, None, sum)?;
-    sample(out, &format!("{name}_count"), guest, None, h.count)
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 #[cfg(test)]

@@ -9,13 +9,15 @@
 
 use std::fmt::Write as _;
 
+use vmnap_api::State;
+
 /// One guest as the page shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PageGuest {
     /// Its name.
     pub name: String,
-    /// `awake`, `sleeping`, `waking` or `falling-asleep`.
-    pub state: String,
+    /// Where it is in its sleep and wake.
+    pub state: State,
     /// The bridge it is on.
     pub bridge: String,
     /// Its backend (`cgroup`, `libvirt`, `qmp`).
@@ -128,7 +130,6 @@ td.timeline { width: 1%; white-space: nowrap; }
 .sleeping { background: #e8eafd; color: #3b3fb0; border-color: #c9cdf7; }
 .waking { background: #fff4dc; color: #8a5300; border-color: #f4dca6; }
 .falling-asleep { background: #f1eafd; color: #6235a8; border-color: #dccbf6; }
-.other { background: #eef0f3; color: #414b5c; border-color: #d9dee5; }
 .timeline svg { display: block; }
 .timeline .asleep { fill: #4f56d6; }
 .timeline .awake-bar { fill: #b9e5c8; }
@@ -153,7 +154,7 @@ footer { margin-top: 16px; color: #7a8494; font-size: 12px; }
 
 /// The figures across all guests.
 fn summary(out: &mut String, guests: &[PageGuest]) {
-    let asleep = guests.iter().filter(|g| g.state == "sleeping").count();
+    let asleep = guests.iter().filter(|g| g.state == State::Sleeping).count();
     let memory = total(guests.iter().map(|g| g.memory_freed_bytes));
     let cpu = total(guests.iter().map(|g| g.cpu_hours_freed));
     let tile = |out: &mut String, figure: &str, label: &str| {
@@ -233,8 +234,8 @@ fn table(out: &mut String, now: f64, guests: &[PageGuest]) {
              <td class=\"num\">{memory}</td><td class=\"num\">{cpu}</td>\
              <td class=\"timeline\">{svg}</td></tr>",
             name = escape(&g.name),
-            class = state_class(&g.state),
-            state = escape(&g.state),
+            class = g.state,
+            state = g.state,
             bridge = escape(&g.bridge),
             wakes = g.wakes,
             memory = g
@@ -245,17 +246,6 @@ fn table(out: &mut String, now: f64, guests: &[PageGuest]) {
         );
     }
     out.push_str("</tbody>\n</table>\n</div>\n");
-}
-
-/// The CSS class of a state's badge; one of a fixed set, whatever the state says.
-fn state_class(state: &str) -> &'static str {
-    match state {
-        "awake" => "awake",
-        "sleeping" => "sleeping",
-        "waking" => "waking",
-        "falling-asleep" => "falling-asleep",
-        _ => "other",
-    }
 }
 
 /// A stretch of the day shown: from, to (seconds since the epoch) and asleep or not.
@@ -488,10 +478,10 @@ mod tests {
     const NOW: f64 = 1_790_000_000.0;
     const HOUR: f64 = 3600.0;
 
-    fn guest(name: &str, state: &str) -> PageGuest {
+    fn guest(name: &str, state: State) -> PageGuest {
         PageGuest {
             name: name.to_owned(),
-            state: state.to_owned(),
+            state,
             bridge: "br0".to_owned(),
             backend: "cgroup".to_owned(),
             mode: None,
@@ -522,7 +512,7 @@ mod tests {
 
     #[test]
     fn names_and_other_text_are_escaped() {
-        let mut g = guest("<b>tom & \"jerry's\"</b>", "sleeping<script>");
+        let mut g = guest("<b>tom & \"jerry's\"</b>", State::Sleeping);
         g.bridge = "br<0>".into();
         g.backend = "qmp&".into();
         g.mode = Some("\"save\"".into());
@@ -531,19 +521,17 @@ mod tests {
         assert!(html.contains("&lt;b&gt;tom &amp; &quot;jerry&#39;s&quot;&lt;/b&gt;"));
         assert!(html.contains("<title>vmnap on host&lt;&amp;&gt;</title>"));
         assert!(html.contains("<h1>vmnap on host&lt;&amp;&gt;</h1>"));
-        assert!(html.contains("sleeping&lt;script&gt;"));
+        assert!(html.contains("class=\"badge sleeping\">sleeping<"));
         assert!(html.contains("br&lt;0&gt;"));
         assert!(html.contains("qmp&amp;"));
         assert!(html.contains("&quot;save&quot;"));
         assert!(html.contains("tcp/80 &lt;from 198.18.1.100&gt;"));
         assert!(!html.contains("<b>") && !html.contains("<script>") && !html.contains("<0>"));
-        // An unknown state gets the neutral badge, never a class made from its text.
-        assert!(html.contains("class=\"badge other\""));
     }
 
     #[test]
     fn a_guest_asleep_for_the_last_six_hours_fills_the_last_quarter() {
-        let mut g = guest("web1", "sleeping");
+        let mut g = guest("web1", State::Sleeping);
         g.timeline = vec![(NOW - 6.0 * HOUR, true)];
         let html = render("h", NOW, &[g]);
         assert_eq!(
@@ -588,7 +576,7 @@ mod tests {
                 },
             ]
         );
-        let mut g = guest("a", "sleeping");
+        let mut g = guest("a", State::Sleeping);
         g.timeline = timeline.to_vec();
         let rects = asleep_rects(&render("h", NOW, &[g]));
         assert_eq!(rects, vec![(0.0, 144.0), (156.0, 132.0)]);
@@ -596,7 +584,7 @@ mod tests {
 
     #[test]
     fn the_time_before_vmnap_knew_the_guest_is_shown_as_not_known() {
-        let mut g = guest("a", "awake");
+        let mut g = guest("a", State::Awake);
         g.known_since = Some(NOW - 6.0 * HOUR);
         let html = render("h", NOW, &[g]);
         assert!(
@@ -604,7 +592,7 @@ mod tests {
             "{html}"
         );
         // Known for more than a day: nothing unknown to show.
-        let mut g = guest("a", "awake");
+        let mut g = guest("a", State::Awake);
         g.known_since = Some(NOW - 30.0 * HOUR);
         assert!(!render("h", NOW, &[g]).contains("<rect class=\"unknown\""));
     }
@@ -643,18 +631,18 @@ mod tests {
                 },
             ]
         );
-        assert!(asleep_rects(&render("h", NOW, &[guest("a", "awake")])).is_empty());
+        assert!(asleep_rects(&render("h", NOW, &[guest("a", State::Awake)])).is_empty());
     }
 
     #[test]
     fn totals_add_up_what_is_known() {
-        let mut a = guest("a", "sleeping");
+        let mut a = guest("a", State::Sleeping);
         a.memory_freed_bytes = Some(512 * 1024 * 1024);
         a.cpu_hours_freed = Some(1.25);
-        let mut b = guest("b", "sleeping");
+        let mut b = guest("b", State::Sleeping);
         b.memory_freed_bytes = Some(1024 * 1024 * 1024);
         b.cpu_hours_freed = Some(0.5);
-        let c = guest("c", "awake");
+        let c = guest("c", State::Awake);
         let html = render("h", NOW, &[a, b, c]);
         let tile = |figure: &str, label: &str| {
             format!("<span class=\"figure\">{figure}</span><span class=\"label\">{label}</span>")
@@ -672,7 +660,7 @@ mod tests {
 
     #[test]
     fn unknown_figures_are_shown_as_a_dash() {
-        let mut g = guest("a", "awake");
+        let mut g = guest("a", State::Awake);
         g.wakes = 2;
         g.last_wake_cause = Some("tcp/80".into());
         g.last_wake_ms = Some(1430.0);
@@ -702,7 +690,7 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained_and_refreshes() {
-        let html = render("h", NOW, &[guest("a", "awake")]);
+        let html = render("h", NOW, &[guest("a", State::Awake)]);
         assert!(html.starts_with("<!doctype html>"));
         assert!(html.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
         assert!(!html.contains("<script"));

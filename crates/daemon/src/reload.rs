@@ -25,12 +25,15 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 use vmnap_config::{BackendConfig, Config, GuestConfig};
-use vmnap_core::idle::IdlePolicy;
 use vmnap_core::Surrogate;
 
-use crate::api::{Reloaded, Server};
-use crate::bridge::{self, chain, BridgeHandle, BridgeWorker, Command, GuestSetup};
-use crate::{BackendFactory, StartError};
+use vmnap_api::Reloaded;
+
+use crate::bridge::{self, BridgeHandle, Command, GuestSetup};
+use crate::error::{chain, StartError};
+use crate::events::EventBus;
+use crate::registry::Registry;
+use crate::start::{self, idle_policy, BackendFactory, Opened, Placed};
 
 /// How long a reload waits for the guests it removes to wake.
 const RETIRE_WAIT: Duration = Duration::from_secs(120);
@@ -63,13 +66,6 @@ impl ReloadError {
             ReloadError::Partial(_) => 500,
         }
     }
-}
-
-/// Where a running guest is: its bridge and its MAC.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Placed {
-    pub bridge: String,
-    pub mac: [u8; 6],
 }
 
 /// What the reloader knows of the config that runs.
@@ -107,15 +103,6 @@ enum Change {
     Policy,
     /// Anything else (who it is, where, its backend): it is removed and added again.
     Replaced,
-}
-
-/// The idleness policy a guest runs with under `config`.
-pub(crate) fn idle_policy(guest: &GuestConfig, config: &Config) -> Option<IdlePolicy> {
-    guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
-        cpu_percent: config.idle.cpu_percent,
-        idle_after,
-        keep_awake_while_connected: guest.keep_awake_while_connected.clone(),
-    })
 }
 
 /// How `new` (under `new_config`) differs from `old` (under `old_config`).
@@ -171,7 +158,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
 
 impl Reloader<'_> {
     /// Reads the config file again and applies it; see the module's documentation.
-    pub(crate) fn reload(&self, server: &Server<'_>) -> Result<Reloaded, ReloadError> {
+    pub(crate) fn reload(
+        &self,
+        registry: &Registry,
+        bus: &EventBus,
+    ) -> Result<Reloaded, ReloadError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
         let mut new = Config::load_for(path, crate::BUILTIN).map_err(ReloadError::Invalid)?;
@@ -255,7 +246,7 @@ impl Reloader<'_> {
         let mut problems = Vec::new();
         let mut waits = Vec::new();
         {
-            let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+            let mut handles = registry.workers_mut();
             for h in handles.iter_mut() {
                 let names: Vec<String> = h
                     .guests
@@ -303,7 +294,7 @@ impl Reloader<'_> {
         // Workers left without guests stop: their guests are awake by now (or the reload
         // says which are not), and their ports go.
         let stopping: Vec<BridgeHandle> = {
-            let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+            let mut handles = registry.workers_mut();
             let (keep, stop): (Vec<_>, Vec<_>) = handles
                 .drain(..)
                 .partition(|h| bridges_after.contains(&h.bridge) || !h.guests.is_empty());
@@ -338,8 +329,7 @@ impl Reloader<'_> {
                 backend: o.backend,
             });
         }
-        let state = crate::state_setup(&new);
-        let mut handles = server.handles.write().unwrap_or_else(|e| e.into_inner());
+        let mut handles = registry.workers_mut();
         for (bridge, setups) in by_bridge {
             let names: Vec<String> = setups.iter().map(|s| s.config.name.clone()).collect();
             if let Some(h) = handles.iter_mut().find(|h| h.bridge == bridge) {
@@ -370,26 +360,10 @@ impl Reloader<'_> {
                 }
                 continue;
             }
-            match BridgeWorker::start(
-                &bridge,
-                setups,
-                crate::seed(),
-                new.idle.interval,
-                Some(state.clone()),
-                server.bus.clone(),
-            ) {
-                Ok((worker, mut handle)) => {
-                    match std::thread::Builder::new()
-                        .name(format!("vmnap-{bridge}"))
-                        .spawn(move || worker.run())
-                    {
-                        Ok(t) => {
-                            handle.thread = Some(t);
-                            info!(%bridge, "standing by on a new bridge");
-                            handles.push(handle);
-                        }
-                        Err(e) => problems.push(format!("bridge {bridge}: {e}")),
-                    }
+            match start::start_worker(&bridge, setups, &new, bus) {
+                Ok(handle) => {
+                    info!(%bridge, "standing by on a new bridge");
+                    handles.push(handle);
                 }
                 Err(e) => problems.push(format!("bridge {bridge}: {}", chain(&e))),
             }
@@ -441,15 +415,16 @@ impl Reloader<'_> {
         drop(handles);
         new.guests.retain(|g| runs.contains(&g.name));
         placed.retain(|name, _| runs.contains(name));
-        *server.policies.write().unwrap_or_else(|e| e.into_inner()) = new
-            .guests
-            .iter()
-            .filter_map(|g| {
-                placed
-                    .get(&g.name)
-                    .map(|p| (g.name.clone(), crate::policy(g, &new, p.mac)))
-            })
-            .collect();
+        registry.set_policies(
+            new.guests
+                .iter()
+                .filter_map(|g| {
+                    placed
+                        .get(&g.name)
+                        .map(|p| (g.name.clone(), start::policy(g, &new, p.mac)))
+                })
+                .collect(),
+        );
         // Keep what only a restart applies.
         new.api = running.config.api.clone();
         new.state.dir = running.config.state.dir.clone();
@@ -491,7 +466,7 @@ impl Reloader<'_> {
 fn check_fit(
     new: &Config,
     placed: &BTreeMap<String, Placed>,
-    opened: &BTreeMap<String, crate::Opened>,
+    opened: &BTreeMap<String, Opened>,
 ) -> Result<(), ReloadError> {
     let mut netlink = vmnap_host::Netlink::open()
         .map_err(|e| ReloadError::Unusable(format!("cannot open netlink: {}", chain(&e))))?;

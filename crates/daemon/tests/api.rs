@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vmnap_api::State;
+use vmnap_api::{self as api, GuestDetail, GuestStatus, ROUTES};
+use vmnap_api::{Event, Record};
 use vmnap_config::{Config, GuestConfig};
-use vmnap_daemon::api::{self, GuestDetail, GuestStatus, ROUTES};
-use vmnap_daemon::events::{Event, Record};
 use vmnap_daemon::{Opened, StartError};
 use vmnap_hypervisor::FakeBackend;
 use vmnap_lab::{GuestSpec, Lab, LabOptions};
@@ -205,7 +206,7 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     let guests: Vec<GuestStatus> = serde_json::from_str(&list.body).expect("a list");
     let names: Vec<&str> = guests.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["web1", "web2"]);
-    assert!(guests.iter().all(|g| g.state == "awake"));
+    assert!(guests.iter().all(|g| g.state == State::Awake));
 
     let detail = req(&r, "GET", "/v1/guests/web1", None);
     assert_eq!(detail.status, 200, "{detail:?}");
@@ -225,13 +226,13 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     assert_eq!(sleep.json()["message"], "web1 is asleep");
     assert_eq!(
         api::guest(&r.socket, "web1").expect("web1").status.state,
-        "sleeping"
+        State::Sleeping
     );
     let wake = req(&r, "POST", "/v1/guests/web1/wake", Some("{\"wait\": true}"));
     assert_eq!(wake.status, 200, "{wake:?}");
     assert_eq!(wake.json()["message"], "web1 is awake");
     let d = api::guest(&r.socket, "web1").expect("web1");
-    assert_eq!((d.status.state.as_str(), d.status.wakes), ("awake", 1));
+    assert_eq!((d.status.state, d.status.wakes), (State::Awake, 1));
     assert_eq!(d.status.last_wake_cause.as_deref(), Some("requested"));
 
     // Without waiting: 202 at once, asleep soon after.
@@ -243,7 +244,7 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     );
     assert_eq!(sleep.status, 202, "{sleep:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while api::guest(&r.socket, "web2").expect("web2").status.state != "sleeping" {
+    while api::guest(&r.socket, "web2").expect("web2").status.state != State::Sleeping {
         assert!(Instant::now() < deadline, "web2 did not fall asleep");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -371,7 +372,7 @@ fn tcp_listener_refuses_requests_without_the_token() {
     .refused(401);
     assert_eq!(
         api::guest(&r.socket, "web1").expect("web1").status.state,
-        "awake",
+        State::Awake,
         "an unauthorized request acted"
     );
     let right = tcp(
@@ -477,7 +478,7 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
     req(&r, "GET", "/v1/guests?colour=red", None).refused(400);
     req(&r, "GET", "/v1/events?follow=maybe", None).refused(400);
     // A body over 64 KiB, announced and sent.
-    let huge = "x".repeat(vmnap_daemon::http::MAX_BODY + 1);
+    let huge = "x".repeat(vmnap_api::http::MAX_BODY + 1);
     let big = req(&r, "POST", "/v1/guests/web1/sleep", Some(&huge));
     assert!(big.refused(413).contains("65536"));
     // Garbage bytes, binary junk, a line that is not HTTP, an unfinished head.
@@ -523,7 +524,7 @@ fn malformed_requests_get_4xx_with_a_message_and_the_daemon_keeps_serving() {
 
 /// The OpenAPI document, read.
 fn openapi() -> serde_json::Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../api/openapi.json");
     let text = std::fs::read_to_string(&path).expect("openapi.json");
     serde_json::from_str(&text).expect("openapi.json is JSON")
 }

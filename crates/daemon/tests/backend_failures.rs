@@ -4,7 +4,7 @@
 mod common;
 
 use common::{curl, settled_status, start, status};
-use vmnap_daemon::api::{self, Request, Response};
+use vmnap_api::{self as api, Request, Response};
 use vmnap_hypervisor::FakeBackend;
 
 #[test]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::{curl, settled_status, start, Running};
-use vmnap_daemon::api::{self, Request, Response};
+use vmnap_api::{self as api, Request, Response};
 use vmnap_host::PacketSocket;
 use vmnap_hypervisor::FakeBackend;
 use vmnap_wire::vnet::VirtioNetHdr;

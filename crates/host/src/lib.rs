@@ -18,5 +18,5 @@ pub mod packet;
 pub mod process;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupVersion};
-pub use netlink::{FdbEntry, KernelError, LinkStats, Mac, Netlink, NetlinkError, PortState};
+pub use netlink::{FdbEntry, KernelError, LinkStats, Netlink, NetlinkError, PortState};
 pub use packet::{OpenError, PacketSocket, RecvError, RecvMeta, SendError};

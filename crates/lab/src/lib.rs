@@ -24,6 +24,7 @@
 //! [`libvirt`], [`Lab::start_libvirtd`] and [`Lab::define_domain`].
 
 pub mod cgroup;
+pub mod chaos;
 pub mod libvirt;
 pub mod qemu;
 pub mod tools;
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use tools::{check_tools, debian_package, find_tool, MissingTool};
 use tools::{is_executable, tool};
+use vmnap_wire::Mac;
 
 /// MAC address of the lab bridge `br0`.
 pub const BRIDGE_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0xff, 0xff, 0xfe];
@@ -255,14 +257,6 @@ fn addressed_if(vlan: u16) -> String {
     }
 }
 
-/// Formats a MAC as `02:00:00:ff:ff:fe`.
-pub fn mac_string(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// A process the lab started and has not reaped yet.
 #[derive(Debug)]
 struct Proc {
@@ -404,7 +398,7 @@ fn check_addrs(ipv4: Ipv4Addr, ipv6: Ipv6Addr) -> Result<(), LabError> {
 fn check_mac(mac: &[u8; 6]) -> Result<(), LabError> {
     if mac[0] & 0x01 != 0 || mac[0] & 0x02 == 0 {
         return Err(invalid(
-            format!("MAC {}", mac_string(mac)),
+            format!("MAC {}", Mac(*mac)),
             "must be a locally administered unicast address (02:...)",
         ));
     }
@@ -581,7 +575,7 @@ impl Lab {
             "set",
             BRIDGE,
             "address",
-            &mac_string(&BRIDGE_MAC),
+            &Mac(BRIDGE_MAC).to_string(),
         ])?;
         lab.ip(&["-n", h, "link", "set", BRIDGE, "up"])?;
         Ok(lab)
@@ -713,7 +707,7 @@ impl Lab {
             "add",
             host_if,
             "address",
-            &mac_string(&host_mac),
+            &Mac(host_mac).to_string(),
             "type",
             "veth",
             "peer",
@@ -730,7 +724,7 @@ impl Lab {
             "set",
             "eth0",
             "address",
-            &mac_string(&eth0_mac),
+            &Mac(eth0_mac).to_string(),
         ])?;
         let ifname = addressed_if(vlan);
         if vlan != 0 {
@@ -747,7 +741,7 @@ impl Lab {
                 "name",
                 &ifname,
                 "address",
-                &mac_string(&mac),
+                &Mac(mac).to_string(),
                 "type",
                 "vlan",
                 "id",
@@ -765,7 +759,7 @@ impl Lab {
                         "add",
                         &ifname,
                         "address",
-                        &mac_string(&mac),
+                        &Mac(mac).to_string(),
                         "type",
                         "veth",
                         "peer",
@@ -1210,18 +1204,10 @@ impl Lab {
                     "has no link/ether address",
                 )
             })?;
-        parse_mac(mac).ok_or_else(|| invalid(format!("MAC {mac:?}"), "unparsable"))
+        mac.parse::<Mac>()
+            .map(|m| m.0)
+            .map_err(|_| invalid(format!("MAC {mac:?}"), "unparsable"))
     }
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut out {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 impl Drop for Lab {
@@ -1380,8 +1366,6 @@ mod tests {
         assert!(check_name("guest", "abcdefghijklm").is_err());
         assert!(check_name("guest", "a b").is_err());
         assert!(check_vlan(4095).is_err());
-        assert_eq!(mac_string(&BRIDGE_MAC), "02:00:00:ff:ff:fe");
-        assert_eq!(parse_mac("02:00:00:ff:ff:fe"), Some(BRIDGE_MAC));
-        assert_eq!(parse_mac("02:00:00:ff:ff"), None);
+        assert_eq!(Mac(BRIDGE_MAC).to_string(), "02:00:00:ff:ff:fe");
     }
 }

@@ -55,10 +55,11 @@ use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use vmnap_wire::Mac;
+
 use crate::qemu::{GuestImage, READY_LINE, UDP_LOG_PREFIX, VM_READY_TIMEOUT};
 use crate::{
-    check_addrs, check_name, find_tool, invalid, io_err, mac_string, Lab, LabError, MissingTool,
-    BRIDGE,
+    check_addrs, check_name, find_tool, invalid, io_err, Lab, LabError, MissingTool, BRIDGE,
 };
 
 /// The Debian packages a lab's libvirtd needs (`apt-get install --no-install-recommends
@@ -335,7 +336,7 @@ fn tail(text: &str, lines: usize) -> String {
 /// The tap of the interface with MAC `mac` in `virsh -q domiflist` output (`-` while the
 /// domain is not running: `None`).
 fn parse_domiflist(text: &str, mac: &[u8; 6]) -> Option<String> {
-    let want = mac_string(mac);
+    let want = Mac(*mac).to_string();
     text.lines().find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
         (cols.len() >= 5 && cols[4].eq_ignore_ascii_case(&want) && cols[0] != "-")
@@ -363,7 +364,7 @@ fn check_domain_mac(mac: &[u8; 6]) -> Result<(), LabError> {
         Ok(())
     } else {
         Err(invalid(
-            format!("MAC {}", mac_string(mac)),
+            format!("MAC {}", Mac(*mac)),
             "a lab domain's MAC must start with 02: or 52:54:00:",
         ))
     }
@@ -421,7 +422,7 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
         )),
         emulator = p(emulator),
         bridge = BRIDGE,
-        mac = mac_string(&spec.mac),
+        mac = Mac(spec.mac),
         console = p(console),
     );
     x

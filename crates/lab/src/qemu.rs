@@ -24,9 +24,10 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use vmnap_wire::Mac;
+
 use crate::{
-    check_addrs, check_name, invalid, io_err, lock, mac_string, tool, Lab, LabError, MissingTool,
-    Undo, BRIDGE,
+    check_addrs, check_name, invalid, io_err, lock, tool, Lab, LabError, MissingTool, Undo, BRIDGE,
 };
 
 /// The line the guest prints on its serial console once HTTP, TCP echo and the UDP logger
@@ -319,7 +320,7 @@ fn check_vm_mac(mac: &[u8; 6]) -> Result<(), LabError> {
         Ok(())
     } else {
         Err(invalid(
-            format!("MAC {}", mac_string(mac)),
+            format!("MAC {}", Mac(*mac)),
             "a lab VM's MAC must start with 02: or 52:54:00:",
         ))
     }
@@ -422,7 +423,7 @@ impl Lab {
         qemu_log: &Path,
     ) -> Result<(u32, Duration), (LabError, Option<u32>)> {
         let h = self.host_ns.as_str();
-        let tap_mac = mac_string(&[0x02, 0x00, 0x00, 0xfa, 0x00, idx]);
+        let tap_mac = Mac([0x02, 0x00, 0x00, 0xfa, 0x00, idx]).to_string();
         let plumb = [
             vec!["-n", h, "link", "set", tap, "address", &tap_mac],
             vec!["-n", h, "link", "set", tap, "master", BRIDGE],
@@ -446,7 +447,7 @@ impl Lab {
         qmp_arg.push(qmp);
         qmp_arg.push(",server=on,wait=off");
         let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off");
-        let device = format!("virtio-net-pci,netdev=n0,mac={}", mac_string(&spec.mac));
+        let device = format!("virtio-net-pci,netdev=n0,mac={}", Mac(spec.mac));
         let mem = spec.memory_mib.to_string();
         let mut argv: Vec<&OsStr> = vec![
             qemu.as_os_str(),

@@ -221,7 +221,7 @@ fn describe(d: &Domain, name: String, selector: &Selector) -> DiscoveredDomain {
         match d.interface_addresses(virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0) {
             Ok(ifaces) => {
                 for i in ifaces {
-                    let Some(mac) = crate::xml::parse_mac(&i.hwaddr.to_ascii_lowercase()) else {
+                    let Ok(vmnap_wire::Mac(mac)) = i.hwaddr.parse() else {
                         continue;
                     };
                     found.leases.extend(

@@ -1,6 +1,7 @@
 //! Reading a domain's network interfaces from its XML.
 
 use roxmltree::Document;
+use vmnap_wire::Mac;
 
 /// A network interface of a domain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,19 +29,6 @@ pub enum XmlError {
     },
 }
 
-pub(crate) fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut out {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
-
 /// The interfaces of the domain described by `xml`, in document order.
 pub fn parse_interfaces(xml: &str) -> Result<Vec<DomainInterface>, XmlError> {
     let doc = Document::parse(xml).map_err(XmlError::Syntax)?;
@@ -54,7 +42,8 @@ pub fn parse_interfaces(xml: &str) -> Result<Vec<DomainInterface>, XmlError> {
         let child = |tag: &str| iface.children().find(|n| n.has_tag_name(tag));
         let mac = child("mac")
             .and_then(|n| n.attribute("address"))
-            .and_then(parse_mac)
+            .and_then(|a| a.parse::<Mac>().ok())
+            .map(|m| m.0)
             .ok_or(XmlError::Mac { index })?;
         let bridge = child("source")
             .and_then(|n| n.attribute("bridge"))

@@ -32,71 +32,13 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vmnap_bench::{median, ms, quantile, Rng};
-use vmnap_daemon::api::Request;
+use vmnap_api::{Request, State};
+use vmnap_bench::{median, ms, quantile};
+use vmnap_lab::chaos::{chaos, curl_trickle, into_a_sleep, Rng};
 use vmnap_lab::{CgroupKind, GuestSpec, Lab, LabGuest, LabOptions};
+use vmnap_wire::Mac;
 
 const GUESTS: [&str; 3] = ["g1", "g2", "g3"];
-
-/// One curl of the trickle: its guest, start, end, and whether it got the guest's page.
-#[derive(Debug, Clone)]
-struct CurlRecord {
-    guest: &'static str,
-    started: Instant,
-    ended: Instant,
-    ok: bool,
-    said: String,
-}
-
-fn output_text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Curls from the client namespace to a random guest every 50 to 250 ms until stopped.
-fn curl_trickle(
-    ns: String,
-    ips: Vec<(&'static str, String)>,
-    seed: u64,
-    stop: Arc<AtomicBool>,
-    records: Arc<Mutex<Vec<CurlRecord>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut rng = Rng(seed);
-        while !stop.load(Ordering::Relaxed) {
-            let (guest, ip) = &ips[(rng.next() % ips.len() as u64) as usize];
-            let started = Instant::now();
-            let out = Command::new("ip")
-                .args(["netns", "exec", &ns, "curl", "-sS", "--max-time", "8"])
-                .arg(format!("http://{ip}/"))
-                .stdin(Stdio::null())
-                .output();
-            let ended = Instant::now();
-            let (ok, said) = match out {
-                Ok(out) => (
-                    out.status.success()
-                        && String::from_utf8_lossy(&out.stdout) == format!("hello from {guest}\n"),
-                    output_text(&out),
-                ),
-                Err(e) => (false, format!("cannot run curl: {e}")),
-            };
-            records
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .push(CurlRecord {
-                    guest,
-                    started,
-                    ended,
-                    ok,
-                    said,
-                });
-            std::thread::sleep(Duration::from_millis(rng.range(50, 250)));
-        }
-    })
-}
 
 /// Sends `vmnap sleep|wake GUEST` over the API, whatever comes of it.
 fn command(socket: &Path, verb: &str, guest: &str) -> String {
@@ -115,66 +57,14 @@ fn command(socket: &Path, verb: &str, guest: &str) -> String {
     }
 }
 
-/// Sleeps and wakes random guests every 10 to 250 ms until told to stop; returns what it
-/// did.
-fn chaos(
-    socket: PathBuf,
-    seed: u64,
-    stop: mpsc::Receiver<()>,
-) -> std::thread::JoinHandle<Vec<String>> {
-    std::thread::spawn(move || {
-        let mut rng = Rng(seed);
-        let t0 = Instant::now();
-        let mut done = Vec::new();
-        loop {
-            match stop.recv_timeout(Duration::from_millis(rng.range(10, 250))) {
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                _ => return done,
-            }
-            let verb = if rng.next() % 2 == 0 { "sleep" } else { "wake" };
-            let guest = rng.pick(&GUESTS);
-            let at = t0.elapsed().as_millis();
-            let end = command(&socket, verb, guest);
-            done.push(format!("+{at} ms: {verb} {guest} -> {end}"));
-        }
-    })
-}
-
 /// `(name, state)` of every guest, sorted.
-fn states(socket: &Path) -> anyhow::Result<Vec<(String, String)>> {
-    let mut v: Vec<(String, String)> = vmnap_bench::status(socket)?
+fn states(socket: &Path) -> anyhow::Result<Vec<(String, State)>> {
+    let mut v: Vec<(String, State)> = vmnap_bench::status(socket)?
         .into_iter()
         .map(|g| (g.name, g.state))
         .collect();
-    v.sort();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(v)
-}
-
-/// Spins until the journal at `path` shows `guest` falling asleep (up to 100 ms), then for
-/// `extra_us` more microseconds: a kill point inside the steps of a sleep. Says what it saw.
-fn into_a_sleep(path: &std::path::Path, guest: &str, extra_us: u64) -> String {
-    let start = Instant::now();
-    let seen = loop {
-        let falling = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .is_some_and(|j| j["guests"][guest]["step"] == "falling-asleep");
-        if falling {
-            break format!(
-                "journaled falling-asleep after {} us",
-                start.elapsed().as_micros()
-            );
-        }
-        if start.elapsed() > Duration::from_millis(100) {
-            break "no falling-asleep in the journal within 100 ms".to_owned();
-        }
-        std::hint::spin_loop();
-    };
-    let at = Instant::now();
-    while at.elapsed() < Duration::from_micros(extra_us) {
-        std::hint::spin_loop();
-    }
-    format!("{seen}, SIGKILL {extra_us} us later")
 }
 
 fn is_frozen(dir: &Path, kind: CgroupKind) -> bool {
@@ -215,11 +105,17 @@ fn ping_all(client: &str, guests: &[LabGuest], secs: u32) -> Vec<String> {
 }
 
 /// What is wrong with the bridge given the guests' states (empty: nothing).
-fn bridge_problems(lab: &Lab, guests: &[LabGuest], states: &[(String, String)]) -> Vec<String> {
+fn bridge_problems(lab: &Lab, guests: &[LabGuest], states: &[(String, State)]) -> Vec<String> {
     let host = lab.host_netns();
     let run = |argv: &[&str]| {
         lab.exec(host, argv)
-            .map(|o| output_text(&o))
+            .map(|o| {
+                format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                )
+            })
             .unwrap_or_else(|e| e.to_string())
     };
     let links = run(&["ip", "-o", "link", "show"]);
@@ -231,11 +127,8 @@ fn bridge_problems(lab: &Lab, guests: &[LabGuest], states: &[(String, String)]) 
         wrong.push(format!("{} vmnap links, not one veth pair", ours.len()));
     }
     for g in guests {
-        let state = states
-            .iter()
-            .find(|(n, _)| *n == g.name)
-            .map_or("absent", |(_, s)| s.as_str());
-        let mac = vmnap_lab::mac_string(&g.mac);
+        let state = states.iter().find(|(n, _)| *n == g.name).map(|(_, s)| *s);
+        let mac = Mac(g.mac).to_string();
         let sticky = fdb
             .lines()
             .filter(|l| l.starts_with(&mac) && l.contains("sticky"))
@@ -250,13 +143,13 @@ fn bridge_problems(lab: &Lab, guests: &[LabGuest], states: &[(String, String)]) 
             .unwrap_or("");
         let frozen = is_frozen(&g.cgroup, lab.cgroup_kind());
         let ok = match state {
-            "awake" => sticky == 0 && !frozen && port.contains("state forwarding"),
-            "sleeping" => sticky == 1 && frozen && port.contains("state disabled"),
+            Some(State::Awake) => sticky == 0 && !frozen && port.contains("state forwarding"),
+            Some(State::Sleeping) => sticky == 1 && frozen && port.contains("state disabled"),
             _ => false,
         };
         if !ok {
             wrong.push(format!(
-                "{} {state}: {sticky} sticky, frozen {frozen}, port {:?}",
+                "{} {state:?}: {sticky} sticky, frozen {frozen}, port {:?}",
                 g.name,
                 port.split("state ")
                     .nth(1)
@@ -350,7 +243,7 @@ fn run() -> anyhow::Result<()> {
             g.name,
             lab.bridge(),
             g.host_if,
-            vmnap_lab::mac_string(&g.mac),
+            Mac(g.mac),
             g.ipv4,
             g.ipv6,
             g.cgroup.display()
@@ -383,13 +276,18 @@ fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     for k in 0..kills {
         let (stop_tx, stop_rx) = mpsc::channel();
-        let cycle = chaos(socket.clone(), rng.next(), stop_rx);
+        let cycle = {
+            let socket = socket.clone();
+            chaos(&GUESTS, rng.next(), stop_rx, move |verb, guest| {
+                command(&socket, verb, guest)
+            })
+        };
         std::thread::sleep(Duration::from_millis(rng.range(100, 1200)));
         let awake: Vec<&str> = match states(&socket) {
             Ok(st) => GUESTS
                 .iter()
                 .copied()
-                .filter(|g| st.iter().any(|(n, s)| n == g && s == "awake"))
+                .filter(|g| st.iter().any(|(n, s)| n == g && *s == State::Awake))
                 .collect(),
             Err(_) => Vec::new(),
         };

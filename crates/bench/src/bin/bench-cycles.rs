@@ -25,8 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::State;
+use vmnap_api::{self as api, Request, Response};
 use vmnap_bench::{in_netns, ms, print_latencies, tcp_retransmitted, NamespaceLab, Rng};
-use vmnap_daemon::api::{self, Request, Response};
 
 const CLIENTS: usize = 4;
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -177,7 +178,7 @@ fn run() -> anyhow::Result<()> {
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 let st = vmnap_bench::status(&lab.socket)?;
-                if st.first().is_some_and(|g| g.state == "awake") {
+                if st.first().is_some_and(|g| g.state == State::Awake) {
                     break;
                 }
                 if Instant::now() > deadline {

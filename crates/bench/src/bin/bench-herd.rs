@@ -18,6 +18,7 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::State;
 use vmnap_bench::{in_netns, ms, print_latencies, tcp_retransmitted, NamespaceLab};
 
 const ALONE_ROUNDS: usize = 20;
@@ -116,7 +117,7 @@ fn run() -> anyhow::Result<()> {
     let fail = |e: anyhow::Error| {
         anyhow::anyhow!(
             "{e:#}\n--- daemon log (last lines) ---\n{}",
-            tail(&lab.log_text(), 40)
+            vmnap_lab::chaos::log_tail(&lab.log_text(), 40)
         )
     };
     // Warm up: the client's neighbour entries, each guest's server.
@@ -131,7 +132,7 @@ fn run() -> anyhow::Result<()> {
     for round in 0..rounds {
         lab.sleep_all(names.iter().map(String::as_str))
             .map_err(fail)?;
-        lab.wait_all("sleeping", Duration::from_secs(10))
+        lab.wait_all(State::Sleeping, Duration::from_secs(10))
             .map_err(fail)?;
         let (results, re) = herd(&lab.client, &addrs).map_err(fail)?;
         retransmitted += re;
@@ -148,7 +149,7 @@ fn run() -> anyhow::Result<()> {
             round_firsts.iter().copied().fold(0.0, f64::max)
         );
         firsts.extend(round_firsts);
-        lab.wait_all("awake", Duration::from_secs(10))
+        lab.wait_all(State::Awake, Duration::from_secs(10))
             .map_err(fail)?;
     }
 
@@ -161,7 +162,7 @@ fn run() -> anyhow::Result<()> {
         for r in results {
             alone.push(ms(r.map_err(fail)?));
         }
-        lab.wait_all("awake", Duration::from_secs(10))
+        lab.wait_all(State::Awake, Duration::from_secs(10))
             .map_err(fail)?;
     }
 
@@ -195,9 +196,4 @@ fn run() -> anyhow::Result<()> {
         println!("    {w}");
     }
     Ok(())
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -27,9 +27,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::Request;
+use vmnap_api::State;
 use vmnap_bench::{median, ms, proc_status_number, quantile};
-use vmnap_daemon::api::Request;
 use vmnap_lab::{Lab, LabOptions};
+use vmnap_wire::Mac;
 
 const USAGE: &str =
     "usage: bench-memory [--vmnap PATH] [--guests N (1000)] [--idle-secs SECONDS (30)]   (needs root)";
@@ -47,7 +49,7 @@ fn guest(i: usize) -> (String, String, String, String) {
     (
         format!("g{i:04}"),
         format!("vb{i:04}"),
-        format!("02:00:00:b1:{:02x}:{:02x}", i >> 8, i & 0xff),
+        Mac([0x02, 0, 0, 0xb1, (i >> 8) as u8, i as u8]).to_string(),
         format!("198.19.{}.{}", n >> 8, n & 0xff),
     )
 }
@@ -204,7 +206,7 @@ struct Idle {
 /// Every guest's wakes so far, summed; an error unless all `n` are asleep.
 fn wakes_all_asleep(socket: &Path, n: usize) -> anyhow::Result<u64> {
     let all = vmnap_bench::status(socket)?;
-    if let Some(g) = all.iter().find(|g| g.state != "sleeping") {
+    if let Some(g) = all.iter().find(|g| g.state != State::Sleeping) {
         bail!("{} is {}, not sleeping", g.name, g.state);
     }
     if all.len() != n {
@@ -328,7 +330,7 @@ fn run_case(
     }
     let sleeping = vmnap_bench::status(&socket)?
         .iter()
-        .filter(|g| g.state == "sleeping")
+        .filter(|g| g.state == State::Sleeping)
         .count();
     if sleeping != n {
         bail!("{sleeping} of {n} guests are asleep after `vmnap sleep` for each");

@@ -27,8 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::Request;
+use vmnap_api::State;
 use vmnap_bench::{in_netns, ms, print_latencies, NamespaceLab};
-use vmnap_daemon::api::Request;
 
 const WINDOW: Duration = Duration::from_secs(1);
 const STREAM_FROM: Duration = Duration::from_millis(150);
@@ -151,7 +152,7 @@ fn window(
     Ok((pings, arpings, status))
 }
 
-fn state_of(socket: &Path, guest: &str) -> anyhow::Result<vmnap_daemon::api::GuestStatus> {
+fn state_of(socket: &Path, guest: &str) -> anyhow::Result<vmnap_api::GuestStatus> {
     vmnap_bench::status(socket)?
         .into_iter()
         .find(|g| g.name == guest)
@@ -187,7 +188,7 @@ fn run() -> anyhow::Result<()> {
     let mut woken = 0;
     for round in 0..rounds {
         let before = state_of(&lab.socket, "busy")?.wakes;
-        if state_of(&lab.socket, "busy")?.state != "sleeping" {
+        if state_of(&lab.socket, "busy")?.state != State::Sleeping {
             vmnap_bench::call(
                 &lab.socket,
                 &Request::Sleep {
@@ -198,7 +199,7 @@ fn run() -> anyhow::Result<()> {
         }
         for q in ["q1", "q2"] {
             let st = state_of(&lab.socket, q)?;
-            if st.state != "sleeping" {
+            if st.state != State::Sleeping {
                 bail!("round {round}: {q} is {}, not sleeping", st.state);
             }
         }
@@ -209,7 +210,7 @@ fn run() -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             let st = state_of(&lab.socket, "busy")?;
-            if st.state == "awake" && st.wakes > before {
+            if st.state == State::Awake && st.wakes > before {
                 woken += 1;
                 break;
             }

@@ -35,12 +35,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::State;
+use vmnap_api::{GuestStatus, Request};
 use vmnap_bench::{median, meminfo_kb, min, ms, proc_status_number, quantile};
-use vmnap_daemon::api::{GuestStatus, Request};
 use vmnap_lab::libvirt::DomainSpec;
 use vmnap_lab::qemu::{GuestImage, VmSpec};
 use vmnap_lab::{Lab, LabOptions};
 use vmnap_libvirt::LibvirtDomain;
+use vmnap_wire::Mac;
 
 /// A first byte later than this means the client retransmitted its SYN (initial RTO 1 s).
 const RETRANSMIT_MS: f64 = 900.0;
@@ -181,7 +183,7 @@ impl Bench {
             self.problems.extend(
                 log.lines()
                     .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-                    .map(strip_ansi),
+                    .map(vmnap_lab::chaos::strip_ansi),
             );
         }
     }
@@ -259,7 +261,7 @@ impl Bench {
         )?;
         let took = ms(t.elapsed());
         let st = self.status(guest)?;
-        if st.state != "sleeping" {
+        if st.state != State::Sleeping {
             bail!("{guest} is {} after `vmnap sleep`", st.state);
         }
         Ok(took)
@@ -270,7 +272,7 @@ impl Bench {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let st = self.status(guest)?;
-            if st.state == "awake" && st.wakes > before {
+            if st.state == State::Awake && st.wakes > before {
                 return Ok(st);
             }
             if Instant::now() > deadline {
@@ -556,7 +558,7 @@ fn run() -> anyhow::Result<()> {
          ipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"qmp\"\nqmp = \"{}\"\nwake_on = [\"tcp/80\"]\n",
         b.lab.bridge(),
         vm.tap,
-        vmnap_lab::mac_string(&vm.mac),
+        Mac(vm.mac),
         vm.ipv4,
         vm.ipv6,
         vm.qmp.display()
@@ -909,7 +911,7 @@ fn idle_cpu(b: &Bench, daemon: u32, n: usize, window: u64) -> anyhow::Result<Idl
     std::thread::sleep(Duration::from_secs(5));
     let wakes = |b: &Bench| -> anyhow::Result<u64> {
         let all = vmnap_bench::status(&b.socket)?;
-        if let Some(g) = all.iter().find(|g| g.state != "sleeping") {
+        if let Some(g) = all.iter().find(|g| g.state != State::Sleeping) {
             bail!("{} is {}, not sleeping", g.name, g.state);
         }
         Ok(all.iter().map(|g| g.wakes).sum())
@@ -975,22 +977,4 @@ fn print_idle(r: &IdleCpu, n: usize, window: u64) {
         r.libvirtd_cpu_s,
         r.libvirtd_cpu_s * per_hour
     );
-}
-
-/// The text without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }

@@ -22,9 +22,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use vmnap_api::Request;
+use vmnap_api::State;
 use vmnap_bench::{median, min, ms, quantile};
-use vmnap_daemon::api::Request;
 use vmnap_lab::{CgroupKind, GuestSpec, Lab, LabOptions};
+use vmnap_wire::Mac;
 
 const ROUNDS: usize = 50;
 const GUEST: &str = "web1";
@@ -156,7 +158,7 @@ fn run() -> anyhow::Result<()> {
             socket.display(),
             lab.bridge(),
             guest.host_if,
-            vmnap_lab::mac_string(&guest.mac),
+            Mac(guest.mac),
             guest.ipv4,
             guest.ipv6,
             guest.cgroup.display()
@@ -231,7 +233,7 @@ fn run() -> anyhow::Result<()> {
             problems.len()
         );
         for l in problems.iter().take(3) {
-            println!("    {}", strip_ansi(l));
+            println!("    {}", vmnap_lab::chaos::strip_ansi(l));
         }
     }
     println!();
@@ -286,7 +288,7 @@ fn measure(
         .map_err(fail)?;
         sleep_calls.push(ms(t.elapsed()));
         let st = guest_status(socket)?;
-        if st.state != "sleeping" {
+        if st.state != State::Sleeping {
             bail!("round {round}: {GUEST} is {} after `vmnap sleep`", st.state);
         }
         let ttfb = curl_ttfb(lab, client, url).map_err(fail)?;
@@ -295,7 +297,7 @@ fn measure(
         let deadline = Instant::now() + Duration::from_secs(5);
         let st = loop {
             let st = guest_status(socket)?;
-            if st.state == "awake" && st.wakes > before {
+            if st.state == State::Awake && st.wakes > before {
                 break st;
             }
             if Instant::now() > deadline {
@@ -324,25 +326,7 @@ fn measure(
     Ok((sleeping, awake, wakes, sleep_calls, slow))
 }
 
-/// The text without terminal colour sequences (`ESC [ ... m`).
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn guest_status(socket: &Path) -> anyhow::Result<vmnap_daemon::api::GuestStatus> {
+fn guest_status(socket: &Path) -> anyhow::Result<vmnap_api::GuestStatus> {
     vmnap_bench::status(socket)?
         .into_iter()
         .find(|g| g.name == GUEST)

@@ -9,6 +9,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 use vmnap_lab::{GuestSpec, Lab, LabOptions};
+use vmnap_wire::Mac;
 
 pub const VMNAP: &str = env!("CARGO_BIN_EXE_vmnap");
 
@@ -146,7 +147,7 @@ impl Setup {
                  wake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
                 vm.name,
                 vm.tap,
-                vmnap_lab::mac_string(&vm.mac),
+                Mac(vm.mac),
                 vm.ipv4,
                 vm.ipv6,
                 vm.qmp.display(),
@@ -244,7 +245,7 @@ impl Setup {
                 g.name,
                 self.lab.bridge(),
                 g.host_if,
-                vmnap_lab::mac_string(&g.mac),
+                Mac(g.mac),
                 g.ipv4,
                 g.ipv6,
                 g.vlan,
@@ -367,7 +368,7 @@ impl Setup {
     }
 
     pub fn guest_mac(&self, guest: &str) -> String {
-        vmnap_lab::mac_string(&self.lab.guest(guest).expect("guest").mac)
+        Mac(self.lab.guest(guest).expect("guest").mac).to_string()
     }
 
     pub fn client_if(&self, vlan: u16) -> String {

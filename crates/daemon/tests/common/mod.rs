@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use vmnap_api::{self as api, Request, Response};
 use vmnap_config::{Config, GuestConfig};
-use vmnap_daemon::api::{self, Request, Response};
 use vmnap_daemon::{Opened, StartError};
 use vmnap_hypervisor::FakeBackend;
 use vmnap_lab::{GuestSpec, Lab, LabOptions};
