@@ -157,3 +157,64 @@ fn qmp_save_mode_ends_qemu_while_asleep_and_curl_brings_it_back_with_one_syn() {
         "{st}"
     );
 }
+
+#[test]
+fn a_qemu_guest_stopped_with_a_request_it_has_not_answered_is_woken_again_at_once() {
+    need(&["nc", "curl"]);
+    let mut s = Setup::with_vms(&["vm1"], "");
+    let ip = s.vm_ip("vm1");
+    // A request not over yet: the guest's server has taken in its first lines and waits for
+    // the blank line that ends it. Its kernel has acknowledged them; nothing more comes. nc
+    // reads them from a FIFO this test holds open (so it sends no FIN), and it is the
+    // process the lab ends, so that the connection ends with it.
+    let fifo = s.lab.dir().join("request.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let script = format!("exec nc {ip} 80 < {}", fifo.display());
+    let client = s
+        .lab
+        .spawn_in(
+            &s.client(0),
+            &["sh".as_ref(), "-c".as_ref(), script.as_ref()],
+        )
+        .expect("nc");
+    let mut request = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&fifo)
+        .expect("the FIFO");
+    std::io::Write::write_all(&mut request, b"GET / HTTP/1.1\r\nHost: vm1\r\n").expect("write");
+    // Under TCG the guest takes a moment to acknowledge.
+    std::thread::sleep(Duration::from_secs(2));
+    let sleep = vmnap_api::call(
+        &s.socket,
+        &vmnap_api::Request::Sleep {
+            guest: "vm1".into(),
+        },
+    )
+    .expect("the daemon answers");
+    let vmnap_api::Response::Error { message } = sleep else {
+        panic!("the sleep went ahead: {sleep:?}\n{}", s.daemon_log());
+    };
+    assert!(
+        message.contains("still had work") && message.contains("not answered"),
+        "{message}"
+    );
+    let st = s.status("vm1");
+    assert_eq!(
+        (st["state"].as_str(), st["last_wake_cause"].as_str()),
+        (Some("awake"), Some("in-flight")),
+        "{st}"
+    );
+    assert!(s.vm_status("vm1").contains("\"running\""));
+
+    // Once the client has gone, nothing is left unanswered, and the guest sleeps.
+    drop(request);
+    s.lab.kill(client);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.vmnap(&["sleep", "vm1"]).trim(), "vm1 is asleep");
+    let (body, _) = curl(&s, &format!("http://{ip}/"));
+    assert_eq!(body, "hello from vm1\n");
+}

@@ -22,6 +22,7 @@ mod guest;
 mod hash;
 mod health;
 pub mod idle;
+pub mod inflight;
 mod lifecycle;
 mod queue;
 mod record;

@@ -1255,6 +1255,95 @@ fn connections_to_keep_awake_ports_are_followed_from_syn_to_fin() {
 }
 
 #[test]
+fn requests_are_open_until_the_guest_answers_and_recent_ones_count() {
+    use crate::inflight::Unanswered;
+    let window = Duration::from_secs(10);
+    let at = Instant::from_millis;
+    let to_guest = |src_port, payload: &[u8], fin: bool| {
+        segment(
+            &to_guest_v4(0),
+            Segment {
+                src_port,
+                dst_port: 80,
+                seq: 1,
+                ack: Some(1),
+                fin,
+                payload,
+                ..Segment::default()
+            },
+        )
+    };
+    let from_guest = |dst_port, payload: &[u8]| {
+        segment(
+            &Route::V4 {
+                link: link(0, CLIENT_MAC),
+                src: GUEST_V4,
+                dst: CLIENT_V4,
+            },
+            Segment {
+                src_port: 80,
+                dst_port,
+                seq: 9,
+                ack: Some(2),
+                payload,
+                ..Segment::default()
+            },
+        )
+    };
+    let mut u = Unanswered::new();
+    u.observe(&to_guest(40000, b"", false), true, at(0));
+    assert_eq!(u.count(at(0), window), 0, "an ACK asks for nothing");
+    u.observe(&to_guest(40000, b"GET / HTTP/1.1\r\n", false), true, at(0));
+    u.observe(&to_guest(40001, b"GET / HTTP/1.1\r\n", false), true, at(5));
+    assert_eq!(u.count(at(10), window), 2);
+    u.observe(&from_guest(40000, b""), false, at(11));
+    assert_eq!(
+        u.count(at(11), window),
+        2,
+        "the guest's bare ACK answers nothing"
+    );
+    u.observe(&from_guest(40000, b"HTTP/1.1 200 OK\r\n"), false, at(12));
+    assert_eq!(u.count(at(12), window), 1, "the guest's data answers");
+    u.observe(&from_guest(40001, b"HTTP/1.1 200 OK\r\n"), false, at(13));
+    assert_eq!(u.count(at(13), window), 0);
+    u.observe(&to_guest(40002, b"GET", false), true, at(20));
+    u.observe(&to_guest(40002, b"", true), true, at(21));
+    assert_eq!(u.count(at(21), window), 0, "the client's FIN closes it");
+    u.observe(&to_guest(40003, b"GET", false), true, at(30));
+    assert_eq!(u.count(at(30) + window, window), 1);
+    assert_eq!(
+        u.count(at(31) + window, window),
+        0,
+        "older than the window: forgotten"
+    );
+    for garbage in [vec![], vec![1, 2, 3], udp_v4(80, b"GET"), ping_v4(0, 1)] {
+        u.observe(&garbage, true, at(40));
+    }
+    assert_eq!(u.count(at(40), window), 0, "only TCP data counts");
+}
+
+#[test]
+fn unanswered_requests_are_bounded() {
+    use crate::inflight::{Unanswered, MAX_REQUESTS};
+    let mut u = Unanswered::new();
+    for port in 0..(MAX_REQUESTS as u16 + 10) {
+        let frame = segment(
+            &to_guest_v4(0),
+            Segment {
+                src_port: 1024 + port,
+                dst_port: 80,
+                seq: 1,
+                ack: Some(1),
+                payload: b"x",
+                ..Segment::default()
+            },
+        );
+        u.observe(&frame, true, Instant::ZERO);
+    }
+    assert_eq!(u.count(Instant::ZERO, Duration::from_secs(1)), MAX_REQUESTS);
+}
+
+#[test]
 fn frames_are_described_in_one_line() {
     assert_eq!(
         crate::describe(&syn(80)),

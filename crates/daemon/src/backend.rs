@@ -44,6 +44,7 @@ pub(crate) struct BackendThread {
     done: Sender<(usize, Done)>,
     waker: Arc<Waker>,
     kind: &'static str,
+    looks_inside: bool,
 }
 
 /// What the worker and the thread share.
@@ -80,6 +81,7 @@ impl BackendThread {
     ) -> std::io::Result<Self> {
         Ok(Self {
             kind: backend.kind(),
+            looks_inside: backend.looks_inside(),
             shared: Arc::new(Shared {
                 backend: Mutex::new(backend),
                 runner: Mutex::new(Runner::default()),
@@ -94,6 +96,11 @@ impl BackendThread {
     /// The backend's kind, for status.
     pub(crate) fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// Whether it can tell what a stopped guest still has to do ([`Op::Inspect`]).
+    pub(crate) fn looks_inside(&self) -> bool {
+        self.looks_inside
     }
 
     /// Queues `op`, starting the thread if it is not running; false if it cannot start.

@@ -21,13 +21,14 @@ use tracing::{debug, error, info, info_span, warn};
 use vmnap_config::GuestConfig;
 use vmnap_core::conntrack::ConnTracker;
 use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
+use vmnap_core::inflight::Unanswered;
 use vmnap_core::sequence::{Action, Asked, Cut, Done as Outcome, Notice, Phase, WakeReport};
 use vmnap_core::{
     GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink, Surrogate, Verdict,
     VirtioNetHdr, WakeCause,
 };
 use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvError};
-use vmnap_hypervisor::Backend;
+use vmnap_hypervisor::{Backend, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
 
 use crate::backend::{BackendThread, Done, Op};
@@ -39,9 +40,11 @@ use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Guest `i`'s watch sockets are `Token(FIRST_WATCH + 2 * i)` (answerable frames) and
-/// `Token(FIRST_WATCH + 2 * i + 1)` (connections on keep-awake ports).
+/// Guest `i`'s watch sockets are `Token(FIRST_WATCH + WATCHES * i + k)`: `k` = 0 for the
+/// answerable frames, 1 for connections on keep-awake ports, 2 for requests and answers.
 const FIRST_WATCH: usize = 2;
+/// Watch sockets per guest, at most.
+const WATCHES: usize = 3;
 /// How often the counts of frames answered, queued and dropped become events, at most.
 const TALLY_EVERY: Duration = Duration::from_secs(1);
 /// Frames handled per readiness event before commands get a turn.
@@ -256,6 +259,11 @@ struct Guest {
     conn_watch: Option<PacketSocket>,
     conns: ConnTracker,
     keep_ports: Vec<vmnap_core::PortRule>,
+    /// For a guest whose backend cannot look inside it once stopped: a passive capture of
+    /// the segments that end a write or a connection, either way, and the requests they
+    /// show it has taken in and not answered.
+    request_watch: Option<PacketSocket>,
+    unanswered: Unanswered,
     /// A reload removes it once it is awake.
     retiring: bool,
     /// Its changes of state over the last day (and the one before, the state the day
@@ -691,6 +699,8 @@ impl BridgeWorker {
             conn_watch: None,
             conns: ConnTracker::default(),
             keep_ports: setup.config.keep_awake_while_connected.clone(),
+            request_watch: None,
+            unanswered: Unanswered::new(),
             retiring: false,
             timeline: VecDeque::new(),
             last_wakes: VecDeque::new(),
@@ -703,6 +713,7 @@ impl BridgeWorker {
         if guest.idle.is_some() {
             open_watch(&self.poll, &mut guest, i);
         }
+        open_request_watch(&self.poll, &mut guest, i);
         self.guests.put(i, guest);
         Ok(())
     }
@@ -834,10 +845,10 @@ impl BridgeWorker {
         }
         for event in events.iter() {
             if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
-                if k % 2 == 0 {
-                    self.drain_watch(k / 2);
-                } else {
-                    self.drain_conns(k / 2);
+                match k % WATCHES {
+                    0 => self.drain_watch(k / WATCHES),
+                    1 => self.drain_conns(k / WATCHES),
+                    _ => self.drain_requests(k / WATCHES),
                 }
             }
         }
@@ -1004,6 +1015,33 @@ impl BridgeWorker {
         }
     }
 
+    /// Follows the requests guest `i` has taken in and not answered.
+    fn drain_requests(&mut self, i: usize) {
+        let now = self.now();
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
+        let Some(watch) = g.request_watch.as_ref() else {
+            return;
+        };
+        loop {
+            match watch.recv(&mut self.buf) {
+                Ok(Some(meta)) => g
+                    .unanswered
+                    .observe(&self.buf[..meta.len], meta.outgoing, now),
+                Ok(None) => return,
+                Err(RecvError::LinkDown { .. }) => continue,
+                Err(e) => {
+                    debug!(guest = %g.name, error = %chain(&e), "the request watch on the guest's port ended");
+                    if let Some(w) = g.request_watch.take() {
+                        close_watch(&self.poll, &self.closer, w);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
     fn run_timers(&mut self) {
         if !self.tally.is_empty() && StdInstant::now() >= self.next_tally {
             self.publish_tally();
@@ -1042,6 +1080,11 @@ impl BridgeWorker {
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
                 Done::Inspected(r) => {
+                    if r.is_none() {
+                        // What came before the stop may still wait in the socket.
+                        self.drain_requests(i);
+                    }
+                    let now = self.now();
                     let g = &mut self.guests[i];
                     let busy = match r {
                         Some(Ok(work)) if !work.is_idle() => {
@@ -1052,6 +1095,14 @@ impl BridgeWorker {
                         Some(Err(e)) => {
                             warn!(guest = %g.name, error = %chain(&e), "cannot tell whether the stopped guest still has work; taking it as asleep");
                             None
+                        }
+                        None if g.request_watch.is_some() => {
+                            let n = g.unanswered.count(now, ANSWER_WINDOW);
+                            if n > 0 {
+                                g.failure =
+                                    Some(format!("{n} request(s) taken in and not answered"));
+                            }
+                            Some(n > 0)
                         }
                         None => None,
                     };
@@ -1211,6 +1262,9 @@ impl BridgeWorker {
             return;
         };
         close_watches(&self.poll, &self.closer, &mut g);
+        if let Some(w) = g.request_watch.take() {
+            close_watch(&self.poll, &self.closer, w);
+        }
         self.surrogate.remove_guest(g.id);
         g.answer_sleep(&Err(Refusal::Removed));
         g.answer_wake(&Err(Refusal::Removed));
@@ -1624,9 +1678,13 @@ impl BridgeWorker {
                     // A new port joins the bridge forwarding: nothing to restore.
                     new_port = true;
                     close_watches(&self.poll, &self.closer, g);
+                    if let Some(w) = g.request_watch.take() {
+                        close_watch(&self.poll, &self.closer, w);
+                    }
                     if g.idle.is_some() {
                         open_watch(&self.poll, g, i);
                     }
+                    open_request_watch(&self.poll, g, i);
                 }
                 Err(e) => {
                     error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
@@ -2001,7 +2059,7 @@ fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
             })
     };
     let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
-    match open(filter, FIRST_WATCH + 2 * i) {
+    match open(filter, FIRST_WATCH + WATCHES * i) {
         Ok(w) => g.watch = Some(w),
         Err(e) => {
             warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
@@ -2013,11 +2071,40 @@ fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
     let ports: Vec<u16> = g.keep_ports.iter().map(|r| r.port).collect();
     match open(
         vmnap_host::bpf::tcp_control_on_ports(&ports),
-        FIRST_WATCH + 2 * i + 1,
+        FIRST_WATCH + WATCHES * i + 1,
     ) {
         Ok(w) => g.conn_watch = Some(w),
         Err(e) => {
             warn!(guest = %g.name, error = %e, "cannot follow the guest's connections; keep_awake_while_connected has no effect")
+        }
+    }
+}
+
+/// Opens the request watch on guest `i`'s port (see [`Guest::request_watch`]) if its
+/// backend cannot look inside it once stopped; without it such a guest's sleep cannot tell
+/// whether it strands a request.
+fn open_request_watch(poll: &Poll, g: &mut Guest, i: usize) {
+    if g.backend.looks_inside() {
+        return;
+    }
+    let opened = PacketSocket::open_capture(&g.interface)
+        .map_err(|e| chain(&e))
+        .and_then(|w| {
+            w.attach_filter(&vmnap_host::bpf::tcp_push_or_close())
+                .map_err(|e| e.to_string())?;
+            poll.registry()
+                .register(
+                    &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
+                    Token(FIRST_WATCH + WATCHES * i + 2),
+                    Interest::READABLE,
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(w)
+        });
+    match opened {
+        Ok(w) => g.request_watch = Some(w),
+        Err(e) => {
+            warn!(guest = %g.name, error = %e, "cannot follow the guest's requests; its sleeps cannot tell whether they strand one")
         }
     }
 }

@@ -183,6 +183,45 @@ pub fn tcp_control_on_ports(ports: &[u16]) -> Vec<SockFilter> {
     p
 }
 
+/// TCP segments in either direction that carry the end of a write (PSH) or end a
+/// connection (FIN or RST), to any port; IPv4 fragments and IPv6 extension headers aside.
+/// With these the daemon follows which requests a guest has taken in and not answered
+/// (`vmnap_core::inflight`): a request's last segment and an answer's carry PSH.
+pub fn tcp_push_or_close() -> Vec<SockFilter> {
+    const FLAGS: u32 = 0x01 | 0x04 | 0x08; // FIN, RST, PSH
+                                           // 0 ldh [12]; 1 jeq IPv4 ? 2 : 8
+                                           // IPv4: 2 ldb [23]; 3 jeq TCP ? 4 : drop; 4 ldh [20]; 5 jset frag ? drop : 6;
+                                           //       6 ldxb 4*([14]&0xf); 7 ldb [x+27]; 8 jset FLAGS ? accept : drop
+                                           // IPv6: 9 ldh [12]; 10 jeq IPv6 ? 11 : drop; 11 ldb [20]; 12 jeq TCP ? 13 : drop;
+                                           //       13 ldb [67]; 14 jset FLAGS ? accept : drop
+                                           // 15 accept; 16 drop
+    let (v6, accept, drop) = (9, 15, 16);
+    let to = |from: usize, target: usize| -> u8 {
+        u8::try_from(target - from - 1).expect("BPF programs of vmnap are short")
+    };
+    let p = vec![
+        ins(LD_H_ABS, 0, 0, 12),
+        ins(JEQ_K, to(1, 2), to(1, v6), 0x0800),
+        ins(LD_B_ABS, 0, 0, 14 + 9),
+        ins(JEQ_K, 0, to(3, drop), 6),
+        ins(LD_H_ABS, 0, 0, 14 + 6),
+        ins(JSET_K, to(5, drop), 0, 0x1fff),
+        ins(LDX_B_MSH, 0, 0, 14),
+        ins(0x50, 0, 0, 14 + 13), // ldb [x+27]: TCP flags
+        ins(JSET_K, to(8, accept), to(8, drop), FLAGS),
+        ins(LD_H_ABS, 0, 0, 12),
+        ins(JEQ_K, 0, to(10, drop), 0x86dd),
+        ins(LD_B_ABS, 0, 0, 14 + 6),
+        ins(JEQ_K, 0, to(12, drop), 6),
+        ins(LD_B_ABS, 0, 0, 14 + 40 + 13),
+        ins(JSET_K, to(14, accept), to(14, drop), FLAGS),
+        ins(RET_K, 0, 0, 0x0004_0000),
+        ins(RET_K, 0, 0, 0),
+    ];
+    debug_assert_eq!(p.len(), drop + 1);
+    p
+}
+
 impl PacketSocket {
     /// Attaches a classic BPF filter (`SO_ATTACH_FILTER`): the socket then receives only the
     /// frames the program accepts.

@@ -152,6 +152,12 @@ pub trait Backend: Send + std::fmt::Debug {
     fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
         None
     }
+    /// Whether [`Backend::work_in_flight`] can look inside the stopped guest. Where it
+    /// cannot (a QEMU guest's kernel stops with it), the daemon follows the guest's traffic
+    /// for requests it has not answered instead (`vmnap_core::inflight`).
+    fn looks_inside(&self) -> bool {
+        false
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -188,6 +194,10 @@ impl CgroupBackend {
 impl Backend for CgroupBackend {
     fn kind(&self) -> &'static str {
         "cgroup"
+    }
+
+    fn looks_inside(&self) -> bool {
+        true
     }
 
     /// A frozen cgroup keeps all its memory.
