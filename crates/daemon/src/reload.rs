@@ -156,6 +156,57 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     out
 }
 
+/// What a reload does to each guest, by name.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Plan {
+    added: Vec<String>,
+    removed: Vec<String>,
+    /// Let go and added again under the new entry.
+    replaced: Vec<String>,
+    /// Given the new policy in place.
+    policy_changed: Vec<String>,
+    unchanged: usize,
+}
+
+impl Plan {
+    /// How `new` differs from `old`, guest by guest.
+    fn of(old: &Config, new: &Config) -> Plan {
+        let mut plan = Plan::default();
+        for g in &old.guests {
+            match new.guest(&g.name) {
+                None => plan.removed.push(g.name.clone()),
+                Some(n) => match compare(g, old, n, new) {
+                    Change::Same => plan.unchanged += 1,
+                    Change::Policy => plan.policy_changed.push(g.name.clone()),
+                    Change::Replaced => plan.replaced.push(g.name.clone()),
+                },
+            }
+        }
+        plan.added = new
+            .guests
+            .iter()
+            .filter(|g| old.guest(&g.name).is_none())
+            .map(|g| g.name.clone())
+            .collect();
+        plan
+    }
+
+    /// The guests that leave their worker: removed, or replaced.
+    fn leaving(&self) -> BTreeSet<&String> {
+        self.removed.iter().chain(&self.replaced).collect()
+    }
+}
+
+/// The new and replaced guests' backends, opened before anything changes, and where every
+/// guest of the new config is.
+struct Opening {
+    opened: BTreeMap<String, Opened>,
+    /// Replaced guests whose backend opens only once they are awake (a saved libvirt domain
+    /// has no tap while it sleeps).
+    deferred: Vec<String>,
+    placed: BTreeMap<String, Placed>,
+}
+
 impl Reloader<'_> {
     /// Reads the config file again and applies it; see the module's documentation.
     pub(crate) fn reload(
@@ -180,104 +231,15 @@ impl Reloader<'_> {
             .map_err(ReloadError::Unusable)?
             .into_iter()
             .collect();
-        let old = &running.config;
-        let restart = restart_needed(old, &new);
-        // What happens to each guest.
-        let mut removed = Vec::new();
-        let mut replaced = Vec::new();
-        let mut policy_changed = Vec::new();
-        let mut unchanged = 0;
-        for g in &old.guests {
-            match new.guest(&g.name) {
-                None => removed.push(g.name.clone()),
-                Some(n) => match compare(g, old, n, &new) {
-                    Change::Same => unchanged += 1,
-                    Change::Policy => policy_changed.push(g.name.clone()),
-                    Change::Replaced => replaced.push(g.name.clone()),
-                },
-            }
-        }
-        let added: Vec<String> = new
-            .guests
-            .iter()
-            .filter(|g| old.guest(&g.name).is_none())
-            .map(|g| g.name.clone())
-            .collect();
-        // Open what is new, and check it all fits together, before anything changes. A
-        // changed guest whose backend cannot be opened while it sleeps (a saved libvirt
-        // domain has no tap) is opened once it is awake, where it was.
-        let mut opened = BTreeMap::new();
-        let mut deferred = Vec::new();
-        for name in added.iter().chain(&replaced) {
-            let g = new.guest(name).expect("a guest of the new config");
-            match (self.backends)(g, &new) {
-                Ok(o) => {
-                    opened.insert(name.clone(), o);
-                }
-                Err(StartError::NotRunning { .. }) if replaced.contains(name) => {
-                    deferred.push(name.clone());
-                }
-                Err(e) => {
-                    return Err(ReloadError::Unusable(format!(
-                        "guest {name}: {}",
-                        chain(&e)
-                    )))
-                }
-            }
-        }
-        let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
-        for g in &new.guests {
-            let p = match opened.get(&g.name) {
-                Some(o) => Placed {
-                    bridge: o.bridge.clone(),
-                    mac: o.mac,
-                },
-                None => running.placed.get(&g.name).cloned().ok_or_else(|| {
-                    ReloadError::Unusable(format!("guest {} is not running", g.name))
-                })?,
-            };
-            placed.insert(g.name.clone(), p);
-        }
-        check_fit(&new, &placed, &opened)?;
+        let restart = restart_needed(&running.config, &new);
+        let plan = Plan::of(&running.config, &new);
+        // Check that it all works before anything changes.
+        let mut opening = self.open(&plan, &new, &running.placed)?;
+        check_fit(&new, &opening.placed, &opening.opened)?;
         // Apply: first let go of the guests that leave or change (their MACs and addresses
         // may come back under the new entries), then add, then update the rest.
-        let leaving: BTreeSet<&String> = removed.iter().chain(&replaced).collect();
-        let bridges_after: BTreeSet<String> = placed.values().map(|p| p.bridge.clone()).collect();
-        let mut problems = Vec::new();
-        let mut waits = Vec::new();
-        {
-            let mut handles = registry.workers_mut();
-            for h in handles.iter_mut() {
-                let names: Vec<String> = h
-                    .guests
-                    .iter()
-                    .filter(|n| leaving.contains(n))
-                    .cloned()
-                    .collect();
-                if names.is_empty() {
-                    continue;
-                }
-                h.guests.retain(|n| !leaving.contains(n));
-                let (tx, rx) = mpsc::channel();
-                if h.send(Command::Retire {
-                    guests: names.clone(),
-                    reply: tx,
-                }) {
-                    waits.push((names, rx));
-                }
-            }
-        }
-        // Waiting without holding the workers' list: the API goes on answering meanwhile.
-        for (names, rx) in waits {
-            if rx.recv_timeout(RETIRE_WAIT).is_err() {
-                problems.push(format!(
-                    "{} did not wake within {} s to leave; they go once they do",
-                    names.join(", "),
-                    RETIRE_WAIT.as_secs()
-                ));
-            }
-        }
-        for name in deferred {
+        let mut problems = retire(registry, &plan.leaving());
+        for name in std::mem::take(&mut opening.deferred) {
             let g = new.guest(&name).expect("a guest of the new config");
             match (self.backends)(g, &new) {
                 Ok(o) => {
@@ -285,134 +247,25 @@ impl Reloader<'_> {
                         bridge: o.bridge.clone(),
                         mac: o.mac,
                     };
-                    placed.insert(name.clone(), p);
-                    opened.insert(name, o);
+                    opening.placed.insert(name.clone(), p);
+                    opening.opened.insert(name, o);
                 }
                 Err(e) => problems.push(format!("guest {name}: {}", chain(&e))),
             }
         }
-        // Workers left without guests stop: their guests are awake by now (or the reload
-        // says which are not), and their ports go.
-        let stopping: Vec<BridgeHandle> = {
-            let mut handles = registry.workers_mut();
-            let (keep, stop): (Vec<_>, Vec<_>) = handles
-                .drain(..)
-                .partition(|h| bridges_after.contains(&h.bridge) || !h.guests.is_empty());
-            *handles = keep;
-            stop
-        };
-        for mut h in stopping {
-            info!(bridge = %h.bridge, "no guest left on the bridge; removing the surrogate's port");
-            let (tx, rx) = mpsc::channel();
-            if h.send(Command::Shutdown {
-                wake: true,
-                reply: tx,
-            }) {
-                let _ = rx.recv_timeout(RETIRE_WAIT);
-            }
-            if let Some(t) = h.thread.take() {
-                let _ = t.join();
-            }
-        }
-        // Add the new and changed guests, bridge by bridge.
-        let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
-        for (order, g) in new.guests.iter().enumerate() {
-            let Some(o) = opened.remove(&g.name) else {
-                continue;
-            };
-            by_bridge.entry(o.bridge).or_default().push(GuestSetup {
-                order,
-                config: g.clone(),
-                interface: o.interface,
-                mac: o.mac,
-                idle: idle_policy(g, &new),
-                backend: o.backend,
-            });
-        }
-        let mut handles = registry.workers_mut();
-        for (bridge, setups) in by_bridge {
-            let names: Vec<String> = setups.iter().map(|s| s.config.name.clone()).collect();
-            if let Some(h) = handles.iter_mut().find(|h| h.bridge == bridge) {
-                let (tx, rx) = mpsc::channel();
-                if !h.send(Command::Adopt {
-                    guests: setups,
-                    reply: tx,
-                }) {
-                    problems.push(format!("the worker of bridge {bridge} has stopped"));
-                    continue;
-                }
-                match rx.recv_timeout(WORKER_WAIT) {
-                    Ok(failed) => {
-                        h.guests.extend(
-                            names
-                                .into_iter()
-                                .filter(|n| failed.iter().all(|(f, _)| f != n)),
-                        );
-                        problems.extend(
-                            failed
-                                .into_iter()
-                                .map(|(name, why)| format!("guest {name}: {why}")),
-                        );
-                    }
-                    Err(_) => {
-                        problems.push(format!("the worker of bridge {bridge} did not answer"))
-                    }
-                }
-                continue;
-            }
-            match start::start_worker(&bridge, setups, &new, bus) {
-                Ok(handle) => {
-                    info!(%bridge, "standing by on a new bridge");
-                    handles.push(handle);
-                }
-                Err(e) => problems.push(format!("bridge {bridge}: {}", chain(&e))),
-            }
-        }
-        // Positions, idleness and the sampling interval, for every worker.
-        let orders: BTreeMap<String, usize> = new
-            .guests
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.name.clone(), i))
-            .collect();
-        for h in handles.iter() {
-            let idle = h
-                .guests
-                .iter()
-                .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, &new))))
-                .collect();
-            let policies = h
-                .guests
-                .iter()
-                .filter(|n| policy_changed.contains(n))
-                .filter_map(|n| new.guest(n).map(|g| (n.clone(), g.clone())))
-                .collect();
-            let (tx, rx) = mpsc::channel();
-            if !h.send(Command::Update {
-                orders: orders.clone(),
-                idle,
-                policies,
-                interval: new.idle.interval,
-                reply: tx,
-            }) {
-                problems.push(format!("the worker of bridge {} has stopped", h.bridge));
-                continue;
-            }
-            match rx.recv_timeout(WORKER_WAIT) {
-                Ok(failed) => problems.extend(
-                    failed
-                        .into_iter()
-                        .map(|(name, why)| format!("guest {name}: {why}")),
-                ),
-                Err(_) => {
-                    problems.push(format!("the worker of bridge {} did not answer", h.bridge))
-                }
-            }
-        }
+        let bridges_after: BTreeSet<String> =
+            opening.placed.values().map(|p| p.bridge.clone()).collect();
+        stop_empty_workers(registry, &bridges_after);
+        problems.extend(adopt(registry, opening.opened, &new, bus));
+        problems.extend(update(registry, &new, &plan.policy_changed));
         // What runs now is what the next reload compares with: a guest that could not be
         // added is left out of it, so that the next reload adds it.
-        let runs: BTreeSet<String> = handles.iter().flat_map(|h| h.guests.clone()).collect();
-        drop(handles);
+        let runs: BTreeSet<String> = registry
+            .workers()
+            .iter()
+            .flat_map(|h| h.guests.clone())
+            .collect();
+        let mut placed = opening.placed;
         new.guests.retain(|g| runs.contains(&g.name));
         placed.retain(|name, _| runs.contains(name));
         registry.set_policies(
@@ -431,7 +284,14 @@ impl Reloader<'_> {
         running.config = new;
         running.placed = placed;
         running.discovered = discovered.intersection(&runs).cloned().collect();
-        let changed: Vec<String> = replaced.iter().chain(&policy_changed).cloned().collect();
+        let Plan {
+            added,
+            removed,
+            replaced,
+            policy_changed,
+            unchanged,
+        } = plan;
+        let changed: Vec<String> = replaced.into_iter().chain(policy_changed).collect();
         let mut message = format!(
             "reloaded: {} added, {} removed, {} changed, {unchanged} unchanged",
             added.len(),
@@ -459,6 +319,225 @@ impl Reloader<'_> {
             restart_needed: restart,
         })
     }
+
+    /// Opens the backends of the new and replaced guests, and places every guest of `new`:
+    /// where its backend says, or where it runs now. A replaced guest whose backend cannot
+    /// be opened while it sleeps is opened once it is awake, where it was.
+    fn open(
+        &self,
+        plan: &Plan,
+        new: &Config,
+        running: &BTreeMap<String, Placed>,
+    ) -> Result<Opening, ReloadError> {
+        let mut opened = BTreeMap::new();
+        let mut deferred = Vec::new();
+        for name in plan.added.iter().chain(&plan.replaced) {
+            let g = new.guest(name).expect("a guest of the new config");
+            match (self.backends)(g, new) {
+                Ok(o) => {
+                    opened.insert(name.clone(), o);
+                }
+                Err(StartError::NotRunning { .. }) if plan.replaced.contains(name) => {
+                    deferred.push(name.clone());
+                }
+                Err(e) => {
+                    return Err(ReloadError::Unusable(format!(
+                        "guest {name}: {}",
+                        chain(&e)
+                    )))
+                }
+            }
+        }
+        let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
+        for g in &new.guests {
+            let p = match opened.get(&g.name) {
+                Some(o) => Placed {
+                    bridge: o.bridge.clone(),
+                    mac: o.mac,
+                },
+                None => running.get(&g.name).cloned().ok_or_else(|| {
+                    ReloadError::Unusable(format!("guest {} is not running", g.name))
+                })?,
+            };
+            placed.insert(g.name.clone(), p);
+        }
+        Ok(Opening {
+            opened,
+            deferred,
+            placed,
+        })
+    }
+}
+
+/// Tells each worker to let go of its guests among `leaving` (waking those asleep), and
+/// waits for them, without holding the workers' list: the API goes on answering meanwhile.
+/// Returns what did not happen in time.
+fn retire(registry: &Registry, leaving: &BTreeSet<&String>) -> Vec<String> {
+    let mut waits = Vec::new();
+    for h in registry.workers_mut().iter_mut() {
+        let names: Vec<String> = h
+            .guests
+            .iter()
+            .filter(|n| leaving.contains(n))
+            .cloned()
+            .collect();
+        if names.is_empty() {
+            continue;
+        }
+        h.guests.retain(|n| !leaving.contains(n));
+        let (tx, rx) = mpsc::channel();
+        if h.send(Command::Retire {
+            guests: names.clone(),
+            reply: tx,
+        }) {
+            waits.push((names, rx));
+        }
+    }
+    let mut problems = Vec::new();
+    for (names, rx) in waits {
+        if rx.recv_timeout(RETIRE_WAIT).is_err() {
+            problems.push(format!(
+                "{} did not wake within {} s to leave; they go once they do",
+                names.join(", "),
+                RETIRE_WAIT.as_secs()
+            ));
+        }
+    }
+    problems
+}
+
+/// Stops the workers left without guests on bridges the new config does not use: their
+/// guests are awake by now (or the reload says which are not), and their ports go.
+fn stop_empty_workers(registry: &Registry, bridges_after: &BTreeSet<String>) {
+    let stopping: Vec<BridgeHandle> = {
+        let mut handles = registry.workers_mut();
+        let (keep, stop): (Vec<_>, Vec<_>) = handles
+            .drain(..)
+            .partition(|h| bridges_after.contains(&h.bridge) || !h.guests.is_empty());
+        *handles = keep;
+        stop
+    };
+    for mut h in stopping {
+        info!(bridge = %h.bridge, "no guest left on the bridge; removing the surrogate's port");
+        let (tx, rx) = mpsc::channel();
+        if h.send(Command::Shutdown {
+            wake: true,
+            reply: tx,
+        }) {
+            let _ = rx.recv_timeout(RETIRE_WAIT);
+        }
+        if let Some(t) = h.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Adds the `opened` guests of `new`, bridge by bridge: to the bridge's worker, or to a new
+/// one. Returns what could not be added, and why.
+fn adopt(
+    registry: &Registry,
+    mut opened: BTreeMap<String, Opened>,
+    new: &Config,
+    bus: &EventBus,
+) -> Vec<String> {
+    let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
+    for (order, g) in new.guests.iter().enumerate() {
+        let Some(o) = opened.remove(&g.name) else {
+            continue;
+        };
+        by_bridge.entry(o.bridge).or_default().push(GuestSetup {
+            order,
+            config: g.clone(),
+            interface: o.interface,
+            mac: o.mac,
+            idle: idle_policy(g, new),
+            backend: o.backend,
+        });
+    }
+    let mut problems = Vec::new();
+    let mut handles = registry.workers_mut();
+    for (bridge, setups) in by_bridge {
+        let names: Vec<String> = setups.iter().map(|s| s.config.name.clone()).collect();
+        if let Some(h) = handles.iter_mut().find(|h| h.bridge == bridge) {
+            let (tx, rx) = mpsc::channel();
+            if !h.send(Command::Adopt {
+                guests: setups,
+                reply: tx,
+            }) {
+                problems.push(format!("the worker of bridge {bridge} has stopped"));
+                continue;
+            }
+            match rx.recv_timeout(WORKER_WAIT) {
+                Ok(failed) => {
+                    h.guests.extend(
+                        names
+                            .into_iter()
+                            .filter(|n| failed.iter().all(|(f, _)| f != n)),
+                    );
+                    problems.extend(
+                        failed
+                            .into_iter()
+                            .map(|(name, why)| format!("guest {name}: {why}")),
+                    );
+                }
+                Err(_) => problems.push(format!("the worker of bridge {bridge} did not answer")),
+            }
+            continue;
+        }
+        match start::start_worker(&bridge, setups, new, bus) {
+            Ok(handle) => {
+                info!(%bridge, "standing by on a new bridge");
+                handles.push(handle);
+            }
+            Err(e) => problems.push(format!("bridge {bridge}: {}", chain(&e))),
+        }
+    }
+    problems
+}
+
+/// Gives every worker the guests' new positions, idleness policies and sampling interval,
+/// and the new entries of those in `policy_changed`. Returns what could not be applied.
+fn update(registry: &Registry, new: &Config, policy_changed: &[String]) -> Vec<String> {
+    let orders: BTreeMap<String, usize> = new
+        .guests
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.name.clone(), i))
+        .collect();
+    let mut problems = Vec::new();
+    for h in registry.workers().iter() {
+        let idle = h
+            .guests
+            .iter()
+            .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, new))))
+            .collect();
+        let policies = h
+            .guests
+            .iter()
+            .filter(|n| policy_changed.contains(n))
+            .filter_map(|n| new.guest(n).map(|g| (n.clone(), g.clone())))
+            .collect();
+        let (tx, rx) = mpsc::channel();
+        if !h.send(Command::Update {
+            orders: orders.clone(),
+            idle,
+            policies,
+            interval: new.idle.interval,
+            reply: tx,
+        }) {
+            problems.push(format!("the worker of bridge {} has stopped", h.bridge));
+            continue;
+        }
+        match rx.recv_timeout(WORKER_WAIT) {
+            Ok(failed) => problems.extend(
+                failed
+                    .into_iter()
+                    .map(|(name, why)| format!("guest {name}: {why}")),
+            ),
+            Err(_) => problems.push(format!("the worker of bridge {} did not answer", h.bridge)),
+        }
+    }
+    problems
 }
 
 /// Checks that the new config can run as a whole: each bridge exists, each new guest's
@@ -491,4 +570,58 @@ fn check_fit(
             .map_err(|e| ReloadError::Unusable(e.to_string()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(guests: &str) -> Config {
+        let text = format!("[api]\nsocket = \"/run/vmnap-test.sock\"\n{guests}");
+        Config::parse(&text, std::path::Path::new("test.toml")).expect("a valid config")
+    }
+
+    fn guest(name: &str, n: u8, extra: &str) -> String {
+        format!(
+            "[[guest]]\nname = \"{name}\"\nbridge = \"br0\"\ninterface = \"vg-{name}\"\n\
+             mac = \"02:00:00:00:01:{n:02x}\"\nipv4 = [\"198.18.0.{n}\"]\n\
+             backend = \"cgroup\"\ncgroup = \"/sys/fs/cgroup/{name}\"\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn each_guest_is_kept_given_a_new_policy_replaced_removed_or_added() {
+        let old = config(
+            &[
+                guest("same", 1, ""),
+                guest("policy", 2, ""),
+                guest("moved", 3, ""),
+                guest("gone", 4, ""),
+            ]
+            .concat(),
+        );
+        let new = config(
+            &[
+                guest("same", 1, ""),
+                guest("policy", 2, "multicast = \"drop\""),
+                guest("moved", 3, "").replace("198.18.0.3", "198.18.0.33"),
+                guest("new", 5, ""),
+            ]
+            .concat(),
+        );
+        let plan = Plan::of(&old, &new);
+        assert_eq!(
+            plan,
+            Plan {
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                replaced: vec!["moved".into()],
+                policy_changed: vec!["policy".into()],
+                unchanged: 1,
+            }
+        );
+        let leaving: Vec<&String> = plan.leaving().into_iter().collect();
+        assert_eq!(leaving, ["gone", "moved"]);
+        assert_eq!(Plan::of(&new, &new).unchanged, 4);
+    }
 }
