@@ -1,15 +1,28 @@
-//! Each guest's backend on a thread of its own: a libvirt managed save takes seconds, and the
-//! bridge's worker must go on answering for every other guest meanwhile.
+//! The guests' backend calls, on a bounded pool of threads shared by every bridge's worker.
+//!
+//! A libvirt managed save takes seconds, and a worker must go on answering for every other
+//! guest meanwhile, so backend calls never run on a worker. Nor does each guest get a thread
+//! of its own: 10,000 guests put to sleep at once would be 10,000 threads. A [`Pool`] runs
+//! them on at most [`MAX_THREADS`] threads, started as work comes and ended after
+//! [`IDLE_EXIT`] without any, so a daemon whose guests all sleep runs none.
+//!
+//! Each guest's calls run one at a time and in the order they were asked for: a guest has a
+//! queue of its own and stands in the pool's line at most once. It goes back to the end of
+//! the line after each call, so one guest's calls cannot hold a thread while others wait.
+//! Wakes go first: a guest whose next call resumes it, or looks inside it to finish a sleep,
+//! stands in the urgent line, ahead of suspends and samples.
 
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mio::Waker;
 use tracing::warn;
 use vmnap_hypervisor::{Backend, InspectError, ResumeError, SuspendError, TcpWork};
 
-/// A request to a guest's backend thread.
+/// A request to a guest's backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Suspend,
@@ -20,7 +33,14 @@ pub(crate) enum Op {
     Inspect,
 }
 
-/// What a backend thread reports back, with the guest's index in its worker.
+impl Op {
+    /// A wake waits for it: resume, or the look inside that ends a sleep.
+    fn is_urgent(self) -> bool {
+        matches!(self, Op::Resume | Op::Inspect)
+    }
+}
+
+/// What a backend call reports back.
 #[derive(Debug)]
 pub(crate) enum Done {
     Suspended(Result<(), SuspendError>),
@@ -33,137 +53,223 @@ pub(crate) enum Done {
     Inspected(Option<Result<TcpWork, InspectError>>),
 }
 
-/// The worker's end of a guest's backend thread. The thread is started when an operation
-/// comes and ends after [`IDLE_EXIT`] without one, so a sleeping guest costs no thread (its
-/// stack and allocator arena are most of what a guest would otherwise cost while asleep).
-#[derive(Debug)]
-pub(crate) struct BackendThread {
-    shared: Arc<Shared>,
-    name: String,
-    index: usize,
-    done: Sender<(usize, Done)>,
-    waker: Arc<Waker>,
-    kind: &'static str,
-    looks_inside: bool,
-}
+/// A report to a worker: the guest's index there, the ticket of the [`GuestBackend`] that
+/// made the call (an index is reused once a guest leaves), and what the call did.
+pub(crate) type Report = (usize, u64, Done);
 
-/// What the worker and the thread share.
-#[derive(Debug)]
-struct Shared {
-    backend: Mutex<Box<dyn Backend>>,
-    runner: Mutex<Runner>,
-}
+/// Threads a pool runs at most.
+pub(crate) const MAX_THREADS: usize = 16;
 
-/// The thread while it runs: its queue and its handle.
-#[derive(Debug, Default)]
-struct Runner {
-    ops: Option<Sender<Op>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// How long a backend thread waits for another operation before it ends.
-const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// How long a pool thread waits for work before it ends.
+pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A thread that panicked mid-call left the backend as a failed call would.
+    // A call that panicked left the backend as a failed call would, and every other change
+    // under these locks is one push or pop.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl BackendThread {
-    /// The backend of guest `index` of a worker; results go to `done`, and `waker` wakes
-    /// the worker. No thread runs until the first operation.
-    pub(crate) fn spawn(
-        name: &str,
-        index: usize,
-        backend: Box<dyn Backend>,
-        done: Sender<(usize, Done)>,
-        waker: Arc<Waker>,
-    ) -> std::io::Result<Self> {
-        Ok(Self {
-            kind: backend.kind(),
-            looks_inside: backend.looks_inside(),
-            shared: Arc::new(Shared {
-                backend: Mutex::new(backend),
-                runner: Mutex::new(Runner::default()),
-            }),
-            name: name.to_owned(),
-            index,
-            done,
-            waker,
-        })
-    }
-
-    /// The backend's kind, for status.
-    pub(crate) fn kind(&self) -> &'static str {
-        self.kind
-    }
-
-    /// Whether it can tell what a stopped guest still has to do ([`Op::Inspect`]).
-    pub(crate) fn looks_inside(&self) -> bool {
-        self.looks_inside
-    }
-
-    /// Queues `op`, starting the thread if it is not running; false if it cannot start.
-    pub(crate) fn send(&self, op: Op) -> bool {
-        let mut runner = lock(&self.shared.runner);
-        if let Some(ops) = &runner.ops {
-            return ops.send(op).is_ok();
-        }
-        // It ended on its own (idle, and detached itself): start another.
-        let (tx, rx) = mpsc::channel::<Op>();
-        let shared = Arc::clone(&self.shared);
-        let (index, done, waker) = (self.index, self.done.clone(), Arc::clone(&self.waker));
-        let spawned = std::thread::Builder::new()
-            .name(format!("vmnap-be-{}", self.name))
-            .spawn(move || run(&shared, &rx, index, &done, &waker));
-        match spawned {
-            Ok(t) => {
-                let sent = tx.send(op).is_ok();
-                runner.ops = Some(tx);
-                runner.thread = Some(t);
-                sent
-            }
-            Err(e) => {
-                warn!(guest = %self.name, error = %e, "cannot start the backend's thread");
-                false
-            }
-        }
-    }
+/// The threads that run backend calls. Cheap to clone; every clone is the same pool.
+#[derive(Debug, Clone)]
+pub(crate) struct Pool {
+    inner: Arc<PoolInner>,
 }
 
-/// The thread: runs operations as they come, ends when idle or when the worker lets go.
-fn run(
-    shared: &Shared,
-    rx: &Receiver<Op>,
-    index: usize,
-    done: &Sender<(usize, Done)>,
-    waker: &Waker,
-) {
-    loop {
-        let op = match rx.recv_timeout(IDLE_EXIT) {
-            Ok(op) => op,
-            Err(RecvTimeoutError::Disconnected) => return,
-            Err(RecvTimeoutError::Timeout) => {
-                // Ending under the runner's lock: the worker either queued an operation
-                // before (taken here) or finds the thread gone and starts another.
-                let mut runner = lock(&shared.runner);
-                match rx.try_recv() {
-                    Ok(op) => op,
-                    Err(_) => {
-                        runner.ops = None;
-                        // Detach: a thread that ends unjoined keeps its stack mapped.
-                        drop(runner.thread.take());
-                        drop(runner);
-                        // What the calls allocated is free now, in the allocator's arena
-                        // for this thread: give it back.
+#[derive(Debug)]
+struct PoolInner {
+    line: Mutex<Line>,
+    /// Signalled when a guest joins the line.
+    work: Condvar,
+    max_threads: usize,
+    idle_exit: Duration,
+}
+
+/// The guests waiting for a thread, and the threads.
+#[derive(Debug, Default)]
+struct Line {
+    urgent: VecDeque<Arc<Slot>>,
+    normal: VecDeque<Arc<Slot>>,
+    threads: usize,
+    /// Threads waiting for work.
+    idle: usize,
+    /// The most threads that ran at once.
+    peak: usize,
+}
+
+impl Pool {
+    /// A pool of at most [`MAX_THREADS`] threads, none running yet.
+    pub(crate) fn new() -> Self {
+        Self::with_limits(MAX_THREADS, IDLE_EXIT)
+    }
+
+    /// A pool of at most `max_threads`, each ending after `idle_exit` without work.
+    pub(crate) fn with_limits(max_threads: usize, idle_exit: Duration) -> Self {
+        Pool {
+            inner: Arc::new(PoolInner {
+                line: Mutex::new(Line::default()),
+                work: Condvar::new(),
+                max_threads: max_threads.max(1),
+                idle_exit,
+            }),
+        }
+    }
+
+    /// Threads running now, and the most that ran at once.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn threads(&self) -> (usize, usize) {
+        let line = lock(&self.inner.line);
+        (line.threads, line.peak)
+    }
+
+    /// Guests waiting in line.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        let line = lock(&self.inner.line);
+        line.urgent.len() + line.normal.len()
+    }
+
+    /// Puts `slot` in line, starting a thread if none is free and the pool has room. False
+    /// if no thread runs and none can be started (the call would never run).
+    fn enqueue(&self, slot: Arc<Slot>, urgent: bool) -> bool {
+        let mut line = lock(&self.inner.line);
+        if urgent {
+            line.urgent.push_back(slot);
+        } else {
+            line.normal.push_back(slot);
+        }
+        if line.idle > 0 {
+            self.inner.work.notify_one();
+            return true;
+        }
+        if line.threads >= self.inner.max_threads {
+            return true;
+        }
+        let pool = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("vmnap-backend".into())
+            .spawn(move || pool.run());
+        match spawned {
+            Ok(_) => {
+                line.threads += 1;
+                line.peak = line.peak.max(line.threads);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, threads = line.threads, "cannot start a backend thread");
+                if line.threads == 0 {
+                    // Nobody would take it: leave the line as it was.
+                    if urgent {
+                        line.urgent.pop_back();
+                    } else {
+                        line.normal.pop_back();
+                    }
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    /// A pool thread: takes the next guest in line, runs one of its calls, puts it back in
+    /// line if it has more; ends after `idle_exit` without work.
+    fn run(self) {
+        loop {
+            let slot = {
+                let mut line = lock(&self.inner.line);
+                loop {
+                    if let Some(s) = line.urgent.pop_front().or_else(|| line.normal.pop_front()) {
+                        break s;
+                    }
+                    line.idle += 1;
+                    let (l, waited) = self
+                        .inner
+                        .work
+                        .wait_timeout(line, self.inner.idle_exit)
+                        .unwrap_or_else(|e| e.into_inner());
+                    line = l;
+                    line.idle -= 1;
+                    if waited.timed_out() && line.urgent.is_empty() && line.normal.is_empty() {
+                        line.threads -= 1;
+                        drop(line);
+                        // What the calls allocated is free now, in this thread's arena of
+                        // the allocator: give it back.
                         vmnap_host::memory::release_free_memory();
                         return;
                     }
                 }
+            };
+            let Some(op) = slot.next() else {
+                continue;
+            };
+            slot.run(op);
+            if let Some(urgent) = slot.again() {
+                self.requeue(slot, urgent);
             }
-        };
-        let result = {
-            let mut backend = lock(&shared.backend);
+        }
+    }
+
+    /// Puts a guest that has more calls back at the end of its line; a thread is free to
+    /// take it, this one at least.
+    fn requeue(&self, slot: Arc<Slot>, urgent: bool) {
+        let mut line = lock(&self.inner.line);
+        if urgent {
+            line.urgent.push_back(slot);
+        } else {
+            line.normal.push_back(slot);
+        }
+        if line.idle > 0 {
+            self.inner.work.notify_one();
+        }
+    }
+}
+
+/// One guest's backend and its queue of calls.
+#[derive(Debug)]
+struct Slot {
+    backend: Mutex<Box<dyn Backend>>,
+    calls: Mutex<Calls>,
+    index: usize,
+    ticket: u64,
+    report: Sender<Report>,
+    waker: Arc<Waker>,
+}
+
+#[derive(Debug, Default)]
+struct Calls {
+    queue: VecDeque<Op>,
+    /// In the pool's line, or running a call.
+    scheduled: bool,
+    /// Its guest has left: calls not started are dropped.
+    closed: bool,
+}
+
+impl Slot {
+    /// The next call to run, or `None` (and out of line) when there is none.
+    fn next(&self) -> Option<Op> {
+        let mut calls = lock(&self.calls);
+        let op = calls.queue.pop_front();
+        if op.is_none() {
+            calls.scheduled = false;
+        }
+        op
+    }
+
+    /// After a call: whether the guest has more, and in which line they go (`None`: none,
+    /// and it is out of line).
+    fn again(&self) -> Option<bool> {
+        let mut calls = lock(&self.calls);
+        match calls.queue.front() {
+            Some(op) => Some(op.is_urgent()),
+            None => {
+                calls.scheduled = false;
+                None
+            }
+        }
+    }
+
+    fn run(&self, op: Op) {
+        let done = {
+            let mut backend = lock(&self.backend);
             match op {
                 Op::Suspend => Done::Suspended(backend.suspend()),
                 Op::Resume => {
@@ -176,25 +282,264 @@ fn run(
                 Op::Inspect => Done::Inspected(backend.work_in_flight()),
             }
         };
-        if done.send((index, result)).is_err() {
+        if self.report.send((self.index, self.ticket, done)).is_err() {
+            // The worker has gone: nobody wants the rest.
+            lock(&self.calls).queue.clear();
             return;
         }
-        if let Err(e) = waker.wake() {
+        if let Err(e) = self.waker.wake() {
             warn!(error = %e, "cannot wake the bridge's worker");
         }
     }
 }
 
-impl Drop for BackendThread {
-    fn drop(&mut self) {
-        // Closing the queue ends the thread once its current call returns.
-        let thread = {
-            let mut runner = lock(&self.shared.runner);
-            runner.ops = None;
-            runner.thread.take()
-        };
-        if let Some(t) = thread {
-            let _ = t.join();
+/// Tickets of [`GuestBackend`]s: unique in the process.
+static TICKETS: AtomicU64 = AtomicU64::new(1);
+
+/// The worker's end of one guest's backend: its calls go to the pool, their reports to the
+/// worker's channel.
+#[derive(Debug)]
+pub(crate) struct GuestBackend {
+    slot: Arc<Slot>,
+    pool: Pool,
+    kind: &'static str,
+    looks_inside: bool,
+}
+
+impl GuestBackend {
+    /// The backend of guest `index` of a worker, run on `pool`; reports go to `report`, and
+    /// `waker` wakes the worker.
+    pub(crate) fn new(
+        pool: &Pool,
+        index: usize,
+        backend: Box<dyn Backend>,
+        report: Sender<Report>,
+        waker: Arc<Waker>,
+    ) -> Self {
+        GuestBackend {
+            kind: backend.kind(),
+            looks_inside: backend.looks_inside(),
+            slot: Arc::new(Slot {
+                backend: Mutex::new(backend),
+                calls: Mutex::new(Calls::default()),
+                index,
+                ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
+                report,
+                waker,
+            }),
+            pool: pool.clone(),
         }
+    }
+
+    /// The backend's kind, for status.
+    pub(crate) fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    /// Whether it can tell what a stopped guest still has to do ([`Op::Inspect`]).
+    pub(crate) fn looks_inside(&self) -> bool {
+        self.looks_inside
+    }
+
+    /// The ticket its reports carry.
+    pub(crate) fn ticket(&self) -> u64 {
+        self.slot.ticket
+    }
+
+    /// Queues `op` behind the guest's other calls; false if it can never run (no backend
+    /// thread can be started).
+    pub(crate) fn send(&self, op: Op) -> bool {
+        {
+            let mut calls = lock(&self.slot.calls);
+            if calls.closed {
+                return false;
+            }
+            calls.queue.push_back(op);
+            if calls.scheduled {
+                return true;
+            }
+            calls.scheduled = true;
+        }
+        if self.pool.enqueue(Arc::clone(&self.slot), op.is_urgent()) {
+            return true;
+        }
+        let mut calls = lock(&self.slot.calls);
+        calls.queue.clear();
+        calls.scheduled = false;
+        false
+    }
+}
+
+impl Drop for GuestBackend {
+    fn drop(&mut self) {
+        // Calls not started are dropped; a call under way ends, and its report is ignored
+        // (its ticket is gone). The backend goes with the last reference.
+        let mut calls = lock(&self.slot.calls);
+        calls.closed = true;
+        calls.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Instant;
+    use vmnap_hypervisor::FakeBackend;
+
+    /// A pool's reports and a waker that wakes nothing anyone waits on.
+    fn worker() -> (
+        mpsc::Sender<Report>,
+        mpsc::Receiver<Report>,
+        Arc<Waker>,
+        mio::Poll,
+    ) {
+        let poll = mio::Poll::new().expect("poll");
+        let waker = Arc::new(Waker::new(poll.registry(), mio::Token(0)).expect("waker"));
+        let (tx, rx) = mpsc::channel();
+        (tx, rx, waker, poll)
+    }
+
+    /// A backend whose suspend takes `delay`.
+    fn slow(delay: Duration) -> Box<dyn Backend> {
+        let b = FakeBackend::new("g");
+        b.state().delay = delay;
+        Box::new(b)
+    }
+
+    #[test]
+    fn a_thousand_guests_asleep_at_once_use_at_most_the_pools_threads() {
+        let pool = Pool::with_limits(4, Duration::from_secs(10));
+        let (tx, rx, waker, _poll) = worker();
+        let guests: Vec<GuestBackend> = (0..1000)
+            .map(|i| {
+                GuestBackend::new(
+                    &pool,
+                    i,
+                    slow(Duration::from_millis(1)),
+                    tx.clone(),
+                    Arc::clone(&waker),
+                )
+            })
+            .collect();
+        for g in &guests {
+            assert!(g.send(Op::Suspend));
+        }
+        let mut seen = vec![false; 1000];
+        for _ in 0..1000 {
+            let (i, ticket, done) = rx.recv_timeout(Duration::from_secs(20)).expect("a report");
+            assert_eq!(ticket, guests[i].ticket());
+            assert!(matches!(done, Done::Suspended(Ok(()))), "{done:?}");
+            assert!(!seen[i], "guest {i} reported twice");
+            seen[i] = true;
+        }
+        let (_, peak) = pool.threads();
+        assert!(peak <= 4, "{peak} threads ran at once");
+    }
+
+    #[test]
+    fn a_guests_calls_run_one_at_a_time_in_order() {
+        let pool = Pool::with_limits(8, Duration::from_secs(10));
+        let (tx, rx, waker, _poll) = worker();
+        let g = GuestBackend::new(&pool, 0, slow(Duration::from_millis(5)), tx, waker);
+        let ops = [
+            Op::Suspend,
+            Op::Inspect,
+            Op::Resume,
+            Op::Sample,
+            Op::Suspend,
+        ];
+        for op in ops {
+            assert!(g.send(op));
+        }
+        let got: Vec<&str> = (0..ops.len())
+            .map(
+                |_| match rx.recv_timeout(Duration::from_secs(5)).expect("a report").2 {
+                    Done::Suspended(_) => "suspend",
+                    Done::Inspected(_) => "inspect",
+                    Done::Resumed(..) => "resume",
+                    Done::Sampled(..) => "sample",
+                },
+            )
+            .collect();
+        assert_eq!(got, ["suspend", "inspect", "resume", "sample", "suspend"]);
+        assert_eq!(
+            pool.threads().1,
+            1,
+            "one guest's calls never run side by side"
+        );
+    }
+
+    #[test]
+    fn wakes_go_ahead_of_sleeps_waiting_in_line() {
+        let pool = Pool::with_limits(1, Duration::from_secs(10));
+        let (tx, rx, waker, _poll) = worker();
+        let guests: Vec<GuestBackend> = (0..6)
+            .map(|i| {
+                GuestBackend::new(
+                    &pool,
+                    i,
+                    slow(Duration::from_millis(20)),
+                    tx.clone(),
+                    Arc::clone(&waker),
+                )
+            })
+            .collect();
+        // Guest 0's suspend takes the one thread; 1..5 wait; then guest 5 is asked to wake.
+        assert!(guests[0].send(Op::Suspend));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.waiting() > 0 {
+            assert!(Instant::now() < deadline, "no thread took the first call");
+            std::thread::yield_now();
+        }
+        for g in &guests[1..5] {
+            assert!(g.send(Op::Suspend));
+        }
+        assert!(guests[5].send(Op::Resume));
+        let order: Vec<usize> = (0..6)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("a report").0)
+            .collect();
+        assert_eq!(order[0], 0, "the call under way finishes first");
+        assert_eq!(order[1], 5, "then the wake, ahead of the sleeps: {order:?}");
+    }
+
+    #[test]
+    fn idle_threads_end_and_new_work_starts_them_again() {
+        let pool = Pool::with_limits(2, Duration::from_millis(50));
+        let (tx, rx, waker, _poll) = worker();
+        let g = GuestBackend::new(&pool, 0, slow(Duration::ZERO), tx, waker);
+        assert!(g.send(Op::Sample));
+        rx.recv_timeout(Duration::from_secs(5)).expect("a report");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while pool.threads().0 > 0 {
+            assert!(Instant::now() < deadline, "the idle thread never ended");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(g.send(Op::Sample));
+        rx.recv_timeout(Duration::from_secs(5))
+            .expect("a report after the restart");
+    }
+
+    #[test]
+    fn a_guest_that_left_makes_no_more_calls() {
+        let pool = Pool::with_limits(1, Duration::from_secs(10));
+        let (tx, rx, waker, _poll) = worker();
+        let busy = GuestBackend::new(
+            &pool,
+            0,
+            slow(Duration::from_millis(50)),
+            tx.clone(),
+            Arc::clone(&waker),
+        );
+        let leaving = GuestBackend::new(&pool, 1, slow(Duration::ZERO), tx, waker);
+        assert!(busy.send(Op::Suspend));
+        assert!(leaving.send(Op::Suspend));
+        drop(leaving);
+        let (i, ..) = rx.recv_timeout(Duration::from_secs(5)).expect("a report");
+        assert_eq!(i, 0);
+        assert!(
+            rx.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the guest that left was called"
+        );
     }
 }

@@ -31,7 +31,7 @@ use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvErro
 use vmnap_hypervisor::{Backend, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
 
-use crate::backend::{BackendThread, Done, Op};
+use crate::backend::{Done, GuestBackend, Op, Pool, Report};
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
 use crate::journal::{self, Entry, Journal};
@@ -223,7 +223,7 @@ struct Guest {
     interface: String,
     ifindex: u32,
     mac: [u8; 6],
-    backend: BackendThread,
+    backend: GuestBackend,
     /// How long the last wake took, and what caused it.
     last_wake: Option<(Duration, WakeCause)>,
     asleep_since: Option<StdInstant>,
@@ -484,8 +484,9 @@ pub(crate) struct BridgeWorker {
     netlink: Netlink,
     surrogate: Surrogate,
     guests: Guests,
-    /// Where the guests' backend threads report, and what wakes the worker.
-    done_tx: Sender<(usize, Done)>,
+    /// Where the guests' backend calls run, where they report, and what wakes the worker.
+    pool: Pool,
+    done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
     retiring: Vec<Sender<()>>,
@@ -498,7 +499,7 @@ pub(crate) struct BridgeWorker {
     buf: Vec<u8>,
     poll: Poll,
     commands: Receiver<Command>,
-    done: Receiver<(usize, Done)>,
+    done: Receiver<Report>,
     /// Idleness sampling: the interval and the next sample.
     interval: Duration,
     next_sample: StdInstant,
@@ -535,6 +536,7 @@ impl BridgeWorker {
         interval: Duration,
         state: Option<StateSetup>,
         bus: EventBus,
+        pool: Pool,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
@@ -600,6 +602,7 @@ impl BridgeWorker {
             netlink,
             surrogate: Surrogate::new(seed),
             guests: Guests::default(),
+            pool,
             done_tx,
             waker: Arc::clone(&waker),
             retiring: Vec::new(),
@@ -646,7 +649,7 @@ impl BridgeWorker {
         Ok((worker, handle))
     }
 
-    /// Registers a guest, awake, and starts its backend thread and its watches.
+    /// Registers a guest, awake, with its backend on the pool, and opens its watches.
     fn adopt(&mut self, setup: GuestSetup) -> Result<(), StartError> {
         let name = setup.config.name.clone();
         let ifindex = self
@@ -661,19 +664,13 @@ impl BridgeWorker {
             .add_guest(spec_of(&setup.config, setup.mac))
             .map_err(StartError::Guest)?;
         let i = id.index();
-        let backend = match BackendThread::spawn(
-            &name,
+        let backend = GuestBackend::new(
+            &self.pool,
             i,
             setup.backend,
             self.done_tx.clone(),
             Arc::clone(&self.waker),
-        ) {
-            Ok(b) => b,
-            Err(e) => {
-                self.surrogate.remove_guest(id);
-                return Err(StartError::Poll(e));
-            }
-        };
+        );
         let mut guest = Guest {
             id,
             order: setup.order,
@@ -1065,10 +1062,10 @@ impl BridgeWorker {
 
     /// Hands the backends' results to the sequences (and the samples to idleness).
     fn run_done(&mut self) {
-        while let Ok((i, done)) = self.done.try_recv() {
-            if self.guests.get_mut(i).is_none() {
-                // Cannot happen: a guest leaves only with no call under way.
-                error!(slot = i, "a backend answered for a guest that is gone");
+        while let Ok((i, ticket, done)) = self.done.try_recv() {
+            if self.guests.get_mut(i).map(|g| g.backend.ticket()) != Some(ticket) {
+                // A call of a guest that has left (a sample, most likely) ended after it.
+                debug!(slot = i, "a backend answered for a guest that is gone");
                 continue;
             }
             match done {
@@ -1269,7 +1266,7 @@ impl BridgeWorker {
         g.answer_sleep(&Err(Refusal::Removed));
         g.answer_wake(&Err(Refusal::Removed));
         info!(guest = %g.name, "removed by a reload; vmnap no longer manages it");
-        // Dropping it ends its backend thread.
+        // Dropping it drops its backend calls not started; the backend goes after the last.
     }
 
     /// Gives guests the policies of their new entries (whose identity is unchanged) in
@@ -1631,7 +1628,7 @@ impl BridgeWorker {
         self.outcome(i, Outcome::Cut(cut));
     }
 
-    /// Hands a suspend, an inspection or a resume to guest `i`'s backend thread; its result
+    /// Hands a suspend, an inspection or a resume to guest `i`'s backend on the pool; its result
     /// comes back through [`Self::run_done`].
     fn backend_call(&mut self, i: usize, op: Op) {
         if self.guests[i].backend.send(op) {

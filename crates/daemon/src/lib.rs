@@ -186,7 +186,8 @@ pub fn run_with(
         None => None,
     };
     let bus = EventBus::new();
-    let (handles, policies, placed) = start::start_workers(&config, backends, &bus)?;
+    let pool = backend::Pool::new();
+    let (handles, policies, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
     vmnap_host::memory::release_free_memory();
@@ -235,6 +236,7 @@ pub fn run_with(
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         backends,
+        pool,
         running: Mutex::new(reload::Running {
             config: config.clone(),
             placed,

@@ -29,6 +29,7 @@ use vmnap_core::Surrogate;
 
 use vmnap_api::Reloaded;
 
+use crate::backend::Pool;
 use crate::bridge::{self, BridgeHandle, Command, GuestSetup};
 use crate::error::{chain, StartError};
 use crate::events::EventBus;
@@ -84,6 +85,8 @@ pub(crate) struct Reloader<'a> {
     /// The config file; `None`: reloads are refused.
     pub path: Option<PathBuf>,
     pub backends: &'a BackendFactory,
+    /// Where the backend calls of the guests it adds run.
+    pub pool: Pool,
     pub running: Mutex<Running>,
 }
 
@@ -256,7 +259,7 @@ impl Reloader<'_> {
         let bridges_after: BTreeSet<String> =
             opening.placed.values().map(|p| p.bridge.clone()).collect();
         stop_empty_workers(registry, &bridges_after);
-        problems.extend(adopt(registry, opening.opened, &new, bus));
+        problems.extend(adopt(registry, opening.opened, &new, bus, &self.pool));
         problems.extend(update(registry, &new, &plan.policy_changed));
         // What runs now is what the next reload compares with: a guest that could not be
         // added is left out of it, so that the next reload adds it.
@@ -439,6 +442,7 @@ fn adopt(
     mut opened: BTreeMap<String, Opened>,
     new: &Config,
     bus: &EventBus,
+    pool: &Pool,
 ) -> Vec<String> {
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     for (order, g) in new.guests.iter().enumerate() {
@@ -484,7 +488,7 @@ fn adopt(
             }
             continue;
         }
-        match start::start_worker(&bridge, setups, new, bus) {
+        match start::start_worker(&bridge, setups, new, bus, pool) {
             Ok(handle) => {
                 info!(%bridge, "standing by on a new bridge");
                 handles.push(handle);

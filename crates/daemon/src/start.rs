@@ -9,6 +9,7 @@ use vmnap_core::idle::IdlePolicy;
 use vmnap_hypervisor::{Backend, CgroupBackend};
 use vmnap_wire::Mac;
 
+use crate::backend::Pool;
 use crate::bridge::{self, BridgeHandle, BridgeWorker, GuestSetup};
 use crate::error::StartError;
 use crate::events::EventBus;
@@ -172,6 +173,7 @@ pub(crate) fn start_workers(
     config: &Config,
     backends: &BackendFactory,
     bus: &EventBus,
+    pool: &Pool,
 ) -> Result<Started, StartError> {
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     let mut policies = BTreeMap::new();
@@ -201,7 +203,7 @@ pub(crate) fn start_workers(
     }
     let mut handles = Vec::new();
     for (bridge, guests) in by_bridge {
-        handles.push(start_worker(&bridge, guests, config, bus)?);
+        handles.push(start_worker(&bridge, guests, config, bus, pool)?);
     }
     Ok((handles, policies, placed))
 }
@@ -255,6 +257,7 @@ pub(crate) fn start_worker(
     guests: Vec<GuestSetup>,
     config: &Config,
     bus: &EventBus,
+    pool: &Pool,
 ) -> Result<BridgeHandle, StartError> {
     let (worker, mut handle) = BridgeWorker::start(
         bridge,
@@ -263,6 +266,7 @@ pub(crate) fn start_worker(
         config.idle.interval,
         Some(state_setup(config)),
         bus.clone(),
+        pool.clone(),
     )?;
     let thread = std::thread::Builder::new()
         .name(format!("vmnap-{bridge}"))

@@ -268,6 +268,8 @@ pub struct FakeState {
     pub fail_resumes: u32,
     /// What [`Backend::work_in_flight`] says, once (then it cannot tell again).
     pub work_in_flight: Option<TcpWork>,
+    /// How long each suspend and resume takes, as a slow hypervisor's would.
+    pub delay: Duration,
 }
 
 /// A backend that stops nothing: it records calls and fails on request. Clones share state,
@@ -306,6 +308,8 @@ impl Backend for FakeBackend {
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {
+        let delay = self.state().delay;
+        std::thread::sleep(delay);
         let mut s = self.state();
         s.calls.push("suspend");
         if s.fail_suspends > 0 {
@@ -319,6 +323,8 @@ impl Backend for FakeBackend {
     }
 
     fn resume(&mut self) -> Result<(), ResumeError> {
+        let delay = self.state().delay;
+        std::thread::sleep(delay);
         let mut s = self.state();
         s.calls.push("resume");
         if s.fail_resumes > 0 {

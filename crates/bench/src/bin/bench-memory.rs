@@ -7,8 +7,10 @@
 //! N empty cgroup directories under the lab's cgroup parent (an empty cgroup freezes at
 //! once), and a config with N guests (MACs `02:00:00:b1:xx:yy`, addresses in
 //! 198.19.0.0/16). The daemon (`--vmnap PATH`, default: `vmnap` next to this executable) is
-//! started for each case; all guests are put to sleep through the API; `VmRSS` and `VmHWM`
-//! are read from `/proc/PID/status`.
+//! started for each case; all guests are put to sleep through the API, by `--clients C`
+//! threads at once (default 1) for the N case, which prints how long that took and the most
+//! threads the daemon had meanwhile (`Threads` read every 10 ms); `VmRSS` and `VmHWM` are
+//! read from `/proc/PID/status`.
 //!
 //! Idle: with all N asleep, after 5 s of settling, the daemon's `utime` + `stime` (fields
 //! 14 and 15 of `/proc/PID/stat`, in clock ticks of `sysconf(_SC_CLK_TCK)`) and its
@@ -34,7 +36,7 @@ use vmnap_lab::{Lab, LabOptions};
 use vmnap_wire::Mac;
 
 const USAGE: &str =
-    "usage: bench-memory [--vmnap PATH] [--guests N (1000)] [--idle-secs SECONDS (30)]   (needs root)";
+    "usage: bench-memory [--vmnap PATH] [--guests N (1000)] [--clients C (1)] [--idle-secs SECONDS (30)]   (needs root)";
 /// The most guests: their addresses, 198.19.0.1 onwards, stay inside 198.19.0.0/16.
 const MAX_GUESTS: usize = 65_534;
 /// Time between putting the last guest to sleep and the start of the idle window.
@@ -163,11 +165,12 @@ fn mem(pid: u32) -> anyhow::Result<Mem> {
 struct Opts {
     vmnap: PathBuf,
     guests: usize,
+    clients: usize,
     idle_secs: u64,
 }
 
 fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
-    const WITH_VALUE: &[&str] = &["--vmnap", "--guests", "--idle-secs"];
+    const WITH_VALUE: &[&str] = &["--vmnap", "--guests", "--clients", "--idle-secs"];
     let mut i = 0;
     while i < args.len() {
         if WITH_VALUE.contains(&args[i].as_str()) {
@@ -179,10 +182,14 @@ fn parse_opts(args: &[String]) -> anyhow::Result<Opts> {
     let opts = Opts {
         vmnap: vmnap_bench::vmnap_path(args)?,
         guests: vmnap_bench::flag(args, "--guests", 1000, USAGE)?,
+        clients: vmnap_bench::flag(args, "--clients", 1, USAGE)?,
         idle_secs: vmnap_bench::flag(args, "--idle-secs", 30, USAGE)?,
     };
     if !(2..=MAX_GUESTS).contains(&opts.guests) {
         bail!("--guests must be 2 to {MAX_GUESTS} (the 1-guest case is measured anyway; addresses are in 198.19.0.0/16)");
+    }
+    if !(1..=64).contains(&opts.clients) {
+        bail!("--clients must be 1 to 64");
     }
     if opts.idle_secs == 0 {
         bail!("--idle-secs must be at least 1");
@@ -258,6 +265,10 @@ struct Case {
     awake: Mem,
     asleep: Mem,
     calls: Vec<f64>,
+    /// From the first `vmnap sleep` to the last answer.
+    all_asleep_in: Duration,
+    /// The most threads the daemon had meanwhile (sampled every 10 ms).
+    threads_peak: u64,
     idle: Option<Idle>,
 }
 
@@ -295,6 +306,7 @@ fn run_case(
     b: &mut Bench,
     vmnap: &Path,
     n: usize,
+    clients: usize,
     idle_window: Option<Duration>,
 ) -> anyhow::Result<Case> {
     let dir = b.lab.dir().to_path_buf();
@@ -317,17 +329,56 @@ fn run_case(
     }
     std::thread::sleep(Duration::from_millis(300));
     let awake = mem(pid)?;
-    let mut calls = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        vmnap_bench::call(&socket, &Request::Sleep { guest: guest(i).0 }).map_err(|e| {
-            anyhow::anyhow!(
-                "{e:#}\n--- daemon log ---\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        })?;
-        calls.push(ms(t.elapsed()));
-    }
+    // `clients` threads at once, guest i by client i % clients; a sampler reads the
+    // daemon's threads meanwhile.
+    let sampling = std::sync::atomic::AtomicBool::new(true);
+    let started = Instant::now();
+    let (calls, threads_peak, all_asleep_in) = std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut peak = 0;
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(proc_status_number(pid, "Threads").unwrap_or(0));
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            peak
+        });
+        let workers: Vec<_> = (0..clients)
+            .map(|c| {
+                let socket = &socket;
+                scope.spawn(move || -> anyhow::Result<Vec<f64>> {
+                    let mut calls = Vec::new();
+                    for i in (c..n).step_by(clients) {
+                        let t = Instant::now();
+                        vmnap_bench::call(socket, &Request::Sleep { guest: guest(i).0 })?;
+                        calls.push(ms(t.elapsed()));
+                    }
+                    Ok(calls)
+                })
+            })
+            .collect();
+        let mut calls = Vec::with_capacity(n);
+        let mut failed = None;
+        for w in workers {
+            match w.join() {
+                Ok(Ok(c)) => calls.extend(c),
+                Ok(Err(e)) => failed = Some(e),
+                Err(_) => failed = Some(anyhow::anyhow!("a client thread panicked")),
+            }
+        }
+        let took = started.elapsed();
+        sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+        let peak = sampler.join().unwrap_or(0);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok((calls, peak, took)),
+        }
+    })
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\n--- daemon log ---\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    })?;
     let sleeping = vmnap_bench::status(&socket)?
         .iter()
         .filter(|g| g.state == State::Sleeping)
@@ -343,6 +394,8 @@ fn run_case(
         awake,
         asleep,
         calls,
+        all_asleep_in,
+        threads_peak,
         idle,
     })
 }
@@ -419,12 +472,18 @@ fn run() -> anyhow::Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let zero = run_case(&mut b, &vmnap, 0, None)?.awake;
-    let one = run_case(&mut b, &vmnap, 1, None)?.asleep;
+    let zero = run_case(&mut b, &vmnap, 0, 1, None)?.awake;
+    let one = run_case(&mut b, &vmnap, 1, 1, None)?.asleep;
     let window = Duration::from_secs(opts.idle_secs);
-    let many = run_case(&mut b, &vmnap, n, Some(window))?;
+    let many = run_case(&mut b, &vmnap, n, opts.clients, Some(window))?;
     let idle = many.idle.context("the idle window was not measured")?;
-    let (many_awake, calls, many) = (many.awake, many.calls, many.asleep);
+    let (many_awake, calls, all_asleep_in, threads_peak, many) = (
+        many.awake,
+        many.calls,
+        many.all_asleep_in,
+        many.threads_peak,
+        many.asleep,
+    );
 
     let mib = |kib: u64| kib as f64 / 1024.0;
     println!(
@@ -474,10 +533,11 @@ fn run() -> anyhow::Result<()> {
         settled / TARGET_PER_GUEST_KIB
     );
     println!(
-        "  `vmnap sleep` round trip over the API with {n} guests: median {:.3} ms, p90 {:.3} ms, total {:.2} s",
+        "  `vmnap sleep` round trip over the API with {n} guests, {} client(s) at once: median {:.3} ms, p90 {:.3} ms; all {n} asleep in {:.2} s; the daemon's threads meanwhile: at most {threads_peak}",
+        opts.clients,
         median(&calls),
         quantile(&calls, 0.9),
-        calls.iter().sum::<f64>() / 1000.0
+        all_asleep_in.as_secs_f64()
     );
 
     let per_hour = 3600.0 / idle.window_s;
