@@ -1,0 +1,297 @@
+//! `bench-answers`: how fast vmnap answers ping and ARP for a sleeping guest, beside how fast
+//! the guest's own kernel answers them when awake, through the same real bridge.
+//!
+//! Builds a namespace lab (one guest `web1`, one client `c0`) and runs the real daemon
+//! (`--vmnap PATH`, default: `vmnap` next to this executable). From the client's namespace,
+//! a packet socket on its `eth0` sends ICMP echo requests (or ARP requests) to the guest's
+//! address and counts the answers, keeping `depth` requests in flight: one (each request
+//! waits for the answer to the one before: the cost of one answer, end to end) and 64 (the
+//! rate under load). Each cell runs `--secs S` seconds (default 2), first with the guest
+//! awake (its kernel answers), then asleep (vmnap answers). A request unanswered for 100 ms
+//! is counted lost and replaced, so a lost answer cannot stall the pipeline.
+//!
+//! Prints answers per second and microseconds per answer for each cell, and vmnap's rate as
+//! a multiple of the kernel's. Issue 10's targets: with one in flight at least the kernel's
+//! rate; with 64, at least three times it. Asserts nothing about time. Needs root.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
+};
+use vmnap_api::State;
+use vmnap_bench::NamespaceLab;
+use vmnap_host::PacketSocket;
+use vmnap_wire::vnet::VirtioNetHdr;
+
+const USAGE: &str = "usage: bench-answers [--vmnap PATH] [--secs S (2)]   (needs root)";
+
+/// What is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ask {
+    Ping,
+    Arp,
+}
+
+/// The client's and the guest's addresses.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    client_mac: [u8; 6],
+    client_ip: Ipv4Addr,
+    guest_mac: [u8; 6],
+    guest_ip: Ipv4Addr,
+}
+
+/// One cell's outcome.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    answers: u64,
+    lost: u64,
+    secs: f64,
+}
+
+impl Rate {
+    fn per_sec(self) -> f64 {
+        self.answers as f64 / self.secs
+    }
+}
+
+/// A request: an echo request with sequence number `seq`, or an ARP request.
+fn request(ask: Ask, e: &Ends, seq: u16) -> Vec<u8> {
+    let eth = |dst: EthernetAddress, ethertype, payload_len: usize| {
+        let mut buf = vec![0u8; 14 + payload_len];
+        EthernetRepr {
+            src_addr: EthernetAddress(e.client_mac),
+            dst_addr: dst,
+            ethertype,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+        buf
+    };
+    match ask {
+        Ask::Arp => {
+            let repr = ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr: EthernetAddress(e.client_mac),
+                source_protocol_addr: Ipv4Address::from(e.client_ip.octets()),
+                target_hardware_addr: EthernetAddress([0; 6]),
+                target_protocol_addr: Ipv4Address::from(e.guest_ip.octets()),
+            };
+            let mut buf = eth(
+                EthernetAddress::BROADCAST,
+                EthernetProtocol::Arp,
+                repr.buffer_len(),
+            );
+            repr.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
+            buf
+        }
+        Ask::Ping => {
+            let icmp = Icmpv4Repr::EchoRequest {
+                ident: 0x7a6e,
+                seq_no: seq,
+                data: b"vmnap-bench-answers",
+            };
+            let ip = Ipv4Repr {
+                src_addr: Ipv4Address::from(e.client_ip.octets()),
+                dst_addr: Ipv4Address::from(e.guest_ip.octets()),
+                next_header: IpProtocol::Icmp,
+                payload_len: icmp.buffer_len(),
+                hop_limit: 64,
+            };
+            let caps = ChecksumCapabilities::default();
+            let mut buf = eth(
+                EthernetAddress(e.guest_mac),
+                EthernetProtocol::Ipv4,
+                ip.buffer_len() + icmp.buffer_len(),
+            );
+            ip.emit(&mut Ipv4Packet::new_unchecked(&mut buf[14..]), &caps);
+            let at = 14 + ip.buffer_len();
+            icmp.emit(&mut Icmpv4Packet::new_unchecked(&mut buf[at..]), &caps);
+            buf
+        }
+    }
+}
+
+/// Whether `frame` is an answer to `ask` from the guest.
+fn is_answer(ask: Ask, e: &Ends, frame: &[u8]) -> bool {
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    if eth.dst_addr() != EthernetAddress(e.client_mac) {
+        return false;
+    }
+    match (ask, eth.ethertype()) {
+        (Ask::Arp, EthernetProtocol::Arp) => ArpPacket::new_checked(eth.payload())
+            .ok()
+            .and_then(|p| ArpRepr::parse(&p).ok())
+            .is_some_and(|r| {
+                matches!(r, ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_protocol_addr, .. }
+                    if source_protocol_addr == Ipv4Address::from(e.guest_ip.octets()))
+            }),
+        (Ask::Ping, EthernetProtocol::Ipv4) => {
+            let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
+                return false;
+            };
+            ip.next_header() == IpProtocol::Icmp
+                && ip.src_addr() == Ipv4Address::from(e.guest_ip.octets())
+                && Icmpv4Packet::new_checked(ip.payload()).is_ok_and(|p| {
+                    p.msg_type() == smoltcp::wire::Icmpv4Message::EchoReply
+                        && p.echo_ident() == 0x7a6e
+                })
+        }
+        _ => false,
+    }
+}
+
+/// Asks for `secs` seconds with `depth` requests in flight; runs in the client's namespace.
+fn measure(ask: Ask, e: Ends, depth: usize, secs: f64) -> anyhow::Result<Rate> {
+    let rx = PacketSocket::open_capture("eth0").context("a capture socket on eth0")?;
+    let tx = PacketSocket::open_sender("eth0").context("a sender on eth0")?;
+    let mut buf = vec![0u8; 70_000];
+    let mut seq: u16 = 0;
+    let send = |seq: &mut u16| -> anyhow::Result<()> {
+        *seq = seq.wrapping_add(1);
+        tx.send(&request(ask, &e, *seq), &VirtioNetHdr::NONE)
+            .context("cannot send a request")
+    };
+    let (mut answers, mut lost) = (0u64, 0u64);
+    let mut in_flight = 0usize;
+    let started = Instant::now();
+    let end = started + Duration::from_secs_f64(secs);
+    let mut last_answer = Instant::now();
+    while Instant::now() < end {
+        while in_flight < depth {
+            send(&mut seq)?;
+            in_flight += 1;
+        }
+        let mut pfd = libc::pollfd {
+            fd: rx.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, 10) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(err).context("poll");
+            }
+        }
+        loop {
+            match rx.recv(&mut buf) {
+                Ok(Some(meta)) => {
+                    if !meta.outgoing && is_answer(ask, &e, &buf[..meta.len]) {
+                        answers += 1;
+                        in_flight = in_flight.saturating_sub(1);
+                        last_answer = Instant::now();
+                    }
+                }
+                Ok(None) => break,
+                Err(err) => bail!("cannot read answers: {err}"),
+            }
+        }
+        if in_flight > 0 && last_answer.elapsed() > Duration::from_millis(100) {
+            // Nothing came for a while: count the outstanding requests lost and go on.
+            lost += in_flight as u64;
+            in_flight = 0;
+            last_answer = Instant::now();
+        }
+    }
+    Ok(Rate {
+        answers,
+        lost,
+        secs: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn run() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    vmnap_bench::need_root("bench-answers")?;
+    let vmnap = vmnap_bench::vmnap_path(&args)?;
+    let secs: f64 = vmnap_bench::flag(&args, "--secs", 2.0, USAGE)?;
+    if !(0.1..=60.0).contains(&secs) {
+        bail!("--secs must be 0.1 to 60\n{USAGE}");
+    }
+    let lab = NamespaceLab::start(&vmnap, &["web1".to_owned()], "")?;
+    let guest = &lab.guests[0];
+    let client = lab
+        .lab
+        .client("c0")
+        .context("the lab has no client c0")?
+        .clone();
+    let ends = Ends {
+        client_mac: client.mac,
+        client_ip: client.ipv4,
+        guest_mac: guest.mac,
+        guest_ip: guest.ipv4,
+    };
+    println!("bench-answers: ping and ARP answered by a sleeping guest's stand-in (vmnap) and by the awake guest's own kernel, same bridge");
+    println!(
+        "  lab: bridge br0, guest web1 {}, client c0 {}; daemon {}",
+        guest.ipv4,
+        client.ipv4,
+        vmnap.display()
+    );
+    println!("  each cell: {secs} s from a packet socket in the client's namespace, 1 or 64 requests in flight");
+    println!("  target (issue 10): with 1 in flight >= the kernel's rate; with 64 >= 3x the kernel's rate\n");
+    let cells = [
+        (Ask::Ping, 1),
+        (Ask::Ping, 64),
+        (Ask::Arp, 1),
+        (Ask::Arp, 64),
+    ];
+    let mut kernel = Vec::new();
+    for &(ask, depth) in &cells {
+        let r = vmnap_bench::in_netns(&lab.client, move || measure(ask, ends, depth, secs))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the client thread panicked"))???;
+        kernel.push(r);
+    }
+    lab.sleep_all(["web1"])?;
+    lab.wait_all(State::Sleeping, Duration::from_secs(10))?;
+    let mut vmnap_rates = Vec::new();
+    for &(ask, depth) in &cells {
+        let r = vmnap_bench::in_netns(&lab.client, move || measure(ask, ends, depth, secs))
+            .join()
+            .map_err(|_| anyhow::anyhow!("the client thread panicked"))???;
+        vmnap_rates.push(r);
+    }
+    let st = vmnap_bench::status(&lab.socket)?;
+    if st.first().map(|g| g.state) != Some(State::Sleeping) {
+        bail!("web1 woke during the benchmark: {st:?}");
+    }
+    println!("results (2 CPUs):");
+    println!(
+        "  {:<16} {:>14} {:>10} {:>14} {:>10} {:>9} {:>12}",
+        "cell", "kernel /s", "us each", "vmnap /s", "us each", "ratio", "lost k / v"
+    );
+    for (i, &(ask, depth)) in cells.iter().enumerate() {
+        let (k, v) = (kernel[i], vmnap_rates[i]);
+        let name = format!("{} x{depth}", if ask == Ask::Ping { "ping" } else { "arp" });
+        println!(
+            "  {name:<16} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>8.2}x {:>6} / {}",
+            k.per_sec(),
+            1e6 / k.per_sec().max(1e-9),
+            v.per_sec(),
+            1e6 / v.per_sec().max(1e-9),
+            v.per_sec() / k.per_sec().max(1e-9),
+            k.lost,
+            v.lost
+        );
+    }
+    println!("\n  target: ratio >= 1.00x with 1 in flight, >= 3.00x with 64");
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    vmnap_bench::finish(run())
+}
