@@ -10,8 +10,10 @@
 //! awake (its kernel answers), then asleep (vmnap answers). A request unanswered for 100 ms
 //! is counted lost and replaced, so a lost answer cannot stall the pipeline.
 //!
-//! Prints answers per second and microseconds per answer for each cell, and vmnap's rate as
-//! a multiple of the kernel's. Issue 10's targets: with one in flight at least the kernel's
+//! Prints answers per second and microseconds per answer for each cell, vmnap's rate as a
+//! multiple of the kernel's, and the daemon's CPU time per answer (its threads' run time
+//! from `schedstat` over the cell, divided by the answers): where that is well under the
+//! microseconds per answer, the daemon waits, and the client or the wake-up is the limit. Issue 10's targets: with one in flight at least the kernel's
 //! rate; with 64, at least three times it. Asserts nothing about time. Needs root.
 
 use std::net::Ipv4Addr;
@@ -259,10 +261,14 @@ fn run() -> anyhow::Result<()> {
     lab.sleep_all(["web1"])?;
     lab.wait_all(State::Sleeping, Duration::from_secs(10))?;
     let mut vmnap_rates = Vec::new();
+    let mut daemon_us = Vec::new();
     for &(ask, depth) in &cells {
+        let before = vmnap_bench::proc_sched_seconds(lab.daemon)?;
         let r = vmnap_bench::in_netns(&lab.client, move || measure(ask, ends, depth, secs))
             .join()
             .map_err(|_| anyhow::anyhow!("the client thread panicked"))???;
+        let used = vmnap_bench::proc_sched_seconds(lab.daemon)? - before;
+        daemon_us.push(used * 1e6 / (r.answers.max(1) as f64));
         vmnap_rates.push(r);
     }
     let st = vmnap_bench::status(&lab.socket)?;
@@ -271,19 +277,27 @@ fn run() -> anyhow::Result<()> {
     }
     println!("results (2 CPUs):");
     println!(
-        "  {:<16} {:>14} {:>10} {:>14} {:>10} {:>9} {:>12}",
-        "cell", "kernel /s", "us each", "vmnap /s", "us each", "ratio", "lost k / v"
+        "  {:<16} {:>14} {:>10} {:>14} {:>10} {:>9} {:>14} {:>12}",
+        "cell",
+        "kernel /s",
+        "us each",
+        "vmnap /s",
+        "us each",
+        "ratio",
+        "daemon CPU us",
+        "lost k / v"
     );
     for (i, &(ask, depth)) in cells.iter().enumerate() {
         let (k, v) = (kernel[i], vmnap_rates[i]);
         let name = format!("{} x{depth}", if ask == Ask::Ping { "ping" } else { "arp" });
         println!(
-            "  {name:<16} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>8.2}x {:>6} / {}",
+            "  {name:<16} {:>14.0} {:>10.1} {:>14.0} {:>10.1} {:>8.2}x {:>14.2} {:>6} / {}",
             k.per_sec(),
             1e6 / k.per_sec().max(1e-9),
             v.per_sec(),
             1e6 / v.per_sec().max(1e-9),
             v.per_sec() / k.per_sec().max(1e-9),
+            daemon_us[i],
             k.lost,
             v.lost
         );
