@@ -10,7 +10,8 @@
 //! started for each case; all guests are put to sleep through the API, by `--clients C`
 //! threads at once (default 1) for the N case, which prints how long that took and the most
 //! threads the daemon had meanwhile (`Threads` read every 10 ms); `VmRSS` and `VmHWM` are
-//! read from `/proc/PID/status`.
+//! read from `/proc/PID/status`. The N case also prints its start-up (from spawning the
+//! daemon to its API listing all N) and a reload of the same config with all N asleep.
 //!
 //! Idle: with all N asleep, after 5 s of settling, the daemon's `utime` + `stime` (fields
 //! 14 and 15 of `/proc/PID/stat`, in clock ticks of `sysconf(_SC_CLK_TCK)`) and its
@@ -321,6 +322,10 @@ fn is_frozen(dir: &Path, kind: vmnap_lab::CgroupKind) -> bool {
 struct Case {
     awake: Mem,
     asleep: Mem,
+    /// From spawning the daemon to its API listing every guest.
+    started_in: Duration,
+    /// A reload of the same config, with all guests asleep.
+    reload_in: Duration,
     calls: Vec<f64>,
     /// From the first `vmnap sleep` to the last answer.
     all_asleep_in: Duration,
@@ -373,6 +378,7 @@ fn run_case(
     let config = dir.join(format!("vmnap-{n}.toml"));
     let log = dir.join(format!("vmnap-{n}.log"));
     write_config(&config, &socket, b.lab.bridge(), b.lab.cgroup_parent(), n)?;
+    let spawned = Instant::now();
     let pid = vmnap_bench::start_daemon(
         &mut b.lab,
         vmnap,
@@ -382,6 +388,18 @@ fn run_case(
         Duration::from_secs(60),
     )?;
     b.daemon = Some(pid);
+    // The socket is bound before the guests are set up; the API answers once they are.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if vmnap_bench::status(&socket).is_ok_and(|st| st.len() == n) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the daemon did not list its {n} guests within 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started_in = spawned.elapsed();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     if comm.trim() != "vmnap" {
         bail!("PID {pid} is {:?}, not the vmnap daemon", comm.trim());
@@ -447,6 +465,13 @@ fn run_case(
     }
     std::thread::sleep(Duration::from_millis(300));
     let asleep = mem(pid)?;
+    // A reload of the same file: every guest is compared and left as it is, asleep.
+    let t = Instant::now();
+    let reloaded = vmnap_api::reload(&socket).context("the reload")?;
+    let reload_in = t.elapsed();
+    if reloaded.unchanged != n {
+        bail!("a reload of the same config changed something: {reloaded:?}");
+    }
     let idle = idle_window.map(|w| idle(pid, &socket, n, w)).transpose()?;
     let shutdown = if idle.is_some() {
         Some(b.terminate_measured(n)?)
@@ -457,6 +482,8 @@ fn run_case(
     Ok(Case {
         awake,
         asleep,
+        started_in,
+        reload_in,
         calls,
         all_asleep_in,
         threads_peak,
@@ -543,11 +570,13 @@ fn run() -> anyhow::Result<()> {
     let many = run_case(&mut b, &vmnap, n, opts.clients, Some(window))?;
     let idle = many.idle.context("the idle window was not measured")?;
     let shutdown = many.shutdown.context("the SIGTERM was not measured")?;
-    let (many_awake, calls, all_asleep_in, threads_peak, many) = (
+    let (many_awake, calls, all_asleep_in, threads_peak, started_in, reload_in, many) = (
         many.awake,
         many.calls,
         many.all_asleep_in,
         many.threads_peak,
+        many.started_in,
+        many.reload_in,
         many.asleep,
     );
 
@@ -604,6 +633,12 @@ fn run() -> anyhow::Result<()> {
         median(&calls),
         quantile(&calls, 0.9),
         all_asleep_in.as_secs_f64()
+    );
+
+    println!(
+        "  start-up with {n} guests (spawn to the API listing them all): {:.2} s; a reload of the same config with all {n} asleep: {:.3} s",
+        started_in.as_secs_f64(),
+        reload_in.as_secs_f64()
     );
 
     let per_hour = 3600.0 / idle.window_s;
