@@ -4,7 +4,7 @@
 //! [`Malformed`]. Checksums are not verified here: frames from veths and taps often carry
 //! checksums the kernel has not computed yet, and only the responders need them right.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use vmnap_wire::smol::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetProtocol, Icmpv4Message,
@@ -269,6 +269,25 @@ fn parse_udp(bytes: &[u8]) -> Result<Transport<'_>, Malformed> {
         payload: packet.payload(),
         raw,
     })
+}
+
+/// The addresses and segment of a TCP frame, over IPv4 or IPv6; `None` for anything else,
+/// or a frame that does not parse.
+pub(crate) fn tcp(frame: &[u8]) -> Option<(IpAddr, IpAddr, TcpSegment<'_>)> {
+    match parse(frame).ok()?.net {
+        Net::Ipv4 {
+            src,
+            dst,
+            transport: Transport::Tcp(seg),
+        } => Some((IpAddr::V4(src), IpAddr::V4(dst), seg)),
+        Net::Ipv6 {
+            src,
+            dst,
+            transport: Transport::Tcp(seg),
+            ..
+        } => Some((IpAddr::V6(src), IpAddr::V6(dst), seg)),
+        _ => None,
+    }
 }
 
 /// `ff02::1:ffXX:XXXX`, the solicited-node group of `addr`.

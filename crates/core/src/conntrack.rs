@@ -2,9 +2,8 @@
 //! open and end them on its port (the daemon sees only those: SYN, FIN and RST).
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use crate::classify::{self, Net, Transport};
+use crate::classify;
 use crate::guest::{PortRule, Transport as Proto};
 use crate::tcp::FlowKey;
 
@@ -24,22 +23,8 @@ impl ConnTracker {
     /// `ports` opens a connection, a FIN or RST either way ends it. Other frames are
     /// ignored.
     pub fn observe(&mut self, frame: &[u8], ports: &[PortRule]) {
-        let Ok(parsed) = classify::parse(frame) else {
+        let Some((src, dst, seg)) = classify::tcp(frame) else {
             return;
-        };
-        let (src, dst, seg) = match parsed.net {
-            Net::Ipv4 {
-                src,
-                dst,
-                transport: Transport::Tcp(seg),
-            } => (IpAddr::V4(src), IpAddr::V4(dst), seg),
-            Net::Ipv6 {
-                src,
-                dst,
-                transport: Transport::Tcp(seg),
-                ..
-            } => (IpAddr::V6(src), IpAddr::V6(dst), seg),
-            _ => return,
         };
         let to_guest = FlowKey {
             local: dst,

@@ -14,10 +14,9 @@
 //! keeping the guest awake.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::classify::{self, Net, Transport};
+use crate::classify;
 use crate::tcp::FlowKey;
 use crate::time::Instant;
 
@@ -43,22 +42,8 @@ impl Unanswered {
     /// sending it to the guest, else the guest sent it. Anything but TCP is ignored, and so
     /// is a frame that does not parse.
     pub fn observe(&mut self, frame: &[u8], to_guest: bool, now: Instant) {
-        let Ok(parsed) = classify::parse(frame) else {
+        let Some((src, dst, seg)) = classify::tcp(frame) else {
             return;
-        };
-        let (src, dst, seg) = match parsed.net {
-            Net::Ipv4 {
-                src,
-                dst,
-                transport: Transport::Tcp(seg),
-            } => (IpAddr::V4(src), IpAddr::V4(dst), seg),
-            Net::Ipv6 {
-                src,
-                dst,
-                transport: Transport::Tcp(seg),
-                ..
-            } => (IpAddr::V6(src), IpAddr::V6(dst), seg),
-            _ => return,
         };
         let flow = if to_guest {
             FlowKey {

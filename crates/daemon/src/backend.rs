@@ -132,13 +132,7 @@ impl Pool {
     /// if no thread runs and none can be started (the call would never run).
     fn enqueue(&self, slot: Arc<Slot>, urgent: bool) -> bool {
         let mut line = lock(&self.inner.line);
-        if urgent {
-            line.urgent.push_back(slot);
-        } else {
-            line.normal.push_back(slot);
-        }
-        if line.idle > 0 {
-            self.inner.work.notify_one();
+        if self.join(&mut line, slot, urgent) {
             return true;
         }
         if line.threads >= self.inner.max_threads {
@@ -212,14 +206,21 @@ impl Pool {
     /// take it, this one at least.
     fn requeue(&self, slot: Arc<Slot>, urgent: bool) {
         let mut line = lock(&self.inner.line);
+        self.join(&mut line, slot, urgent);
+    }
+
+    /// Puts `slot` at the end of its line and wakes a waiting thread; false if none waits.
+    fn join(&self, line: &mut Line, slot: Arc<Slot>, urgent: bool) -> bool {
         if urgent {
             line.urgent.push_back(slot);
         } else {
             line.normal.push_back(slot);
         }
-        if line.idle > 0 {
-            self.inner.work.notify_one();
+        if line.idle == 0 {
+            return false;
         }
+        self.inner.work.notify_one();
+        true
     }
 }
 
@@ -400,7 +401,20 @@ mod tests {
         (tx, rx, waker, poll)
     }
 
-    /// A backend whose suspend takes `delay`.
+    /// `n` guests on `pool`, each with a backend whose calls take `delay`.
+    fn guests(
+        pool: &Pool,
+        n: usize,
+        delay: Duration,
+        tx: &mpsc::Sender<Report>,
+        waker: &Arc<Waker>,
+    ) -> Vec<GuestBackend> {
+        (0..n)
+            .map(|i| GuestBackend::new(pool, i, slow(delay), tx.clone(), Arc::clone(waker)))
+            .collect()
+    }
+
+    /// A backend whose suspends and resumes take `delay`.
     fn slow(delay: Duration) -> Box<dyn Backend> {
         let b = FakeBackend::new("g");
         b.state().delay = delay;
@@ -411,17 +425,7 @@ mod tests {
     fn a_thousand_guests_asleep_at_once_use_at_most_the_pools_threads() {
         let pool = Pool::with_limits(4, Duration::from_secs(10));
         let (tx, rx, waker, _poll) = worker();
-        let guests: Vec<GuestBackend> = (0..1000)
-            .map(|i| {
-                GuestBackend::new(
-                    &pool,
-                    i,
-                    slow(Duration::from_millis(1)),
-                    tx.clone(),
-                    Arc::clone(&waker),
-                )
-            })
-            .collect();
+        let guests = guests(&pool, 1000, Duration::from_millis(1), &tx, &waker);
         for g in &guests {
             assert!(g.send(Op::Suspend));
         }
@@ -474,17 +478,7 @@ mod tests {
     fn wakes_go_ahead_of_sleeps_waiting_in_line() {
         let pool = Pool::with_limits(1, Duration::from_secs(10));
         let (tx, rx, waker, _poll) = worker();
-        let guests: Vec<GuestBackend> = (0..6)
-            .map(|i| {
-                GuestBackend::new(
-                    &pool,
-                    i,
-                    slow(Duration::from_millis(20)),
-                    tx.clone(),
-                    Arc::clone(&waker),
-                )
-            })
-            .collect();
+        let guests = guests(&pool, 6, Duration::from_millis(20), &tx, &waker);
         // Guest 0's suspend takes the one thread; 1..5 wait; then guest 5 is asked to wake.
         assert!(guests[0].send(Op::Suspend));
         let deadline = Instant::now() + Duration::from_secs(5);

@@ -154,10 +154,15 @@ fn tcp_flags(src_port: u16, dst_port: u16, flags: u8) -> Vec<u8> {
     t
 }
 
-#[test]
-fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
-    use vmnap_host::bpf::tcp_control_on_ports;
-    let ns = Netns::new("bpfc");
+/// Sends `cases` (name, toward the capture's side or from its peer, frame, whether it
+/// should pass) across a fresh veth pair in namespace `ns`, and checks that a capture on `a`
+/// with `filter` gets exactly those that should pass, in order.
+fn only_these_pass(
+    ns: &str,
+    filter: &[vmnap_host::bpf::SockFilter],
+    cases: &[(&str, bool, Vec<u8>, bool)],
+) {
+    let ns = Netns::new(ns);
     ns.run(|| {
         let mut nl = Netlink::open().expect("netlink");
         nl.create_veth("a", "b").expect("veth");
@@ -167,50 +172,9 @@ fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
         }
         std::thread::sleep(Duration::from_millis(100));
         let cap = PacketSocket::open_capture("a").expect("capture a");
-        cap.attach_filter(&tcp_control_on_ports(&[22, 5432]))
-            .expect("filter");
+        cap.attach_filter(filter).expect("filter");
         let tx = PacketSocket::open_sender("a").expect("sender a");
         let from_b = PacketSocket::open_sender("b").expect("sender b");
-        let (syn, ack, fin_ack, rst) = (0x02, 0x10, 0x11, 0x04);
-        let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
-            (
-                "SYN to 22",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, syn))),
-                true,
-            ),
-            (
-                "data to 22",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, ack))),
-                false,
-            ),
-            (
-                "FIN from 22",
-                false,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(22, 40000, fin_ack))),
-                true,
-            ),
-            (
-                "RST to 5432",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40001, 5432, rst))),
-                true,
-            ),
-            (
-                "SYN to 80",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 80, syn))),
-                false,
-            ),
-            (
-                "SYN6 to 22",
-                true,
-                frame(0x86dd, &ipv6(6, &tcp_flags(40003, 22, syn))),
-                true,
-            ),
-            ("arp", true, frame(0x0806, &[0; 28]), false),
-        ];
         for (i, (_, outgoing, f, _)) in cases.iter().enumerate() {
             let mut f = f.clone();
             f.push(i as u8);
@@ -233,96 +197,111 @@ fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
 }
 
 #[test]
+fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
+    use vmnap_host::bpf::tcp_control_on_ports;
+    let (syn, ack, fin_ack, rst) = (0x02, 0x10, 0x11, 0x04);
+    let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
+        (
+            "SYN to 22",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, syn))),
+            true,
+        ),
+        (
+            "data to 22",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, ack))),
+            false,
+        ),
+        (
+            "FIN from 22",
+            false,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(22, 40000, fin_ack))),
+            true,
+        ),
+        (
+            "RST to 5432",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40001, 5432, rst))),
+            true,
+        ),
+        (
+            "SYN to 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 80, syn))),
+            false,
+        ),
+        (
+            "SYN6 to 22",
+            true,
+            frame(0x86dd, &ipv6(6, &tcp_flags(40003, 22, syn))),
+            true,
+        ),
+        ("arp", true, frame(0x0806, &[0; 28]), false),
+    ];
+    only_these_pass("bpfc", &tcp_control_on_ports(&[22, 5432]), &cases);
+}
+
+#[test]
 fn ends_of_writes_and_of_connections_pass_in_both_directions_on_any_port() {
     use vmnap_host::bpf::tcp_push_or_close;
-    let ns = Netns::new("bpfp");
-    ns.run(|| {
-        let mut nl = Netlink::open().expect("netlink");
-        nl.create_veth("a", "b").expect("veth");
-        for name in ["a", "b"] {
-            let i = nl.link_index(name).expect("index");
-            nl.set_link_up(i, true).expect("up");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        let cap = PacketSocket::open_capture("a").expect("capture a");
-        cap.attach_filter(&tcp_push_or_close()).expect("filter");
-        let tx = PacketSocket::open_sender("a").expect("sender a");
-        let from_b = PacketSocket::open_sender("b").expect("sender b");
-        let (syn, ack, psh_ack, fin_ack, rst) = (0x02, 0x10, 0x18, 0x11, 0x04);
-        let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
-            (
-                "request to 80",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 80, psh_ack))),
-                true,
-            ),
-            (
-                "bare ACK to 80",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 80, ack))),
-                false,
-            ),
-            (
-                "answer from 8443",
-                false,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(8443, 40001, psh_ack))),
-                true,
-            ),
-            (
-                "FIN from 80",
-                false,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(80, 40000, fin_ack))),
-                true,
-            ),
-            (
-                "RST to 5432",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 5432, rst))),
-                true,
-            ),
-            (
-                "SYN to 80",
-                true,
-                frame(0x0800, &ipv4(6, 0, &tcp_flags(40003, 80, syn))),
-                false,
-            ),
-            (
-                "fragment",
-                true,
-                frame(0x0800, &ipv4(6, 0x0001, &tcp_flags(40004, 80, psh_ack))),
-                false,
-            ),
-            (
-                "request6 to 80",
-                true,
-                frame(0x86dd, &ipv6(6, &tcp_flags(40005, 80, psh_ack))),
-                true,
-            ),
-            (
-                "UDP",
-                true,
-                frame(0x0800, &ipv4(17, 0, &tcp_flags(40006, 80, psh_ack))),
-                false,
-            ),
-            ("arp", true, frame(0x0806, &[0; 28]), false),
-        ];
-        for (i, (_, outgoing, f, _)) in cases.iter().enumerate() {
-            let mut f = f.clone();
-            f.push(i as u8);
-            let sock = if *outgoing { &tx } else { &from_b };
-            sock.send(&f, &VirtioNetHdr::NONE).expect("send");
-        }
-        let mut seen = Vec::new();
-        let mut buf = vec![0u8; 70_000];
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            match cap.recv(&mut buf).expect("recv") {
-                Some(meta) => seen.push(usize::from(buf[meta.len - 1])),
-                None => std::thread::sleep(Duration::from_millis(5)),
-            }
-        }
-        let want: Vec<usize> = (0..cases.len()).filter(|&i| cases[i].3).collect();
-        let names = |ix: &[usize]| ix.iter().map(|&i| cases[i].0).collect::<Vec<_>>();
-        assert_eq!(names(&seen), names(&want));
-    });
+    let (syn, ack, psh_ack, fin_ack, rst) = (0x02, 0x10, 0x18, 0x11, 0x04);
+    let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
+        (
+            "request to 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 80, psh_ack))),
+            true,
+        ),
+        (
+            "bare ACK to 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 80, ack))),
+            false,
+        ),
+        (
+            "answer from 8443",
+            false,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(8443, 40001, psh_ack))),
+            true,
+        ),
+        (
+            "FIN from 80",
+            false,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(80, 40000, fin_ack))),
+            true,
+        ),
+        (
+            "RST to 5432",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 5432, rst))),
+            true,
+        ),
+        (
+            "SYN to 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40003, 80, syn))),
+            false,
+        ),
+        (
+            "fragment",
+            true,
+            frame(0x0800, &ipv4(6, 0x0001, &tcp_flags(40004, 80, psh_ack))),
+            false,
+        ),
+        (
+            "request6 to 80",
+            true,
+            frame(0x86dd, &ipv6(6, &tcp_flags(40005, 80, psh_ack))),
+            true,
+        ),
+        (
+            "UDP",
+            true,
+            frame(0x0800, &ipv4(17, 0, &tcp_flags(40006, 80, psh_ack))),
+            false,
+        ),
+        ("arp", true, frame(0x0806, &[0; 28]), false),
+    ];
+    only_these_pass("bpfp", &tcp_push_or_close(), &cases);
 }
