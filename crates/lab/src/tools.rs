@@ -30,10 +30,8 @@ pub enum Source {
 pub enum Kind {
     /// A program run by name.
     Program,
-    /// A file that is not a program (a driver module, a static library).
+    /// A file that is not a program (a driver module, a library).
     File,
-    /// Needed to build vmnap with its default features (the `virt` crate links libvirt).
-    Build,
 }
 
 /// One thing vmnap needs from Debian.
@@ -71,15 +69,12 @@ const fn need(
     }
 }
 
-use Kind::{Build, File, Program};
+use Kind::{File, Program};
 use Source::{Base, Installed, Toolchain};
 
 /// Everything the build, the demo, the tests and the benchmarks use from Debian.
 #[rustfmt::skip]
 pub const NEEDS: &[Need] = &[
-    // Building vmnap with the default feature `libvirt`.
-    need("libvirt (pkg-config libvirt)", "libvirt-dev", Build, Installed, true, "building vmnap's libvirt backend"),
-    need("pkg-config", "pkg-config", Build, Installed, true, "finding libvirt when building"),
     need("cc", "gcc", Program, Toolchain, true, "linking (rustup's toolchain) and the test guests' UDP logger"),
     need("libc.a", "libc6-dev", File, Toolchain, true, "linking, and the test guests' statically linked UDP logger"),
     // Labs: the demo's and the tests' networks.
@@ -107,6 +102,7 @@ pub const NEEDS: &[Need] = &[
     // Real guests.
     need("qemu-system-x86_64", "qemu-system-x86", Program, Installed, false, "QEMU test guests"),
     need("busybox", "busybox-static", Program, Installed, false, "the test guests' initramfs"),
+    need("libvirt.so.0", "libvirt0", File, Installed, false, "libvirt guests: loaded when the daemon first opens a libvirt connection"),
     need("libvirtd", "libvirt-daemon", Program, Installed, false, "a lab's libvirtd"),
     need("libvirt_driver_qemu.so", "libvirt-daemon-driver-qemu", File, Installed, false, "a lab's libvirtd running QEMU domains"),
     need("virsh", "libvirt-clients", Program, Installed, false, "defining and inspecting libvirt domains"),
@@ -268,7 +264,8 @@ mod tests {
         for p in demo_packages() {
             assert!(tests.contains(&p), "{p}");
         }
-        assert!(demo_packages().contains(&"libvirt-dev"));
+        // The demo has no libvirt guest, and building needs no libvirt.
+        assert!(!demo_packages().iter().any(|p| p.starts_with("libvirt")));
         assert!(
             !demo_packages().contains(&"gcc"),
             "the toolchain brings gcc"

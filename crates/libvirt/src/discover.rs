@@ -4,10 +4,8 @@
 use std::net::IpAddr;
 
 use roxmltree::Document;
-use virt::connect::Connect;
-use virt::domain::Domain;
 
-use crate::{parse_interfaces, DomainInterface, DomainState, LibvirtError};
+use crate::{parse_interfaces, Connect, Domain, DomainInterface, DomainState, LibvirtError};
 
 /// Which domains [`list_domains`] selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,14 +136,8 @@ pub struct DiscoveredDomain {
 /// Every domain at `uri`, each with whether `selector` takes it and, for those it takes,
 /// their interfaces, metadata settings and leased addresses.
 pub fn list_domains(uri: &str, selector: &Selector) -> Result<Vec<DiscoveredDomain>, LibvirtError> {
-    let conn = Connect::open(Some(uri)).map_err(|source| LibvirtError::Connect {
-        uri: uri.to_owned(),
-        source,
-    })?;
-    let result = list_with(&conn, uri, selector);
-    let mut conn = conn;
-    let _ = conn.close();
-    result
+    let conn = Connect::open(uri)?;
+    list_with(&conn, uri, selector)
 }
 
 fn list_with(
@@ -154,7 +146,7 @@ fn list_with(
     selector: &Selector,
 ) -> Result<Vec<DiscoveredDomain>, LibvirtError> {
     let domains = conn
-        .list_all_domains(0)
+        .list_all_domains()
         .map_err(|source| LibvirtError::Call {
             action: "list the domains of",
             domain: uri.to_owned(),
@@ -162,7 +154,7 @@ fn list_with(
         })?;
     let mut out = Vec::with_capacity(domains.len());
     for d in domains {
-        let Ok(name) = d.get_name() else { continue };
+        let Ok(name) = d.name() else { continue };
         out.push(describe(&d, name, selector));
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -180,17 +172,15 @@ fn describe(d: &Domain, name: String, selector: &Selector) -> DiscoveredDomain {
         lease_error: None,
         error: None,
     };
-    match d.get_state() {
-        Ok((s, _)) => found.state = crate::state_of(s),
+    match d.state() {
+        Ok(s) => found.state = crate::state_of(s),
         Err(e) => found.error = Some(format!("cannot read its state: {e}")),
     }
     match selector {
         Selector::All => found.selected = true,
         Selector::Metadata(ns) => {
             // libvirt answers VIR_ERR_NO_DOMAIN_METADATA when the element is not there.
-            if let Ok(xml) =
-                d.get_metadata(virt::sys::VIR_DOMAIN_METADATA_ELEMENT as i32, Some(ns), 0)
-            {
+            if let Ok(xml) = d.metadata_element(ns) {
                 found.selected = true;
                 match parse_metadata(&xml) {
                     Ok(m) => found.metadata = Some(m),
@@ -202,7 +192,7 @@ fn describe(d: &Domain, name: String, selector: &Selector) -> DiscoveredDomain {
     if !found.selected {
         return found;
     }
-    match d.get_xml_desc(0) {
+    match d.xml_desc() {
         Ok(xml) => match parse_interfaces(&xml) {
             Ok(i) => found.interfaces = i,
             Err(e) => {
@@ -218,16 +208,16 @@ fn describe(d: &Domain, name: String, selector: &Selector) -> DiscoveredDomain {
         }
     }
     if found.state == DomainState::Running {
-        match d.interface_addresses(virt::sys::VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, 0) {
+        match d.leased_addresses() {
             Ok(ifaces) => {
                 for i in ifaces {
-                    let Ok(vmnap_wire::Mac(mac)) = i.hwaddr.parse() else {
+                    let Some(Ok(vmnap_wire::Mac(mac))) = i.hwaddr.as_deref().map(str::parse) else {
                         continue;
                     };
                     found.leases.extend(
                         i.addrs
                             .iter()
-                            .filter_map(|a| a.addr.parse().ok())
+                            .filter_map(|(addr, _prefix)| addr.parse().ok())
                             .map(|addr| Lease { mac, addr }),
                     );
                 }

@@ -10,21 +10,27 @@
 //! must stay responsive. The connection is opened again once if a call fails because
 //! libvirtd went away and came back. This crate does not touch the network: cutting the
 //! guest's port and replaying its frames are the daemon's.
+//!
+//! libvirt is not linked: the first connection loads `libvirt.so.0` (`dlopen`), so that a
+//! vmnap without libvirt guests neither needs libvirt nor carries it in memory, and a machine
+//! without it gets [`LibvirtError::Library`], which says what to install. All `unsafe` is in
+//! one module under the safe handles [`Connect`] and [`Domain`].
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod discover;
+#[allow(unsafe_code)]
+mod ffi;
 pub mod xml;
 
 use std::time::Duration;
 
-use virt::connect::Connect;
-use virt::domain::Domain;
 use vmnap_hypervisor::{Backend, ResumeError, SuspendError};
 
 pub use discover::{
     list_domains, parse_metadata, DiscoveredDomain, GuestMetadata, Lease, MetadataError, Selector,
 };
+pub use ffi::{Connect, Domain, DomainInfo, InterfaceAddresses, LoadError, VirError};
 pub use xml::{parse_interfaces, DomainInterface, XmlError};
 
 /// How a domain sleeps.
@@ -40,6 +46,9 @@ pub enum Mode {
 /// Failure to reach a domain.
 #[derive(Debug, thiserror::Error)]
 pub enum LibvirtError {
+    /// libvirt itself could not be loaded (not installed, or too old).
+    #[error(transparent)]
+    Library(#[from] LoadError),
     /// No connection to libvirt.
     #[error("cannot connect to libvirt at {uri}")]
     Connect {
@@ -47,7 +56,7 @@ pub enum LibvirtError {
         uri: String,
         /// libvirt's message.
         #[source]
-        source: virt::error::Error,
+        source: VirError,
     },
     /// No such domain.
     #[error("libvirt at {uri} has no domain {domain}")]
@@ -58,7 +67,7 @@ pub enum LibvirtError {
         domain: String,
         /// libvirt's message.
         #[source]
-        source: virt::error::Error,
+        source: VirError,
     },
     /// A call on the domain failed.
     #[error("libvirt refused to {action} domain {domain}")]
@@ -69,7 +78,7 @@ pub enum LibvirtError {
         domain: String,
         /// libvirt's message.
         #[source]
-        source: virt::error::Error,
+        source: VirError,
     },
     /// The domain's XML did not say what vmnap needs.
     #[error("cannot read the network interfaces of domain {domain}")]
@@ -98,9 +107,9 @@ pub enum DomainState {
 /// Our name for libvirt's state number.
 pub(crate) fn state_of(state: u32) -> DomainState {
     match state {
-        virt::sys::VIR_DOMAIN_RUNNING => DomainState::Running,
-        virt::sys::VIR_DOMAIN_PAUSED | virt::sys::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
-        virt::sys::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
+        ffi::VIR_DOMAIN_RUNNING => DomainState::Running,
+        ffi::VIR_DOMAIN_PAUSED | ffi::VIR_DOMAIN_PMSUSPENDED => DomainState::Paused,
+        ffi::VIR_DOMAIN_SHUTOFF => DomainState::ShutOff,
         other => DomainState::Other(other),
     }
 }
@@ -132,11 +141,7 @@ impl LibvirtDomain {
 
     fn connect(&mut self) -> Result<&Connect, LibvirtError> {
         if self.conn.is_none() {
-            let conn = Connect::open(Some(&self.uri)).map_err(|source| LibvirtError::Connect {
-                uri: self.uri.clone(),
-                source,
-            })?;
-            self.conn = Some(conn);
+            self.conn = Some(Connect::open(&self.uri)?);
         }
         Ok(self.conn.as_ref().expect("set just above"))
     }
@@ -144,11 +149,12 @@ impl LibvirtDomain {
     fn domain(&mut self) -> Result<Domain, LibvirtError> {
         let (uri, name) = (self.uri.clone(), self.name.clone());
         let conn = self.connect()?;
-        Domain::lookup_by_name(conn, &name).map_err(|source| LibvirtError::NoDomain {
-            uri,
-            domain: name,
-            source,
-        })
+        conn.lookup_domain(&name)
+            .map_err(|source| LibvirtError::NoDomain {
+                uri,
+                domain: name,
+                source,
+            })
     }
 
     /// Runs `f` on the domain; if it fails, reconnects once and tries again (libvirtd may
@@ -156,7 +162,7 @@ impl LibvirtDomain {
     fn with_domain<T>(
         &mut self,
         action: &'static str,
-        f: impl Fn(&Domain) -> Result<T, virt::error::Error>,
+        f: impl Fn(&Domain) -> Result<T, VirError>,
     ) -> Result<T, LibvirtError> {
         let first = self.domain().and_then(|d| {
             f(&d).map_err(|source| LibvirtError::Call {
@@ -186,35 +192,33 @@ impl LibvirtDomain {
             .as_ref()
             .is_some_and(|c| c.is_alive().unwrap_or(false));
         if !alive {
-            if let Some(mut c) = self.conn.take() {
-                let _ = c.close();
-            }
+            self.conn = None; // closed as it is dropped
         }
         !alive
     }
 
     /// The domain's state.
     pub fn state(&mut self) -> Result<DomainState, LibvirtError> {
-        let (state, _) = self.with_domain("read the state of", |d| d.get_state())?;
+        let state = self.with_domain("read the state of", Domain::state)?;
         Ok(state_of(state))
     }
 
     /// The CPU time the domain has used (since its QEMU process started).
     pub fn cpu_time(&mut self) -> Result<Duration, LibvirtError> {
-        let info = self.with_domain("read the CPU time of", |d| d.get_info())?;
-        Ok(Duration::from_nanos(info.cpu_time))
+        let info = self.with_domain("read the CPU time of", Domain::info)?;
+        Ok(Duration::from_nanos(info.cpu_time_ns))
     }
 
     /// The memory the domain's guest has now, in bytes (its balloon's size).
     pub fn memory(&mut self) -> Result<u64, LibvirtError> {
-        let info = self.with_domain("read the memory of", |d| d.get_info())?;
-        Ok(info.memory.saturating_mul(1024))
+        let info = self.with_domain("read the memory of", Domain::info)?;
+        Ok(info.memory_kib.saturating_mul(1024))
     }
 
     /// The domain's network interfaces, from its live XML (the tap name is there only while
     /// it runs).
     pub fn interfaces(&mut self) -> Result<Vec<DomainInterface>, LibvirtError> {
-        let text = self.with_domain("describe", |d| d.get_xml_desc(0))?;
+        let text = self.with_domain("describe", Domain::xml_desc)?;
         parse_interfaces(&text).map_err(|source| LibvirtError::Xml {
             domain: self.name.clone(),
             source,
@@ -223,28 +227,28 @@ impl LibvirtDomain {
 
     /// Pauses the domain.
     pub fn suspend(&mut self) -> Result<(), LibvirtError> {
-        self.with_domain("suspend", |d| d.suspend()).map(drop)
+        self.with_domain("suspend", Domain::suspend)
     }
 
     /// Continues a paused domain.
     pub fn resume(&mut self) -> Result<(), LibvirtError> {
-        self.with_domain("resume", |d| d.resume()).map(drop)
+        self.with_domain("resume", Domain::resume)
     }
 
     /// Saves the domain to libvirt's managed save image; its QEMU process ends.
     pub fn managed_save(&mut self) -> Result<(), LibvirtError> {
-        self.with_domain("save", |d| d.managed_save(0)).map(drop)
+        self.with_domain("save", Domain::managed_save)
     }
 
     /// Whether the domain has a managed save image.
     pub fn has_managed_save(&mut self) -> Result<bool, LibvirtError> {
-        self.with_domain("look for the saved image of", |d| d.has_managed_save(0))
+        self.with_domain("look for the saved image of", Domain::has_managed_save)
     }
 
     /// Starts the domain (from its managed save image, if it has one) and makes sure it runs:
     /// a domain saved while paused comes back paused.
     pub fn start(&mut self) -> Result<(), LibvirtError> {
-        self.with_domain("start", |d| d.create()).map(drop)?;
+        self.with_domain("start", Domain::create)?;
         if self.state()? == DomainState::Paused {
             self.resume()?;
         }

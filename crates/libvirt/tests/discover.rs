@@ -1,9 +1,7 @@
 //! Discovery against libvirt's test driver (`test:///default`: one running domain `test`,
 //! shared by the whole process; this file defines two more and removes them again).
 
-use virt::connect::Connect;
-use virt::domain::Domain;
-use vmnap_libvirt::{list_domains, DomainState, GuestMetadata, Selector};
+use vmnap_libvirt::{list_domains, Connect, Domain, DomainState, GuestMetadata, Selector};
 
 const URI: &str = "test:///default";
 const NS: &str = "https://example.org/vmnap";
@@ -34,13 +32,12 @@ impl Drop for Defined {
             let _ = d.destroy();
             let _ = d.undefine();
         }
-        let _ = self.0.close();
     }
 }
 
 #[test]
 fn all_takes_every_domain_and_metadata_only_the_tagged_ones_with_their_settings() {
-    let conn = Connect::open(Some(URI)).expect("test driver");
+    let conn = Connect::open(URI).expect("test driver");
     let mut defined = Defined(conn, Vec::new());
     let tagged = domain_xml(
         "tagged",
@@ -56,7 +53,7 @@ fn all_takes_every_domain_and_metadata_only_the_tagged_ones_with_their_settings(
         "<other:thing xmlns:other='https://example.org/other'/>",
     );
     for xml in [tagged, other_ns] {
-        let d = Domain::define_xml(&defined.0, &xml).expect("define");
+        let d = defined.0.define_domain(&xml).expect("define");
         d.create().expect("start");
         defined.1.push(d);
     }
@@ -112,7 +109,7 @@ fn all_takes_every_domain_and_metadata_only_the_tagged_ones_with_their_settings(
     );
     defined
         .1
-        .push(Domain::define_xml(&defined.0, &bad).expect("define"));
+        .push(defined.0.define_domain(&bad).expect("define"));
     let found = list_domains(URI, &Selector::Metadata(NS.into())).expect("list");
     let t = found.iter().find(|d| d.name == "tagged").expect("listed");
     assert_eq!(t.state, DomainState::ShutOff);
