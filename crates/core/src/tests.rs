@@ -205,6 +205,24 @@ fn arp_for_another_host_is_ignored_and_never_wakes() {
 }
 
 #[test]
+fn an_awake_guest_is_answered_for_a_sleeping_one_and_wakes_it() {
+    // The client is a guest of the same surrogate, awake: its frames are anyone's.
+    let (mut s, id) = asleep(0);
+    let peer = s
+        .add_guest(GuestSpec::new("db1", CLIENT_MAC, CLIENT_V4))
+        .expect("a second guest");
+    let mut r = Recorder::default();
+    handle(&mut s, 1, &arp_request(0, GUEST_V4), &mut r);
+    handle(&mut s, 2, &ping_v4(0, 1), &mut r);
+    assert_eq!(r.sent.len(), 2, "{:?}", r.verdicts);
+    assert!(r.wakes.is_empty());
+    handle(&mut s, 3, &syn(80), &mut r);
+    assert_eq!(r.wakes.len(), 1, "{:?}", r.verdicts);
+    assert_eq!(r.wakes[0].0, id);
+    assert_eq!(s.state(peer), Some(GuestState::Awake));
+}
+
+#[test]
 fn awake_guest_gets_no_answers() {
     let mut s = Surrogate::new(7);
     let id = s.add_guest(spec(0)).expect("fresh");

@@ -124,7 +124,7 @@ struct Guest {
 #[derive(Debug)]
 pub struct Surrogate {
     seed: u64,
-    guests: Vec<Option<Guest>>,
+    guests: Vec<Option<Box<Guest>>>,
     by_mac: Map<(u16, EthernetAddress), GuestId>,
     by_ipv4: Map<(u16, Ipv4Addr), GuestId>,
     by_ipv6: Map<(u16, Ipv6Addr), GuestId>,
@@ -221,9 +221,9 @@ impl Surrogate {
             barrier: None,
         };
         if slot == self.guests.len() {
-            self.guests.push(Some(guest));
+            self.guests.push(Some(Box::new(guest)));
         } else {
-            self.guests[slot] = Some(guest);
+            self.guests[slot] = Some(Box::new(guest));
         }
         Ok(id)
     }
@@ -299,7 +299,7 @@ impl Surrogate {
     }
 
     fn guest(&self, id: GuestId) -> Option<&Guest> {
-        self.guests.get(id.index()).and_then(Option::as_ref)
+        self.guests.get(id.index()).and_then(Option::as_deref)
     }
 
     fn name(&self, id: GuestId) -> &str {
@@ -309,7 +309,7 @@ impl Surrogate {
     fn guest_mut(&mut self, id: GuestId) -> Result<&mut Guest, LifecycleError> {
         self.guests
             .get_mut(id.index())
-            .and_then(Option::as_mut)
+            .and_then(Option::as_deref_mut)
             .ok_or(LifecycleError::UnknownGuest(id))
     }
 
@@ -320,7 +320,10 @@ impl Surrogate {
     /// replayed before it. Neither probe leaves state in the guest. `None` if the guest is
     /// not waking with its port up, or has no address.
     pub(crate) fn barrier_probe(&mut self, id: GuestId, from: EthernetAddress) -> Option<Vec<u8>> {
-        let guest = self.guests.get_mut(id.index()).and_then(Option::as_mut)?;
+        let guest = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)?;
         if guest.seq.phase.state() != (GuestState::Waking { port_up: true }) {
             return None;
         }
@@ -352,7 +355,11 @@ impl Surrogate {
     }
 
     fn is_barrier_answer(&mut self, id: GuestId, parsed: &Parsed<'_>) -> bool {
-        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+        let Some(guest) = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+        else {
             return false;
         };
         let Some(from) = guest.barrier else {
@@ -462,13 +469,15 @@ impl Surrogate {
             }
         };
         let link = parsed.link;
+        // A waking guest's answer to the probe that fences its replay. Any other frame from
+        // a guest is what it would be from anyone: an awake guest that asks for a sleeping
+        // one is answered, or wakes it.
         if let Some(id) = self.by_mac.get(&(link.vlan, link.src)).copied() {
-            // A guest's own frame, flooded to us, or sent to us: its answer to a barrier probe.
             if self.is_barrier_answer(id, &parsed) {
                 self.probe_answered(id, now);
+                sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
+                return;
             }
-            sink.verdict(None, Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
-            return;
         }
         if link.dst.is_unicast() {
             match self.by_mac.get(&(link.vlan, link.dst)).copied() {
@@ -533,7 +542,11 @@ impl Surrogate {
             return;
         };
         for &id in ids {
-            let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+            let Some(guest) = self
+                .guests
+                .get_mut(id.index())
+                .and_then(Option::as_deref_mut)
+            else {
                 continue;
             };
             if !matches!(
@@ -614,7 +627,11 @@ impl Surrogate {
         multicast: bool,
         sink: &mut impl Sink,
     ) {
-        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+        let Some(guest) = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+        else {
             return;
         };
         let queued = QueuedFrame {
@@ -894,7 +911,11 @@ impl Surrogate {
                 || TcpPacket::new_unchecked(seg.raw)
                     .verify_checksum(&IpAddress::from(peer), &IpAddress::from(local))
         };
-        let Some(guest) = self.guests.get_mut(id.index()).and_then(Option::as_mut) else {
+        let Some(guest) = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+        else {
             return;
         };
         let opens = seg.syn && seg.ack.is_none();
