@@ -39,9 +39,8 @@ fn events_tell_what_happened_with_the_frame_that_woke_the_guest() {
     let (body, _) = common::curl(&s, &format!("http://{ip}/"));
     assert!(body.contains("hello from web1"), "{body}");
 
-    // The wake goes on relaying until the client is quiet; the worker answers the status
-    // request once it is over, so after it the wake's events are all out.
-    assert_eq!(s.status("web1")["state"], "awake");
+    // Once the guest is awake, the wake's events are all out.
+    s.awake("web1");
     let all = events(&s, Some("web1"));
     let k = kinds(&all);
     let at = |kind: &str| {

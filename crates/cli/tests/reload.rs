@@ -176,7 +176,7 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
     assert!(s.frozen("foxtrot"), "a SYN to port 80 woke foxtrot");
     let url = format!("http://{fox}:8080/");
     let _ = s.run(0, &["curl", "-sS", "--max-time", "5", &url]);
-    let st = s.status("foxtrot");
+    let st = s.awake("foxtrot");
     assert_eq!(
         (st["state"].as_str(), st["wakes"].as_u64()),
         (Some("awake"), Some(1)),
@@ -190,7 +190,7 @@ fn a_reload_touches_only_the_guests_whose_entries_changed() {
         page.contains("echo"),
         "echo does not serve after a wake: {page}"
     );
-    assert_eq!(s.status("echo")["state"], "awake");
+    s.awake("echo");
 
     // SIGHUP does the same: echo goes again.
     let without_echo: Vec<(String, String)> =

@@ -4,10 +4,21 @@ mod common;
 
 use common::{need, text, Setup};
 
-#[test]
-fn sleeping_guest_answers_arping_and_ping_with_its_own_mac_and_stays_frozen() {
+/// Whether an XDP program is attached to any link in the lab's host namespace: only the
+/// surrogate's port could have one.
+fn xdp_attached(s: &Setup) -> bool {
+    let out = s
+        .lab
+        .exec(s.lab.host_netns(), &["ip", "-d", "link", "show"])
+        .expect("ip link show");
+    text(&out).contains("prog/xdp")
+}
+
+/// A sleeping guest is answered for (ARP, NDP, ping, ping -6) with its own MAC, and stays
+/// frozen; `extra` is the config's extra text.
+fn answered_with_its_own_mac(extra: &str) -> Setup {
     need(&["arping", "ping"]);
-    let s = Setup::new(&[("web1", 0)], "");
+    let s = Setup::new(&[("web1", 0)], extra);
     s.sleep("web1");
     let ip = s.guest_ip("web1");
     let mac = s.guest_mac("web1");
@@ -39,6 +50,67 @@ fn sleeping_guest_answers_arping_and_ping_with_its_own_mac_and_stays_frozen() {
         st["answered_frames"].as_u64().expect("a number") >= 9,
         "{st}"
     );
+    s
+}
+
+#[test]
+fn sleeping_guest_is_answered_in_the_kernel_with_its_own_mac_and_counted() {
+    need(&["curl"]);
+    let s = answered_with_its_own_mac("");
+    assert!(xdp_attached(&s), "no XDP program on the surrogate's port");
+    // The kernel's answers are counted as the surrogate's are: 3 ARP requests (and the one
+    // ping asked, if its entry had gone) and 3 pings.
+    let count = |protocol: &str| -> u64 {
+        let scrape = std::process::Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&s.socket)
+            .arg("http://vmnap/metrics")
+            .output()
+            .expect("curl");
+        let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        let key =
+            format!("vmnap_guest_answered_frames_total{{guest=\"web1\",protocol=\"{protocol}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {key} in:\n{metrics}")) as u64
+    };
+    assert_eq!(count("icmp-echo"), 3);
+    assert!(
+        (3..=4).contains(&count("arp")),
+        "{} ARP answers",
+        count("arp")
+    );
+    // Woken, it answers for itself: nothing is left in the kernel's map in its name.
+    let (body, _) = common::curl(&s, &format!("http://{}/", s.guest_ip("web1")));
+    assert_eq!(body, "hello from web1\n");
+    s.awake("web1");
+    let out = s.run(
+        0,
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "2",
+            &s.guest_ip("web1"),
+        ],
+    );
+    assert!(out.status.success(), "ping failed:\n{}", text(&out));
+    assert_eq!(
+        count("icmp-echo"),
+        3,
+        "the awake guest's own answers were counted"
+    );
+}
+
+#[test]
+fn sleeping_guest_is_answered_by_the_daemon_when_in_kernel_is_off() {
+    let s = answered_with_its_own_mac("[surrogate]\nin_kernel = false\n---\n");
+    assert!(!xdp_attached(&s), "an XDP program with in_kernel = false");
 }
 
 fn wait_for(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
@@ -133,8 +205,7 @@ fn curl_to_a_sleeping_guest_gets_the_page_with_a_single_syn() {
     let (body, syns) = common::curl_counting_syns(&s, &ip);
     assert_eq!(body, "hello from web1\n");
     assert_eq!(syns, 1, "the client retransmitted its SYN");
-    let st = s.status("web1");
-    assert_eq!(st["state"], "awake");
+    let st = s.awake("web1");
     assert_eq!(st["wakes"], 1);
     assert_eq!(st["last_wake_cause"], "tcp-syn");
     assert!(!s.frozen("web1"));
@@ -309,6 +380,53 @@ fn a_guest_on_vlan_10_is_answered_only_on_vlan_10() {
     assert!(text(&tagged).to_lowercase().contains(&s.guest_mac("web1")));
     let ping = s.run(10, &["ping", "-c", "2", "-W", "2", &ip]);
     assert!(ping.status.success(), "{}", text(&ping));
+    assert_eq!(s.status("web1")["wakes"], 0);
+}
+
+#[test]
+fn an_untagged_guest_is_not_answered_from_vlan_10_in_the_kernel_or_out() {
+    need(&["arping", "ping"]);
+    let s = Setup::new(&[("web1", 0), ("web2", 10)], "");
+    s.sleep("web1");
+    assert!(xdp_attached(&s), "no XDP program on the surrogate's port");
+    let ip = s.guest_ip("web1");
+    let tagged = s.run(
+        10,
+        &["arping", "-c", "2", "-w", "2", "-I", &s.client_if(10), &ip],
+    );
+    assert!(
+        !tagged.status.success(),
+        "answered from another VLAN: {}",
+        text(&tagged)
+    );
+    // A ping that needs no ARP, to the guest's MAC, from VLAN 10.
+    let mac = s.guest_mac("web1");
+    let neigh = s.run(
+        10,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &ip,
+            "lladdr",
+            &mac,
+            "dev",
+            &s.client_if(10),
+        ],
+    );
+    assert!(neigh.status.success(), "{}", text(&neigh));
+    let ping = s.run(10, &["ping", "-c", "2", "-W", "1", &ip]);
+    assert!(
+        !ping.status.success(),
+        "pinged from another VLAN: {}",
+        text(&ping)
+    );
+    // Untagged, it is answered.
+    let untagged = s.run(
+        0,
+        &["arping", "-c", "2", "-w", "3", "-I", &s.client_if(0), &ip],
+    );
+    assert!(untagged.status.success(), "{}", text(&untagged));
     assert_eq!(s.status("web1")["wakes"], 0);
 }
 

@@ -202,7 +202,9 @@ fn a_qemu_guest_stopped_with_a_request_it_has_not_answered_is_woken_again_at_onc
         message.contains("still had work") && message.contains("not answered"),
         "{message}"
     );
-    let st = s.status("vm1");
+    // The refusal is told once the guest is found stopped with work; it has its network
+    // back a moment later.
+    let st = s.awake("vm1");
     assert_eq!(
         (st["state"].as_str(), st["last_wake_cause"].as_str()),
         (Some("awake"), Some("in-flight")),

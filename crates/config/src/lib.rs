@@ -119,6 +119,8 @@ pub struct Config {
     /// The `[state]` table: where the daemon keeps what it has done, and what it does with
     /// sleeping guests when it restarts or stops.
     pub state: StateConfig,
+    /// The `[surrogate]` table: how the daemon stands in for sleeping guests.
+    pub surrogate: SurrogateConfig,
     /// The `[[guest]]` tables, in file order. May be empty.
     pub guests: Vec<GuestConfig>,
 }
@@ -172,6 +174,23 @@ impl Default for StateConfig {
             on_restart: OnRestart::default(),
             on_stop: OnStop::default(),
         }
+    }
+}
+
+/// The `[surrogate]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SurrogateConfig {
+    /// Whether ARP requests for a sleeping guest's IPv4 addresses and ICMP echo requests to
+    /// them are answered in the kernel, by an XDP program on the surrogate's port, rather
+    /// than by the daemon (key `in_kernel`, default `true`). The answers are the same; in
+    /// the kernel they cost a fraction, and a guest on a VLAN is always answered by the
+    /// daemon. Where the kernel refuses the program, the daemon answers and says why.
+    pub in_kernel: bool,
+}
+
+impl Default for SurrogateConfig {
+    fn default() -> Self {
+        SurrogateConfig { in_kernel: true }
     }
 }
 

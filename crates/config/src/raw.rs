@@ -17,7 +17,16 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub state: Option<Spanned<RawState>>,
     #[serde(default)]
+    pub surrogate: Option<Spanned<RawSurrogate>>,
+    #[serde(default)]
     pub guest: Vec<Spanned<RawGuest>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSurrogate {
+    #[serde(default)]
+    pub in_kernel: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ use crate::error::ConfigError;
 use crate::locate;
 use crate::raw::{
     RawApi, RawConfig, RawDefaults, RawDiscover, RawGuest, RawHealth, RawIdle, RawLibvirt,
-    RawPolicy, RawState,
+    RawPolicy, RawState, RawSurrogate,
 };
 use crate::{
     parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, Discover, GuestConfig,
@@ -23,7 +23,9 @@ use crate::{
     DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_NAME_LEN,
     MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
-use crate::{OnRestart, OnStop, StateConfig, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR};
+use crate::{
+    OnRestart, OnStop, StateConfig, SurrogateConfig, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR,
+};
 
 /// The longest path `bind(2)` accepts for a unix socket (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH_LEN: usize = 107;
@@ -67,6 +69,10 @@ pub(crate) fn parse(text: &str, file: &Path, builtin: Builtin) -> Result<Config,
         Some(state) => cx.state(state.get_ref())?,
         None => StateConfig::default(),
     };
+    let surrogate = match &raw.surrogate {
+        Some(s) => surrogate(s.get_ref()),
+        None => SurrogateConfig::default(),
+    };
     let mut seen = Seen::default();
     let mut guests = Vec::with_capacity(raw.guest.len());
     for (i, g) in raw.guest.iter().enumerate() {
@@ -79,8 +85,18 @@ pub(crate) fn parse(text: &str, file: &Path, builtin: Builtin) -> Result<Config,
         libvirt,
         idle,
         state,
+        surrogate,
         guests,
     })
+}
+
+fn surrogate(raw: &RawSurrogate) -> SurrogateConfig {
+    SurrogateConfig {
+        in_kernel: raw
+            .in_kernel
+            .as_ref()
+            .map_or(SurrogateConfig::default().in_kernel, |v| *v.get_ref()),
+    }
 }
 
 /// A `toml` error (syntax, unknown key, missing key, wrong type) with the key named.

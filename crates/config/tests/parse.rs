@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use vmnap_config::{
     parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, ConfigError, Discover,
     DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
-    MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, Transport,
-    DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR, EX_CONFIG,
-    MAX_HEALTH_BODY_LEN,
+    MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, SurrogateConfig,
+    Transport, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR,
+    EX_CONFIG, MAX_HEALTH_BODY_LEN,
 };
 
 const FILE: &str = "/etc/vmnap.toml";
@@ -224,6 +224,7 @@ multicast_frames = 256         # optional, this default
         libvirt: LibvirtConfig::default(),
         idle: IdleConfig::default(),
         state: StateConfig::default(),
+        surrogate: SurrogateConfig::default(),
     };
     assert_eq!(ok(text), expected);
 }
@@ -1294,6 +1295,32 @@ fn state_unknown_key_names_state() {
     );
 }
 
+#[test]
+fn surrogate_in_kernel_defaults_to_true_and_is_read() {
+    assert!(ok("").surrogate.in_kernel);
+    assert!(ok("[surrogate]\n").surrogate.in_kernel);
+    assert!(!ok("[surrogate]\nin_kernel = false\n").surrogate.in_kernel);
+    assert!(ok(include_str!("../example.toml")).surrogate.in_kernel);
+}
+
+#[test]
+fn surrogate_bad_keys_are_refused() {
+    refused(
+        "[surrogate]\nin_kernel = \"yes\"\n",
+        2,
+        13,
+        Some("surrogate.in_kernel"),
+        "invalid type: string \"yes\", expected a boolean",
+    );
+    refused(
+        "[surrogate]\nxdp = true\n",
+        2,
+        1,
+        Some("surrogate"),
+        "unknown key `xdp`",
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Libvirt and QMP guests, idleness and health checks: accepted
 
@@ -1334,6 +1361,7 @@ idle_after = "30s"
             idle_after: Some(Duration::from_secs(600)),
         },
         state: StateConfig::default(),
+        surrogate: SurrogateConfig::default(),
         guests: vec![GuestConfig {
             name: "web2".into(),
             bridge: None,

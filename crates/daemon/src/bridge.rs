@@ -24,9 +24,10 @@ use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
 use vmnap_core::inflight::Unanswered;
 use vmnap_core::sequence::{Action, Asked, Cut, Done as Outcome, Notice, Phase, WakeReport};
 use vmnap_core::{
-    GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink, Surrogate, Verdict,
-    VirtioNetHdr, WakeCause,
+    AnswerKind, GuestId, GuestSpec, GuestState, IgnoreReason, Instant, QueuedFrame, Sink,
+    Surrogate, Verdict, VirtioNetHdr, WakeCause,
 };
+use vmnap_host::xdp::{self, Responder};
 use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvError};
 use vmnap_hypervisor::{Backend, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
@@ -214,6 +215,20 @@ pub(crate) struct StateSetup {
     pub recovery: Recovery,
 }
 
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub(crate) struct WorkerSettings {
+    /// The seed of its surrogate's keyed hashing and TCP sequence numbers.
+    pub seed: u64,
+    /// How often guests' idleness is sampled.
+    pub interval: Duration,
+    /// Its journal; `None`: it keeps none.
+    pub state: Option<StateSetup>,
+    /// Answer ARP and ping for sleeping guests in the kernel where it can (`[surrogate]
+    /// in_kernel`).
+    pub in_kernel: bool,
+}
+
 /// A guest as the worker runs it.
 #[derive(Debug)]
 struct Guest {
@@ -277,6 +292,9 @@ struct Guest {
     cpu_saved: Duration,
     /// The memory its sleep gives back, as its backend last said.
     memory_released: Option<u64>,
+    /// While it sleeps with its ARP and ping answered in the kernel: the answers the kernel
+    /// gave for it that its figures count already.
+    in_kernel: Option<xdp::Answered>,
     /// When this worker took it on (milliseconds since the Unix epoch).
     known_since_ms: u64,
 }
@@ -347,21 +365,22 @@ impl Guest {
 }
 
 /// The worker's guests, each at the index of its [`GuestId`]: a removed guest leaves a hole
-/// that the next one added fills, as in the surrogate.
+/// that the next one added fills, as in the surrogate. Each is boxed: a `Guest` is over a
+/// kilobyte, and the vector's spare capacity should not be.
 #[derive(Debug, Default)]
-struct Guests(Vec<Option<Guest>>);
+struct Guests(Vec<Option<Box<Guest>>>);
 
 impl Guests {
     fn get_mut(&mut self, i: usize) -> Option<&mut Guest> {
-        self.0.get_mut(i).and_then(Option::as_mut)
+        self.0.get_mut(i).and_then(Option::as_deref_mut)
     }
 
     fn iter(&self) -> impl Iterator<Item = &Guest> {
-        self.0.iter().flatten()
+        self.0.iter().flatten().map(|g| &**g)
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Guest> {
-        self.0.iter_mut().flatten()
+        self.0.iter_mut().flatten().map(|g| &mut **g)
     }
 
     /// The indices of the guests there are now.
@@ -383,11 +402,11 @@ impl Guests {
         if self.0.len() <= i {
             self.0.resize_with(i + 1, || None);
         }
-        self.0[i] = Some(guest);
+        self.0[i] = Some(Box::new(guest));
     }
 
     fn take(&mut self, i: usize) -> Option<Guest> {
-        self.0.get_mut(i).and_then(Option::take)
+        self.0.get_mut(i).and_then(Option::take).map(|g| *g)
     }
 }
 
@@ -518,7 +537,19 @@ pub(crate) struct BridgeWorker {
     pending_cuts: Vec<(usize, u64)>,
     /// Shutting down: no guest is put to sleep any more.
     stopping: bool,
+    /// The XDP program on the surrogate's port that answers ARP and ping for sleeping
+    /// guests in the kernel (`None`: the surrogate answers them, as everything else).
+    kernel: Option<Responder>,
+    /// How many guests it answers for, the total of its answers when last read, and when to
+    /// read it again: the guests' counts are read only when the total has moved.
+    in_kernel: usize,
+    kernel_total: xdp::Answered,
+    next_kernel_check: StdInstant,
 }
+
+/// How many addresses a bridge's kernel responder holds: a bridge takes at most 1,024
+/// ports, and a guest may have a few addresses. Guests past it are answered by the surrogate.
+const KERNEL_ADDRESSES: u32 = 4096;
 
 /// The names of a bridge's surrogate port: the enslaved end and the end vmnap reads.
 pub fn port_names(bridge_ifindex: u32) -> (String, String) {
@@ -534,12 +565,16 @@ impl BridgeWorker {
     pub(crate) fn start(
         bridge: &str,
         guests: Vec<GuestSetup>,
-        seed: u64,
-        interval: Duration,
-        state: Option<StateSetup>,
+        settings: WorkerSettings,
         bus: EventBus,
         pool: Pool,
     ) -> Result<(BridgeWorker, BridgeHandle), StartError> {
+        let WorkerSettings {
+            seed,
+            interval,
+            state,
+            in_kernel,
+        } = settings;
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
             .link_index(bridge)
@@ -577,6 +612,19 @@ impl BridgeWorker {
             bridge: bridge.to_owned(),
             source,
         })?;
+        let kernel = if in_kernel {
+            // The peer of the surrogate's end is the bridge's port, in this namespace: the
+            // responder turns its VLAN offload off, so that tagged frames carry their tags.
+            match Responder::attach(&peer, KERNEL_ADDRESSES, xdp::Vlans::Possible) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!(%bridge, error = %chain(&e), "cannot answer ARP and ping in the kernel; the surrogate answers them itself");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let poll = Poll::new().map_err(StartError::Poll)?;
         poll.registry()
             .register(
@@ -588,7 +636,7 @@ impl BridgeWorker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
         let (done_tx, done_rx) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
-        info!(%bridge, port = %port, guests = guests.len(), "standing by on bridge");
+        info!(%bridge, port = %port, guests = guests.len(), in_kernel = kernel.is_some(), "standing by on bridge");
         let journal_path = state.as_ref().map(|s| journal::path(&s.dir, bridge));
         let found = match &journal_path {
             Some(p) => Journal::load(p).unwrap_or_else(|e| {
@@ -636,6 +684,10 @@ impl BridgeWorker {
             closer,
             closer_thread: Some(closer_thread),
             stopping: false,
+            kernel,
+            in_kernel: 0,
+            kernel_total: xdp::Answered::default(),
+            next_kernel_check: StdInstant::now(),
         };
         worker.surrogate.set_probe_mac(vmnap_core::MacAddr(mac));
         for setup in guests {
@@ -709,6 +761,7 @@ impl BridgeWorker {
             cpu_rate: None,
             cpu_saved: Duration::ZERO,
             memory_released: None,
+            in_kernel: None,
             known_since_ms: unix_ms(),
         };
         if guest.idle.is_some() {
@@ -779,8 +832,13 @@ impl BridgeWorker {
                 {
                     Ok(()) => {
                         info!(guest = %name, "found asleep by the journal; standing in again");
-                        self.guests[i].asleep_since = Some(StdInstant::now());
-                        self.guests[i].mark(true);
+                        let g = &mut self.guests[i];
+                        g.asleep_since = Some(StdInstant::now());
+                        g.mark(true);
+                        if let Some(w) = g.watch.take() {
+                            close_watch(&self.poll, &self.closer, w);
+                        }
+                        self.answer_in_kernel(i);
                         self.journal(i, Some((GuestState::Sleeping, cut)));
                         continue;
                     }
@@ -871,7 +929,12 @@ impl BridgeWorker {
         // Every awake guest is sampled: for idleness, and for what its sleep saves.
         let sample = (self.guests.count() > 0).then_some(self.next_sample);
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
-        core.into_iter().chain(sample).chain(tally).min()
+        let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
+        core.into_iter()
+            .chain(sample)
+            .chain(tally)
+            .chain(kernel)
+            .min()
     }
 
     /// Handles up to `limit` frames waiting on the capture socket, and publishes what
@@ -1062,6 +1125,13 @@ impl BridgeWorker {
             self.next_sample = StdInstant::now() + self.interval;
             self.sample_all();
         }
+        if self.in_kernel > 0 && StdInstant::now() >= self.next_kernel_check {
+            self.next_kernel_check = StdInstant::now() + TALLY_EVERY;
+            let total = self.kernel.as_ref().and_then(|k| k.total().ok());
+            if total.is_some_and(|t| t != self.kernel_total) {
+                self.count_all_kernel_answers();
+            }
+        }
     }
 
     /// Hands the backends' results to the sequences (and the samples to idleness).
@@ -1165,9 +1235,11 @@ impl BridgeWorker {
                 let _ = reply.send(result);
             }
             Command::Status { reply } => {
+                self.count_all_kernel_answers();
                 let _ = reply.send(self.status());
             }
             Command::Metrics { reply } => {
+                self.count_all_kernel_answers();
                 let now = self.now();
                 let mut guests = Vec::with_capacity(self.guests.count());
                 for g in self.guests.iter_mut() {
@@ -1259,6 +1331,9 @@ impl BridgeWorker {
     /// Forgets awake guest `i`: its registration, its watches, its journal entry, its backend.
     fn remove(&mut self, i: usize) {
         self.journal(i, None);
+        if self.guests.get_mut(i).is_some() {
+            self.answer_in_user_space(i);
+        }
         let Some(mut g) = self.guests.take(i) else {
             return;
         };
@@ -1282,11 +1357,20 @@ impl BridgeWorker {
                 failed.push((name, "it is not on this bridge".to_owned()));
                 continue;
             };
+            // The kernel's entries follow the spec: taken back under the old, given again
+            // under the new.
+            let in_kernel = self.guests[i].in_kernel.is_some();
+            self.answer_in_user_space(i);
             let g = &mut self.guests[i];
-            if let Err(e) = self.surrogate.update_guest(g.id, spec_of(&config, g.mac)) {
+            let updated = self.surrogate.update_guest(g.id, spec_of(&config, g.mac));
+            if in_kernel {
+                self.answer_in_kernel(i);
+            }
+            if let Err(e) = updated {
                 failed.push((name, e.to_string()));
                 continue;
             }
+            let g = &mut self.guests[i];
             info!(guest = %name, "new policy applied in place");
             let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
             if ports != g.health_ports {
@@ -1532,7 +1616,10 @@ impl BridgeWorker {
                 Action::Cut(_) => self.cut(i),
                 Action::Suspend(_) => self.backend_call(i, Op::Suspend),
                 Action::Inspect(_) => self.backend_call(i, Op::Inspect),
-                Action::Resume(_) => self.backend_call(i, Op::Resume),
+                Action::Resume(_) => {
+                    self.answer_in_user_space(i);
+                    self.backend_call(i, Op::Resume)
+                }
                 Action::Restore(_, cut) => self.restore(i, cut),
                 Action::Replay(_, frames) => self.replay(i, frames),
                 Action::Probe(_, probe) => self.probe(i, &probe),
@@ -1630,6 +1717,105 @@ impl BridgeWorker {
             }
         };
         self.outcome(i, Outcome::Cut(cut));
+    }
+
+    /// Hands the ARP and ping answers of guest `i`, asleep, to the kernel's responder: one
+    /// entry for each of its IPv4 addresses. A guest on a VLAN (the responder keys by
+    /// address alone), or one the responder cannot take, stays with the surrogate, which
+    /// answers the same.
+    fn answer_in_kernel(&mut self, i: usize) {
+        let Some(kernel) = &self.kernel else { return };
+        let g = &mut self.guests[i];
+        let Some(spec) = self.surrogate.spec(g.id) else {
+            return;
+        };
+        let answers = xdp::Answers {
+            arp: spec.answers.arp,
+            echo: spec.answers.icmp_echo,
+        };
+        if g.in_kernel.is_some() || spec.vlan != 0 || answers == xdp::Answers::default() {
+            return;
+        }
+        for (n, ip) in spec.ipv4.iter().enumerate() {
+            if let Err(e) = kernel.insert(*ip, vmnap_wire::Mac(g.mac), answers) {
+                warn!(guest = %g.name, %ip, error = %chain(&e), "cannot answer for the guest in the kernel; the surrogate answers for it");
+                for ip in &spec.ipv4[..n] {
+                    let _ = kernel.remove(*ip);
+                }
+                return;
+            }
+        }
+        g.in_kernel = Some(xdp::Answered::default());
+        self.in_kernel += 1;
+    }
+
+    /// Takes the answers of guest `i` back from the kernel's responder, before it wakes,
+    /// counting what the kernel answered for it.
+    fn answer_in_user_space(&mut self, i: usize) {
+        if self.guests[i].in_kernel.is_none() {
+            return;
+        }
+        self.count_kernel_answers(i);
+        let (Some(kernel), Some(spec)) = (&self.kernel, self.surrogate.spec(self.guests[i].id))
+        else {
+            return;
+        };
+        let g = &mut self.guests[i];
+        for ip in &spec.ipv4 {
+            if let Err(e) = kernel.remove(*ip) {
+                error!(guest = %g.name, %ip, error = %chain(&e), "cannot take the guest's address back from the kernel's responder");
+            }
+        }
+        g.in_kernel = None;
+        self.in_kernel -= 1;
+    }
+
+    /// [`Self::count_kernel_answers`] for every guest the kernel answers for.
+    fn count_all_kernel_answers(&mut self) {
+        let Some(total) = self.kernel.as_ref().and_then(|k| k.total().ok()) else {
+            return;
+        };
+        self.kernel_total = total;
+        if self.in_kernel == 0 {
+            return;
+        }
+        for i in self.guests.indices() {
+            if self.guests[i].in_kernel.is_some() {
+                self.count_kernel_answers(i);
+            }
+        }
+    }
+
+    /// Adds to guest `i`'s figures the answers the kernel gave for it since they were last
+    /// counted.
+    fn count_kernel_answers(&mut self, i: usize) {
+        let (Some(kernel), Some(counted)) = (&self.kernel, self.guests[i].in_kernel) else {
+            return;
+        };
+        let Some(spec) = self.surrogate.spec(self.guests[i].id) else {
+            return;
+        };
+        let mut now = xdp::Answered::default();
+        for ip in &spec.ipv4 {
+            if let Ok(Some(a)) = kernel.answered(*ip) {
+                now.arp += a.arp;
+                now.echo += a.echo;
+            }
+        }
+        let g = &mut self.guests[i];
+        for (kind, n) in [
+            (AnswerKind::Arp, now.arp.saturating_sub(counted.arp)),
+            (AnswerKind::IcmpEcho, now.echo.saturating_sub(counted.echo)),
+        ] {
+            if n > 0 {
+                g.metrics.add_answered(kind, n);
+                *self
+                    .tally
+                    .entry((i, Tally::Answered(kind.as_str())))
+                    .or_default() += n;
+            }
+        }
+        g.in_kernel = Some(now);
     }
 
     /// Hands a suspend, an inspection or a resume to guest `i`'s backend on the pool; its result
@@ -1771,6 +1957,10 @@ impl BridgeWorker {
                 g.metrics.on_asleep(now);
                 g.asleep_since = Some(StdInstant::now());
                 g.mark(true);
+                if let Some(w) = g.watch.take() {
+                    close_watch(&self.poll, &self.closer, w);
+                }
+                self.answer_in_kernel(i);
                 info!(guest = %name, "guest is asleep");
                 self.publish_tally();
                 self.bus.publish(Event::FellAsleep {
@@ -1889,6 +2079,7 @@ impl BridgeWorker {
         g.asleep_since = None;
         if let Some(idle) = g.idle.as_mut() {
             idle.reset(now);
+            open_watch(&self.poll, g, i);
         }
         g.answer_wake(&Ok(Answer::Awake));
     }
@@ -2082,8 +2273,10 @@ fn close_all(mut sockets: Vec<PacketSocket>) {
     });
 }
 
-/// Opens the passive watches on guest `i`'s port (see [`Guest::watch`] and
-/// [`Guest::conn_watch`]); a guest without them is only less precise about idleness.
+/// Opens the passive watches on guest `i`'s port that are not open yet (see
+/// [`Guest::watch`] and [`Guest::conn_watch`]); a guest without them is only less precise
+/// about idleness. The first is open only while the guest is awake (asleep, the surrogate
+/// sees every frame itself), so that sleeping guests hold no socket.
 fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
     let open = |filter: Vec<vmnap_host::bpf::SockFilter>, token: usize| {
         PacketSocket::open_capture(&g.interface)
@@ -2100,14 +2293,16 @@ fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
                 Ok(w)
             })
     };
-    let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
-    match open(filter, FIRST_WATCH + WATCHES * i) {
-        Ok(w) => g.watch = Some(w),
-        Err(e) => {
-            warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
+    if g.watch.is_none() && g.asleep_since.is_none() {
+        let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
+        match open(filter, FIRST_WATCH + WATCHES * i) {
+            Ok(w) => g.watch = Some(w),
+            Err(e) => {
+                warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
+            }
         }
     }
-    if g.keep_ports.is_empty() {
+    if g.keep_ports.is_empty() || g.conn_watch.is_some() {
         return;
     }
     let ports: Vec<u16> = g.keep_ports.iter().map(|r| r.port).collect();

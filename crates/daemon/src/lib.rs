@@ -139,6 +139,7 @@ pub struct Options {
 /// `options.config_path`) on SIGHUP; wakes every guest it put to sleep before it returns
 /// (unless `[state] on_stop` says otherwise).
 pub fn run(config: Config, mut options: Options) -> Result<(), StartError> {
+    vmnap_host::memory::limit_arenas(1);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;
@@ -190,16 +191,25 @@ pub fn run_with(
     let (handles, policies, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
-    vmnap_host::memory::release_free_memory();
     info!(
         socket = %config.api.socket.display(),
         listen = ?config.api.listen,
         guests = config.guests.len(),
         "vmnap is running"
     );
+    let socket = config.api.socket.clone();
+    // The config was read among the parser's garbage, freed since: a copy made now sits
+    // in one piece, and the heap the original leaves goes back to the kernel.
+    let running = reload::Running {
+        config: config.clone(),
+        placed,
+        discovered,
+    };
+    drop(config);
+    vmnap_host::memory::release_free_memory();
     let nonblocking = |r: std::io::Result<()>| {
         r.map_err(|source| StartError::Socket {
-            path: config.api.socket.clone(),
+            path: socket.clone(),
             source,
         })
     };
@@ -237,11 +247,7 @@ pub fn run_with(
         path: options.config_path.clone(),
         backends,
         pool,
-        running: Mutex::new(reload::Running {
-            config: config.clone(),
-            placed,
-            discovered,
-        }),
+        running: Mutex::new(running),
     };
     let mut server = Server::new(Registry::new(handles, policies), bus, token, stop);
     server.reloader = Some(&reloader);
@@ -341,7 +347,7 @@ pub fn run_with(
             let _ = thread.join();
         }
     }
-    let _ = std::fs::remove_file(&config.api.socket);
+    let _ = std::fs::remove_file(&socket);
     info!("vmnap stopped");
     Ok(())
 }

@@ -381,6 +381,11 @@ impl GuestMetrics {
         self.wake_failures
     }
 
+    /// Counts `n` answers of `kind` given for the guest in the kernel.
+    pub fn add_answered(&mut self, kind: AnswerKind, n: u64) {
+        self.answered[answer_index(kind)] += n;
+    }
+
     /// Frames answered by `kind`'s responder.
     pub fn answered(&self, kind: AnswerKind) -> u64 {
         self.answered[answer_index(kind)]

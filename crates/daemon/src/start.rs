@@ -152,13 +152,18 @@ pub(crate) fn idle_policy(guest: &GuestConfig, config: &Config) -> Option<IdlePo
 }
 
 /// Where workers keep their journals, and what they do with what they find there.
-pub(crate) fn state_setup(config: &Config) -> bridge::StateSetup {
-    bridge::StateSetup {
-        dir: config.state.dir.clone(),
-        recovery: match config.state.on_restart {
-            vmnap_config::OnRestart::StandIn => bridge::Recovery::StandIn,
-            vmnap_config::OnRestart::Wake => bridge::Recovery::Wake,
-        },
+pub(crate) fn settings(config: &Config) -> bridge::WorkerSettings {
+    bridge::WorkerSettings {
+        seed: seed(),
+        interval: config.idle.interval,
+        state: Some(bridge::StateSetup {
+            dir: config.state.dir.clone(),
+            recovery: match config.state.on_restart {
+                vmnap_config::OnRestart::StandIn => bridge::Recovery::StandIn,
+                vmnap_config::OnRestart::Wake => bridge::Recovery::Wake,
+            },
+        }),
+        in_kernel: config.surrogate.in_kernel,
     }
 }
 
@@ -259,15 +264,8 @@ pub(crate) fn start_worker(
     bus: &EventBus,
     pool: &Pool,
 ) -> Result<BridgeHandle, StartError> {
-    let (worker, mut handle) = BridgeWorker::start(
-        bridge,
-        guests,
-        seed(),
-        config.idle.interval,
-        Some(state_setup(config)),
-        bus.clone(),
-        pool.clone(),
-    )?;
+    let (worker, mut handle) =
+        BridgeWorker::start(bridge, guests, settings(config), bus.clone(), pool.clone())?;
     let thread = std::thread::Builder::new()
         .name(format!("vmnap-{bridge}"))
         .spawn(move || worker.run())

@@ -326,6 +326,23 @@ impl Setup {
             .unwrap_or_else(|| panic!("{guest} not in status: {text}"))
     }
 
+    /// `guest`'s status once it is awake. A wake is over when the guest has its network
+    /// back, after a quiet moment of at most 500 ms: a client can have its answer before.
+    pub fn awake(&self, guest: &str) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let st = self.status(guest);
+            if st["state"] == "awake" {
+                return st;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{guest} not awake within 2 s: {st}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     pub fn sleep(&self, guest: &str) {
         self.vmnap(&["sleep", guest]);
         assert_eq!(self.status(guest)["state"], "sleeping");
