@@ -166,7 +166,7 @@ fn asset(value: &toml::Value) -> (String, String, String) {
 #[test]
 fn the_deb_installs_the_binary_unit_config_man_page_and_readme() {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let manifest: toml::Value = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
+    let manifest: toml::Table = std::fs::read_to_string(crate_dir.join("Cargo.toml"))
         .expect("Cargo.toml")
         .parse()
         .expect("Cargo.toml parses");

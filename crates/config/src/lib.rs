@@ -542,4 +542,9 @@ impl Config {
     pub fn guest(&self, name: &str) -> Option<&GuestConfig> {
         self.guests.iter().find(|g| g.name == name)
     }
+
+    /// The guests by name, for looking many up: [`Config::guest`] searches the list.
+    pub fn guests_by_name(&self) -> std::collections::HashMap<&str, &GuestConfig> {
+        self.guests.iter().map(|g| (g.name.as_str(), g)).collect()
+    }
 }

@@ -1,12 +1,12 @@
 //! Names the key behind a byte offset, for the errors `toml` and serde report with only a span
 //! (unknown key, wrong type, missing key).
 
-use toml_edit::{ImDocument, Item, TableLike, Value};
+use toml_edit::{Document, Item, TableLike, Value};
 
 /// The path of the deepest key or array element whose text contains byte `offset` of `text`,
 /// as `guest[1].wake_on[0]`; `None` when the text does not parse or the offset is in no key.
 pub(crate) fn key_at(text: &str, offset: usize) -> Option<String> {
-    let doc = ImDocument::parse(text).ok()?;
+    let doc = Document::parse(text).ok()?;
     let mut path = Vec::new();
     in_table(doc.as_table(), offset, &mut path);
     if path.is_empty() {

@@ -130,11 +130,6 @@ fn toml_error(e: &toml::de::Error, text: &str, file: &Path) -> ConfigError {
             "unknown key {}",
             rest.replacen(", expected", "; expected", 1)
         )
-    } else if key.as_deref() == Some("libvirt.discover") && message.contains("borrowed string") {
-        // `toml` cannot give the span of a `[libvirt.discover]` table header.
-        "write `discover = { metadata = \"URI\" }` as an inline table in `[libvirt]`, not as a \
-         table of its own"
-            .to_string()
     } else if let Some(rest) = message.strip_prefix("missing field ") {
         format!("missing key {rest}")
     } else {

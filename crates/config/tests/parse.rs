@@ -2677,14 +2677,14 @@ fn bad_domain_settings_are_refused_naming_the_attribute() {
 }
 
 #[test]
-fn discover_as_a_table_header_is_refused_with_advice() {
-    refused(
-        "[libvirt.discover]\nmetadata = \"urn:vmnap\"\n",
-        1,
-        10,
-        Some("libvirt.discover"),
-        "write `discover = { metadata = \"URI\" }` as an inline table",
+fn discover_as_a_table_header_is_read_as_the_inline_table() {
+    let header = ok("[libvirt.discover]\nmetadata = \"urn:vmnap\"\n");
+    let inline = ok("[libvirt]\ndiscover = { metadata = \"urn:vmnap\" }\n");
+    assert_eq!(
+        header.libvirt.discover,
+        Some(Discover::Metadata("urn:vmnap".into()))
     );
+    assert_eq!(header, inline);
 }
 
 #[test]
