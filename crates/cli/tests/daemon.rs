@@ -100,7 +100,7 @@ fn a_guest_in_a_v1_freezer_sleeps_and_wakes() {
         text(&out)
     );
     assert!(!s.frozen("web1"));
-    assert_eq!(s.status("web1")["wakes"], 1);
+    assert_eq!(s.awake("web1")["wakes"], 1);
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn an_idle_guest_falls_asleep_on_its_own_and_wakes_on_demand() {
         &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
-    assert_eq!(s.status("web1")["wakes"], 1);
+    assert_eq!(s.awake("web1")["wakes"], 1);
 }
 
 #[test]

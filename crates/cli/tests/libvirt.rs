@@ -226,5 +226,5 @@ fn twenty_sleep_wake_cycles_of_a_libvirt_guest_under_a_trickle_lose_no_request()
         slow.is_empty(),
         "requests that needed a retransmission: {slow:?}"
     );
-    assert_eq!(s.status("d1")["wakes"], 20);
+    assert_eq!(s.awake("d1")["wakes"], 20);
 }

@@ -238,7 +238,7 @@ fn a_thousand_numbered_datagrams_reach_the_woken_guest_in_order_exactly_once() {
         .success());
     common::send_thousand_datagrams(&s, &ip);
     common::assert_thousand_in_order(std::time::Duration::from_secs(20), || udp_log(&s, "web1"));
-    let st = s.status("web1");
+    let st = s.awake("web1");
     assert_eq!(st["wakes"], 1);
     assert_eq!(st["dropped_frames"], 0);
     assert!(st["replayed_frames"].as_u64().expect("number") >= 1, "{st}");
@@ -457,7 +457,7 @@ fn an_idle_connection_survives_the_guests_sleep_on_keepalives_answered_by_vmnap(
         got.ends_with("hello from web1\n"),
         "the connection did not survive: {got:?}"
     );
-    let st = s.status("web1");
+    let st = s.awake("web1");
     assert_eq!(st["wakes"], 1, "{st}");
     assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
     assert!(

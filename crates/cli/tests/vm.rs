@@ -49,7 +49,7 @@ fn a_thousand_datagrams_reach_a_paused_qemu_guest_in_order_exactly_once() {
     send_thousand_datagrams(&s, &ip);
     let vm = s.lab.vm("vm1").expect("vm").clone();
     assert_thousand_in_order(Duration::from_secs(60), || vm.udp_lines());
-    assert_eq!(s.status("vm1")["wakes"], 1);
+    assert_eq!(s.awake("vm1")["wakes"], 1);
 }
 
 #[test]
@@ -75,7 +75,7 @@ fn twenty_sleep_wake_cycles_under_a_trickle_of_requests_lose_none() {
         slow.is_empty(),
         "requests that needed a retransmission: {slow:?}"
     );
-    assert_eq!(s.status("vm1")["wakes"], 20);
+    assert_eq!(s.awake("vm1")["wakes"], 20);
 }
 
 /// The command line of process `pid`.

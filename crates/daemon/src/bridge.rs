@@ -295,6 +295,8 @@ struct Guest {
     /// While it sleeps with its ARP and ping answered in the kernel: the answers the kernel
     /// gave for it that its figures count already.
     in_kernel: Option<xdp::Answered>,
+    /// It has an entry in the journal.
+    journaled: bool,
     /// When this worker took it on (milliseconds since the Unix epoch).
     known_since_ms: u64,
 }
@@ -352,13 +354,15 @@ impl Guest {
     }
 
     fn answer_sleep(&mut self, result: &Result<Answer, Refusal>) {
-        for w in self.sleep_waiters.drain(..) {
+        // Taken, not drained: a guest that waits for nothing keeps no buffer.
+        for w in std::mem::take(&mut self.sleep_waiters) {
             let _ = w.send(result.clone());
         }
     }
 
     fn answer_wake(&mut self, result: &Result<Answer, Refusal>) {
-        for w in self.wake_waiters.drain(..) {
+        // Taken, not drained: a guest that waits for nothing keeps no buffer.
+        for w in std::mem::take(&mut self.wake_waiters) {
             let _ = w.send(result.clone());
         }
     }
@@ -524,9 +528,8 @@ pub(crate) struct BridgeWorker {
     next_sample: StdInstant,
     /// Prometheus's view of the frames that concern no guest.
     bridge_metrics: BridgeMetrics,
-    /// What has been done to the guests, and where it is kept (`None`: nowhere).
-    journal: Journal,
-    /// The thread that writes it (`None`: it is kept nowhere).
+    /// The thread that keeps and writes the journal of what has been done to the guests
+    /// (`None`: it is kept nowhere).
     writer: Option<journal::Writer>,
     /// Where packet sockets go to be closed ([`start_closer`]), and the thread that closes
     /// them (joined at shutdown, so that the daemon does not exit while it closes).
@@ -546,6 +549,12 @@ pub(crate) struct BridgeWorker {
     kernel_total: xdp::Answered,
     next_kernel_check: StdInstant,
 }
+
+/// How often a worker reads its kernel responder's total, to count the answers it gave into
+/// the guests' figures and events (reading the status or the metrics counts them at once).
+/// Each read wakes the worker: with 10 bridges asleep, once a second would be most of the
+/// daemon's idle CPU.
+const KERNEL_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// How many addresses a bridge's kernel responder holds: a bridge takes at most 1,024
 /// ports, and a guest may have a few addresses. Guests past it are answered by the surrogate.
@@ -669,13 +678,9 @@ impl BridgeWorker {
             interval,
             next_sample: StdInstant::now() + interval,
             bridge_metrics: BridgeMetrics::default(),
-            journal: Journal {
-                bridge: bridge.to_owned(),
-                ..Journal::default()
-            },
             writer: match &journal_path {
                 Some(p) => Some(
-                    journal::Writer::start(p.clone(), Arc::clone(&waker))
+                    journal::Writer::start(p.clone(), bridge.to_owned(), Arc::clone(&waker))
                         .map_err(StartError::Poll)?,
                 ),
                 None => None,
@@ -762,6 +767,7 @@ impl BridgeWorker {
             cpu_saved: Duration::ZERO,
             memory_released: None,
             in_kernel: None,
+            journaled: false,
             known_since_ms: unix_ms(),
         };
         if guest.idle.is_some() {
@@ -780,7 +786,10 @@ impl BridgeWorker {
     /// to remember), and hands the journal to its writer. Returns the number the writer
     /// reaches once the file holds it (0: nothing to wait for).
     fn journal(&mut self, i: usize, state: Option<(GuestState, Option<Cut>)>) -> u64 {
-        let g = &self.guests[i];
+        let g = &mut self.guests[i];
+        let Some(writer) = self.writer.as_mut() else {
+            return 0;
+        };
         match state {
             Some((state, cut)) => {
                 let entry = Entry {
@@ -789,15 +798,15 @@ impl BridgeWorker {
                     cut,
                     mac: g.mac,
                 };
-                self.journal.guests.insert(g.name.clone(), entry);
+                g.journaled = true;
+                writer.put(g.name.clone(), entry)
             }
-            None => {
-                if self.journal.guests.remove(&g.name).is_none() {
-                    return 0;
-                }
+            None if g.journaled => {
+                g.journaled = false;
+                writer.remove(g.name.clone())
             }
+            None => 0,
         }
-        self.writer.as_mut().map_or(0, |w| w.write(&self.journal))
     }
 
     /// Takes over what a previous run left, as its journal says: guests it left asleep are
@@ -858,7 +867,7 @@ impl BridgeWorker {
         }
         // Entries of guests this run does not have are settled: write what is left.
         if let Some(w) = self.writer.as_mut() {
-            w.write(&self.journal);
+            w.flush();
         }
         self.run_actions();
     }
@@ -1126,7 +1135,7 @@ impl BridgeWorker {
             self.sample_all();
         }
         if self.in_kernel > 0 && StdInstant::now() >= self.next_kernel_check {
-            self.next_kernel_check = StdInstant::now() + TALLY_EVERY;
+            self.next_kernel_check = StdInstant::now() + KERNEL_CHECK_EVERY;
             let total = self.kernel.as_ref().and_then(|k| k.total().ok());
             if total.is_some_and(|t| t != self.kernel_total) {
                 self.count_all_kernel_answers();

@@ -6,9 +6,10 @@
 //! (not before: a daemon that dies during a wake finds the guest asleep and stands in for
 //! it, or wakes it, which is right either way). No file when every guest is awake.
 //!
-//! The worker never waits for the disk: a [`Writer`] thread writes the latest journal it was
-//! handed (those handed over while it wrote are written once, as the last of them) and says
-//! up to which one the file holds. The one step that must be on disk before it is taken, the
+//! The worker never waits for the disk: a [`Writer`] thread keeps the journal, takes each
+//! guest's change as it comes (one entry, not the whole journal: 10,000 sleeping guests would
+//! otherwise copy it 10,000 times), writes it once for all the changes that came while it
+//! wrote, and says up to which change the file holds. The one step that must be on disk before it is taken, the
 //! cut of a guest's port, waits for that; the others may be lost in a crash, which leaves
 //! the journal one step behind, and a daemon started after it finishes that step by waking.
 
@@ -190,33 +191,57 @@ impl Journal {
     }
 }
 
+/// One guest's change to the journal, or a request to write it as it is.
+#[derive(Debug)]
+enum Change {
+    Put(String, Entry),
+    Remove(String),
+    Flush,
+}
+
 /// Writes a bridge's journal on a thread of its own (see the module documentation).
 #[derive(Debug)]
 pub(crate) struct Writer {
-    tx: Option<Sender<(u64, Journal)>>,
+    tx: Option<Sender<(u64, Change)>>,
     written: Arc<AtomicU64>,
     handed: u64,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Writer {
-    /// Starts the thread that writes to `path`; `waker` is woken after each write.
-    pub(crate) fn start(path: PathBuf, waker: Arc<Waker>) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel::<(u64, Journal)>();
+    /// Starts the thread that keeps bridge `bridge`'s journal, empty, and writes it to
+    /// `path`; `waker` is woken after each write.
+    pub(crate) fn start(path: PathBuf, bridge: String, waker: Arc<Waker>) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<(u64, Change)>();
         let written = Arc::new(AtomicU64::new(0));
         let done = Arc::clone(&written);
         let thread = std::thread::Builder::new()
             .name("vmnap-journal".into())
             .spawn(move || {
-                while let Ok(mut next) = rx.recv() {
-                    // Only the latest journal matters: a group commit.
-                    while let Ok(newer) = rx.try_recv() {
-                        next = newer;
+                let mut journal = Journal {
+                    bridge,
+                    guests: BTreeMap::new(),
+                };
+                let apply = |journal: &mut Journal, change| match change {
+                    Change::Put(name, entry) => {
+                        journal.guests.insert(name, entry);
                     }
-                    if let Err(e) = next.1.store(&path) {
+                    Change::Remove(name) => {
+                        journal.guests.remove(&name);
+                    }
+                    Change::Flush => {}
+                };
+                while let Ok((mut last, change)) = rx.recv() {
+                    apply(&mut journal, change);
+                    // The changes that came meanwhile are written at once: a group commit.
+                    while let Ok((n, change)) = rx.try_recv() {
+                        apply(&mut journal, change);
+                        last = n;
+                    }
+                    if let Err(e) = journal.store(&path) {
                         error!(error = %crate::error::chain(&e), "cannot write the journal");
                     }
-                    done.store(next.0, Ordering::Release);
+                    done.store(last, Ordering::Release);
                     if let Err(e) = waker.wake() {
                         warn!(error = %e, "cannot wake the bridge's worker");
                     }
@@ -230,12 +255,26 @@ impl Writer {
         })
     }
 
-    /// Hands `journal` over to be written; returns its number, which [`Self::written`]
-    /// reaches once the file holds it (or a later one).
-    pub(crate) fn write(&mut self, journal: &Journal) -> u64 {
+    /// Hands over guest `name`'s entry, to be written; returns the change's number, which
+    /// [`Self::written`] reaches once the file holds it.
+    pub(crate) fn put(&mut self, name: String, entry: Entry) -> u64 {
+        self.send(Change::Put(name, entry))
+    }
+
+    /// Hands over the removal of guest `name`'s entry; see [`Self::put`].
+    pub(crate) fn remove(&mut self, name: String) -> u64 {
+        self.send(Change::Remove(name))
+    }
+
+    /// Asks for the journal to be written as it is; see [`Self::put`].
+    pub(crate) fn flush(&mut self) -> u64 {
+        self.send(Change::Flush)
+    }
+
+    fn send(&mut self, change: Change) -> u64 {
         self.handed += 1;
         if let Some(tx) = &self.tx {
-            if tx.send((self.handed, journal.clone())).is_err() {
+            if tx.send((self.handed, change)).is_err() {
                 error!("the journal's writer has stopped; the journal is not kept");
                 self.written.store(self.handed, Ordering::Release);
             }

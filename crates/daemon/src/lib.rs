@@ -188,7 +188,7 @@ pub fn run_with(
     };
     let bus = EventBus::new();
     let pool = backend::Pool::new();
-    let (handles, policies, placed) = start::start_workers(&config, backends, &bus, &pool)?;
+    let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
     info!(
@@ -249,7 +249,7 @@ pub fn run_with(
         pool,
         running: Mutex::new(running),
     };
-    let mut server = Server::new(Registry::new(handles, policies), bus, token, stop);
+    let mut server = Server::new(Registry::new(handles), bus, token, stop);
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
     let hup = options.reload.clone();

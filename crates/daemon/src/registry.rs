@@ -1,27 +1,23 @@
-//! The guests the daemon manages now: the bridges' workers and each guest's policy.
+//! The guests the daemon manages now: the bridges' workers, each with its guests' names.
 //!
 //! The server's connections read it; the reloader alone writes it. It sits below both, so
 //! that neither has to know the other's insides.
 
-use std::collections::BTreeMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-
-use vmnap_api::Policy;
 
 use crate::bridge::BridgeHandle;
 
-/// The workers and policies, each behind its own lock.
+/// The workers, behind a lock. (Each guest's policy is made from the config when asked
+/// for: kept, it was half a kilobyte a guest.)
 #[derive(Debug)]
 pub(crate) struct Registry {
     handles: RwLock<Vec<BridgeHandle>>,
-    policies: RwLock<BTreeMap<String, Policy>>,
 }
 
 impl Registry {
-    pub(crate) fn new(handles: Vec<BridgeHandle>, policies: BTreeMap<String, Policy>) -> Self {
+    pub(crate) fn new(handles: Vec<BridgeHandle>) -> Self {
         Registry {
             handles: RwLock::new(handles),
-            policies: RwLock::new(policies),
         }
     }
 
@@ -36,16 +32,11 @@ impl Registry {
         self.handles.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Guest `name`'s policy, if it is configured.
-    pub(crate) fn policy(&self, name: &str) -> Option<Policy> {
-        // A reload that panicked left the map whole: it is replaced in one assignment.
-        let policies = self.policies.read().unwrap_or_else(|e| e.into_inner());
-        policies.get(name).cloned()
-    }
-
-    /// Replaces every policy at once.
-    pub(crate) fn set_policies(&self, policies: BTreeMap<String, Policy>) {
-        *self.policies.write().unwrap_or_else(|e| e.into_inner()) = policies;
+    /// Whether a worker runs guest `name`.
+    pub(crate) fn has_guest(&self, name: &str) -> bool {
+        self.workers()
+            .iter()
+            .any(|h| h.guests.iter().any(|g| g == name))
     }
 
     /// The workers, for shutdown.

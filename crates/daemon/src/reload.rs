@@ -179,8 +179,9 @@ impl Plan {
     /// How `new` differs from `old`, guest by guest.
     fn of(old: &Config, new: &Config) -> Plan {
         let mut plan = Plan::default();
+        let (old_names, new_names) = (old.guests_by_name(), new.guests_by_name());
         for g in &old.guests {
-            match new.guest(&g.name) {
+            match new_names.get(g.name.as_str()) {
                 None => plan.removed.push(g.name.clone()),
                 Some(n) => match compare(g, old, n, new) {
                     Change::Same => plan.unchanged += 1,
@@ -192,7 +193,7 @@ impl Plan {
         plan.added = new
             .guests
             .iter()
-            .filter(|g| old.guest(&g.name).is_none())
+            .filter(|g| !old_names.contains_key(g.name.as_str()))
             .map(|g| g.name.clone())
             .collect();
         plan
@@ -215,6 +216,31 @@ struct Opening {
 }
 
 impl Reloader<'_> {
+    /// Guest `name`'s policy, made from the config in force, if it runs.
+    pub(crate) fn policy(&self, name: &str) -> Option<vmnap_api::Policy> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let placed = running.placed.get(name)?;
+        let g = running.config.guest(name)?;
+        Some(start::policy(g, &running.config, placed.mac))
+    }
+
+    /// Each running guest's sleep mode (`pause`, `save`), by name; `None` for a guest
+    /// that has none (a cgroup's).
+    pub(crate) fn modes(&self) -> std::collections::HashMap<String, Option<String>> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running
+            .config
+            .guests
+            .iter()
+            .map(|g| {
+                (
+                    g.name.clone(),
+                    g.backend.mode().map(|m| m.as_str().to_owned()),
+                )
+            })
+            .collect()
+    }
+
     /// Reads the config file again and applies it; see the module's documentation.
     pub(crate) fn reload(
         &self,
@@ -246,8 +272,9 @@ impl Reloader<'_> {
         // Apply: first let go of the guests that leave or change (their MACs and addresses
         // may come back under the new entries), then add, then update the rest.
         let mut problems = retire(registry, &plan.leaving());
+        let by_name = new.guests_by_name();
         for name in std::mem::take(&mut opening.deferred) {
-            let g = new.guest(&name).expect("a guest of the new config");
+            let g = by_name[name.as_str()];
             match (self.backends)(g, &new) {
                 Ok(o) => {
                     let p = Placed {
@@ -275,16 +302,6 @@ impl Reloader<'_> {
         let mut placed = opening.placed;
         new.guests.retain(|g| runs.contains(&g.name));
         placed.retain(|name, _| runs.contains(name));
-        registry.set_policies(
-            new.guests
-                .iter()
-                .filter_map(|g| {
-                    placed
-                        .get(&g.name)
-                        .map(|p| (g.name.clone(), start::policy(g, &new, p.mac)))
-                })
-                .collect(),
-        );
         // Keep what only a restart applies.
         new.api = running.config.api.clone();
         new.state.dir = running.config.state.dir.clone();
@@ -344,13 +361,15 @@ impl Reloader<'_> {
     ) -> Result<Opening, ReloadError> {
         let mut opened = BTreeMap::new();
         let mut deferred = Vec::new();
+        let by_name = new.guests_by_name();
+        let replaced: BTreeSet<&String> = plan.replaced.iter().collect();
         for name in plan.added.iter().chain(&plan.replaced) {
-            let g = new.guest(name).expect("a guest of the new config");
+            let g = by_name[name.as_str()];
             match (self.backends)(g, new) {
                 Ok(o) => {
                     opened.insert(name.clone(), o);
                 }
-                Err(StartError::NotRunning { .. }) if plan.replaced.contains(name) => {
+                Err(StartError::NotRunning { .. }) if replaced.contains(name) => {
                     deferred.push(name.clone());
                 }
                 Err(e) => {

@@ -90,7 +90,7 @@ impl<'a> Server<'a> {
     }
 
     fn has_guest(&self, name: &str) -> bool {
-        self.registry.policy(name).is_some()
+        self.registry.has_guest(name)
     }
 
     /// Reloads the config; logs and returns the outcome.
@@ -345,7 +345,7 @@ impl<'a> Server<'a> {
 
     fn detail(&self, name: &str) -> http::Response {
         let found = self.histories().into_iter().find(|(s, _)| s.name == name);
-        let policy = self.registry.policy(name);
+        let policy = self.reloader.and_then(|r| r.policy(name));
         match (found, policy) {
             (Some((status, history)), Some(policy)) => http::Response::json(
                 200,
@@ -392,11 +392,12 @@ impl<'a> Server<'a> {
 
     /// The status page.
     fn page(&self) -> http::Response {
+        let mut modes = self.reloader.map(|r| r.modes()).unwrap_or_default();
         let guests: Vec<crate::page::PageGuest> = self
             .histories()
             .into_iter()
             .map(|(s, h)| crate::page::PageGuest {
-                mode: self.registry.policy(&s.name).and_then(|p| p.mode),
+                mode: modes.remove(&s.name).flatten(),
                 name: s.name,
                 state: s.state,
                 bridge: s.bridge,

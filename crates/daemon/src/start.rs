@@ -167,12 +167,8 @@ pub(crate) fn settings(config: &Config) -> bridge::WorkerSettings {
     }
 }
 
-/// The workers, each guest's policy, and where each guest is.
-pub(crate) type Started = (
-    Vec<BridgeHandle>,
-    BTreeMap<String, Policy>,
-    BTreeMap<String, Placed>,
-);
+/// The workers, and where each guest is.
+pub(crate) type Started = (Vec<BridgeHandle>, BTreeMap<String, Placed>);
 
 pub(crate) fn start_workers(
     config: &Config,
@@ -181,11 +177,9 @@ pub(crate) fn start_workers(
     pool: &Pool,
 ) -> Result<Started, StartError> {
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
-    let mut policies = BTreeMap::new();
     let mut placed = BTreeMap::new();
     for (order, guest) in config.guests.iter().enumerate() {
         let opened = backends(guest, config)?;
-        policies.insert(guest.name.clone(), policy(guest, config, opened.mac));
         placed.insert(
             guest.name.clone(),
             Placed {
@@ -210,7 +204,7 @@ pub(crate) fn start_workers(
     for (bridge, guests) in by_bridge {
         handles.push(start_worker(&bridge, guests, config, bus, pool)?);
     }
-    Ok((handles, policies, placed))
+    Ok((handles, placed))
 }
 
 /// What the API shows of a guest's config.
