@@ -140,6 +140,32 @@ fn compare(
     }
 }
 
+/// `new`'s guests, each the equal entry of `old` where there is one.
+fn keep_unchanged(old: Vec<GuestConfig>, new: Vec<GuestConfig>) -> Vec<GuestConfig> {
+    let mut old: std::collections::HashMap<String, GuestConfig> =
+        old.into_iter().map(|g| (g.name.clone(), g)).collect();
+    new.into_iter()
+        .map(|g| match old.remove(&g.name) {
+            Some(kept) if kept == g => kept,
+            _ => g,
+        })
+        .collect()
+}
+
+/// Makes `old` hold what `new` does, keeping its own entries where they are equal.
+fn merge_placed(old: &mut BTreeMap<String, Placed>, new: BTreeMap<String, Placed>) {
+    old.retain(|name, _| new.contains_key(name));
+    for (name, p) in new {
+        match old.get_mut(&name) {
+            Some(kept) if *kept == p => {}
+            Some(kept) => *kept = p,
+            None => {
+                old.insert(name, p);
+            }
+        }
+    }
+}
+
 /// The settings of `new` that differ from `old` and need a restart.
 fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     let mut out = Vec::new();
@@ -306,11 +332,13 @@ impl Reloader<'_> {
         new.api = running.config.api.clone();
         new.state.dir = running.config.state.dir.clone();
         new.surrogate = running.config.surrogate;
-        // The new config was read among the parser's garbage, freed by now: keep a copy
-        // made in one piece, so that the heap the original leaves can go back to the kernel.
-        running.config = new.clone();
-        drop(new);
-        running.placed = placed;
+        // The new config was read among the parser's garbage: what the daemon keeps of it
+        // until the next reload is the old entry wherever a guest is unchanged, so that a
+        // reload that changes one guest leaves one guest's worth behind, and the heap the
+        // parser used can go back to the kernel.
+        new.guests = keep_unchanged(std::mem::take(&mut running.config.guests), new.guests);
+        running.config = new;
+        merge_placed(&mut running.placed, placed);
         running.discovered = discovered.intersection(&runs).cloned().collect();
         let Plan {
             added,
@@ -612,6 +640,52 @@ mod tests {
     fn config(guests: &str) -> Config {
         let text = format!("[api]\nsocket = \"/run/vmnap-test.sock\"\n{guests}");
         Config::parse(&text, std::path::Path::new("test.toml")).expect("a valid config")
+    }
+
+    #[test]
+    fn what_is_kept_is_the_old_entry_wherever_a_guest_is_unchanged() {
+        let old = config(&format!("{}{}", guest("a", 1, ""), guest("b", 2, "")));
+        let new = config(&format!(
+            "{}{}{}",
+            guest("a", 1, ""),
+            guest("b", 2, "idle_after = \"5m\"\n"),
+            guest("c", 3, "")
+        ));
+        let old_a = old.guests[0].name.as_ptr();
+        let new_guests = new.guests.clone();
+        let new_b = new_guests[1].name.as_ptr();
+        let kept = keep_unchanged(old.guests, new_guests);
+        assert_eq!(kept, new.guests);
+        assert_eq!(
+            kept[0].name.as_ptr(),
+            old_a,
+            "a is unchanged: its old entry"
+        );
+        assert_eq!(kept[1].name.as_ptr(), new_b, "b changed: its new entry");
+
+        let placed = |names: &[&str]| -> BTreeMap<String, Placed> {
+            names
+                .iter()
+                .map(|n| {
+                    let p = Placed {
+                        bridge: "br0".into(),
+                        mac: [2, 0, 0, 0, 1, 1],
+                    };
+                    (n.to_string(), p)
+                })
+                .collect()
+        };
+        let mut running = placed(&["a", "b"]);
+        let old_a = running["a"].bridge.as_ptr();
+        let mut next = placed(&["a", "c"]);
+        next.get_mut("a").expect("a").mac[5] = 1;
+        merge_placed(&mut running, next.clone());
+        assert_eq!(running, next);
+        assert_eq!(
+            running["a"].bridge.as_ptr(),
+            old_a,
+            "a is unchanged: its old entry"
+        );
     }
 
     fn guest(name: &str, n: u8, extra: &str) -> String {
