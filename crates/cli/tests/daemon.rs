@@ -344,14 +344,7 @@ fn metrics_count_what_the_surrogate_and_the_wake_did() {
         &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
-    let scrape = std::process::Command::new("curl")
-        .args(["-sS", "--unix-socket"])
-        .arg(&s.socket)
-        .arg("http://vmnap/metrics")
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
-    assert!(scrape.status.success(), "{text}");
+    let text = s.metrics();
     let families = text
         .lines()
         .filter(|l| l.starts_with("# TYPE vmnap_"))

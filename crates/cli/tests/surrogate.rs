@@ -61,13 +61,7 @@ fn sleeping_guest_is_answered_in_the_kernel_with_its_own_mac_and_counted() {
     // The kernel's answers are counted as the surrogate's are: 3 ARP requests (and the one
     // ping asked, if its entry had gone) and 3 pings.
     let count = |protocol: &str| -> u64 {
-        let scrape = std::process::Command::new("curl")
-            .args(["-sS", "--unix-socket"])
-            .arg(&s.socket)
-            .arg("http://vmnap/metrics")
-            .output()
-            .expect("curl");
-        let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        let metrics = s.metrics();
         let key =
             format!("vmnap_guest_answered_frames_total{{guest=\"web1\",protocol=\"{protocol}\"}} ");
         metrics

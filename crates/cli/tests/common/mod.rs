@@ -326,6 +326,19 @@ impl Setup {
             .unwrap_or_else(|| panic!("{guest} not in status: {text}"))
     }
 
+    /// The daemon's metrics, scraped with curl over its socket as Prometheus would.
+    pub fn metrics(&self) -> String {
+        let scrape = std::process::Command::new("curl")
+            .args(["-sS", "--unix-socket"])
+            .arg(&self.socket)
+            .arg("http://vmnap/metrics")
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&scrape.stdout).into_owned();
+        assert!(scrape.status.success(), "{text}");
+        text
+    }
+
     /// `guest`'s status once it is awake. A wake is over when the guest has its network
     /// back, after a quiet moment of at most 500 ms: a client can have its answer before.
     pub fn awake(&self, guest: &str) -> serde_json::Value {
