@@ -22,6 +22,6 @@ pub mod process;
 pub mod xdp;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupVersion};
-pub use netlink::{FdbEntry, KernelError, LinkStats, Netlink, NetlinkError, PortState};
+pub use netlink::{FdbEntry, KernelError, LinkStats, Netlink, NetlinkError, PortState, VethPeer};
 pub use packet::{OpenError, PacketSocket, RecvError, RecvMeta, SendError};
 pub use xdp::Responder;

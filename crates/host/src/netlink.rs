@@ -223,9 +223,11 @@ const RTM_GETNEIGH: u16 = 30;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
+const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_EXT_MASK: u16 = 29;
+const IFLA_LINK_NETNSID: u16 = 37;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const VETH_INFO_PEER: u16 = 1;
@@ -368,6 +370,23 @@ struct LinkInfo {
     flags: u32,
     mtu: Option<u32>,
     stats: Option<LinkStats>,
+    /// `IFLA_LINK`: for a veth, its peer's index (in the peer's namespace).
+    link: Option<u32>,
+    /// `IFLA_LINK_NETNSID` present: that link is in another namespace.
+    link_elsewhere: bool,
+    /// `IFLA_INFO_KIND`, without its NUL.
+    kind: Option<Vec<u8>>,
+}
+
+/// Where a veth's peer is ([`Netlink::veth_peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VethPeer {
+    /// The link is not a veth.
+    NotAVeth,
+    /// The peer is in another network namespace.
+    Elsewhere,
+    /// The peer's index, in this namespace.
+    Here(u32),
 }
 
 /// A link's packet counters (`IFLA_STATS64`), from the host's side of the link.
@@ -394,7 +413,18 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
     let flags = u32_at(body, 8)?;
     let mut mtu = None;
     let mut stats = None;
+    let (mut link, mut link_elsewhere, mut kind) = (None, false, None);
     for (ty, p) in attrs(body.get(IFINFOMSG_LEN..)?) {
+        match ty {
+            IFLA_LINK => link = u32_at(p, 0),
+            IFLA_LINK_NETNSID => link_elsewhere = true,
+            IFLA_LINKINFO => {
+                kind = attrs(p)
+                    .find(|(t, _)| *t == IFLA_INFO_KIND)
+                    .map(|(_, v)| v.split(|&b| b == 0).next().unwrap_or(v).to_vec());
+            }
+            _ => {}
+        }
         if ty == IFLA_STATS64 {
             // struct rtnl_link_stats64: rx_packets, tx_packets, rx_bytes, tx_bytes, ...
             stats = Some(LinkStats {
@@ -413,6 +443,9 @@ fn parse_link(body: &[u8]) -> Option<LinkInfo> {
         flags,
         mtu,
         stats,
+        link,
+        link_elsewhere,
+        kind,
     })
 }
 
@@ -633,6 +666,17 @@ impl Netlink {
     /// The index of the link called `name` (`RTM_GETLINK` by `IFLA_IFNAME`, not sysfs).
     pub fn link_index(&mut self, name: &str) -> Result<u32, NetlinkError> {
         Ok(self.get_link_by_name(name)?.index)
+    }
+
+    /// Where the peer of veth `ifindex` is.
+    pub fn veth_peer(&mut self, ifindex: u32) -> Result<VethPeer, NetlinkError> {
+        let link = self.get_link(ifindex)?;
+        Ok(match (link.kind.as_deref(), link.link) {
+            (Some(b"veth"), _) if link.link_elsewhere => VethPeer::Elsewhere,
+            (Some(b"veth"), Some(peer)) if peer != 0 => VethPeer::Here(peer),
+            (Some(b"veth"), _) => VethPeer::Elsewhere,
+            _ => VethPeer::NotAVeth,
+        })
     }
 
     /// Whether a link called `name` exists.
@@ -936,6 +980,28 @@ mod tests {
         assert_eq!(u32_at(&b, 8), Some(7));
         let a: Vec<_> = attrs(&b[32..]).collect();
         assert_eq!(a, vec![(IFLA_IFNAME, &b"ab\0"[..])]);
+    }
+
+    #[test]
+    fn attributes_are_read_with_their_padding_and_flags() {
+        // IFLA_LINK 7; IFLA_LINKINFO (nested flag) { IFLA_INFO_KIND "veth\0" }.
+        let mut b = Vec::new();
+        b.extend_from_slice(&8u16.to_ne_bytes());
+        b.extend_from_slice(&IFLA_LINK.to_ne_bytes());
+        b.extend_from_slice(&7u32.to_ne_bytes());
+        b.extend_from_slice(&16u16.to_ne_bytes());
+        b.extend_from_slice(&(IFLA_LINKINFO | 0x8000).to_ne_bytes());
+        b.extend_from_slice(&9u16.to_ne_bytes());
+        b.extend_from_slice(&IFLA_INFO_KIND.to_ne_bytes());
+        b.extend_from_slice(b"veth\0\0\0\0");
+        let all: Vec<(u16, &[u8])> = attrs(&b).collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], (IFLA_LINK, &7u32.to_ne_bytes()[..]));
+        assert_eq!(all[1].0, IFLA_LINKINFO);
+        let inner: Vec<(u16, &[u8])> = attrs(all[1].1).collect();
+        assert_eq!(inner, vec![(IFLA_INFO_KIND, &b"veth\0"[..])]);
+        // A truncated attribute ends the walk instead of reading past the buffer.
+        assert_eq!(attrs(&b[..6]).count(), 0);
     }
 
     #[test]

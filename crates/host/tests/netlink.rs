@@ -3,7 +3,7 @@
 mod common;
 
 use common::Netns;
-use vmnap_host::{FdbEntry, Netlink, NetlinkError, PortState};
+use vmnap_host::{FdbEntry, Netlink, NetlinkError, PortState, VethPeer};
 
 const MAC: [u8; 6] = [0x02, 0, 0, 0, 0x0c, 0x01];
 const MAC_TEXT: &str = "02:00:00:00:0c:01";
@@ -35,6 +35,9 @@ fn links_bridge_ports_and_forwarding_entries() {
         let br = nl.link_index("br0").expect("br0");
         let [p1, q1, p2, q2] = ["p1", "q1", "p2", "q2"].map(|n| nl.link_index(n).expect("index"));
         assert_ne!(p1, p2);
+        assert_eq!(nl.veth_peer(p1).expect("peer"), VethPeer::Here(q1));
+        assert_eq!(nl.veth_peer(q2).expect("peer"), VethPeer::Here(p2));
+        assert_eq!(nl.veth_peer(br).expect("peer"), VethPeer::NotAVeth);
         nl.set_mac(br, [0x02, 0, 0, 0, 0x0b, 0xff]).expect("bridge mac");
         for i in [br, p1, q1, p2, q2] {
             assert!(!nl.link_is_up(i).expect("state") || i == br);
