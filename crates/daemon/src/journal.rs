@@ -9,9 +9,10 @@
 //! The worker never waits for the disk: a [`Writer`] thread keeps the journal, takes each
 //! guest's change as it comes (one entry, not the whole journal: 10,000 sleeping guests would
 //! otherwise copy it 10,000 times), writes it once for all the changes that came while it
-//! wrote, and says up to which change the file holds. The one step that must be on disk before it is taken, the
-//! cut of a guest's port, waits for that; the others may be lost in a crash, which leaves
-//! the journal one step behind, and a daemon started after it finishes that step by waking.
+//! wrote, and says up to which change the file holds. The one step that must be on disk
+//! before it is taken, the cut of a guest's port, waits for that; the others may be lost in
+//! a crash, which leaves the journal one step behind, and a daemon started after it finishes
+//! that step by waking.
 
 use std::collections::BTreeMap;
 use std::fs::File;
