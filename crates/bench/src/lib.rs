@@ -1,6 +1,6 @@
 //! Helpers shared by vmnap's benchmark binaries: order statistics, the root check, finding
 //! the `vmnap` binary, a lab of namespace guests with the daemon standing in for them,
-//! threads in a lab's namespaces, and reading `/proc`.
+//! threads in a lab's namespaces, ARP requests and their replies, and reading `/proc`.
 //!
 //! The binaries print figures measured in one run (medians, percentiles, ratios to the
 //! targets of `docs/design.md`); they assert nothing about time.
@@ -14,6 +14,50 @@ use vmnap_api::State;
 use vmnap_api::{self as api, Request, Response};
 use vmnap_lab::{GuestSpec, Lab, LabGuest, LabOptions};
 use vmnap_wire::Mac;
+
+/// A broadcast ARP request from (`mac`, `ip`) for `target`.
+pub fn arp_request(mac: [u8; 6], ip: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Vec<u8> {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr, Ipv4Address,
+    };
+    let repr = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: Ipv4Address::from(ip.octets()),
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: Ipv4Address::from(target.octets()),
+    };
+    let mut buf = vec![0u8; 14 + repr.buffer_len()];
+    EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
+    repr.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
+    buf
+}
+
+/// Whether `frame` is an ARP reply sent to `mac` by the owner of `ip`.
+pub fn is_arp_reply(frame: &[u8], mac: [u8; 6], ip: std::net::Ipv4Addr) -> bool {
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        Ipv4Address,
+    };
+    let Ok(eth) = EthernetFrame::new_checked(frame) else {
+        return false;
+    };
+    eth.dst_addr() == EthernetAddress(mac)
+        && eth.ethertype() == EthernetProtocol::Arp
+        && ArpPacket::new_checked(eth.payload())
+            .ok()
+            .and_then(|p| ArpRepr::parse(&p).ok())
+            .is_some_and(|r| {
+                matches!(r, ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_protocol_addr, .. }
+                    if source_protocol_addr == Ipv4Address::from(ip.octets()))
+            })
+}
 
 /// The value at quantile `q` (0.0..=1.0) of `xs` (nearest rank; sorts a copy). NaN if empty.
 pub fn quantile(xs: &[f64], q: f64) -> f64 {

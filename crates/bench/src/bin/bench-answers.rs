@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
+    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet, Icmpv4Repr,
+    IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
 };
 use vmnap_api::State;
 use vmnap_bench::NamespaceLab;
@@ -76,22 +76,7 @@ fn request(ask: Ask, e: &Ends, seq: u16) -> Vec<u8> {
         buf
     };
     match ask {
-        Ask::Arp => {
-            let repr = ArpRepr::EthernetIpv4 {
-                operation: ArpOperation::Request,
-                source_hardware_addr: EthernetAddress(e.client_mac),
-                source_protocol_addr: Ipv4Address::from(e.client_ip.octets()),
-                target_hardware_addr: EthernetAddress([0; 6]),
-                target_protocol_addr: Ipv4Address::from(e.guest_ip.octets()),
-            };
-            let mut buf = eth(
-                EthernetAddress::BROADCAST,
-                EthernetProtocol::Arp,
-                repr.buffer_len(),
-            );
-            repr.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
-            buf
-        }
+        Ask::Arp => vmnap_bench::arp_request(e.client_mac, e.client_ip, e.guest_ip),
         Ask::Ping => {
             let icmp = Icmpv4Repr::EchoRequest {
                 ident: 0x7a6e,
@@ -121,6 +106,9 @@ fn request(ask: Ask, e: &Ends, seq: u16) -> Vec<u8> {
 
 /// Whether `frame` is an answer to `ask` from the guest.
 fn is_answer(ask: Ask, e: &Ends, frame: &[u8]) -> bool {
+    if ask == Ask::Arp {
+        return vmnap_bench::is_arp_reply(frame, e.client_mac, e.guest_ip);
+    }
     let Ok(eth) = EthernetFrame::new_checked(frame) else {
         return false;
     };
@@ -128,13 +116,6 @@ fn is_answer(ask: Ask, e: &Ends, frame: &[u8]) -> bool {
         return false;
     }
     match (ask, eth.ethertype()) {
-        (Ask::Arp, EthernetProtocol::Arp) => ArpPacket::new_checked(eth.payload())
-            .ok()
-            .and_then(|p| ArpRepr::parse(&p).ok())
-            .is_some_and(|r| {
-                matches!(r, ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, source_protocol_addr, .. }
-                    if source_protocol_addr == Ipv4Address::from(e.guest_ip.octets()))
-            }),
         (Ask::Ping, EthernetProtocol::Ipv4) => {
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else {
                 return false;

@@ -68,41 +68,9 @@ fn arp_client(k: usize) -> (String, [u8; 6], std::net::Ipv4Addr) {
     )
 }
 
-/// An ARP request from bridge `k`'s client for guest `i`'s address.
-fn arp_request(k: usize, i: usize) -> Vec<u8> {
-    use smoltcp::wire::{
-        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-        EthernetRepr, Ipv4Address,
-    };
-    let (_, mac, ip) = arp_client(k);
-    let target: std::net::Ipv4Addr = guest(i).3.parse().expect("a guest's address");
-    let repr = ArpRepr::EthernetIpv4 {
-        operation: ArpOperation::Request,
-        source_hardware_addr: EthernetAddress(mac),
-        source_protocol_addr: Ipv4Address::from(ip.octets()),
-        target_hardware_addr: EthernetAddress([0; 6]),
-        target_protocol_addr: Ipv4Address::from(target.octets()),
-    };
-    let mut buf = vec![0u8; 14 + repr.buffer_len()];
-    EthernetRepr {
-        src_addr: EthernetAddress(mac),
-        dst_addr: EthernetAddress::BROADCAST,
-        ethertype: EthernetProtocol::Arp,
-    }
-    .emit(&mut EthernetFrame::new_unchecked(&mut buf[..]));
-    repr.emit(&mut ArpPacket::new_unchecked(&mut buf[14..]));
-    buf
-}
-
-/// Whether `frame` is guest `i`'s ARP reply to bridge `k`'s client.
-fn is_arp_reply(k: usize, i: usize, frame: &[u8]) -> bool {
-    // Ethernet destination, then ARP operation 2 and the sender's address.
-    let target: std::net::Ipv4Addr = guest(i).3.parse().expect("a guest's address");
-    frame.len() >= 42
-        && frame[0..6] == arp_client(k).1
-        && frame[12..14] == [0x08, 0x06]
-        && frame[20..22] == [0, 2]
-        && frame[28..32] == target.octets()
+/// Guest `i`'s IPv4 address.
+fn guest_ip(i: usize) -> std::net::Ipv4Addr {
+    guest(i).3.parse().expect("a guest's address")
 }
 
 /// Asks each of the first `n` guests, one at a time, for its MAC (an ARP request from its
@@ -123,7 +91,8 @@ fn arp_round_trips(n: usize) -> anyhow::Result<(Vec<f64>, usize)> {
         let tx = PacketSocket::open_sender(&interface)
             .with_context(|| format!("a sender on {interface}"))?;
         for i in k * PORTS_PER_BRIDGE..n.min((k + 1) * PORTS_PER_BRIDGE) {
-            let request = arp_request(k, i);
+            let (_, mac, ip) = arp_client(k);
+            let request = vmnap_bench::arp_request(mac, ip, guest_ip(i));
             let sent = Instant::now();
             tx.send(&request, &VirtioNetHdr::NONE)
                 .context("cannot send an ARP request")?;
@@ -141,7 +110,9 @@ fn arp_round_trips(n: usize) -> anyhow::Result<(Vec<f64>, usize)> {
                 unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
                 let mut got = false;
                 while let Ok(Some(meta)) = rx.recv(&mut buf) {
-                    if !meta.outgoing && is_arp_reply(k, i, &buf[..meta.len]) {
+                    if !meta.outgoing
+                        && vmnap_bench::is_arp_reply(&buf[..meta.len], mac, guest_ip(i))
+                    {
                         got = true;
                     }
                 }
