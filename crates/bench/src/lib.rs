@@ -5,6 +5,8 @@
 //! The binaries print figures measured in one run (medians, percentiles, ratios to the
 //! targets of `docs/design.md`); they assert nothing about time.
 
+pub mod ring;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
