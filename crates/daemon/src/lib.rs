@@ -135,11 +135,16 @@ pub struct Options {
     pub reload: Option<Arc<AtomicBool>>,
 }
 
+/// Allocations of this size or more are mapped on their own, and returned whole when freed
+/// ([`vmnap_host::memory::map_large_allocations`]).
+const LARGE_ALLOCATION: u32 = 128 * 1024;
+
 /// Runs the daemon until SIGTERM or SIGINT, reloading its config (from
 /// `options.config_path`) on SIGHUP; wakes every guest it put to sleep before it returns
 /// (unless `[state] on_stop` says otherwise).
 pub fn run(config: Config, mut options: Options) -> Result<(), StartError> {
     vmnap_host::memory::limit_arenas(1);
+    vmnap_host::memory::map_large_allocations(LARGE_ALLOCATION);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;

@@ -189,12 +189,16 @@ fn drop_index(reason: DropReason) -> usize {
 }
 
 /// A histogram of durations over [`BUCKETS`].
+///
+/// Counted in 32 bits and summed in nanoseconds: two of these sit in every guest's figures,
+/// and four billion wakes of one guest (136 years at one a second) cannot happen. The
+/// counts saturate rather than wrap.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {
     /// Observations per bucket, not cumulative; the last is `+Inf` alone.
-    counts: [u64; BUCKETS.len() + 1],
-    sum: Duration,
-    count: u64,
+    counts: [u32; BUCKETS.len() + 1],
+    sum_ns: u64,
+    count: u32,
 }
 
 impl Histogram {
@@ -204,25 +208,26 @@ impl Histogram {
             .iter()
             .position(|(le, _)| value <= *le)
             .unwrap_or(BUCKETS.len());
-        self.counts[bucket] += 1;
-        self.sum = self.sum.saturating_add(value);
-        self.count += 1;
+        self.counts[bucket] = self.counts[bucket].saturating_add(1);
+        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_ns = self.sum_ns.saturating_add(ns);
+        self.count = self.count.saturating_add(1);
     }
 
     /// The number of observations.
     pub fn count(&self) -> u64 {
-        self.count
+        u64::from(self.count)
     }
 
     /// The sum of the observations.
     pub fn sum(&self) -> Duration {
-        self.sum
+        Duration::from_nanos(self.sum_ns)
     }
 
     /// The observations at or below each bound of [`BUCKETS`], then all of them (`+Inf`):
     /// the values of the `_bucket` series.
     pub fn cumulative(&self) -> [u64; BUCKETS.len() + 1] {
-        let mut out = self.counts;
+        let mut out = self.counts.map(u64::from);
         for i in 1..out.len() {
             out[i] += out[i - 1];
         }
@@ -237,8 +242,9 @@ pub struct GuestMetrics {
     state: State,
     asleep: Duration,
     asleep_since: Option<Instant>,
-    wakes_started: [u64; WAKE_CAUSES.len()],
-    wakes: [u64; WAKE_CAUSES.len()],
+    /// Wakes per cause, in 32 bits like the histograms' counts.
+    wakes_started: [u32; WAKE_CAUSES.len()],
+    wakes: [u32; WAKE_CAUSES.len()],
     wake_failures: u64,
     answered: [u64; ANSWER_KINDS.len()],
     queued: u64,
@@ -291,7 +297,8 @@ impl GuestMetrics {
     /// Counts a wake begun for `cause`. Call it once per wake, not again for each retry
     /// after a failed resume.
     pub fn on_wake_started(&mut self, cause: WakeCause) {
-        self.wakes_started[cause_index(cause)] += 1;
+        let n = &mut self.wakes_started[cause_index(cause)];
+        *n = n.saturating_add(1);
     }
 
     /// Counts a wake that succeeded, begun for `cause`: `wake_and_serve` is the wake's
@@ -299,7 +306,8 @@ impl GuestMetrics {
     /// request, to the guest's first answer after the replay), and `resume` the backend's
     /// own resume call.
     pub fn on_woke(&mut self, cause: WakeCause, wake_and_serve: Duration, resume: Duration) {
-        self.wakes[cause_index(cause)] += 1;
+        let n = &mut self.wakes[cause_index(cause)];
+        *n = n.saturating_add(1);
         self.wake_and_serve.observe(wake_and_serve);
         self.resume.observe(resume);
     }
@@ -363,17 +371,17 @@ impl GuestMetrics {
 
     /// Wakes begun for a cause with `cause`'s label.
     pub fn wakes_started(&self, cause: WakeCause) -> u64 {
-        self.wakes_started[cause_index(cause)]
+        u64::from(self.wakes_started[cause_index(cause)])
     }
 
     /// Wakes that succeeded, begun for a cause with `cause`'s label.
     pub fn wakes(&self, cause: WakeCause) -> u64 {
-        self.wakes[cause_index(cause)]
+        u64::from(self.wakes[cause_index(cause)])
     }
 
     /// Wakes that succeeded, whatever their cause.
     pub fn total_wakes(&self) -> u64 {
-        self.wakes.iter().sum()
+        self.wakes.iter().copied().map(u64::from).sum()
     }
 
     /// Resumes that failed.
@@ -652,13 +660,13 @@ impl Collector for Scrape {
         })?;
         self.per_guest(e, &WAKES_STARTED, |f, guest, g| {
             for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes_started) {
-                counter(f, guest, Some(("cause", cause.as_str())), n)?;
+                counter(f, guest, Some(("cause", cause.as_str())), u64::from(n))?;
             }
             Ok(())
         })?;
         self.per_guest(e, &WAKES, |f, guest, g| {
             for (cause, n) in WAKE_CAUSES.iter().zip(g.wakes) {
-                counter(f, guest, Some(("cause", cause.as_str())), n)?;
+                counter(f, guest, Some(("cause", cause.as_str())), u64::from(n))?;
             }
             Ok(())
         })?;
@@ -766,9 +774,14 @@ impl EncodeMetric for Histogram {
             let bound = BUCKETS
                 .get(i)
                 .map_or(f64::INFINITY, |(le, _)| le.as_secs_f64());
-            (bound, self.counts[i])
+            (bound, u64::from(self.counts[i]))
         });
-        encoder.encode_histogram::<NoLabelSet>(self.sum.as_secs_f64(), self.count, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(
+            self.sum().as_secs_f64(),
+            self.count(),
+            &buckets,
+            None,
+        )
     }
 
     fn metric_type(&self) -> MetricType {

@@ -362,8 +362,6 @@ impl Reloader<'_> {
             warn!(keys = ?restart, "the new config changes settings that need a restart");
         }
         info!(?added, ?removed, ?changed, unchanged, "config reloaded");
-        // Reading a config of thousands of guests peaks at megabytes, freed by now.
-        vmnap_host::memory::release_free_memory();
         if !problems.is_empty() {
             error!(?problems, "the reload was applied only in part");
             return Err(ReloadError::Partial(problems.join("; ")));

@@ -14,6 +14,10 @@ use crate::bridge::{Answer, Command, History, Refusal, Reply};
 use crate::events::EventBus;
 use crate::registry::Registry;
 use vmnap_api::http::{self, Conn};
+
+/// A response body this large (a status or the metrics of a thousand guests or more) is
+/// followed by [`vmnap_host::memory::release_free_memory`].
+const LARGE_RESPONSE: usize = 256 * 1024;
 use vmnap_api::{
     ActionBody, GuestDetail, GuestStatus, LogFilter, Message, Record, Route, CLIENT_TIMEOUT, ROUTES,
 };
@@ -101,7 +105,11 @@ impl<'a> Server<'a> {
                 "this daemon was not started from a config file, so there is nothing to reload",
             );
         };
-        match reloader.reload(&self.registry, &self.bus) {
+        let outcome = reloader.reload(&self.registry, &self.bus);
+        // Reading a config of thousands of guests peaks at megabytes, all freed once the
+        // reload has returned.
+        vmnap_host::memory::release_free_memory();
+        match outcome {
             Ok(done) => http::Response::json(200, &done),
             Err(e) => {
                 tracing::error!(error = %e, "reload refused");
@@ -141,6 +149,12 @@ impl<'a> Server<'a> {
             Outcome::Reply(response) => {
                 debug!(method = %request.method, path = %request.path, status = response.status, "API request");
                 let _ = http::write_response(&mut conn, &response);
+                if response.body.len() >= LARGE_RESPONSE {
+                    // Its making (a status or the metrics of thousands of guests) left the
+                    // heap in pieces, freed by now: hand the whole pages back.
+                    drop(response);
+                    vmnap_host::memory::release_free_memory();
+                }
             }
             Outcome::Events { guest, follow } => self.stream(conn, guest.as_deref(), follow),
         }

@@ -15,9 +15,10 @@
 //! read from `/proc/PID/status`, and the daemon's private memory (pages no other process
 //! maps: `Private_Clean` + `Private_Dirty` of `/proc/PID/smaps_rollup`), which the target
 //! of 10 MB + 4 KiB per guest is about. The N case also prints its start-up (from spawning the
-//! daemon to its API listing all N) and a reload of the same config with all N asleep.
+//! daemon to its API listing all N) and a reload of the same config with all N asleep, and
+//! the memory after an ARP request to each guest and after that reload.
 //!
-//! Idle: with all N asleep, after 5 s of settling, the daemon's `utime` + `stime` (fields
+//! Idle: with all N asleep, after 15 s of settling and a status of all N, the daemon's `utime` + `stime` (fields
 //! 14 and 15 of `/proc/PID/stat`, in clock ticks of `sysconf(_SC_CLK_TCK)`) and its
 //! threads' run time (`/proc/PID/task/*/schedstat`, ns) are read at the start and the end
 //! of a window of `--idle-secs S` (default 30) seconds with nothing on the network, and
@@ -431,6 +432,9 @@ struct Case {
     threads_peak: u64,
     /// Given an idle window: each sleeping guest's ARP round trip (ms), and the unanswered.
     arp: Option<(Vec<f64>, usize)>,
+    /// Given an idle window: the memory after the ARP round trips, and after the reload.
+    after_arp: Option<Mem>,
+    after_reload: Option<Mem>,
     idle: Option<Idle>,
     /// Given an idle window: the SIGTERM after it.
     shutdown: Option<Shutdown>,
@@ -581,6 +585,7 @@ fn run_case(
     } else {
         None
     };
+    let after_arp = idle_window.map(|_| mem(pid)).transpose()?;
     // A reload of the same file: every guest is compared and left as it is, asleep.
     let t = Instant::now();
     let reloaded = vmnap_api::reload(&socket).context("the reload")?;
@@ -588,6 +593,7 @@ fn run_case(
     if reloaded.unchanged != n {
         bail!("a reload of the same config changed something: {reloaded:?}");
     }
+    let after_reload = idle_window.map(|_| mem(pid)).transpose()?;
     let idle = idle_window.map(|w| idle(pid, &socket, n, w)).transpose()?;
     let shutdown = if idle.is_some() {
         Some(b.terminate_measured(n)?)
@@ -604,6 +610,8 @@ fn run_case(
         all_asleep_in,
         threads_peak,
         arp,
+        after_arp,
+        after_reload,
         idle,
         shutdown,
     })
@@ -716,6 +724,10 @@ fn run() -> anyhow::Result<()> {
         .take()
         .context("the ARP round trips were not measured")?;
     let shutdown = many.shutdown.context("the SIGTERM was not measured")?;
+    let after_arp = many
+        .after_arp
+        .context("no memory after the ARP round trips")?;
+    let after_reload = many.after_reload.context("no memory after the reload")?;
     let (many_awake, calls, all_asleep_in, threads_peak, started_in, reload_in, many) = (
         many.awake,
         many.calls,
@@ -736,6 +748,8 @@ fn run() -> anyhow::Result<()> {
         ("1 guest, asleep".to_string(), one),
         (format!("{n} guests, awake"), many_awake),
         (format!("{n} guests, asleep"), many),
+        (format!("{n} asleep, ARP to each"), after_arp),
+        (format!("{n} asleep, reloaded"), after_reload),
         (format!("{n} asleep, idle start"), idle.start),
         (format!("{n} asleep, idle end"), idle.end),
     ] {
