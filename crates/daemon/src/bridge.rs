@@ -538,6 +538,10 @@ pub(crate) struct BridgeWorker {
     /// Cuts waiting for the journal that announces them to be on disk: the guest, and the
     /// number of that journal.
     pending_cuts: Vec<(usize, u64)>,
+    /// Guests asleep whose `vmnap sleep` callers wait for the journal that says so to be on
+    /// disk (a crash before it wakes them at the restart): the guest, and the journal's
+    /// number.
+    pending_asleep: Vec<(usize, u64)>,
     /// Shutting down: no guest is put to sleep any more.
     stopping: bool,
     /// The XDP program on the surrogate's port that answers ARP and ping for sleeping
@@ -686,6 +690,7 @@ impl BridgeWorker {
                 None => None,
             },
             pending_cuts: Vec::new(),
+            pending_asleep: Vec::new(),
             closer,
             closer_thread: Some(closer_thread),
             stopping: false,
@@ -921,7 +926,7 @@ impl BridgeWorker {
             }
         }
         self.drain_capture(BATCH);
-        self.run_pending_cuts();
+        self.run_journaled();
         self.run_actions();
         self.run_timers();
         self.run_actions();
@@ -1339,6 +1344,8 @@ impl BridgeWorker {
 
     /// Forgets awake guest `i`: its registration, its watches, its journal entry, its backend.
     fn remove(&mut self, i: usize) {
+        self.pending_cuts.retain(|(k, _)| *k != i);
+        self.pending_asleep.retain(|(k, _)| *k != i);
         self.journal(i, None);
         if self.guests.get_mut(i).is_some() {
             self.answer_in_user_space(i);
@@ -1676,8 +1683,9 @@ impl BridgeWorker {
         }
     }
 
-    /// Makes the cuts whose journal is on disk now.
-    fn run_pending_cuts(&mut self) {
+    /// Makes the cuts whose journal is on disk now, and tells those who put a guest to sleep
+    /// that it is asleep once its journal is.
+    fn run_journaled(&mut self) {
         let Some(written) = self.writer.as_ref().map(journal::Writer::written) else {
             return;
         };
@@ -1688,6 +1696,15 @@ impl BridgeWorker {
         for (i, _) in ready {
             if self.guests.get_mut(i).is_some() {
                 self.cut_now(i);
+            }
+        }
+        let (ready, waiting) = std::mem::take(&mut self.pending_asleep)
+            .into_iter()
+            .partition(|(_, n)| *n <= written);
+        self.pending_asleep = waiting;
+        for (i, _) in ready {
+            if let Some(g) = self.guests.get_mut(i) {
+                g.answer_sleep(&Ok(Answer::Asleep));
             }
         }
     }
@@ -1960,7 +1977,7 @@ impl BridgeWorker {
         match notice {
             Notice::FellAsleep => {
                 let cut = self.surrogate.cut(self.guests[i].id);
-                self.journal(i, Some((GuestState::Sleeping, cut)));
+                let n = self.journal(i, Some((GuestState::Sleeping, cut)));
                 let now = self.now();
                 let g = &mut self.guests[i];
                 g.metrics.on_asleep(now);
@@ -1975,7 +1992,13 @@ impl BridgeWorker {
                 self.bus.publish(Event::FellAsleep {
                     guest: name.clone(),
                 });
-                self.guests[i].answer_sleep(&Ok(Answer::Asleep));
+                // Those who asked hear it once the journal says so: a restart after a crash
+                // then finds the guest asleep, as they were told.
+                if self.writer.as_ref().is_some_and(|w| w.written() < n) {
+                    self.pending_asleep.push((i, n));
+                } else {
+                    self.guests[i].answer_sleep(&Ok(Answer::Asleep));
+                }
             }
             Notice::WorkInFlight => {
                 let g = &mut self.guests[i];
