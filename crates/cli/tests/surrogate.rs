@@ -6,12 +6,31 @@ use common::{need, text, Setup};
 
 /// Whether an XDP program is attached to any link in the lab's host namespace: only the
 /// surrogate's port could have one.
-fn xdp_attached(s: &Setup) -> bool {
-    let out = s
-        .lab
-        .exec(s.lab.host_netns(), &["ip", "-d", "link", "show"])
-        .expect("ip link show");
-    text(&out).contains("prog/xdp")
+/// Where the daemon's in-kernel responder runs, as its start-up line says: `None` if it has
+/// none. Generic XDP is checked on the link too.
+fn kernel_responder(s: &Setup) -> Option<String> {
+    let log = s.daemon_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("standing by on bridge"))
+        .unwrap_or_else(|| panic!("no start-up line in the log:\n{log}"));
+    let hook = line
+        .split_once("in_kernel=")
+        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
+        .unwrap_or_else(|| panic!("no in_kernel in {line:?}"));
+    if hook == "no" {
+        return None;
+    }
+    if hook == "generic XDP" {
+        let out = s
+            .lab
+            .exec(s.lab.host_netns(), &["ip", "-d", "link", "show"])
+            .expect("ip link show");
+        assert!(text(&out).contains("prog/xdp"), "{line}\n{}", text(&out));
+    } else {
+        assert_eq!(hook, "tcx on the veth peer's egress", "{line}");
+    }
+    Some(hook)
 }
 
 /// A sleeping guest is answered for (ARP, NDP, ping, ping -6) with its own MAC, and stays
@@ -57,7 +76,7 @@ fn answered_with_its_own_mac(extra: &str) -> Setup {
 fn sleeping_guest_is_answered_in_the_kernel_with_its_own_mac_and_counted() {
     need(&["curl"]);
     let s = answered_with_its_own_mac("");
-    assert!(xdp_attached(&s), "no XDP program on the surrogate's port");
+    assert!(kernel_responder(&s).is_some(), "no responder in the kernel");
     // The kernel's answers are counted as the surrogate's are: 3 ARP requests (and the one
     // ping asked, if its entry had gone) and 3 pings.
     let count = |protocol: &str| -> u64 {
@@ -104,7 +123,11 @@ fn sleeping_guest_is_answered_in_the_kernel_with_its_own_mac_and_counted() {
 #[test]
 fn sleeping_guest_is_answered_by_the_daemon_when_in_kernel_is_off() {
     let s = answered_with_its_own_mac("[surrogate]\nin_kernel = false\n---\n");
-    assert!(!xdp_attached(&s), "an XDP program with in_kernel = false");
+    assert_eq!(
+        kernel_responder(&s),
+        None,
+        "a responder in the kernel with in_kernel = false"
+    );
 }
 
 fn wait_for(what: &str, timeout_s: u64, mut ok: impl FnMut() -> bool) {
@@ -382,7 +405,7 @@ fn an_untagged_guest_is_not_answered_from_vlan_10_in_the_kernel_or_out() {
     need(&["arping", "ping"]);
     let s = Setup::new(&[("web1", 0), ("web2", 10)], "");
     s.sleep("web1");
-    assert!(xdp_attached(&s), "no XDP program on the surrogate's port");
+    assert!(kernel_responder(&s).is_some(), "no responder in the kernel");
     let ip = s.guest_ip("web1");
     let tagged = s.run(
         10,

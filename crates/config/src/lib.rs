@@ -181,7 +181,7 @@ impl Default for StateConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SurrogateConfig {
     /// Whether ARP requests for a sleeping guest's IPv4 addresses and ICMP echo requests to
-    /// them are answered in the kernel, by an XDP program on the surrogate's port, rather
+    /// them are answered in the kernel, by an eBPF program on the surrogate's port, rather
     /// than by the daemon (key `in_kernel`, default `true`). The answers are the same; in
     /// the kernel they cost a fraction, and a guest on a VLAN is always answered by the
     /// daemon. Where the kernel refuses the program, the daemon answers and says why.

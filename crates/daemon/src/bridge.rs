@@ -544,7 +544,7 @@ pub(crate) struct BridgeWorker {
     pending_asleep: Vec<(usize, u64)>,
     /// Shutting down: no guest is put to sleep any more.
     stopping: bool,
-    /// The XDP program on the surrogate's port that answers ARP and ping for sleeping
+    /// The eBPF program at the surrogate's port that answers ARP and ping for sleeping
     /// guests in the kernel (`None`: the surrogate answers them, as everything else).
     kernel: Option<Responder>,
     /// How many guests it answers for, the total of its answers when last read, and when to
@@ -627,7 +627,9 @@ impl BridgeWorker {
         })?;
         let kernel = if in_kernel {
             // The peer of the surrogate's end is the bridge's port, in this namespace: the
-            // responder turns its VLAN offload off, so that tagged frames carry their tags.
+            // responder runs on its egress where the kernel has tcx, and in generic XDP on
+            // the surrogate's end otherwise, after turning the port's VLAN offload off so
+            // that tagged frames carry their tags.
             match Responder::attach(&peer, KERNEL_ADDRESSES, xdp::Vlans::Possible) {
                 Ok(r) => Some(r),
                 Err(e) => {
@@ -649,7 +651,8 @@ impl BridgeWorker {
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
         let (done_tx, done_rx) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
-        info!(%bridge, port = %port, guests = guests.len(), in_kernel = kernel.is_some(), "standing by on bridge");
+        let in_kernel = kernel.as_ref().map(|k| k.hook().to_string());
+        info!(%bridge, port = %port, guests = guests.len(), in_kernel = in_kernel.as_deref().unwrap_or("no"), "standing by on bridge");
         let journal_path = state.as_ref().map(|s| journal::path(&s.dir, bridge));
         let found = match &journal_path {
             Some(p) => Journal::load(p).unwrap_or_else(|e| {

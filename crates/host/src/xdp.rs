@@ -1,4 +1,4 @@
-//! An in-kernel responder for sleeping guests: an XDP program on the surrogate's veth end
+//! An in-kernel responder for sleeping guests: an eBPF program at the surrogate's veth end
 //! that answers the two commonest questions put to a sleeping guest, ARP requests for its
 //! IPv4 address and ICMP echo requests to it, before the frame reaches any socket.
 //!
@@ -7,16 +7,41 @@
 //! Without it every answer goes kernel → the daemon's `AF_PACKET` capture socket → its
 //! worker thread → the core's surrogate → a packet socket → kernel; with one request in
 //! flight that is about four times slower than the guest's own kernel answering. The
-//! program answers in place, in the receive path of the interface the capture socket is
-//! bound to, rewriting the request into the reply and sending it back out (`XDP_TX`).
-//! XDP runs before the `AF_PACKET` taps, so a frame the program answers never reaches the
-//! daemon, and its reply does not either (it leaves through the driver's transmit, not
-//! the stack's); everything else it passes on (`XDP_PASS`) and the daemon's userspace path
-//! handles as before. The program answers only for the addresses in its map, which the
-//! daemon fills ([`Responder::insert`]) when a guest is asleep and empties
+//! program answers in place, rewriting the request into the reply, before the frame reaches
+//! the interface the capture socket is bound to; a frame it answers never reaches the
+//! daemon, and its reply does not either. Everything else it passes on, and the daemon's
+//! userspace path handles as before. The program answers only for the addresses in its
+//! map, which the daemon fills ([`Responder::insert`]) when a guest is asleep and empties
 //! ([`Responder::remove`]) before it wakes. Its answers do not pass through the core, so
 //! they are not among the surrogate's verdicts: how many the kernel gave in a guest's name
 //! is [`Responder::answered`].
+//!
+//! # Where it runs
+//!
+//! The surrogate's end is a veth whose peer is the bridge's port. The program runs at one
+//! of two hooks ([`Hook`]), the first that the kernel and the link allow:
+//! - **On the peer's egress**, with tcx (Linux 6.6): as the bridge is about to send a
+//!   request to the surrogate, the program rewrites it into the reply and redirects that
+//!   into the peer's receive path (`bpf_redirect`, `BPF_F_INGRESS`), so that the bridge
+//!   takes it as sent by the surrogate. The request crosses neither the veth nor generic
+//!   XDP, and the program sees a VLAN tag that the kernel carries beside the frame
+//!   (`__sk_buff.vlan_present`). A frame whose headers are not all in the skb's linear
+//!   part has them pulled in, and one that is a shared clone (a broadcast the bridge floods
+//!   to several ports) is made private first, as the kernel does for any tc program that
+//!   may write to a packet; other frames go on untouched, answered or not.
+//! - **In generic XDP** on the surrogate's end, elsewhere: the reply goes back out of the
+//!   interface (`XDP_TX`). The kernel first makes every frame that reaches the interface
+//!   linear, private and given 256 bytes of headroom, copying it if need be (frames a
+//!   bridge floods to several ports are shared clones), answered or not. Native XDP on a
+//!   veth would transmit an `XDP_TX` frame through the peer's NAPI, which exists only
+//!   when the peer has an XDP program or GRO of its own; generic mode works on any veth.
+//!
+//! Both are attached with a BPF link (`BPF_LINK_CREATE`), not netlink: the link lives as
+//! long as its descriptor, so dropping the [`Responder`], or the daemon's death (its
+//! descriptors close), detaches the program and leaves nothing behind. A tcx program goes
+//! after those already on the peer's egress, and passes on what it does not answer with
+//! `TCX_NEXT`, so that later ones run. A kernel without BPF links for XDP (before 5.9) is
+//! refused with [`AttachError::Link`]; there is no fallback to netlink.
 //!
 //! # What it answers, and how that differs from the userspace surrogate
 //!
@@ -41,50 +66,38 @@
 //! sender drops (ping computes its checksums in software, so the incremental update is
 //! right for every request that matters). A frame padded past its IP packet keeps its
 //! padding in the reply. ARP requests to a multicast address other than the broadcast, and
-//! everything with an 802.1Q or 802.1ad tag in the frame, are left to userspace. And the
-//! program knows the MACs of the guests in its map only: the core ignores every frame
-//! whose source MAC is any registered guest's, so an awake guest's ARP request or ping for
-//! a sleeping one goes unanswered in userspace, and is answered here.
+//! everything with an 802.1Q or 802.1ad tag, are left to userspace. And the program knows
+//! the MACs of the guests in its map only: the core ignores every frame whose source MAC is
+//! any registered guest's, so an awake guest's ARP request or ping for a sleeping one goes
+//! unanswered in userspace, and is answered here.
 //!
-//! # VLANs: tags that are not in the frame
+//! # VLANs in generic XDP: tags that are not in the frame
 //!
-//! The program reads the frame's bytes only, and keys its map by IPv4 address alone. A VLAN
-//! tag that the kernel carries beside the frame (`skb->vlan_tci`: a bridge or a VLAN device
-//! sending over a veth, which offloads tag insertion, leaves it there) is invisible to XDP
-//! in generic mode, and the reply keeps that tag. So the program would answer a request
-//! from another VLAN for a guest's address, which the userspace surrogate never does. To
-//! close that, [`Responder::attach`] turns VLAN tag insertion off on the interface's veth
-//! peer when the peer is in the same network namespace: the peer then writes each tag into
-//! the frame, where the program sees it and passes the frame on (the capture socket still
-//! gets the frame with the tag stripped into its metadata, as before). Where the peer is
-//! elsewhere, attach refuses with [`AttachError::VlanOffload`] unless the caller says the
-//! link carries no VLAN traffic ([`Vlans::Absent`]). Only guests without a VLAN belong in
-//! the map.
+//! The program keys its map by IPv4 address alone. A VLAN tag that the kernel carries
+//! beside the frame (`skb->vlan_tci`: a bridge or a VLAN device sending over a veth, which
+//! offloads tag insertion, leaves it there) is invisible to XDP in generic mode, and the
+//! reply keeps that tag. So in XDP the program would answer a request from another VLAN for
+//! a guest's address, which the userspace surrogate never does. To close that,
+//! [`Responder::attach_with`] at [`Hook::GenericXdp`] turns VLAN tag insertion off on the
+//! interface's veth peer when the peer is in the same network namespace: the peer then
+//! writes each tag into the frame, where the program sees it and passes the frame on (the
+//! capture socket still gets the frame with the tag stripped into its metadata, as
+//! before). Where the peer is elsewhere, attach refuses with [`AttachError::VlanOffload`]
+//! unless the caller says the link carries no VLAN traffic ([`Vlans::Absent`]). The peer's
+//! offload is not turned back on at drop: a responder attached again meanwhile (at a
+//! reload) would be left exposed, and software insertion of the rare tag costs next to
+//! nothing. At [`Hook::PeerEgress`] none of this is needed. Either way, only guests without
+//! a VLAN belong in the map.
 //!
-//! # Generic mode and links
+//! # The program
 //!
-//! The program runs in generic (SKB) mode. Native XDP on a veth transmits an `XDP_TX`
-//! frame through the peer's NAPI, which exists only when the peer (the bridge's port) has
-//! an XDP program or GRO of its own; in generic mode `XDP_TX` transmits through the
-//! interface's own queue, on any veth, whatever its peer. The price: before the program
-//! runs, the kernel makes each frame linear, private and given 256 bytes of headroom,
-//! copying it if need be (frames a bridge floods to several ports are shared clones), for
-//! every frame that reaches the interface, answered or not.
-//!
-//! It is attached with a BPF link (`BPF_LINK_CREATE`), not the netlink `IFLA_XDP`
-//! attribute: the link lives as long as its descriptor, so dropping the [`Responder`], or
-//! the daemon's death (its descriptors close), detaches the program and leaves nothing on
-//! the interface. A kernel without BPF links for XDP (before 5.9) is refused with
-//! [`AttachError::Link`]; there is no fallback to netlink. The peer's VLAN offload is not
-//! turned back on at drop: a responder attached again meanwhile (at a reload) would be
-//! left exposed, and software insertion of the rare tag costs next to nothing.
-//!
-//! The program is assembled here, in Rust (a small encoder, `xdp/asm.rs`, and the listing,
-//! `xdp/program.rs`, whose jumps name labels), so no BPF toolchain is needed to build
-//! vmnap. If a kernel's verifier refuses it, [`AttachError::Load`] carries the end of the
-//! verifier's log. Its license string is the project's, `Apache-2.0`: the kernel asks for
-//! a GPL-compatible one only of programs that call GPL-only helpers, and this one calls a
-//! single helper, `bpf_map_lookup_elem`, which is not.
+//! It is assembled here, in Rust (a small encoder, `xdp/asm.rs`, and the listing,
+//! `xdp/program.rs`, whose jumps name labels, one listing for both hooks), so no BPF
+//! toolchain is needed to build vmnap. If a kernel's verifier refuses it,
+//! [`AttachError::Load`] carries the end of the verifier's log. Its license string is the
+//! project's, `Apache-2.0`: the kernel asks for a GPL-compatible one only of programs that
+//! call GPL-only helpers, and this one calls `bpf_map_lookup_elem`, `bpf_skb_pull_data` and
+//! `bpf_redirect`, which are not.
 
 mod asm;
 mod program;
@@ -182,12 +195,36 @@ pub enum Vlans {
     Absent,
 }
 
+/// Where the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// On the transmit path of the interface's veth peer, with tcx (Linux 6.6): a request is
+    /// answered as the peer is about to send it to the interface, and the reply goes into
+    /// the peer's receive path, as if the interface had sent it. Sees VLAN tags kept beside
+    /// the frame, and copies nothing it does not answer.
+    PeerEgress,
+    /// Generic XDP on the interface's receive path: every frame made linear and private
+    /// first, and VLAN tag insertion turned off on the peer (see the module's
+    /// documentation).
+    GenericXdp,
+}
+
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Hook::PeerEgress => "tcx on the veth peer's egress",
+            Hook::GenericXdp => "generic XDP",
+        })
+    }
+}
+
 /// What the program did with a frame in [`Responder::try_frame`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    /// Passed on to the stack (`XDP_PASS`): the userspace path decides.
+    /// Passed on to the stack (`XDP_PASS`, `TCX_NEXT`): the userspace path decides.
     Pass,
-    /// Answered (`XDP_TX`): the frame, rewritten into this reply, goes back out.
+    /// Answered (`XDP_TX`, or a redirect into the peer): the frame, rewritten into this
+    /// reply, goes back.
     Reply(Vec<u8>),
     /// Any other action, which the program never returns.
     Unexpected(u32),
@@ -219,13 +256,22 @@ pub enum AttachError {
         #[source]
         source: io::Error,
     },
+    /// The interface is not a veth whose peer is in this network namespace, which
+    /// [`Hook::PeerEgress`] needs.
+    #[error("{interface} is not a veth with its peer in this network namespace")]
+    NoPeer {
+        /// The interface.
+        interface: String,
+    },
     /// The kernel refused the program; `log` is the end of the verifier's log.
     #[error(
-        "The kernel refused the XDP responder for {interface}; the verifier's log ends:\n{log}"
+        "The kernel refused the responder ({hook}) for {interface}; the verifier's log ends:\n{log}"
     )]
     Load {
         /// The interface.
         interface: String,
+        /// Where it was to run.
+        hook: Hook,
         /// The end of the verifier's log (empty if the refusal came before the verifier).
         log: String,
         /// The kernel's error.
@@ -243,11 +289,13 @@ pub enum AttachError {
         source: io::Error,
     },
     /// The program could not be attached (`EBUSY`: another XDP program is on the interface
-    /// in generic mode; `EINVAL`: the kernel has no BPF links for XDP).
-    #[error("Could not attach the XDP responder to {interface}")]
+    /// in generic mode; `EINVAL`: the kernel has no BPF links for XDP, or no tcx).
+    #[error("Could not attach the responder ({hook}) to {interface}")]
     Link {
         /// The interface.
         interface: String,
+        /// Where it was to run.
+        hook: Hook,
         /// The kernel's error.
         #[source]
         source: io::Error,
@@ -258,13 +306,13 @@ pub enum AttachError {
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
     /// 0.0.0.0 is no guest's address: its entry holds the total of all answers.
-    #[error("0.0.0.0 cannot be answered for by the XDP responder on {interface}")]
+    #[error("0.0.0.0 cannot be answered for by the kernel's responder on {interface}")]
     Unspecified {
         /// The interface.
         interface: String,
     },
     /// The map holds as many guests as it can.
-    #[error("Could not add {ip} to the XDP responder on {interface}: it holds {capacity} guests already")]
+    #[error("Could not add {ip} to the kernel's responder on {interface}: it holds {capacity} guests already")]
     Full {
         /// The interface.
         interface: String,
@@ -274,7 +322,7 @@ pub enum MapError {
         capacity: u32,
     },
     /// The kernel refused the map operation.
-    #[error("Could not {op} {ip} in the XDP responder's map on {interface}")]
+    #[error("Could not {op} {ip} in the kernel's responder's map on {interface}")]
     Kernel {
         /// The interface.
         interface: String,
@@ -290,7 +338,7 @@ pub enum MapError {
 
 /// Errors from [`Responder::try_frame`].
 #[derive(Debug, thiserror::Error)]
-#[error("Could not run the XDP responder of {interface} on a frame of {len} bytes")]
+#[error("Could not run the kernel's responder of {interface} on a frame of {len} bytes")]
 pub struct TryFrameError {
     /// The interface.
     pub interface: String,
@@ -301,7 +349,7 @@ pub struct TryFrameError {
     pub source: io::Error,
 }
 
-/// The XDP responder attached to one interface, with its map of sleeping guests. Dropping
+/// The in-kernel responder for one interface, with its map of sleeping guests. Dropping
 /// it detaches the program.
 #[derive(Debug)]
 pub struct Responder {
@@ -312,17 +360,45 @@ pub struct Responder {
     ifindex: u32,
     interface: String,
     capacity: u32,
+    hook: Hook,
 }
 
 impl Responder {
-    /// Loads the program with an empty map of room for `capacity` guests and attaches it
-    /// to `interface` in generic mode with a BPF link, after turning VLAN tag insertion off
-    /// on its veth peer unless `vlans` is [`Vlans::Absent`] (see the module's
-    /// documentation). Fails with `EBUSY` ([`AttachError::Link`]) if another program is
-    /// attached to the interface in generic mode.
+    /// Attaches where it costs least: on the interface's veth peer's egress
+    /// ([`Hook::PeerEgress`]) where the kernel has tcx and the interface is a veth with its
+    /// peer here, in generic XDP ([`Hook::GenericXdp`], see [`Responder::attach_with`])
+    /// otherwise; [`Responder::hook`] says which. The error is generic XDP's.
     pub fn attach(interface: &str, capacity: u32, vlans: Vlans) -> Result<Self, AttachError> {
+        Self::attach_with(interface, capacity, vlans, Hook::PeerEgress)
+            .or_else(|_| Self::attach_with(interface, capacity, vlans, Hook::GenericXdp))
+    }
+
+    /// Loads the program with an empty map of room for `capacity` guests and attaches it
+    /// with a BPF link at `hook`: for [`Hook::PeerEgress`], to the egress of the veth peer of
+    /// `interface`, after the programs already there ([`AttachError::NoPeer`] if the
+    /// interface is not a veth with its peer here; [`AttachError::Link`] with `EINVAL` on a
+    /// kernel without tcx); for [`Hook::GenericXdp`], to `interface` in generic mode, after
+    /// turning VLAN tag insertion off on its veth peer unless `vlans` is [`Vlans::Absent`]
+    /// (see the module's documentation), failing with `EBUSY` ([`AttachError::Link`]) if
+    /// another program is attached to the interface in generic mode.
+    pub fn attach_with(
+        interface: &str,
+        capacity: u32,
+        vlans: Vlans,
+        hook: Hook,
+    ) -> Result<Self, AttachError> {
         let ifindex = ifindex_of(interface)?;
         let owned = || interface.to_owned();
+        let peer = match hook {
+            Hook::GenericXdp => None,
+            Hook::PeerEgress => match crate::Netlink::open()
+                .ok()
+                .and_then(|mut nl| nl.veth_peer(ifindex).ok())
+            {
+                Some(crate::netlink::VethPeer::Here(peer)) => Some(peer),
+                _ => return Err(AttachError::NoPeer { interface: owned() }),
+            },
+        };
         // One entry more than asked for: the total, at 0.0.0.0.
         let map = sys::create_hash_map(
             MAP_NAME,
@@ -342,21 +418,41 @@ impl Responder {
                 source,
             },
         )?;
-        let insns = program::build(std::os::fd::AsRawFd::as_raw_fd(&map));
-        let prog = load(&insns, interface)?;
-        if vlans == Vlans::Possible {
-            vlan::tags_in_frame_on_peer(ifindex).map_err(|source| AttachError::VlanOffload {
-                interface: owned(),
-                source,
-            })?;
-        }
-        let link =
-            sys::link_xdp(prog.as_fd(), ifindex, sys::XDP_FLAGS_SKB_MODE).map_err(|source| {
-                AttachError::Link {
-                    interface: owned(),
-                    source,
+        let map_fd = std::os::fd::AsRawFd::as_raw_fd(&map);
+        let link_error = |source| AttachError::Link {
+            interface: owned(),
+            hook,
+            source,
+        };
+        let (prog, link) = match peer {
+            Some(peer) => {
+                let insns = program::build(map_fd, program::Hook::TcEgress { ifindex: peer });
+                let prog = load(sys::Kind::TcxEgress, &insns, interface, hook)?;
+                let link =
+                    sys::link(sys::Kind::TcxEgress, prog.as_fd(), peer, 0).map_err(link_error)?;
+                (prog, link)
+            }
+            None => {
+                let insns = program::build(map_fd, program::Hook::Xdp);
+                let prog = load(sys::Kind::Xdp, &insns, interface, hook)?;
+                if vlans == Vlans::Possible {
+                    vlan::tags_in_frame_on_peer(ifindex).map_err(|source| {
+                        AttachError::VlanOffload {
+                            interface: owned(),
+                            source,
+                        }
+                    })?;
                 }
-            })?;
+                let link = sys::link(
+                    sys::Kind::Xdp,
+                    prog.as_fd(),
+                    ifindex,
+                    sys::XDP_FLAGS_SKB_MODE,
+                )
+                .map_err(link_error)?;
+                (prog, link)
+            }
+        };
         Ok(Responder {
             _link: link,
             prog,
@@ -364,7 +460,13 @@ impl Responder {
             ifindex,
             interface: owned(),
             capacity,
+            hook,
         })
+    }
+
+    /// Where the program runs.
+    pub fn hook(&self) -> Hook {
+        self.hook
     }
 
     /// Answers what `answers` says for `ip` as the guest with `mac`, counting from zero;
@@ -453,13 +555,17 @@ impl Responder {
                 len: frame.len(),
                 source,
             })?;
-        Ok(match action {
-            program::XDP_PASS => Decision::Pass,
-            program::XDP_TX => {
-                out.truncate(len);
-                Decision::Reply(out)
-            }
-            other => Decision::Unexpected(other),
+        let (pass, reply) = match self.hook {
+            Hook::GenericXdp => (program::XDP_PASS, program::XDP_TX),
+            Hook::PeerEgress => (program::TCX_NEXT as u32, program::TC_ACT_REDIRECT),
+        };
+        Ok(if action == pass {
+            Decision::Pass
+        } else if action == reply {
+            out.truncate(len);
+            Decision::Reply(out)
+        } else {
+            Decision::Unexpected(action)
         })
     }
 
@@ -488,16 +594,22 @@ impl Responder {
     }
 }
 
-/// Loads `insns` as an XDP program; if the kernel refuses them, loads them again with the
-/// verifier's log on (the first try spares its cost) to tell why.
-fn load(insns: &[asm::Insn], interface: &str) -> Result<OwnedFd, AttachError> {
-    if let Ok(prog) = sys::load_xdp(PROGRAM_NAME, insns, LICENSE, None) {
+/// Loads `insns` as a program of `kind`; if the kernel refuses them, loads them again with
+/// the verifier's log on (the first try spares its cost) to tell why.
+fn load(
+    kind: sys::Kind,
+    insns: &[asm::Insn],
+    interface: &str,
+    hook: Hook,
+) -> Result<OwnedFd, AttachError> {
+    if let Ok(prog) = sys::load(kind, PROGRAM_NAME, insns, LICENSE, None) {
         return Ok(prog);
     }
     let mut log = vec![0u8; LOG_SIZE];
-    sys::load_xdp(PROGRAM_NAME, insns, LICENSE, Some(&mut log)).map_err(|source| {
+    sys::load(kind, PROGRAM_NAME, insns, LICENSE, Some(&mut log)).map_err(|source| {
         AttachError::Load {
             interface: interface.to_owned(),
+            hook,
             log: log_tail(&log),
             source,
         }
@@ -575,12 +687,12 @@ mod tests {
             Insn::ldx_b(R0, R2, 12),
             Insn::exit(),
         ];
-        match load(&bad, "xs0") {
+        match load(sys::Kind::Xdp, &bad, "xs0", Hook::GenericXdp) {
             Err(e @ AttachError::Load { .. }) => {
                 let text = e.to_string();
                 assert!(
                     text.starts_with(
-                        "The kernel refused the XDP responder for xs0; the verifier's log ends:\n"
+                        "The kernel refused the responder (generic XDP) for xs0; the verifier's log ends:\n"
                     ),
                     "{text}"
                 );

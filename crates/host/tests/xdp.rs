@@ -1,11 +1,15 @@
-//! The XDP responder on a real kernel: real clients (`arping`, `ping`) in a namespace of
-//! their own, a bridge in another, and the responder on the surrogate's veth end, as the
-//! daemon has it:
+//! The in-kernel responder on a real kernel: real clients (`arping`, `ping`) in a namespace
+//! of their own, a bridge in another, and the responder for the surrogate's veth end, as
+//! the daemon has it, at either hook:
 //!
 //! ```text
 //!   client ns              surrogate ns
-//!   xc 198.18.7.1/24 ⇄ xb ─ xbr (bridge) ─ xp ⇄ xs  ← Responder (generic XDP)
+//!   xc 198.18.7.1/24 ⇄ xb ─ xbr (bridge) ─ xp ⇄ xs
+//!                                            ↑    ↑ Hook::GenericXdp
+//!                                            Hook::PeerEgress (tcx)
 //! ```
+//!
+//! Most tests run once per hook, each on a lab of its own.
 //!
 //! Every link is made inside the test's two namespaces (named with the PID and the test's
 //! tag), so the host's namespace is never touched and the names need only be unique there;
@@ -19,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::{any_within, buffer, recv_until, Netns};
 use vmnap_core::{Cut, GuestSpec, Recorder, Surrogate};
-use vmnap_host::xdp::{Answered, Answers, AttachError, Decision, Responder, Vlans};
+use vmnap_host::xdp::{Answered, Answers, AttachError, Decision, Hook, Responder, Vlans};
 use vmnap_host::PacketSocket;
 use vmnap_wire::vnet::VirtioNetHdr;
 use vmnap_wire::{Mac, MacAddr};
@@ -35,6 +39,8 @@ const BOTH: Answers = Answers {
     arp: true,
     echo: true,
 };
+/// Both hooks, the daemon's choice first.
+const HOOKS: [Hook; 2] = [Hook::PeerEgress, Hook::GenericXdp];
 
 /// Fails the test, saying what is missing, unless `arping` and `ping` are installed.
 fn require_clients() {
@@ -89,10 +95,13 @@ impl Lab {
         lab
     }
 
-    fn attach(&self, vlans: Vlans) -> Responder {
-        self.surrogate
-            .run(|| Responder::attach("xs", 64, vlans))
-            .unwrap_or_else(|e| panic!("attach: {e}: {e:?}"))
+    fn attach(&self, hook: Hook, vlans: Vlans) -> Responder {
+        let r = self
+            .surrogate
+            .run(move || Responder::attach_with("xs", 64, vlans, hook))
+            .unwrap_or_else(|e| panic!("attach ({hook}): {e}: {e:?}"));
+        assert_eq!(r.hook(), hook);
+        r
     }
 
     /// Runs a client program in the client namespace; its stdout, whatever its exit status.
@@ -151,6 +160,18 @@ impl Lab {
     }
 }
 
+/// Runs `test` once per hook, each on a lab of its own (namespaces named from `tag`), with
+/// the responder attached and the guest inserted, answering both.
+fn each_hook(tag: &str, test: impl Fn(&Lab, &Responder)) {
+    for (hook, letter) in HOOKS.into_iter().zip(['t', 'x']) {
+        eprintln!("with the responder at {hook}");
+        let lab = Lab::new(&format!("{tag}{letter}"));
+        let r = lab.attach(hook, Vlans::Possible);
+        r.insert(GUEST_IP, guest(), BOTH).expect("insert");
+        test(&lab, &r);
+    }
+}
+
 fn guest() -> Mac {
     Mac(GUEST_MAC)
 }
@@ -170,93 +191,90 @@ fn ethertype_at(frame: &[u8], at: usize) -> u16 {
 
 #[test]
 fn sleeping_guest_arp_requests_are_answered_in_the_kernel_until_removed() {
-    let lab = Lab::new("xa");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    let capture = lab
-        .surrogate
-        .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
-    let mut buf = buffer();
+    each_hook("xa", |lab, r| {
+        let capture = lab
+            .surrogate
+            .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
+        let mut buf = buffer();
 
-    // The first request is broadcast, the next two go to the MAC the first reply gave.
-    assert_eq!(lab.arping(GUEST_IP, 3, 4), (3, 3));
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered { arp: 3, echo: 0 }));
-    // Answered before any packet socket saw them; nor do they see the replies.
-    assert!(
-        !any_within(&capture, &mut buf, Duration::from_millis(100), |f, _| {
-            from_client(f) || f.get(6..12) == Some(&GUEST_MAC[..])
-        }),
-        "an answered request or its reply reached the capture socket"
-    );
+        // The first request is broadcast, the next two go to the MAC the first reply gave.
+        assert_eq!(lab.arping(GUEST_IP, 3, 4), (3, 3));
+        assert_eq!(answered(r, GUEST_IP), Some(Answered { arp: 3, echo: 0 }));
+        // Answered before any packet socket saw them; nor do they see the replies.
+        assert!(
+            !any_within(&capture, &mut buf, Duration::from_millis(100), |f, _| {
+                from_client(f) || f.get(6..12) == Some(&GUEST_MAC[..])
+            }),
+            "an answered request or its reply reached the capture socket"
+        );
 
-    r.remove(GUEST_IP).expect("remove");
-    assert_eq!(answered(&r, GUEST_IP), None);
-    r.remove(GUEST_IP)
-        .expect("removing an absent address is no error");
-    assert_eq!(lab.arping(GUEST_IP, 2, 1), (0, 0));
-    // Now they reach userspace, as before.
-    recv_until(&capture, &mut buf, |f, _| {
-        from_client(f) && ethertype_at(f, 12) == 0x0806
+        r.remove(GUEST_IP).expect("remove");
+        assert_eq!(answered(r, GUEST_IP), None);
+        r.remove(GUEST_IP)
+            .expect("removing an absent address is no error");
+        assert_eq!(lab.arping(GUEST_IP, 2, 1), (0, 0));
+        // Now they reach userspace, as before.
+        recv_until(&capture, &mut buf, |f, _| {
+            from_client(f) && ethertype_at(f, 12) == 0x0806
+        });
     });
 }
 
 #[test]
 fn sleeping_guest_is_pinged_in_the_kernel_and_not_when_echo_is_off() {
-    let lab = Lab::new("xe");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    // ping resolves the address first, which the program answers too.
-    assert_eq!(lab.ping(GUEST_IP, 5), 5);
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered { arp: 1, echo: 5 }));
-    // The total counts every answer, for any guest, and is no guest's address.
-    assert_eq!(r.total().expect("total"), Answered { arp: 1, echo: 5 });
-    assert_eq!(answered(&r, Ipv4Addr::UNSPECIFIED), None);
-    assert!(r.insert(Ipv4Addr::UNSPECIFIED, guest(), BOTH).is_err());
-    r.remove(Ipv4Addr::UNSPECIFIED).expect("a no-op");
-    assert_eq!(r.total().expect("total"), Answered { arp: 1, echo: 5 });
+    each_hook("xe", |lab, r| {
+        // ping resolves the address first, which the program answers too.
+        assert_eq!(lab.ping(GUEST_IP, 5), 5);
+        assert_eq!(answered(r, GUEST_IP), Some(Answered { arp: 1, echo: 5 }));
+        // The total counts every answer, for any guest, and is no guest's address.
+        assert_eq!(r.total().expect("total"), Answered { arp: 1, echo: 5 });
+        assert_eq!(answered(r, Ipv4Addr::UNSPECIFIED), None);
+        assert!(r.insert(Ipv4Addr::UNSPECIFIED, guest(), BOTH).is_err());
+        r.remove(Ipv4Addr::UNSPECIFIED).expect("a no-op");
+        assert_eq!(r.total().expect("total"), Answered { arp: 1, echo: 5 });
 
-    r.insert(
-        GUEST_IP,
-        guest(),
-        Answers {
-            arp: true,
-            echo: false,
-        },
-    )
-    .expect("insert again");
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered::default()));
-    assert_eq!(lab.ping(GUEST_IP, 3), 0);
-    assert_eq!(answered(&r, GUEST_IP).map(|a| a.echo), Some(0));
-    assert_eq!(r.total().expect("total").echo, 5);
+        r.insert(
+            GUEST_IP,
+            guest(),
+            Answers {
+                arp: true,
+                echo: false,
+            },
+        )
+        .expect("insert again");
+        assert_eq!(answered(r, GUEST_IP), Some(Answered::default()));
+        assert_eq!(lab.ping(GUEST_IP, 3), 0);
+        assert_eq!(answered(r, GUEST_IP).map(|a| a.echo), Some(0));
+        assert_eq!(r.total().expect("total").echo, 5);
+    });
 }
 
 #[test]
 fn ping_to_an_address_not_in_the_map_is_passed_on() {
-    let lab = Lab::new("xn");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    let capture = lab
-        .surrogate
-        .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
-    // Resolved by hand to the guest's MAC, so that the echo request itself is sent.
-    lab.client.ip(&[
-        "neigh",
-        "add",
-        &NOBODY_IP.to_string(),
-        "lladdr",
-        &guest().to_string(),
-        "dev",
-        "xc",
-    ]);
-    assert_eq!(lab.ping(NOBODY_IP, 3), 0);
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered::default()));
-    assert_eq!(answered(&r, NOBODY_IP), None);
-    // Passed on: the capture socket, that is the daemon, gets it.
-    let mut buf = buffer();
-    recv_until(&capture, &mut buf, |f, _| {
-        from_client(f)
-            && ethertype_at(f, 12) == 0x0800
-            && f.get(30..34) == Some(&NOBODY_IP.octets()[..])
+    each_hook("xn", |lab, r| {
+        let capture = lab
+            .surrogate
+            .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
+        // Resolved by hand to the guest's MAC, so that the echo request itself is sent.
+        lab.client.ip(&[
+            "neigh",
+            "add",
+            &NOBODY_IP.to_string(),
+            "lladdr",
+            &guest().to_string(),
+            "dev",
+            "xc",
+        ]);
+        assert_eq!(lab.ping(NOBODY_IP, 3), 0);
+        assert_eq!(answered(r, GUEST_IP), Some(Answered::default()));
+        assert_eq!(answered(r, NOBODY_IP), None);
+        // Passed on: the capture socket, that is the daemon, gets it.
+        let mut buf = buffer();
+        recv_until(&capture, &mut buf, |f, _| {
+            from_client(f)
+                && ethertype_at(f, 12) == 0x0800
+                && f.get(30..34) == Some(&NOBODY_IP.octets()[..])
+        });
     });
 }
 
@@ -291,26 +309,25 @@ fn tagged_request_is_answered(lab: &Lab, tpid: u16) -> bool {
 
 #[test]
 fn vlan_tagged_arp_request_is_left_to_userspace_with_its_tag() {
-    let lab = Lab::new("xv");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    let capture = lab
-        .surrogate
-        .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
-    let mut buf = buffer();
-    for tpid in [0x8100, 0x88a8] {
-        assert!(!tagged_request_is_answered(&lab, tpid), "tpid {tpid:#06x}");
-        // The daemon's capture socket gets it, tag and all.
-        let meta = recv_until(&capture, &mut buf, |f, _| from_client(f));
-        assert_eq!(
-            &buf[..meta.len],
-            &tagged_arp_request(tpid)[..],
-            "tpid {tpid:#06x}"
-        );
-    }
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered::default()));
-    // The same request untagged is answered.
-    assert_eq!(lab.arping(GUEST_IP, 1, 2), (1, 1));
+    each_hook("xv", |lab, r| {
+        let capture = lab
+            .surrogate
+            .run(|| PacketSocket::open_capture("xs").expect("capture on xs"));
+        let mut buf = buffer();
+        for tpid in [0x8100, 0x88a8] {
+            assert!(!tagged_request_is_answered(lab, tpid), "tpid {tpid:#06x}");
+            // The daemon's capture socket gets it, tag and all.
+            let meta = recv_until(&capture, &mut buf, |f, _| from_client(f));
+            assert_eq!(
+                &buf[..meta.len],
+                &tagged_arp_request(tpid)[..],
+                "tpid {tpid:#06x}"
+            );
+        }
+        assert_eq!(answered(r, GUEST_IP), Some(Answered::default()));
+        // The same request untagged is answered.
+        assert_eq!(lab.arping(GUEST_IP, 1, 2), (1, 1));
+    });
 }
 
 /// The kernel fact behind [`Vlans`]: generic XDP does not see a tag carried beside the
@@ -321,7 +338,7 @@ fn vlan_tagged_arp_request_is_left_to_userspace_with_its_tag() {
 fn generic_xdp_takes_a_tag_carried_beside_the_frame_for_untagged() {
     let lab = Lab::new("xk");
     // The peer keeps its offload: the bridge's tags stay beside the frame.
-    let r = lab.attach(Vlans::Absent);
+    let r = lab.attach(Hook::GenericXdp, Vlans::Absent);
     r.insert(GUEST_IP, guest(), BOTH).expect("insert");
     let reply = lab.client.run(|| {
         let capture = PacketSocket::open_capture("xc").expect("capture on xc");
@@ -340,6 +357,20 @@ fn generic_xdp_takes_a_tag_carried_beside_the_frame_for_untagged() {
     assert_eq!(ethertype_at(&reply, 12), 0x8100);
     assert_eq!(ethertype_at(&reply, 14) & 0x0fff, 10);
     assert_eq!(ethertype_at(&reply, 16), 0x0806);
+}
+
+/// On the peer's egress, the program sees such a tag, and leaves the frame to userspace:
+/// no peer's offload needs touching.
+#[test]
+fn peer_egress_sees_a_tag_carried_beside_the_frame() {
+    let lab = Lab::new("xg");
+    let r = lab.attach(Hook::PeerEgress, Vlans::Absent);
+    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
+    for tpid in [0x8100, 0x88a8] {
+        assert!(!tagged_request_is_answered(&lab, tpid), "tpid {tpid:#06x}");
+    }
+    assert_eq!(answered(&r, GUEST_IP), Some(Answered::default()));
+    assert_eq!(lab.arping(GUEST_IP, 1, 2), (1, 1));
 }
 
 #[test]
@@ -368,6 +399,13 @@ fn attach_refuses_a_veth_whose_peer_it_cannot_reach_unless_told_there_are_no_vla
             Err(AttachError::VlanOffload { interface, .. }) => assert_eq!(interface, "xs"),
             other => panic!("attach with the peer elsewhere: {other:?}"),
         }
+        match Responder::attach_with("xs", 8, Vlans::Absent, Hook::PeerEgress) {
+            Err(e @ AttachError::NoPeer { .. }) => assert_eq!(
+                e.to_string(),
+                "xs is not a veth with its peer in this network namespace"
+            ),
+            other => panic!("attach to the peer's egress, elsewhere: {other:?}"),
+        }
         match Responder::attach("xbr", 8, Vlans::Possible) {
             Err(AttachError::VlanOffload { .. }) => {}
             other => panic!("attach to a bridge: {other:?}"),
@@ -378,8 +416,12 @@ fn attach_refuses_a_veth_whose_peer_it_cannot_reach_unless_told_there_are_no_vla
             }
             other => panic!("attach to nothing: {other:?}"),
         }
+        // Where the peer's egress cannot be had, generic XDP it is.
         let r = Responder::attach("xs", 8, Vlans::Absent).expect("attach without VLANs");
-        assert_eq!((r.interface(), r.capacity()), ("xs", 8));
+        assert_eq!(
+            (r.interface(), r.capacity(), r.hook()),
+            ("xs", 8, Hook::GenericXdp)
+        );
         // One program per interface and mode.
         match Responder::attach("xs", 8, Vlans::Absent) {
             Err(AttachError::Link { source, .. }) => {
@@ -393,7 +435,7 @@ fn attach_refuses_a_veth_whose_peer_it_cannot_reach_unless_told_there_are_no_vla
 #[test]
 fn dropping_the_responder_detaches_it() {
     let lab = Lab::new("xd");
-    let r = lab.attach(Vlans::Possible);
+    let r = lab.attach(Hook::GenericXdp, Vlans::Possible);
     let shown = lab.surrogate.ip(&["-d", "link", "show", "xs"]);
     assert!(
         shown.contains("xdpgeneric") && shown.contains("prog/xdp"),
@@ -407,6 +449,14 @@ fn dropping_the_responder_detaches_it() {
         !shown.contains("xdp") && !shown.contains("prog/"),
         "still attached:\n{shown}"
     );
+    assert_eq!(lab.arping(GUEST_IP, 1, 1), (0, 0));
+
+    // At the peer's egress, where `ip link` shows nothing: answered, then not.
+    let lab = Lab::new("xdt");
+    let r = lab.attach(Hook::PeerEgress, Vlans::Possible);
+    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
+    assert_eq!(lab.arping(GUEST_IP, 1, 2), (1, 1));
+    drop(r);
     assert_eq!(lab.arping(GUEST_IP, 1, 1), (0, 0));
 }
 
@@ -425,7 +475,7 @@ fn a_full_map_refuses_another_guest_by_name() {
         .expect_err("third");
     assert_eq!(
         e.to_string(),
-        "Could not add 198.18.7.12 to the XDP responder on xs: it holds 2 guests already"
+        "Could not add 198.18.7.12 to the kernel's responder on xs: it holds 2 guests already"
     );
     // Replacing one that is there still works.
     r.insert(Ipv4Addr::new(198, 18, 7, 11), guest(), Answers::default())
@@ -521,9 +571,28 @@ fn expected_echo_reply(data: &[u8]) -> Vec<u8> {
     echo(CLIENT_MAC, GUEST_MAC, ip, 0, data)
 }
 
-fn decide(r: &Responder, frame: &[u8]) -> Decision {
-    r.try_frame(frame)
-        .unwrap_or_else(|e| panic!("test run: {e}: {e:?}"))
+/// What the program does with `frame`; `None` if the kernel will not test-run it. Linux
+/// 6.18 refuses to give an skb program (the tc hook's) a frame whose ethertype is IPv4 or
+/// IPv6 and which is shorter than that header; on the wire such a frame is passed, as the
+/// program reads no byte it has not checked is there (the XDP run of the same frame shows
+/// the listing's logic).
+fn decide(r: &Responder, frame: &[u8]) -> Option<Decision> {
+    let short_ip = match frame.get(12..14) {
+        Some([0x08, 0x00]) => frame.len() < 14 + 20,
+        Some([0x86, 0xdd]) => frame.len() < 14 + 40,
+        _ => false,
+    };
+    match r.try_frame(frame) {
+        Ok(d) => Some(d),
+        Err(e)
+            if r.hook() == Hook::PeerEgress
+                && short_ip
+                && e.source.raw_os_error() == Some(libc::EINVAL) =>
+        {
+            None
+        }
+        Err(e) => panic!("test run ({}): {e}: {e:?}", r.hook()),
+    }
 }
 
 /// The userspace surrogate, with the guest asleep and answering ARP and echo.
@@ -565,295 +634,296 @@ fn same_reply(xdp: &[u8], user: &[u8], request: &[u8]) -> bool {
 
 #[test]
 fn replies_are_byte_for_byte_those_of_the_userspace_surrogate() {
-    let lab = Lab::new("xb");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    let mut user = userspace();
-    // Each answer, checked against the bytes written out here and against the core.
-    let mut both = |frame: &[u8]| {
-        let decision = decide(&r, frame);
-        if let Decision::Reply(xdp) = &decision {
-            let theirs = userspace_reply(&mut user, frame).expect("userspace answers too");
-            assert!(
-                same_reply(xdp, &theirs, frame),
-                "kernel {xdp:02x?}\nuserspace {theirs:02x?}"
-            );
-        }
-        decision
-    };
+    each_hook("xb", |_, r| {
+        let mut user = userspace();
+        // Each answer, checked against the bytes written out here and against the core.
+        let mut both = |frame: &[u8]| {
+            let decision = decide(r, frame).expect("a frame the kernel runs");
+            if let Decision::Reply(xdp) = &decision {
+                let theirs = userspace_reply(&mut user, frame).expect("userspace answers too");
+                assert!(
+                    same_reply(xdp, &theirs, frame),
+                    "kernel {xdp:02x?}\nuserspace {theirs:02x?}"
+                );
+            }
+            decision
+        };
 
-    let request = arp(
-        1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
-    );
-    let reply = arp(
-        2, CLIENT_MAC, GUEST_MAC, GUEST_MAC, GUEST_IP, CLIENT_MAC, CLIENT_IP,
-    );
-    assert_eq!(both(&request), Decision::Reply(reply.clone()));
-    // Padded to the Ethernet minimum, to the guest's MAC: answered, padding kept.
-    let mut padded = arp(
-        1, GUEST_MAC, CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
-    );
-    padded.resize(60, 0);
-    let mut reply_padded = reply.clone();
-    reply_padded.resize(60, 0);
-    assert_eq!(both(&padded), Decision::Reply(reply_padded));
-    // A probe (from 0.0.0.0), as duplicate address detection sends it.
-    let probe = arp(
-        1,
-        [0xff; 6],
-        CLIENT_MAC,
-        CLIENT_MAC,
-        Ipv4Addr::UNSPECIFIED,
-        [0; 6],
-        GUEST_IP,
-    );
-    let probe_reply = arp(
-        2,
-        CLIENT_MAC,
-        GUEST_MAC,
-        GUEST_MAC,
-        GUEST_IP,
-        CLIENT_MAC,
-        Ipv4Addr::UNSPECIFIED,
-    );
-    assert_eq!(both(&probe), Decision::Reply(probe_reply));
-
-    for len in [0, 1, 18, 56, 1472] {
-        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
-        let request = echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, &data);
-        assert_eq!(
-            both(&request),
-            Decision::Reply(expected_echo_reply(&data)),
-            "{len} bytes of data"
+        let request = arp(
+            1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
         );
-    }
-    // A request whose ICMP checksum is wrong gets a reply whose checksum is as wrong,
-    // where the userspace surrogate drops it.
-    let mut bad = echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"abcd");
-    bad[36] ^= 0x01;
-    assert_eq!(userspace_reply(&mut user, &bad), None);
-    match decide(&r, &bad) {
-        Decision::Reply(reply) => {
-            assert_ne!(checksum(&reply[34..]), 0);
+        let reply = arp(
+            2, CLIENT_MAC, GUEST_MAC, GUEST_MAC, GUEST_IP, CLIENT_MAC, CLIENT_IP,
+        );
+        assert_eq!(both(&request), Decision::Reply(reply.clone()));
+        // Padded to the Ethernet minimum, to the guest's MAC: answered, padding kept.
+        let mut padded = arp(
+            1, GUEST_MAC, CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
+        );
+        padded.resize(60, 0);
+        let mut reply_padded = reply.clone();
+        reply_padded.resize(60, 0);
+        assert_eq!(both(&padded), Decision::Reply(reply_padded));
+        // A probe (from 0.0.0.0), as duplicate address detection sends it.
+        let probe = arp(
+            1,
+            [0xff; 6],
+            CLIENT_MAC,
+            CLIENT_MAC,
+            Ipv4Addr::UNSPECIFIED,
+            [0; 6],
+            GUEST_IP,
+        );
+        let probe_reply = arp(
+            2,
+            CLIENT_MAC,
+            GUEST_MAC,
+            GUEST_MAC,
+            GUEST_IP,
+            CLIENT_MAC,
+            Ipv4Addr::UNSPECIFIED,
+        );
+        assert_eq!(both(&probe), Decision::Reply(probe_reply));
+
+        for len in [0, 1, 18, 56, 1472] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let request = echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, &data);
             assert_eq!(
-                checksum(&reply[14..34]),
-                0,
-                "the IP header's checksum holds"
+                both(&request),
+                Decision::Reply(expected_echo_reply(&data)),
+                "{len} bytes of data"
             );
         }
-        other => panic!("{other:?}"),
-    }
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered { arp: 3, echo: 6 }));
+        // A request whose ICMP checksum is wrong gets a reply whose checksum is as wrong,
+        // where the userspace surrogate drops it.
+        let mut bad = echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"abcd");
+        bad[36] ^= 0x01;
+        assert_eq!(userspace_reply(&mut user, &bad), None);
+        match decide(r, &bad) {
+            Some(Decision::Reply(reply)) => {
+                assert_ne!(checksum(&reply[34..]), 0);
+                assert_eq!(
+                    checksum(&reply[14..34]),
+                    0,
+                    "the IP header's checksum holds"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(answered(r, GUEST_IP), Some(Answered { arp: 3, echo: 6 }));
+    });
 }
 
 #[test]
 fn frames_the_program_is_not_sure_of_are_passed_on() {
-    let lab = Lab::new("xp");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    let other_ip = Ipv4Addr::new(198, 18, 7, 9);
-    r.insert(other_ip, guest(), Answers::default())
-        .expect("insert one that answers nothing");
-    let other_mac = [0x02, 0, 0, 0, 0x07, 0x63];
-    let request = || {
-        arp(
-            1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
-        )
-    };
-    let ping = || echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"0123456789");
-    let with = |mut f: Vec<u8>, at: usize, bytes: &[u8]| {
-        f[at..at + bytes.len()].copy_from_slice(bytes);
-        f
-    };
-    let mut cases: Vec<(&str, Vec<u8>)> = vec![
-        ("ARP reply", with(request(), 20, &[0, 2])),
-        ("ARP, hardware type 6", with(request(), 14, &[0, 6])),
-        ("ARP for IPv6", with(request(), 16, &[0x86, 0xdd])),
-        ("ARP, hlen 8", with(request(), 18, &[8])),
-        ("ARP, plen 16", with(request(), 19, &[16])),
-        (
-            "gratuitous ARP",
+    each_hook("xp", |_, r| {
+        let other_ip = Ipv4Addr::new(198, 18, 7, 9);
+        r.insert(other_ip, guest(), Answers::default())
+            .expect("insert one that answers nothing");
+        let other_mac = [0x02, 0, 0, 0, 0x07, 0x63];
+        let request = || {
             arp(
-                1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, GUEST_IP, [0; 6], GUEST_IP,
+                1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
+            )
+        };
+        let ping = || echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"0123456789");
+        let with = |mut f: Vec<u8>, at: usize, bytes: &[u8]| {
+            f[at..at + bytes.len()].copy_from_slice(bytes);
+            f
+        };
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![
+            ("ARP reply", with(request(), 20, &[0, 2])),
+            ("ARP, hardware type 6", with(request(), 14, &[0, 6])),
+            ("ARP for IPv6", with(request(), 16, &[0x86, 0xdd])),
+            ("ARP, hlen 8", with(request(), 18, &[8])),
+            ("ARP, plen 16", with(request(), 19, &[16])),
+            (
+                "gratuitous ARP",
+                arp(
+                    1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, GUEST_IP, [0; 6], GUEST_IP,
+                ),
             ),
-        ),
-        ("ARP to another unicast MAC", with(request(), 0, &other_mac)),
-        (
-            "ARP to a multicast MAC",
-            with(request(), 0, &[0x01, 0, 0x5e, 0, 0, 1]),
-        ),
-        ("ARP from the guest's MAC", with(request(), 6, &GUEST_MAC)),
-        (
-            "ARP for another address",
-            with(request(), 38, &NOBODY_IP.octets()),
-        ),
-        (
-            "ARP for a guest that does not answer ARP",
-            with(request(), 38, &other_ip.octets()),
-        ),
-        ("echo to another MAC", with(ping(), 0, &other_mac)),
-        ("echo to broadcast", with(ping(), 0, &[0xff; 6])),
-        ("echo from the guest's MAC", with(ping(), 6, &GUEST_MAC)),
-        (
-            "echo to a guest that does not answer echo",
-            echo(
-                GUEST_MAC,
-                CLIENT_MAC,
-                Ip {
-                    dst: other_ip,
-                    ..REQUEST_IP
-                },
-                8,
-                b"x",
+            ("ARP to another unicast MAC", with(request(), 0, &other_mac)),
+            (
+                "ARP to a multicast MAC",
+                with(request(), 0, &[0x01, 0, 0x5e, 0, 0, 1]),
             ),
-        ),
-        (
-            "echo to another address",
-            echo(
-                GUEST_MAC,
-                CLIENT_MAC,
-                Ip {
-                    dst: NOBODY_IP,
-                    ..REQUEST_IP
-                },
-                8,
-                b"x",
+            ("ARP from the guest's MAC", with(request(), 6, &GUEST_MAC)),
+            (
+                "ARP for another address",
+                with(request(), 38, &NOBODY_IP.octets()),
             ),
-        ),
-        (
-            "echo reply",
-            echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 0, b"x"),
-        ),
-        (
-            "ICMP timestamp",
-            echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 13, b"x"),
-        ),
-        ("echo, code 1", with(ping(), 35, &[1])),
-        (
-            "IPv4 header checksum wrong",
-            with(ping(), 24, &[0xde, 0xad]),
-        ),
-        (
-            "more fragments",
-            echo(
-                GUEST_MAC,
-                CLIENT_MAC,
-                Ip {
-                    flags: 0x2000,
-                    ..REQUEST_IP
-                },
-                8,
-                b"x",
+            (
+                "ARP for a guest that does not answer ARP",
+                with(request(), 38, &other_ip.octets()),
             ),
-        ),
-        (
-            "fragment offset",
-            echo(
-                GUEST_MAC,
-                CLIENT_MAC,
-                Ip {
-                    flags: 0x0001,
-                    ..REQUEST_IP
-                },
-                8,
-                b"x",
+            ("echo to another MAC", with(ping(), 0, &other_mac)),
+            ("echo to broadcast", with(ping(), 0, &[0xff; 6])),
+            ("echo from the guest's MAC", with(ping(), 6, &GUEST_MAC)),
+            (
+                "echo to a guest that does not answer echo",
+                echo(
+                    GUEST_MAC,
+                    CLIENT_MAC,
+                    Ip {
+                        dst: other_ip,
+                        ..REQUEST_IP
+                    },
+                    8,
+                    b"x",
+                ),
             ),
-        ),
-        ("UDP", with(ping(), 23, &[17])),
-        ("IPv6 ethertype", with(ping(), 12, &[0x86, 0xdd])),
-        ("LLDP", with(ping(), 12, &[0x88, 0xcc])),
-    ];
-    // Header fields that no longer hold together (checksum made to hold again where the
-    // header changed, so that only the field is wrong).
-    let fix = |mut f: Vec<u8>| {
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = checksum(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f
-    };
-    cases.push(("IPv6 version", fix(with(ping(), 14, &[0x65]))));
-    cases.push(("IPv4 options (IHL 6)", fix(with(ping(), 14, &[0x46]))));
-    let len = ping().len() as u16 - 14;
-    cases.push((
-        "total length past the frame",
-        fix(with(ping(), 16, &(len + 1).to_be_bytes())),
-    ));
-    cases.push(("total length 0 (GSO)", fix(with(ping(), 16, &[0, 0]))));
-    cases.push(("total length 27", fix(with(ping(), 16, &[0, 27]))));
-    for tpid in [0x8100u16, 0x88a8] {
-        cases.push(("tagged ARP request", tagged_arp_request(tpid)));
-        let untagged = ping();
-        let mut tagged = untagged[..12].to_vec();
-        tagged.extend_from_slice(&tpid.to_be_bytes());
-        tagged.extend_from_slice(&[0, 10]);
-        tagged.extend_from_slice(&untagged[12..]);
-        cases.push(("tagged echo request", tagged));
-    }
-    // Every frame cut short, down to an Ethernet header.
-    for whole in [request(), ping()] {
-        let needed = if whole == request() { 42 } else { whole.len() };
-        for len in 14..needed {
-            cases.push(("truncated", whole[..len].to_vec()));
+            (
+                "echo to another address",
+                echo(
+                    GUEST_MAC,
+                    CLIENT_MAC,
+                    Ip {
+                        dst: NOBODY_IP,
+                        ..REQUEST_IP
+                    },
+                    8,
+                    b"x",
+                ),
+            ),
+            (
+                "echo reply",
+                echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 0, b"x"),
+            ),
+            (
+                "ICMP timestamp",
+                echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 13, b"x"),
+            ),
+            ("echo, code 1", with(ping(), 35, &[1])),
+            (
+                "IPv4 header checksum wrong",
+                with(ping(), 24, &[0xde, 0xad]),
+            ),
+            (
+                "more fragments",
+                echo(
+                    GUEST_MAC,
+                    CLIENT_MAC,
+                    Ip {
+                        flags: 0x2000,
+                        ..REQUEST_IP
+                    },
+                    8,
+                    b"x",
+                ),
+            ),
+            (
+                "fragment offset",
+                echo(
+                    GUEST_MAC,
+                    CLIENT_MAC,
+                    Ip {
+                        flags: 0x0001,
+                        ..REQUEST_IP
+                    },
+                    8,
+                    b"x",
+                ),
+            ),
+            ("UDP", with(ping(), 23, &[17])),
+            ("IPv6 ethertype", with(ping(), 12, &[0x86, 0xdd])),
+            ("LLDP", with(ping(), 12, &[0x88, 0xcc])),
+        ];
+        // Header fields that no longer hold together (checksum made to hold again where the
+        // header changed, so that only the field is wrong).
+        let fix = |mut f: Vec<u8>| {
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        cases.push(("IPv6 version", fix(with(ping(), 14, &[0x65]))));
+        cases.push(("IPv4 options (IHL 6)", fix(with(ping(), 14, &[0x46]))));
+        let len = ping().len() as u16 - 14;
+        cases.push((
+            "total length past the frame",
+            fix(with(ping(), 16, &(len + 1).to_be_bytes())),
+        ));
+        cases.push(("total length 0 (GSO)", fix(with(ping(), 16, &[0, 0]))));
+        cases.push(("total length 27", fix(with(ping(), 16, &[0, 27]))));
+        for tpid in [0x8100u16, 0x88a8] {
+            cases.push(("tagged ARP request", tagged_arp_request(tpid)));
+            let untagged = ping();
+            let mut tagged = untagged[..12].to_vec();
+            tagged.extend_from_slice(&tpid.to_be_bytes());
+            tagged.extend_from_slice(&[0, 10]);
+            tagged.extend_from_slice(&untagged[12..]);
+            cases.push(("tagged echo request", tagged));
         }
-    }
-    for (name, frame) in &cases {
-        assert_eq!(decide(&r, frame), Decision::Pass, "{name}: {frame:02x?}");
-    }
-    assert_eq!(answered(&r, GUEST_IP), Some(Answered::default()));
-    // And the unbroken ones are answered.
-    assert!(matches!(decide(&r, &request()), Decision::Reply(_)));
-    assert!(matches!(decide(&r, &ping()), Decision::Reply(_)));
+        // Every frame cut short, down to an Ethernet header.
+        for whole in [request(), ping()] {
+            let needed = if whole == request() { 42 } else { whole.len() };
+            for len in 14..needed {
+                cases.push(("truncated", whole[..len].to_vec()));
+            }
+        }
+        for (name, frame) in &cases {
+            let decision = decide(r, frame);
+            assert!(
+                matches!(decision, None | Some(Decision::Pass)),
+                "{name}: {frame:02x?}: {decision:?}"
+            );
+        }
+        assert_eq!(answered(r, GUEST_IP), Some(Answered::default()));
+        // And the unbroken ones are answered.
+        assert!(matches!(decide(r, &request()), Some(Decision::Reply(_))));
+        assert!(matches!(decide(r, &ping()), Some(Decision::Reply(_))));
+    });
 }
 
 #[test]
 fn arbitrary_bytes_are_passed_or_answered_never_dropped() {
-    let lab = Lab::new("xz");
-    let r = lab.attach(Vlans::Possible);
-    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
-    // Frames near the answerable ones, with random bytes changed (xorshift, fixed seed).
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let seeds = [
-        arp(
-            1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
-        ),
-        echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"0123456789abcdef"),
-    ];
-    let mut user = userspace();
-    let mut replies = 0;
-    for i in 0..4000 {
-        let mut f = seeds[i % 2].clone();
-        for _ in 0..(next() % 3) {
-            let at = (next() as usize) % f.len();
-            f[at] = next() as u8;
-        }
-        if next() % 4 == 0 {
-            f.truncate(14 + (next() as usize) % (f.len() - 13));
-        }
-        match decide(&r, &f) {
-            Decision::Pass => {}
-            Decision::Reply(xdp) => {
-                replies += 1;
-                // Whatever the kernel answers, userspace answers the same; but for a bad
-                // ICMP checksum, which it drops.
-                match userspace_reply(&mut user, &f) {
-                    Some(theirs) => assert!(
-                        same_reply(&xdp, &theirs, &f),
-                        "request {f:02x?}\nkernel {xdp:02x?}\nuserspace {theirs:02x?}"
-                    ),
-                    None => assert!(
-                        f[12..14] == [0x08, 0x00] && checksum(&f[34..]) != 0,
-                        "only the kernel answers {f:02x?}"
-                    ),
-                }
+    each_hook("xz", |_, r| {
+        // Frames near the answerable ones, with random bytes changed (xorshift, fixed seed).
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [
+            arp(
+                1, [0xff; 6], CLIENT_MAC, CLIENT_MAC, CLIENT_IP, [0; 6], GUEST_IP,
+            ),
+            echo(GUEST_MAC, CLIENT_MAC, REQUEST_IP, 8, b"0123456789abcdef"),
+        ];
+        let mut user = userspace();
+        let mut replies = 0;
+        for i in 0..4000 {
+            let mut f = seeds[i % 2].clone();
+            for _ in 0..(next() % 3) {
+                let at = (next() as usize) % f.len();
+                f[at] = next() as u8;
             }
-            Decision::Unexpected(action) => panic!("action {action} for {f:02x?}"),
+            if next() % 4 == 0 {
+                f.truncate(14 + (next() as usize) % (f.len() - 13));
+            }
+            match decide(r, &f) {
+                None | Some(Decision::Pass) => {}
+                Some(Decision::Reply(xdp)) => {
+                    replies += 1;
+                    // Whatever the kernel answers, userspace answers the same; but for a bad
+                    // ICMP checksum, which it drops.
+                    match userspace_reply(&mut user, &f) {
+                        Some(theirs) => assert!(
+                            same_reply(&xdp, &theirs, &f),
+                            "request {f:02x?}\nkernel {xdp:02x?}\nuserspace {theirs:02x?}"
+                        ),
+                        None => assert!(
+                            f[12..14] == [0x08, 0x00] && checksum(&f[34..]) != 0,
+                            "only the kernel answers {f:02x?}"
+                        ),
+                    }
+                }
+                Some(Decision::Unexpected(action)) => panic!("action {action} for {f:02x?}"),
+            }
         }
-    }
-    assert!(replies > 400, "only {replies} of 4000 answered");
+        assert!(replies > 400, "only {replies} of 4000 answered");
+    });
 }

@@ -19,6 +19,7 @@ pub(crate) const R2: Reg = Reg(2);
 pub(crate) const R3: Reg = Reg(3);
 pub(crate) const R4: Reg = Reg(4);
 /// Callee-saved registers (`r6` to `r9`): they keep their value across helper calls.
+pub(crate) const R6: Reg = Reg(6);
 pub(crate) const R7: Reg = Reg(7);
 pub(crate) const R8: Reg = Reg(8);
 pub(crate) const R9: Reg = Reg(9);

@@ -1,26 +1,69 @@
-//! The responder's eBPF program, as a listing.
+//! The responder's eBPF program, as a listing, for either of its two hooks.
 //!
-//! Registers, for the whole program: `r7` is the frame's first byte, `r8` one past its
-//! last (every load and store is checked against it first, as the verifier insists), `r9`
-//! the guest's map entry once looked up; `r1` to `r5` are scratch and lost at each helper
-//! call. The looked-up IPv4 address sits on the stack at `fp - 4`, the map's key.
+//! Registers, for the whole program: `r6` the context (the `__sk_buff` of a tc program;
+//! unused in XDP), `r7` the frame's first byte, `r8` one past the last byte the program may
+//! read directly (every load and store is checked against it first, as the verifier
+//! insists), `r9` the guest's map entry once looked up; `r1` to `r5` are scratch and lost at
+//! each helper call. The looked-up IPv4 address sits on the stack at `fp - 4`, the map's
+//! key.
 //!
-//! Every exit but the two `XDP_TX` ones is `XDP_PASS`: when in doubt, the frame goes on to
-//! the daemon's capture socket and the userspace surrogate decides.
+//! Every exit but the two answers passes the frame on (`XDP_PASS`, or `TCX_NEXT`, which
+//! lets any later tc program run): when in doubt, the frame goes on to the daemon's capture
+//! socket and the userspace surrogate decides.
+//!
+//! Where the hooks differ:
+//! - A tc program sees a VLAN tag that the kernel carries beside the frame
+//!   (`__sk_buff.vlan_present`), and passes such a frame on; XDP cannot.
+//! - An skb's bytes need not all be in its linear part, which is all a tc program reads
+//!   directly: where the headers are not, it pulls them in (`bpf_skb_pull_data`), and it
+//!   checks an IP packet's length against the whole frame (`__sk_buff.len`). An XDP frame
+//!   is all linear.
+//! - The answer: XDP sends the frame back out of the interface (`XDP_TX`); the tc program,
+//!   run as the veth's peer is about to send the request to the interface, redirects the
+//!   reply into the peer's receive path (`bpf_redirect` with `BPF_F_INGRESS`), as if the
+//!   interface had sent it.
 
-use super::asm::{Alu, Asm, Cond, Insn, Size, R0, R1, R10, R2, R3, R4, R7, R8, R9};
+use super::asm::{Alu, Asm, Cond, Insn, Size, R0, R1, R10, R2, R3, R4, R6, R7, R8, R9};
 use super::{Entry, ANSWER_ARP, ANSWER_ECHO};
 
 /// `enum xdp_action`.
 pub(crate) const XDP_PASS: u32 = 2;
 pub(crate) const XDP_TX: u32 = 3;
+/// `TCX_NEXT` (`TC_ACT_UNSPEC`): not this program's business, on to the next (or the
+/// stack).
+pub(crate) const TCX_NEXT: i32 = -1;
+/// `TC_ACT_REDIRECT`, which `bpf_redirect` returns.
+pub(crate) const TC_ACT_REDIRECT: u32 = 7;
 
 /// `BPF_FUNC_map_lookup_elem`: `r0 = &value` or NULL, for `r1 = map`, `r2 = &key`.
 const MAP_LOOKUP_ELEM: i32 = 1;
+/// `BPF_FUNC_redirect`: `r0 = TC_ACT_REDIRECT`, for `r1 = ifindex`, `r2 = flags`.
+const REDIRECT: i32 = 23;
+/// `BPF_FUNC_skb_pull_data`: `r0 = 0` once `r2` bytes of `r1`'s skb are linear and
+/// writable; every packet pointer is stale after it.
+const SKB_PULL_DATA: i32 = 39;
+/// `bpf_redirect`'s flag: into the interface's receive path, not out of it.
+const BPF_F_INGRESS: i32 = 1;
 
 // `struct xdp_md`: the verifier rewrites these 32-bit loads into the frame's pointers.
 const MD_DATA: i16 = 0;
 const MD_DATA_END: i16 = 4;
+
+// `struct __sk_buff`.
+const SKB_LEN: i16 = 0;
+const SKB_VLAN_PRESENT: i16 = 20;
+const SKB_DATA: i16 = 76;
+const SKB_DATA_END: i16 = 80;
+
+/// Where the program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hook {
+    /// XDP, generic mode: answers go back out of the interface.
+    Xdp,
+    /// tc, on the egress of a veth whose peer is the interface: answers go into the
+    /// receive path of `ifindex`, the veth the program runs on.
+    TcEgress { ifindex: u32 },
+}
 
 // Ethernet.
 const ETH_DST: i16 = 0;
@@ -85,31 +128,55 @@ fn net16(v: u16) -> i32 {
     i32::from(u16::from_ne_bytes(v.to_be_bytes()))
 }
 
-/// The responder, with `map_fd` as its map of sleeping guests.
-pub(crate) fn build(map_fd: i32) -> Vec<Insn> {
+/// The responder for `hook`, with `map_fd` as its map of sleeping guests.
+pub(crate) fn build(map_fd: i32, hook: Hook) -> Vec<Insn> {
     let mut a = Asm::new();
-    a.push([
-        Insn::ldx_w(R7, R1, MD_DATA),
-        Insn::ldx_w(R8, R1, MD_DATA_END),
-    ]);
-    need(&mut a, ETH_LEN);
+    match hook {
+        Hook::Xdp => {
+            a.push([
+                Insn::ldx_w(R7, R1, MD_DATA),
+                Insn::ldx_w(R8, R1, MD_DATA_END),
+            ]);
+        }
+        Hook::TcEgress { .. } => {
+            // A tag beside the frame: the request belongs to a VLAN.
+            a.push([
+                Insn::mov64_reg(R6, R1),
+                Insn::ldx_w(R3, R6, SKB_VLAN_PRESENT),
+            ])
+            .jne_imm(R3, 0, "pass");
+            load_pointers(&mut a);
+        }
+    }
+    need(&mut a, hook, ETH_LEN, "have_eth");
     // 802.1Q and 802.1ad tags (0x8100, 0x88a8), and every other type, go to userspace.
     a.push([Insn::ldx_h(R3, R7, ETH_TYPE)])
         .jeq_imm(R3, net16(ETH_P_ARP), "arp")
         .jeq_imm(R3, net16(ETH_P_IP), "ipv4")
         .ja("pass");
-    arp(&mut a, map_fd);
-    echo(&mut a, map_fd);
-    a.label("pass")
-        .push([Insn::mov64_imm(R0, XDP_PASS as i32), Insn::exit()]);
+    arp(&mut a, map_fd, hook);
+    echo(&mut a, map_fd, hook);
+    a.label("pass");
+    match hook {
+        Hook::Xdp => a.push([Insn::mov64_imm(R0, XDP_PASS as i32), Insn::exit()]),
+        Hook::TcEgress { .. } => a.push([Insn::mov64_imm(R0, TCX_NEXT), Insn::exit()]),
+    };
     a.finish()
         .expect("the responder's listing is well-formed (a unit test assembles it)")
 }
 
+/// `r7` and `r8` from the `__sk_buff` in `r6`: the start and end of its linear part.
+fn load_pointers(a: &mut Asm) {
+    a.push([
+        Insn::ldx_w(R7, R6, SKB_DATA),
+        Insn::ldx_w(R8, R6, SKB_DATA_END),
+    ]);
+}
+
 /// An ARP request for a sleeping guest's address becomes the guest's reply, in place.
-fn arp(a: &mut Asm, map_fd: i32) {
+fn arp(a: &mut Asm, map_fd: i32, hook: Hook) {
     a.label("arp");
-    need(a, ARP_END);
+    need(a, hook, ARP_END, "have_arp");
     // Ethernet and IPv4, request.
     a.push([Insn::ldx_h(R3, R7, ARP_HTYPE)])
         .jne_imm(R3, net16(1), "pass")
@@ -158,13 +225,13 @@ fn arp(a: &mut Asm, map_fd: i32) {
         Insn::stx(Size::H, R7, ETH_SRC + 4, R4),
         Insn::st(Size::H, R7, ARP_OPER, net16(ARP_REPLY)),
     ]);
-    answer(a, map_fd, ENTRY_ARP, "arp_sent");
+    answer(a, map_fd, hook, ENTRY_ARP, "arp_sent");
 }
 
 /// An ICMP echo request to a sleeping guest becomes the guest's echo reply, in place.
-fn echo(a: &mut Asm, map_fd: i32) {
+fn echo(a: &mut Asm, map_fd: i32, hook: Hook) {
     a.label("ipv4");
-    need(a, ICMP_END);
+    need(a, hook, ICMP_END, "have_icmp");
     // Version 4, a 20-byte header (options go to userspace).
     a.push([Insn::ldx_b(R3, R7, IP_VER_IHL)])
         .jne_imm(R3, 0x45, "pass");
@@ -174,13 +241,24 @@ fn echo(a: &mut Asm, map_fd: i32) {
         Insn::be16(R3),
         Insn::alu64_imm(Alu::And, R3, 0xffff),
     ])
-    .jmp_imm(Cond::Lt, R3, i32::from(IP_LEN + 8), "pass")
-    .push([
-        Insn::mov64_reg(R4, R7),
-        Insn::alu64_reg(Alu::Add, R4, R3),
-        Insn::alu64_imm(Alu::Add, R4, i32::from(ETH_LEN)),
-    ])
-    .jmp_reg(Cond::Gt, R4, R8, "pass");
+    .jmp_imm(Cond::Lt, R3, i32::from(IP_LEN + 8), "pass");
+    match hook {
+        Hook::Xdp => a
+            .push([
+                Insn::mov64_reg(R4, R7),
+                Insn::alu64_reg(Alu::Add, R4, R3),
+                Insn::alu64_imm(Alu::Add, R4, i32::from(ETH_LEN)),
+            ])
+            .jmp_reg(Cond::Gt, R4, R8, "pass"),
+        // The payload may lie outside the linear part: the whole frame's length counts.
+        Hook::TcEgress { .. } => a
+            .push([
+                Insn::mov64_reg(R4, R3),
+                Insn::alu64_imm(Alu::Add, R4, i32::from(ETH_LEN)),
+                Insn::ldx_w(R2, R6, SKB_LEN),
+            ])
+            .jmp_reg(Cond::Gt, R4, R2, "pass"),
+    };
     // Whole (no fragment), ICMP.
     a.push([
         Insn::ldx_h(R3, R7, IP_FRAG),
@@ -246,16 +324,43 @@ fn echo(a: &mut Asm, map_fd: i32) {
         Insn::alu64_imm(Alu::Xor, R3, 0xffff),
         Insn::stx(Size::H, R7, ICMP_CSUM, R3),
     ]);
-    answer(a, map_fd, ENTRY_ECHO, "echo_sent");
+    answer(a, map_fd, hook, ENTRY_ECHO, "echo_sent");
 }
 
-/// Passes the frame unless it holds `len` bytes.
-fn need(a: &mut Asm, len: i16) {
-    a.push([
-        Insn::mov64_reg(R2, R7),
-        Insn::alu64_imm(Alu::Add, R2, i32::from(len)),
-    ])
-    .jmp_reg(Cond::Gt, R2, R8, "pass");
+/// Passes the frame unless its first `len` bytes can be read directly. A tc program pulls
+/// them into the skb's linear part if need be (and reloads its pointers); `ok` is the
+/// label past that, unique to each call.
+fn need(a: &mut Asm, hook: Hook, len: i16, ok: &'static str) {
+    let check = |a: &mut Asm, fail: &'static str| {
+        a.push([
+            Insn::mov64_reg(R2, R7),
+            Insn::alu64_imm(Alu::Add, R2, i32::from(len)),
+        ])
+        .jmp_reg(Cond::Gt, R2, R8, fail);
+    };
+    match hook {
+        Hook::Xdp => check(a, "pass"),
+        Hook::TcEgress { .. } => {
+            let pull = match ok {
+                "have_eth" => "pull_eth",
+                "have_arp" => "pull_arp",
+                _ => "pull_icmp",
+            };
+            check(a, pull);
+            a.ja(ok).label(pull);
+            a.push([Insn::ldx_w(R3, R6, SKB_LEN)])
+                .jmp_imm(Cond::Lt, R3, i32::from(len), "pass")
+                .push([
+                    Insn::mov64_reg(R1, R6),
+                    Insn::mov64_imm(R2, i32::from(len)),
+                    Insn::call(SKB_PULL_DATA),
+                ])
+                .jne_imm(R0, 0, "pass");
+            load_pointers(a);
+            check(a, "pass");
+            a.label(ok);
+        }
+    }
 }
 
 /// Looks up the key at `fp - 4` and keeps its entry in `r9`; passes the frame unless the
@@ -322,7 +427,7 @@ fn fold(a: &mut Asm) {
 /// total (the entry of 0.0.0.0, an address no guest has: the daemon reads that one entry to
 /// tell whether any answer was given), atomically, as the program runs on every CPU at
 /// once; then sends the frame back out of the interface.
-fn answer(a: &mut Asm, map_fd: i32, counter: i16, sent: &'static str) {
+fn answer(a: &mut Asm, map_fd: i32, hook: Hook, counter: i16, sent: &'static str) {
     a.push([
         Insn::mov64_imm(R1, 1),
         Insn::atomic_add64(R9, counter, R1),
@@ -336,8 +441,17 @@ fn answer(a: &mut Asm, map_fd: i32, counter: i16, sent: &'static str) {
     ])
     .jeq_imm(R0, 0, sent)
     .push([Insn::mov64_imm(R1, 1), Insn::atomic_add64(R0, counter, R1)])
-    .label(sent)
-    .push([Insn::mov64_imm(R0, XDP_TX as i32), Insn::exit()]);
+    .label(sent);
+    match hook {
+        Hook::Xdp => a.push([Insn::mov64_imm(R0, XDP_TX as i32), Insn::exit()]),
+        Hook::TcEgress { ifindex } => a.push([
+            // An index is below 2^31.
+            Insn::mov64_imm(R1, ifindex as i32),
+            Insn::mov64_imm(R2, BPF_F_INGRESS),
+            Insn::call(REDIRECT),
+            Insn::exit(),
+        ]),
+    };
 }
 
 #[cfg(test)]
@@ -345,10 +459,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_listing_assembles() {
-        let p = build(3);
-        assert!(p.len() > 100 && p.len() < 400, "{} instructions", p.len());
-        assert_eq!(p.last(), Some(&Insn::exit()));
+    fn the_listings_assemble() {
+        for hook in [Hook::Xdp, Hook::TcEgress { ifindex: 7 }] {
+            let p = build(3, hook);
+            assert!(p.len() > 100 && p.len() < 450, "{} instructions", p.len());
+            assert_eq!(p.last(), Some(&Insn::exit()));
+        }
     }
 
     #[test]

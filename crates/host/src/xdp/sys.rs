@@ -20,9 +20,12 @@ const BPF_PROG_TEST_RUN: libc::c_long = 10;
 const BPF_LINK_CREATE: libc::c_long = 28;
 
 const BPF_MAP_TYPE_HASH: u32 = 1;
+const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`'s `BPF_XDP`.
 const BPF_XDP: u32 = 37;
+/// `BPF_TCX_EGRESS` (Linux 6.6).
+const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_ANY`: create or replace.
 const BPF_ANY: u64 = 0;
 /// Generic XDP, run on the socket buffer in `netif_receive_skb` (`XDP_FLAGS_SKB_MODE`).
@@ -180,8 +183,34 @@ pub(crate) fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
     bpf(BPF_MAP_DELETE_ELEM, &mut attr).map(drop)
 }
 
-/// Loads an XDP program. If `log` is given, the verifier writes its log there.
-pub(crate) fn load_xdp(
+/// What a program is, for the kernel: its type and where it is meant to be attached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `BPF_PROG_TYPE_XDP`, for `BPF_XDP`.
+    Xdp,
+    /// `BPF_PROG_TYPE_SCHED_CLS`, for `BPF_TCX_EGRESS` (Linux 6.6).
+    TcxEgress,
+}
+
+impl Kind {
+    fn prog_type(self) -> u32 {
+        match self {
+            Kind::Xdp => BPF_PROG_TYPE_XDP,
+            Kind::TcxEgress => BPF_PROG_TYPE_SCHED_CLS,
+        }
+    }
+
+    fn attach_type(self) -> u32 {
+        match self {
+            Kind::Xdp => BPF_XDP,
+            Kind::TcxEgress => BPF_TCX_EGRESS,
+        }
+    }
+}
+
+/// Loads a program of `kind`. If `log` is given, the verifier writes its log there.
+pub(crate) fn load(
+    kind: Kind,
     name: &str,
     insns: &[Insn],
     license: &CStr,
@@ -197,7 +226,7 @@ pub(crate) fn load_xdp(
         None => (0, 0, 0),
     };
     let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type: kind.prog_type(),
         insn_cnt: u32::try_from(code.len())
             .map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?,
         insns: code.as_ptr() as u64,
@@ -206,25 +235,31 @@ pub(crate) fn load_xdp(
         log_size,
         log_buf,
         prog_name: name16(name),
-        expected_attach_type: BPF_XDP,
+        expected_attach_type: kind.attach_type(),
         ..Default::default()
     };
     bpf(BPF_PROG_LOAD, &mut attr).map(owned)
 }
 
-/// Attaches an XDP program to `ifindex` with a BPF link: it stays attached while the link's
-/// descriptor is open, and no longer.
-pub(crate) fn link_xdp(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
+/// Attaches a program of `kind` to `ifindex` with a BPF link (`flags`: XDP's mode): it stays
+/// attached while the link's descriptor is open, and no longer. A tcx program goes after
+/// those already there.
+pub(crate) fn link(
+    kind: Kind,
+    prog: BorrowedFd<'_>,
+    ifindex: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
     let mut attr = LinkCreate {
         prog_fd: fd_u32(prog),
         target_ifindex: ifindex,
-        attach_type: BPF_XDP,
+        attach_type: kind.attach_type(),
         flags,
     };
     bpf(BPF_LINK_CREATE, &mut attr).map(owned)
 }
 
-/// Runs an XDP program once on `frame` (`BPF_PROG_TEST_RUN`); returns its action and the
+/// Runs a program once on `frame` (`BPF_PROG_TEST_RUN`); returns its action and the
 /// length of the frame it left in `out`.
 pub(crate) fn test_run(
     prog: BorrowedFd<'_>,
