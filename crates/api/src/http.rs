@@ -257,9 +257,50 @@ pub fn write_stream_head(conn: &mut Conn, content_type: &str) -> io::Result<()> 
     conn.flush()
 }
 
+/// A connection read against a deadline for the whole request: each read waits at most
+/// until `until`, and one after it fails with [`io::ErrorKind::TimedOut`] (which
+/// [`read_request`] answers with 408). A client that sends a byte a second cannot hold its
+/// connection longer than that.
+#[derive(Debug)]
+pub struct Deadline<'a> {
+    conn: &'a mut Conn,
+    until: std::time::Instant,
+}
+
+impl<'a> Deadline<'a> {
+    /// Reads from `conn` until `until` at the latest.
+    pub fn new(conn: &'a mut Conn, until: std::time::Instant) -> Self {
+        Deadline { conn, until }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self
+            .until
+            .saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.conn.set_read_timeout(Some(left))?;
+        self.conn.read(buf)
+    }
+}
+
 /// Reads one request. `Err` is the refusal to send back (`None`: the peer went away before
 /// saying anything, so there is nobody to answer).
 pub fn read_request(conn: &mut impl Read) -> Result<Request, Option<Response>> {
+    read_request_admitted(conn, |_| Ok(()))
+}
+
+/// Reads one request like [`read_request`], but asks `admit` about it as soon as its head
+/// is in, before its body is read: a refusal from `admit` is sent back at once, so that a
+/// client that may not ask (no token, say) cannot make the daemon wait for, or hold, a
+/// body.
+pub fn read_request_admitted(
+    conn: &mut impl Read,
+    admit: impl FnOnce(&Request) -> Result<(), Response>,
+) -> Result<Request, Option<Response>> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 4096];
     let (head_len, mut request) = loop {
@@ -300,6 +341,7 @@ pub fn read_request(conn: &mut impl Read) -> Result<Request, Option<Response>> {
             Err(_) => return Err(None),
         }
     };
+    admit(&request).map_err(Some)?;
     let bad = |m: String| Some(Response::error(400, m));
     if request.header("transfer-encoding").is_some() {
         return Err(Some(Response::error(
@@ -343,12 +385,18 @@ pub fn read_request(conn: &mut impl Read) -> Result<Request, Option<Response>> {
             }
             Ok(n) => body.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return Err(Some(Response::error(
                     408,
                     "the body did not arrive in time",
                 )))
             }
+            Err(_) => return Err(None),
         }
     }
     request.body = body;
@@ -687,6 +735,48 @@ mod tests {
     }
 
     /// The refusal's status and message.
+    #[test]
+    fn a_head_refused_by_admit_is_answered_without_reading_the_body() {
+        let head = b"POST /v1/guests/web1/sleep HTTP/1.1\r\nContent-Length: 100\r\n\r\n";
+        // Had the body been read, its end after 0 of 100 bytes would be a 400.
+        let refused = read_request_admitted(&mut &head[..], |r| {
+            assert_eq!(
+                (r.method.as_str(), r.path.as_str()),
+                ("POST", "/v1/guests/web1/sleep")
+            );
+            Err(Response::error(401, "no token"))
+        });
+        assert_eq!(refusal_of(refused), (401, "no token".to_owned()));
+        let admitted = read_request_admitted(&mut &b"GET / HTTP/1.1\r\n\r\n"[..], |_| Ok(()));
+        assert_eq!(admitted.expect("admitted").path, "/");
+    }
+
+    #[test]
+    fn a_deadline_ends_a_request_that_trickles_in() {
+        let (a, mut b) = UnixStream::pair().expect("a socket pair");
+        let mut conn = Conn::Unix(a);
+        let writer = std::thread::spawn(move || {
+            // A byte every 50 ms, for longer than the deadline.
+            for byte in b"GET /v1/guests HTTP/1.1\r\nHost: x\r\n"
+                .iter()
+                .cycle()
+                .take(40)
+            {
+                if b.write_all(&[*byte]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let started = std::time::Instant::now();
+        let until = started + Duration::from_millis(300);
+        let result = read_request(&mut Deadline::new(&mut conn, until));
+        assert_eq!(refusal_of(result).0, 408);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        drop(conn);
+        writer.join().expect("writer");
+    }
+
     fn refusal_of(result: Result<Request, Option<Response>>) -> (u16, String) {
         match result {
             Ok(r) => panic!("accepted {r:?}"),

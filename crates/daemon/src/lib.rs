@@ -50,11 +50,11 @@ use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use vmnap_config::{Builtin, Config};
 
 use vmnap_api::http::{self, Conn};
@@ -258,10 +258,10 @@ pub fn run_with(
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
     let hup = options.reload.clone();
-    let active = AtomicUsize::new(0);
+    let capacity = server::Capacity::default();
     std::thread::scope(|scope| {
         let server = &server;
-        let active = &active;
+        let capacity = &capacity;
         while !stop.load(Ordering::Relaxed) {
             if hup
                 .as_ref()
@@ -280,17 +280,30 @@ pub fn run_with(
                     warn!(error = %e, "cannot start a thread for the reload");
                 }
             }
+            // The unix socket first, every connection waiting there: its clients (root, or
+            // the socket's group) never queue behind whoever reaches the TCP port. Then a
+            // few from TCP.
             let mut accepted = Vec::new();
-            match listener.accept() {
-                Ok((s, _)) => accepted.push((Conn::Unix(s), false)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => warn!(error = %e, "cannot accept an API connection"),
+            while accepted.len() < ACCEPT_BATCH {
+                match listener.accept() {
+                    Ok((s, _)) => accepted.push((Conn::Unix(s), None)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        warn!(error = %e, "cannot accept an API connection");
+                        break;
+                    }
+                }
             }
             if let Some(t) = &tcp {
-                match t.accept() {
-                    Ok((s, _)) => accepted.push((Conn::Tcp(s), true)),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => warn!(error = %e, "cannot accept an API connection"),
+                for _ in 0..ACCEPT_BATCH {
+                    match t.accept() {
+                        Ok((s, peer)) => accepted.push((Conn::Tcp(s), Some(peer.ip()))),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            warn!(error = %e, "cannot accept an API connection");
+                            break;
+                        }
+                    }
                 }
             }
             if accepted.is_empty() {
@@ -303,24 +316,30 @@ pub fn run_with(
                 }
                 continue;
             }
-            for (mut conn, over_tcp) in accepted {
-                if active.load(Ordering::Relaxed) >= server::MAX_CONNECTIONS {
-                    warn!("too many API connections; refusing one");
-                    let _ = conn.set_nonblocking(false);
-                    let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-                    let busy = http::Response::error(503, "too many connections; try again");
-                    let _ = http::write_response(&mut conn, &busy);
-                    continue;
-                }
-                active.fetch_add(1, Ordering::Relaxed);
+            for (mut conn, peer) in accepted {
+                let listener = if peer.is_some() {
+                    server::Listener::Tcp
+                } else {
+                    server::Listener::Unix
+                };
+                let slot = match capacity.take(listener, peer) {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        debug!(?listener, ?peer, why, "refusing an API connection");
+                        // Never waiting for a client that does not read: the answer goes
+                        // into the new socket's empty buffer, or nowhere.
+                        let _ = conn.set_nonblocking(true);
+                        let _ = http::write_response(&mut conn, &http::Response::error(503, why));
+                        continue;
+                    }
+                };
                 let spawned = std::thread::Builder::new()
                     .name("vmnap-api".into())
                     .spawn_scoped(scope, move || {
-                        server.serve(conn, over_tcp);
-                        active.fetch_sub(1, Ordering::Relaxed);
+                        server.serve(conn, peer.is_some());
+                        drop(slot);
                     });
                 if let Err(e) = spawned {
-                    active.fetch_sub(1, Ordering::Relaxed);
                     warn!(error = %e, "cannot start a thread for an API connection");
                 }
             }
@@ -359,6 +378,8 @@ pub fn run_with(
 
 /// How long the accept loop waits for a client before it looks at the stop and reload flags.
 const ACCEPT_WAIT: Duration = Duration::from_millis(100);
+/// Connections taken from each listener per turn of the accept loop.
+const ACCEPT_BATCH: usize = 16;
 
 /// The bearer token in `path`, without surrounding whitespace.
 fn read_token(path: &Path) -> Result<String, StartError> {

@@ -2,10 +2,12 @@
 //! [`Server`] shared by the connection threads, which routes each request to the bridges'
 //! workers, the registry of guests, the reloader, the log control or the event bus.
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tracing::{debug, error};
@@ -14,13 +16,13 @@ use crate::bridge::{Answer, Command, History, Refusal, Reply};
 use crate::events::EventBus;
 use crate::registry::Registry;
 use vmnap_api::http::{self, Conn};
+use vmnap_api::{
+    ActionBody, GuestDetail, GuestStatus, LogFilter, Message, Record, Route, CLIENT_TIMEOUT, ROUTES,
+};
 
 /// A response body this large (a status or the metrics of a thousand guests or more) is
 /// followed by [`vmnap_host::memory::release_free_memory`].
 const LARGE_RESPONSE: usize = 256 * 1024;
-use vmnap_api::{
-    ActionBody, GuestDetail, GuestStatus, LogFilter, Message, Record, Route, CLIENT_TIMEOUT, ROUTES,
-};
 
 const NO_LOG_CONTROL: &str =
     "this daemon's log filter cannot be changed at run time (it was not started by `vmnap run`)";
@@ -30,8 +32,105 @@ const NO_LOG_CONTROL: &str =
 #[serde(deny_unknown_fields)]
 struct EmptyBody {}
 
-/// Connections served at once; past it, new ones get 503.
+/// Connections served at once on each listener; past it, new ones get 503. The unix
+/// socket's are its own: nothing on the TCP listener can take them.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once for one address on the TCP listener.
+pub const MAX_PER_PEER: usize = 8;
+/// How long a client has to send its whole request, head and body.
+pub const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    Unix,
+    Tcp,
+}
+
+/// The connections being served, per listener and per TCP peer.
+#[derive(Debug, Default)]
+pub(crate) struct Capacity {
+    unix: AtomicUsize,
+    tcp: AtomicUsize,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// A connection's place in [`Capacity`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot<'c> {
+    capacity: &'c Capacity,
+    listener: Listener,
+    peer: Option<IpAddr>,
+}
+
+impl Capacity {
+    fn count(&self, listener: Listener) -> &AtomicUsize {
+        match listener {
+            Listener::Unix => &self.unix,
+            Listener::Tcp => &self.tcp,
+        }
+    }
+
+    /// A place for a connection on `listener` from `peer` (TCP), or why there is none.
+    pub(crate) fn take(
+        &self,
+        listener: Listener,
+        peer: Option<IpAddr>,
+    ) -> Result<Slot<'_>, &'static str> {
+        let count = self.count(listener);
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return Err("too many connections; try again");
+        }
+        if let Some(ip) = peer {
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let n = peers.entry(ip).or_insert(0);
+            if *n >= MAX_PER_PEER {
+                drop(peers);
+                count.fetch_sub(1, Ordering::AcqRel);
+                return Err("too many connections from this address; try again");
+            }
+            *n += 1;
+        }
+        Ok(Slot {
+            capacity: self,
+            listener,
+            peer,
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some(ip) = self.peer {
+            let mut peers = self
+                .capacity
+                .peers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = peers.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    peers.remove(&ip);
+                }
+            }
+        }
+        self.capacity
+            .count(self.listener)
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The answer to a request over TCP without the token.
+fn unauthorized() -> http::Response {
+    http::Response::error(
+        401,
+        "this request needs the token of `[api] token_file`: `Authorization: Bearer TOKEN`, or a browser's login with the token as the password",
+    )
+    .with_header("WWW-Authenticate", "Bearer realm=\"vmnap\"")
+    // A browser asks its user for the token (as the password) on this one.
+    .with_header("WWW-Authenticate", "Basic realm=\"vmnap\", charset=\"UTF-8\"")
+}
 
 /// The guest's name in `path` if it matches `pattern`; `Some("")` for a pattern without one.
 fn matches<'p>(pattern: &str, path: &'p str) -> Option<&'p str> {
@@ -118,33 +217,32 @@ impl<'a> Server<'a> {
         }
     }
 
-    /// Answers the one request on `conn` (`tcp`: it came over TCP, so it needs the token).
+    /// Answers the one request on `conn` (`tcp`: it came over TCP, so it needs the token,
+    /// which is checked as soon as the request's head is in, before any body is read). The
+    /// whole request must be in within [`REQUEST_DEADLINE`].
     pub(crate) fn serve(&self, mut conn: Conn, tcp: bool) {
         let _ = conn.set_nonblocking(false);
-        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
         let _ = conn.set_write_timeout(Some(Duration::from_secs(10)));
-        let request = match http::read_request(&mut conn) {
+        let admit = |request: &http::Request| {
+            if tcp && !self.authorized(request) {
+                Err(unauthorized())
+            } else {
+                Ok(())
+            }
+        };
+        let until = Instant::now() + REQUEST_DEADLINE;
+        let read = http::read_request_admitted(&mut http::Deadline::new(&mut conn, until), admit);
+        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+        let request = match read {
             Ok(r) => r,
             Err(Some(refusal)) => {
-                debug!(status = refusal.status, "refused a malformed API request");
+                debug!(status = refusal.status, "refused an API request");
                 let _ = http::write_response(&mut conn, &refusal);
                 return;
             }
             Err(None) => return,
         };
-        let outcome = if tcp && !self.authorized(&request) {
-            Outcome::Reply(
-                http::Response::error(
-                    401,
-                    "this request needs the token of `[api] token_file`: `Authorization: Bearer TOKEN`, or a browser's login with the token as the password",
-                )
-                .with_header("WWW-Authenticate", "Bearer realm=\"vmnap\"")
-                // A browser asks its user for the token (as the password) on this one.
-                .with_header("WWW-Authenticate", "Basic realm=\"vmnap\", charset=\"UTF-8\""),
-            )
-        } else {
-            self.route(&request)
-        };
+        let outcome = self.route(&request);
         match outcome {
             Outcome::Reply(response) => {
                 debug!(method = %request.method, path = %request.path, status = response.status, "API request");

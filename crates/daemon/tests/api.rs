@@ -406,6 +406,142 @@ fn tcp_listener_refuses_requests_without_the_token() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A TCP connection to the API from `source` (an address of the loopback network), made in
+/// the calling thread's namespace.
+fn connect_from(source: Ipv4Addr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(ip.octets()),
+        },
+        sin_zero: [0; 8],
+    };
+    let listen: std::net::SocketAddrV4 = LISTEN.parse().expect("an address");
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor owned here, with valid sockaddr_in values
+    // and their size; the descriptor goes to the TcpStream, which closes it.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        let rc = libc::bind(fd, std::ptr::addr_of!(local).cast(), len);
+        assert_eq!(
+            rc,
+            0,
+            "bind to {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        let remote = sockaddr(*listen.ip(), listen.port());
+        let rc = libc::connect(fd, std::ptr::addr_of!(remote).cast(), len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+#[test]
+fn slow_tcp_clients_cannot_take_the_unix_socket_or_hold_a_connection() {
+    let dir = std::env::temp_dir().join(format!("vmnap-api-slow-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let r = start(&format!(
+        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    let host = r.lab.host_netns().to_owned();
+    // 8 addresses x 10 clients that begin a request and never finish it: more than the TCP
+    // listener serves at once (64), and more than one address may have (8).
+    let held = std::thread::spawn(move || {
+        vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
+        let mut held = Vec::new();
+        for a in 2..10u8 {
+            for _ in 0..10 {
+                let mut s = connect_from(Ipv4Addr::new(127, 0, 0, a));
+                s.write_all(b"GET /v1/guests HTTP/1.1\r\nHost: vmnap\r\n")
+                    .expect("write");
+                held.push(s);
+            }
+        }
+        held
+    })
+    .join()
+    .expect("the slow clients");
+    // While they hold every place the TCP listener has, the unix socket is served as ever.
+    for _ in 0..20 {
+        assert_eq!(req(&r, "GET", "/v1/guests", None).status, 200);
+    }
+    // Those refused were told so at once; the others still wait for the rest of their
+    // heads (well within the 5 s they have).
+    let mut refused = 0;
+    for s in &held {
+        s.set_nonblocking(true).expect("nonblocking");
+        let mut buf = [0u8; 1024];
+        if let Ok(n) = (&*s).read(&mut buf) {
+            assert_eq!(parse_answer(&buf[..n]).status, 503);
+            refused += 1;
+        }
+    }
+    assert_eq!(
+        refused, 16,
+        "8 addresses x 10 clients, 8 served from each: 16 refused at once"
+    );
+    drop(held);
+    // Gone, they give their places back.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = tcp(
+            &r,
+            request_bytes("GET", "/v1/guests", None, Some(TOKEN)).into_bytes(),
+        );
+        if ok.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no place came back: {ok:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A client gets 408 once its time is up, however it trickles: a byte every 200 ms.
+    let host = r.lab.host_netns().to_owned();
+    let cut = std::thread::spawn(move || {
+        vmnap_lab::enter_netns(&host).expect("enter the lab's host namespace");
+        let mut s = connect_from(Ipv4Addr::new(127, 0, 0, 11));
+        s.write_all(b"GET /v1/guests HTTP/1.1\r\n").expect("write");
+        let started = Instant::now();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        while started.elapsed() < Duration::from_secs(30) {
+            let _ = s.write_all(b"X");
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        (parse_answer(&out).status, started.elapsed())
+    })
+    .join()
+    .expect("the trickling client");
+    assert_eq!(cut.0, 408, "a trickling client is cut off");
+    assert!(
+        cut.1 < Duration::from_secs(15),
+        "a trickling client held its connection {:?}",
+        cut.1
+    );
+    // Without the token, a body is not waited for: the refusal comes at once, body or not.
+    let unread = tcp(
+        &r,
+        b"POST /v1/guests/web1/sleep HTTP/1.1\r\nHost: vmnap\r\nContent-Length: 60000\r\n\r\n"
+            .to_vec(),
+    );
+    unread.refused(401);
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn socket_is_mode_0600_and_other_users_cannot_connect() {
     let r = start("");
