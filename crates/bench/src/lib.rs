@@ -192,6 +192,17 @@ impl NamespaceLab {
     /// 2001:db8::(0x100 + k) and MAC 02:00:00:00:02:k; at most 200) and starts the daemon
     /// `vmnap` with `extra` added to each guest's entry.
     pub fn start(vmnap: &Path, names: &[String], extra: &str) -> anyhow::Result<Self> {
+        Self::start_with_api(vmnap, names, extra, "")
+    }
+
+    /// [`NamespaceLab::start`], with `api` added to the config's `[api]` table (lines such as
+    /// `listen = "127.0.0.1:7071"`).
+    pub fn start_with_api(
+        vmnap: &Path,
+        names: &[String],
+        extra: &str,
+        api: &str,
+    ) -> anyhow::Result<Self> {
         if names.len() > 200 {
             bail!(
                 "at most 200 guests in a namespace lab ({} asked)",
@@ -242,7 +253,7 @@ impl NamespaceLab {
         let config = lab.dir().join("vmnap.toml");
         let log = lab.dir().join("vmnap.log");
         let mut text = format!(
-            "[state]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\n",
+            "[state]\ndir = \"{}\"\n\n[api]\nsocket = \"{}\"\n{api}\n",
             lab.dir().display(),
             socket.display()
         );
