@@ -129,6 +129,17 @@ pub enum StartError {
     /// Another daemon answers on the socket.
     #[error("another vmnap daemon is already listening on {0}")]
     AlreadyRunning(PathBuf),
+    /// Something that is not a socket left by a daemon is at the socket's path; vmnap
+    /// removes nothing else.
+    #[error(
+        "{path} exists and is not a stale vmnap socket ({what}); move it away or set [api] socket"
+    )]
+    NotOurSocket {
+        /// The path.
+        path: PathBuf,
+        /// What is there.
+        what: String,
+    },
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),

@@ -47,7 +47,7 @@ mod server;
 mod start;
 
 use std::net::TcpListener;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -387,7 +387,21 @@ fn read_token(path: &Path) -> Result<String, StartError> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mode = file
+        .metadata()
+        .map_err(|e| err(e.to_string()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(err(format!(
+            "its mode is {:04o}: others than its owner can read or change it; `chmod 600 {}`",
+            mode & 0o7777,
+            path.display()
+        )));
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text).map_err(|e| err(e.to_string()))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(err("the file is empty".into()));
@@ -405,16 +419,140 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(StartError::AlreadyRunning(path.to_path_buf()));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    // Only a socket that nobody answers on, a previous run's, is removed.
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match UnixStream::connect(path) {
+            Ok(_) => return Err(StartError::AlreadyRunning(path.to_path_buf())),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(err)?;
+            }
+            Err(e) => {
+                return Err(StartError::NotOurSocket {
+                    path: path.to_path_buf(),
+                    what: format!("a socket that cannot be tried: {e}"),
+                })
+            }
+        },
+        Ok(meta) => {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else if meta.file_type().is_symlink() {
+                "a symbolic link"
+            } else {
+                "a file"
+            };
+            return Err(StartError::NotOurSocket {
+                path: path.to_path_buf(),
+                what: what.into(),
+            });
         }
-        std::fs::remove_file(path).map_err(err)?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
     }
-    let listener = UnixListener::bind(path).map_err(err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)?;
-    Ok(listener)
+    // Bound in a directory only its owner can enter, given its mode there, then moved into
+    // place: nobody can connect to it before it has its mode.
+    let private = dir.join(format!(".vmnap-bind-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&private)
+        .map_err(err)?;
+    let made = private.join("s");
+    let bound = UnixListener::bind(&made)
+        .and_then(|l| {
+            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))?;
+            std::fs::rename(&made, path)?;
+            Ok(l)
+        })
+        .map_err(err);
+    let _ = std::fs::remove_dir_all(&private);
+    bound
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmnap-lib-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        dir
+    }
+
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        let dir = scratch("token");
+        let path = dir.join("token");
+        std::fs::write(&path, "s3cret\n").expect("write");
+        for mode in [0o644, 0o640, 0o604, 0o620] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = read_token(&path).expect_err("refused");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "cannot use the API token in {0}: its mode is {mode:04o}: others than its owner can read or change it; `chmod 600 {0}`",
+                    path.display()
+                )
+            );
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(read_token(&path).expect("taken"), "s3cret");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_socket_is_made_with_its_mode_and_only_a_stale_socket_is_replaced() {
+        let dir = scratch("bind");
+        let path = dir.join("vmnap.sock");
+        // Something else at the path is left alone.
+        std::fs::write(&path, "not a socket").expect("write");
+        match bind(&path, 0o600) {
+            Err(e @ StartError::NotOurSocket { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "{} exists and is not a stale vmnap socket (a file); move it away or set [api] socket",
+                    path.display()
+                )
+            ),
+            other => panic!("bound over a file: {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("kept"),
+            "not a socket"
+        );
+        std::fs::remove_file(&path).expect("remove");
+        std::fs::create_dir(&path).expect("a directory");
+        assert!(matches!(
+            bind(&path, 0o600),
+            Err(StartError::NotOurSocket { .. })
+        ));
+        std::fs::remove_dir(&path).expect("remove");
+        // A socket someone answers on is another daemon's.
+        let live = bind(&path, 0o660).expect("bound");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o660);
+        assert!(matches!(
+            bind(&path, 0o600),
+            Err(StartError::AlreadyRunning(_))
+        ));
+        // One nobody answers on is a previous run's, and is replaced.
+        drop(live);
+        let again = bind(&path, 0o600).expect("bound over a stale socket");
+        let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(again);
+        // Nothing of the binding is left beside it.
+        let names: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("vmnap.sock")]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -97,6 +97,12 @@ fn start(api: &str) -> Running {
     }
 }
 
+/// Writes the token to `path`, readable by its owner alone (the daemon refuses it otherwise).
+fn write_token(path: &Path) {
+    std::fs::write(path, format!("{TOKEN}\n")).expect("token");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+}
+
 /// An answer: status, headers (lower-case names) and body.
 #[derive(Debug)]
 struct Answer {
@@ -347,7 +353,7 @@ fn tcp_listener_refuses_requests_without_the_token() {
     let dir = std::env::temp_dir().join(format!("vmnap-api-token-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let token_file = dir.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    write_token(&token_file);
     let r = start(&format!(
         "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
         token_file.display()
@@ -446,7 +452,7 @@ fn slow_tcp_clients_cannot_take_the_unix_socket_or_hold_a_connection() {
     let dir = std::env::temp_dir().join(format!("vmnap-api-slow-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     let token_file = dir.join("token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    write_token(&token_file);
     let r = start(&format!(
         "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
         token_file.display()

@@ -242,6 +242,8 @@ fn run() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let token = dir.join("token");
     std::fs::write(&token, "bench-hostile-token\n")?;
+    // The daemon takes a token that its owner alone can read.
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let result = measure(&vmnap, clients, sources, secs, &token);
     let _ = std::fs::remove_dir_all(&dir);
     result
