@@ -134,13 +134,19 @@ pub struct ApiConfig {
     /// The permission bits of the socket (key `socket_mode`, an octal string like `"0660"`):
     /// the owner can always read and write, others never. Default [`DEFAULT_SOCKET_MODE`].
     pub socket_mode: u32,
-    /// A TCP address the API is also served on (key `listen`, like `"127.0.0.1:7070"`);
-    /// `None` (the default): only the unix socket. Only with `token_file`.
+    /// A TCP address the API is also served on (key `listen`, like `"127.0.0.1:7070"`, or a
+    /// port alone, `"7070"`, for 127.0.0.1); `None` (the default): only the unix socket.
+    /// Only with `token_file`. An address other than a loopback one only with
+    /// `insecure_listen_without_tls`: the API has no TLS, so the token and every answer
+    /// would cross the network in clear.
     pub listen: Option<SocketAddr>,
     /// Absolute path of the file holding the bearer token that requests on `listen` must
     /// carry (key `token_file`; `Authorization: Bearer TOKEN`). `Some` exactly when `listen`
     /// is. The daemon reads it when it starts.
     pub token_file: Option<PathBuf>,
+    /// The owner's word that `listen` may be an address other than a loopback one, with
+    /// the API in clear text (key `insecure_listen_without_tls`, default `false`).
+    pub insecure_listen_without_tls: bool,
 }
 
 impl Default for ApiConfig {
@@ -150,6 +156,7 @@ impl Default for ApiConfig {
             socket_mode: DEFAULT_SOCKET_MODE,
             listen: None,
             token_file: None,
+            insecure_listen_without_tls: false,
         }
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct RawApi {
     pub listen: Option<Spanned<String>>,
     #[serde(default)]
     pub token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub insecure_listen_without_tls: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -223,11 +223,29 @@ impl Cx<'_> {
             }
             _ => {}
         }
+        let insecure = api
+            .insecure_listen_without_tls
+            .as_ref()
+            .is_some_and(|i| *i.get_ref());
+        if let (Some(addr), Some(l)) = (listen, &api.listen) {
+            if !addr.ip().is_loopback() && !insecure {
+                return Err(self.err(
+                    l.span(),
+                    "api.listen".into(),
+                    format!(
+                        "{addr} is not a loopback address, and the API has no TLS: its token \
+                         and answers would cross the network in clear. Listen on 127.0.0.1 \
+                         behind a TLS proxy, or set insecure_listen_without_tls = true"
+                    ),
+                ));
+            }
+        }
         Ok(ApiConfig {
             socket,
             socket_mode,
             listen,
             token_file,
+            insecure_listen_without_tls: insecure,
         })
     }
 
@@ -1321,11 +1339,17 @@ fn socket_mode(s: &str) -> Result<u32, String> {
     Ok(mode)
 }
 
-/// `listen`: an IP address and port; the port is never 0.
+/// `listen`: an IP address and port, or a port alone (on 127.0.0.1); the port is never 0.
 fn listen_address(s: &str) -> Result<SocketAddr, String> {
-    let addr: SocketAddr = s.parse().map_err(|_| {
-        format!("`{s}` is not an address and port (want like \"127.0.0.1:7070\" or \"[::1]:7070\")")
-    })?;
+    let addr: SocketAddr = match s.parse::<u16>() {
+        Ok(port) => SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+        Err(_) => s.parse().map_err(|_| {
+            format!(
+                "`{s}` is not an address and port (want like \"127.0.0.1:7070\", \"[::1]:7070\" \
+                 or a port alone, \"7070\", for 127.0.0.1)"
+            )
+        })?,
+    };
     if addr.port() == 0 {
         return Err(format!("`{s}` has port 0; name the port to listen on"));
     }

@@ -1099,7 +1099,15 @@ fn api_listen_with_token_file_and_socket_mode_are_read() {
             socket_mode: 0o660,
             listen: Some("127.0.0.1:7070".parse().unwrap()),
             token_file: Some(PathBuf::from("/etc/vmnap/token")),
+            insecure_listen_without_tls: false,
         }
+    );
+    // A port alone is on 127.0.0.1.
+    assert_eq!(
+        ok("[api]\nlisten = \"7070\"\ntoken_file = \"/t\"\n")
+            .api
+            .listen,
+        Some("127.0.0.1:7070".parse().unwrap())
     );
     assert_eq!(
         ok("[api]\nlisten = \"[::1]:7070\"\ntoken_file = \"/t\"\n")
@@ -1115,6 +1123,37 @@ fn api_defaults_to_the_socket_alone_mode_0600() {
     assert_eq!(api.socket_mode, DEFAULT_SOCKET_MODE);
     assert_eq!(api.socket_mode, 0o600);
     assert_eq!((api.listen, api.token_file), (None, None));
+}
+
+#[test]
+fn api_listen_beyond_loopback_needs_the_insecure_opt_out() {
+    for addr in [
+        "0.0.0.0:7070",
+        "198.18.0.1:7070",
+        "[::]:7070",
+        "[2001:db8::1]:7070",
+    ] {
+        refused(
+            &format!("[api]\nlisten = \"{addr}\"\ntoken_file = \"/t\"\n"),
+            2,
+            10,
+            Some("api.listen"),
+            "is not a loopback address, and the API has no TLS",
+        );
+    }
+    let api = ok("[api]\nlisten = \"0.0.0.0:7070\"\ntoken_file = \"/t\"\n\
+                  insecure_listen_without_tls = true\n")
+    .api;
+    assert_eq!(api.listen, Some("0.0.0.0:7070".parse().unwrap()));
+    assert!(api.insecure_listen_without_tls);
+    // false is no opt-out.
+    refused(
+        "[api]\nlisten = \"0.0.0.0:7070\"\ntoken_file = \"/t\"\ninsecure_listen_without_tls = false\n",
+        2,
+        10,
+        Some("api.listen"),
+        "not a loopback address",
+    );
 }
 
 #[test]

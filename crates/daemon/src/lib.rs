@@ -187,6 +187,9 @@ pub fn run_with(
     let listener = bind(&config.api.socket, config.api.socket_mode)?;
     let tcp = match config.api.listen {
         Some(addr) => {
+            if !addr.ip().is_loopback() {
+                warn!(%addr, "the API listens beyond this host without TLS (insecure_listen_without_tls): its token and answers cross the network in clear");
+            }
             Some(TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?)
         }
         None => None,

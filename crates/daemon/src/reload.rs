@@ -181,6 +181,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
     );
     check(old.api.listen != new.api.listen, "api.listen");
     check(old.api.token_file != new.api.token_file, "api.token_file");
+    check(
+        old.api.insecure_listen_without_tls != new.api.insecure_listen_without_tls,
+        "api.insecure_listen_without_tls",
+    );
     check(old.state.dir != new.state.dir, "state.dir");
     check(
         old.surrogate.in_kernel != new.surrogate.in_kernel,
