@@ -228,6 +228,22 @@ fn the_log_filter_changes_at_run_time() {
         "no debug lines after `log-level debug`:\n{}",
         s.daemon_log()
     );
+    // A request's path is logged as one value: a `%0a` in it cannot forge a line.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::os::unix::net::UnixStream::connect(&s.socket).expect("connect");
+        c.write_all(b"GET /v1/guests/x%0a2026-01-01T00:00:00Z%20ERROR%20FORGED HTTP/1.1\r\nHost: vmnap\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    }
+    let log = s.daemon_log();
+    assert!(log.contains("FORGED"), "the request was not logged:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")),
+        "a forged log line:\n{log}"
+    );
     let (ok, out) = try_vmnap(&s, &["log-level", "vmnap=loud"]);
     assert!(!ok, "a bad filter was accepted: {out}");
     assert!(out.contains("not a log filter"), "{out}");

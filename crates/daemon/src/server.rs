@@ -245,7 +245,8 @@ impl<'a> Server<'a> {
         let outcome = self.route(&request);
         match outcome {
             Outcome::Reply(response) => {
-                debug!(method = %request.method, path = %request.path, status = response.status, "API request");
+                // The path as Debug: a decoded `%0a` in it stays `\n`, not a new log line.
+                debug!(method = %request.method, path = ?request.path, status = response.status, "API request");
                 let _ = http::write_response(&mut conn, &response);
                 if response.body.len() >= LARGE_RESPONSE {
                     // Its making (a status or the metrics of thousands of guests) left the
@@ -387,7 +388,7 @@ impl<'a> Server<'a> {
                 (Ok(Some(_)), None) => http::Response::error(409, NO_LOG_CONTROL),
                 (Ok(Some(f)), Some(log)) => match log.set(&f.filter) {
                     Ok(()) => {
-                        tracing::info!(filter = %f.filter, "log filter changed");
+                        tracing::info!(filter = ?f.filter, "log filter changed");
                         http::Response::json(200, &LogFilter { filter: log.get() })
                     }
                     Err(e) => http::Response::error(400, e),

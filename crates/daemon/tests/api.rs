@@ -387,6 +387,16 @@ fn tcp_listener_refuses_requests_without_the_token() {
     );
     assert_eq!(right.status, 200, "{right:?}");
     assert_eq!(right.json().as_array().map(Vec::len), Some(2));
+    // No browser takes a JSON answer for anything else; nor a refusal.
+    assert!(
+        right.head.contains("x-content-type-options: nosniff"),
+        "{right:?}"
+    );
+    assert!(
+        none.head.contains("x-content-type-options: nosniff"),
+        "{none:?}"
+    );
+    assert_eq!(right.head.matches("x-content-type-options").count(), 1);
     let sleep = tcp(
         &r,
         request_bytes("POST", "/v1/guests/web1/sleep", None, Some(TOKEN)).into_bytes(),
