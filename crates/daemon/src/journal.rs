@@ -171,13 +171,18 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        let dir = path.parent().unwrap_or(Path::new("."));
         if self.guests.is_empty() {
             return match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("remove", e)),
-                _ => Ok(()),
+                Err(_) => Ok(()),
+                // The removal is on disk only once the directory is: else a crash could bring
+                // back a journal of guests that are awake and handed back.
+                Ok(()) => File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| io("sync the directory of", e)),
             };
         }
-        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_vec_pretty(self).expect("journals always serialize");
@@ -185,10 +190,9 @@ impl Journal {
         f.write_all(&text).map_err(|e| io("write", e))?;
         f.sync_all().map_err(|e| io("sync", e))?;
         std::fs::rename(&tmp, path).map_err(|e| io("rename", e))?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync the directory of", e))
     }
 }
 
