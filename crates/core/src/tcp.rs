@@ -38,6 +38,14 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 const TIME_WAIT: Duration = Duration::from_secs(20);
 /// Connections per responder at most.
 const MAX_CONNECTIONS: usize = 64;
+/// Handshakes half done (SYN in, SYN/ACK out) kept at most; past it, a SYN is answered with
+/// a SYN cookie and nothing is kept until its ACK comes back (a flood of SYNs from addresses
+/// that never answer fills nothing).
+const MAX_HALF_OPEN: usize = 16;
+/// The peer MSS a SYN cookie can carry, in its two low bits: the announced one rounded down.
+const COOKIE_MSS: [u16; 4] = [536, 1220, 1440, 1460];
+/// A SYN cookie is good in the 64 s epoch it was made in and the next one.
+const COOKIE_EPOCH_MICROS: u64 = 64_000_000;
 
 /// A connection's addresses, from the guest's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -64,7 +72,8 @@ pub(crate) trait Application {
 pub(crate) enum Handled {
     /// The segment belonged to the responder.
     Answered,
-    /// The segment was refused (table full, or not a SYN for an unknown connection).
+    /// The segment was refused (table full, or neither a SYN nor the ACK of a valid SYN
+    /// cookie for an unknown connection).
     Refused,
 }
 
@@ -160,7 +169,92 @@ fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 
+impl<A> Conn<A> {
+    /// A connection in SYN-RECEIVED for the SYN `seg`, with no initial sequence number yet.
+    fn syn_received(
+        now: Instant,
+        key: FlowKey,
+        route: Route,
+        seg: &TcpSegment<'_>,
+        app: A,
+    ) -> Self {
+        Conn {
+            route,
+            local_port: key.local_port,
+            peer_port: key.peer_port,
+            state: State::SynReceived,
+            iss: 0,
+            snd_una: 0,
+            snd_nxt: 1,
+            snd_wnd: seg.window,
+            rcv_nxt: seg.seq.wrapping_add(1),
+            buf: VecDeque::new(),
+            sent: 0,
+            closing: false,
+            peer_mss: seg.mss.unwrap_or(536).clamp(64, OUR_MSS),
+            timestamp: seg.timestamp.map(|(tsval, _)| tsval),
+            rto: INITIAL_RTO,
+            retransmit_at: None,
+            retries: 0,
+            last_seen: now,
+            app,
+        }
+    }
+}
+
 impl<A: Application> TcpResponder<A> {
+    /// The connection that the ACK `seg` completes, if it acknowledges a SYN cookie of this
+    /// epoch or the one before: established, with the MSS the cookie carries.
+    fn completed_by_cookie(
+        &self,
+        now: Instant,
+        key: FlowKey,
+        route: Route,
+        seg: &TcpSegment<'_>,
+        accept: impl FnOnce() -> A,
+    ) -> Option<Conn<A>> {
+        if !self.acks_cookie(now, &key, seg) {
+            return None;
+        }
+        let ack = seg.ack?;
+        let iss = ack.wrapping_sub(1);
+        let peer_iss = seg.seq.wrapping_sub(1);
+        let index = iss & 3;
+        let mut conn = Conn::syn_received(
+            now,
+            key,
+            route,
+            &TcpSegment {
+                seq: peer_iss,
+                mss: Some(COOKIE_MSS[index as usize]),
+                ..*seg
+            },
+            accept(),
+        );
+        conn.state = State::Established;
+        conn.iss = iss;
+        conn.snd_una = ack;
+        conn.snd_nxt = ack;
+        Some(conn)
+    }
+
+    /// Whether `seg`, on a connection the responder does not have, acknowledges a SYN
+    /// cookie it sent for `key` in this 64 s epoch or the one before.
+    pub(crate) fn acks_cookie(&self, now: Instant, key: &FlowKey, seg: &TcpSegment<'_>) -> bool {
+        let Some(ack) = seg.ack else {
+            return false;
+        };
+        if seg.syn || seg.rst {
+            return false;
+        }
+        let iss = ack.wrapping_sub(1);
+        let peer_iss = seg.seq.wrapping_sub(1);
+        let epoch = now.micros() / COOKIE_EPOCH_MICROS;
+        [epoch, epoch.saturating_sub(1)]
+            .iter()
+            .any(|&e| cookie_with(self.isn, key, peer_iss, e, iss & 3) == iss)
+    }
+
     pub(crate) fn has(&self, key: &FlowKey) -> bool {
         self.conns.contains_key(key)
     }
@@ -195,36 +289,41 @@ impl<A: Application> TcpResponder<A> {
             // The peer reuses its port: a new connection.
             self.conns.remove(&key);
         }
-        let Some(conn) = self.conns.get_mut(&key) else {
-            if !opens || !self.make_room() {
-                return Handled::Refused;
+        if !self.conns.contains_key(&key) {
+            if !opens {
+                // The ACK of a SYN cookie makes the connection that the SYN did not.
+                match self.completed_by_cookie(now, key, route, seg, accept) {
+                    Some(conn) if self.make_room() => {
+                        self.conns.insert(key, conn);
+                    }
+                    _ => return Handled::Refused,
+                }
+            } else {
+                let half_open = self
+                    .conns
+                    .values()
+                    .filter(|c| c.state == State::SynReceived)
+                    .count();
+                let stateless = half_open >= MAX_HALF_OPEN || !self.make_room();
+                let mut conn = Conn::syn_received(now, key, route, seg, accept());
+                if stateless {
+                    conn.iss = syn_cookie(self.isn, &key, seg, now.micros() / COOKIE_EPOCH_MICROS);
+                    conn.snd_una = conn.iss;
+                    conn.snd_nxt = conn.iss.wrapping_add(1);
+                    conn.send_syn_ack(tx);
+                    return Handled::Answered;
+                }
+                conn.iss = initial_sequence(self.isn, &key, now);
+                conn.snd_una = conn.iss;
+                conn.snd_nxt = conn.iss.wrapping_add(1);
+                conn.send_syn_ack(tx);
+                conn.arm(now);
+                self.conns.insert(key, conn);
+                return Handled::Answered;
             }
-            let iss = initial_sequence(self.isn, &key, now);
-            let mut conn = Conn {
-                route,
-                local_port: key.local_port,
-                peer_port: key.peer_port,
-                state: State::SynReceived,
-                iss,
-                snd_una: iss,
-                snd_nxt: iss.wrapping_add(1),
-                snd_wnd: seg.window,
-                rcv_nxt: seg.seq.wrapping_add(1),
-                buf: VecDeque::new(),
-                sent: 0,
-                closing: false,
-                peer_mss: seg.mss.unwrap_or(536).clamp(64, OUR_MSS),
-                timestamp: seg.timestamp.map(|(tsval, _)| tsval),
-                rto: INITIAL_RTO,
-                retransmit_at: None,
-                retries: 0,
-                last_seen: now,
-                app: accept(),
-            };
-            conn.send_syn_ack(tx);
-            conn.arm(now);
-            self.conns.insert(key, conn);
-            return Handled::Answered;
+        }
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return Handled::Refused;
         };
         conn.last_seen = now;
         if let Some((tsval, _)) = seg.timestamp {
@@ -254,18 +353,21 @@ impl<A: Application> TcpResponder<A> {
         Handled::Answered
     }
 
-    /// Whether a new connection fits, after forgetting the oldest in TIME-WAIT if need be.
+    /// Whether a new connection fits, after forgetting the oldest in TIME-WAIT if need be,
+    /// else the oldest half-open one (its peer may never answer).
     fn make_room(&mut self) -> bool {
         if self.conns.len() < MAX_CONNECTIONS {
             return true;
         }
-        let oldest = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.state == State::TimeWait)
-            .min_by_key(|(_, c)| c.last_seen)
-            .map(|(k, _)| *k);
-        oldest.is_some_and(|k| self.conns.remove(&k).is_some())
+        let oldest = |state: State| {
+            self.conns
+                .iter()
+                .filter(|(_, c)| c.state == state)
+                .min_by_key(|(_, c)| c.last_seen)
+                .map(|(k, _)| *k)
+        };
+        let victim = oldest(State::TimeWait).or_else(|| oldest(State::SynReceived));
+        victim.is_some_and(|k| self.conns.remove(&k).is_some())
     }
 
     /// The earliest time [`Self::handle_timeout`] has work.
@@ -524,6 +626,19 @@ impl<A: Application> Conn<A> {
             );
         }
     }
+}
+
+/// The SYN cookie for a SYN (`seg`) on `flow` in cookie epoch `epoch`: a keyed hash of the
+/// connection's addresses, the peer's initial sequence number and the epoch, whose two low
+/// bits say the peer's MSS (rounded down to one of [`COOKIE_MSS`]).
+fn syn_cookie(key: Keyed, flow: &FlowKey, seg: &TcpSegment<'_>, epoch: u64) -> u32 {
+    let mss = seg.mss.unwrap_or(536);
+    let index = COOKIE_MSS.iter().rposition(|&m| m <= mss).unwrap_or(0) as u32;
+    cookie_with(key, flow, seg.seq, epoch, index)
+}
+
+fn cookie_with(key: Keyed, flow: &FlowKey, peer_iss: u32, epoch: u64, index: u32) -> u32 {
+    (key.hash_strong(&(flow, peer_iss, epoch)) as u32 & !3) | index
 }
 
 /// An initial sequence number as RFC 6528 makes one: a keyed hash of the connection's

@@ -920,7 +920,7 @@ impl Surrogate {
         };
         let opens = seg.syn && seg.ack.is_none();
         let to_echo = seg.dst_port == ECHO_PORT && guest.spec.answers.tcp_echo;
-        if to_echo && (guest.echo.has(&key) || opens) {
+        if to_echo && (guest.echo.has(&key) || opens || guest.echo.acks_cookie(now, &key, seg)) {
             if !checksum_ok() {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
             }
@@ -938,7 +938,9 @@ impl Surrogate {
             return sink.verdict(Some(id), verdict);
         }
         let check = guest.checks.iter().find(|c| c.port == seg.dst_port);
-        if let Some(check) = check.filter(|_| guest.health.has(&key) || opens) {
+        let health_owns =
+            guest.health.has(&key) || opens || guest.health.acks_cookie(now, &key, seg);
+        if let Some(check) = check.filter(|_| health_owns) {
             if !checksum_ok() {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
             }

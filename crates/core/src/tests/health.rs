@@ -526,33 +526,144 @@ fn non_health_ports_keep_their_behaviour() {
     assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
 }
 
+/// A SYN to the health port from `port`, as a flood sends it (from addresses that never
+/// answer), at `ms`.
+fn flood_syn(s: &mut Surrogate, r: &mut Recorder, ms: u64, port: u16) {
+    let syn = segment(
+        &to_guest_v4(0),
+        Segment {
+            src_port: port,
+            dst_port: PORT,
+            seq: u32::from(port) * 7919,
+            syn: true,
+            mss: Some(1460),
+            window: 1000,
+            ..Segment::default()
+        },
+    );
+    handle(s, ms, &syn, r);
+}
+
 #[test]
-fn health_check_connections_past_the_limit_are_refused_and_counted() {
+fn health_check_is_answered_under_a_syn_flood_through_syn_cookies() {
+    let mut c = Client::connect(health_spec(check()), 1460, 65535);
+    // 5,000 SYNs from ports that never complete a handshake: each gets a SYN/ACK, none keeps
+    // the real client out.
+    let mut flood = Recorder::default();
+    for port in 0..5_000u16 {
+        flood_syn(&mut c.s, &mut flood, c.now, 20_000 + port);
+    }
+    assert_eq!(flood.sent.len(), 5_000, "every SYN answered");
+    assert!(flood.wakes.is_empty());
+    // The client connected before the flood is served, and closes.
+    c.send(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n");
+    assert_eq!(String::from_utf8_lossy(&c.received), OK_200);
+    c.ack();
+    c.close();
+    // A new client during the flood gets a SYN cookie, and its ACK (with its request)
+    // makes the connection: answered.
+    let mut d = Client {
+        port: PORT,
+        seq: CLIENT_ISS + 500,
+        received: Vec::new(),
+        fin: false,
+        ..c
+    };
+    let syn = segment(
+        &to_guest_v4(0),
+        Segment {
+            src_port: CLIENT_PORT,
+            dst_port: PORT,
+            seq: d.seq,
+            syn: true,
+            mss: Some(1400),
+            window: 65535,
+            ..Segment::default()
+        },
+    );
+    d.now += 1;
+    handle(&mut d.s, d.now, &syn, &mut d.r);
+    let got: Vec<Out> = d.r.sent.drain(..).map(|f| out(&f)).collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].syn && got[0].ack == Some(d.seq + 1));
+    d.seq += 1;
+    d.iss = got[0].seq;
+    d.rcv = got[0].seq.wrapping_add(1);
+    d.send(b"GET /healthz HTTP/1.1\r\nHost: g\r\n\r\n");
+    assert_eq!(String::from_utf8_lossy(&d.received), OK_200);
+    assert!(d.r.wakes.is_empty(), "woken: {:?}", d.r.wakes);
+}
+
+#[test]
+fn an_ack_with_a_forged_or_stale_cookie_is_refused() {
     let mut s = Surrogate::new(7);
     let id = s.add_guest(health_spec(check())).expect("fresh");
     s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
         .expect("awake");
     let mut r = Recorder::default();
-    for port in 0..65u16 {
-        let syn = segment(
+    // Enough half-open handshakes that the next SYN gets a cookie.
+    for port in 0..16u16 {
+        flood_syn(&mut s, &mut r, 1, 30_000 + port);
+    }
+    r.sent.clear();
+    let syn = segment(
+        &to_guest_v4(0),
+        Segment {
+            src_port: CLIENT_PORT,
+            dst_port: PORT,
+            seq: CLIENT_ISS,
+            syn: true,
+            mss: Some(1460),
+            window: 65535,
+            ..Segment::default()
+        },
+    );
+    handle(&mut s, 2, &syn, &mut r);
+    let cookie = out(&r.sent.pop().expect("a SYN/ACK")).seq;
+    let ack = |ms: u64, s: &mut Surrogate, r: &mut Recorder, acked: u32| {
+        let frame = segment(
             &to_guest_v4(0),
             Segment {
-                src_port: 30000 + port,
+                src_port: CLIENT_PORT,
                 dst_port: PORT,
-                seq: 1,
-                syn: true,
-                window: 1000,
+                seq: CLIENT_ISS + 1,
+                ack: Some(acked),
+                window: 65535,
+                payload: b"GET /healthz HTTP/1.1\r\n\r\n",
                 ..Segment::default()
             },
         );
-        handle(&mut s, 1, &syn, &mut r);
+        handle(s, ms, &frame, r);
+    };
+    // A guess, off in the hash's bits, and the right one three minutes later (two 64 s
+    // epochs on): no connection of the surrogate's, so nothing is answered (the segment
+    // is the guest's, as any on a connection the surrogate does not know).
+    let answered = (Some(id), Verdict::Answered(AnswerKind::HealthCheck));
+    ack(3, &mut s, &mut r, cookie.wrapping_add(1 + 4));
+    assert_ne!(r.verdicts.last(), Some(&answered));
+    ack(180_000, &mut s, &mut r, cookie.wrapping_add(1));
+    assert_ne!(r.verdicts.last(), Some(&answered));
+    assert!(r.sent.is_empty(), "answered a bad cookie: {:?}", r.sent);
+    // And in time: the connection, and the answer.
+    let mut fresh = Surrogate::new(7);
+    let id2 = fresh.add_guest(health_spec(check())).expect("fresh");
+    fresh
+        .stand_in(id2, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake");
+    let mut r2 = Recorder::default();
+    for port in 0..16u16 {
+        flood_syn(&mut fresh, &mut r2, 1, 30_000 + port);
     }
-    assert_eq!(r.sent.len(), 64);
-    assert_eq!(
-        r.verdicts.last(),
-        Some(&(Some(id), Verdict::Dropped(DropReason::HealthRefused)))
+    handle(&mut fresh, 2, &syn, &mut r2);
+    r2.sent.clear();
+    ack(70_000, &mut fresh, &mut r2, cookie.wrapping_add(1));
+    let answer: Vec<u8> = r2.sent.iter().flat_map(|f| out(f).payload).collect();
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 OK"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
     );
-    assert!(r.wakes.is_empty());
+    assert!(r2.wakes.is_empty());
 }
 
 #[test]
