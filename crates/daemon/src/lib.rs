@@ -184,7 +184,11 @@ pub fn run_with(
         Some(path) => Some(read_token(path)?),
         None => None,
     };
-    let listener = bind(&config.api.socket, config.api.socket_mode)?;
+    // Another daemon on the socket is told as such, before the TCP port it may hold too.
+    if UnixStream::connect(&config.api.socket).is_ok() {
+        return Err(StartError::AlreadyRunning(config.api.socket.clone()));
+    }
+    // The TCP listener first: once the socket is there, everything it announces is.
     let tcp = match config.api.listen {
         Some(addr) => {
             if !addr.ip().is_loopback() {
@@ -194,6 +198,7 @@ pub fn run_with(
         }
         None => None,
     };
+    let listener = bind(&config.api.socket, config.api.socket_mode)?;
     let bus = EventBus::new();
     let pool = backend::Pool::new();
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;

@@ -97,10 +97,20 @@ fn start(api: &str) -> Running {
     }
 }
 
-/// Writes the token to `path`, readable by its owner alone (the daemon refuses it otherwise).
-fn write_token(path: &Path) {
-    std::fs::write(path, format!("{TOKEN}\n")).expect("token");
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+/// The daemon with the TCP listener at [`LISTEN`] and the token [`TOKEN`] in a file of a
+/// directory of its own (named from `tag`; the caller removes it), readable by its owner
+/// alone, as the daemon insists.
+fn start_with_token(tag: &str) -> (Running, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vmnap-api-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let r = start(&format!(
+        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
+        token_file.display()
+    ));
+    (r, dir)
 }
 
 /// An answer: status, headers (lower-case names) and body.
@@ -350,14 +360,7 @@ fn a_followed_event_stream_gets_events_as_they_happen() {
 
 #[test]
 fn tcp_listener_refuses_requests_without_the_token() {
-    let dir = std::env::temp_dir().join(format!("vmnap-api-token-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let token_file = dir.join("token");
-    write_token(&token_file);
-    let r = start(&format!(
-        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    ));
+    let (r, dir) = start_with_token("token");
     let none = tcp(
         &r,
         request_bytes("GET", "/v1/guests", None, None).into_bytes(),
@@ -459,14 +462,7 @@ fn connect_from(source: Ipv4Addr) -> TcpStream {
 
 #[test]
 fn slow_tcp_clients_cannot_take_the_unix_socket_or_hold_a_connection() {
-    let dir = std::env::temp_dir().join(format!("vmnap-api-slow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let token_file = dir.join("token");
-    write_token(&token_file);
-    let r = start(&format!(
-        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\n",
-        token_file.display()
-    ));
+    let (r, dir) = start_with_token("slow");
     let host = r.lab.host_netns().to_owned();
     // 8 addresses x 10 clients that begin a request and never finish it: more than the TCP
     // listener serves at once (64), and more than one address may have (8).
