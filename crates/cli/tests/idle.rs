@@ -126,24 +126,39 @@ fn pings_and_health_checks_do_not_keep_a_guest_awake_and_are_answered_in_its_sle
 
 #[test]
 fn an_open_connection_on_a_keep_awake_port_keeps_the_guest_awake_until_it_closes() {
-    need(&["socat"]);
-    let extra = "[idle]\ninterval = \"200ms\"\nidle_after = \"1s\"\n---\n\
+    need(&["socat", "ss"]);
+    // Idle after 2 s: room for the client to start on a loaded machine before the guest
+    // would sleep anyway.
+    let extra = "[idle]\ninterval = \"200ms\"\nidle_after = \"2s\"\n---\n\
                  keep_awake_while_connected = [\"tcp/80\"]\n";
     let s = Setup::new(&[("web1", 0)], extra);
     let ip = s.guest_ip("web1");
     let ns = s.client(0);
-    // An idle connection held for 5 s, then closed.
-    let hold = format!("sleep 5 | socat -t 1 - TCP:{ip}:80");
+    // An idle connection held for 8 s, then closed.
+    let hold = format!("sleep 8 | socat -t 1 - TCP:{ip}:80");
     let argv: Vec<&std::ffi::OsStr> = vec!["sh".as_ref(), "-c".as_ref(), hold.as_ref()];
     s.lab.spawn_in(&ns, &argv).expect("start the client");
+    // From the moment the connection is up, the guest stays awake while it is.
+    let spawned = Instant::now();
+    loop {
+        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
+        if !String::from_utf8_lossy(&est.stdout).trim().is_empty() {
+            break;
+        }
+        assert!(
+            spawned.elapsed() < Duration::from_secs(5),
+            "the client did not connect"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let started = Instant::now();
-    while started.elapsed() < Duration::from_millis(4500) {
+    while started.elapsed() < Duration::from_secs(4) {
         assert_eq!(state(&s, "web1"), "awake", "asleep with a connection open");
         std::thread::sleep(Duration::from_millis(100));
     }
     while state(&s, "web1") != "sleeping" {
         assert!(
-            started.elapsed() < Duration::from_secs(15),
+            started.elapsed() < Duration::from_secs(20),
             "did not sleep after the connection closed: {}",
             s.status("web1")
         );

@@ -198,12 +198,15 @@ pub fn run_with(
         }
         None => None,
     };
-    let listener = bind(&config.api.socket, config.api.socket_mode)?;
+    let unpublished = bind(&config.api.socket, config.api.socket_mode)?;
     let bus = EventBus::new();
     let pool = backend::Pool::new();
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
+    // The socket appears once every guest is stood in for or watched: a client that sees it
+    // sees a daemon at work.
+    let listener = unpublished.publish()?;
     info!(
         socket = %config.api.socket.display(),
         listen = ?config.api.listen,
@@ -422,7 +425,42 @@ fn read_token(path: &Path) -> Result<String, StartError> {
     Ok(token.to_owned())
 }
 
-fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
+/// The API socket, bound with its mode where nobody else can reach it, until
+/// [`Unpublished::publish`] moves it to its path. Dropped unpublished, it is removed.
+#[derive(Debug)]
+struct Unpublished {
+    listener: UnixListener,
+    /// The private directory it is bound in, and its name there.
+    private: PathBuf,
+    made: PathBuf,
+    path: PathBuf,
+}
+
+impl Unpublished {
+    /// Moves the socket to its path, where clients find it.
+    fn publish(self) -> Result<UnixListener, StartError> {
+        std::fs::rename(&self.made, &self.path).map_err(|source| StartError::Socket {
+            path: self.path.clone(),
+            source,
+        })?;
+        let listener = self
+            .listener
+            .try_clone()
+            .map_err(|source| StartError::Socket {
+                path: self.path.clone(),
+                source,
+            })?;
+        Ok(listener)
+    }
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.private);
+    }
+}
+
+fn bind(path: &Path, mode: u32) -> Result<Unpublished, StartError> {
     let err = |source| StartError::Socket {
         path: path.to_path_buf(),
         source,
@@ -463,7 +501,7 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
         Err(e) => return Err(err(e)),
     }
     // Bound in a directory only its owner can enter, given its mode there, then moved into
-    // place: nobody can connect to it before it has its mode.
+    // place (`publish`): nobody can connect to it before it has its mode.
     let private = dir.join(format!(".vmnap-bind-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&private);
     std::fs::DirBuilder::new()
@@ -471,15 +509,22 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, StartError> {
         .create(&private)
         .map_err(err)?;
     let made = private.join("s");
-    let bound = UnixListener::bind(&made)
-        .and_then(|l| {
-            std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))?;
-            std::fs::rename(&made, path)?;
-            Ok(l)
-        })
-        .map_err(err);
-    let _ = std::fs::remove_dir_all(&private);
-    bound
+    let bound = UnixListener::bind(&made).and_then(|l| {
+        std::fs::set_permissions(&made, std::fs::Permissions::from_mode(mode))?;
+        Ok(l)
+    });
+    match bound {
+        Ok(listener) => Ok(Unpublished {
+            listener,
+            private,
+            made,
+            path: path.to_path_buf(),
+        }),
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&private);
+            Err(err(e))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -542,7 +587,9 @@ mod tests {
         ));
         std::fs::remove_dir(&path).expect("remove");
         // A socket someone answers on is another daemon's.
-        let live = bind(&path, 0o660).expect("bound");
+        let unpublished = bind(&path, 0o660).expect("bound");
+        assert!(!path.exists(), "visible before it is published");
+        let live = unpublished.publish().expect("published");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o660);
         assert!(matches!(
@@ -551,7 +598,9 @@ mod tests {
         ));
         // One nobody answers on is a previous run's, and is replaced.
         drop(live);
-        let again = bind(&path, 0o600).expect("bound over a stale socket");
+        let again = bind(&path, 0o600)
+            .and_then(Unpublished::publish)
+            .expect("bound over a stale socket");
         let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         drop(again);

@@ -80,6 +80,7 @@ pub const NEEDS: &[Need] = &[
     // Labs: the demo's and the tests' networks.
     need("ip", "iproute2", Program, Installed, true, "namespaces, links, bridges"),
     need("bridge", "iproute2", Program, Installed, false, "reading the bridge's forwarding table"),
+    need("ss", "iproute2", Program, Installed, false, "listing a client's connections"),
     need("nsenter", "util-linux", Program, Base, true, "running processes in namespaces"),
     need("unshare", "util-linux", Program, Base, false, "a lab's libvirtd in its own mount namespace"),
     need("flock", "util-linux", Program, Base, false, "guest/build-image.sh's cache lock"),
