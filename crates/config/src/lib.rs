@@ -63,6 +63,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use discover::DomainSettings;
+
+/// Whether `name` is one Linux takes for an interface (`dev_valid_name`): `Err` says why
+/// not. For names read from elsewhere than the config, such as a libvirt domain's XML.
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    validate::interface_name(name).map(drop)
+}
 pub use duration::parse_duration;
 pub use error::ConfigError;
 

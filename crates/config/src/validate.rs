@@ -1225,7 +1225,7 @@ pub(crate) fn guest_name(s: &str) -> Result<String, String> {
 }
 
 /// The rules of the kernel's `dev_valid_name`.
-fn interface_name(s: &str) -> Result<String, String> {
+pub(crate) fn interface_name(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("interface name is empty".into());
     }

@@ -143,6 +143,15 @@ pub(crate) fn add_discovered(
             skip(&format!("address {a} is already another guest's"));
             continue;
         }
+        let exists = |b: &str| {
+            vmnap_host::Netlink::open()
+                .and_then(|mut nl| nl.link_exists(b))
+                .unwrap_or(false)
+        };
+        if let Err(why) = usable_port(iface.bridge.as_deref(), iface.tap.as_deref(), exists) {
+            skip(&why);
+            continue;
+        }
         guest.bridge = iface.bridge.clone();
         guest.mac = Some(iface.mac);
         info!(
@@ -179,6 +188,26 @@ fn settings_of(m: &GuestMetadata) -> DomainSettings {
     }
 }
 
+/// Whether a domain's `bridge` and `tap`, read from its XML, are names Linux takes, and the
+/// bridge exists here (`exists`): why not, else.
+fn usable_port(
+    bridge: Option<&str>,
+    tap: Option<&str>,
+    exists: impl Fn(&str) -> bool,
+) -> Result<(), String> {
+    let (Some(bridge), Some(tap)) = (bridge, tap) else {
+        return Err("no interface on a bridge (vmnap stands in on a Linux bridge)".into());
+    };
+    vmnap_config::check_interface_name(bridge).map_err(|e| format!("its bridge: {e}"))?;
+    vmnap_config::check_interface_name(tap).map_err(|e| format!("its tap: {e}"))?;
+    if !exists(bridge) {
+        return Err(format!(
+            "its bridge `{bridge}` does not exist in this network namespace"
+        ));
+    }
+    Ok(())
+}
+
 fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
     g.ipv4
         .iter()
@@ -195,6 +224,34 @@ mod tests {
     fn config(discover: &str, guests: &str) -> Config {
         let text = format!("[libvirt]\nuri = \"test:///default\"\ndiscover = {discover}\n{guests}");
         Config::parse(&text, std::path::Path::new("/t.toml")).expect("valid")
+    }
+
+    #[test]
+    fn a_domains_bridge_and_tap_must_be_names_linux_takes_and_the_bridge_exist() {
+        let here = |b: &str| b == "br0";
+        assert_eq!(usable_port(Some("br0"), Some("vnet3"), here), Ok(()));
+        for (bridge, tap, why) in [
+            (
+                "br0/../eth0",
+                "vnet3",
+                "its bridge: `br0/../eth0` contains '/'",
+            ),
+            ("br0", "vnet 3", "its tap: `vnet 3` contains ' '"),
+            (
+                "a-name-far-too-long",
+                "vnet3",
+                "its bridge: `a-name-far-too-long` is longer",
+            ),
+            (
+                "br9",
+                "vnet3",
+                "its bridge `br9` does not exist in this network namespace",
+            ),
+        ] {
+            let e = usable_port(Some(bridge), Some(tap), here).expect_err(bridge);
+            assert!(e.starts_with(why), "{e}");
+        }
+        assert!(usable_port(None, Some("vnet3"), here).is_err());
     }
 
     /// The test driver's default instance is per process: this one test uses it.
