@@ -187,7 +187,6 @@ impl Response {
             headers: vec![
                 ("Content-Type", "text/html; charset=utf-8".into()),
                 ("Cache-Control", "no-store".into()),
-                ("X-Content-Type-Options", "nosniff".into()),
                 (
                     "Content-Security-Policy",
                     "default-src 'none'; style-src 'unsafe-inline'".into(),
@@ -233,18 +232,12 @@ pub fn reason(status: u16) -> &'static str {
 /// JSON or text body as something else.
 pub fn write_response(conn: &mut Conn, response: &Response) -> io::Result<()> {
     let mut head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\nConnection: close\r\n\
+         X-Content-Type-Options: nosniff\r\n",
         response.status,
         reason(response.status),
         response.body.len()
     );
-    if !response
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("X-Content-Type-Options"))
-    {
-        head.push_str("X-Content-Type-Options: nosniff\r\n");
-    }
     for (name, value) in &response.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -170,12 +170,13 @@ fn seq_after(a: u32, b: u32) -> bool {
 }
 
 impl<A> Conn<A> {
-    /// A connection in SYN-RECEIVED for the SYN `seg`, with no initial sequence number yet.
+    /// A connection in SYN-RECEIVED for the SYN `seg`, answered (to be) with `iss`.
     fn syn_received(
         now: Instant,
         key: FlowKey,
         route: Route,
         seg: &TcpSegment<'_>,
+        iss: u32,
         app: A,
     ) -> Self {
         Conn {
@@ -183,9 +184,9 @@ impl<A> Conn<A> {
             local_port: key.local_port,
             peer_port: key.peer_port,
             state: State::SynReceived,
-            iss: 0,
-            snd_una: 0,
-            snd_nxt: 1,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss.wrapping_add(1),
             snd_wnd: seg.window,
             rcv_nxt: seg.seq.wrapping_add(1),
             buf: VecDeque::new(),
@@ -213,46 +214,35 @@ impl<A: Application> TcpResponder<A> {
         seg: &TcpSegment<'_>,
         accept: impl FnOnce() -> A,
     ) -> Option<Conn<A>> {
-        if !self.acks_cookie(now, &key, seg) {
-            return None;
-        }
-        let ack = seg.ack?;
-        let iss = ack.wrapping_sub(1);
+        let iss = self.cookie_acked(now, &key, seg)?;
         let peer_iss = seg.seq.wrapping_sub(1);
-        let index = iss & 3;
-        let mut conn = Conn::syn_received(
-            now,
-            key,
-            route,
-            &TcpSegment {
-                seq: peer_iss,
-                mss: Some(COOKIE_MSS[index as usize]),
-                ..*seg
-            },
-            accept(),
-        );
+        let syn = TcpSegment {
+            seq: peer_iss,
+            mss: Some(COOKIE_MSS[(iss & 3) as usize]),
+            ..*seg
+        };
+        let mut conn = Conn::syn_received(now, key, route, &syn, iss, accept());
         conn.state = State::Established;
-        conn.iss = iss;
-        conn.snd_una = ack;
-        conn.snd_nxt = ack;
+        conn.snd_una = conn.snd_nxt;
         Some(conn)
     }
 
     /// Whether `seg`, on a connection the responder does not have, acknowledges a SYN
     /// cookie it sent for `key` in this 64 s epoch or the one before.
     pub(crate) fn acks_cookie(&self, now: Instant, key: &FlowKey, seg: &TcpSegment<'_>) -> bool {
-        let Some(ack) = seg.ack else {
-            return false;
-        };
-        if seg.syn || seg.rst {
-            return false;
-        }
+        self.cookie_acked(now, key, seg).is_some()
+    }
+
+    /// The SYN cookie `seg` acknowledges (see [`Self::acks_cookie`]), if any.
+    fn cookie_acked(&self, now: Instant, key: &FlowKey, seg: &TcpSegment<'_>) -> Option<u32> {
+        let ack = seg.ack.filter(|_| !seg.syn && !seg.rst)?;
         let iss = ack.wrapping_sub(1);
         let peer_iss = seg.seq.wrapping_sub(1);
         let epoch = now.micros() / COOKIE_EPOCH_MICROS;
         [epoch, epoch.saturating_sub(1)]
             .iter()
             .any(|&e| cookie_with(self.isn, key, peer_iss, e, iss & 3) == iss)
+            .then_some(iss)
     }
 
     pub(crate) fn has(&self, key: &FlowKey) -> bool {
@@ -304,21 +294,20 @@ impl<A: Application> TcpResponder<A> {
                     .values()
                     .filter(|c| c.state == State::SynReceived)
                     .count();
+                // Past the half-open limit, or without room, nothing is kept: the SYN/ACK
+                // carries a cookie that its ACK brings back.
                 let stateless = half_open >= MAX_HALF_OPEN || !self.make_room();
-                let mut conn = Conn::syn_received(now, key, route, seg, accept());
-                if stateless {
-                    conn.iss = syn_cookie(self.isn, &key, seg, now.micros() / COOKIE_EPOCH_MICROS);
-                    conn.snd_una = conn.iss;
-                    conn.snd_nxt = conn.iss.wrapping_add(1);
-                    conn.send_syn_ack(tx);
-                    return Handled::Answered;
-                }
-                conn.iss = initial_sequence(self.isn, &key, now);
-                conn.snd_una = conn.iss;
-                conn.snd_nxt = conn.iss.wrapping_add(1);
+                let iss = if stateless {
+                    syn_cookie(self.isn, &key, seg, now.micros() / COOKIE_EPOCH_MICROS)
+                } else {
+                    initial_sequence(self.isn, &key, now)
+                };
+                let mut conn = Conn::syn_received(now, key, route, seg, iss, accept());
                 conn.send_syn_ack(tx);
-                conn.arm(now);
-                self.conns.insert(key, conn);
+                if !stateless {
+                    conn.arm(now);
+                    self.conns.insert(key, conn);
+                }
                 return Handled::Answered;
             }
         }

@@ -301,6 +301,15 @@ struct Guest {
     known_since_ms: u64,
 }
 
+/// A step of a guest's sleep that waits for the journal to be on disk first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterJournal {
+    /// Its port cut off the bridge.
+    Cut,
+    /// Its `vmnap sleep` callers told it is asleep.
+    AnswerAsleep,
+}
+
 /// Milliseconds since the Unix epoch.
 fn unix_ms() -> u64 {
     std::time::SystemTime::now()
@@ -535,13 +544,9 @@ pub(crate) struct BridgeWorker {
     /// them (joined at shutdown, so that the daemon does not exit while it closes).
     closer: Sender<PacketSocket>,
     closer_thread: Option<std::thread::JoinHandle<()>>,
-    /// Cuts waiting for the journal that announces them to be on disk: the guest, and the
-    /// number of that journal.
-    pending_cuts: Vec<(usize, u64)>,
-    /// Guests asleep whose `vmnap sleep` callers wait for the journal that says so to be on
-    /// disk (a crash before it wakes them at the restart): the guest, and the journal's
-    /// number.
-    pending_asleep: Vec<(usize, u64)>,
+    /// Steps waiting for the journal that announces them to be on disk: the guest, the
+    /// number of that journal, and the step.
+    after_journal: Vec<(usize, u64, AfterJournal)>,
     /// Shutting down: no guest is put to sleep any more.
     stopping: bool,
     /// The eBPF program at the surrogate's port that answers ARP and ping for sleeping
@@ -692,8 +697,7 @@ impl BridgeWorker {
                 ),
                 None => None,
             },
-            pending_cuts: Vec::new(),
-            pending_asleep: Vec::new(),
+            after_journal: Vec::new(),
             closer,
             closer_thread: Some(closer_thread),
             stopping: false,
@@ -1347,8 +1351,7 @@ impl BridgeWorker {
 
     /// Forgets awake guest `i`: its registration, its watches, its journal entry, its backend.
     fn remove(&mut self, i: usize) {
-        self.pending_cuts.retain(|(k, _)| *k != i);
-        self.pending_asleep.retain(|(k, _)| *k != i);
+        self.after_journal.retain(|(k, _, _)| *k != i);
         self.journal(i, None);
         if self.guests.get_mut(i).is_some() {
             self.answer_in_user_space(i);
@@ -1679,10 +1682,22 @@ impl BridgeWorker {
             i,
             Some((GuestState::FallingAsleep, Some(Cut::PortDisabled))),
         );
+        self.once_journaled(i, n, AfterJournal::Cut);
+    }
+
+    /// Takes `step` for guest `i` once journal `n` is on disk: now if it is.
+    fn once_journaled(&mut self, i: usize, n: u64, step: AfterJournal) {
         if self.writer.as_ref().is_some_and(|w| w.written() < n) {
-            self.pending_cuts.push((i, n));
+            self.after_journal.push((i, n, step));
         } else {
-            self.cut_now(i);
+            self.take_step(i, step);
+        }
+    }
+
+    fn take_step(&mut self, i: usize, step: AfterJournal) {
+        match step {
+            AfterJournal::Cut => self.cut_now(i),
+            AfterJournal::AnswerAsleep => self.guests[i].answer_sleep(&Ok(Answer::Asleep)),
         }
     }
 
@@ -1692,22 +1707,13 @@ impl BridgeWorker {
         let Some(written) = self.writer.as_ref().map(journal::Writer::written) else {
             return;
         };
-        let (ready, waiting) = std::mem::take(&mut self.pending_cuts)
+        let (ready, waiting) = std::mem::take(&mut self.after_journal)
             .into_iter()
-            .partition(|(_, n)| *n <= written);
-        self.pending_cuts = waiting;
-        for (i, _) in ready {
+            .partition(|(_, n, _)| *n <= written);
+        self.after_journal = waiting;
+        for (i, _, step) in ready {
             if self.guests.get_mut(i).is_some() {
-                self.cut_now(i);
-            }
-        }
-        let (ready, waiting) = std::mem::take(&mut self.pending_asleep)
-            .into_iter()
-            .partition(|(_, n)| *n <= written);
-        self.pending_asleep = waiting;
-        for (i, _) in ready {
-            if let Some(g) = self.guests.get_mut(i) {
-                g.answer_sleep(&Ok(Answer::Asleep));
+                self.take_step(i, step);
             }
         }
     }
@@ -1997,11 +2003,7 @@ impl BridgeWorker {
                 });
                 // Those who asked hear it once the journal says so: a restart after a crash
                 // then finds the guest asleep, as they were told.
-                if self.writer.as_ref().is_some_and(|w| w.written() < n) {
-                    self.pending_asleep.push((i, n));
-                } else {
-                    self.guests[i].answer_sleep(&Ok(Answer::Asleep));
-                }
+                self.once_journaled(i, n, AfterJournal::AnswerAsleep);
             }
             Notice::WorkInFlight => {
                 let g = &mut self.guests[i];

@@ -184,11 +184,9 @@ pub fn run_with(
         Some(path) => Some(read_token(path)?),
         None => None,
     };
-    // Another daemon on the socket is told as such, before the TCP port it may hold too.
-    if UnixStream::connect(&config.api.socket).is_ok() {
-        return Err(StartError::AlreadyRunning(config.api.socket.clone()));
-    }
-    // The TCP listener first: once the socket is there, everything it announces is.
+    // Another daemon on the socket is told as such, before the TCP port it may hold too;
+    // the socket appears only once the rest is up (`publish`, below).
+    let unpublished = bind(&config.api.socket, config.api.socket_mode)?;
     let tcp = match config.api.listen {
         Some(addr) => {
             if !addr.ip().is_loopback() {
@@ -198,7 +196,6 @@ pub fn run_with(
         }
         None => None,
     };
-    let unpublished = bind(&config.api.socket, config.api.socket_mode)?;
     let bus = EventBus::new();
     let pool = backend::Pool::new();
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
@@ -328,15 +325,15 @@ pub fn run_with(
                 continue;
             }
             for (mut conn, peer) in accepted {
-                let listener = if peer.is_some() {
+                let kind = if peer.is_some() {
                     server::Listener::Tcp
                 } else {
                     server::Listener::Unix
                 };
-                let slot = match capacity.take(listener, peer) {
+                let slot = match capacity.take(kind, peer) {
                     Ok(slot) => slot,
                     Err(why) => {
-                        debug!(?listener, ?peer, why, "refusing an API connection");
+                        debug!(listener = ?kind, ?peer, why, "refusing an API connection");
                         // Never waiting for a client that does not read: the answer goes
                         // into the new socket's empty buffer, or nowhere.
                         let _ = conn.set_nonblocking(true);

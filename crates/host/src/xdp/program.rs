@@ -148,7 +148,7 @@ pub(crate) fn build(map_fd: i32, hook: Hook) -> Vec<Insn> {
             load_pointers(&mut a);
         }
     }
-    need(&mut a, hook, ETH_LEN, "have_eth");
+    need(&mut a, hook, ETH_LEN, ["have_eth", "pull_eth"]);
     // 802.1Q and 802.1ad tags (0x8100, 0x88a8), and every other type, go to userspace.
     a.push([Insn::ldx_h(R3, R7, ETH_TYPE)])
         .jeq_imm(R3, net16(ETH_P_ARP), "arp")
@@ -176,7 +176,7 @@ fn load_pointers(a: &mut Asm) {
 /// An ARP request for a sleeping guest's address becomes the guest's reply, in place.
 fn arp(a: &mut Asm, map_fd: i32, hook: Hook) {
     a.label("arp");
-    need(a, hook, ARP_END, "have_arp");
+    need(a, hook, ARP_END, ["have_arp", "pull_arp"]);
     // Ethernet and IPv4, request.
     a.push([Insn::ldx_h(R3, R7, ARP_HTYPE)])
         .jne_imm(R3, net16(1), "pass")
@@ -231,7 +231,7 @@ fn arp(a: &mut Asm, map_fd: i32, hook: Hook) {
 /// An ICMP echo request to a sleeping guest becomes the guest's echo reply, in place.
 fn echo(a: &mut Asm, map_fd: i32, hook: Hook) {
     a.label("ipv4");
-    need(a, hook, ICMP_END, "have_icmp");
+    need(a, hook, ICMP_END, ["have_icmp", "pull_icmp"]);
     // Version 4, a 20-byte header (options go to userspace).
     a.push([Insn::ldx_b(R3, R7, IP_VER_IHL)])
         .jne_imm(R3, 0x45, "pass");
@@ -328,9 +328,9 @@ fn echo(a: &mut Asm, map_fd: i32, hook: Hook) {
 }
 
 /// Passes the frame unless its first `len` bytes can be read directly. A tc program pulls
-/// them into the skb's linear part if need be (and reloads its pointers); `ok` is the
-/// label past that, unique to each call.
-fn need(a: &mut Asm, hook: Hook, len: i16, ok: &'static str) {
+/// them into the skb's linear part if need be (and reloads its pointers); `ok` and `pull`
+/// name the labels past that and of the pull, unique to each call.
+fn need(a: &mut Asm, hook: Hook, len: i16, [ok, pull]: [&'static str; 2]) {
     let check = |a: &mut Asm, fail: &'static str| {
         a.push([
             Insn::mov64_reg(R2, R7),
@@ -341,11 +341,6 @@ fn need(a: &mut Asm, hook: Hook, len: i16, ok: &'static str) {
     match hook {
         Hook::Xdp => check(a, "pass"),
         Hook::TcEgress { .. } => {
-            let pull = match ok {
-                "have_eth" => "pull_eth",
-                "have_arp" => "pull_arp",
-                _ => "pull_icmp",
-            };
             check(a, pull);
             a.ja(ok).label(pull);
             a.push([Insn::ldx_w(R3, R6, SKB_LEN)])
