@@ -482,3 +482,168 @@ fn an_idle_connection_survives_the_guests_sleep_on_keepalives_answered_by_vmnap(
         "no keepalive answered: {st}"
     );
 }
+
+/// The statistics line of an `hping3 -c N` run: how many answers came back.
+fn hping3_answers(out: &std::process::Output) -> u64 {
+    let all = text(out);
+    all.lines()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("packets transmitted, ")?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no statistics from hping3:\n{all}"))
+}
+
+/// A metric's value for guest web1, 0 if absent.
+fn guest_metric(s: &Setup, name: &str, label: &str) -> u64 {
+    let want = format!("{name}{{guest=\"web1\",{label}}} ");
+    s.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&want)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn segments_of_connections_the_guest_does_not_have_are_reset_and_wake_nothing_but_its_own_do() {
+    need(&["hping3", "socat", "ss"]);
+    let mut s = Setup::new(
+        &[("web1", 0)],
+        "[surrogate]\nlearn_connections_for = \"0s\"\n---\n",
+    );
+    let ip = s.guest_ip("web1");
+    let ns = s.client(0);
+    let out = s.lab.dir().join("conn.out");
+    // A connection opened while the guest is awake, silent until the hostile traffic is over.
+    let script = format!(
+        "(sleep 15; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
+         | socat -t 10 - TCP:{ip}:80 > {} 2>&1",
+        out.display()
+    );
+    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
+    let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
+    wait_for("the client's connection", 5, || {
+        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
+        !String::from_utf8_lossy(&est.stdout).trim().is_empty()
+    });
+    s.sleep("web1");
+    // What hping3 sends from new source ports: segments of no connection the guest has.
+    for (what, flags) in [
+        ("ACK", &["-A"][..]),
+        ("FIN", &["-F"][..]),
+        ("data", &["-P", "-A", "-d", "100"][..]),
+        ("Xmas", &["-F", "-P", "-U"][..]),
+    ] {
+        let mut argv = vec!["hping3", "-q", "-c", "3", "-i", "u100000", "-p", "80"];
+        argv.extend_from_slice(flags);
+        argv.push(&ip);
+        let got = s.run(0, &argv);
+        assert_eq!(
+            hping3_answers(&got),
+            3,
+            "{what}: not every segment was reset:\n{}",
+            text(&got)
+        );
+    }
+    // Fragments of a datagram whose first fragment never came, and another protocol.
+    let orphans = s.run(
+        0,
+        &[
+            "hping3", "-q", "-c", "3", "-i", "u100000", "--udp", "-p", "9", "-g", "64", &ip,
+        ],
+    );
+    assert_eq!(hping3_answers(&orphans), 0, "{}", text(&orphans));
+    let gre = s.run(
+        0,
+        &[
+            "hping3", "-q", "-c", "2", "-i", "u100000", "-0", "-H", "47", &ip,
+        ],
+    );
+    assert_eq!(hping3_answers(&gre), 0, "{}", text(&gre));
+    let st = s.status("web1");
+    assert_eq!(
+        (st["state"].as_str(), st["wakes"].as_u64()),
+        (Some("sleeping"), Some(0)),
+        "{st}"
+    );
+    let resets = guest_metric(
+        &s,
+        "vmnap_guest_answered_frames_total",
+        "protocol=\"connection-reset\"",
+    );
+    assert!(resets >= 12, "{resets} connection resets counted");
+    let orphans = guest_metric(
+        &s,
+        "vmnap_guest_dropped_frames_total",
+        "reason=\"orphan-fragment\"",
+    );
+    assert_eq!(orphans, 3, "orphan fragments counted");
+    // The guest's own connection, typed into after all that, wakes it and is served.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        got.ends_with("hello from web1\n"),
+        "the connection did not survive: {got:?}"
+    );
+    let st = s.awake("web1");
+    assert_eq!(st["wakes"], 1, "{st}");
+    assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
+}
+
+#[test]
+fn a_sleeping_guests_connections_outlive_a_daemon_killed_and_started_again() {
+    need(&["hping3", "socat", "ss"]);
+    let mut s = Setup::new(
+        &[("web1", 0)],
+        "[surrogate]\nlearn_connections_for = \"0s\"\n---\n",
+    );
+    let ip = s.guest_ip("web1");
+    let ns = s.client(0);
+    let out = s.lab.dir().join("conn.out");
+    let script = format!(
+        "(sleep 12; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
+         | socat -t 10 - TCP:{ip}:80 > {} 2>&1",
+        out.display()
+    );
+    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
+    let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
+    wait_for("the client's connection", 5, || {
+        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
+        !String::from_utf8_lossy(&est.stdout).trim().is_empty()
+    });
+    s.sleep("web1");
+    let daemon = s.daemon.take().expect("running");
+    // SAFETY: kill(2) on the daemon this test started, by its PID.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    s.lab.kill(daemon);
+    // The next daemon would take an hour to trust what it learns by itself: what it knows
+    // at once comes from the journal.
+    s.write_config("[surrogate]\nlearn_connections_for = \"1h\"\n---\n");
+    s.start_daemon();
+    assert_eq!(s.status("web1")["state"], "sleeping");
+    let acks = s.run(
+        0,
+        &[
+            "hping3", "-q", "-c", "3", "-i", "u100000", "-A", "-p", "80", &ip,
+        ],
+    );
+    assert_eq!(
+        hping3_answers(&acks),
+        3,
+        "ACKs of no connection were not reset:\n{}",
+        text(&acks)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        got.ends_with("hello from web1\n"),
+        "the connection did not survive: {got:?}"
+    );
+    let st = s.awake("web1");
+    assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
+}

@@ -127,6 +127,8 @@ pub struct Config {
     pub state: StateConfig,
     /// The `[surrogate]` table: how the daemon stands in for sleeping guests.
     pub surrogate: SurrogateConfig,
+    /// The `[wake]` table: how many guests wake at once.
+    pub wake: WakeConfig,
     /// The `[[guest]]` tables, in file order. May be empty.
     pub guests: Vec<GuestConfig>,
 }
@@ -199,11 +201,50 @@ pub struct SurrogateConfig {
     /// the kernel they cost a fraction, and a guest on a VLAN is always answered by the
     /// daemon. Where the kernel refuses the program, the daemon answers and says why.
     pub in_kernel: bool,
+    /// How long vmnap follows a guest's connections before it trusts that it knows them
+    /// all (key `learn_connections_for`, default [`DEFAULT_LEARN_CONNECTIONS_FOR`]). While
+    /// a guest sleeps, a TCP segment that opens nothing (data, a FIN, an ACK) wakes it only
+    /// for a connection vmnap has seen on its port; one for any other connection gets the
+    /// RST the guest's own kernel would send. vmnap learns a connection from its handshake,
+    /// or from any data on it, and remembers those of a sleeping guest across restarts. A
+    /// guest it begins to follow awake (at start, or after a crash) may have older,
+    /// silent connections, so for this long after that its unknown connections still wake
+    /// it. `0s` trusts at once.
+    pub learn_connections_for: Duration,
 }
+
+/// The `[wake]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeConfig {
+    /// How many guests the backends resume at once, across all bridges (key `max_resuming`,
+    /// default [`DEFAULT_MAX_RESUMING`], 1 to [`MAX_MAX_RESUMING`]). A wake past it waits
+    /// its turn, its guest's traffic held for it, so that a storm of wakes (from save,
+    /// each reading its memory back) cannot take the host's memory or disk all at once.
+    pub max_resuming: usize,
+}
+
+/// The default of `[wake] max_resuming`.
+pub const DEFAULT_MAX_RESUMING: usize = 16;
+/// The largest `[wake] max_resuming`.
+pub const MAX_MAX_RESUMING: usize = 4096;
+
+impl Default for WakeConfig {
+    fn default() -> Self {
+        WakeConfig {
+            max_resuming: DEFAULT_MAX_RESUMING,
+        }
+    }
+}
+
+/// The default of `[surrogate] learn_connections_for`: an hour.
+pub const DEFAULT_LEARN_CONNECTIONS_FOR: Duration = Duration::from_secs(3600);
 
 impl Default for SurrogateConfig {
     fn default() -> Self {
-        SurrogateConfig { in_kernel: true }
+        SurrogateConfig {
+            in_kernel: true,
+            learn_connections_for: DEFAULT_LEARN_CONNECTIONS_FOR,
+        }
     }
 }
 

@@ -19,7 +19,16 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub surrogate: Option<Spanned<RawSurrogate>>,
     #[serde(default)]
+    pub wake: Option<Spanned<RawWake>>,
+    #[serde(default)]
     pub guest: Vec<Spanned<RawGuest>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawWake {
+    #[serde(default)]
+    pub max_resuming: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +36,8 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawSurrogate {
     #[serde(default)]
     pub in_kernel: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub learn_connections_for: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,15 +13,16 @@ use crate::error::ConfigError;
 use crate::locate;
 use crate::raw::{
     RawApi, RawConfig, RawDefaults, RawDiscover, RawGuest, RawHealth, RawIdle, RawLibvirt,
-    RawPolicy, RawState, RawSurrogate,
+    RawPolicy, RawState, RawSurrogate, RawWake,
 };
 use crate::{
     parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, Discover, GuestConfig,
     GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode,
-    Transport, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS, DEFAULT_IDLE_AFTER,
-    DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES,
-    DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_NAME_LEN,
-    MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
+    Transport, WakeConfig, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS,
+    DEFAULT_IDLE_AFTER, DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MAX_RESUMING,
+    DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET,
+    MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_MAX_RESUMING, MAX_NAME_LEN, MAX_VLAN,
+    MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
 use crate::{
     OnRestart, OnStop, StateConfig, SurrogateConfig, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR,
@@ -70,8 +71,12 @@ pub(crate) fn parse(text: &str, file: &Path, builtin: Builtin) -> Result<Config,
         None => StateConfig::default(),
     };
     let surrogate = match &raw.surrogate {
-        Some(s) => surrogate(s.get_ref()),
+        Some(s) => cx.surrogate(s.get_ref())?,
         None => SurrogateConfig::default(),
+    };
+    let wake = match &raw.wake {
+        Some(w) => cx.wake(w.get_ref())?,
+        None => WakeConfig::default(),
     };
     let mut seen = Seen::default();
     let mut guests = Vec::with_capacity(raw.guest.len());
@@ -86,17 +91,9 @@ pub(crate) fn parse(text: &str, file: &Path, builtin: Builtin) -> Result<Config,
         idle,
         state,
         surrogate,
+        wake,
         guests,
     })
-}
-
-fn surrogate(raw: &RawSurrogate) -> SurrogateConfig {
-    SurrogateConfig {
-        in_kernel: raw
-            .in_kernel
-            .as_ref()
-            .map_or(SurrogateConfig::default().in_kernel, |v| *v.get_ref()),
-    }
 }
 
 /// A `toml` error (syntax, unknown key, missing key, wrong type) with the key named.
@@ -389,6 +386,41 @@ impl Cx<'_> {
             idle_after,
             keep_awake_while_connected,
             health,
+        })
+    }
+
+    fn wake(&self, raw: &RawWake) -> Result<WakeConfig, ConfigError> {
+        let max_resuming = match &raw.max_resuming {
+            Some(v) => self.check(
+                v,
+                || "wake.max_resuming".into(),
+                |&n| {
+                    usize::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=MAX_MAX_RESUMING).contains(n))
+                        .ok_or_else(|| format!("{n} is out of range; want 1 to {MAX_MAX_RESUMING}"))
+                },
+            )?,
+            None => DEFAULT_MAX_RESUMING,
+        };
+        Ok(WakeConfig { max_resuming })
+    }
+
+    fn surrogate(&self, raw: &RawSurrogate) -> Result<SurrogateConfig, ConfigError> {
+        let default = SurrogateConfig::default();
+        Ok(SurrogateConfig {
+            in_kernel: raw
+                .in_kernel
+                .as_ref()
+                .map_or(default.in_kernel, |v| *v.get_ref()),
+            learn_connections_for: match &raw.learn_connections_for {
+                Some(v) => self.check(
+                    v,
+                    || "surrogate.learn_connections_for".into(),
+                    |s| parse_duration(s),
+                )?,
+                None => default.learn_connections_for,
+            },
         })
     }
 

@@ -10,8 +10,8 @@ use vmnap_config::{
     parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, ConfigError, Discover,
     DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
     MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, SurrogateConfig,
-    Transport, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR,
-    EX_CONFIG, MAX_HEALTH_BODY_LEN,
+    Transport, WakeConfig, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE,
+    DEFAULT_STATE_DIR, EX_CONFIG, MAX_HEALTH_BODY_LEN,
 };
 
 const FILE: &str = "/etc/vmnap.toml";
@@ -225,6 +225,7 @@ multicast_frames = 256         # optional, this default
         idle: IdleConfig::default(),
         state: StateConfig::default(),
         surrogate: SurrogateConfig::default(),
+        wake: WakeConfig::default(),
     };
     assert_eq!(ok(text), expected);
 }
@@ -1401,6 +1402,7 @@ idle_after = "30s"
         },
         state: StateConfig::default(),
         surrogate: SurrogateConfig::default(),
+        wake: WakeConfig::default(),
         guests: vec![GuestConfig {
             name: "web2".into(),
             bridge: None,
@@ -2887,5 +2889,55 @@ fn default_keep_awake_on_udp_is_refused() {
         31,
         Some("libvirt.defaults.keep_awake_while_connected[0]"),
         "`udp/53` is not a TCP port",
+    );
+}
+
+#[test]
+fn surrogate_learn_connections_for_defaults_to_an_hour_and_is_read() {
+    use std::time::Duration;
+    assert_eq!(
+        ok("").surrogate.learn_connections_for,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        ok("[surrogate]\nlearn_connections_for = \"0s\"\n")
+            .surrogate
+            .learn_connections_for,
+        Duration::ZERO
+    );
+    assert_eq!(
+        ok(include_str!("../example.toml"))
+            .surrogate
+            .learn_connections_for,
+        Duration::from_secs(3600)
+    );
+}
+
+#[test]
+fn surrogate_learn_connections_for_without_a_unit_is_refused() {
+    refused(
+        "[surrogate]\nlearn_connections_for = \"10\"\n",
+        2,
+        25,
+        Some("surrogate.learn_connections_for"),
+        "`10` has no unit",
+    );
+}
+
+#[test]
+fn wake_max_resuming_defaults_to_16_and_is_read() {
+    assert_eq!(ok("").wake.max_resuming, 16);
+    assert_eq!(ok("[wake]\nmax_resuming = 10\n").wake.max_resuming, 10);
+    assert_eq!(ok(include_str!("../example.toml")).wake.max_resuming, 16);
+}
+
+#[test]
+fn wake_max_resuming_of_zero_is_refused() {
+    refused(
+        "[wake]\nmax_resuming = 0\n",
+        2,
+        16,
+        Some("wake.max_resuming"),
+        "0 is out of range; want 1 to 4096",
     );
 }

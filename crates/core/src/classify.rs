@@ -13,6 +13,8 @@ use vmnap_wire::smol::{
 };
 use vmnap_wire::vlan::LinkRepr;
 
+use crate::guest::Transport as Proto;
+
 /// The frame does not parse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Malformed;
@@ -74,8 +76,37 @@ pub(crate) enum Transport<'a> {
     },
     /// ICMP or ICMPv6 the surrogate does not answer (including NDP other than solicitations).
     OtherIcmp,
-    /// Fragments, extension headers, other protocols: the surrogate cannot look inside.
+    /// A fragment of a larger datagram.
+    Fragment(Fragment),
+    /// Extension headers other than a fragment's, other protocols: the surrogate cannot
+    /// look inside.
     Opaque,
+}
+
+/// A fragment: which datagram it belongs to, and for the first one, what that datagram
+/// opens, as far as its first bytes tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fragment {
+    /// The datagram's identification (IPv4's 16 bits, or IPv6's 32).
+    pub id: u32,
+    /// It is the first fragment (offset 0), the one with the transport header.
+    pub first: bool,
+    /// For a first fragment: the port its datagram is for, if it is UDP or a TCP SYN
+    /// without ACK (the only datagrams that could wake a guest).
+    pub opens: Option<(Proto, u16)>,
+}
+
+/// What the first fragment of a datagram of `protocol` opens, from its first bytes.
+fn fragment_opens(protocol: IpProtocol, head: &[u8]) -> Option<(Proto, u16)> {
+    let port = u16::from_be_bytes([*head.get(2)?, *head.get(3)?]);
+    match protocol {
+        IpProtocol::Udp => Some((Proto::Udp, port)),
+        IpProtocol::Tcp => {
+            let flags = *head.get(13)?;
+            (flags & 0x12 == 0x02).then_some((Proto::Tcp, port))
+        }
+        _ => None,
+    }
 }
 
 /// A TCP segment's fields.
@@ -140,7 +171,14 @@ fn parse_ipv4(bytes: &[u8]) -> Result<Net<'_>, Malformed> {
     let end = if total == 0 { bytes.len() } else { total };
     let payload = bytes.get(header_len..end).ok_or(Malformed)?;
     let transport = if packet.more_frags() || packet.frag_offset() != 0 {
-        Transport::Opaque
+        let first = packet.frag_offset() == 0;
+        Transport::Fragment(Fragment {
+            id: u32::from(packet.ident()),
+            first,
+            opens: first
+                .then(|| fragment_opens(packet.next_header(), payload))
+                .flatten(),
+        })
     } else {
         match packet.next_header() {
             IpProtocol::Tcp => parse_tcp(payload)?,
@@ -210,6 +248,19 @@ fn parse_ipv6(bytes: &[u8]) -> Result<Net<'_>, Malformed> {
                 },
                 _ => Transport::OtherIcmp,
             }
+        }
+        IpProtocol::Ipv6Frag => {
+            // next header, reserved, offset (13 bits) and flags, identification.
+            let head = payload.get(..8).ok_or(Malformed)?;
+            let offset = u16::from_be_bytes([head[2], head[3]]) >> 3;
+            let first = offset == 0;
+            Transport::Fragment(Fragment {
+                id: u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
+                first,
+                opens: first
+                    .then(|| fragment_opens(IpProtocol::from(head[0]), &payload[8..]))
+                    .flatten(),
+            })
         }
         _ => Transport::Opaque,
     };
@@ -385,7 +436,12 @@ pub fn describe(frame: &[u8]) -> String {
         Transport::NeighborSolicit { target, .. } => format!("NS who-has {target}"),
         Transport::NeighborAdvert { target } => format!("NA for {target}"),
         Transport::OtherIcmp => format!("ICMP {src} > {dst}"),
-        Transport::Opaque => format!("IP {src} > {dst} (fragment or other protocol)"),
+        Transport::Fragment(f) => format!(
+            "IP {src} > {dst} ({} fragment of datagram {:#x})",
+            if f.first { "first" } else { "later" },
+            f.id
+        ),
+        Transport::Opaque => format!("IP {src} > {dst} (other protocol)"),
     };
     format!("{text}{vlan}")
 }

@@ -25,7 +25,7 @@ use crate::time::Instant;
 pub const MAX_REQUESTS: usize = 4096;
 
 /// The unanswered requests on one guest's port: by connection, when data last came for it.
-/// Ordered by addresses, as [`crate::conntrack::ConnTracker`] is: a peer cannot choose
+/// Ordered by addresses, as [`crate::conntrack::Connections`] is: a peer cannot choose
 /// flows that collide, and the order does not depend on the run.
 #[derive(Debug, Clone, Default)]
 pub struct Unanswered {

@@ -49,10 +49,14 @@ const COOKIE_EPOCH_MICROS: u64 = 64_000_000;
 
 /// A connection's addresses, from the guest's side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) struct FlowKey {
+pub struct FlowKey {
+    /// The guest's address.
     pub local: IpAddr,
+    /// The guest's port.
     pub local_port: u16,
+    /// The peer's address.
     pub peer: IpAddr,
+    /// The peer's port.
     pub peer_port: u16,
 }
 

@@ -13,6 +13,7 @@ use crate::classify::{self, Net, Transport as T};
 use crate::respond::{self, Route, Segment};
 use crate::*;
 
+mod admission;
 mod health;
 mod sequence;
 
@@ -1218,58 +1219,6 @@ fn frames_to_an_awake_guest_that_the_surrogate_could_answer_are_recognised() {
     ] {
         assert!(!s.answerable_while_awake(id, &frame), "{what}");
     }
-}
-
-#[test]
-fn connections_to_keep_awake_ports_are_followed_from_syn_to_fin() {
-    use crate::conntrack::ConnTracker;
-    let ssh = PortRule {
-        transport: Transport::Tcp,
-        port: 22,
-    };
-    let mut t = ConnTracker::default();
-    let to_guest = |dst_port, flags: (bool, bool, bool)| {
-        segment(
-            &to_guest_v4(0),
-            Segment {
-                src_port: 40000,
-                dst_port,
-                seq: 1,
-                syn: flags.0,
-                fin: flags.1,
-                rst: flags.2,
-                ack: (!flags.0).then_some(1),
-                ..Segment::default()
-            },
-        )
-    };
-    t.observe(&to_guest(80, (true, false, false)), &[ssh]);
-    assert!(t.is_empty(), "port 80 is not kept awake");
-    t.observe(&to_guest(22, (true, false, false)), &[ssh]);
-    assert_eq!(t.open(), [ssh]);
-    t.observe(&to_guest(22, (false, false, false)), &[ssh]);
-    assert_eq!(t.len(), 1, "data changes nothing");
-    // The guest ends it: a FIN from its side.
-    let from_guest = segment(
-        &Route::V4 {
-            link: link(0, CLIENT_MAC),
-            src: GUEST_V4,
-            dst: CLIENT_V4,
-        },
-        Segment {
-            src_port: 22,
-            dst_port: 40000,
-            seq: 9,
-            ack: Some(2),
-            fin: true,
-            ..Segment::default()
-        },
-    );
-    t.observe(&from_guest, &[ssh]);
-    assert!(t.is_empty());
-    t.observe(&to_guest(22, (true, false, false)), &[ssh]);
-    t.observe(&to_guest(22, (false, false, true)), &[ssh]);
-    assert!(t.is_empty(), "a RST ends it too");
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub enum AnswerKind {
     Icmpv6Echo,
     /// RST/ACK for a SYN to a port the guest does not serve.
     TcpReset,
+    /// RST for a segment of a connection the guest does not have (data, a FIN, an ACK),
+    /// which must not wake it.
+    ConnectionReset,
     /// A segment of the TCP echo service.
     TcpEcho,
     /// UDP echo reply.
@@ -45,6 +48,7 @@ impl AnswerKind {
             AnswerKind::IcmpEcho => "icmp-echo",
             AnswerKind::Icmpv6Echo => "icmpv6-echo",
             AnswerKind::TcpReset => "tcp-reset",
+            AnswerKind::ConnectionReset => "connection-reset",
             AnswerKind::TcpEcho => "tcp-echo",
             AnswerKind::UdpEcho => "udp-echo",
             AnswerKind::TcpKeepalive => "tcp-keepalive",
@@ -70,6 +74,12 @@ pub enum DropReason {
     EchoRefused,
     /// The guest's health checks have too many connections open.
     HealthRefused,
+    /// A RST for a connection the guest does not have.
+    UnknownConnection,
+    /// A fragment whose first fragment the guest was not sent.
+    OrphanFragment,
+    /// Unicast to the guest's MAC, for an IP address that is not the guest's.
+    ForeignAddress,
 }
 
 impl DropReason {
@@ -83,6 +93,9 @@ impl DropReason {
             DropReason::EchoRefused => "echo-refused",
             DropReason::HealthRefused => "health-refused",
             DropReason::BadChecksum => "bad-checksum",
+            DropReason::UnknownConnection => "unknown-connection",
+            DropReason::OrphanFragment => "orphan-fragment",
+            DropReason::ForeignAddress => "foreign-address",
         }
     }
 }
@@ -119,8 +132,6 @@ pub enum WakeCause {
     /// An ARP request or neighbour solicitation the guest's policy does not let the
     /// surrogate answer.
     Resolution,
-    /// A frame the surrogate cannot look inside (fragments, unknown extension headers).
-    Opaque,
     /// The guest's queue overflowed.
     QueueFull,
     /// Stopped, the guest still held work: a request its kernel took in just before, or an
@@ -138,7 +149,6 @@ impl WakeCause {
             WakeCause::Udp { .. } => "udp",
             WakeCause::TcpData { .. } => "tcp-data",
             WakeCause::Resolution => "resolution",
-            WakeCause::Opaque => "opaque",
             WakeCause::QueueFull => "queue-full",
             WakeCause::InFlight => "in-flight",
             WakeCause::Requested => "requested",

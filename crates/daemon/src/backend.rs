@@ -22,6 +22,8 @@ use mio::Waker;
 use tracing::warn;
 use vmnap_hypervisor::{Backend, InspectError, ResumeError, SuspendError, TcpWork};
 
+use crate::gate::ResumeGate;
+
 /// A request to a guest's backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -69,10 +71,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The threads that run backend calls. Cheap to clone; every clone is the same pool.
+/// The threads that run backend calls, and the cap on resumes among them
+/// ([`ResumeGate`]). Cheap to clone; every clone is the same pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
     inner: Arc<PoolInner>,
+    gate: Arc<ResumeGate>,
 }
 
 #[derive(Debug)]
@@ -97,9 +101,18 @@ struct Line {
 }
 
 impl Pool {
-    /// A pool of at most [`MAX_THREADS`] threads, none running yet.
-    pub(crate) fn new() -> Self {
-        Self::with_limits(MAX_THREADS, IDLE_EXIT)
+    /// A pool of at most [`MAX_THREADS`] threads, none running yet, that resumes at most
+    /// `max_resuming` guests at once.
+    pub(crate) fn new(max_resuming: usize) -> Self {
+        Pool {
+            gate: ResumeGate::new(max_resuming),
+            ..Self::with_limits(MAX_THREADS, IDLE_EXIT)
+        }
+    }
+
+    /// Its cap on resumes.
+    pub(crate) fn resume_gate(&self) -> &Arc<ResumeGate> {
+        &self.gate
     }
 
     /// A pool of at most `max_threads`, each ending after `idle_exit` without work.
@@ -111,6 +124,7 @@ impl Pool {
                 max_threads: max_threads.max(1),
                 idle_exit,
             }),
+            gate: ResumeGate::new(vmnap_config::DEFAULT_MAX_RESUMING),
         }
     }
 
@@ -304,7 +318,6 @@ pub(crate) struct GuestBackend {
     slot: Arc<Slot>,
     pool: Pool,
     kind: &'static str,
-    looks_inside: bool,
 }
 
 impl GuestBackend {
@@ -319,7 +332,6 @@ impl GuestBackend {
     ) -> Self {
         GuestBackend {
             kind: backend.kind(),
-            looks_inside: backend.looks_inside(),
             slot: Arc::new(Slot {
                 backend: Mutex::new(backend),
                 calls: Mutex::new(Calls::default()),
@@ -335,11 +347,6 @@ impl GuestBackend {
     /// The backend's kind, for status.
     pub(crate) fn kind(&self) -> &'static str {
         self.kind
-    }
-
-    /// Whether it can tell what a stopped guest still has to do ([`Op::Inspect`]).
-    pub(crate) fn looks_inside(&self) -> bool {
-        self.looks_inside
     }
 
     /// The ticket its reports carry.

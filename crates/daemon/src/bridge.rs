@@ -10,6 +10,7 @@
 //! and the earliest deadline: never for a guest.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -19,7 +20,6 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, error, info, info_span, warn};
 use vmnap_config::GuestConfig;
-use vmnap_core::conntrack::ConnTracker;
 use vmnap_core::idle::{Decision, IdlePolicy, IdleTracker, Sample};
 use vmnap_core::inflight::Unanswered;
 use vmnap_core::sequence::{Action, Asked, Cut, Done as Outcome, Notice, Phase, WakeReport};
@@ -42,10 +42,10 @@ use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
 /// Guest `i`'s watch sockets are `Token(FIRST_WATCH + WATCHES * i + k)`: `k` = 0 for the
-/// answerable frames, 1 for connections on keep-awake ports, 2 for requests and answers.
+/// answerable frames, 1 for the segments that show its connections and requests.
 const FIRST_WATCH: usize = 2;
 /// Watch sockets per guest, at most.
-const WATCHES: usize = 3;
+const WATCHES: usize = 2;
 /// How often the counts of frames answered, queued and dropped become events, at most.
 const TALLY_EVERY: Duration = Duration::from_secs(1);
 /// Frames handled per readiness event before commands get a turn.
@@ -227,6 +227,9 @@ pub(crate) struct WorkerSettings {
     /// Answer ARP and ping for sleeping guests in the kernel where it can (`[surrogate]
     /// in_kernel`).
     pub in_kernel: bool,
+    /// How long a guest it begins to follow awake is followed before its unknown
+    /// connections no longer wake it (`[surrogate] learn_connections_for`).
+    pub learn_connections_for: Duration,
 }
 
 /// A guest as the worker runs it.
@@ -269,15 +272,14 @@ struct Guest {
     watch: Option<PacketSocket>,
     /// The TCP ports of its health checks.
     health_ports: Vec<u16>,
-    /// A passive capture of the segments that open and end connections on its keep-awake
-    /// ports, and the connections they show open.
-    conn_watch: Option<PacketSocket>,
-    conns: ConnTracker,
+    /// Its keep-awake ports: an open connection on one keeps it awake.
     keep_ports: Vec<vmnap_core::PortRule>,
-    /// For a guest whose backend cannot look inside it once stopped: a passive capture of
-    /// the segments that end a write or a connection, either way, and the requests they
-    /// show it has taken in and not answered.
-    request_watch: Option<PacketSocket>,
+    /// A passive capture of the TCP segments on its port, either way, that open a
+    /// connection, end a write or end a connection (SYN, PSH, FIN, RST). They teach the
+    /// surrogate the guest's connections (`Surrogate::connections_mut`: keep-awake ports,
+    /// and what may wake it asleep), and show the requests it has taken in and not answered
+    /// (for backends that cannot look inside a stopped guest).
+    flow_watch: Option<PacketSocket>,
     unanswered: Unanswered,
     /// A reload removes it once it is awake.
     retiring: bool,
@@ -297,6 +299,8 @@ struct Guest {
     in_kernel: Option<xdp::Answered>,
     /// It has an entry in the journal.
     journaled: bool,
+    /// It holds a place of the resume cap: its backend is resuming it.
+    resuming: bool,
     /// When this worker took it on (milliseconds since the Unix epoch).
     known_since_ms: u64,
 }
@@ -518,6 +522,8 @@ pub(crate) struct BridgeWorker {
     guests: Guests,
     /// Where the guests' backend calls run, where they report, and what wakes the worker.
     pool: Pool,
+    /// Guests whose resume waits for a place of the resume cap, in the order they asked.
+    waiting: VecDeque<usize>,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -534,6 +540,8 @@ pub(crate) struct BridgeWorker {
     done: Receiver<Report>,
     /// Idleness sampling: the interval and the next sample.
     interval: Duration,
+    /// See [`WorkerSettings::learn_connections_for`].
+    learn_connections_for: Duration,
     next_sample: StdInstant,
     /// Prometheus's view of the frames that concern no guest.
     bridge_metrics: BridgeMetrics,
@@ -592,6 +600,7 @@ impl BridgeWorker {
             interval,
             state,
             in_kernel,
+            learn_connections_for,
         } = settings;
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
         let bridge_ifindex = netlink
@@ -654,6 +663,7 @@ impl BridgeWorker {
             )
             .map_err(StartError::Poll)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER).map_err(StartError::Poll)?);
+        pool.resume_gate().register(&waker);
         let (done_tx, done_rx) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
         let in_kernel = kernel.as_ref().map(|k| k.hook().to_string());
@@ -674,6 +684,7 @@ impl BridgeWorker {
             netlink,
             surrogate: Surrogate::new(seed),
             guests: Guests::default(),
+            waiting: VecDeque::new(),
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -687,6 +698,7 @@ impl BridgeWorker {
             poll,
             commands: rx,
             done: done_rx,
+            learn_connections_for,
             interval,
             next_sample: StdInstant::now() + interval,
             bridge_metrics: BridgeMetrics::default(),
@@ -766,10 +778,8 @@ impl BridgeWorker {
             metrics: GuestMetrics::new(),
             watch: None,
             health_ports: setup.config.health.iter().map(|h| h.port).collect(),
-            conn_watch: None,
-            conns: ConnTracker::default(),
             keep_ports: setup.config.keep_awake_while_connected.clone(),
-            request_watch: None,
+            flow_watch: None,
             unanswered: Unanswered::new(),
             retiring: false,
             timeline: VecDeque::new(),
@@ -780,12 +790,20 @@ impl BridgeWorker {
             memory_released: None,
             in_kernel: None,
             journaled: false,
+            resuming: false,
             known_since_ms: unix_ms(),
         };
         if guest.idle.is_some() {
             open_watch(&self.poll, &mut guest, i);
         }
-        open_request_watch(&self.poll, &mut guest, i);
+        let followed = open_flow_watch(&self.poll, &mut guest, i);
+        // A guest followed from now on may already have connections that say nothing: they
+        // wake it, as any would, until it has been followed for the learning time.
+        let now = self.now();
+        let trust = followed.then(|| now + self.learn_connections_for);
+        if let Some(c) = self.surrogate.connections_mut(id) {
+            c.trust_from(trust);
+        }
         self.guests.put(i, guest);
         Ok(())
     }
@@ -798,6 +816,30 @@ impl BridgeWorker {
     /// to remember), and hands the journal to its writer. Returns the number the writer
     /// reaches once the file holds it (0: nothing to wait for).
     fn journal(&mut self, i: usize, state: Option<(GuestState, Option<Cut>)>) -> u64 {
+        if self.writer.is_none() {
+            return 0;
+        }
+        let connections = match state {
+            Some(_) => {
+                // What its port showed last, before its sleep is written down.
+                self.drain_flows(i);
+                let now = self.now();
+                self.surrogate
+                    .connections(self.guests[i].id)
+                    .filter(|c| c.is_sure(now))
+                    .map(|c| {
+                        c.flows()
+                            .map(|f| {
+                                [
+                                    SocketAddr::new(f.local, f.local_port),
+                                    SocketAddr::new(f.peer, f.peer_port),
+                                ]
+                            })
+                            .collect()
+                    })
+            }
+            None => None,
+        };
         let g = &mut self.guests[i];
         let Some(writer) = self.writer.as_mut() else {
             return 0;
@@ -809,6 +851,7 @@ impl BridgeWorker {
                     interface: g.interface.clone(),
                     cut,
                     mac: g.mac,
+                    connections,
                 };
                 g.journaled = true;
                 writer.put(g.name.clone(), entry)
@@ -844,6 +887,22 @@ impl BridgeWorker {
             let now = self.now();
             if self.surrogate.stand_in(id, cut, now).is_err() {
                 continue;
+            }
+            if let (Some(flows), Some(c)) = (&entry.connections, self.surrogate.connections_mut(id))
+            {
+                // Asleep, the guest opened nothing since: the table is as sure as it was.
+                c.learn(
+                    flows
+                        .iter()
+                        .map(|[local, peer]| vmnap_core::conntrack::Flow {
+                            local: local.ip(),
+                            local_port: local.port(),
+                            peer: peer.ip(),
+                            peer_port: peer.port(),
+                        }),
+                    now,
+                );
+                c.trust_from(Some(now));
             }
             if entry.state == GuestState::Sleeping && recovery == Recovery::StandIn {
                 let (mac, vid) = (self.guests[i].mac, self.guests[i].fdb_vid());
@@ -927,8 +986,7 @@ impl BridgeWorker {
             if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
                 match k % WATCHES {
                     0 => self.drain_watch(k / WATCHES),
-                    1 => self.drain_conns(k / WATCHES),
-                    _ => self.drain_requests(k / WATCHES),
+                    _ => self.drain_flows(k / WATCHES),
                 }
             }
         }
@@ -939,6 +997,7 @@ impl BridgeWorker {
         self.run_actions();
         self.run_done();
         self.run_actions();
+        self.resume_waiting();
         true
     }
 
@@ -1076,50 +1135,34 @@ impl BridgeWorker {
         }
     }
 
-    /// Follows the connections on guest `i`'s keep-awake ports.
-    fn drain_conns(&mut self, i: usize) {
-        let Some(g) = self.guests.get_mut(i) else {
-            return;
-        };
-        let Some(watch) = g.conn_watch.as_ref() else {
-            return;
-        };
-        loop {
-            match watch.recv(&mut self.buf) {
-                Ok(Some(meta)) => g.conns.observe(&self.buf[..meta.len], &g.keep_ports),
-                Ok(None) => return,
-                Err(RecvError::LinkDown { .. }) => continue,
-                Err(e) => {
-                    debug!(guest = %g.name, error = %chain(&e), "the connection watch on the guest's port ended");
-                    if let Some(w) = g.conn_watch.take() {
-                        close_watch(&self.poll, &self.closer, w);
-                    }
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Follows the requests guest `i` has taken in and not answered.
-    fn drain_requests(&mut self, i: usize) {
+    /// Follows guest `i`'s connections, and the requests it has taken in and not answered.
+    fn drain_flows(&mut self, i: usize) {
         let now = self.now();
         let Some(g) = self.guests.get_mut(i) else {
             return;
         };
-        let Some(watch) = g.request_watch.as_ref() else {
+        let Some(watch) = g.flow_watch.as_ref() else {
             return;
         };
         loop {
             match watch.recv(&mut self.buf) {
-                Ok(Some(meta)) => g
-                    .unanswered
-                    .observe(&self.buf[..meta.len], meta.outgoing, now),
+                Ok(Some(meta)) => {
+                    let frame = &self.buf[..meta.len];
+                    // The host's side of the port sends what the guest receives.
+                    g.unanswered.observe(frame, meta.outgoing, now);
+                    if let Some(c) = self.surrogate.connections_mut(g.id) {
+                        c.observe(frame, meta.outgoing, now);
+                    }
+                }
                 Ok(None) => return,
                 Err(RecvError::LinkDown { .. }) => continue,
                 Err(e) => {
-                    debug!(guest = %g.name, error = %chain(&e), "the request watch on the guest's port ended");
-                    if let Some(w) = g.request_watch.take() {
+                    warn!(guest = %g.name, error = %chain(&e), "the watch of the guest's connections ended; its unknown connections wake it from now on");
+                    if let Some(w) = g.flow_watch.take() {
                         close_watch(&self.poll, &self.closer, w);
+                    }
+                    if let Some(c) = self.surrogate.connections_mut(g.id) {
+                        c.trust_from(None);
                     }
                     return;
                 }
@@ -1174,7 +1217,7 @@ impl BridgeWorker {
                 Done::Inspected(r) => {
                     if r.is_none() {
                         // What came before the stop may still wait in the socket.
-                        self.drain_requests(i);
+                        self.drain_flows(i);
                     }
                     let now = self.now();
                     let g = &mut self.guests[i];
@@ -1188,7 +1231,7 @@ impl BridgeWorker {
                             warn!(guest = %g.name, error = %chain(&e), "cannot tell whether the stopped guest still has work; taking it as asleep");
                             None
                         }
-                        None if g.request_watch.is_some() => {
+                        None if g.flow_watch.is_some() => {
                             let n = g.unanswered.count(now, ANSWER_WINDOW);
                             if n > 0 {
                                 g.failure =
@@ -1360,8 +1403,11 @@ impl BridgeWorker {
             return;
         };
         close_watches(&self.poll, &self.closer, &mut g);
-        if let Some(w) = g.request_watch.take() {
+        if let Some(w) = g.flow_watch.take() {
             close_watch(&self.poll, &self.closer, w);
+        }
+        if g.resuming {
+            self.pool.resume_gate().leave();
         }
         self.surrogate.remove_guest(g.id);
         g.answer_sleep(&Err(Refusal::Removed));
@@ -1394,6 +1440,7 @@ impl BridgeWorker {
             }
             let g = &mut self.guests[i];
             info!(guest = %name, "new policy applied in place");
+            g.keep_ports = config.keep_awake_while_connected.clone();
             let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
             if ports != g.health_ports {
                 // The watch's filter leaves the health-check ports out: open it again.
@@ -1552,6 +1599,7 @@ impl BridgeWorker {
     }
 
     fn sampled(&mut self, i: usize, cpu: Option<Duration>, memory: Option<u64>) {
+        let now = self.now();
         let id = self.guests[i].id;
         let awake = self.surrogate.phase(id) == Some(Phase::Awake);
         let g = &mut self.guests[i];
@@ -1583,7 +1631,11 @@ impl BridgeWorker {
             cpu_time: cpu.unwrap_or_default(),
             rx_frames: stats.tx_packets,
             tx_frames: stats.rx_packets,
-            open_connections: g.conns.open(),
+            open_connections: self
+                .surrogate
+                .connections(g.id)
+                .map(|c| c.open_ports(now, &g.keep_ports))
+                .unwrap_or_default(),
         };
         match idle.sample(sample) {
             Decision::Sleep { figures } => {
@@ -1640,7 +1692,7 @@ impl BridgeWorker {
                 Action::Inspect(_) => self.backend_call(i, Op::Inspect),
                 Action::Resume(_) => {
                     self.answer_in_user_space(i);
-                    self.backend_call(i, Op::Resume)
+                    self.resume(i);
                 }
                 Action::Restore(_, cut) => self.restore(i, cut),
                 Action::Replay(_, frames) => self.replay(i, frames),
@@ -1859,6 +1911,9 @@ impl BridgeWorker {
         if self.guests[i].backend.send(op) {
             return;
         }
+        if op == Op::Resume {
+            self.resume_ended(i);
+        }
         self.guests[i].failure = Some("its backend has stopped".into());
         let outcome = match op {
             Op::Resume => Outcome::Resumed {
@@ -1871,8 +1926,48 @@ impl BridgeWorker {
         self.outcome(i, outcome);
     }
 
+    /// Has guest `i` resumed once a place of the resume cap is free: now, or from its
+    /// worker's line ([`Self::resume_waiting`]). Its traffic is held meanwhile.
+    fn resume(&mut self, i: usize) {
+        if self.waiting.is_empty() && self.pool.resume_gate().try_enter() {
+            self.guests[i].resuming = true;
+            self.backend_call(i, Op::Resume);
+        } else {
+            debug!(guest = %self.guests[i].name, in_flight = self.pool.resume_gate().in_flight(), "waits for a place to resume");
+            self.waiting.push_back(i);
+        }
+    }
+
+    /// Resumes the guests waiting in line, as far as the cap has places.
+    fn resume_waiting(&mut self) {
+        while let Some(&i) = self.waiting.front() {
+            let guest = self.guests.get_mut(i).map(|g| (g.id, g.resuming));
+            let waits = guest.is_some_and(|(id, resuming)| {
+                !resuming && self.surrogate.phase(id) == Some(Phase::Resuming)
+            });
+            if waits {
+                if !self.pool.resume_gate().try_enter() {
+                    return;
+                }
+                self.guests[i].resuming = true;
+                self.backend_call(i, Op::Resume);
+            }
+            self.waiting.pop_front();
+        }
+    }
+
+    /// Guest `i`'s backend has answered its resume: its place goes back.
+    fn resume_ended(&mut self, i: usize) {
+        if let Some(g) = self.guests.get_mut(i) {
+            if std::mem::take(&mut g.resuming) {
+                self.pool.resume_gate().leave();
+            }
+        }
+    }
+
     /// The backend has resumed guest `i`, or failed to.
     fn resumed(&mut self, i: usize, result: Result<Option<String>, String>, took: Duration) {
+        self.resume_ended(i);
         self.guests[i].resume_took = took;
         let name = self.guests[i].name.clone();
         let interface = match result {
@@ -1900,13 +1995,14 @@ impl BridgeWorker {
                     // A new port joins the bridge forwarding: nothing to restore.
                     new_port = true;
                     close_watches(&self.poll, &self.closer, g);
-                    if let Some(w) = g.request_watch.take() {
-                        close_watch(&self.poll, &self.closer, w);
-                    }
                     if g.idle.is_some() {
                         open_watch(&self.poll, g, i);
                     }
-                    open_request_watch(&self.poll, g, i);
+                    if !open_flow_watch(&self.poll, g, i) {
+                        if let Some(c) = self.surrogate.connections_mut(g.id) {
+                            c.trust_from(None);
+                        }
+                    }
                 }
                 Err(e) => {
                     error!(guest = %name, port = %new, error = %chain(&e), "cannot find the guest's new port")
@@ -2179,7 +2275,7 @@ impl BridgeWorker {
         for i in self.guests.indices() {
             let g = &mut self.guests[i];
             close_watches(&self.poll, &self.closer, g);
-            if let Some(w) = g.request_watch.take() {
+            if let Some(w) = g.flow_watch.take() {
                 close_watch(&self.poll, &self.closer, w);
             }
             if let Some(s) = g.sender.take() {
@@ -2257,9 +2353,9 @@ fn close_watch(poll: &Poll, closer: &Sender<PacketSocket>, w: PacketSocket) {
     close(closer, w);
 }
 
-/// Closes both of a guest's passive watches.
+/// Closes the passive watch of a guest's answerable frames.
 fn close_watches(poll: &Poll, closer: &Sender<PacketSocket>, g: &mut Guest) {
-    for w in [g.watch.take(), g.conn_watch.take()].into_iter().flatten() {
+    if let Some(w) = g.watch.take() {
         close_watch(poll, closer, w);
     }
 }
@@ -2310,77 +2406,61 @@ fn close_all(mut sockets: Vec<PacketSocket>) {
     });
 }
 
-/// Opens the passive watches on guest `i`'s port that are not open yet (see
-/// [`Guest::watch`] and [`Guest::conn_watch`]); a guest without them is only less precise
-/// about idleness. The first is open only while the guest is awake (asleep, the surrogate
-/// sees every frame itself), so that sleeping guests hold no socket.
+/// Opens the passive watch of guest `i`'s answerable frames ([`Guest::watch`]) if it is not
+/// open; a guest without it is only less precise about idleness. It is open only while the
+/// guest is awake (asleep, the surrogate sees every frame itself), so that sleeping guests
+/// hold no socket for it.
 fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
-    let open = |filter: Vec<vmnap_host::bpf::SockFilter>, token: usize| {
-        PacketSocket::open_capture(&g.interface)
-            .map_err(|e| chain(&e))
-            .and_then(|w| {
-                w.attach_filter(&filter).map_err(|e| e.to_string())?;
-                poll.registry()
-                    .register(
-                        &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
-                        Token(token),
-                        Interest::READABLE,
-                    )
-                    .map_err(|e| e.to_string())?;
-                Ok(w)
-            })
-    };
-    if g.watch.is_none() && g.asleep_since.is_none() {
-        let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
-        match open(filter, FIRST_WATCH + WATCHES * i) {
-            Ok(w) => g.watch = Some(w),
-            Err(e) => {
-                warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
-            }
-        }
-    }
-    if g.keep_ports.is_empty() || g.conn_watch.is_some() {
+    if g.watch.is_some() || g.asleep_since.is_some() {
         return;
     }
-    let ports: Vec<u16> = g.keep_ports.iter().map(|r| r.port).collect();
-    match open(
-        vmnap_host::bpf::tcp_control_on_ports(&ports),
-        FIRST_WATCH + WATCHES * i + 1,
-    ) {
-        Ok(w) => g.conn_watch = Some(w),
+    let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
+    match open_capture(poll, &g.interface, &filter, FIRST_WATCH + WATCHES * i) {
+        Ok(w) => g.watch = Some(w),
         Err(e) => {
-            warn!(guest = %g.name, error = %e, "cannot follow the guest's connections; keep_awake_while_connected has no effect")
+            warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
         }
     }
 }
 
-/// Opens the request watch on guest `i`'s port (see [`Guest::request_watch`]) if its
-/// backend cannot look inside it once stopped; without it such a guest's sleep cannot tell
-/// whether it strands a request.
-fn open_request_watch(poll: &Poll, g: &mut Guest, i: usize) {
-    if g.backend.looks_inside() {
-        return;
+/// Opens the watch of guest `i`'s connections ([`Guest::flow_watch`]). Returns whether it
+/// is open: without it, the guest's keep-awake ports keep nothing awake, its unknown
+/// connections wake it, and its sleeps cannot tell whether they strand a request (unless
+/// its backend can look inside it).
+fn open_flow_watch(poll: &Poll, g: &mut Guest, i: usize) -> bool {
+    if g.flow_watch.is_some() {
+        return true;
     }
-    let opened = PacketSocket::open_capture(&g.interface)
-        .map_err(|e| chain(&e))
-        .and_then(|w| {
-            w.attach_filter(&vmnap_host::bpf::tcp_push_or_close())
-                .map_err(|e| e.to_string())?;
-            poll.registry()
-                .register(
-                    &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
-                    Token(FIRST_WATCH + WATCHES * i + 2),
-                    Interest::READABLE,
-                )
-                .map_err(|e| e.to_string())?;
-            Ok(w)
-        });
-    match opened {
-        Ok(w) => g.request_watch = Some(w),
+    let filter = vmnap_host::bpf::tcp_flow_events();
+    match open_capture(poll, &g.interface, &filter, FIRST_WATCH + WATCHES * i + 1) {
+        Ok(w) => {
+            g.flow_watch = Some(w);
+            true
+        }
         Err(e) => {
-            warn!(guest = %g.name, error = %e, "cannot follow the guest's requests; its sleeps cannot tell whether they strand one")
+            warn!(guest = %g.name, error = %e, "cannot follow the guest's connections: keep_awake_while_connected has no effect, and segments of connections it does not have wake it");
+            false
         }
     }
+}
+
+/// A passive capture of `interface` through `filter`, registered with `poll` as `token`.
+fn open_capture(
+    poll: &Poll,
+    interface: &str,
+    filter: &[vmnap_host::bpf::SockFilter],
+    token: usize,
+) -> Result<PacketSocket, String> {
+    let w = PacketSocket::open_capture(interface).map_err(|e| chain(&e))?;
+    w.attach_filter(filter).map_err(|e| e.to_string())?;
+    poll.registry()
+        .register(
+            &mut SourceFd(&std::os::fd::AsRawFd::as_raw_fd(&w)),
+            Token(token),
+            Interest::READABLE,
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(w)
 }
 
 /// The MAC of the surrogate's own end of its port on the bridge with `ifindex`: locally

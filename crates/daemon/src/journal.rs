@@ -17,6 +17,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
@@ -104,6 +105,11 @@ pub struct Entry {
     pub cut: Option<Cut>,
     /// Its MAC, as the bridge's forwarding entry has it.
     pub mac: [u8; 6],
+    /// Its TCP connections (its address and port, then the peer's) when vmnap knew them
+    /// all; absent while it was still learning them. A guest stood in for again after a
+    /// restart is woken only for these, and for new ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<[SocketAddr; 2]>>,
 }
 
 /// The journal of one bridge: an entry for every guest that is not simply awake.
@@ -323,6 +329,10 @@ mod tests {
                 interface: "vg-web1".into(),
                 cut: Some(Cut::PortDisabled),
                 mac: [2, 0, 0, 0, 1, 1],
+                connections: Some(vec![[
+                    "198.18.0.11:22".parse().expect("address"),
+                    "[2001:db8::1]:40000".parse().expect("address"),
+                ]]),
             },
         );
         j.store(&p).expect("store");

@@ -38,6 +38,7 @@ mod discover {
 }
 mod error;
 pub mod events;
+mod gate;
 mod journal;
 pub mod metrics;
 pub mod page;
@@ -197,7 +198,7 @@ pub fn run_with(
         None => None,
     };
     let bus = EventBus::new();
-    let pool = backend::Pool::new();
+    let pool = backend::Pool::new(config.wake.max_resuming);
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
@@ -256,6 +257,7 @@ pub fn run_with(
                 .map_err(StartError::Poll)?;
         }
     }
+    let resume_gate = std::sync::Arc::clone(pool.resume_gate());
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         backends,
@@ -265,6 +267,7 @@ pub fn run_with(
     let mut server = Server::new(Registry::new(handles), bus, token, stop);
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
+    server.resume_gate = Some(resume_gate);
     let hup = options.reload.clone();
     let capacity = server::Capacity::default();
     std::thread::scope(|scope| {

@@ -57,6 +57,9 @@
 //! | `vmnap_bridge_ignored_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_malformed_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_transmit_errors_total` | counter | `bridge` |
+//! | `vmnap_resumes_in_flight` | gauge | none: guests the backends resume now (of all bridges) |
+//! | `vmnap_resumes_in_flight_max` | gauge | none: the most at once since start |
+//! | `vmnap_resume_cap` | gauge | none: `[wake] max_resuming` |
 //!
 //! The guest's state is a gauge per state rather than a numeric code, so that a query reads
 //! `vmnap_guest_state{state="sleeping"} == 1` and a state added later changes no number.
@@ -114,12 +117,11 @@ pub const BUCKETS: [(Duration, &str); 16] = [
 ];
 
 /// Every [`WakeCause`], one per label (the port a cause carries is not a label).
-const WAKE_CAUSES: [WakeCause; 8] = [
+const WAKE_CAUSES: [WakeCause; 7] = [
     WakeCause::TcpSyn { port: 0 },
     WakeCause::Udp { port: 0 },
     WakeCause::TcpData { port: 0 },
     WakeCause::Resolution,
-    WakeCause::Opaque,
     WakeCause::QueueFull,
     WakeCause::Requested,
     WakeCause::InFlight,
@@ -131,15 +133,14 @@ fn cause_index(cause: WakeCause) -> usize {
         WakeCause::Udp { .. } => 1,
         WakeCause::TcpData { .. } => 2,
         WakeCause::Resolution => 3,
-        WakeCause::Opaque => 4,
-        WakeCause::QueueFull => 5,
-        WakeCause::Requested => 6,
-        WakeCause::InFlight => 7,
+        WakeCause::QueueFull => 4,
+        WakeCause::Requested => 5,
+        WakeCause::InFlight => 6,
     }
 }
 
 /// Every [`AnswerKind`].
-const ANSWER_KINDS: [AnswerKind; 9] = [
+const ANSWER_KINDS: [AnswerKind; 10] = [
     AnswerKind::Arp,
     AnswerKind::Ndp,
     AnswerKind::IcmpEcho,
@@ -149,6 +150,7 @@ const ANSWER_KINDS: [AnswerKind; 9] = [
     AnswerKind::UdpEcho,
     AnswerKind::TcpKeepalive,
     AnswerKind::HealthCheck,
+    AnswerKind::ConnectionReset,
 ];
 
 fn answer_index(kind: AnswerKind) -> usize {
@@ -162,11 +164,12 @@ fn answer_index(kind: AnswerKind) -> usize {
         AnswerKind::UdpEcho => 6,
         AnswerKind::TcpKeepalive => 7,
         AnswerKind::HealthCheck => 8,
+        AnswerKind::ConnectionReset => 9,
     }
 }
 
 /// Every [`DropReason`].
-const DROP_REASONS: [DropReason; 7] = [
+const DROP_REASONS: [DropReason; 10] = [
     DropReason::Malformed,
     DropReason::QueueFull,
     DropReason::MulticastQueueFull,
@@ -174,6 +177,9 @@ const DROP_REASONS: [DropReason; 7] = [
     DropReason::BadChecksum,
     DropReason::EchoRefused,
     DropReason::HealthRefused,
+    DropReason::UnknownConnection,
+    DropReason::OrphanFragment,
+    DropReason::ForeignAddress,
 ];
 
 fn drop_index(reason: DropReason) -> usize {
@@ -185,6 +191,9 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::BadChecksum => 4,
         DropReason::EchoRefused => 5,
         DropReason::HealthRefused => 6,
+        DropReason::UnknownConnection => 7,
+        DropReason::OrphanFragment => 8,
+        DropReason::ForeignAddress => 9,
     }
 }
 
@@ -468,6 +477,17 @@ impl BridgeMetrics {
     }
 }
 
+/// The daemon's own figures, across its bridges.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DaemonMetrics {
+    /// Guests the backends are resuming now.
+    pub resumes_in_flight: u64,
+    /// The most they ever resumed at once.
+    pub resumes_in_flight_max: u64,
+    /// The cap on resumes at once (`[wake] max_resuming`).
+    pub resume_cap: u64,
+}
+
 /// A metric family as the library declares it: its name without the unit and without a
 /// counter's `_total` (the library adds both), its unit, type and help text.
 struct Family {
@@ -565,6 +585,24 @@ static RESUME: Family = Family {
     kind: MetricType::Histogram,
     help: "Time the backend took to resume the guest.",
 };
+static RESUMING: Family = Family {
+    name: "vmnap_resumes_in_flight",
+    unit: None,
+    kind: MetricType::Gauge,
+    help: "Guests the backends are resuming now.",
+};
+static RESUMING_MAX: Family = Family {
+    name: "vmnap_resumes_in_flight_max",
+    unit: None,
+    kind: MetricType::Gauge,
+    help: "The most guests the backends resumed at once since the daemon started.",
+};
+static RESUME_CAP: Family = Family {
+    name: "vmnap_resume_cap",
+    unit: None,
+    kind: MetricType::Gauge,
+    help: "The most guests the backends resume at once ([wake] max_resuming).",
+};
 static IGNORED: Family = Family {
     name: "vmnap_bridge_ignored_frames",
     unit: None,
@@ -585,7 +623,7 @@ static TRANSMIT_ERRORS: Family = Family {
 };
 
 /// Every family, in the order [`encode`] writes them.
-static FAMILIES: [&Family; 15] = [
+static FAMILIES: [&Family; 18] = [
     &STATE,
     &ASLEEP,
     &WAKES_STARTED,
@@ -601,6 +639,9 @@ static FAMILIES: [&Family; 15] = [
     &IGNORED,
     &MALFORMED,
     &TRANSMIT_ERRORS,
+    &RESUMING,
+    &RESUMING_MAX,
+    &RESUME_CAP,
 ];
 
 /// The name of every metric family [`encode`] declares (in `# HELP` and `# TYPE`), in the
@@ -610,18 +651,20 @@ pub fn declared_families() -> Vec<String> {
     FAMILIES.iter().map(|f| f.declared_name()).collect()
 }
 
-/// Writes the guests' metrics, each labelled `guest="NAME"`, and the bridges', each
-/// labelled `bridge="NAME"`, to `out` in the Prometheus text exposition format 0.0.4
+/// Writes the daemon's metrics, the guests', each labelled `guest="NAME"`, and the
+/// bridges', each labelled `bridge="NAME"`, to `out` in the Prometheus text exposition format 0.0.4
 /// ([`CONTENT_TYPE`]), by `prometheus-client`. Every family in [`declared_families`] is
 /// declared, even when `guests` or `bridges` is empty. Names are written as given (escaped),
 /// in the order given.
 pub fn encode(
+    daemon: &DaemonMetrics,
     guests: &[(&str, &GuestMetrics)],
     bridges: &[(&str, &BridgeMetrics)],
     out: &mut String,
 ) {
     // The registry keeps its collectors for as long as it lives, so it gets a copy.
     let scrape = Scrape {
+        daemon: daemon.clone(),
         guests: guests
             .iter()
             .map(|(n, g)| ((*n).to_owned(), (*g).clone()))
@@ -641,6 +684,7 @@ pub fn encode(
 /// `Family` would write only the label sets used so far, and drop a family that has none).
 #[derive(Debug)]
 struct Scrape {
+    daemon: DaemonMetrics,
     guests: Vec<(String, GuestMetrics)>,
     bridges: Vec<(String, BridgeMetrics)>,
 }
@@ -698,7 +742,17 @@ impl Collector for Scrape {
         self.per_guest(e, &RESUME, |f, guest, g| sample(f, guest, None, &g.resume))?;
         self.per_bridge(e, &IGNORED, |b| b.ignored_frames)?;
         self.per_bridge(e, &MALFORMED, |b| b.malformed_frames)?;
-        self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)
+        self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)?;
+        let d = &self.daemon;
+        for (family, value) in [
+            (&RESUMING, d.resumes_in_flight),
+            (&RESUMING_MAX, d.resumes_in_flight_max),
+            (&RESUME_CAP, d.resume_cap),
+        ] {
+            let value = i64::try_from(value).unwrap_or(i64::MAX);
+            ConstGauge::new(value).encode(declare(e, family)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -190,6 +190,14 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         old.surrogate.in_kernel != new.surrogate.in_kernel,
         "surrogate.in_kernel",
     );
+    check(
+        old.surrogate.learn_connections_for != new.surrogate.learn_connections_for,
+        "surrogate.learn_connections_for",
+    );
+    check(
+        old.wake.max_resuming != new.wake.max_resuming,
+        "wake.max_resuming",
+    );
     out
 }
 

@@ -159,6 +159,8 @@ pub(crate) struct Server<'a> {
     /// The token requests over TCP must carry.
     pub token: Option<String>,
     pub stop: &'a AtomicBool,
+    /// The cap on resumes, for the metrics (`None`: not shown).
+    pub resume_gate: Option<std::sync::Arc<crate::gate::ResumeGate>>,
 }
 
 impl std::fmt::Debug for Server<'_> {
@@ -189,6 +191,7 @@ impl<'a> Server<'a> {
             bus,
             token,
             stop,
+            resume_gate: None,
         }
     }
 
@@ -494,8 +497,17 @@ impl<'a> Server<'a> {
             guests.iter().map(|(_, n, m)| (n.as_str(), m)).collect();
         let bridges: Vec<(&str, &crate::metrics::BridgeMetrics)> =
             bridges.iter().map(|(n, m)| (n.as_str(), m)).collect();
+        let daemon = self
+            .resume_gate
+            .as_ref()
+            .map(|g| crate::metrics::DaemonMetrics {
+                resumes_in_flight: g.in_flight() as u64,
+                resumes_in_flight_max: g.most() as u64,
+                resume_cap: g.max() as u64,
+            })
+            .unwrap_or_default();
         let mut text = String::new();
-        crate::metrics::encode(&guests, &bridges, &mut text);
+        crate::metrics::encode(&daemon, &guests, &bridges, &mut text);
         http::Response {
             status: 200,
             headers: vec![("Content-Type", crate::metrics::CONTENT_TYPE.to_owned())],

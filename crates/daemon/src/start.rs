@@ -164,6 +164,7 @@ pub(crate) fn settings(config: &Config) -> bridge::WorkerSettings {
             },
         }),
         in_kernel: config.surrogate.in_kernel,
+        learn_connections_for: config.surrogate.learn_connections_for,
     }
 }
 

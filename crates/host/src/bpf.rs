@@ -110,91 +110,19 @@ pub fn answerable_to_guest(tcp_ports: &[u16]) -> Vec<SockFilter> {
     p
 }
 
-/// TCP segments in either direction that open or end a connection (SYN, FIN or RST set)
-/// with one of `ports` at either end; IPv4 fragments and IPv6 extension headers aside.
-pub fn tcp_control_on_ports(ports: &[u16]) -> Vec<SockFilter> {
-    let n = ports.len();
-    if n == 0 {
-        return vec![ins(RET_K, 0, 0, 0)];
-    }
-    // Layout: 0 ldh [12]; 1 jeq IPv4 ? 2 : 8
-    //  IPv4: 2 ldb [23]; 3 jeq 6 ? 4 : DROP; 4 ldh [20]; 5 jset 0x1fff ? DROP : 6;
-    //        6 ldxb msh [14]; 7 ja V4PORTS (as ldb [x+27] then flags)
-    // To keep jumps forward-only and simple, each branch loads flags and ports itself.
-    let mut p = Vec::new();
-    let v4 = 2;
-    let v4_len = 9 + 2 * n; // ldb proto, jeq, ldh frag, jset, ldxb, ldb flags, jset, ldh src, n jeq, ldh dst, n jeq
-    let v6 = v4 + v4_len;
-    let v6_len = 8 + 2 * n; // ldh type, jeq, ldb nh, jeq, ldb flags, jset, ldh src, n jeq, ldh dst, n jeq
-    let accept = v6 + v6_len;
-    let drop = accept + 1;
-    let to = |from: usize, target: usize| -> u8 {
-        u8::try_from(target - from - 1).expect("BPF programs of vmnap are short")
-    };
-    p.push(ins(LD_H_ABS, 0, 0, 12)); // 0
-    p.push(ins(JEQ_K, 0, 0, 0x0800)); // 1, patched below
-    let ports_block = |p: &mut Vec<SockFilter>, load_src: SockFilter, load_dst: SockFilter| {
-        for load in [load_src, load_dst] {
-            p.push(load);
-            for (i, port) in ports.iter().enumerate() {
-                let at = p.len();
-                let jf = if i + 1 == n && load == load_dst {
-                    to(at, drop)
-                } else {
-                    0
-                };
-                p.push(ins(JEQ_K, to(at, accept), jf, u32::from(*port)));
-            }
-        }
-    };
-    // IPv4
-    p.push(ins(LD_B_ABS, 0, 0, 14 + 9)); // v4
-    let at = p.len();
-    p.push(ins(JEQ_K, 0, to(at, drop), 6));
-    p.push(ins(LD_H_ABS, 0, 0, 14 + 6));
-    let at = p.len();
-    p.push(ins(JSET_K, to(at, drop), 0, 0x1fff));
-    p.push(ins(LDX_B_MSH, 0, 0, 14));
-    p.push(ins(0x50, 0, 0, 14 + 13)); // ldb [x+27]: TCP flags
-    let at = p.len();
-    p.push(ins(JSET_K, 0, to(at, drop), 0x07));
-    ports_block(&mut p, ins(LD_H_IND, 0, 0, 14), ins(LD_H_IND, 0, 0, 14 + 2));
-    debug_assert_eq!(p.len(), v6);
-    // IPv6
-    p.push(ins(LD_H_ABS, 0, 0, 12));
-    let at = p.len();
-    p.push(ins(JEQ_K, 0, to(at, drop), 0x86dd));
-    p.push(ins(LD_B_ABS, 0, 0, 14 + 6));
-    let at = p.len();
-    p.push(ins(JEQ_K, 0, to(at, drop), 6));
-    p.push(ins(LD_B_ABS, 0, 0, 14 + 40 + 13));
-    let at = p.len();
-    p.push(ins(JSET_K, 0, to(at, drop), 0x07));
-    ports_block(
-        &mut p,
-        ins(LD_H_ABS, 0, 0, 14 + 40),
-        ins(LD_H_ABS, 0, 0, 14 + 40 + 2),
-    );
-    debug_assert_eq!(p.len(), accept);
-    p.push(ins(RET_K, 0, 0, 0x0004_0000));
-    p.push(ins(RET_K, 0, 0, 0));
-    // Not IPv4: the IPv6 branch checks its own ethertype.
-    p[1] = ins(JEQ_K, to(1, v4), to(1, v6), 0x0800);
-    p
-}
-
-/// TCP segments in either direction that carry the end of a write (PSH) or end a
-/// connection (FIN or RST), to any port; IPv4 fragments and IPv6 extension headers aside.
-/// With these the daemon follows which requests a guest has taken in and not answered
+/// TCP segments in either direction that open a connection (SYN), carry the end of a write
+/// (PSH) or end a connection (FIN or RST), to any port; IPv4 fragments and IPv6 extension
+/// headers aside. With these the daemon follows a guest's connections
+/// (`vmnap_core::conntrack`) and which requests it has taken in and not answered
 /// (`vmnap_core::inflight`): a request's last segment and an answer's carry PSH.
-pub fn tcp_push_or_close() -> Vec<SockFilter> {
-    const FLAGS: u32 = 0x01 | 0x04 | 0x08; // FIN, RST, PSH
-                                           // 0 ldh [12]; 1 jeq IPv4 ? 2 : 8
-                                           // IPv4: 2 ldb [23]; 3 jeq TCP ? 4 : drop; 4 ldh [20]; 5 jset frag ? drop : 6;
-                                           //       6 ldxb 4*([14]&0xf); 7 ldb [x+27]; 8 jset FLAGS ? accept : drop
-                                           // IPv6: 9 ldh [12]; 10 jeq IPv6 ? 11 : drop; 11 ldb [20]; 12 jeq TCP ? 13 : drop;
-                                           //       13 ldb [67]; 14 jset FLAGS ? accept : drop
-                                           // 15 accept; 16 drop
+pub fn tcp_flow_events() -> Vec<SockFilter> {
+    const FLAGS: u32 = 0x01 | 0x02 | 0x04 | 0x08; // FIN, SYN, RST, PSH
+                                                  // 0 ldh [12]; 1 jeq IPv4 ? 2 : 8
+                                                  // IPv4: 2 ldb [23]; 3 jeq TCP ? 4 : drop; 4 ldh [20]; 5 jset frag ? drop : 6;
+                                                  //       6 ldxb 4*([14]&0xf); 7 ldb [x+27]; 8 jset FLAGS ? accept : drop
+                                                  // IPv6: 9 ldh [12]; 10 jeq IPv6 ? 11 : drop; 11 ldb [20]; 12 jeq TCP ? 13 : drop;
+                                                  //       13 ldb [67]; 14 jset FLAGS ? accept : drop
+                                                  // 15 accept; 16 drop
     let (v6, accept, drop) = (9, 15, 16);
     let to = |from: usize, target: usize| -> u8 {
         u8::try_from(target - from - 1).expect("BPF programs of vmnap are short")

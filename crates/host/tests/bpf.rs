@@ -197,55 +197,9 @@ fn only_these_pass(
 }
 
 #[test]
-fn connection_openings_and_endings_on_watched_ports_pass_in_both_directions() {
-    use vmnap_host::bpf::tcp_control_on_ports;
-    let (syn, ack, fin_ack, rst) = (0x02, 0x10, 0x11, 0x04);
-    let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
-        (
-            "SYN to 22",
-            true,
-            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, syn))),
-            true,
-        ),
-        (
-            "data to 22",
-            true,
-            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 22, ack))),
-            false,
-        ),
-        (
-            "FIN from 22",
-            false,
-            frame(0x0800, &ipv4(6, 0, &tcp_flags(22, 40000, fin_ack))),
-            true,
-        ),
-        (
-            "RST to 5432",
-            true,
-            frame(0x0800, &ipv4(6, 0, &tcp_flags(40001, 5432, rst))),
-            true,
-        ),
-        (
-            "SYN to 80",
-            true,
-            frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 80, syn))),
-            false,
-        ),
-        (
-            "SYN6 to 22",
-            true,
-            frame(0x86dd, &ipv6(6, &tcp_flags(40003, 22, syn))),
-            true,
-        ),
-        ("arp", true, frame(0x0806, &[0; 28]), false),
-    ];
-    only_these_pass("bpfc", &tcp_control_on_ports(&[22, 5432]), &cases);
-}
-
-#[test]
-fn ends_of_writes_and_of_connections_pass_in_both_directions_on_any_port() {
-    use vmnap_host::bpf::tcp_push_or_close;
-    let (syn, ack, psh_ack, fin_ack, rst) = (0x02, 0x10, 0x18, 0x11, 0x04);
+fn openings_ends_of_writes_and_of_connections_pass_in_both_directions_on_any_port() {
+    use vmnap_host::bpf::tcp_flow_events;
+    let (syn, syn_ack, ack, psh_ack, fin_ack, rst) = (0x02, 0x12, 0x10, 0x18, 0x11, 0x04);
     let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
         (
             "request to 80",
@@ -281,7 +235,13 @@ fn ends_of_writes_and_of_connections_pass_in_both_directions_on_any_port() {
             "SYN to 80",
             true,
             frame(0x0800, &ipv4(6, 0, &tcp_flags(40003, 80, syn))),
+            true,
+        ),
+        (
+            "SYN-ACK from 80",
             false,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(80, 40003, syn_ack))),
+            true,
         ),
         (
             "fragment",
@@ -303,5 +263,5 @@ fn ends_of_writes_and_of_connections_pass_in_both_directions_on_any_port() {
         ),
         ("arp", true, frame(0x0806, &[0; 28]), false),
     ];
-    only_these_pass("bpfp", &tcp_push_or_close(), &cases);
+    only_these_pass("bpfp", &tcp_flow_events(), &cases);
 }

@@ -152,12 +152,6 @@ pub trait Backend: Send + std::fmt::Debug {
     fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
         None
     }
-    /// Whether [`Backend::work_in_flight`] can look inside the stopped guest. Where it
-    /// cannot (a QEMU guest's kernel stops with it), the daemon follows the guest's traffic
-    /// for requests it has not answered instead (`vmnap_core::inflight`).
-    fn looks_inside(&self) -> bool {
-        false
-    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -194,10 +188,6 @@ impl CgroupBackend {
 impl Backend for CgroupBackend {
     fn kind(&self) -> &'static str {
         "cgroup"
-    }
-
-    fn looks_inside(&self) -> bool {
-        true
     }
 
     /// A frozen cgroup keeps all its memory.
@@ -270,6 +260,10 @@ pub struct FakeState {
     pub work_in_flight: Option<TcpWork>,
     /// How long each suspend and resume takes, as a slow hypervisor's would.
     pub delay: Duration,
+    /// Resumes under way now (of every guest sharing this state).
+    pub resuming: u32,
+    /// The most resumes ever under way at once.
+    pub most_resuming: u32,
 }
 
 /// A backend that stops nothing: it records calls and fails on request. Clones share state,
@@ -323,9 +317,15 @@ impl Backend for FakeBackend {
     }
 
     fn resume(&mut self) -> Result<(), ResumeError> {
-        let delay = self.state().delay;
+        let delay = {
+            let mut s = self.state();
+            s.resuming += 1;
+            s.most_resuming = s.most_resuming.max(s.resuming);
+            s.delay
+        };
         std::thread::sleep(delay);
         let mut s = self.state();
+        s.resuming -= 1;
         s.calls.push("resume");
         if s.fail_resumes > 0 {
             s.fail_resumes -= 1;

@@ -14,7 +14,8 @@ use vmnap_wire::smol::{
 use vmnap_wire::vlan::LinkRepr;
 use vmnap_wire::vnet::VirtioNetHdr;
 
-use crate::classify::{self, Net, Parsed, TcpSegment, Transport};
+use crate::classify::{self, Fragment, Net, Parsed, TcpSegment, Transport};
+use crate::conntrack::Connections;
 use crate::echo::Echo;
 use crate::guest::{GuestId, GuestSpec, HealthCheck, MulticastPolicy, Transport as Proto};
 use crate::hash::{Keyed, Map};
@@ -39,6 +40,9 @@ const KEEPALIVE_GRACE: Duration = Duration::from_secs(5);
 const KEEPALIVE_MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Connections whose keepalive answers are remembered per guest at most.
 const KEEPALIVE_FLOWS: usize = 256;
+/// Datagrams whose first fragment was held, remembered per guest at most: their other
+/// fragments are held too, and fragments of any other datagram dropped.
+const FRAGMENTED_DATAGRAMS: usize = 64;
 
 /// Where the surrogate's decisions go: frames to send on the bridge, verdicts to count, and
 /// wake requests to act on.
@@ -118,6 +122,11 @@ struct Guest {
     keepalive: Map<FlowKey, Instant>,
     /// The MAC a barrier probe went out from, while its answer is awaited.
     barrier: Option<EthernetAddress>,
+    /// Its TCP connections, as its port shows them: what decides whether a segment that
+    /// opens nothing may wake it.
+    conns: Connections,
+    /// The latest datagrams (peer, identification) whose first fragment was held for it.
+    fragments: VecDeque<(IpAddr, u32)>,
 }
 
 /// Stands in for the guests of one bridge. See the crate documentation.
@@ -219,6 +228,8 @@ impl Surrogate {
             health: TcpResponder::new(self.seed),
             keepalive: Keyed::maps(self.seed).map(),
             barrier: None,
+            conns: Connections::default(),
+            fragments: VecDeque::new(),
         };
         if slot == self.guests.len() {
             self.guests.push(Some(Box::new(guest)));
@@ -296,6 +307,21 @@ impl Surrogate {
     /// [`Action::Replay`].
     pub fn held(&self, id: GuestId) -> impl Iterator<Item = &QueuedFrame> + '_ {
         self.guest(id).into_iter().flat_map(|g| g.queue.iter())
+    }
+
+    /// What a guest's port has shown of its TCP connections.
+    pub fn connections(&self, id: GuestId) -> Option<&Connections> {
+        self.guest(id).map(|g| &g.conns)
+    }
+
+    /// The same, to feed it: the daemon passes it the segments it sees on the guest's port
+    /// while the guest is awake ([`Connections::observe`]), and says how far it can trust
+    /// it ([`Connections::trust_from`]).
+    pub fn connections_mut(&mut self, id: GuestId) -> Option<&mut Connections> {
+        self.guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+            .map(|g| &mut g.conns)
     }
 
     fn guest(&self, id: GuestId) -> Option<&Guest> {
@@ -733,7 +759,12 @@ impl Surrogate {
                 transport,
             } => {
                 if !has_v4(&dst) {
-                    return self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink);
+                    // A broadcast or multicast to the guest's MAC is for it; unicast for an
+                    // address it does not have (it is not a router) is not.
+                    if dst.is_broadcast() || dst.is_multicast() {
+                        return self.enqueue(now, id, vnet, frame, false, sink);
+                    }
+                    return sink.verdict(Some(id), Verdict::Dropped(DropReason::ForeignAddress));
                 }
                 let route = Route::reply_v4(link, dst, src);
                 self.transport(now, id, vnet, frame, route, transport, verify, sink);
@@ -750,14 +781,7 @@ impl Surrogate {
                 } = transport
                 {
                     if !has_v6(&target) {
-                        return self.enqueue_and_wake(
-                            now,
-                            id,
-                            vnet,
-                            frame,
-                            WakeCause::Opaque,
-                            sink,
-                        );
+                        return self.enqueue(now, id, vnet, frame, false, sink);
                     }
                     if !answers.ndp {
                         return self.enqueue_and_wake(
@@ -792,7 +816,10 @@ impl Surrogate {
                     return self.emit(id, AnswerKind::Ndp, sink);
                 }
                 if !has_v6(&dst) {
-                    return self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink);
+                    if dst.is_multicast() {
+                        return self.enqueue(now, id, vnet, frame, false, sink);
+                    }
+                    return sink.verdict(Some(id), Verdict::Dropped(DropReason::ForeignAddress));
                 }
                 let route = Route::reply_v6(link, dst, src);
                 self.transport(now, id, vnet, frame, route, transport, verify, sink);
@@ -881,9 +908,49 @@ impl Surrogate {
             Transport::NeighborSolicit { .. }
             | Transport::NeighborAdvert { .. }
             | Transport::OtherIcmp => self.enqueue(now, id, vnet, frame, false, sink),
-            Transport::Opaque => {
-                self.enqueue_and_wake(now, id, vnet, frame, WakeCause::Opaque, sink)
+            Transport::Fragment(f) => self.fragment(now, id, vnet, frame, peer, f, sink),
+            // Another protocol, or headers the surrogate cannot look past: held, since it
+            // cannot tell what the datagram asks of the guest, but it wakes no one.
+            Transport::Opaque => self.enqueue(now, id, vnet, frame, false, sink),
+        }
+    }
+
+    /// A fragment for a sleeping guest: the first one is held, and wakes the guest if its
+    /// datagram is one that would (a SYN or datagram to a `wake_on` port); the others are
+    /// held if their first one was, and dropped if not, since the guest could not put
+    /// their datagram together.
+    #[allow(clippy::too_many_arguments)]
+    fn fragment(
+        &mut self,
+        now: Instant,
+        id: GuestId,
+        vnet: VirtioNetHdr,
+        frame: &[u8],
+        peer: IpAddr,
+        f: Fragment,
+        sink: &mut impl Sink,
+    ) {
+        let Some(guest) = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+        else {
+            return;
+        };
+        let datagram = (peer, f.id);
+        if !f.first {
+            if guest.fragments.contains(&datagram) {
+                return self.enqueue(now, id, vnet, frame, false, sink);
             }
+            return sink.verdict(Some(id), Verdict::Dropped(DropReason::OrphanFragment));
+        }
+        if guest.fragments.len() >= FRAGMENTED_DATAGRAMS {
+            guest.fragments.pop_front();
+        }
+        guest.fragments.push_back(datagram);
+        match fragment_wakes(&guest.spec, f) {
+            Some(cause) => self.enqueue_and_wake(now, id, vnet, frame, cause, sink),
+            None => self.enqueue(now, id, vnet, frame, false, sink),
         }
     }
 
@@ -979,6 +1046,35 @@ impl Surrogate {
             respond::tcp(&mut self.scratch, &route, &rst);
             return self.emit(id, AnswerKind::TcpReset, sink);
         }
+        if !guest.conns.admits(&key, now) {
+            // Nothing the guest has: what its kernel would answer, and no wake.
+            if !checksum_ok() {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
+            }
+            if seg.rst {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::UnknownConnection));
+            }
+            let len = seg.payload.len() as u32 + u32::from(seg.syn) + u32::from(seg.fin);
+            let rst = match seg.ack {
+                Some(ack) => Segment {
+                    src_port: seg.dst_port,
+                    dst_port: seg.src_port,
+                    seq: ack,
+                    rst: true,
+                    ..Segment::default()
+                },
+                None => Segment {
+                    src_port: seg.dst_port,
+                    dst_port: seg.src_port,
+                    seq: 0,
+                    ack: Some(seg.seq.wrapping_add(len)),
+                    rst: true,
+                    ..Segment::default()
+                },
+            };
+            respond::tcp(&mut self.scratch, &route, &rst);
+            return self.emit(id, AnswerKind::ConnectionReset, sink);
+        }
         if seg.rst || seg.syn {
             return self.enqueue(now, id, vnet, frame, false, sink);
         }
@@ -1044,9 +1140,18 @@ fn wakes_for(spec: &GuestSpec, parsed: &Parsed<'_>) -> Option<WakeCause> {
             (!echo && spec.wakes_on(Proto::Udp, *dst_port))
                 .then_some(WakeCause::Udp { port: *dst_port })
         }
-        Transport::Opaque => Some(WakeCause::Opaque),
+        Transport::Fragment(f) if f.first => fragment_wakes(spec, *f),
         _ => None,
     }
+}
+
+/// Whether the datagram of the first fragment `f` wakes a guest with `spec`.
+fn fragment_wakes(spec: &GuestSpec, f: Fragment) -> Option<WakeCause> {
+    let (proto, port) = f.opens?;
+    spec.wakes_on(proto, port).then_some(match proto {
+        Proto::Tcp => WakeCause::TcpSyn { port },
+        Proto::Udp => WakeCause::Udp { port },
+    })
 }
 
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);

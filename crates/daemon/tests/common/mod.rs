@@ -37,19 +37,36 @@ impl Drop for Running {
 /// `extra` keys) and client `c0` (198.18.1.100), and the daemon on it, in-process, with
 /// `fake` as web1's backend.
 pub fn start(fake: FakeBackend, extra: &str) -> Running {
+    start_many(fake, 1, "", extra)
+}
+
+/// As [`start`], with guests `web1` to `webN` (198.18.0.11 on, MACs 02:00:00:00:01:01 on),
+/// all with `fake` as their backend, and `top` before the guests' tables.
+pub fn start_many(fake: FakeBackend, n: u8, top: &str, extra: &str) -> Running {
     let mut lab = Lab::new(LabOptions::default()).unwrap_or_else(|e| panic!("lab: {e}"));
-    let g = lab
-        .add_guest(GuestSpec {
-            name: "web1".into(),
-            ipv4: Ipv4Addr::new(198, 18, 0, 11),
-            ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11),
-            mac: [0x02, 0, 0, 0, 1, 1],
-            vlan: 0,
-            http_port: Some(80),
-            udp_log_port: None,
-        })
-        .unwrap_or_else(|e| panic!("guest: {e}"))
-        .clone();
+    let mut tables = String::new();
+    for i in 1..=n {
+        let g = lab
+            .add_guest(GuestSpec {
+                name: format!("web{i}"),
+                ipv4: Ipv4Addr::new(198, 18, 0, 10 + i),
+                ipv6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x10 + u16::from(i)),
+                mac: [0x02, 0, 0, 0, 1, i],
+                vlan: 0,
+                http_port: Some(80),
+                udp_log_port: None,
+            })
+            .unwrap_or_else(|e| panic!("guest: {e}"))
+            .clone();
+        tables += &format!(
+            "[[guest]]\nname = \"web{i}\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
+             mac = \"02:00:00:00:01:{i:02x}\"\nipv4 = [\"198.18.0.{}\"]\nbackend = \"cgroup\"\n\
+             cgroup = \"{}\"\nwake_on = [\"tcp/80\"]\n{extra}\n",
+            g.host_if,
+            10 + i,
+            g.cgroup.display()
+        );
+    }
     lab.add_client(
         "c0",
         Ipv4Addr::new(198, 18, 1, 100),
@@ -59,13 +76,9 @@ pub fn start(fake: FakeBackend, extra: &str) -> Running {
     .unwrap_or_else(|e| panic!("client: {e}"));
     let socket = lab.dir().join("vmnap.sock");
     let text = format!(
-        "[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n[[guest]]\nname = \"web1\"\nbridge = \"br0\"\ninterface = \"{}\"\n\
-         mac = \"02:00:00:00:01:01\"\nipv4 = [\"198.18.0.11\"]\nbackend = \"cgroup\"\ncgroup = \"{}\"\n\
-         wake_on = [\"tcp/80\"]\n{extra}\n",
+        "{top}[state]\ndir = \"{}\"\n[api]\nsocket = \"{}\"\n{tables}",
         lab.dir().display(),
         socket.display(),
-        g.host_if,
-        g.cgroup.display()
     );
     let config = Config::parse(&text, "test.toml".as_ref()).expect("valid config");
     let stop = Arc::new(AtomicBool::new(false));

@@ -1,0 +1,81 @@
+//! The cap on guests resuming at once (`[wake] max_resuming`): a storm of wakes runs at most
+//! that many resumes at a time, and every client is served, none lost. The daemon runs
+//! in-process with a slow fake backend (each resume takes 200 ms), on a real bridge.
+
+mod common;
+
+use std::time::Duration;
+
+use common::start_many;
+use vmnap_api::{self as api, Request, Response};
+use vmnap_hypervisor::FakeBackend;
+
+const GUESTS: u8 = 8;
+
+#[test]
+fn a_storm_of_wakes_resumes_at_most_the_cap_at_once_and_serves_every_client() {
+    let fake = FakeBackend::new("any");
+    let r = start_many(fake.clone(), GUESTS, "[wake]\nmax_resuming = 2\n", "");
+    for i in 1..=GUESTS {
+        let answer = api::call(
+            &r.socket,
+            &Request::Sleep {
+                guest: format!("web{i}"),
+            },
+        )
+        .expect("sleep");
+        assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
+    }
+    fake.state().delay = Duration::from_millis(200);
+    let ns = r.lab.client("c0").expect("client").netns.clone();
+    // Every guest asked for at once, by its own client.
+    let pages: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = (1..=GUESTS)
+            .map(|i| {
+                let (lab, ns) = (&r.lab, &ns);
+                s.spawn(move || {
+                    let url = format!("http://198.18.0.{}/", 10 + i);
+                    let out = lab
+                        .exec(ns, &["curl", "-sS", "--max-time", "20", &url])
+                        .expect("curl");
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+            })
+            .collect();
+        // While they wait, the metrics show the cap full.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, body) = api::request(&r.socket, "GET", "/metrics", None).expect("scrape");
+            if String::from_utf8_lossy(&body).contains("\nvmnap_resumes_in_flight 2\n") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never two resumes in flight"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect()
+    });
+    for (i, page) in pages.iter().enumerate() {
+        assert_eq!(page, &format!("hello from web{}\n", i + 1));
+    }
+    let state = fake.state();
+    assert_eq!(
+        state.calls.iter().filter(|c| **c == "resume").count(),
+        usize::from(GUESTS)
+    );
+    assert_eq!(
+        state.most_resuming, 2,
+        "resumes at once, as the backend saw them"
+    );
+    drop(state);
+    let (_, body) = api::request(&r.socket, "GET", "/metrics", None).expect("scrape");
+    let body = String::from_utf8_lossy(&body).into_owned();
+    for line in ["vmnap_resumes_in_flight_max 2\n", "vmnap_resume_cap 2\n"] {
+        assert!(body.contains(line), "{line:?} not in the metrics");
+    }
+}
