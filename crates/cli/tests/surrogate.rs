@@ -647,3 +647,44 @@ fn a_sleeping_guests_connections_outlive_a_daemon_killed_and_started_again() {
     let st = s.awake("web1");
     assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
 }
+
+#[test]
+fn frames_past_the_budget_shared_by_all_guests_are_dropped_and_counted_without_a_wake() {
+    let s = Setup::new(
+        &[("web1", 0), ("web2", 0)],
+        "[surrogate]\nmax_held_bytes = 70000\n---\n",
+    );
+    s.sleep("web1");
+    s.sleep("web2");
+    // About 67 datagrams of 1 KB fill the budget; web1's own limit is 8 MiB.
+    let flood = |ip: &str, n: u32| {
+        let script =
+            format!("for i in $(seq 1 {n}); do head -c 1000 /dev/zero > /dev/udp/{ip}/5353; done");
+        assert!(s.run(0, &["bash", "-c", &script]).status.success());
+    };
+    flood(&s.guest_ip("web1"), 100);
+    flood(&s.guest_ip("web2"), 5);
+    let metric = |name: &str, guest: &str, label: &str| -> u64 {
+        let want = format!("{name}{{guest=\"{guest}\",{label}}} ");
+        s.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&want)?.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let dropped = "vmnap_guest_dropped_frames_total";
+    assert!(metric(dropped, "web1", "reason=\"hold-budget\"") >= 30);
+    assert_eq!(
+        metric(dropped, "web2", "reason=\"hold-budget\""),
+        5,
+        "web2 holds nothing, but the budget is spent"
+    );
+    let held: u64 = s
+        .metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix("vmnap_held_bytes ")?.trim().parse().ok())
+        .expect("vmnap_held_bytes");
+    assert!((60_000..=70_000).contains(&held), "{held} bytes held");
+    for guest in ["web1", "web2"] {
+        assert_eq!(s.status(guest)["wakes"], 0);
+    }
+}

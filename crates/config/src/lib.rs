@@ -211,7 +211,15 @@ pub struct SurrogateConfig {
     /// silent connections, so for this long after that its unknown connections still wake
     /// it. `0s` trusts at once.
     pub learn_connections_for: Duration,
+    /// The bytes held for all sleeping guests together, across bridges (key
+    /// `max_held_bytes`, default [`DEFAULT_MAX_HELD_BYTES`], at least [`MIN_QUEUE_BYTES`]).
+    /// Each guest also has its own `queue_bytes`; past this budget a frame is dropped and
+    /// counted (`hold-budget`) whoever it is for.
+    pub max_held_bytes: usize,
 }
+
+/// The default of `[surrogate] max_held_bytes`: 512 MiB.
+pub const DEFAULT_MAX_HELD_BYTES: usize = 512 << 20;
 
 /// The `[wake]` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -244,6 +252,7 @@ impl Default for SurrogateConfig {
         SurrogateConfig {
             in_kernel: true,
             learn_connections_for: DEFAULT_LEARN_CONNECTIONS_FOR,
+            max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }
     }
 }

@@ -38,6 +38,8 @@ pub(crate) struct RawSurrogate {
     pub in_kernel: Option<Spanned<bool>>,
     #[serde(default)]
     pub learn_connections_for: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_held_bytes: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -421,6 +421,21 @@ impl Cx<'_> {
                 )?,
                 None => default.learn_connections_for,
             },
+            max_held_bytes: match &raw.max_held_bytes {
+                Some(v) => self.check(
+                    v,
+                    || "surrogate.max_held_bytes".into(),
+                    |&n| {
+                        usize::try_from(n)
+                            .ok()
+                            .filter(|n| *n >= MIN_QUEUE_BYTES)
+                            .ok_or_else(|| {
+                                format!("{n} is too small; want at least {MIN_QUEUE_BYTES} bytes")
+                            })
+                    },
+                )?,
+                None => default.max_held_bytes,
+            },
         })
     }
 

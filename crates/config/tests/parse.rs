@@ -2941,3 +2941,21 @@ fn wake_max_resuming_of_zero_is_refused() {
         "0 is out of range; want 1 to 4096",
     );
 }
+
+#[test]
+fn surrogate_max_held_bytes_defaults_to_512_mib_and_is_read() {
+    assert_eq!(ok("").surrogate.max_held_bytes, 512 << 20);
+    assert_eq!(
+        ok("[surrogate]\nmax_held_bytes = 70000\n")
+            .surrogate
+            .max_held_bytes,
+        70_000
+    );
+    refused(
+        "[surrogate]\nmax_held_bytes = 1000\n",
+        2,
+        18,
+        Some("surrogate.max_held_bytes"),
+        "1000 is too small; want at least 65600 bytes",
+    );
+}

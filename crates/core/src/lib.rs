@@ -40,7 +40,7 @@ pub use guest::{
     QueueLimits, Transport,
 };
 pub use lifecycle::GuestState;
-pub use queue::QueuedFrame;
+pub use queue::{HoldBudget, QueuedFrame};
 pub use record::Recorder;
 pub use sequence::{Action, Asked, Cut, Done, LifecycleError, Notice, Phase, WakeReport};
 pub use surrogate::{AddGuestError, Sink, Surrogate, UpdateGuestError};

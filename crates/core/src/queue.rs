@@ -1,6 +1,7 @@
 //! A sleeping guest's held frames, bounded in frames and bytes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use vmnap_wire::vnet::VirtioNetHdr;
@@ -19,6 +20,47 @@ pub struct QueuedFrame {
     pub bytes: Arc<[u8]>,
 }
 
+/// A limit on the bytes held by many queues together: every guest of every bridge of a
+/// daemon shares one, so that thousands of guests' own limits cannot add up past what the
+/// host can spare. Shared between threads; a frame counts for each guest it is held for.
+#[derive(Debug)]
+pub struct HoldBudget {
+    limit: usize,
+    held: AtomicUsize,
+}
+
+impl HoldBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> Arc<Self> {
+        Arc::new(HoldBudget {
+            limit,
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn take(&self, n: usize) -> bool {
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.held.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// Why a frame was not held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refused {
@@ -26,17 +68,42 @@ pub(crate) enum Refused {
     Full,
     /// The broadcast and multicast share is used up.
     MulticastFull,
+    /// The budget shared by every guest is used up.
+    Budget,
 }
 
 /// A FIFO of frames with limits; past a limit the newest frame is refused.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct FrameQueue {
     frames: VecDeque<QueuedFrame>,
     bytes: usize,
     multicast: usize,
+    budget: Arc<HoldBudget>,
+}
+
+impl Default for FrameQueue {
+    fn default() -> Self {
+        FrameQueue::new(HoldBudget::new(usize::MAX))
+    }
+}
+
+impl Drop for FrameQueue {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
 }
 
 impl FrameQueue {
+    /// An empty queue whose bytes count against `budget`.
+    pub(crate) fn new(budget: Arc<HoldBudget>) -> Self {
+        FrameQueue {
+            frames: VecDeque::new(),
+            bytes: 0,
+            multicast: 0,
+            budget,
+        }
+    }
+
     pub(crate) fn push(
         &mut self,
         limits: &QueueLimits,
@@ -51,10 +118,13 @@ impl FrameQueue {
                 Refused::Full
             });
         }
+        if multicast && self.multicast >= limits.multicast_frames {
+            return Err(Refused::MulticastFull);
+        }
+        if !self.budget.take(len) {
+            return Err(Refused::Budget);
+        }
         if multicast {
-            if self.multicast >= limits.multicast_frames {
-                return Err(Refused::MulticastFull);
-            }
             self.multicast += 1;
         }
         self.bytes += len;
@@ -64,6 +134,7 @@ impl FrameQueue {
 
     /// Takes every held frame, oldest first, and empties the queue.
     pub(crate) fn take(&mut self) -> VecDeque<QueuedFrame> {
+        self.budget.give_back(self.bytes);
         self.bytes = 0;
         self.multicast = 0;
         std::mem::take(&mut self.frames)
@@ -78,7 +149,9 @@ impl FrameQueue {
         }
         let rest = self.frames.split_off(n);
         let taken = std::mem::replace(&mut self.frames, rest);
-        self.bytes -= taken.iter().map(|f| f.bytes.len()).sum::<usize>();
+        let bytes = taken.iter().map(|f| f.bytes.len()).sum::<usize>();
+        self.bytes -= bytes;
+        self.budget.give_back(bytes);
         self.multicast = self.multicast.min(self.frames.len());
         taken
     }
@@ -175,5 +248,34 @@ mod tests {
         );
         q.push(&limits, frame(3, 60), false)
             .expect("unicast still fits");
+    }
+
+    #[test]
+    fn queues_sharing_a_budget_hold_no_more_than_it_together_and_give_it_back() {
+        let budget = HoldBudget::new(100);
+        let limits = QueueLimits::default();
+        let mut a = FrameQueue::new(Arc::clone(&budget));
+        let mut b = FrameQueue::new(Arc::clone(&budget));
+        a.push(&limits, frame(1, 60), false)
+            .expect("within the budget");
+        assert_eq!(
+            b.push(&limits, frame(2, 60), false),
+            Err(Refused::Budget),
+            "b's own limits have room, the budget has not"
+        );
+        b.push(&limits, frame(3, 40), false)
+            .expect("exactly the budget");
+        assert_eq!(budget.held(), 100);
+        a.take_oldest(1);
+        assert_eq!(budget.held(), 40, "a replayed run gives its bytes back");
+        a.push(&limits, frame(4, 60), false).expect("room again");
+        drop(a);
+        assert_eq!(
+            budget.held(),
+            40,
+            "a queue dropped with frames gives them back"
+        );
+        b.take();
+        assert_eq!(budget.held(), 0);
     }
 }

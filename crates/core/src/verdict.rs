@@ -80,6 +80,8 @@ pub enum DropReason {
     OrphanFragment,
     /// Unicast to the guest's MAC, for an IP address that is not the guest's.
     ForeignAddress,
+    /// The bytes held for all guests together reached their budget.
+    HoldBudget,
 }
 
 impl DropReason {
@@ -96,6 +98,7 @@ impl DropReason {
             DropReason::UnknownConnection => "unknown-connection",
             DropReason::OrphanFragment => "orphan-fragment",
             DropReason::ForeignAddress => "foreign-address",
+            DropReason::HoldBudget => "hold-budget",
         }
     }
 }

@@ -22,6 +22,8 @@ use mio::Waker;
 use tracing::warn;
 use vmnap_hypervisor::{Backend, InspectError, ResumeError, SuspendError, TcpWork};
 
+use vmnap_core::HoldBudget;
+
 use crate::gate::ResumeGate;
 
 /// A request to a guest's backend.
@@ -71,12 +73,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The threads that run backend calls, and the cap on resumes among them
-/// ([`ResumeGate`]). Cheap to clone; every clone is the same pool.
+/// The threads that run backend calls, and what every bridge's worker shares besides: the
+/// cap on resumes ([`ResumeGate`]) and the budget of held frames ([`HoldBudget`]). Cheap to
+/// clone; every clone is the same pool.
 #[derive(Debug, Clone)]
 pub(crate) struct Pool {
     inner: Arc<PoolInner>,
     gate: Arc<ResumeGate>,
+    held: Arc<HoldBudget>,
 }
 
 #[derive(Debug)]
@@ -102,12 +106,18 @@ struct Line {
 
 impl Pool {
     /// A pool of at most [`MAX_THREADS`] threads, none running yet, that resumes at most
-    /// `max_resuming` guests at once.
-    pub(crate) fn new(max_resuming: usize) -> Self {
+    /// `max_resuming` guests at once, for guests that hold at most `max_held_bytes` in all.
+    pub(crate) fn new(max_resuming: usize, max_held_bytes: usize) -> Self {
         Pool {
             gate: ResumeGate::new(max_resuming),
+            held: HoldBudget::new(max_held_bytes),
             ..Self::with_limits(MAX_THREADS, IDLE_EXIT)
         }
+    }
+
+    /// The budget of the frames held for every guest.
+    pub(crate) fn hold_budget(&self) -> &Arc<HoldBudget> {
+        &self.held
     }
 
     /// Its cap on resumes.
@@ -125,6 +135,7 @@ impl Pool {
                 idle_exit,
             }),
             gate: ResumeGate::new(vmnap_config::DEFAULT_MAX_RESUMING),
+            held: HoldBudget::new(vmnap_config::DEFAULT_MAX_HELD_BYTES),
         }
     }
 

@@ -682,7 +682,11 @@ impl BridgeWorker {
             socket,
             port_ifindex,
             netlink,
-            surrogate: Surrogate::new(seed),
+            surrogate: {
+                let mut s = Surrogate::new(seed);
+                s.set_hold_budget(Arc::clone(pool.hold_budget()));
+                s
+            },
             guests: Guests::default(),
             waiting: VecDeque::new(),
             pool,

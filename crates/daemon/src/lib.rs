@@ -198,7 +198,7 @@ pub fn run_with(
         None => None,
     };
     let bus = EventBus::new();
-    let pool = backend::Pool::new(config.wake.max_resuming);
+    let pool = backend::Pool::new(config.wake.max_resuming, config.surrogate.max_held_bytes);
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
@@ -258,6 +258,7 @@ pub fn run_with(
         }
     }
     let resume_gate = std::sync::Arc::clone(pool.resume_gate());
+    let hold_budget = std::sync::Arc::clone(pool.hold_budget());
     let reloader = reload::Reloader {
         path: options.config_path.clone(),
         backends,
@@ -268,6 +269,7 @@ pub fn run_with(
     server.reloader = Some(&reloader);
     server.log = options.log.as_ref();
     server.resume_gate = Some(resume_gate);
+    server.hold_budget = Some(hold_budget);
     let hup = options.reload.clone();
     let capacity = server::Capacity::default();
     std::thread::scope(|scope| {

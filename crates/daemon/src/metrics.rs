@@ -60,6 +60,8 @@
 //! | `vmnap_resumes_in_flight` | gauge | none: guests the backends resume now (of all bridges) |
 //! | `vmnap_resumes_in_flight_max` | gauge | none: the most at once since start |
 //! | `vmnap_resume_cap` | gauge | none: `[wake] max_resuming` |
+//! | `vmnap_held_bytes` | gauge | none: bytes held for all sleeping guests |
+//! | `vmnap_held_limit_bytes` | gauge | none: `[surrogate] max_held_bytes` |
 //!
 //! The guest's state is a gauge per state rather than a numeric code, so that a query reads
 //! `vmnap_guest_state{state="sleeping"} == 1` and a state added later changes no number.
@@ -169,7 +171,7 @@ fn answer_index(kind: AnswerKind) -> usize {
 }
 
 /// Every [`DropReason`].
-const DROP_REASONS: [DropReason; 10] = [
+const DROP_REASONS: [DropReason; 11] = [
     DropReason::Malformed,
     DropReason::QueueFull,
     DropReason::MulticastQueueFull,
@@ -180,6 +182,7 @@ const DROP_REASONS: [DropReason; 10] = [
     DropReason::UnknownConnection,
     DropReason::OrphanFragment,
     DropReason::ForeignAddress,
+    DropReason::HoldBudget,
 ];
 
 fn drop_index(reason: DropReason) -> usize {
@@ -194,6 +197,7 @@ fn drop_index(reason: DropReason) -> usize {
         DropReason::UnknownConnection => 7,
         DropReason::OrphanFragment => 8,
         DropReason::ForeignAddress => 9,
+        DropReason::HoldBudget => 10,
     }
 }
 
@@ -486,6 +490,10 @@ pub struct DaemonMetrics {
     pub resumes_in_flight_max: u64,
     /// The cap on resumes at once (`[wake] max_resuming`).
     pub resume_cap: u64,
+    /// Bytes held for all sleeping guests now.
+    pub held_bytes: u64,
+    /// Their budget (`[surrogate] max_held_bytes`).
+    pub held_bytes_limit: u64,
 }
 
 /// A metric family as the library declares it: its name without the unit and without a
@@ -603,6 +611,18 @@ static RESUME_CAP: Family = Family {
     kind: MetricType::Gauge,
     help: "The most guests the backends resume at once ([wake] max_resuming).",
 };
+static HELD_BYTES: Family = Family {
+    name: "vmnap_held",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "Bytes of frames held for all sleeping guests now.",
+};
+static HELD_BYTES_LIMIT: Family = Family {
+    name: "vmnap_held_limit",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "The budget of bytes held for all sleeping guests ([surrogate] max_held_bytes).",
+};
 static IGNORED: Family = Family {
     name: "vmnap_bridge_ignored_frames",
     unit: None,
@@ -623,7 +643,7 @@ static TRANSMIT_ERRORS: Family = Family {
 };
 
 /// Every family, in the order [`encode`] writes them.
-static FAMILIES: [&Family; 18] = [
+static FAMILIES: [&Family; 20] = [
     &STATE,
     &ASLEEP,
     &WAKES_STARTED,
@@ -642,6 +662,8 @@ static FAMILIES: [&Family; 18] = [
     &RESUMING,
     &RESUMING_MAX,
     &RESUME_CAP,
+    &HELD_BYTES,
+    &HELD_BYTES_LIMIT,
 ];
 
 /// The name of every metric family [`encode`] declares (in `# HELP` and `# TYPE`), in the
@@ -748,6 +770,8 @@ impl Collector for Scrape {
             (&RESUMING, d.resumes_in_flight),
             (&RESUMING_MAX, d.resumes_in_flight_max),
             (&RESUME_CAP, d.resume_cap),
+            (&HELD_BYTES, d.held_bytes),
+            (&HELD_BYTES_LIMIT, d.held_bytes_limit),
         ] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
             ConstGauge::new(value).encode(declare(e, family)?)?;

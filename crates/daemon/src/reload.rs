@@ -198,6 +198,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         old.wake.max_resuming != new.wake.max_resuming,
         "wake.max_resuming",
     );
+    check(
+        old.surrogate.max_held_bytes != new.surrogate.max_held_bytes,
+        "surrogate.max_held_bytes",
+    );
     out
 }
 

@@ -161,6 +161,8 @@ pub(crate) struct Server<'a> {
     pub stop: &'a AtomicBool,
     /// The cap on resumes, for the metrics (`None`: not shown).
     pub resume_gate: Option<std::sync::Arc<crate::gate::ResumeGate>>,
+    /// The budget of held frames, for the metrics (`None`: not shown).
+    pub hold_budget: Option<std::sync::Arc<vmnap_core::HoldBudget>>,
 }
 
 impl std::fmt::Debug for Server<'_> {
@@ -192,6 +194,7 @@ impl<'a> Server<'a> {
             token,
             stop,
             resume_gate: None,
+            hold_budget: None,
         }
     }
 
@@ -497,15 +500,16 @@ impl<'a> Server<'a> {
             guests.iter().map(|(_, n, m)| (n.as_str(), m)).collect();
         let bridges: Vec<(&str, &crate::metrics::BridgeMetrics)> =
             bridges.iter().map(|(n, m)| (n.as_str(), m)).collect();
-        let daemon = self
-            .resume_gate
-            .as_ref()
-            .map(|g| crate::metrics::DaemonMetrics {
-                resumes_in_flight: g.in_flight() as u64,
-                resumes_in_flight_max: g.most() as u64,
-                resume_cap: g.max() as u64,
-            })
-            .unwrap_or_default();
+        let mut daemon = crate::metrics::DaemonMetrics::default();
+        if let Some(g) = &self.resume_gate {
+            daemon.resumes_in_flight = g.in_flight() as u64;
+            daemon.resumes_in_flight_max = g.most() as u64;
+            daemon.resume_cap = g.max() as u64;
+        }
+        if let Some(b) = &self.hold_budget {
+            daemon.held_bytes = b.held() as u64;
+            daemon.held_bytes_limit = b.limit() as u64;
+        }
         let mut text = String::new();
         crate::metrics::encode(&daemon, &guests, &bridges, &mut text);
         http::Response {

@@ -329,6 +329,7 @@ vmnap_guest_dropped_frames_total{guest="web",reason="health-refused"} 0
 vmnap_guest_dropped_frames_total{guest="web",reason="unknown-connection"} 0
 vmnap_guest_dropped_frames_total{guest="web",reason="orphan-fragment"} 0
 vmnap_guest_dropped_frames_total{guest="web",reason="foreign-address"} 0
+vmnap_guest_dropped_frames_total{guest="web",reason="hold-budget"} 0
 vmnap_guest_dropped_frames_total{guest="web",reason="replay-failed"} 0
 # HELP vmnap_guest_queue_frames Frames held for the guest now.
 # TYPE vmnap_guest_queue_frames gauge
@@ -393,6 +394,12 @@ vmnap_resumes_in_flight_max 0
 # HELP vmnap_resume_cap The most guests the backends resume at once ([wake] max_resuming).
 # TYPE vmnap_resume_cap gauge
 vmnap_resume_cap 0
+# HELP vmnap_held_bytes Bytes of frames held for all sleeping guests now.
+# TYPE vmnap_held_bytes gauge
+vmnap_held_bytes 0
+# HELP vmnap_held_limit_bytes The budget of bytes held for all sleeping guests ([surrogate] max_held_bytes).
+# TYPE vmnap_held_limit_bytes gauge
+vmnap_held_limit_bytes 0
 "#;
     assert_eq!(text(&[("web", &g)], &[("br0", &b)]), expected);
 }
@@ -413,13 +420,15 @@ fn with_no_guest_and_no_bridge_every_family_is_declared_and_only_the_daemons_are
         [
             "vmnap_resumes_in_flight",
             "vmnap_resumes_in_flight_max",
-            "vmnap_resume_cap"
+            "vmnap_resume_cap",
+            "vmnap_held_bytes",
+            "vmnap_held_limit_bytes"
         ],
         "{out}"
     );
     let names: Vec<&str> = families.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, declared_families());
-    assert_eq!(out.lines().count(), 2 * declared_families().len() + 3);
+    assert_eq!(out.lines().count(), 2 * declared_families().len() + 5);
 }
 
 #[test]
@@ -429,12 +438,16 @@ fn the_daemons_resume_figures_are_written_as_given() {
         resumes_in_flight: 3,
         resumes_in_flight_max: 10,
         resume_cap: 10,
+        held_bytes: 1500,
+        held_bytes_limit: 1 << 20,
     };
     encode(&daemon, &[], &[], &mut out);
     for line in [
         "vmnap_resumes_in_flight 3\n",
         "vmnap_resumes_in_flight_max 10\n",
         "vmnap_resume_cap 10\n",
+        "vmnap_held_bytes 1500\n",
+        "vmnap_held_limit_bytes 1048576\n",
     ] {
         assert!(out.contains(line), "{line:?} not in\n{out}");
     }
@@ -634,10 +647,10 @@ fn every_declared_family_moves() {
         b.on_transmit_error();
     });
     // The daemon's own figures are not moved by events: they are read off its resume cap
-    // (`the_daemons_resume_figures_are_written_as_given`).
+    // and its hold budget (`the_daemons_resume_figures_are_written_as_given`).
     for family in declared_families()
         .into_iter()
-        .filter(|f| !f.starts_with("vmnap_resume"))
+        .filter(|f| !f.starts_with("vmnap_resume") && !f.starts_with("vmnap_held"))
     {
         let hit = moved.keys().any(|k| {
             let name = &k[..k.find('{').expect("labels")];

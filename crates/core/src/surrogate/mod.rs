@@ -21,7 +21,7 @@ use crate::guest::{GuestId, GuestSpec, HealthCheck, MulticastPolicy, Transport a
 use crate::hash::{Keyed, Map};
 use crate::health::HttpHealth;
 use crate::lifecycle::GuestState;
-use crate::queue::{FrameQueue, QueuedFrame, Refused};
+use crate::queue::{FrameQueue, HoldBudget, QueuedFrame, Refused};
 use crate::respond::{self, Route, Segment};
 use crate::sequence::{Action, LifecycleError, Sequence};
 use crate::tcp::{FlowKey, Handled, TcpResponder};
@@ -143,6 +143,8 @@ pub struct Surrogate {
     actions: VecDeque<Action>,
     /// The source of probes: the MAC of the surrogate's port.
     probe_mac: EthernetAddress,
+    /// What every guest's held bytes count against.
+    budget: Arc<HoldBudget>,
 }
 
 impl Surrogate {
@@ -161,7 +163,16 @@ impl Surrogate {
             scratch: Vec::with_capacity(2048),
             actions: VecDeque::new(),
             probe_mac: EthernetAddress([0x02, 0, 0, 0, 0, 0]),
+            budget: HoldBudget::new(usize::MAX),
         }
+    }
+
+    /// Has the guests added from now on hold their frames within `budget` too, besides
+    /// their own limits: one budget shared by every bridge of a daemon bounds what all its
+    /// guests hold together. A frame past it is dropped and counted
+    /// ([`DropReason::HoldBudget`]); it wakes no one, since the bytes are not its guest's.
+    pub fn set_hold_budget(&mut self, budget: Arc<HoldBudget>) {
+        self.budget = budget;
     }
 
     /// Sets the MAC the probes of a wake come from: that of the port the surrogate reads,
@@ -222,7 +233,7 @@ impl Surrogate {
             spec,
             seq: Sequence::default(),
             asleep_since: Instant::ZERO,
-            queue: FrameQueue::default(),
+            queue: FrameQueue::new(Arc::clone(&self.budget)),
             echo: TcpResponder::new(self.seed),
             checks,
             health: TcpResponder::new(self.seed),
@@ -603,6 +614,7 @@ impl Surrogate {
                     };
                     match guest.queue.push(&guest.spec.limits, queued, true) {
                         Ok(()) => Verdict::Queued,
+                        Err(Refused::Budget) => Verdict::Dropped(DropReason::HoldBudget),
                         Err(_) => Verdict::Dropped(DropReason::MulticastQueueFull),
                     }
                 }
@@ -669,6 +681,9 @@ impl Surrogate {
             Ok(()) => {
                 sink.verdict(Some(id), Verdict::Queued);
                 self.frame_held(id, now);
+            }
+            Err(Refused::Budget) => {
+                sink.verdict(Some(id), Verdict::Dropped(DropReason::HoldBudget))
             }
             Err(Refused::MulticastFull) => {
                 sink.verdict(Some(id), Verdict::Dropped(DropReason::MulticastQueueFull))

@@ -360,3 +360,29 @@ fn other_protocols_are_held_without_waking_and_unicast_for_another_address_is_dr
     assert_eq!(r.verdicts, [(Some(id), Verdict::Queued)]);
     assert!(r.wakes.is_empty());
 }
+
+#[test]
+fn frames_past_the_budget_shared_by_every_guest_are_dropped_counted_and_wake_no_one() {
+    let mut s = Surrogate::new(7);
+    // Room for a few frames in all: web1's own limit (8 MiB) is far away.
+    let probe = udp_v4(5555, &[0; 100]);
+    s.set_hold_budget(HoldBudget::new(3 * probe.len()));
+    let id = s.add_guest(super::spec(0)).expect("fresh surrogate");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake guest");
+    let mut r = Recorder::default();
+    for n in 0..4 {
+        handle(&mut s, 1_000 + n, &probe, &mut r);
+    }
+    assert_eq!(
+        r.verdicts,
+        [
+            (Some(id), Verdict::Queued),
+            (Some(id), Verdict::Queued),
+            (Some(id), Verdict::Queued),
+            (Some(id), Verdict::Dropped(DropReason::HoldBudget)),
+        ]
+    );
+    assert!(r.wakes.is_empty(), "the budget is not the guest's to free");
+    assert_eq!(s.queue_depth(id), Some((3, 3 * probe.len())));
+}
