@@ -688,3 +688,39 @@ fn frames_past_the_budget_shared_by_all_guests_are_dropped_and_counted_without_a
         assert_eq!(s.status(guest)["wakes"], 0);
     }
 }
+
+#[test]
+fn a_guest_whose_wakes_serve_no_one_is_woken_later_and_later() {
+    need(&["hping3"]);
+    // Still learning its connections (the first hour), so a segment of a connection the
+    // guest does not have wakes it; its kernel answers with a RST, which serves no one.
+    let s = Setup::new(&[("web1", 0)], "");
+    let ip = s.guest_ip("web1");
+    for round in 1..=3 {
+        s.sleep("web1");
+        let out = s.run(
+            0,
+            &[
+                "hping3", "-q", "-c", "1", "-P", "-A", "-d", "10", "-p", "80", &ip,
+            ],
+        );
+        assert!(hping3_answers(&out) <= 1, "{}", text(&out));
+        wait_for("the guest to wake", 15, || {
+            s.status("web1")["state"] == "awake"
+        });
+        assert_eq!(s.status("web1")["wakes"], round);
+        // Past the time a guest has to answer after its wake.
+        std::thread::sleep(std::time::Duration::from_millis(3500));
+    }
+    let log = s.daemon_log();
+    let waits: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("this wake waits"))
+        .collect();
+    assert_eq!(
+        waits.len(),
+        1,
+        "the third useless wake in a row waits, and only it:\n{log}"
+    );
+    assert!(waits[0].contains("useless=2"), "{}", waits[0]);
+}

@@ -62,11 +62,26 @@ impl Connections {
     /// was sending it to the guest, else the guest sent it. A SYN asks for a connection;
     /// data, either way, shows one that is open (and so also teaches the table connections
     /// that were open before it began to follow the guest); the two FINs, or a RST, end it.
-    /// Anything but TCP, and a frame that does not parse, is ignored.
-    pub fn observe(&mut self, frame: &[u8], to_guest: bool, now: Instant) {
+    /// Anything but TCP, and a frame that does not parse, is ignored. Returns whether it is
+    /// the guest serving someone: a SYN-ACK or data from it.
+    pub fn observe(&mut self, frame: &[u8], to_guest: bool, now: Instant) -> bool {
         let Some((src, dst, seg)) = classify::tcp(frame) else {
-            return;
+            return false;
         };
+        let serves =
+            !to_guest && !seg.rst && (seg.ack.is_some() && seg.syn || !seg.payload.is_empty());
+        self.follow(to_guest, src, dst, &seg, now);
+        serves
+    }
+
+    fn follow(
+        &mut self,
+        to_guest: bool,
+        src: std::net::IpAddr,
+        dst: std::net::IpAddr,
+        seg: &classify::TcpSegment<'_>,
+        now: Instant,
+    ) {
         let key = if to_guest {
             FlowKey {
                 local: dst,

@@ -33,6 +33,7 @@ use vmnap_hypervisor::{Backend, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
 
 use crate::backend::{Done, GuestBackend, Op, Pool, Report};
+use crate::backoff::WakeJudge;
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
 use crate::journal::{self, Entry, Journal};
@@ -301,6 +302,10 @@ struct Guest {
     journaled: bool,
     /// It holds a place of the resume cap: its backend is resuming it.
     resuming: bool,
+    /// What asked for the wake under way, if a frame did.
+    wake_cause: Option<WakeCause>,
+    /// Whether its recent wakes served anyone.
+    judge: WakeJudge,
     /// When this worker took it on (milliseconds since the Unix epoch).
     known_since_ms: u64,
 }
@@ -524,6 +529,8 @@ pub(crate) struct BridgeWorker {
     pool: Pool,
     /// Guests whose resume waits for a place of the resume cap, in the order they asked.
     waiting: VecDeque<usize>,
+    /// Guests whose resume waits, until then, because their last wakes served nothing.
+    backing_off: Vec<(StdInstant, usize, Option<WakeCause>)>,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -689,6 +696,7 @@ impl BridgeWorker {
             },
             guests: Guests::default(),
             waiting: VecDeque::new(),
+            backing_off: Vec::new(),
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -795,6 +803,8 @@ impl BridgeWorker {
             in_kernel: None,
             journaled: false,
             resuming: false,
+            wake_cause: None,
+            judge: WakeJudge::default(),
             known_since_ms: unix_ms(),
         };
         if guest.idle.is_some() {
@@ -1014,10 +1024,12 @@ impl BridgeWorker {
         let sample = (self.guests.count() > 0).then_some(self.next_sample);
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
         let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
+        let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
         core.into_iter()
             .chain(sample)
             .chain(tally)
             .chain(kernel)
+            .chain(backing_off)
             .min()
     }
 
@@ -1032,6 +1044,7 @@ impl BridgeWorker {
             info!(guest = %g.name, cause = cause.as_str(), %frame, "waking the guest");
             g.metrics.on_wake_started(cause);
             g.wake_frame = Some(frame);
+            g.wake_cause = Some(cause);
         }
         if !self.tally.is_empty() && StdInstant::now() >= self.next_tally {
             self.publish_tally();
@@ -1155,7 +1168,9 @@ impl BridgeWorker {
                     // The host's side of the port sends what the guest receives.
                     g.unanswered.observe(frame, meta.outgoing, now);
                     if let Some(c) = self.surrogate.connections_mut(g.id) {
-                        c.observe(frame, meta.outgoing, now);
+                        if c.observe(frame, meta.outgoing, now) {
+                            g.judge.served();
+                        }
                     }
                 }
                 Ok(None) => return,
@@ -1521,6 +1536,14 @@ impl BridgeWorker {
         if asked == Asked::Started {
             g.metrics.on_wake_started(cause);
             g.wake_frame = None;
+            g.wake_cause = None;
+        }
+        // An operator's wake does not wait for a frame's to be let through.
+        if let Some(at) = self.backing_off.iter().position(|(_, b, _)| *b == i) {
+            let (_, _, cause) = self.backing_off.swap_remove(at);
+            info!(guest = %self.guests[i].name, "woken on request: its wait for backing off ends");
+            self.guests[i].judge.begin(cause);
+            self.resume_admitted(i);
         }
         asked
     }
@@ -1933,6 +1956,23 @@ impl BridgeWorker {
     /// Has guest `i` resumed once a place of the resume cap is free: now, or from its
     /// worker's line ([`Self::resume_waiting`]). Its traffic is held meanwhile.
     fn resume(&mut self, i: usize) {
+        let now = StdInstant::now();
+        let g = &mut self.guests[i];
+        if let Some(n) = g.judge.judge(now) {
+            info!(guest = %g.name, useless = n, "its last wake served no one");
+        }
+        let cause = g.wake_cause.take();
+        if let Some(until) = g.judge.hold_until(cause).filter(|u| *u > now) {
+            info!(guest = %g.name, useless = g.judge.useless(), wait_s = (until - now).as_secs_f64(), "its last wakes served no one: this wake waits, its frames held");
+            self.backing_off.push((until, i, cause));
+            return;
+        }
+        g.judge.begin(cause);
+        self.resume_admitted(i);
+    }
+
+    /// Has guest `i` resumed once a place of the resume cap is free.
+    fn resume_admitted(&mut self, i: usize) {
         if self.waiting.is_empty() && self.pool.resume_gate().try_enter() {
             self.guests[i].resuming = true;
             self.backend_call(i, Op::Resume);
@@ -1942,8 +1982,26 @@ impl BridgeWorker {
         }
     }
 
-    /// Resumes the guests waiting in line, as far as the cap has places.
+    /// Resumes the guests waiting in line, as far as the cap has places, after those whose
+    /// wait for backing off is over join the line.
     fn resume_waiting(&mut self) {
+        if !self.backing_off.is_empty() {
+            let now = StdInstant::now();
+            let (due, later): (Vec<_>, Vec<_>) = self
+                .backing_off
+                .drain(..)
+                .partition(|(until, ..)| *until <= now);
+            self.backing_off = later;
+            for (_, i, cause) in due {
+                let Some(g) = self.guests.get_mut(i) else {
+                    continue;
+                };
+                if self.surrogate.phase(g.id) == Some(Phase::Resuming) {
+                    g.judge.begin(cause);
+                    self.resume_admitted(i);
+                }
+            }
+        }
         while let Some(&i) = self.waiting.front() {
             let guest = self.guests.get_mut(i).map(|g| (g.id, g.resuming));
             let waits = guest.is_some_and(|(id, resuming)| {
@@ -2180,6 +2238,7 @@ impl BridgeWorker {
                     "guest is awake"
                 );
                 g.last_wake = Some((w.took, w.cause));
+                g.judge.woke(StdInstant::now());
                 if let (Some(since), Some(rate)) = (g.asleep_since, g.cpu_rate) {
                     g.cpu_saved += since.elapsed().mul_f64(rate);
                 }

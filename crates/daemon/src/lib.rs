@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod backoff;
 mod bridge;
 #[cfg(feature = "libvirt")]
 mod discover;
