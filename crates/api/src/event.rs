@@ -15,8 +15,8 @@ pub enum Event {
     Woke {
         /// The guest.
         guest: String,
-        /// What woke it (`tcp-syn`, `udp`, `tcp-data`, `resolution`, `opaque`, `queue-full`,
-        /// `requested`).
+        /// What woke it (`tcp-syn`, `udp`, `tcp-data`, `resolution`, `requested`,
+        /// `in-flight`).
         cause: String,
         /// The frame that woke it, summarized for people (like `TCP SYN to port 80`), when
         /// known.

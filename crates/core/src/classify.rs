@@ -91,22 +91,43 @@ pub(crate) struct Fragment {
     pub id: u32,
     /// It is the first fragment (offset 0), the one with the transport header.
     pub first: bool,
-    /// For a first fragment: the port its datagram is for, if it is UDP or a TCP SYN
-    /// without ACK (the only datagrams that could wake a guest).
-    pub opens: Option<(Proto, u16)>,
+    /// For a first fragment of TCP or UDP: what its transport header says, as far as the
+    /// fragment holds it.
+    pub head: Option<FragmentHead>,
 }
 
-/// What the first fragment of a datagram of `protocol` opens, from its first bytes.
-fn fragment_opens(protocol: IpProtocol, head: &[u8]) -> Option<(Proto, u16)> {
-    let port = u16::from_be_bytes([*head.get(2)?, *head.get(3)?]);
-    match protocol {
-        IpProtocol::Udp => Some((Proto::Udp, port)),
-        IpProtocol::Tcp => {
-            let flags = *head.get(13)?;
-            (flags & 0x12 == 0x02).then_some((Proto::Tcp, port))
-        }
-        _ => None,
+/// The start of a TCP or UDP header, in a first fragment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FragmentHead {
+    pub proto: Proto,
+    pub src_port: u16,
+    pub dst_port: u16,
+    /// TCP's flags, if the fragment reaches them.
+    pub tcp_flags: Option<u8>,
+}
+
+impl FragmentHead {
+    /// A TCP SYN without ACK: it opens a connection.
+    pub fn opens(&self) -> bool {
+        self.tcp_flags.is_some_and(|f| f & 0x12 == 0x02)
     }
+}
+
+/// The transport header at the start of the first fragment of a datagram of `protocol`.
+fn fragment_head(protocol: IpProtocol, head: &[u8]) -> Option<FragmentHead> {
+    let proto = match protocol {
+        IpProtocol::Udp => Proto::Udp,
+        IpProtocol::Tcp => Proto::Tcp,
+        _ => return None,
+    };
+    Some(FragmentHead {
+        proto,
+        src_port: u16::from_be_bytes([*head.first()?, *head.get(1)?]),
+        dst_port: u16::from_be_bytes([*head.get(2)?, *head.get(3)?]),
+        tcp_flags: (proto == Proto::Tcp)
+            .then(|| head.get(13).copied())
+            .flatten(),
+    })
 }
 
 /// A TCP segment's fields.
@@ -175,8 +196,8 @@ fn parse_ipv4(bytes: &[u8]) -> Result<Net<'_>, Malformed> {
         Transport::Fragment(Fragment {
             id: u32::from(packet.ident()),
             first,
-            opens: first
-                .then(|| fragment_opens(packet.next_header(), payload))
+            head: first
+                .then(|| fragment_head(packet.next_header(), payload))
                 .flatten(),
         })
     } else {
@@ -257,8 +278,8 @@ fn parse_ipv6(bytes: &[u8]) -> Result<Net<'_>, Malformed> {
             Transport::Fragment(Fragment {
                 id: u32::from_be_bytes([head[4], head[5], head[6], head[7]]),
                 first,
-                opens: first
-                    .then(|| fragment_opens(IpProtocol::from(head[0]), &payload[8..]))
+                head: first
+                    .then(|| fragment_head(IpProtocol::from(head[0]), &payload[8..]))
                     .flatten(),
             })
         }

@@ -805,7 +805,7 @@ fn multicast_past_its_share_is_dropped_and_counted_without_waking() {
 }
 
 #[test]
-fn queue_overflow_drops_the_newest_counts_it_and_wakes() {
+fn queue_overflow_drops_the_newest_and_counts_it_without_a_wake() {
     let mut s = Surrogate::new(1);
     let limits = QueueLimits {
         frames: 3,
@@ -829,7 +829,10 @@ fn queue_overflow_drops_the_newest_counts_it_and_wakes() {
             Verdict::Dropped(DropReason::QueueFull)
         ]
     );
-    assert_eq!(r.wakes, [(id, WakeCause::QueueFull)]);
+    assert!(
+        r.wakes.is_empty(),
+        "a flood of what wakes no one does not wake it by its volume"
+    );
     let kept: Vec<u8> = s
         .held(id)
         .map(|f| *f.bytes.last().expect("payload"))

@@ -135,8 +135,6 @@ pub enum WakeCause {
     /// An ARP request or neighbour solicitation the guest's policy does not let the
     /// surrogate answer.
     Resolution,
-    /// The guest's queue overflowed.
-    QueueFull,
     /// Stopped, the guest still held work: a request its kernel took in just before, or an
     /// answer not acknowledged yet. It is woken again at once.
     InFlight,
@@ -152,7 +150,6 @@ impl WakeCause {
             WakeCause::Udp { .. } => "udp",
             WakeCause::TcpData { .. } => "tcp-data",
             WakeCause::Resolution => "resolution",
-            WakeCause::QueueFull => "queue-full",
             WakeCause::InFlight => "in-flight",
             WakeCause::Requested => "requested",
         }

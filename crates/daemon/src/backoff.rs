@@ -83,7 +83,6 @@ impl WakeJudge {
                 WakeCause::TcpSyn { .. }
                     | WakeCause::TcpData { .. }
                     | WakeCause::Udp { .. }
-                    | WakeCause::QueueFull
                     | WakeCause::Resolution
             )
         );

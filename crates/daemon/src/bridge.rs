@@ -1051,11 +1051,26 @@ impl BridgeWorker {
         }
     }
 
+    /// Counts the frames the kernel dropped on the capture socket since the last look (the
+    /// worker did not keep up with a flood): they never reached the surrogate, so they are
+    /// counted here, and said, rather than lost silently.
+    fn count_capture_drops(&mut self) {
+        match self.socket.take_drops() {
+            Ok(0) => {}
+            Ok(n) => {
+                self.bridge_metrics.capture_drops += n;
+                warn!(dropped = n, total = self.bridge_metrics.capture_drops, "the kernel dropped frames for the bridge's sleeping guests before vmnap could read them");
+            }
+            Err(e) => debug!(error = %e, "cannot read the capture socket's statistics"),
+        }
+    }
+
     /// Publishes what the surrogate did with the guests' frames since the last call: at most
     /// every [`TALLY_EVERY`], and before any change of a guest's state, so that events stay
     /// in order.
     fn publish_tally(&mut self) {
         self.next_tally = StdInstant::now() + TALLY_EVERY;
+        self.count_capture_drops();
         for ((i, tally), frames) in std::mem::take(&mut self.tally) {
             let Some(g) = self.guests.get_mut(i) else {
                 continue;
@@ -1601,6 +1616,7 @@ impl BridgeWorker {
     /// Asks every awake guest that sleeps on its own for a sample: its port's counters now,
     /// its CPU time from its backend.
     fn sample_all(&mut self) {
+        self.count_capture_drops();
         if self.stopping {
             return;
         }

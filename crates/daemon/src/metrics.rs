@@ -57,6 +57,7 @@
 //! | `vmnap_bridge_ignored_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_malformed_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_transmit_errors_total` | counter | `bridge` |
+//! | `vmnap_bridge_capture_drops_total` | counter | `bridge`: frames the kernel dropped before the worker read them |
 //! | `vmnap_resumes_in_flight` | gauge | none: guests the backends resume now (of all bridges) |
 //! | `vmnap_resumes_in_flight_max` | gauge | none: the most at once since start |
 //! | `vmnap_resume_cap` | gauge | none: `[wake] max_resuming` |
@@ -119,12 +120,11 @@ pub const BUCKETS: [(Duration, &str); 16] = [
 ];
 
 /// Every [`WakeCause`], one per label (the port a cause carries is not a label).
-const WAKE_CAUSES: [WakeCause; 7] = [
+const WAKE_CAUSES: [WakeCause; 6] = [
     WakeCause::TcpSyn { port: 0 },
     WakeCause::Udp { port: 0 },
     WakeCause::TcpData { port: 0 },
     WakeCause::Resolution,
-    WakeCause::QueueFull,
     WakeCause::Requested,
     WakeCause::InFlight,
 ];
@@ -135,9 +135,8 @@ fn cause_index(cause: WakeCause) -> usize {
         WakeCause::Udp { .. } => 1,
         WakeCause::TcpData { .. } => 2,
         WakeCause::Resolution => 3,
-        WakeCause::QueueFull => 4,
-        WakeCause::Requested => 5,
-        WakeCause::InFlight => 6,
+        WakeCause::Requested => 4,
+        WakeCause::InFlight => 5,
     }
 }
 
@@ -463,6 +462,8 @@ pub struct BridgeMetrics {
     pub malformed_frames: u64,
     /// Answers the surrogate could not send.
     pub transmit_errors: u64,
+    /// Frames the kernel dropped on the capture socket before the worker read them.
+    pub capture_drops: u64,
 }
 
 impl BridgeMetrics {
@@ -593,6 +594,12 @@ static RESUME: Family = Family {
     kind: MetricType::Histogram,
     help: "Time the backend took to resume the guest.",
 };
+static CAPTURE_DROPS: Family = Family {
+    name: "vmnap_bridge_capture_drops",
+    unit: None,
+    kind: MetricType::Counter,
+    help: "Frames for the bridge's sleeping guests the kernel dropped before vmnap read them.",
+};
 static RESUMING: Family = Family {
     name: "vmnap_resumes_in_flight",
     unit: None,
@@ -643,7 +650,7 @@ static TRANSMIT_ERRORS: Family = Family {
 };
 
 /// Every family, in the order [`encode`] writes them.
-static FAMILIES: [&Family; 20] = [
+static FAMILIES: [&Family; 21] = [
     &STATE,
     &ASLEEP,
     &WAKES_STARTED,
@@ -659,6 +666,7 @@ static FAMILIES: [&Family; 20] = [
     &IGNORED,
     &MALFORMED,
     &TRANSMIT_ERRORS,
+    &CAPTURE_DROPS,
     &RESUMING,
     &RESUMING_MAX,
     &RESUME_CAP,
@@ -765,6 +773,7 @@ impl Collector for Scrape {
         self.per_bridge(e, &IGNORED, |b| b.ignored_frames)?;
         self.per_bridge(e, &MALFORMED, |b| b.malformed_frames)?;
         self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)?;
+        self.per_bridge(e, &CAPTURE_DROPS, |b| b.capture_drops)?;
         let d = &self.daemon;
         for (family, value) in [
             (&RESUMING, d.resumes_in_flight),

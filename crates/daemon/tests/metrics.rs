@@ -268,6 +268,7 @@ fn one_guest_and_one_bridge_encode_exactly() {
         ignored_frames: 7,
         malformed_frames: 1,
         transmit_errors: 0,
+        capture_drops: 0,
     };
     let expected = r#"# HELP vmnap_guest_state Whether the guest is in this state (1) or not (0).
 # TYPE vmnap_guest_state gauge
@@ -284,7 +285,6 @@ vmnap_guest_wakes_started_total{guest="web",cause="tcp-syn"} 1
 vmnap_guest_wakes_started_total{guest="web",cause="udp"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="tcp-data"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="resolution"} 0
-vmnap_guest_wakes_started_total{guest="web",cause="queue-full"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="requested"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="in-flight"} 0
 # HELP vmnap_guest_wakes_total Wakes that succeeded, by what caused them.
@@ -293,7 +293,6 @@ vmnap_guest_wakes_total{guest="web",cause="tcp-syn"} 1
 vmnap_guest_wakes_total{guest="web",cause="udp"} 0
 vmnap_guest_wakes_total{guest="web",cause="tcp-data"} 0
 vmnap_guest_wakes_total{guest="web",cause="resolution"} 0
-vmnap_guest_wakes_total{guest="web",cause="queue-full"} 0
 vmnap_guest_wakes_total{guest="web",cause="requested"} 0
 vmnap_guest_wakes_total{guest="web",cause="in-flight"} 0
 # HELP vmnap_guest_wake_failures_total Resumes that failed (each retry counts).
@@ -385,6 +384,9 @@ vmnap_bridge_malformed_frames_total{bridge="br0"} 1
 # HELP vmnap_bridge_transmit_errors_total Answers the surrogate could not send.
 # TYPE vmnap_bridge_transmit_errors_total counter
 vmnap_bridge_transmit_errors_total{bridge="br0"} 0
+# HELP vmnap_bridge_capture_drops_total Frames for the bridge's sleeping guests the kernel dropped before vmnap read them.
+# TYPE vmnap_bridge_capture_drops_total counter
+vmnap_bridge_capture_drops_total{bridge="br0"} 0
 # HELP vmnap_resumes_in_flight Guests the backends are resuming now.
 # TYPE vmnap_resumes_in_flight gauge
 vmnap_resumes_in_flight 0
@@ -567,6 +569,7 @@ fn busy() -> (Vec<(String, GuestMetrics)>, BridgeMetrics) {
         ignored_frames: 12,
         malformed_frames: 2,
         transmit_errors: 1,
+        capture_drops: 3,
     };
     (guests, bridge)
 }
@@ -645,6 +648,7 @@ fn every_declared_family_moves() {
         b.on_verdict(Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
         b.on_verdict(Verdict::Dropped(DropReason::Malformed));
         b.on_transmit_error();
+        b.capture_drops += 1;
     });
     // The daemon's own figures are not moved by events: they are read off its resume cap
     // and its hold budget (`the_daemons_resume_figures_are_written_as_given`).

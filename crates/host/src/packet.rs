@@ -318,6 +318,32 @@ impl PacketSocket {
         &self.name
     }
 
+    /// The frames the kernel dropped for this socket since the last call (its receive
+    /// buffer was full: the reader did not keep up), from `PACKET_STATISTICS`, which
+    /// counts from zero again once read.
+    pub fn take_drops(&self) -> io::Result<u64> {
+        let mut stats = libc::tpacket_stats {
+            tp_packets: 0,
+            tp_drops: 0,
+        };
+        let mut len = size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: `stats` is a live `tpacket_stats` and `len` its size, which the kernel
+        // writes at most.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut stats as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(u64::from(stats.tp_drops))
+    }
+
     /// Reads one frame into `buf` (give it at least `vmnap_wire::MAX_FRAME_LEN + 16`
     /// bytes). Returns `Ok(None)` when no frame is waiting.
     ///

@@ -655,7 +655,7 @@ impl Surrogate {
         }
     }
 
-    /// Holds a frame for the guest; wakes it if the queue is full.
+    /// Holds a frame for the guest, if its queue and the budget have room.
     fn enqueue(
         &mut self,
         now: Instant,
@@ -688,10 +688,10 @@ impl Surrogate {
             Err(Refused::MulticastFull) => {
                 sink.verdict(Some(id), Verdict::Dropped(DropReason::MulticastQueueFull))
             }
-            Err(Refused::Full) => {
-                sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull));
-                self.frame_wakes(now, id, WakeCause::QueueFull, frame, sink);
-            }
+            // Dropped and counted; it wakes the guest only if it is a frame that would
+            // (then `enqueue_and_wake` does): a flood of what wakes no one must not wake it
+            // by its volume.
+            Err(Refused::Full) => sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull)),
         }
     }
 
@@ -923,7 +923,7 @@ impl Surrogate {
             Transport::NeighborSolicit { .. }
             | Transport::NeighborAdvert { .. }
             | Transport::OtherIcmp => self.enqueue(now, id, vnet, frame, false, sink),
-            Transport::Fragment(f) => self.fragment(now, id, vnet, frame, peer, f, sink),
+            Transport::Fragment(f) => self.fragment(now, id, vnet, frame, (local, peer), f, sink),
             // Another protocol, or headers the surrogate cannot look past: held, since it
             // cannot tell what the datagram asks of the guest, but it wakes no one.
             Transport::Opaque => self.enqueue(now, id, vnet, frame, false, sink),
@@ -931,9 +931,10 @@ impl Surrogate {
     }
 
     /// A fragment for a sleeping guest: the first one is held, and wakes the guest if its
-    /// datagram is one that would (a SYN or datagram to a `wake_on` port); the others are
-    /// held if their first one was, and dropped if not, since the guest could not put
-    /// their datagram together.
+    /// datagram is one that would (a SYN or datagram to a `wake_on` port), unless it is a
+    /// TCP segment of a connection the guest does not have (dropped, with the rest of its
+    /// datagram); the others are held if their first one was, and dropped if not, since the
+    /// guest could not put their datagram together.
     #[allow(clippy::too_many_arguments)]
     fn fragment(
         &mut self,
@@ -941,7 +942,7 @@ impl Surrogate {
         id: GuestId,
         vnet: VirtioNetHdr,
         frame: &[u8],
-        peer: IpAddr,
+        (local, peer): (IpAddr, IpAddr),
         f: Fragment,
         sink: &mut impl Sink,
     ) {
@@ -958,6 +959,17 @@ impl Surrogate {
                 return self.enqueue(now, id, vnet, frame, false, sink);
             }
             return sink.verdict(Some(id), Verdict::Dropped(DropReason::OrphanFragment));
+        }
+        if let Some(h) = f.head.filter(|h| h.proto == Proto::Tcp && !h.opens()) {
+            let key = FlowKey {
+                local,
+                local_port: h.dst_port,
+                peer,
+                peer_port: h.src_port,
+            };
+            if !guest.conns.admits(&key, now) {
+                return sink.verdict(Some(id), Verdict::Dropped(DropReason::UnknownConnection));
+            }
         }
         if guest.fragments.len() >= FRAGMENTED_DATAGRAMS {
             guest.fragments.pop_front();
@@ -1162,11 +1174,17 @@ fn wakes_for(spec: &GuestSpec, parsed: &Parsed<'_>) -> Option<WakeCause> {
 
 /// Whether the datagram of the first fragment `f` wakes a guest with `spec`.
 fn fragment_wakes(spec: &GuestSpec, f: Fragment) -> Option<WakeCause> {
-    let (proto, port) = f.opens?;
-    spec.wakes_on(proto, port).then_some(match proto {
-        Proto::Tcp => WakeCause::TcpSyn { port },
-        Proto::Udp => WakeCause::Udp { port },
-    })
+    let h = f.head?;
+    let port = h.dst_port;
+    match h.proto {
+        Proto::Tcp if h.opens() => spec
+            .wakes_on(Proto::Tcp, port)
+            .then_some(WakeCause::TcpSyn { port }),
+        Proto::Udp => spec
+            .wakes_on(Proto::Udp, port)
+            .then_some(WakeCause::Udp { port }),
+        Proto::Tcp => None,
+    }
 }
 
 const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);

@@ -304,7 +304,9 @@ fn fragments_are_held_with_their_first_one_dropped_without_it_and_wake_only_for_
         &mut r,
     );
     assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
-    let (mut s, _) = asleep_and_sure();
+    // The fragments of a segment of a connection the guest does not have (hping3 -f -A, or
+    // -x: first fragments only) are dropped, the first as such, the rest as orphans.
+    let (mut s, id) = asleep_and_sure();
     let mut r = Recorder::default();
     let ack80 = to_guest(80, data(b"GET / HTTP/1.1"));
     handle(
@@ -313,7 +315,16 @@ fn fragments_are_held_with_their_first_one_dropped_without_it_and_wake_only_for_
         &fragment(6, 5, 0, true, &ack80[34..58]),
         &mut r,
     );
+    handle(&mut s, 1_001, &fragment(6, 5, 3, false, &[0; 8]), &mut r);
     assert!(r.wakes.is_empty());
+    assert_eq!(
+        r.verdicts,
+        [
+            (Some(id), Verdict::Dropped(DropReason::UnknownConnection)),
+            (Some(id), Verdict::Dropped(DropReason::OrphanFragment)),
+        ]
+    );
+    assert_eq!(s.queue_depth(id), Some((0, 0)));
 }
 
 #[test]
