@@ -101,6 +101,7 @@ pub const NEEDS: &[Need] = &[
     need("socat", "socat", Program, Installed, false, "UDP and TCP clients"),
     need("tcpdump", "tcpdump", Program, Installed, false, "captures (SYN retransmissions, frames)"),
     need("hping3", "hping3", Program, Installed, false, "crafted TCP segments, fragments and other protocols"),
+    need("nmap", "nmap", Program, Installed, false, "bench-hostile's ACK, FIN and Xmas scans"),
     // Real guests.
     need("qemu-system-x86_64", "qemu-system-x86", Program, Installed, false, "QEMU test guests"),
     need("busybox", "busybox-static", Program, Installed, false, "the test guests' initramfs"),

@@ -1,21 +1,40 @@
-//! `bench-hostile`: what the daemon's own users see while hostile clients press on it.
+//! `bench-hostile`: what the daemon's own users, and the guests it stands in for, see while
+//! hostile clients press on it. Three scenarios of issue 11, `slowloris`, `flood` and `storm`;
+//! with none named, all run, one after the other, each in a lab of its own. All use the real
+//! daemon (`--vmnap PATH`, default: `vmnap` next to this executable), assert nothing about
+//! time and need root.
 //!
-//! So far one case, issue 11's slowloris: a namespace lab (one guest, `web1`) with the real
-//! daemon (`--vmnap PATH`, default: `vmnap` next to this executable) serving its API on the
-//! unix socket and on a TCP listener with a token, at 127.0.0.1:7071 in the lab's host
-//! namespace. `--clients N` TCP clients (default 10,000), spread over `--sources A` loopback
-//! addresses (127.0.x.y, default 1,250: eight clients each), each begin a request and never
-//! finish it: a request line, then one header line a second. A client whose connection is
-//! answered (503 at once, or 408 when its time is up) or closed connects again a second
-//! later, for `--secs S` seconds (default 20). Meanwhile `vmnap status` is asked over the
-//! unix socket every 20 ms, as root would, and timed; so it is for 2 s before, with no
-//! attacker, as a baseline.
+//! # `slowloris`: the API under slow clients
+//!
+//! A namespace lab (one guest, `web1`) with the daemon serving its API on the unix socket and
+//! on a TCP listener with a token, at 127.0.0.1:7071 in the lab's host namespace.
+//! `--clients N` TCP clients (default 10,000), spread over `--sources A` loopback addresses
+//! (127.0.x.y, default 1,250: eight clients each), each begin a request and never finish it:
+//! a request line, then one header line a second. A client whose connection is answered
+//! (503 at once, or 408 when its time is up) or closed connects again a second later, for
+//! `--secs S` seconds (default 20). Meanwhile `vmnap status` is asked over the unix socket
+//! every 20 ms, as root would, and timed; so it is for 2 s before, with no attacker, as a
+//! baseline.
 //!
 //! Prints the status round trip p50/p99/max and the failed calls, with and without the
 //! attack; what the attackers got (connections held, refused at once, cut off, connects
 //! that did not complete within 200 ms); and the daemon's threads and resident memory at
 //! most, and its CPU time during the attack. Issue 11's target: status p99 ≤ 50 ms
-//! throughout. Asserts nothing about time. Needs root.
+//! throughout.
+//!
+//! # `flood`: floods at sleeping guests
+//!
+//! See the `flood` module below: `--guests N` sleeping namespace guests (default 20), one
+//! attacking client running `hping3 --flood` and `nmap` scans at them for `--secs S` seconds
+//! (default 60), another pinging a guest nobody attacks. Issue 11's targets: no guest woken
+//! except by a SYN to a `wake_on` port, ping p99 ≤ 1 ms during the flood, the daemon's memory
+//! bounded. Needs `hping3` and `nmap`.
+//!
+//! # `storm`: a wake storm under a resume cap
+//!
+//! See the `storm` module: 200 sleeping guests woken at once under `[wake] max_resuming =
+//! 10`. Issue 11's target: resumes in flight never above the cap; every client served or
+//! refused visibly within its timeout.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
@@ -27,7 +46,27 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use vmnap_bench::NamespaceLab;
 
-const USAGE: &str = "usage: bench-hostile [--vmnap PATH] [--clients N (10000)] [--sources A (1250)] [--secs S (20)]   (needs root)";
+const USAGE: &str = "\
+usage: bench-hostile [slowloris | flood | storm] [--vmnap PATH] [--secs S] [OPTIONS]   (needs root)
+
+  With no scenario named, all three run: slowloris, flood, then storm.
+  --vmnap PATH     the daemon to run (default: vmnap next to this executable)
+  --secs S         how long the attack lasts (slowloris: 20; flood: 60, cut into 10 stages)
+
+  slowloris: slow HTTP clients on the daemon's TCP API listener; `vmnap status` timed meanwhile
+  --clients N      slow clients (10000)
+  --sources A      loopback source addresses they are spread over (1250)
+
+  flood: hping3 --flood and nmap -sA/-sF/-sX at sleeping guests; another sleeping guest pinged
+  --guests N       namespace guests, 9 to 200 (20)
+  --daemon-answers the daemon answers ARP and ping itself ([surrogate] in_kernel = false)
+                   rather than the kernel's eBPF responder, the default
+  (needs hping3 and nmap: apt-get install hping3 nmap)
+
+  storm: every sleeping guest woken at once by one HTTP request each, under a resume cap
+  --guests N       namespace guests, 2 to 200 (200; flood's default is 20)
+  --cap C          [wake] max_resuming (10)
+  --timeout T      each client's curl --max-time, seconds (20)";
 
 /// Where the daemon's TCP listener is, in the lab's host namespace.
 const LISTEN: (Ipv4Addr, u16) = (Ipv4Addr::LOCALHOST, 7071);
@@ -229,14 +268,59 @@ fn run() -> anyhow::Result<()> {
         println!("{USAGE}");
         return Ok(());
     }
+    let (slow, flood, storm) = match args.first().map(String::as_str) {
+        Some("slowloris") => (true, false, false),
+        Some("flood") => (false, true, false),
+        Some("storm") => (false, false, true),
+        Some(other) if !other.starts_with('-') => {
+            bail!("no scenario {other:?}: slowloris, flood or storm (or none for all)\n{USAGE}")
+        }
+        _ => (true, true, true),
+    };
     vmnap_bench::need_root("bench-hostile")?;
     let vmnap = vmnap_bench::vmnap_path(&args)?;
-    let clients: usize = vmnap_bench::flag(&args, "--clients", 10_000, USAGE)?;
-    let sources: usize = vmnap_bench::flag(&args, "--sources", 1_250, USAGE)?;
-    let secs: u64 = vmnap_bench::flag(&args, "--secs", 20, USAGE)?;
+    // Both scenarios' flags are read before either runs, so that a bad one stops nothing
+    // half-way; so are the flood's tools.
+    let slow_opts = slow.then(|| slowloris_options(&args)).transpose()?;
+    let flood_opts = flood.then(|| flood::Options::parse(&args)).transpose()?;
+    // `--guests` is the flood's when all run: the storm keeps its own default then.
+    let storm_args: Vec<String> = if flood { Vec::new() } else { args.clone() };
+    let storm_opts = storm
+        .then(|| storm::Options::parse(&storm_args))
+        .transpose()?;
+    if let Some(opts) = slow_opts {
+        slowloris(&vmnap, opts)?;
+    }
+    if let Some(opts) = flood_opts {
+        if slow {
+            println!();
+        }
+        flood::run(&vmnap, &opts)?;
+    }
+    if let Some(opts) = storm_opts {
+        if slow || flood {
+            println!();
+        }
+        storm::run(&vmnap, &opts)?;
+    }
+    Ok(())
+}
+
+/// The slowloris's clients, source addresses and seconds.
+fn slowloris_options(args: &[String]) -> anyhow::Result<(usize, usize, u64)> {
+    let clients: usize = vmnap_bench::flag(args, "--clients", 10_000, USAGE)?;
+    let sources: usize = vmnap_bench::flag(args, "--sources", 1_250, USAGE)?;
+    let secs: u64 = vmnap_bench::flag(args, "--secs", 20, USAGE)?;
     if !(1..=100_000).contains(&clients) || !(1..=60_000).contains(&sources) {
         bail!("--clients must be 1 to 100000 and --sources 1 to 60000\n{USAGE}");
     }
+    Ok((clients, sources, secs))
+}
+
+fn slowloris(
+    vmnap: &std::path::Path,
+    (clients, sources, secs): (usize, usize, u64),
+) -> anyhow::Result<()> {
     raise_nofile(clients as u64 + 4096)?;
     let dir = std::env::temp_dir().join(format!("vmnap-bench-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -244,7 +328,7 @@ fn run() -> anyhow::Result<()> {
     std::fs::write(&token, "bench-hostile-token\n")?;
     // The daemon takes a token that its owner alone can read.
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let result = measure(&vmnap, clients, sources, secs, &token);
+    let result = measure(vmnap, clients, sources, secs, &token);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -264,7 +348,7 @@ fn measure(
     );
     let lab = NamespaceLab::start_with_api(vmnap, &["web1".to_owned()], "", &api)?;
     println!(
-        "bench-hostile: the daemon's API while slow clients (slowloris) press on its TCP listener"
+        "bench-hostile slowloris: the daemon's API while slow clients press on its TCP listener"
     );
     println!(
         "  lab: guest web1; daemon {}; TCP listener {}:{} with a token, in the lab's host namespace",
@@ -352,3 +436,6 @@ fn measure(
 fn main() -> std::process::ExitCode {
     vmnap_bench::finish(run())
 }
+
+mod flood;
+mod storm;
