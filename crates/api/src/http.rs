@@ -28,34 +28,52 @@ pub const MAX_HEAD: usize = 16 * 1024;
 /// The most headers a request (or a response) may carry.
 const MAX_HEADERS: usize = 64;
 
+/// A TLS session over a TCP connection, the server's end.
+pub type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
 /// A connection on either listener.
 #[derive(Debug)]
 pub enum Conn {
     /// On the unix socket.
     Unix(UnixStream),
-    /// On the TCP listener.
+    /// On the TCP listener, without TLS.
     Tcp(TcpStream),
+    /// On the TCP listener, in TLS. The handshake happens on the first read or write,
+    /// under the same timeouts and deadline as the request.
+    Tls(Box<TlsStream>),
 }
 
 impl Conn {
-    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+    /// The TCP connection under a TCP or TLS one.
+    fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            Conn::Unix(s) => s.set_read_timeout(t),
-            Conn::Tcp(s) => s.set_read_timeout(t),
+            Conn::Unix(_) => None,
+            Conn::Tcp(s) => Some(s),
+            Conn::Tls(s) => Some(&s.sock),
+        }
+    }
+
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        match (self, self.tcp()) {
+            (Conn::Unix(s), _) => s.set_read_timeout(t),
+            (_, Some(s)) => s.set_read_timeout(t),
+            (_, None) => Ok(()),
         }
     }
 
     pub fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_write_timeout(t),
-            Conn::Tcp(s) => s.set_write_timeout(t),
+        match (self, self.tcp()) {
+            (Conn::Unix(s), _) => s.set_write_timeout(t),
+            (_, Some(s)) => s.set_write_timeout(t),
+            (_, None) => Ok(()),
         }
     }
 
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_nonblocking(on),
-            Conn::Tcp(s) => s.set_nonblocking(on),
+        match (self, self.tcp()) {
+            (Conn::Unix(s), _) => s.set_nonblocking(on),
+            (_, Some(s)) => s.set_nonblocking(on),
+            (_, None) => Ok(()),
         }
     }
 
@@ -72,7 +90,12 @@ impl Conn {
                 // (nothing, normally) does as well.
                 (&*s).read(&mut byte)
             }
-            Conn::Tcp(s) => s.peek(&mut byte),
+            // A TLS peer's records (a close_notify among them) are bytes too: only the
+            // end of the connection under it says it has gone.
+            Conn::Tcp(_) | Conn::Tls(_) => match self.tcp() {
+                Some(s) => s.peek(&mut byte),
+                None => Ok(0),
+            },
         };
         let _ = self.set_nonblocking(false);
         match gone {
@@ -82,10 +105,15 @@ impl Conn {
         }
     }
 
-    pub fn shutdown_write(&self) {
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             Conn::Unix(s) => s.shutdown(Shutdown::Write),
             Conn::Tcp(s) => s.shutdown(Shutdown::Write),
+            Conn::Tls(s) => {
+                s.conn.send_close_notify();
+                let _ = s.flush();
+                s.sock.shutdown(Shutdown::Write)
+            }
         };
     }
 }
@@ -95,6 +123,7 @@ impl Read for Conn {
         match self {
             Conn::Unix(s) => s.read(buf),
             Conn::Tcp(s) => s.read(buf),
+            Conn::Tls(s) => s.read(buf),
         }
     }
 }
@@ -104,6 +133,7 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.write(buf),
             Conn::Tcp(s) => s.write(buf),
+            Conn::Tls(s) => s.write(buf),
         }
     }
 
@@ -111,6 +141,7 @@ impl Write for Conn {
         match self {
             Conn::Unix(s) => s.flush(),
             Conn::Tcp(s) => s.flush(),
+            Conn::Tls(s) => s.flush(),
         }
     }
 }

@@ -144,9 +144,9 @@ pub struct ApiConfig {
     pub socket_mode: u32,
     /// A TCP address the API is also served on (key `listen`, like `"127.0.0.1:7070"`, or a
     /// port alone, `"7070"`, for 127.0.0.1); `None` (the default): only the unix socket.
-    /// Only with `token_file`. An address other than a loopback one only with
-    /// `insecure_listen_without_tls`: the API has no TLS, so the token and every answer
-    /// would cross the network in clear.
+    /// Only with `token_file`. An address other than a loopback one only with `tls` (or
+    /// `insecure_listen_without_tls`: the token and every answer would cross the network
+    /// in clear).
     pub listen: Option<SocketAddr>,
     /// Absolute path of the file holding the bearer token that requests on `listen` must
     /// carry (key `token_file`; `Authorization: Bearer TOKEN`). `Some` exactly when `listen`
@@ -155,6 +155,19 @@ pub struct ApiConfig {
     /// The owner's word that `listen` may be an address other than a loopback one, with
     /// the API in clear text (key `insecure_listen_without_tls`, default `false`).
     pub insecure_listen_without_tls: bool,
+    /// TLS on `listen`: the certificate chain and private key, PEM files (keys `tls_cert`
+    /// and `tls_key`, absolute paths, both or neither, only with `listen`). The daemon
+    /// reads them when it starts, and refuses a key file that others can read.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The files of the TCP listener's TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (PEM).
+    pub cert: PathBuf,
+    /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for ApiConfig {
@@ -165,6 +178,7 @@ impl Default for ApiConfig {
             listen: None,
             token_file: None,
             insecure_listen_without_tls: false,
+            tls: None,
         }
     }
 }

@@ -55,6 +55,10 @@ pub(crate) struct RawApi {
     pub token_file: Option<Spanned<String>>,
     #[serde(default)]
     pub insecure_listen_without_tls: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub tls_cert: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

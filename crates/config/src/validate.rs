@@ -25,7 +25,8 @@ use crate::{
     MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
 use crate::{
-    OnRestart, OnStop, StateConfig, SurrogateConfig, DEFAULT_SOCKET_MODE, DEFAULT_STATE_DIR,
+    OnRestart, OnStop, StateConfig, SurrogateConfig, TlsFiles, DEFAULT_SOCKET_MODE,
+    DEFAULT_STATE_DIR,
 };
 
 /// The longest path `bind(2)` accepts for a unix socket (`sun_path` is 108 bytes with its NUL).
@@ -224,15 +225,45 @@ impl Cx<'_> {
             .insecure_listen_without_tls
             .as_ref()
             .is_some_and(|i| *i.get_ref());
+        let path = |v: &Spanned<String>, key: &str| {
+            self.check(v, || format!("api.{key}"), |s| absolute_path(s))
+        };
+        let tls = match (&api.tls_cert, &api.tls_key) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert: path(c, "tls_cert")?,
+                key: path(k, "tls_key")?,
+            }),
+            (None, None) => None,
+            (Some(v), None) | (None, Some(v)) => {
+                let (key, other) = if api.tls_cert.is_some() {
+                    ("tls_cert", "tls_key")
+                } else {
+                    ("tls_key", "tls_cert")
+                };
+                return Err(self.err(
+                    v.span(),
+                    format!("api.{key}"),
+                    format!("`{key}` needs `{other}`: TLS takes a certificate and its key"),
+                ));
+            }
+        };
+        if let (Some(c), None) = (&api.tls_cert, &api.listen) {
+            return Err(self.err(
+                c.span(),
+                "api.tls_cert".into(),
+                "TLS is for the TCP listener: `tls_cert` and `tls_key` are used only with `listen`",
+            ));
+        }
         if let (Some(addr), Some(l)) = (listen, &api.listen) {
-            if !addr.ip().is_loopback() && !insecure {
+            if !addr.ip().is_loopback() && !insecure && tls.is_none() {
                 return Err(self.err(
                     l.span(),
                     "api.listen".into(),
                     format!(
-                        "{addr} is not a loopback address, and the API has no TLS: its token \
-                         and answers would cross the network in clear. Listen on 127.0.0.1 \
-                         behind a TLS proxy, or set insecure_listen_without_tls = true"
+                        "{addr} is not a loopback address: set tls_cert and tls_key, or its \
+                         token and answers would cross the network in clear (listen on \
+                         127.0.0.1 behind a TLS proxy, or set insecure_listen_without_tls = \
+                         true to allow that)"
                     ),
                 ));
             }
@@ -243,6 +274,7 @@ impl Cx<'_> {
             listen,
             token_file,
             insecure_listen_without_tls: insecure,
+            tls,
         })
     }
 

@@ -1101,6 +1101,7 @@ fn api_listen_with_token_file_and_socket_mode_are_read() {
             listen: Some("127.0.0.1:7070".parse().unwrap()),
             token_file: Some(PathBuf::from("/etc/vmnap/token")),
             insecure_listen_without_tls: false,
+            tls: None,
         }
     );
     // A port alone is on 127.0.0.1.
@@ -1139,7 +1140,7 @@ fn api_listen_beyond_loopback_needs_the_insecure_opt_out() {
             2,
             10,
             Some("api.listen"),
-            "is not a loopback address, and the API has no TLS",
+            "is not a loopback address: set tls_cert and tls_key",
         );
     }
     let api = ok("[api]\nlisten = \"0.0.0.0:7070\"\ntoken_file = \"/t\"\n\
@@ -2957,5 +2958,41 @@ fn surrogate_max_held_bytes_defaults_to_512_mib_and_is_read() {
         18,
         Some("surrogate.max_held_bytes"),
         "1000 is too small; want at least 65600 bytes",
+    );
+}
+
+#[test]
+fn api_tls_lets_the_listener_leave_loopback_and_comes_whole() {
+    let api = ok("[api]\nlisten = \"0.0.0.0:7070\"\ntoken_file = \"/t\"\n\
+                  tls_cert = \"/etc/vmnap/cert.pem\"\ntls_key = \"/etc/vmnap/key.pem\"\n")
+    .api;
+    assert_eq!(
+        api.tls,
+        Some(vmnap_config::TlsFiles {
+            cert: PathBuf::from("/etc/vmnap/cert.pem"),
+            key: PathBuf::from("/etc/vmnap/key.pem"),
+        })
+    );
+    assert!(!api.insecure_listen_without_tls);
+    refused(
+        "[api]\nlisten = \"7070\"\ntoken_file = \"/t\"\ntls_cert = \"/c.pem\"\n",
+        4,
+        12,
+        Some("api.tls_cert"),
+        "`tls_cert` needs `tls_key`",
+    );
+    refused(
+        "[api]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n",
+        2,
+        12,
+        Some("api.tls_cert"),
+        "used only with `listen`",
+    );
+    refused(
+        "[api]\nlisten = \"7070\"\ntoken_file = \"/t\"\ntls_cert = \"c.pem\"\ntls_key = \"/k.pem\"\n",
+        4,
+        12,
+        Some("api.tls_cert"),
+        "absolute",
     );
 }

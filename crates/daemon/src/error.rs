@@ -126,6 +126,14 @@ pub enum StartError {
         /// Why.
         message: String,
     },
+    /// The TLS certificate or key could not be used.
+    #[error("cannot use the API's TLS file {path}: {message}")]
+    Tls {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
     /// Another daemon answers on the socket.
     #[error("another vmnap daemon is already listening on {0}")]
     AlreadyRunning(PathBuf),

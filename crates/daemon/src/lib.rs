@@ -47,6 +47,7 @@ mod registry;
 mod reload;
 mod server;
 mod start;
+mod tls;
 
 use std::net::TcpListener;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -186,12 +187,18 @@ pub fn run_with(
         Some(path) => Some(read_token(path)?),
         None => None,
     };
+    let tls = config
+        .api
+        .tls
+        .as_ref()
+        .map(tls::server_config)
+        .transpose()?;
     // Another daemon on the socket is told as such, before the TCP port it may hold too;
     // the socket appears only once the rest is up (`publish`, below).
     let unpublished = bind(&config.api.socket, config.api.socket_mode)?;
     let tcp = match config.api.listen {
         Some(addr) => {
-            if !addr.ip().is_loopback() {
+            if !addr.ip().is_loopback() && tls.is_none() {
                 warn!(%addr, "the API listens beyond this host without TLS (insecure_listen_without_tls): its token and answers cross the network in clear");
             }
             Some(TcpListener::bind(addr).map_err(|source| StartError::Listen { addr, source })?)
@@ -311,7 +318,23 @@ pub fn run_with(
             if let Some(t) = &tcp {
                 for _ in 0..ACCEPT_BATCH {
                     match t.accept() {
-                        Ok((s, peer)) => accepted.push((Conn::Tcp(s), Some(peer.ip()))),
+                        Ok((s, peer)) => {
+                            let conn = match &tls {
+                                Some(config) => {
+                                    match rustls::ServerConnection::new(Arc::clone(config)) {
+                                        Ok(session) => Conn::Tls(Box::new(
+                                            rustls::StreamOwned::new(session, s),
+                                        )),
+                                        Err(e) => {
+                                            warn!(error = %e, "cannot begin a TLS session");
+                                            continue;
+                                        }
+                                    }
+                                }
+                                None => Conn::Tcp(s),
+                            };
+                            accepted.push((conn, Some(peer.ip())));
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(e) => {
                             warn!(error = %e, "cannot accept an API connection");

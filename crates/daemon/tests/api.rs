@@ -790,3 +790,67 @@ fn openapi_document_matches_the_server() {
         assert!(keys(&v).is_subset(&event_fields), "{v}");
     }
 }
+
+#[test]
+fn the_tcp_listener_speaks_tls_with_the_configured_certificate_and_only_tls() {
+    let dir = std::env::temp_dir().join(format!("vmnap-api-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (token_file, cert, key) = (dir.join("token"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token");
+    let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).expect("cert");
+    std::fs::write(&cert, made.cert.pem()).expect("cert");
+    std::fs::write(&key, made.key_pair.serialize_pem()).expect("key");
+    for f in [&token_file, &key] {
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let r = start(&format!(
+        "listen = \"{LISTEN}\"\ntoken_file = \"{}\"\ntls_cert = \"{}\"\ntls_key = \"{}\"\n",
+        token_file.display(),
+        cert.display(),
+        key.display()
+    ));
+    let host = r.lab.host_netns().to_owned();
+    let curl = |args: &[&str]| {
+        let mut argv = vec!["curl", "-sS", "--max-time", "5"];
+        argv.extend_from_slice(args);
+        r.lab.exec(&host, &argv).expect("curl")
+    };
+    let bearer = format!("Authorization: Bearer {TOKEN}");
+    let https = format!("https://{LISTEN}/v1/guests");
+    let cacert = cert.display().to_string();
+    let ok = curl(&["--cacert", &cacert, "-H", &bearer, &https]);
+    let body = String::from_utf8_lossy(&ok.stdout).into_owned();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(body.contains("\"web1\""), "{body}");
+    // The token is still asked for, inside TLS.
+    let no_token = curl(&[
+        "--cacert",
+        &cacert,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &https,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&no_token.stdout), "401");
+    // A client that does not trust the certificate gives up, and one in clear text gets no
+    // answer: the port speaks TLS only.
+    let untrusted = curl(&["-H", &bearer, &https]);
+    assert_eq!(
+        untrusted.status.code(),
+        Some(60),
+        "curl: certificate not trusted"
+    );
+    let clear = curl(&["-H", &bearer, &format!("http://{LISTEN}/v1/guests")]);
+    assert!(!clear.status.success());
+    assert!(!String::from_utf8_lossy(&clear.stdout).contains("web1"));
+    // And the listener keeps serving after both.
+    let again = curl(&["--cacert", &cacert, "-H", &bearer, &https]);
+    assert!(again.status.success());
+    drop(r);
+    let _ = std::fs::remove_dir_all(&dir);
+}
