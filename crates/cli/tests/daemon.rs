@@ -226,6 +226,53 @@ fn kill_hard(s: &mut Setup) {
 }
 
 #[test]
+fn a_guest_resumed_by_hand_while_the_daemon_was_down_is_left_running_after_a_restart() {
+    need(&["ping", "curl"]);
+    let mut s = Setup::new(&[("web1", 0)], "");
+    s.sleep("web1");
+    kill_hard(&mut s);
+    // Its owner thaws it by hand while no daemon runs.
+    let g = s.lab.guest("web1").expect("guest").clone();
+    let thawed = match std::fs::write(g.cgroup.join("cgroup.freeze"), "0") {
+        Ok(()) => Ok(()),
+        Err(_) => std::fs::write(g.cgroup.join("freezer.state"), "THAWED"),
+    };
+    thawed.expect("thaw the guest's cgroup");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while s.frozen("web1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cgroup stays frozen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    s.start_daemon();
+    // The journal said asleep; the backend says it runs, and it is left to run.
+    let st = s.status("web1");
+    assert_eq!(st["state"], "awake", "{st}");
+    assert!(
+        s.daemon_log().contains("its backend says it runs"),
+        "{}",
+        s.daemon_log()
+    );
+    let ip = s.guest_ip("web1");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+    assert_eq!(s.status("web1")["wakes"], 0, "reached without a wake");
+    // Nothing claims its MAC: no sticky entry of vmnap's on the bridge.
+    let host = s.lab.host_netns().to_owned();
+    let fdb = text(
+        &s.lab
+            .exec(&host, &["bridge", "fdb", "show", "br", "br0"])
+            .expect("fdb"),
+    );
+    assert_eq!(fdb.matches("sticky").count(), 0, "{fdb}");
+}
+
+#[test]
 fn a_daemon_killed_while_a_guest_sleeps_stands_in_again_after_a_restart() {
     need(&["ping", "curl"]);
     let mut s = Setup::new(&[("web1", 0)], "");

@@ -243,7 +243,15 @@ pub struct WakeConfig {
     /// its turn, its guest's traffic held for it, so that a storm of wakes (from save,
     /// each reading its memory back) cannot take the host's memory or disk all at once.
     pub max_resuming: usize,
+    /// The host memory, in bytes, that must stay available after a resume that brings a
+    /// guest's memory back (from a save) and those under way (key `resume_memory_reserve`,
+    /// default [`DEFAULT_RESUME_MEMORY_RESERVE`]). A resume that would go below it waits,
+    /// its traffic held, until the host has the room.
+    pub resume_memory_reserve: u64,
 }
+
+/// The default of `[wake] resume_memory_reserve`: 512 MiB.
+pub const DEFAULT_RESUME_MEMORY_RESERVE: u64 = 512 << 20;
 
 /// The default of `[wake] max_resuming`.
 pub const DEFAULT_MAX_RESUMING: usize = 16;
@@ -254,6 +262,7 @@ impl Default for WakeConfig {
     fn default() -> Self {
         WakeConfig {
             max_resuming: DEFAULT_MAX_RESUMING,
+            resume_memory_reserve: DEFAULT_RESUME_MEMORY_RESERVE,
         }
     }
 }

@@ -29,6 +29,8 @@ pub(crate) struct RawConfig {
 pub(crate) struct RawWake {
     #[serde(default)]
     pub max_resuming: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub resume_memory_reserve: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -20,9 +20,9 @@ use crate::{
     GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode,
     Transport, WakeConfig, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS,
     DEFAULT_IDLE_AFTER, DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MAX_RESUMING,
-    DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES, DEFAULT_SOCKET,
-    MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN, MAX_MAX_RESUMING, MAX_NAME_LEN, MAX_VLAN,
-    MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
+    DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES,
+    DEFAULT_RESUME_MEMORY_RESERVE, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN,
+    MAX_MAX_RESUMING, MAX_NAME_LEN, MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
 use crate::{
     OnRestart, OnStop, StateConfig, SurrogateConfig, TlsFiles, DEFAULT_SOCKET_MODE,
@@ -435,7 +435,20 @@ impl Cx<'_> {
             )?,
             None => DEFAULT_MAX_RESUMING,
         };
-        Ok(WakeConfig { max_resuming })
+        let resume_memory_reserve = match &raw.resume_memory_reserve {
+            Some(v) => self.check(
+                v,
+                || "wake.resume_memory_reserve".into(),
+                |&n| {
+                    u64::try_from(n).map_err(|_| format!("{n} is negative; want a number of bytes"))
+                },
+            )?,
+            None => DEFAULT_RESUME_MEMORY_RESERVE,
+        };
+        Ok(WakeConfig {
+            max_resuming,
+            resume_memory_reserve,
+        })
     }
 
     fn surrogate(&self, raw: &RawSurrogate) -> Result<SurrogateConfig, ConfigError> {

@@ -2996,3 +2996,21 @@ fn api_tls_lets_the_listener_leave_loopback_and_comes_whole() {
         "absolute",
     );
 }
+
+#[test]
+fn wake_resume_memory_reserve_defaults_to_512_mib_and_is_read() {
+    assert_eq!(ok("").wake.resume_memory_reserve, 512 << 20);
+    assert_eq!(
+        ok("[wake]\nresume_memory_reserve = 0\n")
+            .wake
+            .resume_memory_reserve,
+        0
+    );
+    refused(
+        "[wake]\nresume_memory_reserve = -1\n",
+        2,
+        25,
+        Some("wake.resume_memory_reserve"),
+        "-1 is negative",
+    );
+}

@@ -106,10 +106,15 @@ struct Line {
 
 impl Pool {
     /// A pool of at most [`MAX_THREADS`] threads, none running yet, that resumes at most
-    /// `max_resuming` guests at once, for guests that hold at most `max_held_bytes` in all.
-    pub(crate) fn new(max_resuming: usize, max_held_bytes: usize) -> Self {
+    /// `max_resuming` guests at once, keeping `resume_memory_reserve` bytes of the host's
+    /// memory available, for guests that hold at most `max_held_bytes` in all.
+    pub(crate) fn new(
+        max_resuming: usize,
+        resume_memory_reserve: u64,
+        max_held_bytes: usize,
+    ) -> Self {
         Pool {
-            gate: ResumeGate::new(max_resuming),
+            gate: ResumeGate::new(max_resuming, resume_memory_reserve),
             held: HoldBudget::new(max_held_bytes),
             ..Self::with_limits(MAX_THREADS, IDLE_EXIT)
         }
@@ -134,7 +139,10 @@ impl Pool {
                 max_threads: max_threads.max(1),
                 idle_exit,
             }),
-            gate: ResumeGate::new(vmnap_config::DEFAULT_MAX_RESUMING),
+            gate: ResumeGate::new(
+                vmnap_config::DEFAULT_MAX_RESUMING,
+                vmnap_config::DEFAULT_RESUME_MEMORY_RESERVE,
+            ),
             held: HoldBudget::new(vmnap_config::DEFAULT_MAX_HELD_BYTES),
         }
     }
@@ -358,6 +366,16 @@ impl GuestBackend {
     /// The backend's kind, for status.
     pub(crate) fn kind(&self) -> &'static str {
         self.kind
+    }
+
+    /// Whether the guest is stopped now ([`Backend::is_stopped`]), asked here and now, not
+    /// on the pool: only at start, before any call of the guest's is under way.
+    pub(crate) fn is_stopped_now(&self) -> Option<bool> {
+        self.slot
+            .backend
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_stopped()
     }
 
     /// The ticket its reports carry.

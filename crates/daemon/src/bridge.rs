@@ -36,6 +36,7 @@ use crate::backend::{Done, GuestBackend, Op, Pool, Report};
 use crate::backoff::WakeJudge;
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
+use crate::gate::Entry as GateEntry;
 use crate::journal::{self, Entry, Journal};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
 use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
@@ -47,6 +48,8 @@ const WAKER: Token = Token(1);
 const FIRST_WATCH: usize = 2;
 /// Watch sockets per guest, at most.
 const WATCHES: usize = 2;
+/// How often a resume that waits for the host's memory is tried again.
+const MEMORY_RETRY: Duration = Duration::from_secs(1);
 /// How often the counts of frames answered, queued and dropped become events, at most.
 const TALLY_EVERY: Duration = Duration::from_secs(1);
 /// Frames handled per readiness event before commands get a turn.
@@ -300,8 +303,10 @@ struct Guest {
     in_kernel: Option<xdp::Answered>,
     /// It has an entry in the journal.
     journaled: bool,
-    /// It holds a place of the resume cap: its backend is resuming it.
-    resuming: bool,
+    /// It holds a place of the resume cap, for this much memory: its backend is resuming it.
+    resuming: Option<u64>,
+    /// Its resume waits for the host's memory (said once per wait).
+    waits_for_memory: bool,
     /// What asked for the wake under way, if a frame did.
     wake_cause: Option<WakeCause>,
     /// Whether its recent wakes served anyone.
@@ -802,7 +807,8 @@ impl BridgeWorker {
             memory_released: None,
             in_kernel: None,
             journaled: false,
-            resuming: false,
+            resuming: None,
+            waits_for_memory: false,
             wake_cause: None,
             judge: WakeJudge::default(),
             known_since_ms: unix_ms(),
@@ -899,6 +905,18 @@ impl BridgeWorker {
             };
             let id = self.guests[i].id;
             let now = self.now();
+            // The journal says what vmnap left; the backend says what is. A guest someone
+            // resumed meanwhile (virsh resume, a thaw by hand) runs: standing in for it would
+            // cut it off, so its port is handed back and its entry dropped.
+            if self.guests[i].backend.is_stopped_now() == Some(false) {
+                warn!(guest = %name, state = %entry.state, "the journal has the guest asleep, but its backend says it runs (resumed outside vmnap?): handing its port back");
+                let ifindex = self.guests[i].ifindex;
+                let _ = self.netlink.set_port_state(ifindex, PortState::Forwarding);
+                let _ = self.netlink.set_link_up(ifindex, true);
+                self.guests[i].journaled = true;
+                self.journal(i, None);
+                continue;
+            }
             if self.surrogate.stand_in(id, cut, now).is_err() {
                 continue;
             }
@@ -1025,11 +1043,15 @@ impl BridgeWorker {
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
         let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
         let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
+        // A resume waiting for memory is tried again every second: memory frees up by
+        // itself too.
+        let waiting = (!self.waiting.is_empty()).then(|| StdInstant::now() + MEMORY_RETRY);
         core.into_iter()
             .chain(sample)
             .chain(tally)
             .chain(kernel)
             .chain(backing_off)
+            .chain(waiting)
             .min()
     }
 
@@ -1440,8 +1462,8 @@ impl BridgeWorker {
         if let Some(w) = g.flow_watch.take() {
             close_watch(&self.poll, &self.closer, w);
         }
-        if g.resuming {
-            self.pool.resume_gate().leave();
+        if let Some(bytes) = g.resuming {
+            self.pool.resume_gate().leave(bytes);
         }
         self.surrogate.remove_guest(g.id);
         g.answer_sleep(&Err(Refusal::Removed));
@@ -1987,14 +2009,36 @@ impl BridgeWorker {
         self.resume_admitted(i);
     }
 
-    /// Has guest `i` resumed once a place of the resume cap is free.
+    /// Has guest `i` resumed once a place of the resume cap is free, and the host has
+    /// the memory it brings back.
     fn resume_admitted(&mut self, i: usize) {
-        if self.waiting.is_empty() && self.pool.resume_gate().try_enter() {
-            self.guests[i].resuming = true;
-            self.backend_call(i, Op::Resume);
-        } else {
+        if !(self.waiting.is_empty() && self.try_resume(i)) {
             debug!(guest = %self.guests[i].name, in_flight = self.pool.resume_gate().in_flight(), "waits for a place to resume");
             self.waiting.push_back(i);
+        }
+    }
+
+    /// Takes a place of the resume cap for guest `i` and hands its resume to the pool;
+    /// `false` if there is none, or not the memory for it (said once per wait).
+    fn try_resume(&mut self, i: usize) -> bool {
+        let g = &mut self.guests[i];
+        // What the guest's sleep freed (a save) comes back with the resume.
+        let bytes = g.memory_released.unwrap_or(0);
+        let available = || vmnap_host::memory::available().unwrap_or(u64::MAX);
+        match self.pool.resume_gate().try_enter(bytes, available) {
+            GateEntry::In => {
+                g.resuming = Some(bytes);
+                g.waits_for_memory = false;
+                self.backend_call(i, Op::Resume);
+                true
+            }
+            GateEntry::Full => false,
+            GateEntry::Memory => {
+                if !std::mem::replace(&mut g.waits_for_memory, true) {
+                    warn!(guest = %g.name, needs_mib = bytes >> 20, "its resume waits: the host has not the memory it brings back beside [wake] resume_memory_reserve; its traffic is held");
+                }
+                false
+            }
         }
     }
 
@@ -2018,27 +2062,30 @@ impl BridgeWorker {
                 }
             }
         }
-        while let Some(&i) = self.waiting.front() {
+        // In order; one that waits for memory lets the others by, one that finds the cap
+        // full stops the line.
+        let mut line = std::mem::take(&mut self.waiting);
+        while let Some(i) = line.pop_front() {
             let guest = self.guests.get_mut(i).map(|g| (g.id, g.resuming));
             let waits = guest.is_some_and(|(id, resuming)| {
-                !resuming && self.surrogate.phase(id) == Some(Phase::Resuming)
+                resuming.is_none() && self.surrogate.phase(id) == Some(Phase::Resuming)
             });
-            if waits {
-                if !self.pool.resume_gate().try_enter() {
-                    return;
-                }
-                self.guests[i].resuming = true;
-                self.backend_call(i, Op::Resume);
+            if !waits || self.try_resume(i) {
+                continue;
             }
-            self.waiting.pop_front();
+            self.waiting.push_back(i);
+            if self.pool.resume_gate().in_flight() >= self.pool.resume_gate().max() {
+                break;
+            }
         }
+        self.waiting.extend(line);
     }
 
     /// Guest `i`'s backend has answered its resume: its place goes back.
     fn resume_ended(&mut self, i: usize) {
         if let Some(g) = self.guests.get_mut(i) {
-            if std::mem::take(&mut g.resuming) {
-                self.pool.resume_gate().leave();
+            if let Some(bytes) = g.resuming.take() {
+                self.pool.resume_gate().leave(bytes);
             }
         }
     }

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use vmnap_host::addrs::HostAddr;
 
 use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig};
@@ -46,6 +47,10 @@ pub(crate) fn add_discovered(
     let mut names: HashSet<String> = config.guests.iter().map(|g| g.name.clone()).collect();
     let mut addresses: HashSet<IpAddr> = config.guests.iter().flat_map(addresses_of).collect();
     let mut macs: HashSet<[u8; 6]> = config.guests.iter().filter_map(|g| g.mac).collect();
+    let host = vmnap_host::addrs::host_addrs().unwrap_or_else(|e| {
+        warn!(error = %e, "cannot read the host's addresses; discovered addresses are not checked against them");
+        Vec::new()
+    });
     let mut added = Vec::new();
     for d in &domains {
         let skip = |why: &str| info!(domain = %d.name, "discovery skips the domain: {why}");
@@ -152,6 +157,11 @@ pub(crate) fn add_discovered(
             skip(&why);
             continue;
         }
+        let bridge = iface.bridge.as_deref().unwrap_or_default();
+        if let Some(why) = addresses_of(&guest).find_map(|a| address_problem(a, bridge, &host)) {
+            skip(&why);
+            continue;
+        }
         guest.bridge = iface.bridge.clone();
         guest.mac = Some(iface.mac);
         info!(
@@ -208,6 +218,39 @@ fn usable_port(
     Ok(())
 }
 
+/// Why `addr`, read for a domain on `bridge`, cannot be its guest's, given the host's own
+/// addresses `host`: it is one of them (the bridge's own is the guests' gateway), or the
+/// bridge has networks of its family (link-local ones aside) and it lies in none of them.
+/// vmnap would answer ARP and NDP for it in the guest's name.
+fn address_problem(addr: IpAddr, bridge: &str, host: &[HostAddr]) -> Option<String> {
+    if let Some(own) = host.iter().find(|h| h.addr == addr) {
+        return Some(format!(
+            "address {addr} is the host's own, on {} (a guest's gateway, never a guest)",
+            own.interface
+        ));
+    }
+    let link_local = |a: IpAddr| match a {
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        IpAddr::V4(v4) => v4.is_link_local(),
+    };
+    let nets: Vec<&HostAddr> = host
+        .iter()
+        .filter(|h| h.interface == bridge && h.addr.is_ipv4() == addr.is_ipv4())
+        .filter(|h| !link_local(h.addr))
+        .collect();
+    if nets.is_empty() || nets.iter().any(|n| n.contains(addr)) {
+        return None;
+    }
+    let list: Vec<String> = nets
+        .iter()
+        .map(|n| format!("{}/{}", n.addr, n.prefix))
+        .collect();
+    Some(format!(
+        "address {addr} lies in none of the networks of its bridge {bridge} ({})",
+        list.join(", ")
+    ))
+}
+
 fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
     g.ipv4
         .iter()
@@ -220,6 +263,39 @@ mod tests {
     use super::*;
 
     const NS: &str = "https://example.org/vmnap";
+
+    #[test]
+    fn a_discovered_address_must_not_be_the_hosts_and_must_lie_in_its_bridges_networks() {
+        let h = |interface: &str, addr: &str, prefix| HostAddr {
+            interface: interface.into(),
+            addr: addr.parse().expect("ip"),
+            prefix,
+        };
+        let host = [
+            h("br0", "198.18.0.1", 24),
+            h("br0", "fe80::1", 64),
+            h("eth0", "198.19.0.5", 16),
+            h("br1", "2001:db8::1", 64),
+        ];
+        let problem =
+            |a: &str, bridge: &str| address_problem(a.parse().expect("ip"), bridge, &host);
+        assert_eq!(problem("198.18.0.11", "br0"), None);
+        let gw = problem("198.18.0.1", "br0").expect("the gateway");
+        assert!(gw.contains("host's own, on br0"), "{gw}");
+        let own = problem("198.19.0.5", "br1").expect("another interface's");
+        assert!(own.contains("on eth0"), "{own}");
+        let outside = problem("198.18.5.11", "br0").expect("outside br0's /24");
+        assert!(
+            outside.contains("none of the networks of its bridge br0 (198.18.0.1/24)"),
+            "{outside}"
+        );
+        // br0 has only a link-local IPv6 network: any IPv6 address will do; br1 has no IPv4.
+        assert_eq!(problem("2001:db8:9::11", "br0"), None);
+        assert_eq!(problem("198.18.9.9", "br1"), None);
+        assert!(problem("2001:db8:9::11", "br1").is_some());
+        // A bridge with no address of its own says nothing.
+        assert_eq!(problem("198.18.5.11", "br9"), None);
+    }
 
     fn config(discover: &str, guests: &str) -> Config {
         let text = format!("[libvirt]\nuri = \"test:///default\"\ndiscover = {discover}\n{guests}");

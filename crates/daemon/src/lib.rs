@@ -206,7 +206,11 @@ pub fn run_with(
         None => None,
     };
     let bus = EventBus::new();
-    let pool = backend::Pool::new(config.wake.max_resuming, config.surrogate.max_held_bytes);
+    let pool = backend::Pool::new(
+        config.wake.max_resuming,
+        config.wake.resume_memory_reserve,
+        config.surrogate.max_held_bytes,
+    );
     let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);

@@ -199,6 +199,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "wake.max_resuming",
     );
     check(
+        old.wake.resume_memory_reserve != new.wake.resume_memory_reserve,
+        "wake.resume_memory_reserve",
+    );
+    check(
         old.surrogate.max_held_bytes != new.surrogate.max_held_bytes,
         "surrogate.max_held_bytes",
     );

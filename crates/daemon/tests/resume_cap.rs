@@ -79,3 +79,57 @@ fn a_storm_of_wakes_resumes_at_most_the_cap_at_once_and_serves_every_client() {
         assert!(body.contains(line), "{line:?} not in the metrics");
     }
 }
+
+#[test]
+fn resumes_from_save_wait_until_the_host_has_their_memory_beside_the_reserve() {
+    const GIB: u64 = 1 << 30;
+    let fake = FakeBackend::new("any");
+    // Each guest's sleep gives back 4 GiB, as a save of a 4 GiB guest would; the reserve
+    // leaves room for one of them in what the host has now (with 2 GiB to spare either way).
+    fake.state().memory = 4 * GIB;
+    let available = vmnap_host::memory::available().expect("MemAvailable");
+    assert!(available > 8 * GIB, "this test needs 8 GiB available");
+    let reserve = available - 6 * GIB;
+    let top = format!(
+        "[idle]\ninterval = \"200ms\"\n[wake]\nmax_resuming = 16\nresume_memory_reserve = {reserve}\n"
+    );
+    let r = start_many(fake.clone(), 2, &top, "idle_after = \"off\"\n");
+    // Sampled at least once awake: the daemon knows what each sleep gives back.
+    std::thread::sleep(Duration::from_millis(600));
+    for i in 1..=2 {
+        let answer = api::call(
+            &r.socket,
+            &Request::Sleep {
+                guest: format!("web{i}"),
+            },
+        )
+        .expect("sleep");
+        assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
+    }
+    fake.state().delay = Duration::from_millis(300);
+    let ns = r.lab.client("c0").expect("client").netns.clone();
+    let pages: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = (1..=2u8)
+            .map(|i| {
+                let (lab, ns) = (&r.lab, &ns);
+                s.spawn(move || {
+                    let url = format!("http://198.18.0.{}/", 10 + i);
+                    let out = lab
+                        .exec(ns, &["curl", "-sS", "--max-time", "20", &url])
+                        .expect("curl");
+                    String::from_utf8_lossy(&out.stdout).into_owned()
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .map(|c| c.join().expect("client"))
+            .collect()
+    });
+    assert_eq!(pages, ["hello from web1\n", "hello from web2\n"]);
+    assert_eq!(
+        fake.state().most_resuming,
+        1,
+        "the second resume waited for the first's memory"
+    );
+}

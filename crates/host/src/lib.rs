@@ -12,6 +12,7 @@
 //! when to freeze, which entry to install or what to send); it reads no clock other than
 //! for its own bounded waits.
 
+pub mod addrs;
 pub mod bpf;
 pub mod cgroup;
 pub mod diag;

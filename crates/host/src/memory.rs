@@ -46,3 +46,27 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// The memory the host has available for new work (`MemAvailable` of `/proc/meminfo`), in
+/// bytes; `None` if it cannot be read.
+pub fn available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod available_tests {
+    #[test]
+    fn the_hosts_available_memory_is_read() {
+        let bytes = super::available().expect("MemAvailable");
+        assert!(bytes > 16 << 20, "{bytes} bytes available");
+    }
+}

@@ -152,6 +152,12 @@ pub trait Backend: Send + std::fmt::Debug {
     fn work_in_flight(&mut self) -> Option<Result<TcpWork, InspectError>> {
         None
     }
+    /// Whether the guest is stopped now, by anyone (asked at start, where the journal says
+    /// vmnap left it asleep: someone may have resumed it meanwhile). `None`: the backend
+    /// cannot tell.
+    fn is_stopped(&mut self) -> Option<bool> {
+        None
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -213,6 +219,10 @@ impl Backend for CgroupBackend {
             })
     }
 
+    fn is_stopped(&mut self) -> Option<bool> {
+        self.cgroup.is_frozen().ok()
+    }
+
     /// A frozen cgroup's processes are stopped but the kernel of its network namespace is
     /// not: its sockets are read through the namespace of the cgroup's first process. A guest
     /// without a namespace of its own (its sockets are the host's) cannot be told.
@@ -264,6 +274,8 @@ pub struct FakeState {
     pub resuming: u32,
     /// The most resumes ever under way at once.
     pub most_resuming: u32,
+    /// The memory each guest's sleep gives back, as a save's would (0: a pause's).
+    pub memory: u64,
 }
 
 /// A backend that stops nothing: it records calls and fails on request. Clones share state,
@@ -297,8 +309,12 @@ impl Backend for FakeBackend {
         "fake"
     }
 
+    fn is_stopped(&mut self) -> Option<bool> {
+        Some(self.state().suspended)
+    }
+
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
-        Some(0)
+        Some(self.state().memory)
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {

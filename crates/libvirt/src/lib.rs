@@ -344,4 +344,15 @@ impl Backend for LibvirtBackend {
         let ifaces = self.domain.interfaces().ok()?;
         ifaces.into_iter().find_map(|i| i.tap)
     }
+
+    /// Paused, or shut off with a managed save, is stopped; running, or shut off without a
+    /// save (its owner shut it down), is not.
+    fn is_stopped(&mut self) -> Option<bool> {
+        match self.domain.state().ok()? {
+            DomainState::Running => Some(false),
+            DomainState::Paused => Some(true),
+            DomainState::ShutOff => self.domain.has_managed_save().ok(),
+            DomainState::Other(_) => None,
+        }
+    }
 }

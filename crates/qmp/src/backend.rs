@@ -796,6 +796,19 @@ impl Backend for QmpBackend {
                 source: Box::new(e),
             })
     }
+
+    /// QEMU's run state, if it answers; in save mode, a QEMU that does not answer with a
+    /// state file left is a saved guest.
+    fn is_stopped(&mut self) -> Option<bool> {
+        match self.run_state() {
+            Ok((running, _)) => Some(!running),
+            Err(_) => self
+                .save
+                .as_ref()
+                .filter(|s| s.state_file.exists())
+                .map(|_| true),
+        }
+    }
 }
 
 /// An error and its causes, joined with `: `.
