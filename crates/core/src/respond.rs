@@ -7,10 +7,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use smoltcp::phy::ChecksumCapabilities;
 use vmnap_wire::smol::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetProtocol, Icmpv4Packet, Icmpv4Repr,
-    Icmpv6Packet, Icmpv6Repr, IpAddress, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr,
-    NdiscNeighborFlags, NdiscRepr, RawHardwareAddress, TcpControl, TcpPacket, TcpRepr,
-    TcpSeqNumber, TcpTimestampRepr, UdpPacket, UdpRepr,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetProtocol, Icmpv4DstUnreachable,
+    Icmpv4Packet, Icmpv4Repr, Icmpv6DstUnreachable, Icmpv6Packet, Icmpv6Repr, IpAddress,
+    IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr,
+    RawHardwareAddress, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, TcpTimestampRepr, UdpPacket,
+    UdpRepr,
 };
 use vmnap_wire::vlan::LinkRepr;
 
@@ -280,4 +281,54 @@ pub(crate) fn tcp(out: &mut Vec<u8>, route: &Route, seg: &Segment<'_>) {
         &dst,
         &checksums(),
     );
+}
+
+/// An ICMP or ICMPv6 "port unreachable" for the IP packet `original` (its header and the
+/// first 8 bytes of its payload, as RFC 792 and RFC 4443 ask for). Nothing is written if
+/// `original` does not parse.
+pub(crate) fn port_unreachable(out: &mut Vec<u8>, route: &Route, original: &[u8]) {
+    out.clear();
+    let ignored = ChecksumCapabilities::ignored();
+    match *route {
+        Route::V4 { .. } => {
+            let Ok(packet) = Ipv4Packet::new_checked(original) else {
+                return;
+            };
+            let Ok(header) = Ipv4Repr::parse(&packet, &ignored) else {
+                return;
+            };
+            let payload = packet.payload();
+            let repr = Icmpv4Repr::DstUnreachable {
+                reason: Icmpv4DstUnreachable::PortUnreachable,
+                header,
+                data: &payload[..payload.len().min(8)],
+            };
+            let at = ip(out, route, IpProtocol::Icmp, HOP_LIMIT, repr.buffer_len());
+            repr.emit(
+                &mut Icmpv4Packet::new_unchecked(&mut out[at..]),
+                &checksums(),
+            );
+        }
+        Route::V6 { src, dst, .. } => {
+            let Ok(packet) = Ipv6Packet::new_checked(original) else {
+                return;
+            };
+            let Ok(header) = Ipv6Repr::parse(&packet) else {
+                return;
+            };
+            let payload = packet.payload();
+            let repr = Icmpv6Repr::DstUnreachable {
+                reason: Icmpv6DstUnreachable::PortUnreachable,
+                header,
+                data: &payload[..payload.len().min(8)],
+            };
+            let at = ip(out, route, IpProtocol::Icmpv6, HOP_LIMIT, repr.buffer_len());
+            repr.emit(
+                &src,
+                &dst,
+                &mut Icmpv6Packet::new_unchecked(&mut out[at..]),
+                &checksums(),
+            );
+        }
+    }
 }

@@ -2003,6 +2003,7 @@ impl BridgeWorker {
         if let Some(until) = g.judge.hold_until(cause).filter(|u| *u > now) {
             info!(guest = %g.name, useless = g.judge.useless(), wait_s = (until - now).as_secs_f64(), "its last wakes served no one: this wake waits, its frames held");
             self.backing_off.push((until, i, cause));
+            self.surrogate.set_waits_for_admission(self.guests[i].id, true);
             return;
         }
         g.judge.begin(cause);
@@ -2029,14 +2030,18 @@ impl BridgeWorker {
             GateEntry::In => {
                 g.resuming = Some(bytes);
                 g.waits_for_memory = false;
+                let id = g.id;
+                self.surrogate.set_waits_for_admission(id, false);
                 self.backend_call(i, Op::Resume);
                 true
             }
             GateEntry::Full => false,
             GateEntry::Memory => {
+                let id = g.id;
                 if !std::mem::replace(&mut g.waits_for_memory, true) {
                     warn!(guest = %g.name, needs_mib = bytes >> 20, "its resume waits: the host has not the memory it brings back beside [wake] resume_memory_reserve; its traffic is held");
                 }
+                self.surrogate.set_waits_for_admission(id, true);
                 false
             }
         }

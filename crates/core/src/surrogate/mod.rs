@@ -127,6 +127,9 @@ struct Guest {
     conns: Connections,
     /// The latest datagrams (peer, identification) whose first fragment was held for it.
     fragments: VecDeque<(IpAddr, u32)>,
+    /// Its wake waits for admission (backing off, or for the host's memory): what finds no
+    /// room is refused visibly.
+    waits_for_admission: bool,
 }
 
 /// Stands in for the guests of one bridge. See the crate documentation.
@@ -241,6 +244,7 @@ impl Surrogate {
             barrier: None,
             conns: Connections::default(),
             fragments: VecDeque::new(),
+            waits_for_admission: false,
         };
         if slot == self.guests.len() {
             self.guests.push(Some(Box::new(guest)));
@@ -333,6 +337,20 @@ impl Surrogate {
             .get_mut(id.index())
             .and_then(Option::as_deref_mut)
             .map(|g| &mut g.conns)
+    }
+
+    /// Says whether guest `id`'s wake waits for admission (the daemon holds its resume
+    /// back: its wakes served no one lately, or the host lacks the memory it brings back).
+    /// Meanwhile a SYN or datagram that finds no room is refused visibly rather than
+    /// dropped, since no wake is coming soon to serve its client's next try.
+    pub fn set_waits_for_admission(&mut self, id: GuestId, waits: bool) {
+        if let Some(g) = self
+            .guests
+            .get_mut(id.index())
+            .and_then(Option::as_deref_mut)
+        {
+            g.waits_for_admission = waits;
+        }
     }
 
     fn guest(&self, id: GuestId) -> Option<&Guest> {
@@ -683,7 +701,8 @@ impl Surrogate {
                 self.frame_held(id, now);
             }
             Err(Refused::Budget) => {
-                sink.verdict(Some(id), Verdict::Dropped(DropReason::HoldBudget))
+                sink.verdict(Some(id), Verdict::Dropped(DropReason::HoldBudget));
+                self.refuse(id, frame, sink);
             }
             Err(Refused::MulticastFull) => {
                 sink.verdict(Some(id), Verdict::Dropped(DropReason::MulticastQueueFull))
@@ -691,7 +710,72 @@ impl Surrogate {
             // Dropped and counted; it wakes the guest only if it is a frame that would
             // (then `enqueue_and_wake` does): a flood of what wakes no one must not wake it
             // by its volume.
-            Err(Refused::Full) => sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull)),
+            Err(Refused::Full) => {
+                sink.verdict(Some(id), Verdict::Dropped(DropReason::QueueFull));
+                self.refuse(id, frame, sink);
+            }
+        }
+    }
+
+    /// Refuses, visibly, a frame for guest `id` that found no room (its queue, or the
+    /// budget all guests share), where its client would otherwise wait for nothing: a UDP
+    /// datagram that does not wake the guest gets an ICMP port unreachable (it would have
+    /// been held for the next wake, and is lost); while the guest's wake waits for
+    /// admission ([`Self::set_waits_for_admission`]), a SYN gets a RST/ACK and any datagram
+    /// an ICMP port unreachable. Otherwise a frame is only dropped (counted by the caller):
+    /// a SYN that wakes the guest is sent again by its client and finds it awake, TCP sends
+    /// again what it sent on a connection, and a frame to a group address gets no error.
+    fn refuse(&mut self, id: GuestId, frame: &[u8], sink: &mut impl Sink) {
+        let Some(guest) = self.guest(id) else { return };
+        let waits = guest.waits_for_admission;
+        let Ok(parsed) = classify::parse(frame) else {
+            return;
+        };
+        let link = parsed.link;
+        if !link.dst.is_unicast() {
+            return;
+        }
+        let (route, transport) = match parsed.net {
+            Net::Ipv4 {
+                src,
+                dst,
+                transport,
+            } if !dst.is_broadcast() && !dst.is_multicast() && !src.is_unspecified() => {
+                (Route::reply_v4(&link, dst, src), transport)
+            }
+            Net::Ipv6 {
+                src,
+                dst,
+                transport,
+                ..
+            } if !dst.is_multicast() && !src.is_unspecified() => {
+                (Route::reply_v6(&link, dst, src), transport)
+            }
+            _ => return,
+        };
+        match transport {
+            Transport::Tcp(seg) if waits && seg.syn && seg.ack.is_none() && !seg.rst => {
+                let len = seg.payload.len() as u32 + 1 + u32::from(seg.fin);
+                let rst = Segment {
+                    src_port: seg.dst_port,
+                    dst_port: seg.src_port,
+                    seq: 0,
+                    ack: Some(seg.seq.wrapping_add(len)),
+                    rst: true,
+                    ..Segment::default()
+                };
+                respond::tcp(&mut self.scratch, &route, &rst);
+            }
+            Transport::Udp { dst_port, .. }
+                if waits || !guest.spec.wakes_on(Proto::Udp, dst_port) =>
+            {
+                let ip = frame.get(link.header_len()..).unwrap_or_default();
+                respond::port_unreachable(&mut self.scratch, &route, ip);
+            }
+            _ => return,
+        }
+        if !self.scratch.is_empty() {
+            sink.transmit(&self.scratch);
         }
     }
 

@@ -397,3 +397,63 @@ fn frames_past_the_budget_shared_by_every_guest_are_dropped_counted_and_wake_no_
     assert!(r.wakes.is_empty(), "the budget is not the guest's to free");
     assert_eq!(s.queue_depth(id), Some((3, 3 * probe.len())));
 }
+
+#[test]
+fn a_syn_or_datagram_that_finds_no_room_is_refused_visibly() {
+    let mut s = Surrogate::new(7);
+    let limits = QueueLimits {
+        frames: 2,
+        ..QueueLimits::default()
+    };
+    let id = s
+        .add_guest(GuestSpec {
+            limits,
+            ..super::spec(0)
+        })
+        .expect("fresh surrogate");
+    s.stand_in(id, Some(Cut::PortDisabled), Instant::ZERO)
+        .expect("awake guest");
+    let mut r = Recorder::default();
+    for n in 0..2u8 {
+        handle(&mut s, 1_000, &udp_v4(5353, &[n]), &mut r);
+    }
+    assert!(r.sent.is_empty(), "held while there is room");
+    // A SYN to a wake port wakes the guest; with no room to hold it, it is dropped: its
+    // client sends it again in a second and finds the guest awake.
+    r.take();
+    handle(&mut s, 1_001, &super::syn(80), &mut r);
+    assert_eq!(
+        r.verdicts,
+        [(Some(id), Verdict::Dropped(DropReason::QueueFull))]
+    );
+    assert_eq!(r.wakes, [(id, WakeCause::TcpSyn { port: 80 })]);
+    assert!(r.sent.is_empty());
+    // While the wake waits for admission (the daemon holds it back), no wake is coming to
+    // serve that next try: the client is told at once, RST/ACK of its SYN.
+    s.set_waits_for_admission(id, true);
+    r.take();
+    handle(&mut s, 1_001, &super::syn(80), &mut r);
+    let (sport, dport, _, ack, _, _, rst, _) = tcp_of(&r.sent[0]);
+    assert_eq!((sport, dport, ack, rst), (80, 40000, Some(1001), true));
+    s.set_waits_for_admission(id, false);
+    // A datagram that would not wake the guest, and so would have waited for the next
+    // wake: ICMP port unreachable, quoting its IP header and first 8 bytes.
+    r.take();
+    let datagram = udp_v4(5353, b"no room");
+    handle(&mut s, 1_002, &datagram, &mut r);
+    assert_eq!(r.sent.len(), 1);
+    let out = &r.sent[0];
+    let ip = Ipv4Packet::new_checked(&out[14..]).expect("IPv4");
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (GUEST_V4, CLIENT_V4));
+    let icmp = vmnap_wire::smol::Icmpv4Packet::new_checked(ip.payload()).expect("ICMP");
+    assert!(icmp.verify_checksum());
+    assert_eq!(
+        (icmp.msg_type(), icmp.msg_code()),
+        (vmnap_wire::smol::Icmpv4Message::DstUnreachable, 3)
+    );
+    assert_eq!(
+        &icmp.data()[..28],
+        &datagram[14..42],
+        "its header and 8 bytes"
+    );
+}
