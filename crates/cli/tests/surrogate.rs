@@ -469,21 +469,51 @@ fn an_idle_connection_survives_the_guests_sleep_on_keepalives_answered_by_vmnap(
     let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
     std::thread::sleep(std::time::Duration::from_millis(500));
     s.sleep("web1");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let got = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(
-        got.ends_with("hello from web1\n"),
-        "the connection did not survive: {got:?}"
-    );
+    assert_page_on(&mut s, pid, &out);
     let st = s.awake("web1");
     assert_eq!(st["wakes"], 1, "{st}");
     assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
     assert!(
         st["answered_frames"].as_u64().expect("number") >= 2,
         "no keepalive answered: {st}"
+    );
+}
+
+/// A connection from the client to web1's port 80, opened now (once it is up, this
+/// returns) and silent for `secs` seconds, then asking for the page: the client's PID and
+/// the file its answer goes to.
+fn silent_connection(s: &mut Setup, secs: u32) -> (u32, std::path::PathBuf) {
+    need(&["socat", "ss"]);
+    let ip = s.guest_ip("web1");
+    let out = s.lab.dir().join("conn.out");
+    let script = format!(
+        "(sleep {secs}; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
+         | socat -t 10 - TCP:{ip}:80 > {} 2>&1",
+        out.display()
+    );
+    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
+    let pid = s
+        .lab
+        .spawn_in(&s.client(0), &argv)
+        .expect("start the client");
+    wait_for("the client's connection", 5, || {
+        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
+        !String::from_utf8_lossy(&est.stdout).trim().is_empty()
+    });
+    (pid, out)
+}
+
+/// Waits (40 s at most) for the client `pid` of [`silent_connection`] to end, and checks
+/// that it got the page.
+fn assert_page_on(s: &mut Setup, pid: u32, out: &std::path::Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let got = std::fs::read_to_string(out).unwrap_or_default();
+    assert!(
+        got.ends_with("hello from web1\n"),
+        "the connection did not survive: {got:?}"
     );
 }
 
@@ -515,20 +545,8 @@ fn segments_of_connections_the_guest_does_not_have_are_reset_and_wake_nothing_bu
         "[surrogate]\nlearn_connections_for = \"0s\"\n---\n",
     );
     let ip = s.guest_ip("web1");
-    let ns = s.client(0);
-    let out = s.lab.dir().join("conn.out");
     // A connection opened while the guest is awake, silent until the hostile traffic is over.
-    let script = format!(
-        "(sleep 15; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
-         | socat -t 10 - TCP:{ip}:80 > {} 2>&1",
-        out.display()
-    );
-    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
-    let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
-    wait_for("the client's connection", 5, || {
-        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
-        !String::from_utf8_lossy(&est.stdout).trim().is_empty()
-    });
+    let (pid, out) = silent_connection(&mut s, 15);
     s.sleep("web1");
     // What hping3 sends from new source ports: segments of no connection the guest has.
     for (what, flags) in [
@@ -582,15 +600,7 @@ fn segments_of_connections_the_guest_does_not_have_are_reset_and_wake_nothing_bu
     );
     assert_eq!(orphans, 3, "orphan fragments counted");
     // The guest's own connection, typed into after all that, wakes it and is served.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let got = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(
-        got.ends_with("hello from web1\n"),
-        "the connection did not survive: {got:?}"
-    );
+    assert_page_on(&mut s, pid, &out);
     let st = s.awake("web1");
     assert_eq!(st["wakes"], 1, "{st}");
     assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
@@ -604,19 +614,7 @@ fn a_sleeping_guests_connections_outlive_a_daemon_killed_and_started_again() {
         "[surrogate]\nlearn_connections_for = \"0s\"\n---\n",
     );
     let ip = s.guest_ip("web1");
-    let ns = s.client(0);
-    let out = s.lab.dir().join("conn.out");
-    let script = format!(
-        "(sleep 12; printf 'GET / HTTP/1.1\\r\\nHost: web1\\r\\nConnection: close\\r\\n\\r\\n') \
-         | socat -t 10 - TCP:{ip}:80 > {} 2>&1",
-        out.display()
-    );
-    let argv: Vec<&std::ffi::OsStr> = vec!["bash".as_ref(), "-c".as_ref(), script.as_ref()];
-    let pid = s.lab.spawn_in(&ns, &argv).expect("start the client");
-    wait_for("the client's connection", 5, || {
-        let est = s.run(0, &["ss", "-Htn", "state", "established", "dst", &ip]);
-        !String::from_utf8_lossy(&est.stdout).trim().is_empty()
-    });
+    let (pid, out) = silent_connection(&mut s, 12);
     s.sleep("web1");
     let daemon = s.daemon.take().expect("running");
     // SAFETY: kill(2) on the daemon this test started, by its PID.
@@ -639,15 +637,7 @@ fn a_sleeping_guests_connections_outlive_a_daemon_killed_and_started_again() {
         "ACKs of no connection were not reset:\n{}",
         text(&acks)
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
-    while s.lab.is_running(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    let got = std::fs::read_to_string(&out).unwrap_or_default();
-    assert!(
-        got.ends_with("hello from web1\n"),
-        "the connection did not survive: {got:?}"
-    );
+    assert_page_on(&mut s, pid, &out);
     let st = s.awake("web1");
     assert_eq!(st["last_wake_cause"], "tcp-data", "{st}");
 }

@@ -16,33 +16,11 @@ const GUESTS: u8 = 8;
 fn a_storm_of_wakes_resumes_at_most_the_cap_at_once_and_serves_every_client() {
     let fake = FakeBackend::new("any");
     let r = start_many(fake.clone(), GUESTS, "[wake]\nmax_resuming = 2\n", "");
-    for i in 1..=GUESTS {
-        let answer = api::call(
-            &r.socket,
-            &Request::Sleep {
-                guest: format!("web{i}"),
-            },
-        )
-        .expect("sleep");
-        assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
-    }
+    sleep_all(&r, GUESTS);
     fake.state().delay = Duration::from_millis(200);
-    let ns = r.lab.client("c0").expect("client").netns.clone();
-    // Every guest asked for at once, by its own client.
-    let pages: Vec<String> = std::thread::scope(|s| {
-        let clients: Vec<_> = (1..=GUESTS)
-            .map(|i| {
-                let (lab, ns) = (&r.lab, &ns);
-                s.spawn(move || {
-                    let url = format!("http://198.18.0.{}/", 10 + i);
-                    let out = lab
-                        .exec(ns, &["curl", "-sS", "--max-time", "20", &url])
-                        .expect("curl");
-                    String::from_utf8_lossy(&out.stdout).into_owned()
-                })
-            })
-            .collect();
-        // While they wait, the metrics show the cap full.
+    // Every guest asked for at once, by its own client; while they wait, the metrics show
+    // the cap full.
+    let pages = fetch_all(&r, GUESTS, || {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let (_, body) = api::request(&r.socket, "GET", "/metrics", None).expect("scrape");
@@ -55,10 +33,6 @@ fn a_storm_of_wakes_resumes_at_most_the_cap_at_once_and_serves_every_client() {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
-        clients
-            .into_iter()
-            .map(|c| c.join().expect("client"))
-            .collect()
     });
     for (i, page) in pages.iter().enumerate() {
         assert_eq!(page, &format!("hello from web{}\n", i + 1));
@@ -96,7 +70,20 @@ fn resumes_from_save_wait_until_the_host_has_their_memory_beside_the_reserve() {
     let r = start_many(fake.clone(), 2, &top, "idle_after = \"off\"\n");
     // Sampled at least once awake: the daemon knows what each sleep gives back.
     std::thread::sleep(Duration::from_millis(600));
-    for i in 1..=2 {
+    sleep_all(&r, 2);
+    fake.state().delay = Duration::from_millis(300);
+    let pages = fetch_all(&r, 2, || {});
+    assert_eq!(pages, ["hello from web1\n", "hello from web2\n"]);
+    assert_eq!(
+        fake.state().most_resuming,
+        1,
+        "the second resume waited for the first's memory"
+    );
+}
+
+/// Puts guests web1 to web`n` to sleep through the API.
+fn sleep_all(r: &common::Running, n: u8) {
+    for i in 1..=n {
         let answer = api::call(
             &r.socket,
             &Request::Sleep {
@@ -106,10 +93,14 @@ fn resumes_from_save_wait_until_the_host_has_their_memory_beside_the_reserve() {
         .expect("sleep");
         assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
     }
-    fake.state().delay = Duration::from_millis(300);
+}
+
+/// Asks guests web1 to web`n` for their pages at once, one client each, runs `meanwhile`
+/// while they wait, and returns the pages in order.
+fn fetch_all(r: &common::Running, n: u8, meanwhile: impl FnOnce()) -> Vec<String> {
     let ns = r.lab.client("c0").expect("client").netns.clone();
-    let pages: Vec<String> = std::thread::scope(|s| {
-        let clients: Vec<_> = (1..=2u8)
+    std::thread::scope(|s| {
+        let clients: Vec<_> = (1..=n)
             .map(|i| {
                 let (lab, ns) = (&r.lab, &ns);
                 s.spawn(move || {
@@ -121,15 +112,10 @@ fn resumes_from_save_wait_until_the_host_has_their_memory_beside_the_reserve() {
                 })
             })
             .collect();
+        meanwhile();
         clients
             .into_iter()
             .map(|c| c.join().expect("client"))
             .collect()
-    });
-    assert_eq!(pages, ["hello from web1\n", "hello from web2\n"]);
-    assert_eq!(
-        fake.state().most_resuming,
-        1,
-        "the second resume waited for the first's memory"
-    );
+    })
 }

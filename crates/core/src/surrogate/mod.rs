@@ -755,16 +755,7 @@ impl Surrogate {
         };
         match transport {
             Transport::Tcp(seg) if waits && seg.syn && seg.ack.is_none() && !seg.rst => {
-                let len = seg.payload.len() as u32 + 1 + u32::from(seg.fin);
-                let rst = Segment {
-                    src_port: seg.dst_port,
-                    dst_port: seg.src_port,
-                    seq: 0,
-                    ack: Some(seg.seq.wrapping_add(len)),
-                    rst: true,
-                    ..Segment::default()
-                };
-                respond::tcp(&mut self.scratch, &route, &rst);
+                respond::tcp(&mut self.scratch, &route, &reset_for(&seg));
             }
             Transport::Udp { dst_port, .. }
                 if waits || !guest.spec.wakes_on(Proto::Udp, dst_port) =>
@@ -1145,16 +1136,7 @@ impl Surrogate {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::BadChecksum));
             }
             // A closed port: RST/ACK, as the guest's kernel answers.
-            let len = seg.payload.len() as u32 + 1 + u32::from(seg.fin);
-            let rst = Segment {
-                src_port: seg.dst_port,
-                dst_port: seg.src_port,
-                seq: 0,
-                ack: Some(seg.seq.wrapping_add(len)),
-                rst: true,
-                ..Segment::default()
-            };
-            respond::tcp(&mut self.scratch, &route, &rst);
+            respond::tcp(&mut self.scratch, &route, &reset_for(seg));
             return self.emit(id, AnswerKind::TcpReset, sink);
         }
         if !guest.conns.admits(&key, now) {
@@ -1165,25 +1147,7 @@ impl Surrogate {
             if seg.rst {
                 return sink.verdict(Some(id), Verdict::Dropped(DropReason::UnknownConnection));
             }
-            let len = seg.payload.len() as u32 + u32::from(seg.syn) + u32::from(seg.fin);
-            let rst = match seg.ack {
-                Some(ack) => Segment {
-                    src_port: seg.dst_port,
-                    dst_port: seg.src_port,
-                    seq: ack,
-                    rst: true,
-                    ..Segment::default()
-                },
-                None => Segment {
-                    src_port: seg.dst_port,
-                    dst_port: seg.src_port,
-                    seq: 0,
-                    ack: Some(seg.seq.wrapping_add(len)),
-                    rst: true,
-                    ..Segment::default()
-                },
-            };
-            respond::tcp(&mut self.scratch, &route, &rst);
+            respond::tcp(&mut self.scratch, &route, &reset_for(seg));
             return self.emit(id, AnswerKind::ConnectionReset, sink);
         }
         if seg.rst || seg.syn {
@@ -1268,6 +1232,29 @@ fn fragment_wakes(spec: &GuestSpec, f: Fragment) -> Option<WakeCause> {
             .wakes_on(Proto::Udp, port)
             .then_some(WakeCause::Udp { port }),
         Proto::Tcp => None,
+    }
+}
+
+/// The RST a guest's kernel sends for `seg`, a segment of no connection it has (RFC 9293,
+/// 3.10.7.1): from `seg`'s acknowledgement number if it has one, else a RST/ACK of all it
+/// carried (its SYN and FIN count one each).
+fn reset_for(seg: &TcpSegment<'_>) -> Segment<'static> {
+    let reply = Segment {
+        src_port: seg.dst_port,
+        dst_port: seg.src_port,
+        rst: true,
+        ..Segment::default()
+    };
+    match seg.ack {
+        Some(ack) => Segment { seq: ack, ..reply },
+        None => {
+            let len = seg.payload.len() as u32 + u32::from(seg.syn) + u32::from(seg.fin);
+            Segment {
+                seq: 0,
+                ack: Some(seg.seq.wrapping_add(len)),
+                ..reply
+            }
+        }
     }
 }
 
