@@ -43,11 +43,8 @@ use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
-/// Guest `i`'s watch sockets are `Token(FIRST_WATCH + WATCHES * i + k)`: `k` = 0 for the
-/// answerable frames, 1 for the segments that show its connections and requests.
+/// Guest `i`'s watch socket is `Token(FIRST_WATCH + i)`.
 const FIRST_WATCH: usize = 2;
-/// Watch sockets per guest, at most.
-const WATCHES: usize = 2;
 /// How often a resume that waits for the host's memory is tried again.
 const MEMORY_RETRY: Duration = Duration::from_secs(1);
 /// How often the counts of frames answered, queued and dropped become events, at most.
@@ -271,19 +268,20 @@ struct Guest {
     idle: Option<IdleTracker>,
     /// What Prometheus sees of it.
     metrics: GuestMetrics,
-    /// A passive capture of the frames the guest's port sends it that the surrogate could
-    /// have answered (a BPF filter keeps the rest in the kernel), for the idleness policy.
+    /// A passive capture on its port, while it is awake and while it wakes, of the frames
+    /// its port sends it that the surrogate could have answered (for the idleness policy),
+    /// and of the TCP segments, either way, that open a connection, end a write or end a
+    /// connection (SYN, PSH, FIN, RST): they teach the surrogate the guest's connections
+    /// (`Surrogate::connections_mut`: keep-awake ports, and what may wake it asleep), tell
+    /// whether a wake served anyone, and show the requests it has taken in and not answered
+    /// (for backends that cannot look inside a stopped guest). A BPF filter keeps the rest
+    /// in the kernel; one socket, so that a guest costs one descriptor, and a sleeping one
+    /// none.
     watch: Option<PacketSocket>,
     /// The TCP ports of its health checks.
     health_ports: Vec<u16>,
     /// Its keep-awake ports: an open connection on one keeps it awake.
     keep_ports: Vec<vmnap_core::PortRule>,
-    /// A passive capture of the TCP segments on its port, either way, that open a
-    /// connection, end a write or end a connection (SYN, PSH, FIN, RST). They teach the
-    /// surrogate the guest's connections (`Surrogate::connections_mut`: keep-awake ports,
-    /// and what may wake it asleep), and show the requests it has taken in and not answered
-    /// (for backends that cannot look inside a stopped guest).
-    flow_watch: Option<PacketSocket>,
     unanswered: Unanswered,
     /// A reload removes it once it is awake.
     retiring: bool,
@@ -796,7 +794,6 @@ impl BridgeWorker {
             watch: None,
             health_ports: setup.config.health.iter().map(|h| h.port).collect(),
             keep_ports: setup.config.keep_awake_while_connected.clone(),
-            flow_watch: None,
             unanswered: Unanswered::new(),
             retiring: false,
             timeline: VecDeque::new(),
@@ -813,10 +810,7 @@ impl BridgeWorker {
             judge: WakeJudge::default(),
             known_since_ms: unix_ms(),
         };
-        if guest.idle.is_some() {
-            open_watch(&self.poll, &mut guest, i);
-        }
-        let followed = open_flow_watch(&self.poll, &mut guest, i);
+        let followed = open_watch(&self.poll, &mut guest, i, true);
         // A guest followed from now on may already have connections that say nothing: they
         // wake it, as any would, until it has been followed for the learning time.
         let now = self.now();
@@ -842,7 +836,7 @@ impl BridgeWorker {
         let connections = match state {
             Some(_) => {
                 // What its port showed last, before its sleep is written down.
-                self.drain_flows(i);
+                self.drain_watch(i);
                 let now = self.now();
                 self.surrogate
                     .connections(self.guests[i].id)
@@ -1015,11 +1009,8 @@ impl BridgeWorker {
             }
         }
         for event in events.iter() {
-            if let Some(k) = event.token().0.checked_sub(FIRST_WATCH) {
-                match k % WATCHES {
-                    0 => self.drain_watch(k / WATCHES),
-                    _ => self.drain_flows(k / WATCHES),
-                }
+            if let Some(i) = event.token().0.checked_sub(FIRST_WATCH) {
+                self.drain_watch(i);
             }
         }
         self.drain_capture(BATCH);
@@ -1149,8 +1140,11 @@ impl BridgeWorker {
         }
     }
 
-    /// Counts the frames the guest's port sent it that the surrogate could have answered.
+    /// Reads what guest `i`'s watch caught: answerable frames sent to it count for its
+    /// idleness; TCP segments teach its connections and its unanswered requests, and one
+    /// from it that serves someone clears its record of useless wakes.
     fn drain_watch(&mut self, i: usize) {
+        let now = self.now();
         let Some(g) = self.guests.get_mut(i) else {
             return;
         };
@@ -1162,18 +1156,22 @@ impl BridgeWorker {
         loop {
             match watch.recv(&mut self.buf) {
                 Ok(Some(meta)) => {
-                    if meta.outgoing
-                        && self
-                            .surrogate
-                            .answerable_while_awake(g.id, &self.buf[..meta.len])
-                    {
+                    let frame = &self.buf[..meta.len];
+                    // The host's side of the port sends what the guest receives.
+                    if meta.outgoing && self.surrogate.answerable_while_awake(g.id, frame) {
                         answerable += 1;
+                    }
+                    g.unanswered.observe(frame, meta.outgoing, now);
+                    if let Some(c) = self.surrogate.connections_mut(g.id) {
+                        if c.observe(frame, meta.outgoing, now) {
+                            g.judge.served();
+                        }
                     }
                 }
                 Ok(None) => break,
                 Err(RecvError::LinkDown { .. }) => continue,
                 Err(e) => {
-                    debug!(guest = %g.name, error = %chain(&e), "the watch on the guest's port ended");
+                    warn!(guest = %g.name, error = %chain(&e), "the watch on the guest's port ended: its unknown connections wake it from now on");
                     gone = true;
                     break;
                 }
@@ -1186,42 +1184,8 @@ impl BridgeWorker {
             if let Some(w) = g.watch.take() {
                 close_watch(&self.poll, &self.closer, w);
             }
-        }
-    }
-
-    /// Follows guest `i`'s connections, and the requests it has taken in and not answered.
-    fn drain_flows(&mut self, i: usize) {
-        let now = self.now();
-        let Some(g) = self.guests.get_mut(i) else {
-            return;
-        };
-        let Some(watch) = g.flow_watch.as_ref() else {
-            return;
-        };
-        loop {
-            match watch.recv(&mut self.buf) {
-                Ok(Some(meta)) => {
-                    let frame = &self.buf[..meta.len];
-                    // The host's side of the port sends what the guest receives.
-                    g.unanswered.observe(frame, meta.outgoing, now);
-                    if let Some(c) = self.surrogate.connections_mut(g.id) {
-                        if c.observe(frame, meta.outgoing, now) {
-                            g.judge.served();
-                        }
-                    }
-                }
-                Ok(None) => return,
-                Err(RecvError::LinkDown { .. }) => continue,
-                Err(e) => {
-                    warn!(guest = %g.name, error = %chain(&e), "the watch of the guest's connections ended; its unknown connections wake it from now on");
-                    if let Some(w) = g.flow_watch.take() {
-                        close_watch(&self.poll, &self.closer, w);
-                    }
-                    if let Some(c) = self.surrogate.connections_mut(g.id) {
-                        c.trust_from(None);
-                    }
-                    return;
-                }
+            if let Some(c) = self.surrogate.connections_mut(g.id) {
+                c.trust_from(None);
             }
         }
     }
@@ -1273,7 +1237,7 @@ impl BridgeWorker {
                 Done::Inspected(r) => {
                     if r.is_none() {
                         // What came before the stop may still wait in the socket.
-                        self.drain_flows(i);
+                        self.drain_watch(i);
                     }
                     let now = self.now();
                     let g = &mut self.guests[i];
@@ -1287,7 +1251,7 @@ impl BridgeWorker {
                             warn!(guest = %g.name, error = %chain(&e), "cannot tell whether the stopped guest still has work; taking it as asleep");
                             None
                         }
-                        None if g.flow_watch.is_some() => {
+                        None if g.watch.is_some() => {
                             let n = g.unanswered.count(now, ANSWER_WINDOW);
                             if n > 0 {
                                 g.failure =
@@ -1459,9 +1423,6 @@ impl BridgeWorker {
             return;
         };
         close_watches(&self.poll, &self.closer, &mut g);
-        if let Some(w) = g.flow_watch.take() {
-            close_watch(&self.poll, &self.closer, w);
-        }
         if let Some(bytes) = g.resuming {
             self.pool.resume_gate().leave(bytes);
         }
@@ -1499,11 +1460,11 @@ impl BridgeWorker {
             g.keep_ports = config.keep_awake_while_connected.clone();
             let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
             if ports != g.health_ports {
-                // The watch's filter leaves the health-check ports out: open it again.
+                // The watch's filter names the health-check ports: open it again.
                 g.health_ports = ports;
-                close_watches(&self.poll, &self.closer, g);
-                if g.idle.is_some() {
-                    open_watch(&self.poll, g, i);
+                if g.watch.is_some() {
+                    close_watches(&self.poll, &self.closer, g);
+                    open_watch(&self.poll, g, i, true);
                 }
             }
         }
@@ -1531,7 +1492,6 @@ impl BridgeWorker {
             }
             info!(guest = %g.name, idle_after_s = policy.as_ref().map(|p| p.idle_after.as_secs_f64()), "new idleness policy");
             let pinned = g.idle.as_ref().is_some_and(IdleTracker::is_pinned);
-            let had_watch = g.idle.is_some();
             g.idle = policy.map(|p| {
                 let mut t = IdleTracker::new(p);
                 if pinned {
@@ -1540,11 +1500,6 @@ impl BridgeWorker {
                 t.reset(now);
                 t
             });
-            match (had_watch, g.idle.is_some()) {
-                (false, true) => open_watch(&self.poll, g, i),
-                (true, false) => close_watches(&self.poll, &self.closer, g),
-                _ => {}
-            }
         }
         if interval != self.interval {
             self.interval = interval;
@@ -2003,7 +1958,8 @@ impl BridgeWorker {
         if let Some(until) = g.judge.hold_until(cause).filter(|u| *u > now) {
             info!(guest = %g.name, useless = g.judge.useless(), wait_s = (until - now).as_secs_f64(), "its last wakes served no one: this wake waits, its frames held");
             self.backing_off.push((until, i, cause));
-            self.surrogate.set_waits_for_admission(self.guests[i].id, true);
+            self.surrogate
+                .set_waits_for_admission(self.guests[i].id, true);
             return;
         }
         g.judge.begin(cause);
@@ -2030,6 +1986,10 @@ impl BridgeWorker {
             GateEntry::In => {
                 g.resuming = Some(bytes);
                 g.waits_for_memory = false;
+                // Watched from now: what the guest answers during its replay (a SYN-ACK to
+                // the SYN that woke it) tells whether its wake serves anyone. A guest resumed
+                // from a save gets a new port, watched once it is known.
+                open_watch(&self.poll, g, i, false);
                 let id = g.id;
                 self.surrogate.set_waits_for_admission(id, false);
                 self.backend_call(i, Op::Resume);
@@ -2125,10 +2085,7 @@ impl BridgeWorker {
                     // A new port joins the bridge forwarding: nothing to restore.
                     new_port = true;
                     close_watches(&self.poll, &self.closer, g);
-                    if g.idle.is_some() {
-                        open_watch(&self.poll, g, i);
-                    }
-                    if !open_flow_watch(&self.poll, g, i) {
+                    if !open_watch(&self.poll, g, i, true) {
                         if let Some(c) = self.surrogate.connections_mut(g.id) {
                             c.trust_from(None);
                         }
@@ -2343,8 +2300,8 @@ impl BridgeWorker {
         g.asleep_since = None;
         if let Some(idle) = g.idle.as_mut() {
             idle.reset(now);
-            open_watch(&self.poll, g, i);
         }
+        open_watch(&self.poll, g, i, true);
         g.answer_wake(&Ok(Answer::Awake));
     }
 
@@ -2406,9 +2363,6 @@ impl BridgeWorker {
         for i in self.guests.indices() {
             let g = &mut self.guests[i];
             close_watches(&self.poll, &self.closer, g);
-            if let Some(w) = g.flow_watch.take() {
-                close_watch(&self.poll, &self.closer, w);
-            }
             if let Some(s) = g.sender.take() {
                 close(&self.closer, s);
             }
@@ -2484,7 +2438,7 @@ fn close_watch(poll: &Poll, closer: &Sender<PacketSocket>, w: PacketSocket) {
     close(closer, w);
 }
 
-/// Closes the passive watch of a guest's answerable frames.
+/// Closes a guest's passive watch.
 fn close_watches(poll: &Poll, closer: &Sender<PacketSocket>, g: &mut Guest) {
     if let Some(w) = g.watch.take() {
         close_watch(poll, closer, w);
@@ -2537,39 +2491,31 @@ fn close_all(mut sockets: Vec<PacketSocket>) {
     });
 }
 
-/// Opens the passive watch of guest `i`'s answerable frames ([`Guest::watch`]) if it is not
-/// open; a guest without it is only less precise about idleness. It is open only while the
-/// guest is awake (asleep, the surrogate sees every frame itself), so that sleeping guests
-/// hold no socket for it.
-fn open_watch(poll: &Poll, g: &mut Guest, i: usize) {
-    if g.watch.is_some() || g.asleep_since.is_some() {
-        return;
-    }
-    let filter = vmnap_host::bpf::answerable_to_guest(&g.health_ports);
-    match open_capture(poll, &g.interface, &filter, FIRST_WATCH + WATCHES * i) {
-        Ok(w) => g.watch = Some(w),
-        Err(e) => {
-            warn!(guest = %g.name, error = %e, "cannot watch the guest's port; pings and health checks will count as activity")
-        }
-    }
-}
-
-/// Opens the watch of guest `i`'s connections ([`Guest::flow_watch`]). Returns whether it
-/// is open: without it, the guest's keep-awake ports keep nothing awake, its unknown
-/// connections wake it, and its sleeps cannot tell whether they strand a request (unless
-/// its backend can look inside it).
-fn open_flow_watch(poll: &Poll, g: &mut Guest, i: usize) -> bool {
-    if g.flow_watch.is_some() {
+/// Opens guest `i`'s watch ([`Guest::watch`]) if it is not open. Returns whether it is
+/// open: without it, the guest's pings and health checks count as activity, its keep-awake
+/// ports keep nothing awake, its unknown connections wake it, and its sleeps cannot tell
+/// whether they strand a request (unless its backend can look inside it).
+///
+/// A failure is logged as a warning if `loud`, else only for debugging.
+fn open_watch(poll: &Poll, g: &mut Guest, i: usize, loud: bool) -> bool {
+    if g.watch.is_some() {
         return true;
     }
-    let filter = vmnap_host::bpf::tcp_flow_events();
-    match open_capture(poll, &g.interface, &filter, FIRST_WATCH + WATCHES * i + 1) {
+    let filter = vmnap_host::bpf::either(
+        &vmnap_host::bpf::answerable_to_guest(&g.health_ports),
+        &vmnap_host::bpf::tcp_flow_events(),
+    );
+    match open_capture(poll, &g.interface, &filter, FIRST_WATCH + i) {
         Ok(w) => {
-            g.flow_watch = Some(w);
+            g.watch = Some(w);
             true
         }
+        Err(e) if loud => {
+            warn!(guest = %g.name, error = %e, "cannot watch the guest's port: pings and health checks count as activity, keep_awake_while_connected has no effect, and segments of connections it does not have wake it");
+            false
+        }
         Err(e) => {
-            warn!(guest = %g.name, error = %e, "cannot follow the guest's connections: keep_awake_while_connected has no effect, and segments of connections it does not have wake it");
+            debug!(guest = %g.name, error = %e, "cannot watch the guest's port yet");
             false
         }
     }

@@ -148,6 +148,11 @@ const LARGE_ALLOCATION: u32 = 128 * 1024;
 pub fn run(config: Config, mut options: Options) -> Result<(), StartError> {
     vmnap_host::memory::limit_arenas(1);
     vmnap_host::memory::map_large_allocations(LARGE_ALLOCATION);
+    // A guest holds a socket or two on its port (its connections, and while awake its
+    // idleness): thousands of guests need more descriptors than a default soft limit.
+    if let Err(e) = vmnap_host::process::raise_open_files_limit() {
+        warn!(error = %e, "cannot raise the limit on open files; with many guests, some cannot be followed");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(StartError::Signals)?;

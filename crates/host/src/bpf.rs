@@ -176,6 +176,32 @@ impl PacketSocket {
     }
 }
 
+/// A program that accepts what `a` or `b` accepts: `a` runs first, and each of its drops
+/// (`ret 0`) becomes a jump to `b`. Both must end their paths in `ret` (as every program
+/// here does), and `a`'s accepting `ret`s keep their snap length.
+pub fn either(a: &[SockFilter], b: &[SockFilter]) -> Vec<SockFilter> {
+    const JA: u16 = 0x05; // BPF_JMP | BPF_JA
+    let mut p: Vec<SockFilter> = a
+        .iter()
+        .enumerate()
+        .map(|(i, ins)| {
+            if ins.code == RET_K && ins.k == 0 {
+                let to_b = u32::try_from(a.len() - i - 1).expect("BPF programs of vmnap are short");
+                SockFilter {
+                    code: JA,
+                    jt: 0,
+                    jf: 0,
+                    k: to_b,
+                }
+            } else {
+                *ins
+            }
+        })
+        .collect();
+    p.extend_from_slice(b);
+    p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

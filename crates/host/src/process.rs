@@ -140,3 +140,47 @@ mod tests {
         child.wait().expect("wait");
     }
 }
+
+/// Raises this process's soft limit on open descriptors to its hard limit, and returns the
+/// limit now in force. A daemon with a socket or two per guest needs thousands, and a
+/// service manager's default soft limit is often 1,024 (systemd's `LimitNOFILE=1024:524288`).
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct it is given.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        limit = raised;
+    }
+    Ok(limit.rlim_cur)
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_one() {
+        let now = super::raise_open_files_limit().expect("rlimit");
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        assert_eq!((now, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
+    }
+}

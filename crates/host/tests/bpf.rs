@@ -265,3 +265,48 @@ fn openings_ends_of_writes_and_of_connections_pass_in_both_directions_on_any_por
     ];
     only_these_pass("bpfp", &tcp_flow_events(), &cases);
 }
+
+#[test]
+fn either_of_two_programs_passes_what_one_of_them_passes_and_drops_the_rest() {
+    use vmnap_host::bpf::{answerable_to_guest, either, tcp_flow_events};
+    let (syn, psh_ack, ack) = (0x02, 0x18, 0x10);
+    let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
+        // The first program's: answerable frames to the guest.
+        ("ARP to the guest", true, frame(0x0806, &[0; 28]), true),
+        (
+            "bare ACK to health port 8080",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40000, 8080, ack))),
+            true,
+        ),
+        // The second's: flow events, either way.
+        (
+            "SYN from the guest",
+            false,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40001, 80, syn))),
+            true,
+        ),
+        (
+            "data to port 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40002, 80, psh_ack))),
+            true,
+        ),
+        // Neither's.
+        (
+            "bare ACK to port 80",
+            true,
+            frame(0x0800, &ipv4(6, 0, &tcp_flags(40003, 80, ack))),
+            false,
+        ),
+        (
+            "UDP",
+            true,
+            frame(0x0800, &ipv4(17, 0, &tcp_flags(40004, 80, psh_ack))),
+            false,
+        ),
+        ("ARP from the guest", false, frame(0x0806, &[0; 28]), false),
+    ];
+    let p = either(&answerable_to_guest(&[8080]), &tcp_flow_events());
+    only_these_pass("bpfe", &p, &cases);
+}
