@@ -388,9 +388,13 @@ pub fn read_request_admitted(
         .iter()
         .filter(|(n, _)| n == "content-length")
     {
+        // Digits only (RFC 9110, 8.6): Rust's parse would also take a leading `+`.
         let n: usize = v
-            .parse()
-            .map_err(|_| bad(format!("`{}` is not a Content-Length", printable(v))))?;
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| v.parse().ok())
+            .flatten()
+            .ok_or_else(|| bad(format!("`{}` is not a Content-Length", printable(v))))?;
         if length.is_some_and(|l| l != n) {
             return Err(bad("conflicting Content-Length headers".into()));
         }
@@ -971,6 +975,11 @@ mod tests {
         );
         assert_eq!(
             refused(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            400
+        );
+        // Digits only: a sign is not a length (found by the api_request fuzz target).
+        assert_eq!(
+            refused(b"POST / HTTP/1.1\r\nContent-Length: +2\r\n\r\n{}"),
             400
         );
         assert_eq!(
