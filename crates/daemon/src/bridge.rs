@@ -2298,6 +2298,9 @@ impl BridgeWorker {
         g.mark(false);
         g.metrics.on_awake(now);
         g.asleep_since = None;
+        // What asked for this wake is spent: a later resume the core asks for by itself
+        // (work found in flight after a stop) must not be taken for a frame's.
+        g.wake_cause = None;
         if let Some(idle) = g.idle.as_mut() {
             idle.reset(now);
         }
