@@ -41,6 +41,9 @@ pub(crate) struct ResumeGate {
     bytes_in_flight: AtomicU64,
     /// What must stay available after them.
     reserve: u64,
+    /// Held from the check of the host's memory to the count of what a resume takes, so
+    /// that two workers cannot both find room for one.
+    memory: Mutex<()>,
     /// The workers, to wake when a place is given back (those that have stopped drop out).
     workers: Mutex<Vec<Weak<Waker>>>,
 }
@@ -55,6 +58,7 @@ impl ResumeGate {
             most: AtomicUsize::new(0),
             bytes_in_flight: AtomicU64::new(0),
             reserve,
+            memory: Mutex::new(()),
             workers: Mutex::new(Vec::new()),
         })
     }
@@ -72,6 +76,8 @@ impl ResumeGate {
     /// reserve after it and the resumes under way. [`Entry::Memory`] says it waits for
     /// memory.
     pub(crate) fn try_enter(&self, bytes: u64, available: impl FnOnce() -> u64) -> Entry {
+        let _memory =
+            (bytes > 0).then(|| self.memory.lock().unwrap_or_else(PoisonError::into_inner));
         if bytes > 0 {
             let committed = self.bytes_in_flight.load(Ordering::Acquire);
             let left = available().saturating_sub(committed);
@@ -170,6 +176,33 @@ mod tests {
         gate.leave(4 * GIB);
         assert_eq!(gate.try_enter(4 * GIB, || 6 * GIB), Entry::Memory);
         assert_eq!(gate.try_enter(4 * GIB, || 9 * GIB), Entry::In);
+    }
+
+    #[test]
+    fn threads_racing_for_memory_never_take_more_than_there_is() {
+        // Room for two 4 GiB resumes above the reserve, and 16 places.
+        let gate = ResumeGate::new(16, GIB);
+        let over = std::sync::atomic::AtomicBool::new(false);
+        let inside = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..5_000 {
+                        if gate.try_enter(4 * GIB, || 9 * GIB + GIB / 2) == Entry::In {
+                            if inside.fetch_add(1, Ordering::AcqRel) >= 2 {
+                                over.store(true, Ordering::Relaxed);
+                            }
+                            inside.fetch_sub(1, Ordering::AcqRel);
+                            gate.leave(4 * GIB);
+                        }
+                    }
+                });
+            }
+        });
+        assert!(
+            !over.load(Ordering::Relaxed),
+            "more in than the memory allows"
+        );
     }
 
     #[test]
