@@ -144,6 +144,6 @@ mod tests {
         let v6 = net("2001:db8::1", 64);
         assert!(v6.contains("2001:db8::abcd".parse().expect("ip")));
         assert!(!v6.contains("2001:db8:0:1::1".parse().expect("ip")));
-        assert!(net("198.18.0.1", 0).contains("203.0.113.9".parse().expect("ip")));
+        assert!(net("198.18.0.1", 0).contains("198.19.200.9".parse().expect("ip")));
     }
 }

@@ -333,10 +333,7 @@ impl Surrogate {
     /// while the guest is awake ([`Connections::observe`]), and says how far it can trust
     /// it ([`Connections::trust_from`]).
     pub fn connections_mut(&mut self, id: GuestId) -> Option<&mut Connections> {
-        self.guests
-            .get_mut(id.index())
-            .and_then(Option::as_deref_mut)
-            .map(|g| &mut g.conns)
+        self.guest_mut(id).ok().map(|g| &mut g.conns)
     }
 
     /// Says whether guest `id`'s wake waits for admission (the daemon holds its resume
@@ -344,11 +341,7 @@ impl Surrogate {
     /// Meanwhile a SYN or datagram that finds no room is refused visibly rather than
     /// dropped, since no wake is coming soon to serve its client's next try.
     pub fn set_waits_for_admission(&mut self, id: GuestId, waits: bool) {
-        if let Some(g) = self
-            .guests
-            .get_mut(id.index())
-            .and_then(Option::as_deref_mut)
-        {
+        if let Ok(g) = self.guest_mut(id) {
             g.waits_for_admission = waits;
         }
     }
@@ -1021,11 +1014,7 @@ impl Surrogate {
         f: Fragment,
         sink: &mut impl Sink,
     ) {
-        let Some(guest) = self
-            .guests
-            .get_mut(id.index())
-            .and_then(Option::as_deref_mut)
-        else {
+        let Ok(guest) = self.guest_mut(id) else {
             return;
         };
         let datagram = (peer, f.id);
