@@ -215,6 +215,18 @@ pub struct SurrogateConfig {
     /// the kernel they cost a fraction, and a guest on a VLAN is always answered by the
     /// daemon. Where the kernel refuses the program, the daemon answers and says why.
     pub in_kernel: bool,
+    /// Whether the kernel also answers them at the ingress of every other port of the
+    /// bridge, as a request comes in, rather than only at the surrogate's port once the
+    /// bridge has carried it there (key `in_kernel_at_every_port`, default `false`; needs
+    /// `in_kernel`). Neither the request nor the answer then crosses the bridge: about 1.5
+    /// times the answers per second, and none of the bridge's own work per answer. But
+    /// nothing the bridge would do to the request happens either: netfilter's rules for
+    /// bridged frames (br_netfilter's iptables and arptables, ebtables, nftables' bridge
+    /// family) do not see it, the bridge learns nothing from it, and a capture on the
+    /// bridge does not show it. vmnap leaves alone the bridges with VLAN filtering, and
+    /// the ports that are isolated, locked or not forwarding, and warns where bridged
+    /// frames go to iptables or arptables; other rules are the operator's to weigh.
+    pub in_kernel_at_every_port: bool,
     /// How long vmnap follows a guest's connections before it trusts that it knows them
     /// all (key `learn_connections_for`, default [`DEFAULT_LEARN_CONNECTIONS_FOR`]). While
     /// a guest sleeps, a TCP segment that opens nothing (data, a FIN, an ACK) wakes it only
@@ -274,6 +286,7 @@ impl Default for SurrogateConfig {
     fn default() -> Self {
         SurrogateConfig {
             in_kernel: true,
+            in_kernel_at_every_port: false,
             learn_connections_for: DEFAULT_LEARN_CONNECTIONS_FOR,
             max_held_bytes: DEFAULT_MAX_HELD_BYTES,
         }

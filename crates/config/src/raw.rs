@@ -39,6 +39,8 @@ pub(crate) struct RawSurrogate {
     #[serde(default)]
     pub in_kernel: Option<Spanned<bool>>,
     #[serde(default)]
+    pub in_kernel_at_every_port: Option<Spanned<bool>>,
+    #[serde(default)]
     pub learn_connections_for: Option<Spanned<String>>,
     #[serde(default)]
     pub max_held_bytes: Option<Spanned<i64>>,

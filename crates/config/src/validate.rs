@@ -453,11 +453,24 @@ impl Cx<'_> {
 
     fn surrogate(&self, raw: &RawSurrogate) -> Result<SurrogateConfig, ConfigError> {
         let default = SurrogateConfig::default();
+        let in_kernel = raw
+            .in_kernel
+            .as_ref()
+            .map_or(default.in_kernel, |v| *v.get_ref());
+        let in_kernel_at_every_port = match &raw.in_kernel_at_every_port {
+            Some(v) if *v.get_ref() && !in_kernel => {
+                return Err(self.err(
+                    v.span(),
+                    "surrogate.in_kernel_at_every_port".into(),
+                    "answering in the kernel at every port needs `in_kernel = true`",
+                ))
+            }
+            Some(v) => *v.get_ref(),
+            None => default.in_kernel_at_every_port,
+        };
         Ok(SurrogateConfig {
-            in_kernel: raw
-                .in_kernel
-                .as_ref()
-                .map_or(default.in_kernel, |v| *v.get_ref()),
+            in_kernel,
+            in_kernel_at_every_port,
             learn_connections_for: match &raw.learn_connections_for {
                 Some(v) => self.check(
                     v,

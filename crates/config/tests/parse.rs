@@ -1345,6 +1345,33 @@ fn surrogate_in_kernel_defaults_to_true_and_is_read() {
 }
 
 #[test]
+fn surrogate_in_kernel_at_every_port_is_off_by_default_and_needs_in_kernel() {
+    assert!(!ok("").surrogate.in_kernel_at_every_port);
+    assert!(
+        !ok(include_str!("../example.toml"))
+            .surrogate
+            .in_kernel_at_every_port
+    );
+    assert!(
+        ok("[surrogate]
+in_kernel_at_every_port = true
+")
+        .surrogate
+        .in_kernel_at_every_port
+    );
+    refused(
+        "[surrogate]
+in_kernel = false
+in_kernel_at_every_port = true
+",
+        3,
+        27,
+        Some("surrogate.in_kernel_at_every_port"),
+        "needs `in_kernel = true`",
+    );
+}
+
+#[test]
 fn surrogate_bad_keys_are_refused() {
     refused(
         "[surrogate]\nin_kernel = \"yes\"\n",

@@ -39,12 +39,15 @@ use crate::events::{Event, EventBus};
 use crate::gate::Entry as GateEntry;
 use crate::journal::{self, Entry, Journal};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
+use crate::ports::EveryPort;
 use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 
 const CAPTURE: Token = Token(0);
 const WAKER: Token = Token(1);
+/// The socket that hears link changes, with `[surrogate] in_kernel_at_every_port`.
+const LINKS: Token = Token(2);
 /// Guest `i`'s watch socket is `Token(FIRST_WATCH + i)`.
-const FIRST_WATCH: usize = 2;
+const FIRST_WATCH: usize = 3;
 /// How often a resume that waits for the host's memory is tried again.
 const MEMORY_RETRY: Duration = Duration::from_secs(1);
 /// How often the counts of frames answered, queued and dropped become events, at most.
@@ -228,6 +231,9 @@ pub(crate) struct WorkerSettings {
     /// Answer ARP and ping for sleeping guests in the kernel where it can (`[surrogate]
     /// in_kernel`).
     pub in_kernel: bool,
+    /// Answer them also at the ingress of the bridge's other ports (`[surrogate]
+    /// in_kernel_at_every_port`).
+    pub in_kernel_at_every_port: bool,
     /// How long a guest it begins to follow awake is followed before its unknown
     /// connections no longer wake it (`[surrogate] learn_connections_for`).
     pub learn_connections_for: Duration,
@@ -570,6 +576,9 @@ pub(crate) struct BridgeWorker {
     /// The eBPF program at the surrogate's port that answers ARP and ping for sleeping
     /// guests in the kernel (`None`: the surrogate answers them, as everything else).
     kernel: Option<Responder>,
+    /// The bridge's ports that the responder also answers at, followed
+    /// (`[surrogate] in_kernel_at_every_port`).
+    every_port: Option<EveryPort>,
     /// How many guests it answers for, the total of its answers when last read, and when to
     /// read it again: the guests' counts are read only when the total has moved.
     in_kernel: usize,
@@ -610,6 +619,7 @@ impl BridgeWorker {
             interval,
             state,
             in_kernel,
+            in_kernel_at_every_port,
             learn_connections_for,
         } = settings;
         let mut netlink = Netlink::open().map_err(StartError::Netlink)?;
@@ -649,7 +659,7 @@ impl BridgeWorker {
             bridge: bridge.to_owned(),
             source,
         })?;
-        let kernel = if in_kernel {
+        let mut kernel = if in_kernel {
             // The peer of the surrogate's end is the bridge's port, in this namespace: the
             // responder runs on its egress where the kernel has tcx, and in generic XDP on
             // the surrogate's end otherwise, after turning the port's VLAN offload off so
@@ -676,6 +686,17 @@ impl BridgeWorker {
         pool.resume_gate().register(&waker);
         let (done_tx, done_rx) = mpsc::channel();
         let (tx, rx) = mpsc::channel();
+        let every_port = match kernel.as_mut() {
+            Some(k) if in_kernel_at_every_port => {
+                EveryPort::start(bridge, bridge_ifindex, port_ifindex, &mut netlink, k)
+            }
+            _ => None,
+        };
+        if let Some(ports) = &every_port {
+            poll.registry()
+                .register(&mut SourceFd(&ports.fd()), LINKS, Interest::READABLE)
+                .map_err(StartError::Poll)?;
+        }
         let in_kernel = kernel.as_ref().map(|k| k.hook().to_string());
         info!(%bridge, port = %port, guests = guests.len(), in_kernel = in_kernel.as_deref().unwrap_or("no"), "standing by on bridge");
         let journal_path = state.as_ref().map(|s| journal::path(&s.dir, bridge));
@@ -729,6 +750,7 @@ impl BridgeWorker {
             closer_thread: Some(closer_thread),
             stopping: false,
             kernel,
+            every_port,
             in_kernel: 0,
             kernel_total: xdp::Answered::default(),
             next_kernel_check: StdInstant::now(),
@@ -1009,7 +1031,11 @@ impl BridgeWorker {
             }
         }
         for event in events.iter() {
-            if let Some(i) = event.token().0.checked_sub(FIRST_WATCH) {
+            if event.token() == LINKS {
+                if let (Some(ports), Some(k)) = (self.every_port.as_mut(), self.kernel.as_mut()) {
+                    ports.heard(k);
+                }
+            } else if let Some(i) = event.token().0.checked_sub(FIRST_WATCH) {
                 self.drain_watch(i);
             }
         }
@@ -1034,6 +1060,7 @@ impl BridgeWorker {
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
         let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
         let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
+        let ports = self.every_port.as_ref().and_then(EveryPort::deadline);
         // A resume waiting for memory is tried again every second: memory frees up by
         // itself too.
         let waiting = (!self.waiting.is_empty()).then(|| StdInstant::now() + MEMORY_RETRY);
@@ -1042,6 +1069,7 @@ impl BridgeWorker {
             .chain(tally)
             .chain(kernel)
             .chain(backing_off)
+            .chain(ports)
             .chain(waiting)
             .min()
     }
@@ -1215,6 +1243,10 @@ impl BridgeWorker {
             if total.is_some_and(|t| t != self.kernel_total) {
                 self.count_all_kernel_answers();
             }
+        }
+        if let (Some(ports), Some(k)) = (self.every_port.as_mut(), self.kernel.as_mut()) {
+            ports.tick(&mut self.netlink, k);
+            self.bridge_metrics.in_kernel_ports = k.port_count() as u64;
         }
     }
 

@@ -43,6 +43,7 @@ mod gate;
 mod journal;
 pub mod metrics;
 pub mod page;
+mod ports;
 mod registry;
 mod reload;
 mod server;

@@ -58,6 +58,7 @@
 //! | `vmnap_bridge_malformed_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_transmit_errors_total` | counter | `bridge` |
 //! | `vmnap_bridge_capture_drops_total` | counter | `bridge`: frames the kernel dropped before the worker read them |
+//! | `vmnap_bridge_in_kernel_ports` | gauge | `bridge`: the ports besides vmnap's where the kernel answers as requests come in (`[surrogate] in_kernel_at_every_port`) |
 //! | `vmnap_resumes_in_flight` | gauge | none: guests the backends resume now (of all bridges) |
 //! | `vmnap_resumes_in_flight_max` | gauge | none: the most at once since start |
 //! | `vmnap_resume_cap` | gauge | none: `[wake] max_resuming` |
@@ -464,6 +465,8 @@ pub struct BridgeMetrics {
     pub transmit_errors: u64,
     /// Frames the kernel dropped on the capture socket before the worker read them.
     pub capture_drops: u64,
+    /// The ports, besides the surrogate's, that the kernel's responder answers at.
+    pub in_kernel_ports: u64,
 }
 
 impl BridgeMetrics {
@@ -600,6 +603,12 @@ static CAPTURE_DROPS: Family = Family {
     kind: MetricType::Counter,
     help: "Frames for the bridge's sleeping guests the kernel dropped before vmnap read them.",
 };
+static IN_KERNEL_PORTS: Family = Family {
+    name: "vmnap_bridge_in_kernel_ports",
+    unit: None,
+    kind: MetricType::Gauge,
+    help: "The bridge's ports, besides vmnap's, where the kernel answers ARP and ping for sleeping guests as requests come in.",
+};
 static RESUMING: Family = Family {
     name: "vmnap_resumes_in_flight",
     unit: None,
@@ -650,7 +659,7 @@ static TRANSMIT_ERRORS: Family = Family {
 };
 
 /// Every family, in the order [`encode`] writes them.
-static FAMILIES: [&Family; 21] = [
+static FAMILIES: [&Family; 22] = [
     &STATE,
     &ASLEEP,
     &WAKES_STARTED,
@@ -667,6 +676,7 @@ static FAMILIES: [&Family; 21] = [
     &MALFORMED,
     &TRANSMIT_ERRORS,
     &CAPTURE_DROPS,
+    &IN_KERNEL_PORTS,
     &RESUMING,
     &RESUMING_MAX,
     &RESUME_CAP,
@@ -774,6 +784,7 @@ impl Collector for Scrape {
         self.per_bridge(e, &MALFORMED, |b| b.malformed_frames)?;
         self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)?;
         self.per_bridge(e, &CAPTURE_DROPS, |b| b.capture_drops)?;
+        self.per_bridge(e, &IN_KERNEL_PORTS, |b| b.in_kernel_ports)?;
         let d = &self.daemon;
         for (family, value) in [
             (&RESUMING, d.resumes_in_flight),
@@ -814,7 +825,13 @@ impl Scrape {
         let mut metric = declare(encoder, family)?;
         for (bridge, b) in &self.bridges {
             let labels = [("bridge", bridge.as_str())];
-            ConstCounter::new(count(b)).encode(metric.encode_family(&labels)?)?;
+            let value = count(b);
+            if family.kind == MetricType::Gauge {
+                ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                    .encode(metric.encode_family(&labels)?)?;
+            } else {
+                ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+            }
         }
         Ok(())
     }

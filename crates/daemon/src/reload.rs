@@ -191,6 +191,10 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<String> {
         "surrogate.in_kernel",
     );
     check(
+        old.surrogate.in_kernel_at_every_port != new.surrogate.in_kernel_at_every_port,
+        "surrogate.in_kernel_at_every_port",
+    );
+    check(
         old.surrogate.learn_connections_for != new.surrogate.learn_connections_for,
         "surrogate.learn_connections_for",
     );

@@ -164,6 +164,7 @@ pub(crate) fn settings(config: &Config) -> bridge::WorkerSettings {
             },
         }),
         in_kernel: config.surrogate.in_kernel,
+        in_kernel_at_every_port: config.surrogate.in_kernel_at_every_port,
         learn_connections_for: config.surrogate.learn_connections_for,
     }
 }

@@ -269,6 +269,7 @@ fn one_guest_and_one_bridge_encode_exactly() {
         malformed_frames: 1,
         transmit_errors: 0,
         capture_drops: 0,
+        in_kernel_ports: 2,
     };
     let expected = r#"# HELP vmnap_guest_state Whether the guest is in this state (1) or not (0).
 # TYPE vmnap_guest_state gauge
@@ -387,6 +388,9 @@ vmnap_bridge_transmit_errors_total{bridge="br0"} 0
 # HELP vmnap_bridge_capture_drops_total Frames for the bridge's sleeping guests the kernel dropped before vmnap read them.
 # TYPE vmnap_bridge_capture_drops_total counter
 vmnap_bridge_capture_drops_total{bridge="br0"} 0
+# HELP vmnap_bridge_in_kernel_ports The bridge's ports, besides vmnap's, where the kernel answers ARP and ping for sleeping guests as requests come in.
+# TYPE vmnap_bridge_in_kernel_ports gauge
+vmnap_bridge_in_kernel_ports{bridge="br0"} 2
 # HELP vmnap_resumes_in_flight Guests the backends are resuming now.
 # TYPE vmnap_resumes_in_flight gauge
 vmnap_resumes_in_flight 0
@@ -570,6 +574,7 @@ fn busy() -> (Vec<(String, GuestMetrics)>, BridgeMetrics) {
         malformed_frames: 2,
         transmit_errors: 1,
         capture_drops: 3,
+        in_kernel_ports: 4,
     };
     (guests, bridge)
 }
@@ -649,6 +654,7 @@ fn every_declared_family_moves() {
         b.on_verdict(Verdict::Dropped(DropReason::Malformed));
         b.on_transmit_error();
         b.capture_drops += 1;
+        b.in_kernel_ports += 1;
     });
     // The daemon's own figures are not moved by events: they are read off its resume cap
     // and its hold budget (`the_daemons_resume_figures_are_written_as_given`).

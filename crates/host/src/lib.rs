@@ -23,6 +23,9 @@ pub mod process;
 pub mod xdp;
 
 pub use cgroup::{Cgroup, CgroupError, CgroupVersion};
-pub use netlink::{FdbEntry, KernelError, LinkStats, Netlink, NetlinkError, PortState, VethPeer};
+pub use netlink::{
+    BridgePort, BridgeSettings, FdbEntry, KernelError, LinkChange, LinkEvents, LinkStats, Netlink,
+    NetlinkError, PortState, VethPeer,
+};
 pub use packet::{OpenError, PacketSocket, RecvError, RecvMeta, SendError};
 pub use xdp::Responder;

@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use vmnap_wire::Mac;
 
+mod ports;
+pub use ports::{bridge_netfilter_on, BridgePort, BridgeSettings, LinkChange, LinkEvents};
+
 /// The kind of forwarding entry [`Netlink::fdb_replace`] installs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FdbEntry {
@@ -183,6 +186,15 @@ pub enum NetlinkError {
         port: u32,
         /// The MAC.
         mac: Mac,
+        /// The kernel's answer.
+        #[source]
+        source: KernelError,
+    },
+    /// Listing a bridge's ports failed.
+    #[error("Could not list the ports of bridge {bridge}")]
+    PortDump {
+        /// The bridge's index.
+        bridge: u32,
         /// The kernel's answer.
         #[source]
         source: KernelError,
@@ -495,36 +507,72 @@ fn setsockopt_int(
 /// How long a request waits for the kernel's answer before giving up.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A `NETLINK_ROUTE` socket in the calling thread's namespace, bound to the multicast
+/// `groups` (0: none), with `flags` added to its type (`SOCK_NONBLOCK`).
+fn route_socket(flags: libc::c_int, groups: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: a zeroed sockaddr_nl is valid (nl_pid 0: the kernel assigns the port).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    addr.nl_groups = groups;
+    // SAFETY: `addr` is a valid sockaddr_nl and its size is passed alongside it.
+    let r = unsafe {
+        libc::bind(
+            raw,
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// A netlink message read from the kernel: its type, flags, sequence number and body
+/// (after the `nlmsghdr`).
+struct Message<'a> {
+    ty: u16,
+    flags: u16,
+    seq: u32,
+    body: &'a [u8],
+}
+
+/// The messages in what one `recv` read; a message whose length does not fit ends it.
+fn messages(mut rest: &[u8]) -> impl Iterator<Item = Message<'_>> {
+    std::iter::from_fn(move || {
+        let len = u32_at(rest, 0)? as usize;
+        if len < NLMSG_HDRLEN || len > rest.len() {
+            return None;
+        }
+        let m = Message {
+            ty: u16_at(rest, 4)?,
+            flags: u16_at(rest, 6)?,
+            seq: u32_at(rest, 8)?,
+            body: &rest[NLMSG_HDRLEN..len],
+        };
+        rest = rest.get(align4(len)..).unwrap_or(&[]);
+        Some(m)
+    })
+}
+
 impl Netlink {
     /// Opens a `NETLINK_ROUTE` socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, NetlinkError> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(NetlinkError::Open(io::Error::last_os_error()));
-        }
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: a zeroed sockaddr_nl is valid (nl_pid 0: the kernel assigns the port).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a valid sockaddr_nl and its size is passed alongside it.
-        let r = unsafe {
-            libc::bind(
-                raw,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(NetlinkError::Open(io::Error::last_os_error()));
-        }
+        let fd = route_socket(0, 0).map_err(NetlinkError::Open)?;
+        let raw = fd.as_raw_fd();
         // Best effort: error texts, short acks. Strict checking is needed for the
         // bridge filter of FDB dumps to apply; entries are filtered here too.
         let _ = setsockopt_int(raw, SOL_NETLINK, NETLINK_EXT_ACK, 1);
@@ -595,17 +643,13 @@ impl Netlink {
                 }
                 return Err(KernelError::io(e));
             }
-            let mut rest = self.buf.get(..n as usize).unwrap_or(&[]);
-            while rest.len() >= NLMSG_HDRLEN {
-                let len = u32_at(rest, 0).unwrap_or(0) as usize;
-                if len < NLMSG_HDRLEN || len > rest.len() {
-                    break;
-                }
-                let ty = u16_at(rest, 4).unwrap_or(0);
-                let flags = u16_at(rest, 6).unwrap_or(0);
-                let mseq = u32_at(rest, 8).unwrap_or(0);
-                let body = &rest[NLMSG_HDRLEN..len];
-                rest = rest.get(align4(len)..).unwrap_or(&[]);
+            for Message {
+                ty,
+                flags,
+                seq: mseq,
+                body,
+            } in messages(self.buf.get(..n as usize).unwrap_or(&[]))
+            {
                 if mseq != seq {
                     continue; // a late answer to an earlier request
                 }

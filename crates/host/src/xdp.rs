@@ -36,7 +36,15 @@
 //!   veth would transmit an `XDP_TX` frame through the peer's NAPI, which exists only
 //!   when the peer has an XDP program or GRO of its own; generic mode works on any veth.
 //!
-//! Both are attached with a BPF link (`BPF_LINK_CREATE`), not netlink: the link lives as
+//! Besides either, the same program can answer, with the same map, at the ingress of any
+//! port of the bridge ([`Hook::PortIngress`], [`Responder::attach_port`], tcx): a request is
+//! answered back out of the port it came in by (`bpf_redirect` to the port's transmit
+//! path), before the bridge sees it. Neither the request nor the reply crosses the bridge,
+//! which is about half of each answer's cost; but nothing the bridge would do to the
+//! request happens (netfilter's bridge hooks, VLAN filtering, isolation, learning), so the
+//! caller attaches only where the bridge would carry it unchanged.
+//!
+//! All are attached with a BPF link (`BPF_LINK_CREATE`), not netlink: the link lives as
 //! long as its descriptor, so dropping the [`Responder`], or the daemon's death (its
 //! descriptors close), detaches the program and leaves nothing behind. A tcx program goes
 //! after those already on the peer's egress, and passes on what it does not answer with
@@ -207,6 +215,10 @@ pub enum Hook {
     /// first, and VLAN tag insertion turned off on the peer (see the module's
     /// documentation).
     GenericXdp,
+    /// With tcx on the ingress of a bridge's port ([`Responder::attach_port`]), besides one
+    /// of the two above: a request coming in by the port is answered back out of it before
+    /// the bridge sees it.
+    PortIngress,
 }
 
 impl std::fmt::Display for Hook {
@@ -214,6 +226,7 @@ impl std::fmt::Display for Hook {
         f.write_str(match self {
             Hook::PeerEgress => "tcx on the veth peer's egress",
             Hook::GenericXdp => "generic XDP",
+            Hook::PortIngress => "tcx on a bridge port's ingress",
         })
     }
 }
@@ -361,6 +374,10 @@ pub struct Responder {
     interface: String,
     capacity: u32,
     hook: Hook,
+    /// The program for bridge ports' ingress, loaded when first needed, and its links by
+    /// port.
+    ingress: Option<OwnedFd>,
+    ports: std::collections::HashMap<u32, OwnedFd>,
 }
 
 impl Responder {
@@ -380,7 +397,9 @@ impl Responder {
     /// kernel without tcx); for [`Hook::GenericXdp`], to `interface` in generic mode, after
     /// turning VLAN tag insertion off on its veth peer unless `vlans` is [`Vlans::Absent`]
     /// (see the module's documentation), failing with `EBUSY` ([`AttachError::Link`]) if
-    /// another program is attached to the interface in generic mode.
+    /// another program is attached to the interface in generic mode. [`Hook::PortIngress`]
+    /// is refused ([`AttachError::Link`] with `EINVAL`): it comes besides another, by
+    /// [`Responder::attach_port`].
     pub fn attach_with(
         interface: &str,
         capacity: u32,
@@ -398,6 +417,13 @@ impl Responder {
                 Some(crate::netlink::VethPeer::Here(peer)) => Some(peer),
                 _ => return Err(AttachError::NoPeer { interface: owned() }),
             },
+            Hook::PortIngress => {
+                return Err(AttachError::Link {
+                    interface: owned(),
+                    hook,
+                    source: io::Error::from_raw_os_error(libc::EINVAL),
+                })
+            }
         };
         // One entry more than asked for: the total, at 0.0.0.0.
         let map = sys::create_hash_map(
@@ -461,7 +487,67 @@ impl Responder {
             interface: owned(),
             capacity,
             hook,
+            ingress: None,
+            ports: std::collections::HashMap::new(),
         })
+    }
+
+    /// Also answers, for the same guests, on the ingress of the bridge port `ifindex` (tcx,
+    /// Linux 6.6; [`Hook::PortIngress`]): a request coming in by that port is answered back
+    /// out of it before the bridge sees it, so that neither the request nor the answer
+    /// crosses the bridge. The caller vouches that the bridge would carry the request from
+    /// that port to the guest and back, with nothing on the way that could drop it (no
+    /// VLAN filtering, isolation or netfilter); the program itself leaves tagged frames to
+    /// the bridge. One program serves every port, each attached by a BPF link of its own;
+    /// attaching a port already attached does nothing. Dropping the responder detaches them
+    /// all.
+    pub fn attach_port(&mut self, ifindex: u32) -> Result<(), AttachError> {
+        if self.ports.contains_key(&ifindex) {
+            return Ok(());
+        }
+        if self.ingress.is_none() {
+            let insns = program::build(
+                std::os::fd::AsRawFd::as_raw_fd(&self.map),
+                program::Hook::TcIngress,
+            );
+            self.ingress = Some(load(
+                sys::Kind::TcxIngress,
+                &insns,
+                &self.interface,
+                Hook::PortIngress,
+            )?);
+        }
+        let prog = self.ingress.as_ref().expect("loaded above");
+        let link =
+            sys::link(sys::Kind::TcxIngress, prog.as_fd(), ifindex, 0).map_err(|source| {
+                AttachError::Link {
+                    interface: format!("the port of index {ifindex}"),
+                    hook: Hook::PortIngress,
+                    source,
+                }
+            })?;
+        self.ports.insert(ifindex, link);
+        Ok(())
+    }
+
+    /// Stops answering on the ingress of port `ifindex` (attached or not).
+    pub fn detach_port(&mut self, ifindex: u32) {
+        self.ports.remove(&ifindex);
+    }
+
+    /// How many ports it answers on besides its own hook.
+    pub fn port_count(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Whether it answers on port `ifindex` besides its own hook.
+    pub fn has_port(&self, ifindex: u32) -> bool {
+        self.ports.contains_key(&ifindex)
+    }
+
+    /// The ports it answers on besides its own hook, in no order.
+    pub fn ports(&self) -> impl Iterator<Item = u32> + '_ {
+        self.ports.keys().copied()
     }
 
     /// Where the program runs.
@@ -557,7 +643,9 @@ impl Responder {
             })?;
         let (pass, reply) = match self.hook {
             Hook::GenericXdp => (program::XDP_PASS, program::XDP_TX),
-            Hook::PeerEgress => (program::TCX_NEXT as u32, program::TC_ACT_REDIRECT),
+            Hook::PeerEgress | Hook::PortIngress => {
+                (program::TCX_NEXT as u32, program::TC_ACT_REDIRECT)
+            }
         };
         Ok(if action == pass {
             Decision::Pass

@@ -83,3 +83,91 @@ fn links_bridge_ports_and_forwarding_entries() {
         assert!(!nl.link_exists("q1").expect("peer went with it"));
     });
 }
+
+#[test]
+fn bridge_ports_tell_whether_the_bridge_carries_their_frames_and_link_events_are_heard() {
+    let ns = Netns::new("nl3");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "add", "br1", "type", "bridge"]);
+    for (port, peer, bridge) in [
+        ("p1", "q1", "br0"),
+        ("p2", "q2", "br0"),
+        ("p3", "q3", "br1"),
+    ] {
+        ns.ip(&["link", "add", port, "type", "veth", "peer", "name", peer]);
+        ns.ip(&["link", "set", port, "master", bridge]);
+        // A port without carrier (its veth peer down) is disabled.
+        ns.ip(&["link", "set", peer, "up"]);
+        ns.ip(&["link", "set", port, "up"]);
+    }
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns.run(|| {
+        let mut nl = Netlink::open().expect("netlink");
+        let [br0, p1, p2, p3] = ["br0", "p1", "p2", "p3"].map(|n| nl.link_index(n).expect("index"));
+        let mut events = vmnap_host::LinkEvents::open().expect("link events");
+        // A bridge without STP forwards on a port that is up at once.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let ports = loop {
+            let ports = nl.bridge_ports(br0).expect("ports");
+            if ports.iter().all(|p| p.forwards_freely()) || std::time::Instant::now() > deadline {
+                break ports;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let mut found: Vec<u32> = ports.iter().map(|p| p.ifindex).collect();
+        found.sort_unstable();
+        assert_eq!(
+            found,
+            vec![p1.min(p2), p1.max(p2)],
+            "br0's ports, not br1's ({p3}): {ports:?}"
+        );
+        assert!(ports.iter().all(|p| p.forwards_freely()), "{ports:?}");
+        let settings = nl.bridge_settings(br0).expect("settings");
+        assert!(
+            !settings.vlan_filtering && !settings.nf_call,
+            "{settings:?}"
+        );
+
+        common::run(&["bridge", "link", "set", "dev", "p1", "isolated", "on"]);
+        // (This machine's kernel has no VLAN filtering to turn on.)
+        common::run(&[
+            "ip",
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "nf_call_arptables",
+            "1",
+        ]);
+        let ports = nl.bridge_ports(br0).expect("ports");
+        let p1_now = ports
+            .iter()
+            .find(|p| p.ifindex == p1)
+            .expect("p1 is still a port");
+        assert!(p1_now.isolated && !p1_now.forwards_freely(), "{p1_now:?}");
+        assert!(nl.bridge_settings(br0).expect("settings").nf_call);
+
+        // Each change was heard, with the port's bridge.
+        let mut heard = Vec::new();
+        events.drain(|c| heard.push(c)).expect("drain");
+        assert!(
+            heard
+                .iter()
+                .any(|c| c.ifindex == p1 && c.master == Some(br0) && !c.removed),
+            "the isolation of p1 was not heard: {heard:?}"
+        );
+        common::run(&["ip", "link", "del", "p2"]);
+        let mut heard = Vec::new();
+        events.drain(|c| heard.push(c)).expect("drain");
+        assert!(
+            heard.iter().any(|c| c.ifindex == p2 && c.removed),
+            "the removal of p2 was not heard: {heard:?}"
+        );
+        assert!(!nl
+            .bridge_ports(br0)
+            .expect("ports")
+            .iter()
+            .any(|p| p.ifindex == p2));
+    });
+}

@@ -927,3 +927,73 @@ fn arbitrary_bytes_are_passed_or_answered_never_dropped() {
         assert!(replies > 400, "only {replies} of 4000 answered");
     });
 }
+
+#[test]
+fn answered_at_the_client_port_the_request_never_crosses_the_bridge() {
+    let lab = Lab::new("xi");
+    // In generic XDP on the surrogate's end, so that what the bridge sends it is counted on
+    // the way (a tcx program on its peer's egress takes frames before the veth counts
+    // them).
+    let mut r = lab.attach(Hook::GenericXdp, Vlans::Possible);
+    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
+    let (xb, xp) = lab.surrogate.run(|| {
+        let mut nl = vmnap_host::Netlink::open().expect("netlink");
+        (
+            nl.link_index("xb").expect("xb"),
+            nl.link_index("xp").expect("xp"),
+        )
+    });
+    // What the bridge sent to the surrogate's port.
+    let to_surrogate = || {
+        lab.surrogate.run(move || {
+            vmnap_host::Netlink::open()
+                .and_then(|mut nl| nl.link_stats(xp))
+                .expect("stats")
+                .tx_packets
+        })
+    };
+
+    // At the surrogate's port: every request crosses the bridge to it.
+    let before = to_surrogate();
+    assert_eq!(lab.ping(GUEST_IP, 20), 20);
+    assert!(
+        to_surrogate() - before >= 20,
+        "the requests went to the surrogate's port"
+    );
+
+    lab.surrogate
+        .run(|| r.attach_port(xb))
+        .expect("attach at xb");
+    assert_eq!(r.ports().collect::<Vec<_>>(), vec![xb]);
+    lab.surrogate
+        .run(|| r.attach_port(xb))
+        .expect("attaching again does nothing");
+    let before = to_surrogate();
+    let answers_before = answered(&r, GUEST_IP).expect("in the map");
+    assert_eq!(lab.ping(GUEST_IP, 20), 20);
+    assert_eq!(lab.arping(GUEST_IP, 2, 3), (2, 2));
+    let crossed = to_surrogate() - before;
+    assert!(
+        crossed < 5,
+        "{crossed} frames crossed the bridge to the surrogate's port"
+    );
+    let answers = answered(&r, GUEST_IP).expect("in the map");
+    assert_eq!(
+        answers.echo - answers_before.echo,
+        20,
+        "counted in the same map"
+    );
+    assert_eq!(answers.arp - answers_before.arp, 2);
+
+    // An address not in the map goes on to the bridge.
+    r.remove(GUEST_IP).expect("remove");
+    assert_eq!(lab.arping(GUEST_IP, 1, 1), (0, 0));
+    r.insert(GUEST_IP, guest(), BOTH).expect("insert");
+
+    // Detached, the requests cross the bridge again, and are still answered.
+    r.detach_port(xb);
+    assert_eq!(r.ports().count(), 0);
+    let before = to_surrogate();
+    assert_eq!(lab.ping(GUEST_IP, 20), 20);
+    assert!(to_surrogate() - before >= 20);
+}

@@ -1,4 +1,4 @@
-//! The responder's eBPF program, as a listing, for either of its two hooks.
+//! The responder's eBPF program, as a listing, for each of its three hooks.
 //!
 //! Registers, for the whole program: `r6` the context (the `__sk_buff` of a tc program;
 //! unused in XDP), `r7` the frame's first byte, `r8` one past the last byte the program may
@@ -21,7 +21,8 @@
 //! - The answer: XDP sends the frame back out of the interface (`XDP_TX`); the tc program,
 //!   run as the veth's peer is about to send the request to the interface, redirects the
 //!   reply into the peer's receive path (`bpf_redirect` with `BPF_F_INGRESS`), as if the
-//!   interface had sent it.
+//!   interface had sent it; the tc program on a bridge port's ingress sends the reply back
+//!   out of the port it runs on (`bpf_redirect` to `__sk_buff.ifindex`, no flag).
 
 use super::asm::{Alu, Asm, Cond, Insn, Size, R0, R1, R10, R2, R3, R4, R6, R7, R8, R9};
 use super::{Entry, ANSWER_ARP, ANSWER_ECHO};
@@ -52,6 +53,7 @@ const MD_DATA_END: i16 = 4;
 // `struct __sk_buff`.
 const SKB_LEN: i16 = 0;
 const SKB_VLAN_PRESENT: i16 = 20;
+const SKB_IFINDEX: i16 = 40;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
 
@@ -63,6 +65,9 @@ pub(crate) enum Hook {
     /// tc, on the egress of a veth whose peer is the interface: answers go into the
     /// receive path of `ifindex`, the veth the program runs on.
     TcEgress { ifindex: u32 },
+    /// tc, on the ingress of a bridge's port: answers go back out of the port they came
+    /// in by, before the bridge sees the request.
+    TcIngress,
 }
 
 // Ethernet.
@@ -138,7 +143,7 @@ pub(crate) fn build(map_fd: i32, hook: Hook) -> Vec<Insn> {
                 Insn::ldx_w(R8, R1, MD_DATA_END),
             ]);
         }
-        Hook::TcEgress { .. } => {
+        Hook::TcEgress { .. } | Hook::TcIngress => {
             // A tag beside the frame: the request belongs to a VLAN.
             a.push([
                 Insn::mov64_reg(R6, R1),
@@ -159,7 +164,9 @@ pub(crate) fn build(map_fd: i32, hook: Hook) -> Vec<Insn> {
     a.label("pass");
     match hook {
         Hook::Xdp => a.push([Insn::mov64_imm(R0, XDP_PASS as i32), Insn::exit()]),
-        Hook::TcEgress { .. } => a.push([Insn::mov64_imm(R0, TCX_NEXT), Insn::exit()]),
+        Hook::TcEgress { .. } | Hook::TcIngress => {
+            a.push([Insn::mov64_imm(R0, TCX_NEXT), Insn::exit()])
+        }
     };
     a.finish()
         .expect("the responder's listing is well-formed (a unit test assembles it)")
@@ -251,7 +258,7 @@ fn echo(a: &mut Asm, map_fd: i32, hook: Hook) {
             ])
             .jmp_reg(Cond::Gt, R4, R8, "pass"),
         // The payload may lie outside the linear part: the whole frame's length counts.
-        Hook::TcEgress { .. } => a
+        Hook::TcEgress { .. } | Hook::TcIngress => a
             .push([
                 Insn::mov64_reg(R4, R3),
                 Insn::alu64_imm(Alu::Add, R4, i32::from(ETH_LEN)),
@@ -340,7 +347,7 @@ fn need(a: &mut Asm, hook: Hook, len: i16, [ok, pull]: [&'static str; 2]) {
     };
     match hook {
         Hook::Xdp => check(a, "pass"),
-        Hook::TcEgress { .. } => {
+        Hook::TcEgress { .. } | Hook::TcIngress => {
             check(a, pull);
             a.ja(ok).label(pull);
             a.push([Insn::ldx_w(R3, R6, SKB_LEN)])
@@ -446,6 +453,12 @@ fn answer(a: &mut Asm, map_fd: i32, hook: Hook, counter: i16, sent: &'static str
             Insn::call(REDIRECT),
             Insn::exit(),
         ]),
+        Hook::TcIngress => a.push([
+            Insn::ldx_w(R1, R6, SKB_IFINDEX),
+            Insn::mov64_imm(R2, 0),
+            Insn::call(REDIRECT),
+            Insn::exit(),
+        ]),
     };
 }
 
@@ -455,7 +468,7 @@ mod tests {
 
     #[test]
     fn the_listings_assemble() {
-        for hook in [Hook::Xdp, Hook::TcEgress { ifindex: 7 }] {
+        for hook in [Hook::Xdp, Hook::TcEgress { ifindex: 7 }, Hook::TcIngress] {
             let p = build(3, hook);
             assert!(p.len() > 100 && p.len() < 450, "{} instructions", p.len());
             assert_eq!(p.last(), Some(&Insn::exit()));

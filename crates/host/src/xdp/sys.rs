@@ -24,6 +24,8 @@ const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type`'s `BPF_XDP`.
 const BPF_XDP: u32 = 37;
+/// `BPF_TCX_INGRESS` (Linux 6.6).
+const BPF_TCX_INGRESS: u32 = 46;
 /// `BPF_TCX_EGRESS` (Linux 6.6).
 const BPF_TCX_EGRESS: u32 = 47;
 /// `BPF_ANY`: create or replace.
@@ -190,13 +192,15 @@ pub(crate) enum Kind {
     Xdp,
     /// `BPF_PROG_TYPE_SCHED_CLS`, for `BPF_TCX_EGRESS` (Linux 6.6).
     TcxEgress,
+    /// `BPF_PROG_TYPE_SCHED_CLS`, for `BPF_TCX_INGRESS` (Linux 6.6).
+    TcxIngress,
 }
 
 impl Kind {
     fn prog_type(self) -> u32 {
         match self {
             Kind::Xdp => BPF_PROG_TYPE_XDP,
-            Kind::TcxEgress => BPF_PROG_TYPE_SCHED_CLS,
+            Kind::TcxEgress | Kind::TcxIngress => BPF_PROG_TYPE_SCHED_CLS,
         }
     }
 
@@ -204,6 +208,7 @@ impl Kind {
         match self {
             Kind::Xdp => BPF_XDP,
             Kind::TcxEgress => BPF_TCX_EGRESS,
+            Kind::TcxIngress => BPF_TCX_INGRESS,
         }
     }
 }
