@@ -82,6 +82,26 @@ fn resumes_from_save_wait_until_the_host_has_their_memory_beside_the_reserve() {
 }
 
 /// Puts guests web1 to web`n` to sleep through the API.
+#[test]
+fn a_stop_that_wakes_every_guest_keeps_to_the_cap() {
+    let fake = FakeBackend::new("any");
+    let mut r = start_many(fake.clone(), GUESTS, "[wake]\nmax_resuming = 2\n", "");
+    sleep_all(&r, GUESTS);
+    fake.state().delay = Duration::from_millis(100);
+    // The daemon stops as on SIGTERM, waking what it put to sleep (`on_stop = "wake"`).
+    r.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ended = r.thread.take().expect("running").join().expect("no panic");
+    assert!(ended.is_ok(), "{ended:?}");
+    let state = fake.state();
+    assert_eq!(
+        state.calls.iter().filter(|c| **c == "resume").count(),
+        usize::from(GUESTS),
+        "every guest woken: {:?}",
+        state.calls
+    );
+    assert_eq!(state.most_resuming, 2, "resumes at once during the stop");
+}
+
 fn sleep_all(r: &common::Running, n: u8) {
     for i in 1..=n {
         let answer = api::call(
