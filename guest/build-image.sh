@@ -123,6 +123,7 @@ if [ ! -f "$OUT" ]; then
 ::sysinit:/etc/rc
 ::respawn:/bin/httpd -f -p 80 -h /www -c /etc/httpd.conf
 ::respawn:/bin/nc -ll -p 7 -e /bin/cat
+::respawn:/bin/nc -ll -p 8 -e /bin/vmnap-dirty
 ::respawn:/bin/vmnap-udplog 9000
 ::once:/etc/ready
 ::ctrlaltdel:/bin/poweroff -f
@@ -164,19 +165,39 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_dad 2>/dev/null
 ip link set eth0 up
 echo "vmnap-guest: $name eth0 $(cat /sys/class/net/eth0/address) ${ip4:-no-ipv4} ${ip6:-no-ipv6}"
 EOF
+    cat >"$R/bin/vmnap-dirty" <<'EOF'
+#!/bin/sh
+# Port 8: reads a percentage, writes that share of the guest's RAM (MemTotal) once, through
+# a file in the root file system (RAM) that is removed at once, and answers
+# "dirtied N MiB". The pages are freed again in the guest, but the host has seen them
+# written: what a sleep that frees the guest's RAM has to write out.
+read -r pct
+pct=$(echo "$pct" | tr -d '\r')
+case "$pct" in
+    '' | *[!0-9]*) echo "want a percentage, 0 to 90"; exit 1 ;;
+esac
+[ "$pct" -le 90 ] || { echo "want a percentage, 0 to 90"; exit 1; }
+total=$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+mib=$((total * pct / 100 / 1024))
+dd if=/dev/zero of=/tmp/vmnap-dirty bs=1M count="$mib" 2>/dev/null
+rm -f /tmp/vmnap-dirty
+echo "dirtied $mib MiB"
+EOF
     cat >"$R/etc/ready" <<'EOF'
 #!/bin/sh
-# Prints the ready line once HTTP (80), TCP echo (7) and the UDP logger (9000) listen.
+# Prints the ready line once HTTP (80), TCP echo (7), the RAM dirtier (8) and the UDP
+# logger (9000) listen.
 while :; do
     t=$(netstat -ltn) u=$(netstat -lun)
-    case "$t" in *":80 "*) case "$t" in *":7 "*) case "$u" in *":9000 "*)
-        echo "vmnap-guest ready"; exit 0 ;; esac ;; esac ;; esac
+    case "$t" in *":80 "*) case "$t" in *":7 "*) case "$t" in *":8 "*)
+        case "$u" in *":9000 "*)
+        echo "vmnap-guest ready"; exit 0 ;; esac ;; esac ;; esac ;; esac
     usleep 20000
 done
 EOF
     # Every path answers with the same body: "/" with 200, anything else with 404.
     echo 'E404:/www/index.html' >"$R/etc/httpd.conf"
-    chmod 755 "$R/etc/rc" "$R/etc/ready"
+    chmod 755 "$R/etc/rc" "$R/etc/ready" "$R/bin/vmnap-dirty"
     (cd "$R" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null) \
         | gzip -9n >"$TMP/initramfs.cpio.gz"
     mv "$TMP/initramfs.cpio.gz" "$OUT"

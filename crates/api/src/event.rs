@@ -27,6 +27,20 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         took_ms: Option<f64>,
     },
+    /// The sleeping guest's RAM was taken out of host memory (page-out), or as much of it
+    /// as was done before a wake stopped it.
+    PagedOut {
+        /// The guest.
+        guest: String,
+        /// Host memory it freed, in bytes.
+        freed_bytes: u64,
+        /// Changed RAM it wrote back first, in bytes.
+        written_bytes: u64,
+        /// How long it took, in milliseconds.
+        took_ms: f64,
+        /// It went to the end (`false`: a wake stopped it).
+        complete: bool,
+    },
     /// The guest's backend failed to stop or resume it.
     BackendError {
         /// The guest.
@@ -71,6 +85,7 @@ impl Event {
     pub fn guest(&self) -> &str {
         match self {
             Event::FellAsleep { guest }
+            | Event::PagedOut { guest, .. }
             | Event::Woke { guest, .. }
             | Event::BackendError { guest, .. }
             | Event::Answered { guest, .. }

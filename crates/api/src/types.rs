@@ -119,10 +119,21 @@ pub struct GuestStatus {
     pub idle_for_s: Option<f64>,
     /// Pinned awake (`vmnap pin`).
     pub pinned: bool,
-    /// Host memory its sleep gives back now, in bytes: what a save freed while it sleeps, 0
-    /// while it is awake or when its sleep keeps its memory (pause, freeze); `None`: not
-    /// known yet (it is read with the guest's CPU time, every `[idle] interval`).
+    /// Host memory its sleep gives back now, in bytes: what a save or a page-out freed while
+    /// it sleeps, 0 while it is awake or when its sleep keeps its memory (pause, freeze);
+    /// `None`: not known yet (it is read with the guest's CPU time, every `[idle]
+    /// interval`).
     pub memory_freed_bytes: Option<u64>,
+    /// Since its last wake from a page-out: the host memory its RAM holds again, in bytes
+    /// (what it touched, and what readahead brought with it), read every `[idle]
+    /// interval` while it is awake. `None`: not woken from a page-out, or not read yet.
+    #[serde(default)]
+    pub memory_back_bytes: Option<u64>,
+    /// For a guest in mode `pageout`, whether its RAM can be paged out (`ready`, with what
+    /// makes a wake bring back more than it touches, or `unavailable` and why, and then it
+    /// sleeps paused); `None` for other guests, or before its first sleep.
+    #[serde(default)]
+    pub page_out: Option<String>,
     /// CPU-hours its sleep has saved since the daemon started: time asleep times the CPU it
     /// used while awake just before. An estimate; `None`: its CPU use is not known yet.
     pub cpu_hours_freed: Option<f64>,

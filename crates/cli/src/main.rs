@@ -136,6 +136,22 @@ enum Cmd {
     /// Build a throwaway bridge with three namespace guests serving HTTP, put one to sleep,
     /// ping it, wake it with curl, show the timeline, and remove everything (needs root).
     Demo,
+    /// Run QEMU for a guest that sleeps by page-out: `vmnap run-qemu qemu-system-x86_64 ...`
+    /// (or a libvirt domain's `<emulator>`, through a script that does this). QEMU advises
+    /// huge pages on all guest RAM, and for RAM in a file that makes every page the guest
+    /// touches after a page-out read 4 MiB back; here that advice does nothing (a seccomp
+    /// filter on madvise(MADV_HUGEPAGE) only), so a wake brings back what the guest touches.
+    /// vmnap then becomes the command, with the same PID.
+    RunQemu {
+        /// QEMU's command line, program first.
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
     /// A guest workload for labs and the demo: an HTTP server and a UDP logger.
     #[command(hide = true)]
     LabGuest {
@@ -203,6 +219,7 @@ fn main() -> ExitCode {
             }
         },
         Cmd::Demo => report(demo::run()),
+        Cmd::RunQemu { command } => report(run_qemu(&command)),
         Cmd::LabGuest { args } => vmnap_lab::workload::main_with_args(args.into_iter()),
     }
 }
@@ -216,6 +233,16 @@ fn serve_page(socket: &std::path::Path, addr: std::net::SocketAddr) -> ExitCode 
         }
     }
     report(serve::serve(socket, addr, &stop))
+}
+
+/// `vmnap run-qemu`: the filter, then `execve` of the command (which returns only on failure).
+fn run_qemu(command: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let (program, args) = command.split_first().context("run-qemu needs a command")?;
+    vmnap_host::pageout::ignore_huge_page_advice()
+        .context("cannot install the seccomp filter on huge-page advice")?;
+    let e = std::process::Command::new(program).args(args).exec();
+    Err(anyhow::Error::new(e).context(format!("cannot run {}", program.to_string_lossy())))
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
@@ -374,6 +401,22 @@ fn describe(record: &Record) -> String {
             }
             s
         }
+        Event::PagedOut {
+            freed_bytes,
+            written_bytes,
+            took_ms,
+            complete,
+            ..
+        } => format!(
+            "paged out: {:.1} MiB freed, {:.1} MiB written, in {took_ms:.0} ms{}",
+            *freed_bytes as f64 / 1048576.0,
+            *written_bytes as f64 / 1048576.0,
+            if *complete {
+                ""
+            } else {
+                " (stopped by a wake)"
+            }
+        ),
         Event::BackendError {
             operation, message, ..
         } => format!("backend error ({operation}): {message}"),

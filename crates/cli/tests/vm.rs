@@ -39,14 +39,20 @@ fn a_paused_qemu_guest_is_stood_in_for_and_woken_by_curl_with_one_syn() {
 
 #[test]
 fn a_thousand_datagrams_reach_a_paused_qemu_guest_in_order_exactly_once() {
-    let s = Setup::with_vms(&["vm1"], "");
+    thousand_datagrams_in_order(&Setup::with_vms(&["vm1"], ""), || {});
+}
+
+/// vm1 of `s` put to sleep (and `asleep` run), then sent 1,000 datagrams: they reach it in
+/// order, exactly once, with one wake.
+fn thousand_datagrams_in_order(s: &Setup, asleep: impl FnOnce()) {
     let ip = s.vm_ip("vm1");
     assert!(s
         .run(0, &["ping", "-c", "1", "-W", "2", &ip])
         .status
         .success());
     s.vmnap(&["sleep", "vm1"]);
-    send_thousand_datagrams(&s, &ip);
+    asleep();
+    send_thousand_datagrams(s, &ip);
     let vm = s.lab.vm("vm1").expect("vm").clone();
     assert_thousand_in_order(Duration::from_secs(60), || vm.udp_lines());
     assert_eq!(s.awake("vm1")["wakes"], 1);
@@ -219,4 +225,91 @@ fn a_qemu_guest_stopped_with_a_request_it_has_not_answered_is_woken_again_at_onc
     assert_eq!(s.vmnap(&["sleep", "vm1"]).trim(), "vm1 is asleep");
     let (body, _) = curl(&s, &format!("http://{ip}/"));
     assert_eq!(body, "hello from vm1\n");
+}
+
+/// Waits up to `secs` for `f` to give `Some`.
+fn wait_some<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_paged_out_qemu_guest_gives_its_ram_back_and_is_woken_by_curl_with_one_syn() {
+    need(&["curl", "tcpdump", "nc"]);
+    const RAM: u64 = 128 << 20;
+    let s = Setup::with_file_backed_vms(&["vm1"], "mode = \"pageout\"\n");
+    let ip = s.vm_ip("vm1");
+    // The guest writes 40% of its RAM, as a guest at work would: the page-out has that to
+    // write back.
+    let out = s.run(0, &["sh", "-c", &format!("echo 40 | nc -w 60 {ip} 8")]);
+    assert!(text(&out).contains("dirtied"), "{}", text(&out));
+    s.vmnap(&["sleep", "vm1"]);
+    assert!(s.vm_status("vm1").contains("\"paused\""));
+    // The page-out runs once the guest is asleep; the status says what it freed.
+    let freed = wait_some("the page-out", 60, || {
+        s.status("vm1")["memory_freed_bytes"]
+            .as_u64()
+            .filter(|&b| b > 0)
+    });
+    assert!(freed >= RAM / 4, "freed only {freed} bytes");
+    let vm = s.lab.vm("vm1").expect("vm").clone();
+    let ram = vmnap_host::pageout::RamFile::open(vm.pid, &s.lab.dir().join("vm1.ram"))
+        .expect("the RAM file, mapped by QEMU");
+    let resident = ram.resident().expect("resident");
+    assert!(
+        resident.cached <= RAM / 50,
+        "more than 2% of the guest's RAM is in host memory asleep: {resident:?}"
+    );
+    assert!(
+        !ram.huge_pages_advised().expect("smaps"),
+        "vmnap run-qemu left QEMU's huge-page advice in place"
+    );
+    let st = s.status("vm1");
+    let page_out = st["page_out"].as_str().unwrap_or_default();
+    assert!(page_out.starts_with("ready"), "{st}");
+    assert!(!page_out.contains("huge pages"), "{st}");
+    assert_eq!(st["backend"], "qmp-pageout", "{st}");
+    // Answered while asleep without bringing its RAM back.
+    let ping = s.run(0, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &ip]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    // A new connection wakes it with its first SYN, and it serves from RAM read back.
+    let (body, syns) = curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from vm1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+    assert!(s.vm_status("vm1").contains("\"running\""));
+    assert_eq!(s.status("vm1")["wakes"], 1);
+    // What came back is read with the next sample ([idle] interval, 5 s).
+    let back = wait_some("the memory back", 30, || {
+        s.status("vm1")["memory_back_bytes"].as_u64()
+    });
+    assert!(back > 0 && back < freed, "back {back} of {freed} freed");
+    let events = text(
+        &std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+            .args(["events", "vm1", "--socket"])
+            .arg(&s.socket)
+            .output()
+            .expect("vmnap events"),
+    );
+    assert!(events.contains("paged out:"), "{events}");
+}
+
+#[test]
+fn a_thousand_datagrams_reach_a_paged_out_qemu_guest_in_order_exactly_once() {
+    let s = Setup::with_file_backed_vms(&["vm1"], "mode = \"pageout\"\n");
+    thousand_datagrams_in_order(&s, || {
+        wait_some("the page-out", 60, || {
+            s.status("vm1")["memory_freed_bytes"]
+                .as_u64()
+                .filter(|&b| b > 0)
+        });
+    });
 }

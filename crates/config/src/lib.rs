@@ -519,11 +519,10 @@ pub enum BackendConfig {
         /// How the guest sleeps (key `mode`).
         mode: SleepMode,
         /// The argv that starts the guest's QEMU (key `qemu_command`; `[0]` is the program).
-        /// Non-empty with [`SleepMode::Save`], empty with [`SleepMode::Pause`] (where the key
-        /// is refused). The daemon adds what restoring from `state_file` takes.
+        /// Non-empty with [`SleepMode::Save`], empty otherwise (where the key is refused). The daemon adds what restoring from `state_file` takes.
         qemu_command: Vec<String>,
         /// Absolute path of the file the guest's state is saved to (key `state_file`). `Some`
-        /// with [`SleepMode::Save`], `None` with [`SleepMode::Pause`] (where the key is refused).
+        /// with [`SleepMode::Save`], `None` otherwise (where the key is refused).
         state_file: Option<PathBuf>,
     },
 }
@@ -547,22 +546,29 @@ impl BackendConfig {
     }
 }
 
-/// How a libvirt or QMP guest sleeps: `mode = "pause"` (the default) or `mode = "save"`.
+/// How a libvirt or QMP guest sleeps: `mode = "pause"` (the default), `"pageout"` or
+/// `"save"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SleepMode {
     /// Stop the vCPUs and keep the memory: fastest wake.
     #[default]
     Pause,
+    /// Stop the vCPUs and take the guest's RAM out of host memory: written back to the file
+    /// that backs it and dropped from the page cache. The wake is a resume, and the RAM
+    /// comes back a page at a time as the guest touches it. Needs RAM that is a shared
+    /// mapping of a file (QEMU's `memory-backend-file,share=on`).
+    Pageout,
     /// Save the guest's state to disk and end its QEMU, freeing its memory; start it again
     /// from the saved state on wake.
     Save,
 }
 
 impl SleepMode {
-    /// The name used in the config file (`"pause"` or `"save"`).
+    /// The name used in the config file (`"pause"`, `"pageout"` or `"save"`).
     pub fn as_str(self) -> &'static str {
         match self {
             SleepMode::Pause => "pause",
+            SleepMode::Pageout => "pageout",
             SleepMode::Save => "save",
         }
     }

@@ -393,7 +393,11 @@ impl Cx<'_> {
 
     fn defaults(&self, d: &RawDefaults) -> Result<GuestDefaults, ConfigError> {
         let mode = match &d.mode {
-            Some(m) => self.check(m, || "libvirt.defaults.mode".into(), |s| sleep_mode(s))?,
+            Some(m) => self.check(
+                m,
+                || "libvirt.defaults.mode".into(),
+                |s| libvirt_sleep_mode(s),
+            )?,
             None => SleepMode::Pause,
         };
         let Policy {
@@ -793,6 +797,9 @@ impl Cx<'_> {
                 )),
             },
             "libvirt" => {
+                if let (SleepMode::Pageout, Some(m)) = (mode, &g.mode) {
+                    return Err(self.err(m.span(), key("mode"), LIBVIRT_PAGEOUT));
+                }
                 let domain = match &g.domain {
                     Some(d) => self.check(d, || key("domain"), |s| domain_name(s))?,
                     None => name.to_string(),
@@ -816,7 +823,7 @@ impl Cx<'_> {
                 ))
             }
         };
-        if mode == SleepMode::Pause {
+        if mode != SleepMode::Save {
             let extra = [
                 ("qemu_command", g.qemu_command.as_ref().map(Spanned::span)),
                 ("state_file", g.state_file.as_ref().map(Spanned::span)),
@@ -826,8 +833,9 @@ impl Cx<'_> {
                     span,
                     key(k),
                     format!(
-                        "`{k}` is only for mode `save`, not `pause`; set `mode = \"save\"` or \
-                         leave it out"
+                        "`{k}` is only for mode `save`, not `{}`; set `mode = \"save\"` or \
+                         leave it out",
+                        mode.as_str()
                     ),
                 ));
             }
@@ -1243,13 +1251,26 @@ fn libvirt_uri(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-/// `pause` or `save`.
+/// A libvirt domain's mode: `pause` or `save` (page-out is for QMP guests so far).
+pub(crate) fn libvirt_sleep_mode(s: &str) -> Result<SleepMode, String> {
+    match sleep_mode(s)? {
+        SleepMode::Pageout => Err(LIBVIRT_PAGEOUT.to_owned()),
+        mode => Ok(mode),
+    }
+}
+
+/// Why a libvirt domain cannot have `mode = "pageout"`.
+const LIBVIRT_PAGEOUT: &str = "mode `pageout` is for backend `qmp` so far; a libvirt domain \
+                               sleeps with `pause` or `save`";
+
+/// `pause`, `pageout` or `save`.
 pub(crate) fn sleep_mode(s: &str) -> Result<SleepMode, String> {
     match s {
         "pause" => Ok(SleepMode::Pause),
+        "pageout" => Ok(SleepMode::Pageout),
         "save" => Ok(SleepMode::Save),
         other => Err(format!(
-            "unknown mode `{other}`; expected `pause` or `save`"
+            "unknown mode `{other}`; expected `pause`, `pageout` or `save`"
         )),
     }
 }

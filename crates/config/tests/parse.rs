@@ -2200,7 +2200,7 @@ fn unknown_mode_is_refused() {
         5,
         8,
         Some("guest[0].mode"),
-        "unknown mode `hibernate`; expected `pause` or `save`",
+        "unknown mode `hibernate`; expected `pause`, `pageout` or `save`",
     );
 }
 
@@ -2472,6 +2472,41 @@ fn qemu_command_in_pause_mode_is_refused() {
         16,
         Some("guest[0].qemu_command"),
         "`qemu_command` is only for mode `save`, not `pause`",
+    );
+}
+
+#[test]
+fn a_qmp_guest_may_sleep_by_page_out_without_save_keys() {
+    let c = ok(&format!("{QMP}mode = \"pageout\"\n"));
+    match &c.guests[0].backend {
+        BackendConfig::Qmp {
+            mode,
+            qemu_command,
+            state_file,
+            ..
+        } => assert_eq!(
+            (*mode, qemu_command.len(), state_file),
+            (SleepMode::Pageout, 0, &None)
+        ),
+        other => panic!("{other:?}"),
+    }
+    refused(
+        &format!("{QMP}mode = \"pageout\"\nstate_file = \"/var/lib/vmnap/vm1.state\"\n"),
+        10,
+        14,
+        Some("guest[0].state_file"),
+        "`state_file` is only for mode `save`, not `pageout`",
+    );
+}
+
+#[test]
+fn a_libvirt_domain_cannot_sleep_by_page_out_yet() {
+    refused(
+        &format!("{LIBVIRT}mode = \"pageout\"\n"),
+        5,
+        8,
+        Some("guest[0].mode"),
+        "mode `pageout` is for backend `qmp` so far",
     );
 }
 
@@ -2850,7 +2885,7 @@ fn bad_default_mode_is_refused() {
         5,
         8,
         Some("libvirt.defaults.mode"),
-        "unknown mode `hibernate`; expected `pause` or `save`",
+        "unknown mode `hibernate`; expected `pause`, `pageout` or `save`",
     );
 }
 

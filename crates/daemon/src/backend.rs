@@ -13,17 +13,20 @@
 //! stands in the urgent line, ahead of suspends and samples.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use mio::Waker;
 use tracing::warn;
-use vmnap_hypervisor::{Backend, InspectError, ResumeError, SuspendError, TcpWork};
+use vmnap_hypervisor::{
+    Backend, InspectError, PageOut, PagedOut, ResumeError, SuspendError, TcpWork,
+};
 
 use vmnap_core::HoldBudget;
 
+use crate::error::chain;
 use crate::gate::ResumeGate;
 
 /// A request to a guest's backend.
@@ -35,6 +38,12 @@ pub(crate) enum Op {
     Sample,
     /// Read what the stopped guest still has to do.
     Inspect,
+    /// Take the sleeping guest's RAM out of host memory, with what its suspend found
+    /// ([`Backend::page_out`]), apart from the backend's lock, until done or cancelled
+    /// ([`GuestBackend::cancel_page_out`]).
+    PageOut,
+    /// Start writing the idle guest's changed RAM back, without waiting.
+    WriteBack,
 }
 
 impl Op {
@@ -44,10 +53,26 @@ impl Op {
     }
 }
 
+/// What a suspend found about paging the guest's RAM out ([`Backend::page_out`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PageOutFound {
+    /// The backend's sleep keeps the guest's memory.
+    None,
+    /// It can, with these caveats (empty: none).
+    Ready(Vec<String>),
+    /// It cannot, for this reason: the guest sleeps paused.
+    Unavailable(String),
+}
+
 /// What a backend call reports back.
 #[derive(Debug)]
 pub(crate) enum Done {
-    Suspended(Result<(), SuspendError>),
+    Suspended(Result<(), SuspendError>, PageOutFound),
+    /// The guest's RAM paged out (or as far as it went before a wake), or why not.
+    PagedOut(Result<PagedOut, String>),
+    /// What the backend found to page the guest's RAM out with, and whether a write-back
+    /// started (or why not).
+    WroteBack(PageOutFound, Result<(), String>),
     /// Resumed, with the guest's port now if the backend says it changed, and how long the
     /// backend took.
     Resumed(Result<Option<String>, ResumeError>, Duration),
@@ -261,6 +286,10 @@ impl Pool {
 #[derive(Debug)]
 struct Slot {
     backend: Mutex<Box<dyn Backend>>,
+    /// What the last suspend found to page the guest's RAM out with.
+    page_out: Mutex<Option<Arc<dyn PageOut>>>,
+    /// Set when the guest is woken: a page-out under way stops at its next step.
+    cancel_page_out: AtomicBool,
     calls: Mutex<Calls>,
     index: usize,
     ticket: u64,
@@ -302,10 +331,59 @@ impl Slot {
     }
 
     fn run(&self, op: Op) {
+        if op == Op::PageOut {
+            // Apart from the backend's lock: a resume never waits for more than a step.
+            let handle = lock(&self.page_out).clone();
+            let done = match handle {
+                _ if self.cancel_page_out.load(Ordering::Relaxed) => Done::PagedOut(Err(
+                    "the guest was woken before its RAM was paged out".to_owned(),
+                )),
+                Some(h) => Done::PagedOut(
+                    h.page_out(&self.cancel_page_out)
+                        .map_err(|e| chain(e.as_ref())),
+                ),
+                None => Done::PagedOut(Err("nothing to page the guest's RAM out with".to_owned())),
+            };
+            self.report(done);
+            return;
+        }
         let done = {
             let mut backend = lock(&self.backend);
             match op {
-                Op::Suspend => Done::Suspended(backend.suspend()),
+                Op::Suspend => {
+                    let r = backend.suspend();
+                    let found = match r.as_ref().ok().and_then(|()| backend.page_out()) {
+                        None => {
+                            *lock(&self.page_out) = None;
+                            PageOutFound::None
+                        }
+                        Some(Ok(h)) => {
+                            let caveats = h.caveats();
+                            *lock(&self.page_out) = Some(h);
+                            PageOutFound::Ready(caveats)
+                        }
+                        Some(Err(e)) => {
+                            *lock(&self.page_out) = None;
+                            PageOutFound::Unavailable(e.reason)
+                        }
+                    };
+                    Done::Suspended(r, found)
+                }
+                Op::WriteBack => match backend.page_out() {
+                    Some(Ok(h)) => {
+                        drop(backend);
+                        let r = h.start_write_back().map_err(|e| chain(e.as_ref()));
+                        Done::WroteBack(PageOutFound::Ready(h.caveats()), r)
+                    }
+                    Some(Err(e)) => {
+                        Done::WroteBack(PageOutFound::Unavailable(e.reason.clone()), Err(e.reason))
+                    }
+                    None => Done::WroteBack(
+                        PageOutFound::None,
+                        Err("the guest's sleep keeps its memory".to_owned()),
+                    ),
+                },
+                Op::PageOut => unreachable!("handled above"),
                 Op::Resume => {
                     let started = std::time::Instant::now();
                     let r = backend.resume();
@@ -316,6 +394,10 @@ impl Slot {
                 Op::Inspect => Done::Inspected(backend.work_in_flight()),
             }
         };
+        self.report(done);
+    }
+
+    fn report(&self, done: Done) {
         if self.report.send((self.index, self.ticket, done)).is_err() {
             // The worker has gone: nobody wants the rest.
             lock(&self.calls).queue.clear();
@@ -353,6 +435,8 @@ impl GuestBackend {
             kind: backend.kind(),
             slot: Arc::new(Slot {
                 backend: Mutex::new(backend),
+                page_out: Mutex::new(None),
+                cancel_page_out: AtomicBool::new(false),
                 calls: Mutex::new(Calls::default()),
                 index,
                 ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
@@ -383,9 +467,18 @@ impl GuestBackend {
         self.slot.ticket
     }
 
+    /// Stops a page-out of the guest's RAM at its next step (or before it starts): the
+    /// guest is being woken. The next [`Op::PageOut`] sent clears it.
+    pub(crate) fn cancel_page_out(&self) {
+        self.slot.cancel_page_out.store(true, Ordering::Relaxed);
+    }
+
     /// Queues `op` behind the guest's other calls; false if it can never run (no backend
     /// thread can be started).
     pub(crate) fn send(&self, op: Op) -> bool {
+        if op == Op::PageOut {
+            self.slot.cancel_page_out.store(false, Ordering::Relaxed);
+        }
         {
             let mut calls = lock(&self.slot.calls);
             if calls.closed {
@@ -469,7 +562,7 @@ mod tests {
         for _ in 0..1000 {
             let (i, ticket, done) = rx.recv_timeout(Duration::from_secs(20)).expect("a report");
             assert_eq!(ticket, guests[i].ticket());
-            assert!(matches!(done, Done::Suspended(Ok(()))), "{done:?}");
+            assert!(matches!(done, Done::Suspended(Ok(()), _)), "{done:?}");
             assert!(!seen[i], "guest {i} reported twice");
             seen[i] = true;
         }
@@ -495,7 +588,9 @@ mod tests {
         let got: Vec<&str> = (0..ops.len())
             .map(
                 |_| match rx.recv_timeout(Duration::from_secs(5)).expect("a report").2 {
-                    Done::Suspended(_) => "suspend",
+                    Done::Suspended(..) => "suspend",
+                    Done::PagedOut(_) => "page-out",
+                    Done::WroteBack(..) => "write-back",
                     Done::Inspected(_) => "inspect",
                     Done::Resumed(..) => "resume",
                     Done::Sampled(..) => "sample",

@@ -29,10 +29,10 @@ use vmnap_core::{
 };
 use vmnap_host::xdp::{self, Responder};
 use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvError};
-use vmnap_hypervisor::{Backend, ANSWER_WINDOW};
+use vmnap_hypervisor::{Backend, PagedOut, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
 
-use crate::backend::{Done, GuestBackend, Op, Pool, Report};
+use crate::backend::{Done, GuestBackend, Op, PageOutFound, Pool, Report};
 use crate::backoff::WakeJudge;
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
@@ -300,8 +300,11 @@ struct Guest {
     cpu_sample: Option<(StdInstant, Duration)>,
     cpu_rate: Option<f64>,
     cpu_saved: Duration,
-    /// The memory its sleep gives back, as its backend last said.
+    /// The memory its sleep gives back, as its backend last said (for a page-out, what
+    /// its RAM holds in host memory, read while it is awake).
     memory_released: Option<u64>,
+    /// Paging its RAM out while it sleeps.
+    page_out: PageOutState,
     /// While it sleeps with its ARP and ping answered in the kernel: the answers the kernel
     /// gave for it that its figures count already.
     in_kernel: Option<xdp::Answered>,
@@ -353,6 +356,36 @@ impl Guest {
     }
 
     /// The CPU its sleeps have saved so far, the one under way included.
+    /// The host memory its sleep gives back now, in `state`: what a save or this sleep's
+    /// page-out freed while it sleeps, 0 awake or for a sleep that keeps its memory.
+    fn memory_freed_now(&self, state: GuestState) -> Option<u64> {
+        let known = self.memory_released.is_some() || self.page_out.ready();
+        match &self.page_out.this_sleep {
+            Some(p) if state == GuestState::Sleeping => Some(p.before.saturating_sub(p.after)),
+            // Asleep without a page-out done yet: a save's, or nothing.
+            _ if state == GuestState::Sleeping && !self.page_out.ready() => self.memory_released,
+            _ => known.then_some(0),
+        }
+    }
+
+    /// What came back since its wake from a page-out, while it is awake.
+    fn memory_back(&self, state: GuestState) -> Option<u64> {
+        (state == GuestState::Awake && self.page_out.woke_from)
+            .then_some(self.page_out.back)
+            .flatten()
+    }
+
+    /// The host memory its resume is reckoned to take: what its sleep freed comes back with
+    /// the resume (a save), or as it touches it (a page-out: what came back after its last
+    /// wake, or [`PAGE_OUT_WAKE_ESTIMATE`]).
+    fn resume_cost(&self) -> u64 {
+        if self.page_out.this_sleep.is_some() {
+            self.page_out.back.unwrap_or(PAGE_OUT_WAKE_ESTIMATE)
+        } else {
+            self.memory_released.unwrap_or(0)
+        }
+    }
+
     fn cpu_hours_freed(&self) -> Option<f64> {
         let rate = self.cpu_rate?;
         let now = self
@@ -585,6 +618,51 @@ pub(crate) struct BridgeWorker {
     kernel_total: xdp::Answered,
     next_kernel_check: StdInstant,
 }
+
+/// A guest's page-out: what its backend found to page its RAM out with, and what the
+/// page-outs did.
+#[derive(Debug, Default)]
+struct PageOutState {
+    /// What its last suspend found (`None`: not suspended yet).
+    found: Option<PageOutFound>,
+    /// A page-out is under way.
+    running: bool,
+    /// What this sleep's page-out did (`None` while awake, or none ran).
+    this_sleep: Option<PagedOut>,
+    /// It woke from a sleep whose page-out took its RAM out: what it holds since is what
+    /// came back.
+    woke_from: bool,
+    /// What came back after its last wake from a page-out, as last read awake.
+    back: Option<u64>,
+    /// When its RAM was last written back while it idled awake.
+    last_write_back: Option<StdInstant>,
+}
+
+impl PageOutState {
+    /// What the status says about it: `None` for a guest whose sleep keeps its memory.
+    fn describe(&self) -> Option<String> {
+        match self.found.as_ref()? {
+            PageOutFound::None => None,
+            PageOutFound::Ready(caveats) if caveats.is_empty() => Some("ready".to_owned()),
+            PageOutFound::Ready(caveats) => Some(format!("ready; {}", caveats.join("; "))),
+            PageOutFound::Unavailable(reason) => {
+                Some(format!("unavailable, it sleeps paused: {reason}"))
+            }
+        }
+    }
+
+    fn ready(&self) -> bool {
+        matches!(self.found, Some(PageOutFound::Ready(_)))
+    }
+}
+
+/// How much memory a resume after a page-out is reckoned to bring back before one has
+/// been measured (a guest answering a new connection touched about 2 MiB of its RAM in
+/// measurements; readahead can add to that).
+const PAGE_OUT_WAKE_ESTIMATE: u64 = 32 << 20;
+
+/// How long after a write-back of an idle guest's RAM the next may start.
+const WRITE_BACK_EVERY: Duration = Duration::from_secs(30);
 
 /// How often a worker reads its kernel responder's total, to count the answers it gave into
 /// the guests' figures and events (reading the status or the metrics counts them at once).
@@ -824,6 +902,7 @@ impl BridgeWorker {
             cpu_rate: None,
             cpu_saved: Duration::ZERO,
             memory_released: None,
+            page_out: PageOutState::default(),
             in_kernel: None,
             journaled: false,
             resuming: None,
@@ -1259,10 +1338,22 @@ impl BridgeWorker {
                 continue;
             }
             match done {
-                Done::Suspended(r) => {
+                Done::Suspended(r, found) => {
                     let ok = r.is_ok();
-                    self.guests[i].failure = r.err().map(|e| chain(&e));
+                    let g = &mut self.guests[i];
+                    g.failure = r.err().map(|e| chain(&e));
+                    if ok {
+                        g.page_out.found = Some(found);
+                    }
                     self.outcome(i, Outcome::Suspended { ok });
+                }
+                Done::PagedOut(r) => self.paged_out(i, r),
+                Done::WroteBack(found, r) => {
+                    let g = &mut self.guests[i];
+                    if let (Err(e), PageOutFound::Ready(_)) = (&r, &found) {
+                        debug!(guest = %g.name, error = %e, "cannot write the idle guest's RAM back");
+                    }
+                    g.page_out.found = Some(found);
                 }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
@@ -1363,6 +1454,15 @@ impl BridgeWorker {
                     g.metrics.set_state(api_state(state));
                     let depth = self.surrogate.queue_depth(g.id).map_or(0, |d| d.0);
                     g.metrics.set_queue_depth(depth);
+                    g.metrics.set_memory(
+                        g.memory_freed_now(state).unwrap_or(0),
+                        g.memory_back(state).unwrap_or(0),
+                        if state == GuestState::Sleeping {
+                            g.resume_cost()
+                        } else {
+                            0
+                        },
+                    );
                     g.metrics.count_asleep_until(now);
                     guests.push((g.order, g.name.clone(), g.metrics.clone()));
                 }
@@ -1603,13 +1703,9 @@ impl BridgeWorker {
                         .then(|| g.idle.as_ref().map(|t| t.idle_for(now).as_secs_f64()))
                         .flatten(),
                     pinned: g.idle.as_ref().is_some_and(IdleTracker::is_pinned),
-                    memory_freed_bytes: g.memory_released.map(|m| {
-                        if state == GuestState::Sleeping {
-                            m
-                        } else {
-                            0
-                        }
-                    }),
+                    memory_freed_bytes: g.memory_freed_now(state),
+                    memory_back_bytes: g.memory_back(state),
+                    page_out: g.page_out.describe(),
                     cpu_hours_freed: g.cpu_hours_freed(),
                 };
                 let history = History {
@@ -1650,6 +1746,44 @@ impl BridgeWorker {
         }
     }
 
+    /// What a page-out of guest `i`'s RAM did.
+    fn paged_out(&mut self, i: usize, r: Result<PagedOut, String>) {
+        let id = self.guests[i].id;
+        let asleep = self.surrogate.phase(id) == Some(Phase::Asleep);
+        let g = &mut self.guests[i];
+        g.page_out.running = false;
+        match r {
+            Ok(p) => {
+                let mib = |b: u64| b as f64 / f64::from(1 << 20);
+                info!(
+                    guest = %g.name,
+                    freed_mib = mib(p.before.saturating_sub(p.after)),
+                    left_mib = mib(p.after),
+                    written_mib = mib(p.written),
+                    write_back_s = p.write_back.as_secs_f64(),
+                    took_s = p.took.as_secs_f64(),
+                    cancelled = p.cancelled,
+                    "the guest's RAM paged out"
+                );
+                g.page_out.this_sleep = Some(p);
+                self.bus.publish(Event::PagedOut {
+                    guest: g.name.clone(),
+                    freed_bytes: p.before.saturating_sub(p.after),
+                    written_bytes: p.written,
+                    took_ms: p.took.as_secs_f64() * 1000.0,
+                    complete: !p.cancelled,
+                });
+            }
+            Err(e) if !asleep => {
+                debug!(guest = %g.name, error = %e, "the guest woke before its RAM was paged out");
+            }
+            Err(e) => {
+                warn!(guest = %g.name, error = %e, "cannot page the guest's RAM out; it sleeps paused");
+                g.failure = Some(format!("cannot page its RAM out: {e}"));
+            }
+        }
+    }
+
     fn sampled(&mut self, i: usize, cpu: Option<Duration>, memory: Option<u64>) {
         let now = self.now();
         let id = self.guests[i].id;
@@ -1661,6 +1795,9 @@ impl BridgeWorker {
         if awake {
             if memory.is_some() {
                 g.memory_released = memory;
+                if g.page_out.woke_from {
+                    g.page_out.back = memory;
+                }
             }
             if let Some(cpu) = cpu {
                 let now = StdInstant::now();
@@ -1677,6 +1814,7 @@ impl BridgeWorker {
         if !awake {
             return;
         }
+
         // The host's side of the port: what it sends is what the guest receives.
         let sample = Sample {
             at,
@@ -1695,12 +1833,27 @@ impl BridgeWorker {
                 self.sleep(i, None);
             }
             Decision::Busy { reason } => debug!(guest = %g.name, %reason, "busy"),
-            Decision::Idle { idle_for, sleep_in } => debug!(
-                guest = %g.name,
-                idle_for_s = idle_for.as_secs_f64(),
-                sleep_in_s = sleep_in.as_secs_f64(),
-                "idle"
-            ),
+            Decision::Idle { idle_for, sleep_in } => {
+                debug!(
+                    guest = %g.name,
+                    idle_for_s = idle_for.as_secs_f64(),
+                    sleep_in_s = sleep_in.as_secs_f64(),
+                    "idle"
+                );
+                // Idle for half its time already: its RAM is written back now, not waited
+                // for, so that the page-out at its sleep has less to write.
+                // A guest whose backend was not asked yet is asked now, once.
+                let may = g.page_out.ready() || g.page_out.found.is_none();
+                if idle_for >= sleep_in
+                    && may
+                    && g.page_out
+                        .last_write_back
+                        .is_none_or(|t| t.elapsed() >= WRITE_BACK_EVERY)
+                    && g.backend.send(Op::WriteBack)
+                {
+                    g.page_out.last_write_back = Some(StdInstant::now());
+                }
+            }
             Decision::AlreadyDecided { .. } => {}
         }
     }
@@ -1974,6 +2127,8 @@ impl BridgeWorker {
             },
             Op::Inspect => Outcome::Inspected { busy: None },
             Op::Suspend | Op::Sample => Outcome::Suspended { ok: false },
+            // Never sent through here.
+            Op::PageOut | Op::WriteBack => return,
         };
         self.outcome(i, outcome);
     }
@@ -2011,8 +2166,9 @@ impl BridgeWorker {
     /// `false` if there is none, or not the memory for it (said once per wait).
     fn try_resume(&mut self, i: usize) -> bool {
         let g = &mut self.guests[i];
-        // What the guest's sleep freed (a save) comes back with the resume.
-        let bytes = g.memory_released.unwrap_or(0);
+        let bytes = g.resume_cost();
+        // A page-out under way stops at its next step.
+        g.backend.cancel_page_out();
         let available = || vmnap_host::memory::available().unwrap_or(u64::MAX);
         match self.pool.resume_gate().try_enter(bytes, available) {
             GateEntry::In => {
@@ -2103,6 +2259,13 @@ impl BridgeWorker {
                 return self.outcome(i, failed);
             }
         };
+        let g = &mut self.guests[i];
+        g.page_out.woke_from = g.page_out.this_sleep.is_some();
+        if g.page_out.woke_from {
+            // What its RAM holds from here on came back after the page-out.
+            g.page_out.back = None;
+            g.memory_released = None;
+        }
         let mut new_port = false;
         if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {
             match self.netlink.link_index(&new) {
@@ -2212,6 +2375,11 @@ impl BridgeWorker {
                 }
                 self.answer_in_kernel(i);
                 info!(guest = %name, "guest is asleep");
+                let g = &mut self.guests[i];
+                g.page_out.this_sleep = None;
+                if g.page_out.ready() && g.backend.send(Op::PageOut) {
+                    g.page_out.running = true;
+                }
                 self.publish_tally();
                 self.bus.publish(Event::FellAsleep {
                     guest: name.clone(),

@@ -54,6 +54,8 @@
 //! | `vmnap_guest_queue_frames` | gauge | `guest` |
 //! | `vmnap_guest_wake_and_serve_seconds` | histogram | `guest`, `le` ([`BUCKETS`]) |
 //! | `vmnap_guest_resume_seconds` | histogram | `guest`, `le` |
+//! | `vmnap_guest_memory_freed_bytes` | gauge | `guest`: host memory its sleep gives back now (a save, a page-out; 0 awake) |
+//! | `vmnap_guest_memory_back_bytes` | gauge | `guest`: host memory its RAM holds again since its wake from a page-out |
 //! | `vmnap_bridge_ignored_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_malformed_frames_total` | counter | `bridge` |
 //! | `vmnap_bridge_transmit_errors_total` | counter | `bridge` |
@@ -64,6 +66,8 @@
 //! | `vmnap_resume_cap` | gauge | none: `[wake] max_resuming` |
 //! | `vmnap_held_bytes` | gauge | none: bytes held for all sleeping guests |
 //! | `vmnap_held_limit_bytes` | gauge | none: `[surrogate] max_held_bytes` |
+//! | `vmnap_memory_freed_bytes` | gauge | none: host memory all sleeping guests' sleeps give back now |
+//! | `vmnap_memory_to_wake_bytes` | gauge | none: host memory waking them all would take back |
 //!
 //! The guest's state is a gauge per state rather than a numeric code, so that a query reads
 //! `vmnap_guest_state{state="sleeping"} == 1` and a state added later changes no number.
@@ -267,6 +271,9 @@ pub struct GuestMetrics {
     queue_depth: u64,
     wake_and_serve: Histogram,
     resume: Histogram,
+    memory_freed: u64,
+    memory_back: u64,
+    memory_to_wake: u64,
 }
 
 impl Default for GuestMetrics {
@@ -291,6 +298,9 @@ impl GuestMetrics {
             dropped: [0; DROP_REASONS.len()],
             replay_failed: 0,
             queue_depth: 0,
+            memory_freed: 0,
+            memory_back: 0,
+            memory_to_wake: 0,
             wake_and_serve: Histogram::default(),
             resume: Histogram::default(),
         }
@@ -365,6 +375,15 @@ impl GuestMetrics {
     /// The number of frames held for the guest now.
     pub fn set_queue_depth(&mut self, frames: usize) {
         self.queue_depth = frames as u64;
+    }
+
+    /// The host memory the guest's sleep gives back now, what came back since its wake
+    /// from a page-out, and what waking it would take (each in bytes, 0 if none or not
+    /// known).
+    pub fn set_memory(&mut self, freed: u64, back: u64, to_wake: u64) {
+        self.memory_freed = freed;
+        self.memory_back = back;
+        self.memory_to_wake = to_wake;
     }
 
     /// The guest's state now.
@@ -627,6 +646,30 @@ static RESUME_CAP: Family = Family {
     kind: MetricType::Gauge,
     help: "The most guests the backends resume at once ([wake] max_resuming).",
 };
+static MEMORY_FREED: Family = Family {
+    name: "vmnap_guest_memory_freed",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "Host memory the guest's sleep gives back now (a save or a page-out; 0 awake).",
+};
+static MEMORY_BACK: Family = Family {
+    name: "vmnap_guest_memory_back",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "Host memory the guest's RAM holds again since its last wake from a page-out.",
+};
+static HOST_MEMORY_FREED: Family = Family {
+    name: "vmnap_memory_freed",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "Host memory all sleeping guests' sleeps give back now.",
+};
+static HOST_MEMORY_TO_WAKE: Family = Family {
+    name: "vmnap_memory_to_wake",
+    unit: Some(Unit::Bytes),
+    kind: MetricType::Gauge,
+    help: "Host memory that waking every sleeping guest would take back (a save's all, a page-out's what its last wake took).",
+};
 static HELD_BYTES: Family = Family {
     name: "vmnap_held",
     unit: Some(Unit::Bytes),
@@ -659,7 +702,7 @@ static TRANSMIT_ERRORS: Family = Family {
 };
 
 /// Every family, in the order [`encode`] writes them.
-static FAMILIES: [&Family; 22] = [
+static FAMILIES: [&Family; 26] = [
     &STATE,
     &ASLEEP,
     &WAKES_STARTED,
@@ -672,6 +715,8 @@ static FAMILIES: [&Family; 22] = [
     &QUEUE,
     &WAKE_AND_SERVE,
     &RESUME,
+    &MEMORY_FREED,
+    &MEMORY_BACK,
     &IGNORED,
     &MALFORMED,
     &TRANSMIT_ERRORS,
@@ -682,6 +727,8 @@ static FAMILIES: [&Family; 22] = [
     &RESUME_CAP,
     &HELD_BYTES,
     &HELD_BYTES_LIMIT,
+    &HOST_MEMORY_FREED,
+    &HOST_MEMORY_TO_WAKE,
 ];
 
 /// The name of every metric family [`encode`] declares (in `# HELP` and `# TYPE`), in the
@@ -780,6 +827,13 @@ impl Collector for Scrape {
             sample(f, guest, None, &g.wake_and_serve)
         })?;
         self.per_guest(e, &RESUME, |f, guest, g| sample(f, guest, None, &g.resume))?;
+        let bytes = |b: u64| ConstGauge::new(i64::try_from(b).unwrap_or(i64::MAX));
+        self.per_guest(e, &MEMORY_FREED, |f, guest, g| {
+            sample(f, guest, None, &bytes(g.memory_freed))
+        })?;
+        self.per_guest(e, &MEMORY_BACK, |f, guest, g| {
+            sample(f, guest, None, &bytes(g.memory_back))
+        })?;
         self.per_bridge(e, &IGNORED, |b| b.ignored_frames)?;
         self.per_bridge(e, &MALFORMED, |b| b.malformed_frames)?;
         self.per_bridge(e, &TRANSMIT_ERRORS, |b| b.transmit_errors)?;
@@ -792,6 +846,14 @@ impl Collector for Scrape {
             (&RESUME_CAP, d.resume_cap),
             (&HELD_BYTES, d.held_bytes),
             (&HELD_BYTES_LIMIT, d.held_bytes_limit),
+            (
+                &HOST_MEMORY_FREED,
+                self.guests.iter().map(|(_, g)| g.memory_freed).sum(),
+            ),
+            (
+                &HOST_MEMORY_TO_WAKE,
+                self.guests.iter().map(|(_, g)| g.memory_to_wake).sum(),
+            ),
         ] {
             let value = i64::try_from(value).unwrap_or(i64::MAX);
             ConstGauge::new(value).encode(declare(e, family)?)?;

@@ -39,6 +39,10 @@ pub struct PageGuest {
     pub last_wake_ms: Option<f64>,
     /// Memory its sleep releases now, in bytes; `None`: not known.
     pub memory_freed_bytes: Option<u64>,
+    /// What came back since its wake from a page-out, in bytes.
+    pub memory_back_bytes: Option<u64>,
+    /// Whether its RAM can be paged out, and what stands in the way (`GuestStatus::page_out`).
+    pub page_out: Option<String>,
     /// CPU-hours its sleep has saved so far (an estimate from its CPU use while awake);
     /// `None`: not known.
     pub cpu_hours_freed: Option<f64>,
@@ -238,14 +242,38 @@ fn table(out: &mut String, now: f64, guests: &[PageGuest]) {
             state = g.state,
             bridge = escape(&g.bridge),
             wakes = g.wakes,
-            memory = g
-                .memory_freed_bytes
-                .map_or_else(|| UNKNOWN.to_owned(), bytes),
+            memory = memory_cell(g),
             cpu = g.cpu_hours_freed.map_or_else(|| UNKNOWN.to_owned(), hours),
             svg = timeline_svg(now, g.known_since, &g.timeline),
         );
     }
     out.push_str("</tbody>\n</table>\n</div>\n");
+}
+
+/// The memory column: what its sleep frees, what came back after a page-out, and a word on
+/// a page-out that cannot be, or costs more than it should.
+fn memory_cell(g: &PageGuest) -> String {
+    let mut cell = g
+        .memory_freed_bytes
+        .map_or_else(|| UNKNOWN.to_owned(), bytes);
+    if let Some(back) = g.memory_back_bytes {
+        let _ = write!(
+            cell,
+            "<span class=\"sub\">{} back since the wake</span>",
+            bytes(back)
+        );
+    }
+    match g.page_out.as_deref() {
+        None | Some("ready") => {}
+        Some(note) => {
+            let _ = write!(
+                cell,
+                "<span class=\"sub note\">page-out {}</span>",
+                escape(note)
+            );
+        }
+    }
+    cell
 }
 
 /// A stretch of the day shown: from, to (seconds since the epoch) and asleep or not.
@@ -491,6 +519,8 @@ mod tests {
             last_wake_cause: None,
             last_wake_ms: None,
             memory_freed_bytes: None,
+            memory_back_bytes: None,
+            page_out: None,
             cpu_hours_freed: None,
         }
     }
@@ -632,6 +662,26 @@ mod tests {
             ]
         );
         assert!(asleep_rects(&render("h", NOW, &[guest("a", State::Awake)])).is_empty());
+    }
+
+    #[test]
+    fn the_memory_column_says_what_came_back_and_what_stands_in_a_page_outs_way() {
+        let mut a = guest("a", State::Awake);
+        a.memory_freed_bytes = Some(0);
+        a.memory_back_bytes = Some(3 * 1024 * 1024);
+        a.page_out = Some("ready".into());
+        let mut b = guest("b", State::Sleeping);
+        b.page_out = Some("unavailable, it sleeps paused: its RAM is <not> a file".into());
+        let html = render("h", NOW, &[a, b]);
+        assert!(html.contains("3 MiB back since the wake"), "{html}");
+        assert!(
+            html.contains("page-out unavailable, it sleeps paused: its RAM is &lt;not&gt; a file"),
+            "{html}"
+        );
+        assert!(
+            !html.contains("page-out ready"),
+            "nothing to say of a ready one: {html}"
+        );
     }
 
     #[test]

@@ -541,6 +541,8 @@ impl<'a> Server<'a> {
                 last_wake_cause: s.last_wake_cause,
                 last_wake_ms: s.last_wake_ms,
                 memory_freed_bytes: s.memory_freed_bytes,
+                memory_back_bytes: s.memory_back_bytes,
+                page_out: s.page_out,
                 cpu_hours_freed: s.cpu_hours_freed,
             })
             .collect();

@@ -79,6 +79,9 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
                     socket.clone(),
                     state.clone(),
                 ),
+                (SleepMode::Pageout, _) => {
+                    vmnap_qmp::QmpBackend::pageout(&guest.name, socket.clone())
+                }
                 _ => vmnap_qmp::QmpBackend::pause(&guest.name, socket.clone()),
             };
             Opened::from_config(guest, Box::new(backend))
@@ -91,7 +94,8 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
         #[cfg(feature = "libvirt")]
         BackendConfig::Libvirt { domain, mode } => {
             let mode = match mode {
-                SleepMode::Pause => vmnap_libvirt::Mode::Pause,
+                // The config refuses page-out for a libvirt domain.
+                SleepMode::Pause | SleepMode::Pageout => vmnap_libvirt::Mode::Pause,
                 SleepMode::Save => vmnap_libvirt::Mode::Save,
             };
             let libvirt = |source| StartError::Libvirt {

@@ -376,6 +376,12 @@ vmnap_guest_resume_seconds_bucket{guest="web",le="10"} 1
 vmnap_guest_resume_seconds_bucket{guest="web",le="+Inf"} 1
 vmnap_guest_resume_seconds_sum{guest="web"} 0.0015
 vmnap_guest_resume_seconds_count{guest="web"} 1
+# HELP vmnap_guest_memory_freed_bytes Host memory the guest's sleep gives back now (a save or a page-out; 0 awake).
+# TYPE vmnap_guest_memory_freed_bytes gauge
+vmnap_guest_memory_freed_bytes{guest="web"} 0
+# HELP vmnap_guest_memory_back_bytes Host memory the guest's RAM holds again since its last wake from a page-out.
+# TYPE vmnap_guest_memory_back_bytes gauge
+vmnap_guest_memory_back_bytes{guest="web"} 0
 # HELP vmnap_bridge_ignored_frames_total Frames on the bridge for no guest that vmnap stands in for.
 # TYPE vmnap_bridge_ignored_frames_total counter
 vmnap_bridge_ignored_frames_total{bridge="br0"} 7
@@ -406,6 +412,12 @@ vmnap_held_bytes 0
 # HELP vmnap_held_limit_bytes The budget of bytes held for all sleeping guests ([surrogate] max_held_bytes).
 # TYPE vmnap_held_limit_bytes gauge
 vmnap_held_limit_bytes 0
+# HELP vmnap_memory_freed_bytes Host memory all sleeping guests' sleeps give back now.
+# TYPE vmnap_memory_freed_bytes gauge
+vmnap_memory_freed_bytes 0
+# HELP vmnap_memory_to_wake_bytes Host memory that waking every sleeping guest would take back (a save's all, a page-out's what its last wake took).
+# TYPE vmnap_memory_to_wake_bytes gauge
+vmnap_memory_to_wake_bytes 0
 "#;
     assert_eq!(text(&[("web", &g)], &[("br0", &b)]), expected);
 }
@@ -428,13 +440,38 @@ fn with_no_guest_and_no_bridge_every_family_is_declared_and_only_the_daemons_are
             "vmnap_resumes_in_flight_max",
             "vmnap_resume_cap",
             "vmnap_held_bytes",
-            "vmnap_held_limit_bytes"
+            "vmnap_held_limit_bytes",
+            "vmnap_memory_freed_bytes",
+            "vmnap_memory_to_wake_bytes"
         ],
         "{out}"
     );
     let names: Vec<&str> = families.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, declared_families());
-    assert_eq!(out.lines().count(), 2 * declared_families().len() + 5);
+    assert_eq!(out.lines().count(), 2 * declared_families().len() + 7);
+}
+
+#[test]
+fn the_hosts_memory_is_the_sum_of_the_guests() {
+    let mut a = GuestMetrics::new();
+    a.set_memory(100, 0, 30);
+    let mut b = GuestMetrics::new();
+    b.set_memory(50, 7, 0);
+    let mut out = String::new();
+    encode(
+        &DaemonMetrics::default(),
+        &[("a", &a), ("b", &b)],
+        &[],
+        &mut out,
+    );
+    for line in [
+        "vmnap_guest_memory_freed_bytes{guest=\"a\"} 100\n",
+        "vmnap_guest_memory_back_bytes{guest=\"b\"} 7\n",
+        "vmnap_memory_freed_bytes 150\n",
+        "vmnap_memory_to_wake_bytes 30\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in\n{out}");
+    }
 }
 
 #[test]
@@ -650,6 +687,7 @@ fn every_declared_family_moves() {
         g.on_verdict(Verdict::Dropped(DropReason::Malformed));
         g.on_replayed(1, 1);
         g.set_queue_depth(1);
+        g.set_memory(1, 2, 3);
         b.on_verdict(Verdict::Ignored(IgnoreReason::NotForSleepingGuest));
         b.on_verdict(Verdict::Dropped(DropReason::Malformed));
         b.on_transmit_error();
@@ -657,11 +695,13 @@ fn every_declared_family_moves() {
         b.in_kernel_ports += 1;
     });
     // The daemon's own figures are not moved by events: they are read off its resume cap
-    // and its hold budget (`the_daemons_resume_figures_are_written_as_given`).
-    for family in declared_families()
-        .into_iter()
-        .filter(|f| !f.starts_with("vmnap_resume") && !f.starts_with("vmnap_held"))
-    {
+    // and its hold budget (`the_daemons_resume_figures_are_written_as_given`), or summed
+    // over the guests (`the_hosts_memory_is_the_sum_of_the_guests`).
+    for family in declared_families().into_iter().filter(|f| {
+        !f.starts_with("vmnap_resume")
+            && !f.starts_with("vmnap_held")
+            && !f.starts_with("vmnap_memory_")
+    }) {
         let hit = moved.keys().any(|k| {
             let name = &k[..k.find('{').expect("labels")];
             name == family

@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{curl, settled_status, start, Running};
+use common::{curl, settled_status, start_many, Running};
 use vmnap_api::{self as api, Request, Response};
 use vmnap_host::PacketSocket;
 use vmnap_hypervisor::FakeBackend;
@@ -44,6 +44,17 @@ fn family_of<'a>(families: &'a BTreeSet<String>, series: &str) -> Option<&'a str
         .filter(|f| name.starts_with(f.as_str()))
         .max_by_key(|f| f.len())
         .map(String::as_str)
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Runs `argv` in the client's namespace; its output.
@@ -82,8 +93,17 @@ fn malformed(dst: [u8; 6]) -> Vec<u8> {
 #[test]
 fn every_declared_metric_moves() {
     let body = "x".repeat(400);
-    let r = start(
-        FakeBackend::new("web1"),
+    // Its sleeps page 64 MiB of RAM out: the memory figures move.
+    let fake = FakeBackend::new("web1");
+    {
+        let mut s = fake.state();
+        s.page_out = true;
+        s.memory = 64 << 20;
+    }
+    let r = start_many(
+        fake,
+        1,
+        "[idle]\ninterval = \"200ms\"\n",
         &format!(
             "multicast = \"drop\"\n[[guest.health]]\nport = 8080\npath = \"/healthz\"\nbody = \"{body}\"\n"
         ),
@@ -97,6 +117,7 @@ fn every_declared_metric_moves() {
     )
     .expect("sleep");
     assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
+    wait_until("the page-out", || r.fake.state().page_outs == 1);
     // Answered: pings. Queued: a datagram to a port that does not wake it.
     assert!(client(&r, &["ping", "-c", "2", "-W", "2", "198.18.0.11"])
         .status
@@ -161,6 +182,10 @@ fn every_declared_metric_moves() {
     r.fake.state().fail_resumes = 1;
     assert_eq!(curl(&r), "hello from web1\n");
     settled_status(&r);
+    // What came back after the page-out is read with the next sample.
+    wait_until("the memory back", || {
+        settled_status(&r)["memory_back_bytes"].as_u64().is_some()
+    });
     scrapes.push(scrape(&r));
 
     let families = scrapes[0].0.clone();

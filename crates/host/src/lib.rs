@@ -19,6 +19,7 @@ pub mod diag;
 pub mod memory;
 pub mod netlink;
 pub mod packet;
+pub mod pageout;
 pub mod process;
 pub mod xdp;
 

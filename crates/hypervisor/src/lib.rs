@@ -158,6 +158,62 @@ pub trait Backend: Send + std::fmt::Debug {
     fn is_stopped(&mut self) -> Option<bool> {
         None
     }
+    /// For a backend whose sleep also takes the stopped guest's RAM out of host memory
+    /// (page-out): what does that, found or checked now. It is run once the guest is
+    /// asleep, apart from the backend's other calls, so that a wake never waits for it
+    /// more than a step. `None`: the sleep keeps the memory as it is. `Some(Err)`: the
+    /// guest's RAM cannot be paged out (the reason is reported; the guest sleeps paused).
+    fn page_out(&mut self) -> Option<Result<Arc<dyn PageOut>, PageOutUnavailable>> {
+        None
+    }
+}
+
+/// Why a guest's RAM cannot be paged out: said in the log and on the status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot page guest {guest}'s RAM out: {reason}")]
+pub struct PageOutUnavailable {
+    /// The guest.
+    pub guest: String,
+    /// Why (its RAM is not a shared mapping of a file, the process cannot be read, ...).
+    pub reason: String,
+}
+
+/// What one page-out did ([`PageOut::page_out`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagedOut {
+    /// The guest's RAM in host memory before, in bytes.
+    pub before: u64,
+    /// And after: what stays (0 when all went).
+    pub after: u64,
+    /// Bytes that had to be written back first.
+    pub written: u64,
+    /// How long the write-back took.
+    pub write_back: Duration,
+    /// How long the whole page-out took.
+    pub took: Duration,
+    /// It stopped early because the guest was woken meanwhile.
+    pub cancelled: bool,
+}
+
+/// Takes a stopped guest's RAM out of host memory, and tells how much of it is there.
+/// Shared between the backend and the pool thread that runs it.
+pub trait PageOut: Send + Sync + std::fmt::Debug {
+    /// Writes the guest's RAM back and drops it from host memory, in steps; stops between
+    /// steps once `cancel` is set (the guest is being woken), with what it did so far.
+    fn page_out(
+        &self,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<PagedOut, Box<dyn std::error::Error + Send + Sync>>;
+    /// The guest's RAM in host memory now, in bytes.
+    fn resident(&self) -> Option<u64>;
+    /// Starts writing the guest's changed RAM back, without waiting (while it idles awake,
+    /// so that a page-out later has less to write).
+    fn start_write_back(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+    /// What makes a wake bring back more than the guest touches, one sentence each (empty
+    /// when nothing does): shown on the status.
+    fn caveats(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -276,6 +332,80 @@ pub struct FakeState {
     pub most_resuming: u32,
     /// The memory each guest's sleep gives back, as a save's would (0: a pause's).
     pub memory: u64,
+    /// Sleeps page the guest's RAM out ([`Backend::page_out`]): `memory` bytes of it, in
+    /// steps of 10 ms over `page_out_time`, of which it keeps `memory / 100` and brings back
+    /// `memory / 50` on a wake.
+    pub page_out: bool,
+    /// How long a page-out takes.
+    pub page_out_time: Duration,
+    /// Page-outs ended, and of those cancelled by a wake.
+    pub page_outs: u32,
+    pub page_outs_cancelled: u32,
+    /// The guest's RAM in host memory now, as the fake page-out keeps it.
+    pub resident: Option<u64>,
+}
+
+/// The fake's page-out ([`FakeState::page_out`]).
+#[derive(Debug)]
+struct FakePageOut {
+    state: Arc<Mutex<FakeState>>,
+}
+
+impl FakePageOut {
+    fn state(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl PageOut for FakePageOut {
+    fn page_out(
+        &self,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<PagedOut, Box<dyn std::error::Error + Send + Sync>> {
+        let (memory, time) = {
+            let s = self.state();
+            (s.memory, s.page_out_time)
+        };
+        let started = std::time::Instant::now();
+        let step = Duration::from_millis(10);
+        let mut cancelled = false;
+        while started.elapsed() < time {
+            if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                cancelled = true;
+                break;
+            }
+            std::thread::sleep(step);
+        }
+        let mut s = self.state();
+        s.page_outs += 1;
+        let after = if cancelled {
+            s.page_outs_cancelled += 1;
+            memory
+        } else {
+            memory / 100
+        };
+        s.resident = Some(after);
+        Ok(PagedOut {
+            before: memory,
+            after,
+            written: memory / 2,
+            write_back: started.elapsed() / 2,
+            took: started.elapsed(),
+            cancelled,
+        })
+    }
+
+    fn resident(&self) -> Option<u64> {
+        let s = self.state();
+        Some(s.resident.unwrap_or(s.memory))
+    }
+
+    fn start_write_back(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.state().calls.push("write-back");
+        Ok(())
+    }
 }
 
 /// A backend that stops nothing: it records calls and fails on request. Clones share state,
@@ -314,7 +444,18 @@ impl Backend for FakeBackend {
     }
 
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
-        Some(self.state().memory)
+        let s = self.state();
+        Some(s.resident.unwrap_or(s.memory))
+    }
+
+    fn page_out(&mut self) -> Option<Result<Arc<dyn PageOut>, PageOutUnavailable>> {
+        if !self.state().page_out {
+            return None;
+        }
+        let fake: Arc<dyn PageOut> = Arc::new(FakePageOut {
+            state: Arc::clone(&self.state),
+        });
+        Some(Ok(fake))
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {
@@ -350,6 +491,10 @@ impl Backend for FakeBackend {
             });
         }
         s.suspended = false;
+        // What a wake after a page-out brings back.
+        if s.page_out && s.resident.is_some() {
+            s.resident = Some(s.memory / 50);
+        }
         Ok(())
     }
 

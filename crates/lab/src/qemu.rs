@@ -30,6 +30,11 @@ use crate::{
     check_addrs, check_name, invalid, io_err, lock, tool, Lab, LabError, MissingTool, Undo, BRIDGE,
 };
 
+/// The id of the memory backend of a guest with [`VmSpec::ram_file`].
+pub const RAM_BACKEND: &str = "vmnap-ram";
+/// The guest's RAM dirtier's port: send a percentage, it writes that share of its RAM
+/// (see `guest/README.md`).
+pub const DIRTY_PORT: u16 = 8;
 /// The line the guest prints on its serial console once HTTP, TCP echo and the UDP logger
 /// listen.
 pub const READY_LINE: &str = "vmnap-guest ready";
@@ -183,6 +188,14 @@ pub struct VmSpec {
     /// Wait for [`READY_LINE`] (true), or only for the QMP socket (false; for example for a
     /// guest restored with `-incoming`, which prints nothing new).
     pub wait_ready: bool,
+    /// Programs to start QEMU through, with their arguments, before QEMU's command line (for
+    /// example `vmnap run-qemu`); each must end by running the rest of its command line in
+    /// its own place (`exec`), so that the PID is QEMU's.
+    pub wrapper: Vec<OsString>,
+    /// Back the guest's RAM with this file, shared (`-object memory-backend-file,
+    /// id=vmnap-ram,size=<memory_mib>M,mem-path=FILE,share=on -machine
+    /// memory-backend=vmnap-ram`), as page-out sleep needs; `None`: anonymous memory.
+    pub ram_file: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -200,6 +213,8 @@ impl VmSpec {
             accel: Accel::Tcg,
             extra_args: Vec::new(),
             wait_ready: true,
+            wrapper: Vec::new(),
+            ram_file: None,
         }
     }
 }
@@ -359,6 +374,14 @@ impl Lab {
             ));
         }
         spec.image.check()?;
+        if let Some(f) = &spec.ram_file {
+            if f.to_string_lossy().contains(',') {
+                return Err(invalid(
+                    format!("RAM file {}", f.display()),
+                    "contains a comma (QEMU option syntax)",
+                ));
+            }
+        }
         check_guest_tools(&["qemu-system-x86_64"])?;
         let qemu = tool("qemu-system-x86_64", "QEMU test guests")?;
         let idx =
@@ -449,7 +472,8 @@ impl Lab {
         let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off");
         let device = format!("virtio-net-pci,netdev=n0,mac={}", Mac(spec.mac));
         let mem = spec.memory_mib.to_string();
-        let mut argv: Vec<&OsStr> = vec![
+        let mut argv: Vec<&OsStr> = spec.wrapper.iter().map(OsString::as_os_str).collect();
+        argv.extend([
             qemu.as_os_str(),
             "-name".as_ref(),
             spec.name.as_ref(),
@@ -477,7 +501,22 @@ impl Lab {
             device.as_ref(),
             "-qmp".as_ref(),
             qmp_arg.as_os_str(),
-        ];
+        ]);
+        let ram = spec.ram_file.as_ref().map(|file| {
+            let mut object = OsString::from(format!(
+                "memory-backend-file,id={RAM_BACKEND},size={mem}M,share=on,mem-path="
+            ));
+            object.push(file);
+            (object, format!("memory-backend={RAM_BACKEND}"))
+        });
+        if let Some((object, machine)) = &ram {
+            argv.extend([
+                "-object".as_ref(),
+                object.as_os_str(),
+                "-machine".as_ref(),
+                machine.as_ref(),
+            ]);
+        }
         argv.extend(spec.extra_args.iter().map(OsString::as_os_str));
         let start = Instant::now();
         let pid = self

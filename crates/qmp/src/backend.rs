@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use vmnap_hypervisor::Backend;
 
 use crate::client::{Qmp, QmpError};
+use crate::pageout::{self, QmpPageOut};
 
 /// How long each step may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -305,10 +306,12 @@ struct SaveMode {
     qemu: Option<Qemu>,
 }
 
-/// Stops and resumes a QEMU guest over QMP, without libvirt. Two modes:
+/// Stops and resumes a QEMU guest over QMP, without libvirt. Three modes:
 ///
 /// - **Pause** ([`QmpBackend::pause`]): `stop` and `cont` on a QEMU someone else started;
 ///   the guest keeps its memory. Each call confirms the new state with `query-status`.
+/// - **Page-out** ([`QmpBackend::pageout`]): the same, and [`Backend::page_out`] hands the
+///   daemon what takes the stopped guest's file-backed RAM out of host memory.
 /// - **Save** ([`QmpBackend::save`]): the backend owns the QEMU process. It starts it from a
 ///   command line ([`QmpBackend::start`]), adding `-qmp unix:PATH,server=on,wait=off` itself
 ///   (the command line must not use that socket, nor `-daemonize`, nor `-incoming`). Suspend
@@ -330,6 +333,16 @@ pub struct QmpBackend {
     timeouts: Timeouts,
     conn: Option<Qmp>,
     save: Option<SaveMode>,
+    pageout: Option<PageOutMode>,
+}
+
+/// Page-out mode: the guest's RAM file and QEMU, once found.
+#[derive(Debug, Default)]
+struct PageOutMode {
+    found: Option<Arc<QmpPageOut>>,
+    /// What was last said about it (a reason it cannot be, or caveats), said again only
+    /// when it changes.
+    said: Option<String>,
 }
 
 impl QmpBackend {
@@ -342,6 +355,18 @@ impl QmpBackend {
             timeouts: Timeouts::default(),
             conn: None,
             save: None,
+            pageout: None,
+        }
+    }
+
+    /// A page-out backend for `guest`, whose QEMU serves QMP on `qmp_path`: a pause, after
+    /// which the daemon takes the guest's RAM out of host memory ([`Backend::page_out`]).
+    /// The RAM must be a shared mapping of a file (`-object memory-backend-file,...,
+    /// share=on`); it is found over QMP on first use, and again when QEMU changes.
+    pub fn pageout(guest: &str, qmp_path: impl Into<PathBuf>) -> Self {
+        Self {
+            pageout: Some(PageOutMode::default()),
+            ..Self::pause(guest, qmp_path)
         }
     }
 
@@ -420,6 +445,54 @@ impl QmpBackend {
     /// call connects again.
     pub fn disconnect(&mut self) {
         self.conn = None;
+    }
+
+    /// Page-out mode: the guest's RAM file and QEMU, as found before if QEMU is the same
+    /// process, or found now. What stands in the way, or makes a wake costly, is logged
+    /// when it changes.
+    fn find_page_out(&mut self) -> Result<Arc<QmpPageOut>, vmnap_hypervisor::PageOutUnavailable> {
+        let guest = self.guest.clone();
+        let unavailable = |reason: String| vmnap_hypervisor::PageOutUnavailable {
+            guest: guest.clone(),
+            reason,
+        };
+        let conn = self.connection().map_err(|e| unavailable(chain(&e)))?;
+        let pid_now = conn.peer().ok().map(|p| p.pid());
+        let mode = self.pageout.get_or_insert_with(PageOutMode::default);
+        if let Some(found) = mode.found.as_ref().filter(|f| Some(f.pid()) == pid_now) {
+            return Ok(Arc::clone(found));
+        }
+        mode.found = None;
+        let conn = self.conn.as_mut().expect("connected above");
+        let found = pageout::find(conn);
+        let mode = self.pageout.get_or_insert_with(PageOutMode::default);
+        let (result, said) = match found {
+            Ok(f) => {
+                use vmnap_hypervisor::PageOut;
+                let caveats = f.caveats().join("; ");
+                mode.found = Some(Arc::clone(&f));
+                (Ok(f), caveats)
+            }
+            Err(e) => {
+                let reason = chain(&e);
+                (Err(unavailable(reason.clone())), reason)
+            }
+        };
+        if mode.said.as_deref() != Some(said.as_str()) {
+            match &result {
+                Ok(_) if said.is_empty() => {
+                    tracing::info!(guest = %self.guest, "the guest's RAM can be paged out")
+                }
+                Ok(_) => {
+                    tracing::warn!(guest = %self.guest, caveats = %said, "the guest's RAM can be paged out, at a cost")
+                }
+                Err(_) => {
+                    tracing::warn!(guest = %self.guest, reason = %said, "the guest's RAM cannot be paged out; it sleeps paused")
+                }
+            }
+            mode.said = Some(said);
+        }
+        result
     }
 
     /// QEMU's run state from `query-status` (`running`, `paused`, `inmigrate`).
@@ -754,9 +827,22 @@ impl Backend for QmpBackend {
     fn kind(&self) -> &'static str {
         if self.save.is_some() {
             "qmp-save"
+        } else if self.pageout.is_some() {
+            "qmp-pageout"
         } else {
             "qmp-pause"
         }
+    }
+
+    fn page_out(
+        &mut self,
+    ) -> Option<Result<Arc<dyn vmnap_hypervisor::PageOut>, vmnap_hypervisor::PageOutUnavailable>>
+    {
+        self.pageout.as_ref()?;
+        Some(
+            self.find_page_out()
+                .map(|p| p as Arc<dyn vmnap_hypervisor::PageOut>),
+        )
     }
 
     fn suspend(&mut self) -> Result<(), vmnap_hypervisor::SuspendError> {
@@ -772,8 +858,13 @@ impl Backend for QmpBackend {
     }
 
     /// A save ends QEMU and frees what it holds (its resident memory, when this backend
-    /// started it and so knows its PID); a pause keeps it.
+    /// started it and so knows its PID); a page-out frees the guest's RAM in host memory
+    /// (its file's pages); a pause keeps it.
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
+        if self.pageout.is_some() {
+            use vmnap_hypervisor::PageOut;
+            return self.find_page_out().ok()?.resident();
+        }
         if self.save.is_none() {
             return Some(0);
         }

@@ -1,8 +1,8 @@
 //! QEMU control over QMP, for guests run without libvirt: a small blocking QMP client
 //! ([`Qmp`]) on a unix socket, the wire format it speaks as pure functions ([`wire`]), and
-//! [`QmpBackend`], a [`vmnap_hypervisor::Backend`] that either pauses a guest (`stop` /
-//! `cont`) or saves it to a file and ends its QEMU process, restoring it by starting QEMU
-//! again with `-incoming`.
+//! [`QmpBackend`], a [`vmnap_hypervisor::Backend`] that pauses a guest (`stop` / `cont`),
+//! pauses it and pages its file-backed RAM out of host memory (`pageout.rs`), or saves it to
+//! a file and ends its QEMU process, restoring it by starting QEMU again with `-incoming`.
 //!
 //! It does not touch the network: cutting the guest's port, moving its MAC and replaying
 //! its frames are the daemon's sequence around these calls. It does not configure the
@@ -13,6 +13,7 @@
 
 mod backend;
 mod client;
+mod pageout;
 pub mod wire;
 
 pub use backend::{

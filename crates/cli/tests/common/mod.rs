@@ -122,6 +122,16 @@ impl Setup {
     /// A lab with QEMU guests `vms` (TCG, the project's image) driven over QMP, each with a
     /// second QMP socket (`<name>-test.qmp`) for the test, and one untagged client `c0`.
     pub fn with_vms(vms: &[&str], extra: &str) -> Setup {
+        Self::with_vms_as(vms, extra, false)
+    }
+
+    /// [`Setup::with_vms`] with each guest's RAM in a file (`<lab dir>/<name>.ram`, shared)
+    /// and QEMU started through `vmnap run-qemu`, as page-out sleep wants them.
+    pub fn with_file_backed_vms(vms: &[&str], extra: &str) -> Setup {
+        Self::with_vms_as(vms, extra, true)
+    }
+
+    fn with_vms_as(vms: &[&str], extra: &str, file_backed: bool) -> Setup {
         let (mut lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
         let image = image();
         let mut text = String::new();
@@ -138,6 +148,10 @@ impl Setup {
                 "-qmp".into(),
                 format!("unix:{},server=on,wait=off", test_qmp.display()).into(),
             ];
+            if file_backed {
+                spec.ram_file = Some(lab.dir().join(format!("{name}.ram")));
+                spec.wrapper = vec![env!("CARGO_BIN_EXE_vmnap").into(), "run-qemu".into()];
+            }
             let vm = lab
                 .add_vm(spec)
                 .unwrap_or_else(|e| panic!("cannot boot {name}: {e}"));

@@ -105,6 +105,18 @@ pub fn start_many(fake: FakeBackend, n: u8, top: &str, extra: &str) -> Running {
     }
 }
 
+/// Puts guest `name` to sleep through the API; panics unless it is asleep.
+pub fn sleep_guest(r: &Running, name: &str) {
+    let answer = api::call(
+        &r.socket,
+        &Request::Sleep {
+            guest: name.to_owned(),
+        },
+    )
+    .expect("sleep");
+    assert!(matches!(answer, Response::Done { .. }), "{answer:?}");
+}
+
 pub fn status(r: &Running) -> serde_json::Value {
     match api::call(&r.socket, &Request::Status).expect("status") {
         Response::Status { guests } => serde_json::to_value(&guests[0]).expect("json"),
