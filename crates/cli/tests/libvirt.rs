@@ -63,6 +63,63 @@ fn save_mode_ends_the_qemu_process_and_curl_brings_it_back_with_one_syn() {
 }
 
 #[test]
+fn pageout_mode_takes_the_domains_ram_out_of_memory_and_curl_wakes_it_with_one_syn() {
+    need(&["curl", "tcpdump", "virsh", "nc"]);
+    const RAM: u64 = 128 << 20;
+    let s = Setup::with_domains(&["d1"], "pageout", "");
+    let d = s.domain("d1");
+    let pid = d.qemu_pid().expect("a running QEMU");
+    let ip = d.ipv4.to_string();
+    let out = s.run(0, &["sh", "-c", &format!("echo 40 | nc -w 60 {ip} 8")]);
+    assert!(text(&out).contains("dirtied"), "{}", text(&out));
+    s.vmnap(&["sleep", "d1"]);
+    assert_eq!(d.state().expect("state"), "paused");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let freed = loop {
+        if let Some(b) = s.status("d1")["memory_freed_bytes"]
+            .as_u64()
+            .filter(|&b| b > 0)
+        {
+            break b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page-out: {}",
+            s.status("d1")
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(freed >= RAM / 4, "freed only {freed} bytes");
+    // The domain's RAM file, found as vmnap finds it: QEMU holds the tap, the file is its
+    // largest shared mapping.
+    let ram = vmnap_host::pageout::RamFile::find_in(pid).expect("the domain's RAM file");
+    assert_eq!(ram.len(), RAM);
+    let resident = ram.resident().expect("resident");
+    assert!(
+        resident.cached <= RAM / 50,
+        "more than 2% of the domain's RAM is in host memory asleep: {resident:?}"
+    );
+    assert!(
+        !ram.huge_pages_advised().expect("smaps"),
+        "run-qemu as <emulator> did not apply"
+    );
+    let st = s.status("d1");
+    assert!(
+        st["page_out"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("ready")),
+        "{st}"
+    );
+    assert_eq!(st["backend"], "libvirt-pageout", "{st}");
+    let (body, syns) = curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from d1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+    assert_eq!(d.state().expect("state"), "running");
+    assert_eq!(d.qemu_pid(), Some(pid), "the same QEMU resumed");
+    assert_eq!(s.status("d1")["wakes"], 1);
+}
+
+#[test]
 fn a_thousand_datagrams_reach_a_sleeping_libvirt_guest_in_order_exactly_once() {
     let s = Setup::with_domains(&["d1"], "pause", "");
     let d = s.domain("d1");

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::validate::{guest_name, idle_after, ipv4_address, ipv6_address, libvirt_sleep_mode};
+use crate::validate::{guest_name, idle_after, ipv4_address, ipv6_address, sleep_mode};
 use crate::{Answers, BackendConfig, Config, GuestConfig, PortRule, Transport};
 
 /// Prefixes a message with the attribute it is about.
@@ -64,7 +64,7 @@ impl Config {
             })?,
         };
         let mode = match &settings.mode {
-            Some(m) => libvirt_sleep_mode(m).map_err(at("mode"))?,
+            Some(m) => sleep_mode(m).map_err(at("mode"))?,
             None => d.mode,
         };
         let mut ipv4: Vec<Ipv4Addr> = Vec::new();

@@ -556,7 +556,8 @@ pub enum SleepMode {
     /// Stop the vCPUs and take the guest's RAM out of host memory: written back to the file
     /// that backs it and dropped from the page cache. The wake is a resume, and the RAM
     /// comes back a page at a time as the guest touches it. Needs RAM that is a shared
-    /// mapping of a file (QEMU's `memory-backend-file,share=on`).
+    /// mapping of a file (QEMU's `memory-backend-file,share=on`; libvirt's
+    /// `<memoryBacking><source type='file'/><access mode='shared'/>`).
     Pageout,
     /// Save the guest's state to disk and end its QEMU, freeing its memory; start it again
     /// from the saved state on wake.

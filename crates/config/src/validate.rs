@@ -393,11 +393,7 @@ impl Cx<'_> {
 
     fn defaults(&self, d: &RawDefaults) -> Result<GuestDefaults, ConfigError> {
         let mode = match &d.mode {
-            Some(m) => self.check(
-                m,
-                || "libvirt.defaults.mode".into(),
-                |s| libvirt_sleep_mode(s),
-            )?,
+            Some(m) => self.check(m, || "libvirt.defaults.mode".into(), |s| sleep_mode(s))?,
             None => SleepMode::Pause,
         };
         let Policy {
@@ -797,9 +793,6 @@ impl Cx<'_> {
                 )),
             },
             "libvirt" => {
-                if let (SleepMode::Pageout, Some(m)) = (mode, &g.mode) {
-                    return Err(self.err(m.span(), key("mode"), LIBVIRT_PAGEOUT));
-                }
                 let domain = match &g.domain {
                     Some(d) => self.check(d, || key("domain"), |s| domain_name(s))?,
                     None => name.to_string(),
@@ -1250,18 +1243,6 @@ fn libvirt_uri(s: &str) -> Result<String, String> {
     }
     Ok(s.to_string())
 }
-
-/// A libvirt domain's mode: `pause` or `save` (page-out is for QMP guests so far).
-pub(crate) fn libvirt_sleep_mode(s: &str) -> Result<SleepMode, String> {
-    match sleep_mode(s)? {
-        SleepMode::Pageout => Err(LIBVIRT_PAGEOUT.to_owned()),
-        mode => Ok(mode),
-    }
-}
-
-/// Why a libvirt domain cannot have `mode = "pageout"`.
-const LIBVIRT_PAGEOUT: &str = "mode `pageout` is for backend `qmp` so far; a libvirt domain \
-                               sleeps with `pause` or `save`";
 
 /// `pause`, `pageout` or `save`.
 pub(crate) fn sleep_mode(s: &str) -> Result<SleepMode, String> {

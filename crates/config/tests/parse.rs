@@ -2500,14 +2500,9 @@ fn a_qmp_guest_may_sleep_by_page_out_without_save_keys() {
 }
 
 #[test]
-fn a_libvirt_domain_cannot_sleep_by_page_out_yet() {
-    refused(
-        &format!("{LIBVIRT}mode = \"pageout\"\n"),
-        5,
-        8,
-        Some("guest[0].mode"),
-        "mode `pageout` is for backend `qmp` so far",
-    );
+fn a_libvirt_domain_may_sleep_by_page_out() {
+    let c = ok(&format!("{LIBVIRT}mode = \"pageout\"\n"));
+    assert_eq!(c.guests[0].backend.mode(), Some(SleepMode::Pageout));
 }
 
 #[test]

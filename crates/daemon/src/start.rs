@@ -94,8 +94,8 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
         #[cfg(feature = "libvirt")]
         BackendConfig::Libvirt { domain, mode } => {
             let mode = match mode {
-                // The config refuses page-out for a libvirt domain.
-                SleepMode::Pause | SleepMode::Pageout => vmnap_libvirt::Mode::Pause,
+                SleepMode::Pause => vmnap_libvirt::Mode::Pause,
+                SleepMode::Pageout => vmnap_libvirt::Mode::Pageout,
                 SleepMode::Save => vmnap_libvirt::Mode::Save,
             };
             let libvirt = |source| StartError::Libvirt {

@@ -162,19 +162,68 @@ impl RamFile {
             source,
         };
         let file = File::open(path).map_err(open_error)?;
-        let meta = file.metadata().map_err(open_error)?;
+        Self::from_file(pid, file, path.to_owned())
+    }
+
+    fn from_file(pid: u32, file: File, path: PathBuf) -> Result<Self, PageOutError> {
+        let meta = file.metadata().map_err(|source| PageOutError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let pidfd = pidfd_open(pid).map_err(|source| PageOutError::Process { pid, source })?;
         let ram = RamFile {
             pid,
             pidfd,
             file,
-            path: path.to_owned(),
+            path,
             dev: meta.dev(),
             ino: meta.ino(),
             len: meta.len(),
         };
         ram.mappings()?;
         Ok(ram)
+    }
+
+    /// Finds the RAM file of process `pid` (a QEMU whose command line vmnap does not know,
+    /// as libvirt starts it): the file the process maps shared and writable the most of (a
+    /// guest's RAM is by far its largest mapping), opened through `/proc/PID/map_files`, so
+    /// that a file QEMU created and removed at once (libvirt's `memory_backing_dir`) is
+    /// found too. Refuses a process that maps no file shared and writable.
+    pub fn find_in(pid: u32) -> Result<Self, PageOutError> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+            .map_err(|source| PageOutError::Process { pid, source })?;
+        // By file: its bytes mapped, and one of its mappings.
+        let mut files: Vec<((u64, u64), u64, Mapping)> = Vec::new();
+        for m in maps.lines().filter_map(parse_maps_line) {
+            if !m.shared || !m.writable || m.ino == 0 {
+                continue;
+            }
+            let len = m.range.end - m.range.start;
+            match files.iter_mut().find(|f| f.0 == (m.dev, m.ino)) {
+                Some(f) => f.1 += len,
+                None => files.push(((m.dev, m.ino), len, m.range)),
+            }
+        }
+        let Some(&(_, _, range)) = files.iter().max_by_key(|f| f.1) else {
+            return Err(PageOutError::NotMapped {
+                pid,
+                path: PathBuf::from("(any file, shared and writable)"),
+            });
+        };
+        let via = PathBuf::from(format!(
+            "/proc/{pid}/map_files/{:x}-{:x}",
+            range.start, range.end
+        ));
+        let shown = std::fs::read_link(&via).unwrap_or_else(|_| via.clone());
+        let open_error = |source| PageOutError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .open(&via)
+            .map_err(open_error)?;
+        Self::from_file(pid, file, shown)
     }
 
     /// The process.
@@ -397,6 +446,18 @@ impl RamFile {
         Ok(advised)
     }
 
+    /// Whether the file is on a tmpfs (or another file system of shared memory), whose
+    /// pages a page-out can only move to swap: without swap it frees nothing.
+    pub fn on_tmpfs(&self) -> bool {
+        /// `TMPFS_MAGIC`.
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        // SAFETY: a zeroed statfs (integers only) is valid.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: fstatfs fills `st` for a descriptor this RamFile owns.
+        let r = unsafe { libc::fstatfs(self.file.as_raw_fd(), &mut st) };
+        r == 0 && st.f_type as i64 == TMPFS_MAGIC
+    }
+
     /// The readahead of the block device the file is on, in KiB (its
     /// `queue/read_ahead_kb`): up to this much more than a page may come back with each
     /// page the guest touches after an eviction. `None` where the device has none (tmpfs,
@@ -487,6 +548,7 @@ pub fn ignore_huge_page_advice() -> io::Result<()> {
 struct MapsLine {
     range: Mapping,
     shared: bool,
+    writable: bool,
     dev: u64,
     ino: u64,
 }
@@ -508,6 +570,7 @@ fn parse_maps_line(line: &str) -> Option<MapsLine> {
             end: u64::from_str_radix(end, 16).ok()?,
         },
         shared: perms.ends_with('s'),
+        writable: perms.as_bytes().get(1) == Some(&b'w'),
         dev: libc::makedev(
             u32::from_str_radix(major, 16).ok()?,
             u32::from_str_radix(minor, 16).ok()?,

@@ -184,3 +184,38 @@ mod limit_tests {
         assert_eq!((now, limit.rlim_cur), (limit.rlim_max, limit.rlim_max));
     }
 }
+
+/// The processes that hold the tap device `ifname` open (for a libvirt guest: its QEMU),
+/// found in `/proc/*/fdinfo`, where the kernel names the interface of each tun/tap
+/// descriptor (`iff:`). Processes that cannot be read are skipped.
+pub fn holding_tap(ifname: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let holds = fds.flatten().any(|fd| {
+            let is_tun =
+                std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "/dev/net/tun");
+            is_tun
+                && std::fs::read_to_string(format!(
+                    "/proc/{pid}/fdinfo/{}",
+                    fd.file_name().to_string_lossy()
+                ))
+                .is_ok_and(|info| {
+                    info.lines()
+                        .any(|l| l.strip_prefix("iff:").is_some_and(|v| v.trim() == ifname))
+                })
+        });
+        if holds {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -2,6 +2,8 @@
 //! as QEMU does its RAM; stopped, its pages are taken out of host memory, and what it wrote
 //! is in the file.
 
+mod common;
+
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -257,4 +259,50 @@ fn a_cancelled_eviction_stops_and_says_so() {
     );
     drop(child);
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn the_largest_shared_file_mapping_of_a_process_is_found_without_its_path() {
+    let path = ram_file("find");
+    let child = Child::map(&path, true);
+    // Removed while mapped, as QEMU does with a RAM file it creates in a directory.
+    std::fs::remove_file(&path).expect("remove");
+    let ram = RamFile::find_in(child.pid as u32).expect("found");
+    assert_eq!(ram.len(), LEN);
+    assert!(
+        ram.path().to_string_lossy().contains("pageout-find"),
+        "{}",
+        ram.path().display()
+    );
+    assert!(ram.resident().expect("resident").mapped >= LEN * 4 / 10);
+    drop(child);
+    match RamFile::find_in(std::process::id()) {
+        Err(PageOutError::NotMapped { .. }) => {}
+        other => panic!("this test maps no file shared: {other:?}"),
+    }
+}
+
+#[test]
+fn the_process_holding_a_tap_is_found_by_the_taps_name() {
+    let ns = common::Netns::new("tap");
+    let found = ns.run(|| {
+        let tun = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")
+            .expect("open /dev/net/tun");
+        // struct ifreq: the name, then the flags (IFF_TAP | IFF_NO_PI).
+        let mut ifr = [0u8; 40];
+        ifr[..7].copy_from_slice(b"vt-find");
+        ifr[16..18].copy_from_slice(&(0x0002u16 | 0x1000).to_ne_bytes());
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        // SAFETY: TUNSETIFF reads (and writes back) the ifreq above, alive for the call.
+        let r = unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
+        assert_eq!(r, 0, "TUNSETIFF: {}", std::io::Error::last_os_error());
+        let found = vmnap_host::process::holding_tap("vt-find");
+        drop(tun);
+        found
+    });
+    assert_eq!(found, vec![std::process::id()]);
+    assert!(vmnap_host::process::holding_tap("vt-nobody").is_empty());
 }

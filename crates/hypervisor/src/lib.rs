@@ -168,6 +168,96 @@ pub trait Backend: Send + std::fmt::Debug {
     }
 }
 
+/// A guest's RAM file as the daemon pages it out: the eviction, in steps; what is in host
+/// memory (the file's pages in the page cache); the write-back of an idle guest; and what
+/// makes a wake bring back more than the guest touches.
+impl PageOut for vmnap_host::pageout::RamFile {
+    fn page_out(
+        &self,
+        cancel: &std::sync::atomic::AtomicBool,
+    ) -> Result<PagedOut, Box<dyn std::error::Error + Send + Sync>> {
+        let e = self.evict_unless(cancel)?;
+        Ok(PagedOut {
+            before: e.before.cached,
+            after: e.after.cached,
+            written: e.before.dirty,
+            write_back: e.write_back,
+            took: e.took,
+            cancelled: e.cancelled,
+        })
+    }
+
+    fn resident(&self) -> Option<u64> {
+        vmnap_host::pageout::RamFile::resident(self)
+            .ok()
+            .map(|r| r.cached)
+    }
+
+    fn start_write_back(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(vmnap_host::pageout::RamFile::start_write_back(self)?)
+    }
+
+    fn caveats(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.huge_pages_advised().unwrap_or(false) {
+            out.push(
+                "QEMU advised huge pages on the guest's RAM, so each page it touches after a \
+                 page-out brings 4 MiB back: start QEMU with `vmnap run-qemu`"
+                    .to_owned(),
+            );
+        }
+        if self.on_tmpfs() {
+            out.push(format!(
+                "{} is on a tmpfs: a page-out moves its pages to swap, and without swap frees \
+                 nothing; keep RAM files on a disk",
+                self.path().display()
+            ));
+        }
+        if let Some(kib) = self.readahead_kib().filter(|&k| k > 0) {
+            out.push(format!(
+                "the device of {} reads {kib} KiB ahead, so each page the guest touches after \
+                 a page-out brings up to that much back: keep RAM files on a device with \
+                 read_ahead_kb 0",
+                self.path().display()
+            ));
+        }
+        out
+    }
+}
+
+/// What a backend last said in the log about paging a guest's RAM out, so that it says it
+/// again only when it changes.
+#[derive(Debug, Default)]
+pub struct PageOutNotes {
+    said: Option<String>,
+}
+
+impl PageOutNotes {
+    /// Logs what was found for `guest` (the page-out and its caveats, or why not), if it
+    /// differs from what was said last.
+    pub fn note(&mut self, guest: &str, found: Result<&dyn PageOut, &PageOutUnavailable>) {
+        let said = match found {
+            Ok(p) => p.caveats().join("; "),
+            Err(e) => e.reason.clone(),
+        };
+        if self.said.as_deref() == Some(said.as_str()) {
+            return;
+        }
+        match found {
+            Ok(_) if said.is_empty() => {
+                tracing::info!(guest = %guest, "the guest's RAM can be paged out")
+            }
+            Ok(_) => {
+                tracing::warn!(guest = %guest, caveats = %said, "the guest's RAM can be paged out, at a cost")
+            }
+            Err(_) => {
+                tracing::warn!(guest = %guest, reason = %said, "the guest's RAM cannot be paged out; it sleeps paused")
+            }
+        }
+        self.said = Some(said);
+    }
+}
+
 /// Why a guest's RAM cannot be paged out: said in the log and on the status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot page guest {guest}'s RAM out: {reason}")]

@@ -137,6 +137,30 @@ pub fn enter_netns(netns: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The command line of process `pid`, one argument an entry (empty if it cannot be read).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The processes (other than this one) whose command line mentions `needle`: how a test
+/// finds the QEMU a daemon under test started, to end it by PID.
+pub fn pids_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&pid| pid != std::process::id())
+                .filter(|&pid| cmdline(pid).iter().any(|a| a.contains(needle)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Checks that the effective uid is 0.
 pub fn check_root() -> Result<(), LabError> {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.

@@ -210,6 +210,14 @@ pub struct DomainSpec {
     /// XML put inside the domain's `<metadata>` as is (like
     /// `<vmnap:guest xmlns:vmnap="https://example.org/vmnap"/>`); `None`: no `<metadata>`.
     pub metadata: Option<String>,
+    /// Its RAM a file mapped shared (`<memoryBacking><source type='file'/><access
+    /// mode='shared'/></memoryBacking>`, in the lab libvirtd's `memory_backing_dir`), as
+    /// page-out sleep needs.
+    pub file_backed: bool,
+    /// Run QEMU through this program (the domain's `<emulator>` is then a script of the
+    /// lab's that runs `PROGRAM ARGS... QEMU "$@"`, such as `vmnap run-qemu`); empty: QEMU
+    /// itself.
+    pub emulator_wrapper: Vec<String>,
 }
 
 impl DomainSpec {
@@ -225,6 +233,8 @@ impl DomainSpec {
             image,
             memory_mib: 128,
             metadata: None,
+            file_backed: false,
+            emulator_wrapper: Vec::new(),
         }
     }
 }
@@ -378,7 +388,7 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
         x,
         "<domain type='qemu'>
   <name>{name}</name>
-  <memory unit='MiB'>{mem}</memory>{metadata}
+  <memory unit='MiB'>{mem}</memory>{metadata}{backing}
   <vcpu>1</vcpu>
   <os>
     <type arch='x86_64' machine='q35'>hvm</type>
@@ -410,6 +420,11 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
 ",
         name = xml_escape(&spec.name),
         mem = spec.memory_mib,
+        backing = if spec.file_backed {
+            "\n  <memoryBacking>\n    <source type='file'/>\n    <access mode='shared'/>\n  </memoryBacking>"
+        } else {
+            ""
+        },
         metadata = spec
             .metadata
             .as_ref()
@@ -850,7 +865,26 @@ exec "$ne" --net="$ns" -- "$lv" -f /etc/libvirt/libvirtd.conf -p /run/libvirt/li
         let name = spec.name.clone();
         let console = self.dir.join(format!("{name}.console.log"));
         std::fs::File::create(&console).map_err(io_err(format!("create {}", console.display())))?;
-        let xml = domain_xml(&spec, &qemu, &console);
+        let emulator = if spec.emulator_wrapper.is_empty() {
+            qemu
+        } else {
+            // libvirt takes one path: a script that runs the wrapper, then QEMU.
+            let script = self.dir.join(format!("{name}.emulator"));
+            let mut text = String::from("#!/bin/sh\nexec");
+            for arg in spec
+                .emulator_wrapper
+                .iter()
+                .chain([&qemu.to_string_lossy().into_owned()])
+            {
+                text.push_str(&format!(" '{}'", arg.replace('\'', "'\\''")));
+            }
+            text.push_str(" \"$@\"\n");
+            std::fs::write(&script, text).map_err(io_err(format!("write {}", script.display())))?;
+            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(io_err(format!("chmod {}", script.display())))?;
+            script
+        };
+        let xml = domain_xml(&spec, &emulator, &console);
         let xml_path = self.dir.join(format!("{name}.domain.xml"));
         std::fs::write(&xml_path, &xml).map_err(io_err(format!("write {}", xml_path.display())))?;
         let xml_arg = xml_path.to_string_lossy().into_owned();

@@ -25,7 +25,12 @@ pub mod xml;
 
 use std::time::Duration;
 
-use vmnap_hypervisor::{Backend, ResumeError, SuspendError};
+use std::sync::Arc;
+
+use vmnap_host::pageout::RamFile;
+use vmnap_hypervisor::{
+    Backend, PageOut, PageOutNotes, PageOutUnavailable, ResumeError, SuspendError,
+};
 
 pub use discover::{
     list_domains, parse_metadata, DiscoveredDomain, GuestMetadata, Lease, MetadataError, Selector,
@@ -41,6 +46,10 @@ pub enum Mode {
     /// Saved to disk by libvirt (managed save) and started from it on wake: its memory is
     /// freed while it sleeps.
     Save,
+    /// Paused, and its RAM (a file mapped shared: `<memoryBacking><source type='file'/>
+    /// <access mode='shared'/>`) paged out of host memory while it sleeps; resumed on wake,
+    /// its RAM coming back as it touches it.
+    Pageout,
 }
 
 /// Failure to reach a domain.
@@ -262,6 +271,10 @@ pub struct LibvirtBackend {
     guest: String,
     mode: Mode,
     domain: LibvirtDomain,
+    /// Page-out mode: the domain's RAM file and QEMU, once found; what was last said about
+    /// them in the log.
+    ram: Option<Arc<RamFile>>,
+    notes: PageOutNotes,
 }
 
 impl LibvirtBackend {
@@ -271,6 +284,58 @@ impl LibvirtBackend {
             guest: guest.to_owned(),
             mode,
             domain: LibvirtDomain::open(uri, domain)?,
+            ram: None,
+            notes: PageOutNotes::default(),
+        })
+    }
+
+    /// Page-out mode: the domain's RAM file and its QEMU, as found before if that QEMU
+    /// still holds the domain's tap, or found now: the process holding the tap
+    /// ([`vmnap_host::process::holding_tap`]), and the file it maps shared the most of
+    /// ([`RamFile::find_in`]). What stands in the way, or makes a wake costly, is logged
+    /// when it changes.
+    fn find_ram(&mut self) -> Result<Arc<RamFile>, PageOutUnavailable> {
+        let found = self.locate_ram();
+        let shown = found.as_ref().map(|r| r.as_ref() as &dyn PageOut);
+        self.notes.note(&self.guest, shown);
+        if let Ok(ram) = &found {
+            self.ram = Some(Arc::clone(ram));
+        }
+        found
+    }
+
+    fn locate_ram(&mut self) -> Result<Arc<RamFile>, PageOutUnavailable> {
+        let guest = self.guest.clone();
+        let unavailable = |reason: String| PageOutUnavailable {
+            guest: guest.clone(),
+            reason,
+        };
+        let tap = self
+            .domain
+            .interfaces()
+            .map_err(|e| unavailable(e.to_string()))?
+            .into_iter()
+            .find_map(|i| i.tap)
+            .ok_or_else(|| unavailable("the domain has no tap".to_owned()))?;
+        let holders = vmnap_host::process::holding_tap(&tap);
+        let pid = match holders.as_slice() {
+            [pid] => *pid,
+            [] => return Err(unavailable(format!("no process holds its tap {tap}"))),
+            more => {
+                return Err(unavailable(format!(
+                    "{} processes hold its tap {tap}",
+                    more.len()
+                )))
+            }
+        };
+        if let Some(ram) = self.ram.as_ref().filter(|r| r.pid() == pid) {
+            return Ok(Arc::clone(ram));
+        }
+        RamFile::find_in(pid).map(Arc::new).map_err(|e| {
+            unavailable(format!(
+                "{e}: its RAM must be a file mapped shared (<memoryBacking><source \
+                 type='file'/><access mode='shared'/></memoryBacking>)"
+            ))
         })
     }
 
@@ -304,12 +369,20 @@ impl Backend for LibvirtBackend {
         match self.mode {
             Mode::Pause => "libvirt-pause",
             Mode::Save => "libvirt-save",
+            Mode::Pageout => "libvirt-pageout",
         }
+    }
+
+    fn page_out(&mut self) -> Option<Result<Arc<dyn PageOut>, PageOutUnavailable>> {
+        if self.mode != Mode::Pageout {
+            return None;
+        }
+        Some(self.find_ram().map(|r| r as Arc<dyn PageOut>))
     }
 
     fn suspend(&mut self) -> Result<(), SuspendError> {
         let r = match self.mode {
-            Mode::Pause => self.domain.suspend(),
+            Mode::Pause | Mode::Pageout => self.domain.suspend(),
             Mode::Save => self.domain.managed_save(),
         };
         r.map_err(|e| suspend_error(&self.guest, e))
@@ -322,7 +395,7 @@ impl Backend for LibvirtBackend {
             return Ok(());
         }
         let r = match self.mode {
-            Mode::Pause => self.domain.resume(),
+            Mode::Pause | Mode::Pageout => self.domain.resume(),
             Mode::Save => self.domain.start(),
         };
         r.map_err(|e| resume_error(&self.guest, e))
@@ -332,11 +405,13 @@ impl Backend for LibvirtBackend {
         self.domain.cpu_time().ok()
     }
 
-    /// A managed save frees the guest's memory; a pause keeps it.
+    /// A managed save frees the guest's memory; a page-out its RAM file's pages; a pause
+    /// keeps it.
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
         match self.mode {
             Mode::Pause => Some(0),
             Mode::Save => self.domain.memory().ok(),
+            Mode::Pageout => Some(self.find_ram().ok()?.resident().ok()?.cached),
         }
     }
 

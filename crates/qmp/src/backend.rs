@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use vmnap_hypervisor::Backend;
 
 use crate::client::{Qmp, QmpError};
-use crate::pageout::{self, QmpPageOut};
+use crate::pageout;
+use vmnap_host::pageout::RamFile;
 
 /// How long each step may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -336,13 +337,12 @@ pub struct QmpBackend {
     pageout: Option<PageOutMode>,
 }
 
-/// Page-out mode: the guest's RAM file and QEMU, once found.
+/// Page-out mode: the guest's RAM file and QEMU, once found, and what was last said about
+/// them in the log.
 #[derive(Debug, Default)]
 struct PageOutMode {
-    found: Option<Arc<QmpPageOut>>,
-    /// What was last said about it (a reason it cannot be, or caveats), said again only
-    /// when it changes.
-    said: Option<String>,
+    found: Option<Arc<RamFile>>,
+    notes: vmnap_hypervisor::PageOutNotes,
 }
 
 impl QmpBackend {
@@ -450,7 +450,20 @@ impl QmpBackend {
     /// Page-out mode: the guest's RAM file and QEMU, as found before if QEMU is the same
     /// process, or found now. What stands in the way, or makes a wake costly, is logged
     /// when it changes.
-    fn find_page_out(&mut self) -> Result<Arc<QmpPageOut>, vmnap_hypervisor::PageOutUnavailable> {
+    fn find_page_out(&mut self) -> Result<Arc<RamFile>, vmnap_hypervisor::PageOutUnavailable> {
+        let found = self.locate_ram();
+        let mode = self.pageout.get_or_insert_with(PageOutMode::default);
+        let shown = found
+            .as_ref()
+            .map(|r| r.as_ref() as &dyn vmnap_hypervisor::PageOut);
+        mode.notes.note(&self.guest, shown);
+        if let Ok(ram) = &found {
+            mode.found = Some(Arc::clone(ram));
+        }
+        found
+    }
+
+    fn locate_ram(&mut self) -> Result<Arc<RamFile>, vmnap_hypervisor::PageOutUnavailable> {
         let guest = self.guest.clone();
         let unavailable = |reason: String| vmnap_hypervisor::PageOutUnavailable {
             guest: guest.clone(),
@@ -458,41 +471,12 @@ impl QmpBackend {
         };
         let conn = self.connection().map_err(|e| unavailable(chain(&e)))?;
         let pid_now = conn.peer().ok().map(|p| p.pid());
-        let mode = self.pageout.get_or_insert_with(PageOutMode::default);
-        if let Some(found) = mode.found.as_ref().filter(|f| Some(f.pid()) == pid_now) {
+        let known = self.pageout.as_ref().and_then(|m| m.found.as_ref());
+        if let Some(found) = known.filter(|f| Some(f.pid()) == pid_now) {
             return Ok(Arc::clone(found));
         }
-        mode.found = None;
         let conn = self.conn.as_mut().expect("connected above");
-        let found = pageout::find(conn);
-        let mode = self.pageout.get_or_insert_with(PageOutMode::default);
-        let (result, said) = match found {
-            Ok(f) => {
-                use vmnap_hypervisor::PageOut;
-                let caveats = f.caveats().join("; ");
-                mode.found = Some(Arc::clone(&f));
-                (Ok(f), caveats)
-            }
-            Err(e) => {
-                let reason = chain(&e);
-                (Err(unavailable(reason.clone())), reason)
-            }
-        };
-        if mode.said.as_deref() != Some(said.as_str()) {
-            match &result {
-                Ok(_) if said.is_empty() => {
-                    tracing::info!(guest = %self.guest, "the guest's RAM can be paged out")
-                }
-                Ok(_) => {
-                    tracing::warn!(guest = %self.guest, caveats = %said, "the guest's RAM can be paged out, at a cost")
-                }
-                Err(_) => {
-                    tracing::warn!(guest = %self.guest, reason = %said, "the guest's RAM cannot be paged out; it sleeps paused")
-                }
-            }
-            mode.said = Some(said);
-        }
-        result
+        pageout::find(conn).map_err(|e| unavailable(chain(&e)))
     }
 
     /// QEMU's run state from `query-status` (`running`, `paused`, `inmigrate`).
@@ -623,7 +607,9 @@ impl QmpBackend {
     fn suspend_save(&mut self, save: &mut SaveMode) -> Result<(), SuspendError> {
         // A QEMU this backend did not start (the operator's, at boot) is saved the same way,
         // through its QMP socket; only waiting for it to exit differs.
-        if save.qemu.is_none() && Qmp::connect(&self.qmp_path, self.timeouts.command).is_err() {
+        // Through the kept connection if there is one: QEMU serves one client per QMP
+        // socket, so a second connection would wait for a greeting that never comes.
+        if save.qemu.is_none() && self.connection().is_err() {
             return Err(SuspendError::NotRunning {
                 guest: self.guest.clone(),
             });
@@ -862,8 +848,7 @@ impl Backend for QmpBackend {
     /// (its file's pages); a pause keeps it.
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
         if self.pageout.is_some() {
-            use vmnap_hypervisor::PageOut;
-            return self.find_page_out().ok()?.resident();
+            return Some(self.find_page_out().ok()?.resident().ok()?.cached);
         }
         if self.save.is_none() {
             return Some(0);

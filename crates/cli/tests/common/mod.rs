@@ -67,6 +67,8 @@ pub struct Setup {
     pub config: PathBuf,
     pub log: PathBuf,
     pub daemon: Option<u32>,
+    /// Files of the test's outside the lab's directory, removed at the end.
+    files: Vec<PathBuf>,
     _turn: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -92,6 +94,7 @@ impl Setup {
             log: lab.dir().join("vmnap.log"),
             lab,
             daemon: None,
+            files: Vec::new(),
             _turn: turn,
         };
         let mut vlans = vec![0u16];
@@ -132,7 +135,8 @@ impl Setup {
     }
 
     fn with_vms_as(vms: &[&str], extra: &str, file_backed: bool) -> Setup {
-        let (mut lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
+        let (lab, turn) = new_lab(vmnap_lab::CgroupKind::V2);
+        let mut s = Setup::around(lab, turn);
         let image = image();
         let mut text = String::new();
         for (n, name) in vms.iter().enumerate() {
@@ -143,16 +147,22 @@ impl Setup {
                 Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x20 + u16::from(n)),
                 image.clone(),
             );
-            let test_qmp = lab.dir().join(format!("{name}-test.qmp"));
+            let test_qmp = s.lab.dir().join(format!("{name}-test.qmp"));
             spec.extra_args = vec![
                 "-qmp".into(),
                 format!("unix:{},server=on,wait=off", test_qmp.display()).into(),
             ];
             if file_backed {
-                spec.ram_file = Some(lab.dir().join(format!("{name}.ram")));
+                // On a disk: /tmp may be a tmpfs, whose pages have nowhere to go. Removed
+                // with the setup, whatever happens from here.
+                let file =
+                    PathBuf::from(format!("/var/tmp/vmnap-test-{}-{name}.ram", s.lab.prefix()));
+                s.files.push(file.clone());
+                spec.ram_file = Some(file);
                 spec.wrapper = vec![env!("CARGO_BIN_EXE_vmnap").into(), "run-qemu".into()];
             }
-            let vm = lab
+            let vm = s
+                .lab
                 .add_vm(spec)
                 .unwrap_or_else(|e| panic!("cannot boot {name}: {e}"));
             text += &format!(
@@ -168,8 +178,7 @@ impl Setup {
                 extra,
             );
         }
-        add_client_c0(&mut lab);
-        let mut s = Setup::around(lab, turn);
+        add_client_c0(&mut s.lab);
         let text = format!("[api]\nsocket = \"{}\"\n{text}", s.socket.display());
         std::fs::write(&s.config, text).expect("write the config");
         s.start_daemon();
@@ -186,12 +195,17 @@ impl Setup {
         let mut guests = String::new();
         for (n, name) in domains.iter().enumerate() {
             let n = n as u8 + 1;
-            let spec = vmnap_lab::libvirt::DomainSpec::new(
+            let mut spec = vmnap_lab::libvirt::DomainSpec::new(
                 name,
                 Ipv4Addr::new(198, 18, 0, 30 + n),
                 Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x30 + u16::from(n)),
                 image.clone(),
             );
+            if mode == "pageout" {
+                // As page-out wants it: RAM in a file, QEMU through `vmnap run-qemu`.
+                spec.file_backed = true;
+                spec.emulator_wrapper = vec![env!("CARGO_BIN_EXE_vmnap").into(), "run-qemu".into()];
+            }
             let d = lab
                 .define_domain(spec)
                 .unwrap_or_else(|e| panic!("cannot start domain {name}: {e}"));
@@ -241,6 +255,7 @@ impl Setup {
             log: lab.dir().join("vmnap.log"),
             lab,
             daemon: None,
+            files: Vec::new(),
             _turn: turn,
         }
     }
@@ -431,6 +446,9 @@ impl Drop for Setup {
         }
         if std::thread::panicking() {
             eprintln!("--- vmnap log ---\n{}", self.daemon_log());
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
         }
     }
 }
