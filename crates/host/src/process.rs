@@ -201,8 +201,12 @@ pub fn holding_tap(ifname: &str) -> Vec<u32> {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
-            let is_tun =
-                std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "/dev/net/tun");
+            // The tun device itself (char 10:200), whatever path the opener saw it under
+            // (from another mount namespace or root it reads as another path, or none).
+            let is_tun = std::fs::metadata(fd.path()).is_ok_and(|m| {
+                use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                m.file_type().is_char_device() && m.rdev() == libc::makedev(10, 200)
+            });
             is_tun
                 && std::fs::read_to_string(format!(
                     "/proc/{pid}/fdinfo/{}",

@@ -54,8 +54,14 @@ pub(crate) fn find(qmp: &mut Qmp) -> Result<Arc<RamFile>, FindError> {
         let Ok(Value::String(path)) = path else {
             continue;
         };
-        match RamFile::open(pid, &PathBuf::from(path)) {
+        match RamFile::open(pid, &PathBuf::from(&path)) {
             Ok(ram) => return Ok(Arc::new(ram)),
+            // QEMU's path, as QEMU sees it: in another mount namespace or root it may not
+            // be this one's. The file QEMU maps shared the most of is the same file.
+            Err(vmnap_host::pageout::PageOutError::Open { .. }) => match RamFile::find_in(pid) {
+                Ok(ram) => return Ok(Arc::new(ram)),
+                Err(e) => last = Some(e),
+            },
             Err(e) => last = Some(e),
         }
     }
