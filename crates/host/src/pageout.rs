@@ -226,6 +226,23 @@ impl RamFile {
         Self::from_file(pid, file, shown)
     }
 
+    /// Whether the process still runs (asked through its pidfd, so a PID reused since
+    /// is not taken for it).
+    pub fn process_alive(&self) -> bool {
+        // SAFETY: pidfd_send_signal(2) with signal 0 only checks; the pidfd is this
+        // RamFile's own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                0,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        r == 0
+    }
+
     /// The process.
     pub fn pid(&self) -> u32 {
         self.pid

@@ -275,7 +275,9 @@ fn the_largest_shared_file_mapping_of_a_process_is_found_without_its_path() {
         ram.path().display()
     );
     assert!(ram.resident().expect("resident").mapped >= LEN * 4 / 10);
+    assert!(ram.process_alive());
     drop(child);
+    assert!(!ram.process_alive(), "the child was killed and reaped");
     match RamFile::find_in(std::process::id()) {
         Err(PageOutError::NotMapped { .. }) => {}
         other => panic!("this test maps no file shared: {other:?}"),

@@ -290,7 +290,7 @@ impl LibvirtBackend {
     }
 
     /// Page-out mode: the domain's RAM file and its QEMU, as found before if that QEMU
-    /// still holds the domain's tap, or found now: the process holding the tap
+    /// still runs, or found now: the process holding the tap
     /// ([`vmnap_host::process::holding_tap`]), and the file it maps shared the most of
     /// ([`RamFile::find_in`]). What stands in the way, or makes a wake costly, is logged
     /// when it changes.
@@ -305,6 +305,11 @@ impl LibvirtBackend {
     }
 
     fn locate_ram(&mut self) -> Result<Arc<RamFile>, PageOutUnavailable> {
+        // The QEMU found before, while it runs: scanning every process's descriptors for
+        // the tap's holder is for when the domain got a new QEMU.
+        if let Some(ram) = self.ram.as_ref().filter(|r| r.process_alive()) {
+            return Ok(Arc::clone(ram));
+        }
         let guest = self.guest.clone();
         let unavailable = |reason: String| PageOutUnavailable {
             guest: guest.clone(),
