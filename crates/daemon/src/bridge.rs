@@ -625,8 +625,6 @@ pub(crate) struct BridgeWorker {
 struct PageOutState {
     /// What its last suspend found (`None`: not suspended yet).
     found: Option<PageOutFound>,
-    /// A page-out is under way.
-    running: bool,
     /// What this sleep's page-out did (`None` while awake, or none ran).
     this_sleep: Option<PagedOut>,
     /// It woke from a sleep whose page-out took its RAM out: what it holds since is what
@@ -1751,7 +1749,6 @@ impl BridgeWorker {
         let id = self.guests[i].id;
         let asleep = self.surrogate.phase(id) == Some(Phase::Asleep);
         let g = &mut self.guests[i];
-        g.page_out.running = false;
         match r {
             Ok(p) => {
                 let mib = |b: u64| b as f64 / f64::from(1 << 20);
@@ -2377,8 +2374,8 @@ impl BridgeWorker {
                 info!(guest = %name, "guest is asleep");
                 let g = &mut self.guests[i];
                 g.page_out.this_sleep = None;
-                if g.page_out.ready() && g.backend.send(Op::PageOut) {
-                    g.page_out.running = true;
+                if g.page_out.ready() && !g.backend.send(Op::PageOut) {
+                    warn!(guest = %name, "no backend thread to page the guest's RAM out; it sleeps paused");
                 }
                 self.publish_tally();
                 self.bus.publish(Event::FellAsleep {
