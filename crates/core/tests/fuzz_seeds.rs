@@ -11,27 +11,19 @@ mod harness {
 mod support;
 use support::pcap;
 
+/// What the crates' seed tests share (the other helpers are for targets with a corpus).
+#[allow(dead_code)]
+mod seed_files {
+    include!("../../../fuzz/harness/seed_files.rs");
+}
+
 fn seeds_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/handle_frame")
+    seed_files::fuzz_dir("seeds", "handle_frame")
 }
 
 /// Every seed file, name and contents, in name order.
 fn seeds() -> Vec<(String, Vec<u8>)> {
-    let dir = seeds_dir();
-    let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.expect("a readable directory").path();
-            let name = path
-                .file_name()
-                .expect("a file in the directory")
-                .to_string_lossy()
-                .into_owned();
-            (name, std::fs::read(&path).expect("a readable seed"))
-        })
-        .collect();
-    seeds.sort();
-    seeds
+    seed_files::files(&seeds_dir())
 }
 
 #[test]

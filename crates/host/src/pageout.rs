@@ -305,23 +305,35 @@ impl RamFile {
     /// is never touched, so that reading it brings nothing in), and the process's `Rss` of
     /// its mappings.
     pub fn resident(&self) -> Result<Resident, PageOutError> {
-        let open_error = |source| PageOutError::Open {
-            path: self.path.clone(),
-            source,
-        };
-        let (cached, dirty) = match cachestat(&self.file) {
-            Ok(c) => c,
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                (cached_bytes(&self.file, self.len).map_err(open_error)?, 0)
-            }
-            Err(e) => return Err(open_error(e)),
-        };
+        let (cached, dirty) = self.cached_and_dirty()?;
         let mapped = self.mapped_bytes()?;
         Ok(Resident {
             cached,
             mapped,
             dirty,
         })
+    }
+
+    /// The file's bytes in the page cache alone ([`Resident::cached`]), without walking
+    /// the process's mappings for what it maps: what a caller asking every few seconds
+    /// needs.
+    pub fn cached(&self) -> Result<u64, PageOutError> {
+        Ok(self.cached_and_dirty()?.0)
+    }
+
+    /// The page cache's count for the file, and of it what is dirty or under write-back.
+    fn cached_and_dirty(&self) -> Result<(u64, u64), PageOutError> {
+        let open_error = |source| PageOutError::Open {
+            path: self.path.clone(),
+            source,
+        };
+        match cachestat(&self.file) {
+            Ok(c) => Ok(c),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                Ok((cached_bytes(&self.file, self.len).map_err(open_error)?, 0))
+            }
+            Err(e) => Err(open_error(e)),
+        }
     }
 
     /// The `Rss` of the process's mappings of the file, from `/proc/PID/smaps`.

@@ -188,9 +188,7 @@ impl PageOut for vmnap_host::pageout::RamFile {
     }
 
     fn resident(&self) -> Option<u64> {
-        vmnap_host::pageout::RamFile::resident(self)
-            .ok()
-            .map(|r| r.cached)
+        self.cached().ok()
     }
 
     fn start_write_back(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {

@@ -416,7 +416,7 @@ impl Backend for LibvirtBackend {
         match self.mode {
             Mode::Pause => Some(0),
             Mode::Save => self.domain.memory().ok(),
-            Mode::Pageout => Some(self.find_ram().ok()?.resident().ok()?.cached),
+            Mode::Pageout => self.find_ram().ok()?.cached().ok(),
         }
     }
 

@@ -848,7 +848,7 @@ impl Backend for QmpBackend {
     /// (its file's pages); a pause keeps it.
     fn memory_released_by_sleep(&mut self) -> Option<u64> {
         if self.pageout.is_some() {
-            return Some(self.find_page_out().ok()?.resident().ok()?.cached);
+            return self.find_page_out().ok()?.cached().ok();
         }
         if self.save.is_none() {
             return Some(0);
