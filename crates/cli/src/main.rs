@@ -128,7 +128,10 @@ enum Cmd {
         #[command(flatten)]
         socket: SocketArg,
     },
-    /// Check a config file; exit 0 if it is valid, 64 with file, line and key if not.
+    /// Check a config file; exit 0 if it is valid, 64 with file, line and key if not. For
+    /// each guest with `mode = "pageout"`, also say whether its RAM is a file mapped shared
+    /// (as it runs now: QEMU's mappings, the libvirt domain's XML), so that the mode
+    /// applies, and what would make its wakes costly; without that it would sleep paused.
     CheckConfig {
         /// The config file.
         file: PathBuf,
@@ -211,6 +214,11 @@ fn main() -> ExitCode {
                     file.display(),
                     config.guests.len()
                 );
+                for g in &config.guests {
+                    if let Some(check) = vmnap_daemon::probe::check_page_out(g, &config) {
+                        println!("guest {}: {check}", g.name);
+                    }
+                }
                 ExitCode::SUCCESS
             }
             Err(e) => {

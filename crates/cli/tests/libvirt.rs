@@ -30,6 +30,35 @@ fn pause_mode_stands_in_for_the_domain_and_curl_wakes_it_with_one_syn() {
         (Some(1), Some("libvirt-pause")),
         "{st}"
     );
+    // Its memory is anonymous: check-config, asked about page-out for it, says why not
+    // from the domain's XML.
+    let text = std::fs::read_to_string(&s.config).expect("read the config");
+    assert!(text.contains("mode = \"pause\""), "{text}");
+    let pageout = s.config.with_file_name("pageout.toml");
+    std::fs::write(
+        &pageout,
+        text.replace("mode = \"pause\"", "mode = \"pageout\""),
+    )
+    .expect("write");
+    let check = check_config(&pageout);
+    assert!(
+        check.contains(
+            "guest d1: page-out cannot apply, it would sleep paused: domain d1's memory is \
+             anonymous and private: its XML needs <memoryBacking>"
+        ),
+        "{check}"
+    );
+}
+
+/// `vmnap check-config FILE`: its output; it must succeed.
+fn check_config(file: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .expect("vmnap check-config");
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
 }
 
 #[test]
@@ -70,6 +99,13 @@ fn pageout_mode_takes_the_domains_ram_out_of_memory_and_curl_wakes_it_with_one_s
     let d = s.domain("d1");
     let pid = d.qemu_pid().expect("a running QEMU");
     let ip = d.ipv4.to_string();
+    // check-config finds the RAM file as the daemon does, beside it.
+    let check = check_config(&s.config);
+    assert!(
+        check.contains("guest d1: page-out ready")
+            && check.contains(&format!("(128 MiB), mapped shared by process {pid}")),
+        "{check}"
+    );
     let out = s.run(0, &["sh", "-c", &format!("echo 40 | nc -w 60 {ip} 8")]);
     assert!(text(&out).contains("dirtied"), "{}", text(&out));
     s.vmnap(&["sleep", "d1"]);

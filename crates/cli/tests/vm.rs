@@ -234,6 +234,14 @@ fn a_paged_out_qemu_guest_gives_its_ram_back_and_is_woken_by_curl_with_one_syn()
     const RAM: u64 = 128 << 20;
     let s = Setup::with_file_backed_vms(&["vm1"], "mode = \"pageout\"\n");
     let ip = s.vm_ip("vm1");
+    // check-config finds its RAM file through QEMU, beside the running daemon.
+    let check = check_config(&s);
+    assert!(
+        check.contains("guest vm1: page-out ready")
+            && check.contains("its RAM is /var/tmp/vmnap-test-")
+            && check.contains("vm1.ram (128 MiB), mapped shared by process"),
+        "{check}"
+    );
     // The guest writes 40% of its RAM, as a guest at work would: the page-out has that to
     // write back.
     let out = s.run(0, &["sh", "-c", &format!("echo 40 | nc -w 60 {ip} 8")]);
@@ -297,4 +305,79 @@ fn a_thousand_datagrams_reach_a_paged_out_qemu_guest_in_order_exactly_once() {
                 .filter(|&b| b > 0)
         });
     });
+}
+
+#[test]
+fn a_page_out_a_crash_cut_short_is_done_again_by_the_next_run() {
+    need(&["curl", "tcpdump"]);
+    const RAM: u64 = 128 << 20;
+    let mut s = Setup::with_file_backed_vms(&["vm1"], "mode = \"pageout\"\n");
+    let ip = s.vm_ip("vm1");
+    s.vmnap(&["sleep", "vm1"]);
+    // The daemon dies once the journal has the guest asleep, its page-out begun or not.
+    let pid = s.daemon.take().expect("running");
+    // SAFETY: kill(2) on the daemon this test started (by PID); reaped just below.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    s.lab.kill(pid);
+    // Whatever it took out, the guest's RAM is all in host memory again (read, as a
+    // backup would), as after a crash before the page-out.
+    let vm = s.lab.vm("vm1").expect("vm").clone();
+    let ram = vmnap_host::pageout::RamFile::find_in(vm.pid).expect("the RAM file");
+    std::io::copy(
+        &mut std::fs::File::open(ram.path()).expect("open the RAM file"),
+        &mut std::io::sink(),
+    )
+    .expect("read the RAM file");
+    let before = ram.resident().expect("resident");
+    assert!(before.cached >= RAM * 9 / 10, "{before:?}");
+    // The next run finds it asleep in the journal, stands in for it, and pages it out.
+    s.start_daemon();
+    assert_eq!(s.status("vm1")["state"], "sleeping");
+    wait_some("the page-out", 60, || {
+        let r = ram.resident().expect("resident");
+        (r.cached <= RAM / 50).then_some(())
+    });
+    assert!(
+        s.daemon_log().contains("the guest's RAM paged out"),
+        "{}",
+        s.daemon_log()
+    );
+    let (body, syns) = curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from vm1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
+}
+
+/// `vmnap check-config` on the setup's config: its output; it must succeed.
+fn check_config(s: &Setup) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+        .arg("check-config")
+        .arg(&s.config)
+        .output()
+        .expect("vmnap check-config");
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn a_guest_whose_ram_is_not_a_shared_file_is_told_by_check_config_and_sleeps_paused() {
+    need(&["curl", "tcpdump"]);
+    let s = Setup::with_vms(&["vm1"], "mode = \"pageout\"\n");
+    let ip = s.vm_ip("vm1");
+    let check = check_config(&s);
+    assert!(
+        check.contains("guest vm1: page-out cannot apply, it would sleep paused:")
+            && check.contains("memory-backend-file,share=on"),
+        "{check}"
+    );
+    s.vmnap(&["sleep", "vm1"]);
+    assert!(s.vm_status("vm1").contains("\"paused\""));
+    let st = s.status("vm1");
+    let page_out = st["page_out"].as_str().unwrap_or_default();
+    assert!(
+        page_out.starts_with("unavailable, it sleeps paused"),
+        "{st}"
+    );
+    let (body, syns) = curl_counting_syns(&s, &ip);
+    assert_eq!(body, "hello from vm1\n");
+    assert_eq!(syns, 1, "the client retransmitted its SYN");
 }

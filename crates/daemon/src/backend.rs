@@ -11,15 +11,23 @@
 //! the line after each call, so one guest's calls cannot hold a thread while others wait.
 //! Wakes go first: a guest whose next call resumes it, or looks inside it to finish a sleep,
 //! stands in the urgent line, ahead of suspends and samples.
+//!
+//! A guest whose RAM was paged out gets it back as it touches it, a page fault and a read
+//! at a time. So a little after each wake from a page-out ([`WAKE_SET_AFTER`]; the worker
+//! asks, with [`Op::ReadWakeSet`]) the guest's slot reads what that wake touched
+//! ([`PageOut::touched`]), and before the next resume from a page-out it starts reading
+//! back all that the last two wakes touched ([`PageOut::prefetch`]), side by side: a wake
+//! then waits about as long as one read, not one read for each page it needs.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
-use tracing::warn;
+use tracing::{debug, warn};
 use vmnap_hypervisor::{
     Backend, InspectError, PageOut, PagedOut, ResumeError, SuspendError, TcpWork,
 };
@@ -44,6 +52,8 @@ pub(crate) enum Op {
     PageOut,
     /// Start writing the idle guest's changed RAM back, without waiting.
     WriteBack,
+    /// Read what the guest touched since its resume from a page-out, for the next one.
+    ReadWakeSet,
 }
 
 impl Op {
@@ -68,8 +78,10 @@ pub(crate) enum PageOutFound {
 #[derive(Debug)]
 pub(crate) enum Done {
     Suspended(Result<(), SuspendError>, PageOutFound),
-    /// The guest's RAM paged out (or as far as it went before a wake), or why not.
-    PagedOut(Result<PagedOut, String>),
+    /// The guest's RAM paged out (or as far as it went before a wake), or why not; with
+    /// what its backend found to page it out with, when it was asked for that first (a
+    /// guest found asleep at start).
+    PagedOut(Option<PageOutFound>, Result<PagedOut, String>),
     /// What the backend found to page the guest's RAM out with, and whether a write-back
     /// started (or why not).
     WroteBack(PageOutFound, Result<(), String>),
@@ -80,6 +92,8 @@ pub(crate) enum Done {
     Sampled(Option<Duration>, Option<u64>),
     /// What the stopped guest still has to do (`None`: the backend cannot tell).
     Inspected(Option<Result<TcpWork, InspectError>>),
+    /// What its wake from a page-out touched: the bytes kept for the next, or why none.
+    WakeSetRead(Result<u64, String>),
 }
 
 /// A report to a worker: the guest's index there, the ticket of the [`GuestBackend`] that
@@ -91,6 +105,16 @@ pub(crate) const MAX_THREADS: usize = 16;
 
 /// How long a pool thread waits for work before it ends.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// How long after a resume from a page-out what the guest has touched is read: what the
+/// wake needed to answer (a guest answering a new connection touched about 2 MiB in tens
+/// of milliseconds, in measurements), before the work that may follow it.
+pub(crate) const WAKE_SET_AFTER: Duration = Duration::from_millis(300);
+
+/// The most a wake set keeps: a guest that touched more in its first moments awake is
+/// doing more than answering a wake, and reading all that back would hold up the next
+/// resume; its next wake goes by the set before.
+pub(crate) const WAKE_SET_MAX: u64 = 16 << 20;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A call that panicked left the backend as a failed call would, and every other change
@@ -290,11 +314,39 @@ struct Slot {
     page_out: Mutex<Option<Arc<dyn PageOut>>>,
     /// Set when the guest is woken: a page-out under way stops at its next step.
     cancel_page_out: AtomicBool,
+    /// What its wakes from a page-out touched, read back before the next such resume.
+    wake_set: Mutex<WakeSet>,
     calls: Mutex<Calls>,
     index: usize,
     ticket: u64,
     report: Sender<Report>,
     waker: Arc<Waker>,
+}
+
+/// What a guest's wakes from a page-out touched (see the module's documentation).
+#[derive(Debug, Default)]
+struct WakeSet {
+    /// What the last two such wakes touched, as byte ranges of its RAM, the latest first.
+    touched: [Box<[Range<u64>]>; 2],
+    /// Its RAM was paged out (all, or some before a wake stopped it): the next resume
+    /// prefetches.
+    paged_out: bool,
+}
+
+impl WakeSet {
+    /// What a resume now reads back: both sets (overlaps are the backend's to join).
+    fn to_prefetch(&self) -> Vec<Range<u64>> {
+        self.touched
+            .iter()
+            .flat_map(|t| t.iter().cloned())
+            .collect()
+    }
+
+    /// Keeps `touched` as the latest set, the latest before it as the other.
+    fn push(&mut self, touched: Vec<Range<u64>>) {
+        self.touched.swap(0, 1);
+        self.touched[0] = touched.into_boxed_slice();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -332,19 +384,36 @@ impl Slot {
 
     fn run(&self, op: Op) {
         if op == Op::PageOut {
+            // A guest found asleep at start was not suspended by this run: its backend is
+            // asked now what pages it out.
+            let mut found = None;
+            if lock(&self.page_out).is_none() {
+                let f = self.find_page_out(&mut lock(&self.backend));
+                found = Some(f);
+            }
             // Apart from the backend's lock: a resume never waits for more than a step.
             let handle = lock(&self.page_out).clone();
             let done = match handle {
-                _ if self.cancel_page_out.load(Ordering::Relaxed) => Done::PagedOut(Err(
-                    "the guest was woken before its RAM was paged out".to_owned(),
-                )),
-                Some(h) => Done::PagedOut(
-                    h.page_out(&self.cancel_page_out)
-                        .map_err(|e| chain(e.as_ref())),
+                _ if self.cancel_page_out.load(Ordering::Relaxed) => Done::PagedOut(
+                    found,
+                    Err("the guest was woken before its RAM was paged out".to_owned()),
                 ),
-                None => Done::PagedOut(Err("nothing to page the guest's RAM out with".to_owned())),
+                Some(h) => {
+                    let r = h.page_out(&self.cancel_page_out);
+                    // Even a page-out a wake stopped took some of the RAM out.
+                    lock(&self.wake_set).paged_out = true;
+                    Done::PagedOut(found, r.map_err(|e| chain(e.as_ref())))
+                }
+                None => Done::PagedOut(
+                    found,
+                    Err("nothing to page the guest's RAM out with".to_owned()),
+                ),
             };
             self.report(done);
+            return;
+        }
+        if op == Op::ReadWakeSet {
+            self.report(Done::WakeSetRead(self.read_wake_set()));
             return;
         }
         let done = {
@@ -352,19 +421,11 @@ impl Slot {
             match op {
                 Op::Suspend => {
                     let r = backend.suspend();
-                    let found = match r.as_ref().ok().and_then(|()| backend.page_out()) {
-                        None => {
+                    let found = match r {
+                        Ok(()) => self.find_page_out(&mut backend),
+                        Err(_) => {
                             *lock(&self.page_out) = None;
                             PageOutFound::None
-                        }
-                        Some(Ok(h)) => {
-                            let caveats = h.caveats();
-                            *lock(&self.page_out) = Some(h);
-                            PageOutFound::Ready(caveats)
-                        }
-                        Some(Err(e)) => {
-                            *lock(&self.page_out) = None;
-                            PageOutFound::Unavailable(e.reason)
                         }
                     };
                     Done::Suspended(r, found)
@@ -383,11 +444,15 @@ impl Slot {
                         Err("the guest's sleep keeps its memory".to_owned()),
                     ),
                 },
-                Op::PageOut => unreachable!("handled above"),
+                Op::PageOut | Op::ReadWakeSet => unreachable!("handled above"),
                 Op::Resume => {
-                    let started = std::time::Instant::now();
+                    let started = Instant::now();
+                    let from_page_out = self.prefetch();
                     let r = backend.resume();
                     let took = started.elapsed();
+                    if r.is_ok() && from_page_out {
+                        lock(&self.wake_set).paged_out = false;
+                    }
                     Done::Resumed(r.map(|()| backend.interface()), took)
                 }
                 Op::Sample => Done::Sampled(backend.cpu_time(), backend.memory_released_by_sleep()),
@@ -395,6 +460,83 @@ impl Slot {
             }
         };
         self.report(done);
+    }
+
+    /// Asks the backend what pages the stopped guest's RAM out, and keeps it for
+    /// [`Op::PageOut`].
+    fn find_page_out(&self, backend: &mut Box<dyn Backend>) -> PageOutFound {
+        let (handle, found) = match backend.page_out() {
+            None => (None, PageOutFound::None),
+            Some(Ok(h)) => {
+                let caveats = h.caveats();
+                (Some(h), PageOutFound::Ready(caveats))
+            }
+            Some(Err(e)) => (None, PageOutFound::Unavailable(e.reason)),
+        };
+        *lock(&self.page_out) = handle;
+        found
+    }
+
+    /// Before a resume: if the guest's RAM was paged out, starts reading back what its
+    /// last wakes touched; whether it was.
+    fn prefetch(&self) -> bool {
+        let ranges = {
+            let set = lock(&self.wake_set);
+            if !set.paged_out {
+                return false;
+            }
+            set.to_prefetch()
+        };
+        let Some(h) = lock(&self.page_out).clone() else {
+            return false;
+        };
+        if ranges.is_empty() {
+            return true;
+        }
+        let bytes: u64 = ranges.iter().map(|r| r.end - r.start).sum();
+        match h.prefetch(&ranges) {
+            Ok(()) => debug!(
+                bytes,
+                ranges = ranges.len(),
+                "reading back what the guest's last wakes touched"
+            ),
+            Err(e) => {
+                warn!(error = %chain(e.as_ref()), "cannot read back what the guest's last wakes touched; its wake reads a page at a time")
+            }
+        }
+        true
+    }
+
+    /// [`Op::ReadWakeSet`]: reads what the guest has touched since its resume from a
+    /// page-out, and keeps it for the next (an empty set if it is over [`WAKE_SET_MAX`] or
+    /// cannot be read); the bytes it kept, or why none.
+    fn read_wake_set(&self) -> Result<u64, String> {
+        let Some(h) = lock(&self.page_out).clone() else {
+            return Err("nothing to read the guest's RAM with".to_owned());
+        };
+        let touched = h.touched().map_err(|e| chain(e.as_ref()));
+        let bytes: u64 = touched
+            .as_ref()
+            .map_or(0, |t| t.iter().map(|r| r.end - r.start).sum());
+        let keep = match touched {
+            Ok(t) if bytes <= WAKE_SET_MAX => Ok(t),
+            Ok(_) => Err(format!(
+                "it touched {} MiB, more than a wake needs",
+                bytes >> 20
+            )),
+            Err(e) => Err(e),
+        };
+        let mut set = lock(&self.wake_set);
+        match keep {
+            Ok(t) => {
+                set.push(t);
+                Ok(bytes)
+            }
+            Err(e) => {
+                set.push(Vec::new());
+                Err(e)
+            }
+        }
     }
 
     fn report(&self, done: Done) {
@@ -437,6 +579,7 @@ impl GuestBackend {
                 backend: Mutex::new(backend),
                 page_out: Mutex::new(None),
                 cancel_page_out: AtomicBool::new(false),
+                wake_set: Mutex::new(WakeSet::default()),
                 calls: Mutex::new(Calls::default()),
                 index,
                 ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
@@ -589,7 +732,8 @@ mod tests {
             .map(
                 |_| match rx.recv_timeout(Duration::from_secs(5)).expect("a report").2 {
                     Done::Suspended(..) => "suspend",
-                    Done::PagedOut(_) => "page-out",
+                    Done::PagedOut(..) => "page-out",
+                    Done::WakeSetRead(_) => "wake set",
                     Done::WroteBack(..) => "write-back",
                     Done::Inspected(_) => "inspect",
                     Done::Resumed(..) => "resume",

@@ -32,7 +32,7 @@ use vmnap_host::{FdbEntry, LinkStats, Netlink, PacketSocket, PortState, RecvErro
 use vmnap_hypervisor::{Backend, PagedOut, ANSWER_WINDOW};
 use vmnap_wire::MAX_FRAME_LEN;
 
-use crate::backend::{Done, GuestBackend, Op, PageOutFound, Pool, Report};
+use crate::backend::{Done, GuestBackend, Op, PageOutFound, Pool, Report, WAKE_SET_AFTER};
 use crate::backoff::WakeJudge;
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
@@ -573,6 +573,9 @@ pub(crate) struct BridgeWorker {
     waiting: VecDeque<usize>,
     /// Guests whose resume waits, until then, because their last wakes served nothing.
     backing_off: Vec<(StdInstant, usize, Option<WakeCause>)>,
+    /// Guests resumed from a page-out, and when to read what the wake touched
+    /// ([`Op::ReadWakeSet`]); with the ticket of their backend then.
+    wake_sets_due: Vec<(StdInstant, usize, u64)>,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -797,6 +800,7 @@ impl BridgeWorker {
             guests: Guests::default(),
             waiting: VecDeque::new(),
             backing_off: Vec::new(),
+            wake_sets_due: Vec::new(),
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -1038,6 +1042,13 @@ impl BridgeWorker {
                     Ok(()) => {
                         info!(guest = %name, "found asleep by the journal; standing in again");
                         let g = &mut self.guests[i];
+                        // A page-out the last run began may not have ended: it is done
+                        // again (what is out already costs nothing), for guests whose
+                        // sleep pages out.
+                        g.page_out.this_sleep = None;
+                        if !g.backend.send(Op::PageOut) {
+                            warn!(guest = %name, "no backend thread to page the guest's RAM out; it sleeps paused");
+                        }
                         g.asleep_since = Some(StdInstant::now());
                         g.mark(true);
                         if let Some(w) = g.watch.take() {
@@ -1137,6 +1148,7 @@ impl BridgeWorker {
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
         let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
         let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
+        let wake_set = self.wake_sets_due.iter().map(|(at, ..)| *at).min();
         let ports = self.every_port.as_ref().and_then(EveryPort::deadline);
         // A resume waiting for memory is tried again every second: memory frees up by
         // itself too.
@@ -1146,6 +1158,7 @@ impl BridgeWorker {
             .chain(tally)
             .chain(kernel)
             .chain(backing_off)
+            .chain(wake_set)
             .chain(ports)
             .chain(waiting)
             .min()
@@ -1325,6 +1338,30 @@ impl BridgeWorker {
             ports.tick(&mut self.netlink, k);
             self.bridge_metrics.in_kernel_ports = k.port_count() as u64;
         }
+        self.read_wake_sets();
+    }
+
+    /// Asks the backends of guests resumed from a page-out [`WAKE_SET_AFTER`] ago what the
+    /// wake touched (a guest asleep again by then, or gone, is left out).
+    fn read_wake_sets(&mut self) {
+        if self.wake_sets_due.is_empty() {
+            return;
+        }
+        let now = StdInstant::now();
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wake_sets_due)
+            .into_iter()
+            .partition(|(at, ..)| *at <= now);
+        self.wake_sets_due = later;
+        for (_, i, ticket) in due {
+            let Some(g) = self.guests.get_mut(i) else {
+                continue;
+            };
+            if g.backend.ticket() != ticket || self.surrogate.phase(g.id) != Some(Phase::Awake) {
+                continue;
+            }
+            // Not sent: the next wake reads back a page at a time, as without.
+            let _ = g.backend.send(Op::ReadWakeSet);
+        }
     }
 
     /// Hands the backends' results to the sequences (and the samples to idleness).
@@ -1345,7 +1382,7 @@ impl BridgeWorker {
                     }
                     self.outcome(i, Outcome::Suspended { ok });
                 }
-                Done::PagedOut(r) => self.paged_out(i, r),
+                Done::PagedOut(found, r) => self.paged_out(i, found, r),
                 Done::WroteBack(found, r) => {
                     let g = &mut self.guests[i];
                     if let (Err(e), PageOutFound::Ready(_)) = (&r, &found) {
@@ -1354,6 +1391,17 @@ impl BridgeWorker {
                     g.page_out.found = Some(found);
                 }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
+                Done::WakeSetRead(r) => {
+                    let g = &self.guests[i];
+                    match r {
+                        Ok(bytes) => {
+                            debug!(guest = %g.name, kib = bytes >> 10, "read what the guest's wake touched, to read back before its next")
+                        }
+                        Err(e) => {
+                            debug!(guest = %g.name, error = %e, "no set of what the guest's wake touched; its next wake reads a page at a time")
+                        }
+                    }
+                }
                 Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
                 Done::Inspected(r) => {
                     if r.is_none() {
@@ -1745,10 +1793,19 @@ impl BridgeWorker {
     }
 
     /// What a page-out of guest `i`'s RAM did.
-    fn paged_out(&mut self, i: usize, r: Result<PagedOut, String>) {
+    fn paged_out(&mut self, i: usize, found: Option<PageOutFound>, r: Result<PagedOut, String>) {
         let id = self.guests[i].id;
         let asleep = self.surrogate.phase(id) == Some(Phase::Asleep);
         let g = &mut self.guests[i];
+        if let Some(found) = found {
+            // Asked for a guest found asleep at start: a sleep that keeps the memory has
+            // nothing to page out, and nothing to say.
+            let none = found == PageOutFound::None;
+            g.page_out.found = Some(found);
+            if none {
+                return;
+            }
+        }
         match r {
             Ok(p) => {
                 let mib = |b: u64| b as f64 / f64::from(1 << 20);
@@ -2125,7 +2182,7 @@ impl BridgeWorker {
             Op::Inspect => Outcome::Inspected { busy: None },
             Op::Suspend | Op::Sample => Outcome::Suspended { ok: false },
             // Never sent through here.
-            Op::PageOut | Op::WriteBack => return,
+            Op::PageOut | Op::WriteBack | Op::ReadWakeSet => return,
         };
         self.outcome(i, outcome);
     }
@@ -2262,6 +2319,9 @@ impl BridgeWorker {
             // What its RAM holds from here on came back after the page-out.
             g.page_out.back = None;
             g.memory_released = None;
+            let ticket = g.backend.ticket();
+            self.wake_sets_due
+                .push((StdInstant::now() + WAKE_SET_AFTER, i, ticket));
         }
         let mut new_port = false;
         if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {

@@ -44,6 +44,7 @@ mod journal;
 pub mod metrics;
 pub mod page;
 mod ports;
+pub mod probe;
 mod registry;
 mod reload;
 mod server;

@@ -161,3 +161,63 @@ fn an_idle_guests_ram_is_written_back_before_it_sleeps() {
     );
     drop(r);
 }
+
+#[test]
+// Sets of one range are meant: they are lists of ranges.
+#[allow(clippy::single_range_in_vec_init)]
+fn a_resume_from_a_page_out_first_reads_back_what_the_last_two_wakes_touched() {
+    let (fake, r) = start(Duration::from_millis(50), "");
+    let calls_of = |what: &str| fake.state().calls.iter().filter(|c| **c == what).count();
+    // Sleeps, is paged out, wakes, and stays awake until what it touched has been read.
+    let round = |n: u32, touched: Vec<std::ops::Range<u64>>| {
+        fake.state().touched = touched;
+        sleep_guest(&r, "web1");
+        wait_for("the page-out", || {
+            (fake.state().page_outs == n).then_some(())
+        });
+        let read = calls_of("touched");
+        assert_eq!(curl(&r), "hello from web1\n");
+        wait_for("what the wake touched to be read", || {
+            (calls_of("touched") > read).then_some(())
+        });
+        fake.state().prefetched.clone()
+    };
+    let a: Vec<std::ops::Range<u64>> = vec![0..4096, 8192..16384];
+    let b = vec![MIB..MIB + 4096];
+    let c = vec![2 * MIB..3 * MIB];
+    // The first wake has nothing to go by.
+    assert_eq!(round(1, a.clone()), Vec::<Vec<std::ops::Range<u64>>>::new());
+    assert_eq!(round(2, b.clone()), std::slice::from_ref(&a));
+    // Then the last two wakes' sets, the latest first.
+    let both: Vec<_> = b.iter().chain(&a).cloned().collect();
+    assert_eq!(round(3, c.clone()), [a.clone(), both]);
+    // A guest that touched more than a wake needs (over 16 MiB) leaves no set: what its
+    // next resume reads back is the set before it alone.
+    let prefetched = round(4, vec![0..65 * MIB]);
+    let latest: Vec<_> = c.iter().chain(&b).cloned().collect();
+    assert_eq!(prefetched.last(), Some(&latest));
+    sleep_guest(&r, "web1");
+    wait_for("the page-out", || {
+        (fake.state().page_outs == 5).then_some(())
+    });
+    assert_eq!(curl(&r), "hello from web1\n");
+    wait_for("the fifth resume", || {
+        (fake.state().prefetched.len() == 4).then_some(())
+    });
+    assert_eq!(fake.state().prefetched.last(), Some(&c));
+    // Each just before its resume.
+    let calls = fake.state().calls.clone();
+    assert_eq!(
+        calls.iter().filter(|c| **c == "prefetch").count(),
+        4,
+        "{calls:?}"
+    );
+    assert!(
+        calls
+            .windows(2)
+            .filter(|w| w[0] == "prefetch")
+            .all(|w| w[1] == "resume"),
+        "{calls:?}"
+    );
+    drop(r);
+}

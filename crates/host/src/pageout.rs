@@ -36,6 +36,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::Range;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,9 @@ const MADV_PAGEOUT: libc::c_int = 21;
 pub const WRITE_BACK_STEP: u64 = 32 << 20;
 /// How much of a mapping it pages out between two looks.
 pub const PAGE_OUT_STEP: u64 = 256 << 20;
+/// The most ranges one [`RamFile::prefetch`] asks for, one system call each: beyond that,
+/// neighbouring ranges are read as one, with what lies between them.
+pub const PREFETCH_RANGES: usize = 4096;
 /// The most `iovec`s one `process_madvise` takes (`UIO_MAXIOV`).
 const MAX_IOV: usize = 1024;
 
@@ -105,13 +109,16 @@ pub enum PageOutError {
     },
 }
 
-/// Where a process maps the file: `[start, end)` in its address space.
+/// Where a process maps the file: `[start, end)` in its address space, from `offset` in
+/// the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mapping {
     /// The first address.
     pub start: u64,
     /// One past the last.
     pub end: u64,
+    /// The file's offset mapped at `start`.
+    pub offset: u64,
 }
 
 /// How much of the file is in host memory, in bytes ([`RamFile::resident`]).
@@ -429,6 +436,7 @@ impl RamFile {
                     &[Mapping {
                         start: from,
                         end: to,
+                        offset: range.offset + (from - range.start),
                     }],
                 )
                 .map_err(|e| step("page out", e))?;
@@ -458,6 +466,81 @@ impl RamFile {
             unsafe { libc::posix_fadvise(self.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
         if r != 0 {
             return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(())
+    }
+
+    /// The parts of the file that the process has in its page tables now, as sorted,
+    /// disjoint byte ranges of the file (from `/proc/PID/pagemap`, present pages of its
+    /// mappings of the file). After an eviction, that is what the guest (or QEMU for it)
+    /// has touched since: pages only read ahead or [`RamFile::prefetch`]ed, and not
+    /// touched, are not in it.
+    pub fn touched(&self) -> Result<Vec<Range<u64>>, PageOutError> {
+        /// Entries of `pagemap` read at once (512 KiB).
+        const CHUNK: usize = 64 << 10;
+        /// `pagemap`'s "page present" bit.
+        const PRESENT: u64 = 1 << 63;
+        let process = |source| PageOutError::Process {
+            pid: self.pid,
+            source,
+        };
+        let page = page_size();
+        let pagemap = File::open(format!("/proc/{}/pagemap", self.pid)).map_err(process)?;
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        let mut buf = vec![0u8; CHUNK * 8];
+        for m in self.mappings()? {
+            let mut vpage = m.start / page;
+            let last = m.end / page;
+            while vpage < last {
+                let n = (last - vpage).min(CHUNK as u64) as usize;
+                let bytes = &mut buf[..n * 8];
+                std::os::unix::fs::FileExt::read_exact_at(&pagemap, bytes, vpage * 8)
+                    .map_err(process)?;
+                for (i, entry) in bytes.chunks_exact(8).enumerate() {
+                    let entry = u64::from_ne_bytes(entry.try_into().expect("8 bytes"));
+                    if entry & PRESENT == 0 {
+                        continue;
+                    }
+                    let at = m.offset + (vpage + i as u64) * page - m.start;
+                    match runs.last_mut() {
+                        Some(r) if r.end == at => r.end += page,
+                        _ => runs.push(at..at + page),
+                    }
+                }
+                vpage += n as u64;
+            }
+        }
+        Ok(merge_ranges(runs))
+    }
+
+    /// Starts reading `ranges` of the file into the page cache, without waiting for it
+    /// (`posix_fadvise(POSIX_FADV_WILLNEED)` on each; the reads go to the device at once,
+    /// side by side, so that they take about as long as one). Called with what the guest
+    /// touched after its last wake ([`RamFile::touched`]) just before it is resumed, its
+    /// page faults find their pages read or on their way, instead of reading each in turn.
+    /// Ranges that overlap are joined, more than [`PREFETCH_RANGES`] are joined across
+    /// their smallest gaps, and ranges beyond the end of the file are cut.
+    pub fn prefetch(&self, ranges: &[Range<u64>]) -> io::Result<()> {
+        for r in &coarsen(ranges.to_vec(), PREFETCH_RANGES) {
+            let end = r.end.min(self.len);
+            if r.start >= end {
+                continue;
+            }
+            let big = || io::Error::from_raw_os_error(libc::EFBIG);
+            let offset = libc::off_t::try_from(r.start).map_err(|_| big())?;
+            let len = libc::off_t::try_from(end - r.start).map_err(|_| big())?;
+            // SAFETY: posix_fadvise on a descriptor this RamFile owns, with plain integers.
+            let e = unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    offset,
+                    len,
+                    libc::POSIX_FADV_WILLNEED,
+                )
+            };
+            if e != 0 {
+                return Err(io::Error::from_raw_os_error(e));
+            }
         }
         Ok(())
     }
@@ -587,7 +670,7 @@ fn parse_maps_line(line: &str) -> Option<MapsLine> {
     let mut fields = line.split_ascii_whitespace();
     let (start, end) = fields.next()?.split_once('-')?;
     let perms = fields.next()?;
-    let _offset = fields.next()?;
+    let offset = fields.next()?;
     let (major, minor) = fields.next()?.split_once(':')?;
     let ino: u64 = fields.next()?.parse().ok()?;
     if perms.len() != 4 {
@@ -597,6 +680,7 @@ fn parse_maps_line(line: &str) -> Option<MapsLine> {
         range: Mapping {
             start: u64::from_str_radix(start, 16).ok()?,
             end: u64::from_str_radix(end, 16).ok()?,
+            offset: u64::from_str_radix(offset, 16).ok()?,
         },
         shared: perms.ends_with('s'),
         writable: perms.as_bytes().get(1) == Some(&b'w'),
@@ -606,6 +690,46 @@ fn parse_maps_line(line: &str) -> Option<MapsLine> {
         ),
         ino,
     })
+}
+
+/// The system's page size.
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as u64 }
+}
+
+/// `ranges` sorted, with ranges that overlap or touch joined.
+fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// `ranges` merged ([`merge_ranges`]), then, if more than `max` are left, joined across
+/// their smallest gaps until at most `max` are.
+fn coarsen(ranges: Vec<Range<u64>>, max: usize) -> Vec<Range<u64>> {
+    let ranges = merge_ranges(ranges);
+    if ranges.len() <= max.max(1) {
+        return ranges;
+    }
+    let mut gaps: Vec<u64> = ranges.windows(2).map(|w| w[1].start - w[0].end).collect();
+    gaps.sort_unstable();
+    // Joining every gap up to this one leaves at most `max` ranges.
+    let widest = gaps[ranges.len() - max.max(1) - 1];
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(max);
+    for r in ranges {
+        match out.last_mut() {
+            Some(last) if r.start - last.end <= widest => last.end = r.end,
+            _ => out.push(r),
+        }
+    }
+    out
 }
 
 /// Writes `len` bytes of `file` from `offset` back and waits until they are clean.
@@ -779,13 +903,14 @@ mod tests {
 
     #[test]
     fn maps_lines_give_range_sharing_device_and_inode() {
-        let l = "7f0000000000-7f0008000000 rw-s 00000000 fd:01 1234567 /var/lib/ram/vm1 (deleted)";
+        let l = "7f0000000000-7f0008000000 rw-s 00200000 fd:01 1234567 /var/lib/ram/vm1 (deleted)";
         let m = parse_maps_line(l).expect("a mapping");
         assert_eq!(
             m.range,
             Mapping {
                 start: 0x7f00_0000_0000,
-                end: 0x7f00_0800_0000
+                end: 0x7f00_0800_0000,
+                offset: 0x20_0000,
             }
         );
         assert!(m.shared);
@@ -796,5 +921,20 @@ mod tests {
         assert!(!p.shared);
         assert!(parse_maps_line("Rss:                 512 kB").is_none());
         assert!(parse_maps_line("VmFlags: rd wr sh mr mw me ms sd").is_none());
+    }
+
+    #[test]
+    fn ranges_merge_and_coarsen_across_the_smallest_gaps() {
+        assert_eq!(
+            merge_ranges(vec![8..12, 0..4, 4..6, 10..16, 20..24]),
+            vec![0..6, 8..16, 20..24]
+        );
+        assert_eq!(merge_ranges(Vec::new()), Vec::<Range<u64>>::new());
+        let r = vec![0..1, 2..3, 10..11, 11..12, 30..31, 33..34];
+        // Merged: 0..1 2..3 10..12 30..31 33..34, gaps 1, 7, 18, 2.
+        assert_eq!(coarsen(r.clone(), 10).len(), 5);
+        assert_eq!(coarsen(r.clone(), 3), vec![0..3, 10..12, 30..34]);
+        assert_eq!(coarsen(r.clone(), 2), vec![0..12, 30..34]);
+        assert_eq!(coarsen(r, 1), vec![0..34]);
     }
 }

@@ -197,6 +197,54 @@ fn background_write_back_leaves_the_eviction_less_to_write() {
 }
 
 #[test]
+fn what_the_process_touched_is_read_and_a_prefetch_brings_it_back_unmapped() {
+    let path = ram_file("touched");
+    let child = Child::map(&path, true);
+    let ram = RamFile::open(child.pid as u32, &path).expect("open");
+    // It wrote each page of the first 40%: that is what it has in its page tables, and
+    // what the kernel mapped around them (fault-around maps a page cache folio whole).
+    let written = (LEN * 4 / 10).div_ceil(4096) * 4096;
+    let touched = ram.touched().expect("touched");
+    assert!(
+        touched.len() == 1
+            && touched[0].start == 0
+            && (written..=written + 2 * MIB).contains(&touched[0].end),
+        "{touched:?}, not 0..{written}"
+    );
+    child.signal(libc::SIGSTOP);
+    ram.evict().expect("evict");
+    assert_eq!(ram.touched().expect("touched"), []);
+    // Read back, without waiting: into the page cache, not into the process's page
+    // tables (so what it touches next is told apart from what was read for it). A range
+    // past the end of the file is cut.
+    ram.prefetch(&[
+        0..MIB,
+        8 * MIB..9 * MIB,
+        8 * MIB + 4096..10 * MIB,
+        LEN - 4096..LEN + MIB,
+    ])
+    .expect("prefetch");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want = 3 * MIB + 4096;
+    loop {
+        let r = ram.resident().expect("resident");
+        if r.cached >= want {
+            assert!(r.cached <= want + MIB, "no more than was asked for: {r:?}");
+            assert_eq!(r.mapped, 0, "{r:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the prefetch did not read {want} bytes: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(ram.touched().expect("touched"), []);
+    drop(child);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn a_private_mapping_or_none_is_refused_by_name() {
     let path = ram_file("private");
     let child = Child::map(&path, false);

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -195,6 +196,26 @@ impl PageOut for vmnap_host::pageout::RamFile {
         Ok(vmnap_host::pageout::RamFile::start_write_back(self)?)
     }
 
+    fn touched(&self) -> Result<Vec<Range<u64>>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(vmnap_host::pageout::RamFile::touched(self)?)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} ({} MiB), mapped shared by process {}",
+            self.path().display(),
+            self.len() >> 20,
+            self.pid()
+        )
+    }
+
+    fn prefetch(
+        &self,
+        ranges: &[Range<u64>],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(vmnap_host::pageout::RamFile::prefetch(self, ranges)?)
+    }
+
     fn caveats(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.huge_pages_advised().unwrap_or(false) {
@@ -302,6 +323,25 @@ pub trait PageOut: Send + Sync + std::fmt::Debug {
     fn caveats(&self) -> Vec<String> {
         Vec::new()
     }
+    /// Where the guest's RAM is, in a few words (`vmnap check-config` says it).
+    fn describe(&self) -> String {
+        String::new()
+    }
+    /// The parts of the guest's RAM, as byte ranges, that it has touched since its RAM was
+    /// last paged out: read a little after a wake, what that wake needed. Empty where this
+    /// cannot be known.
+    fn touched(&self) -> Result<Vec<Range<u64>>, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Vec::new())
+    }
+    /// Starts reading these parts of the guest's RAM back into host memory, without
+    /// waiting: just before a resume, with what its last wakes touched, so that its first
+    /// steps find their memory read, or on its way, rather than reading it a page at a time.
+    fn prefetch(
+        &self,
+        _ranges: &[Range<u64>],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        Ok(())
+    }
 }
 
 /// How long a freeze or thaw may take before it counts as failed.
@@ -404,7 +444,8 @@ impl Backend for CgroupBackend {
 pub struct FakeState {
     /// Whether the fake guest is stopped.
     pub suspended: bool,
-    /// Calls in order: `"suspend"`, `"resume"`.
+    /// Calls in order: `"suspend"`, `"resume"`, and of a page-out's `"write-back"`,
+    /// `"touched"`, `"prefetch"`.
     pub calls: Vec<&'static str>,
     /// Fail this many of the next suspends.
     pub fail_suspends: u32,
@@ -431,6 +472,10 @@ pub struct FakeState {
     pub page_outs_cancelled: u32,
     /// The guest's RAM in host memory now, as the fake page-out keeps it.
     pub resident: Option<u64>,
+    /// What [`PageOut::touched`] says.
+    pub touched: Vec<Range<u64>>,
+    /// The ranges of each [`PageOut::prefetch`], in order.
+    pub prefetched: Vec<Vec<Range<u64>>>,
 }
 
 /// The fake's page-out ([`FakeState::page_out`]).
@@ -492,6 +537,22 @@ impl PageOut for FakePageOut {
 
     fn start_write_back(&self) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         self.state().calls.push("write-back");
+        Ok(())
+    }
+
+    fn touched(&self) -> Result<Vec<Range<u64>>, Box<dyn std::error::Error + Send + Sync>> {
+        let mut s = self.state();
+        s.calls.push("touched");
+        Ok(s.touched.clone())
+    }
+
+    fn prefetch(
+        &self,
+        ranges: &[Range<u64>],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut s = self.state();
+        s.calls.push("prefetch");
+        s.prefetched.push(ranges.to_vec());
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ pub use discover::{
     list_domains, parse_metadata, DiscoveredDomain, GuestMetadata, Lease, MetadataError, Selector,
 };
 pub use ffi::{Connect, Domain, DomainInfo, InterfaceAddresses, LoadError, VirError};
-pub use xml::{parse_interfaces, DomainInterface, XmlError};
+pub use xml::{parse_interfaces, parse_memory_backing, DomainInterface, MemoryBacking, XmlError};
 
 /// How a domain sleeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,6 +229,16 @@ impl LibvirtDomain {
     pub fn interfaces(&mut self) -> Result<Vec<DomainInterface>, LibvirtError> {
         let text = self.with_domain("describe", Domain::xml_desc)?;
         parse_interfaces(&text).map_err(|source| LibvirtError::Xml {
+            domain: self.name.clone(),
+            source,
+        })
+    }
+
+    /// How the domain's memory is backed, from its XML (live if it runs, else its
+    /// definition).
+    pub fn memory_backing(&mut self) -> Result<MemoryBacking, LibvirtError> {
+        let text = self.with_domain("describe", Domain::xml_desc)?;
+        parse_memory_backing(&text).map_err(|source| LibvirtError::Xml {
             domain: self.name.clone(),
             source,
         })

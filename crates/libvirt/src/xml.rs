@@ -1,4 +1,4 @@
-//! Reading a domain's network interfaces from its XML.
+//! Reading a domain's network interfaces, and how its memory is backed, from its XML.
 
 use roxmltree::Document;
 use vmnap_wire::Mac;
@@ -56,6 +56,49 @@ pub fn parse_interfaces(xml: &str) -> Result<Vec<DomainInterface>, XmlError> {
     Ok(out)
 }
 
+/// How a domain's memory is backed (`<memoryBacking>`, and `<numa>` cells' `memAccess`):
+/// page-out sleep needs a file mapped shared.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemoryBacking {
+    /// `<source type=...>`: `file`, `anonymous`, `memfd`; `None` when not given (anonymous).
+    pub source: Option<String>,
+    /// `<access mode='shared'/>`, or `memAccess='shared'` on every NUMA cell.
+    pub shared: bool,
+}
+
+impl MemoryBacking {
+    /// Whether the domain's RAM is a file mapped shared, as page-out sleep needs.
+    pub fn is_file_shared(&self) -> bool {
+        self.source.as_deref() == Some("file") && self.shared
+    }
+}
+
+/// How the memory of the domain described by `xml` is backed.
+pub fn parse_memory_backing(xml: &str) -> Result<MemoryBacking, XmlError> {
+    let doc = Document::parse(xml).map_err(XmlError::Syntax)?;
+    let root = doc.root_element();
+    let backing = root.children().find(|n| n.has_tag_name("memoryBacking"));
+    let child = |tag: &str| backing.and_then(|b| b.children().find(|n| n.has_tag_name(tag)));
+    let source = child("source")
+        .and_then(|n| n.attribute("type"))
+        .map(str::to_owned);
+    let access = child("access").and_then(|n| n.attribute("mode")) == Some("shared");
+    let cells: Vec<_> = root
+        .children()
+        .filter(|n| n.has_tag_name("cpu"))
+        .flat_map(|c| c.children().filter(|n| n.has_tag_name("numa")))
+        .flat_map(|n| n.children().filter(|c| c.has_tag_name("cell")))
+        .collect();
+    let cells_shared = !cells.is_empty()
+        && cells
+            .iter()
+            .all(|c| c.attribute("memAccess") == Some("shared"));
+    Ok(MemoryBacking {
+        source,
+        shared: access || cells_shared,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +147,35 @@ mod tests {
             parse_interfaces("<domain>"),
             Err(XmlError::Syntax(_))
         ));
+    }
+
+    #[test]
+    fn memory_backing_says_whether_ram_is_a_file_mapped_shared() {
+        let backed = |inner: &str| {
+            parse_memory_backing(&format!(
+                "<domain type='kvm'><name>d</name>{inner}</domain>"
+            ))
+            .expect("parses")
+        };
+        assert!(backed(
+            "<memoryBacking><source type='file'/><access mode='shared'/></memoryBacking>"
+        )
+        .is_file_shared());
+        assert!(backed(
+            "<memoryBacking><source type='file'/></memoryBacking><cpu><numa>\
+             <cell id='0' memory='1' memAccess='shared'/></numa></cpu>"
+        )
+        .is_file_shared());
+        let private = backed("<memoryBacking><source type='file'/></memoryBacking>");
+        assert_eq!(
+            (private.source.as_deref(), private.shared),
+            (Some("file"), false)
+        );
+        let memfd =
+            backed("<memoryBacking><source type='memfd'/><access mode='shared'/></memoryBacking>");
+        assert!(!memfd.is_file_shared() && memfd.shared);
+        assert_eq!(backed(""), MemoryBacking::default());
+        assert!(parse_memory_backing("<domain").is_err());
     }
 
     #[test]
