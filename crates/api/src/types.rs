@@ -131,7 +131,7 @@ pub struct GuestStatus {
     pub memory_back_bytes: Option<u64>,
     /// For a guest in mode `pageout`, whether its RAM can be paged out (`ready`, with what
     /// makes a wake bring back more than it touches, or `unavailable` and why, and then it
-    /// sleeps paused); `None` for other guests, or before its first sleep.
+    /// sleeps paused); `None` for other guests, or before its first sample.
     #[serde(default)]
     pub page_out: Option<String>,
     /// CPU-hours its sleep has saved since the daemon started: time asleep times the CPU it

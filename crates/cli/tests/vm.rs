@@ -369,6 +369,15 @@ fn a_guest_whose_ram_is_not_a_shared_file_is_told_by_check_config_and_sleeps_pau
             && check.contains("memory-backend-file,share=on"),
         "{check}"
     );
+    // The status says so too, from its first sample ([idle] interval, 5 s), before any
+    // sleep.
+    wait_some("the status to say why", 30, || {
+        let st = s.status("vm1");
+        st["page_out"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("unavailable, it sleeps paused"))
+            .then_some(())
+    });
     s.vmnap(&["sleep", "vm1"]);
     assert!(s.vm_status("vm1").contains("\"paused\""));
     let st = s.status("vm1");

@@ -88,8 +88,10 @@ pub(crate) enum Done {
     /// Resumed, with the guest's port now if the backend says it changed, and how long the
     /// backend took.
     Resumed(Result<Option<String>, ResumeError>, Duration),
-    /// The guest's CPU time, and the memory its sleep would give back.
-    Sampled(Option<Duration>, Option<u64>),
+    /// The guest's CPU time, and the memory its sleep would give back; at its first sample,
+    /// also what its backend found to page its RAM out with (so that the status says it
+    /// before any sleep).
+    Sampled(Option<Duration>, Option<u64>, Option<PageOutFound>),
     /// What the stopped guest still has to do (`None`: the backend cannot tell).
     Inspected(Option<Result<TcpWork, InspectError>>),
     /// What its wake from a page-out touched: the bytes kept for the next, or why none.
@@ -314,6 +316,8 @@ struct Slot {
     page_out: Mutex<Option<Arc<dyn PageOut>>>,
     /// Set when the guest is woken: a page-out under way stops at its next step.
     cancel_page_out: AtomicBool,
+    /// Its backend has been asked what pages its RAM out (at its first sample, or sleep).
+    page_out_asked: AtomicBool,
     /// What its wakes from a page-out touched, read back before the next such resume.
     wake_set: Mutex<WakeSet>,
     calls: Mutex<Calls>,
@@ -455,7 +459,15 @@ impl Slot {
                     }
                     Done::Resumed(r.map(|()| backend.interface()), took)
                 }
-                Op::Sample => Done::Sampled(backend.cpu_time(), backend.memory_released_by_sleep()),
+                Op::Sample => {
+                    let found = (!self.page_out_asked.load(Ordering::Relaxed))
+                        .then(|| self.find_page_out(&mut backend));
+                    Done::Sampled(
+                        backend.cpu_time(),
+                        backend.memory_released_by_sleep(),
+                        found,
+                    )
+                }
                 Op::Inspect => Done::Inspected(backend.work_in_flight()),
             }
         };
@@ -465,6 +477,7 @@ impl Slot {
     /// Asks the backend what pages the stopped guest's RAM out, and keeps it for
     /// [`Op::PageOut`].
     fn find_page_out(&self, backend: &mut Box<dyn Backend>) -> PageOutFound {
+        self.page_out_asked.store(true, Ordering::Relaxed);
         let (handle, found) = match backend.page_out() {
             None => (None, PageOutFound::None),
             Some(Ok(h)) => {
@@ -579,6 +592,7 @@ impl GuestBackend {
                 backend: Mutex::new(backend),
                 page_out: Mutex::new(None),
                 cancel_page_out: AtomicBool::new(false),
+                page_out_asked: AtomicBool::new(false),
                 wake_set: Mutex::new(WakeSet::default()),
                 calls: Mutex::new(Calls::default()),
                 index,

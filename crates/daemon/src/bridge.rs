@@ -626,7 +626,8 @@ pub(crate) struct BridgeWorker {
 /// page-outs did.
 #[derive(Debug, Default)]
 struct PageOutState {
-    /// What its last suspend found (`None`: not suspended yet).
+    /// What its backend last found to page its RAM out with: at its first sample, and at
+    /// each suspend and write-back (`None`: not asked yet).
     found: Option<PageOutFound>,
     /// What this sleep's page-out did (`None` while awake, or none ran).
     this_sleep: Option<PagedOut>,
@@ -1402,7 +1403,12 @@ impl BridgeWorker {
                         }
                     }
                 }
-                Done::Sampled(cpu, memory) => self.sampled(i, cpu, memory),
+                Done::Sampled(cpu, memory, found) => {
+                    if let Some(found) = found {
+                        self.guests[i].page_out.found = Some(found);
+                    }
+                    self.sampled(i, cpu, memory);
+                }
                 Done::Inspected(r) => {
                     if r.is_none() {
                         // What came before the stop may still wait in the socket.

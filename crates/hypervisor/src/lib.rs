@@ -327,9 +327,9 @@ pub trait PageOut: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String {
         String::new()
     }
-    /// The parts of the guest's RAM, as byte ranges, that it has touched since its RAM was
-    /// last paged out: read a little after a wake, what that wake needed. Empty where this
-    /// cannot be known.
+    /// The parts of the guest's RAM, as sorted, disjoint byte ranges, that it has touched
+    /// since its RAM was last paged out: read a little after a wake, what that wake needed.
+    /// Empty where this cannot be known.
     fn touched(&self) -> Result<Vec<Range<u64>>, Box<dyn std::error::Error + Send + Sync>> {
         Ok(Vec::new())
     }
