@@ -165,3 +165,95 @@ fn an_open_connection_on_a_keep_awake_port_keeps_the_guest_awake_until_it_closes
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Waits up to `secs` for `guest` to be in `want`, then returns its status.
+fn wait_state(s: &Setup, guest: &str, want: &str, secs: u64) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let st = s.status(guest);
+        if st["state"] == want {
+            return st;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(secs),
+            "{guest} was not {want} in {secs} s: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reload_gives_a_sleeping_guest_a_max_sleep_without_waking_it_and_then_it_is_woken() {
+    need(&["curl"]);
+    let s = Setup::new(
+        &[("web1", 0)],
+        "[idle]\ninterval = \"200ms\"\nidle_after = \"off\"\n---\n",
+    );
+    s.sleep("web1");
+    // max_sleep added to its entry (the last table of the file) by a reload: the reload
+    // wakes nobody, and the guest sleeps 3 s from when it fell asleep.
+    let mut text = std::fs::read_to_string(&s.config).expect("config");
+    text += "max_sleep = \"3s\"\n";
+    std::fs::write(&s.config, text).expect("write");
+    s.vmnap(&["reload"]);
+    let st = s.status("web1");
+    assert_eq!(
+        (st["state"].as_str(), st["wakes"].as_u64()),
+        (Some("sleeping"), Some(0)),
+        "{st}"
+    );
+    assert!(s.frozen("web1"));
+    let st = wait_state(&s, "web1", "awake", 15);
+    assert_eq!(
+        (st["wakes"].as_u64(), st["last_wake_cause"].as_str()),
+        (Some(1), Some("max-sleep")),
+        "{st}"
+    );
+    assert!(!s.frozen("web1"));
+    assert!(
+        s.daemon_log()
+            .contains("asleep for its max_sleep; waking it"),
+        "{}",
+        s.daemon_log()
+    );
+    let events = s.vmnap(&["events", "web1"]);
+    assert!(events.contains("max-sleep"), "{events}");
+    // It serves as ever.
+    let ip = s.guest_ip("web1");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+}
+
+#[test]
+fn min_awake_keeps_a_woken_guest_awake_that_idleness_would_put_back_to_sleep() {
+    need(&["curl"]);
+    let s = Setup::new(
+        &[("web1", 0)],
+        "[idle]\ninterval = \"200ms\"\nidle_after = \"1s\"\n---\nmin_awake = \"4s\"\n",
+    );
+    // Never woken yet: it falls asleep 1 s idle, min_awake or not.
+    wait_state(&s, "web1", "sleeping", 10);
+    let ip = s.guest_ip("web1");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+    let woken = Instant::now();
+    // Idle again from the first second on, but awake for at least 4 s after the wake.
+    while woken.elapsed() < Duration::from_millis(3_000) {
+        let st = s.status("web1");
+        assert_eq!(st["state"], "awake", "asleep before its min_awake: {st}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_state(&s, "web1", "sleeping", 15);
+    // (Counted from curl's answer, a little after the wake itself.)
+    assert!(
+        woken.elapsed() >= Duration::from_millis(3_500),
+        "asleep {:?} after the wake",
+        woken.elapsed()
+    );
+}

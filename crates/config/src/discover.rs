@@ -153,6 +153,8 @@ impl Config {
             multicast: d.multicast,
             multicast_frames: d.multicast_frames,
             idle_after,
+            min_awake: d.min_awake,
+            max_sleep: d.max_sleep,
             keep_awake_while_connected,
             health: d.health.clone(),
         })

@@ -388,6 +388,10 @@ pub struct GuestDefaults {
     pub multicast_frames: usize,
     /// As [`GuestConfig::idle_after`].
     pub idle_after: Option<Option<Duration>>,
+    /// As [`GuestConfig::min_awake`].
+    pub min_awake: Option<Duration>,
+    /// As [`GuestConfig::max_sleep`].
+    pub max_sleep: Option<Option<Duration>>,
     /// As [`GuestConfig::keep_awake_while_connected`].
     pub keep_awake_while_connected: Vec<PortRule>,
     /// As [`GuestConfig::health`] (`[[libvirt.defaults.health]]`).
@@ -405,6 +409,8 @@ impl Default for GuestDefaults {
             multicast: MulticastPolicy::Queue,
             multicast_frames: DEFAULT_MULTICAST_FRAMES.min(DEFAULT_QUEUE_FRAMES),
             idle_after: None,
+            min_awake: None,
+            max_sleep: None,
             keep_awake_while_connected: Vec::new(),
             health: Vec::new(),
         }
@@ -428,6 +434,15 @@ pub struct IdleConfig {
     /// otherwise. `None` (written `"off"`): guests sleep only when told (`vmnap sleep`).
     /// Never zero. Default [`DEFAULT_IDLE_AFTER`].
     pub idle_after: Option<Duration>,
+    /// After a wake, idleness does not put a guest back to sleep before this long, for
+    /// guests that do not say otherwise (against a guest flapping between asleep and
+    /// awake); `vmnap sleep` still does. Default zero.
+    pub min_awake: Duration,
+    /// A guest asleep this long is woken (for its maintenance, its backups, its updates),
+    /// and may fall asleep again when idle, for guests that do not say otherwise. `None`
+    /// (written `"off"`, the default): it sleeps until traffic or an operator wakes it.
+    /// Never zero.
+    pub max_sleep: Option<Duration>,
 }
 
 impl Default for IdleConfig {
@@ -436,6 +451,8 @@ impl Default for IdleConfig {
             interval: DEFAULT_IDLE_INTERVAL,
             cpu_percent: DEFAULT_CPU_PERCENT,
             idle_after: Some(DEFAULT_IDLE_AFTER),
+            min_awake: Duration::ZERO,
+            max_sleep: None,
         }
     }
 }
@@ -480,6 +497,12 @@ pub struct GuestConfig {
     /// `"off"` (the guest sleeps only when told), `Some(Some(d))` with `d` never zero. Use
     /// [`GuestConfig::idle_after`] for the value that applies.
     pub idle_after: Option<Option<Duration>>,
+    /// This guest's override of `[idle] min_awake` (`None`: not given). Use
+    /// [`GuestConfig::min_awake`] for the value that applies.
+    pub min_awake: Option<Duration>,
+    /// This guest's override of `[idle] max_sleep`: `None` when not given, `Some(None)` for
+    /// `"off"`. Use [`GuestConfig::max_sleep`] for the value that applies.
+    pub max_sleep: Option<Option<Duration>>,
     /// The guest is not put to sleep while it has an open TCP connection on one of these ports
     /// (only `tcp/PORT` rules; no duplicates).
     pub keep_awake_while_connected: Vec<PortRule>,
@@ -493,6 +516,18 @@ impl GuestConfig {
     /// given, otherwise `idle.idle_after`. `None`: it sleeps only when told.
     pub fn idle_after(&self, idle: &IdleConfig) -> Option<Duration> {
         self.idle_after.unwrap_or(idle.idle_after)
+    }
+
+    /// How long after a wake idleness leaves this guest awake at least: its own
+    /// `min_awake` if given, otherwise `idle.min_awake`.
+    pub fn min_awake(&self, idle: &IdleConfig) -> Duration {
+        self.min_awake.unwrap_or(idle.min_awake)
+    }
+
+    /// How long this guest may sleep before it is woken: its own `max_sleep` if given,
+    /// otherwise `idle.max_sleep`. `None`: as long as nothing wakes it.
+    pub fn max_sleep(&self, idle: &IdleConfig) -> Option<Duration> {
+        self.max_sleep.unwrap_or(idle.max_sleep)
     }
 }
 

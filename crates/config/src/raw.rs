@@ -142,6 +142,10 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub idle_after: Option<Spanned<String>>,
     #[serde(default)]
+    pub min_awake: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_sleep: Option<Spanned<String>>,
+    #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]
     pub health: Vec<Spanned<RawHealth>>,
@@ -156,6 +160,8 @@ pub(crate) struct RawPolicy<'a> {
     pub multicast: Option<&'a Spanned<String>>,
     pub multicast_frames: Option<&'a Spanned<i64>>,
     pub idle_after: Option<&'a Spanned<String>>,
+    pub min_awake: Option<&'a Spanned<String>>,
+    pub max_sleep: Option<&'a Spanned<String>>,
     pub keep_awake_while_connected: &'a [Spanned<String>],
     pub health: &'a [Spanned<RawHealth>],
 }
@@ -170,6 +176,8 @@ impl RawDefaults {
             multicast: self.multicast.as_ref(),
             multicast_frames: self.multicast_frames.as_ref(),
             idle_after: self.idle_after.as_ref(),
+            min_awake: self.min_awake.as_ref(),
+            max_sleep: self.max_sleep.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -186,6 +194,8 @@ impl RawGuest {
             multicast: self.multicast.as_ref(),
             multicast_frames: self.multicast_frames.as_ref(),
             idle_after: self.idle_after.as_ref(),
+            min_awake: self.min_awake.as_ref(),
+            max_sleep: self.max_sleep.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -201,6 +211,10 @@ pub(crate) struct RawIdle {
     pub cpu_percent: Option<Spanned<f64>>,
     #[serde(default)]
     pub idle_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_awake: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_sleep: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +261,10 @@ pub(crate) struct RawGuest {
     pub multicast_frames: Option<Spanned<i64>>,
     #[serde(default)]
     pub idle_after: Option<Spanned<String>>,
+    #[serde(default)]
+    pub min_awake: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_sleep: Option<Spanned<String>>,
     #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]

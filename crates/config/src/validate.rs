@@ -157,6 +157,8 @@ struct Policy {
     multicast: MulticastPolicy,
     multicast_frames: usize,
     idle_after: Option<Option<Duration>>,
+    min_awake: Option<Duration>,
+    max_sleep: Option<Option<Duration>>,
     keep_awake_while_connected: Vec<PortRule>,
     health: Vec<HealthCheck>,
 }
@@ -404,6 +406,8 @@ impl Cx<'_> {
             multicast,
             multicast_frames,
             idle_after,
+            min_awake,
+            max_sleep,
             keep_awake_while_connected,
             health,
         } = self.policy("libvirt.defaults", &d.policy())?;
@@ -416,6 +420,8 @@ impl Cx<'_> {
             multicast,
             multicast_frames,
             idle_after,
+            min_awake,
+            max_sleep,
             keep_awake_while_connected,
             health,
         })
@@ -536,10 +542,20 @@ impl Cx<'_> {
             Some(v) => self.check(v, || "idle.idle_after".into(), |s| idle_after(s))?,
             None => Some(DEFAULT_IDLE_AFTER),
         };
+        let min_awake = match &idle.min_awake {
+            Some(v) => self.check(v, || "idle.min_awake".into(), |s| min_awake(s))?,
+            None => Duration::ZERO,
+        };
+        let max_sleep = match &idle.max_sleep {
+            Some(v) => self.check(v, || "idle.max_sleep".into(), |s| max_sleep(s))?,
+            None => None,
+        };
         Ok(IdleConfig {
             interval,
             cpu_percent,
             idle_after,
+            min_awake,
+            max_sleep,
         })
     }
 
@@ -600,6 +616,8 @@ impl Cx<'_> {
             multicast,
             multicast_frames,
             idle_after,
+            min_awake,
+            max_sleep,
             keep_awake_while_connected,
             health,
         } = self.policy(&format!("guest[{i}]"), &g.policy())?;
@@ -620,6 +638,8 @@ impl Cx<'_> {
             multicast,
             multicast_frames,
             idle_after,
+            min_awake,
+            max_sleep,
             keep_awake_while_connected,
             health,
         })
@@ -683,6 +703,14 @@ impl Cx<'_> {
             Some(v) => Some(self.check(v, || key("idle_after"), |s| idle_after(s))?),
             None => None,
         };
+        let min_awake = match p.min_awake {
+            Some(v) => Some(self.check(v, || key("min_awake"), |s| min_awake(s))?),
+            None => None,
+        };
+        let max_sleep = match p.max_sleep {
+            Some(v) => Some(self.check(v, || key("max_sleep"), |s| max_sleep(s))?),
+            None => None,
+        };
         let keep_awake_while_connected = self.port_rules(
             at,
             "keep_awake_while_connected",
@@ -701,6 +729,8 @@ impl Cx<'_> {
             multicast,
             multicast_frames,
             idle_after,
+            min_awake,
+            max_sleep,
             keep_awake_while_connected,
             health,
         })
@@ -1212,16 +1242,30 @@ impl RawGuest {
 
 /// `"off"` or a non-zero duration.
 pub(crate) fn idle_after(s: &str) -> Result<Option<Duration>, String> {
+    off_or_not_zero(s, "a guest that sleeps only when told")
+}
+
+/// A duration that is not zero, or `off` (`None`); a zero one is refused, saying that `off`
+/// is what gives `off_is`.
+fn off_or_not_zero(s: &str, off_is: &str) -> Result<Option<Duration>, String> {
     if s == "off" {
         return Ok(None);
     }
     let d = parse_duration(s).map_err(|e| format!("{e}, or `off`"))?;
     if d.is_zero() {
-        return Err(format!(
-            "`{s}` is zero; write `off` for a guest that sleeps only when told"
-        ));
+        return Err(format!("`{s}` is zero; write `off` for {off_is}"));
     }
     Ok(Some(d))
+}
+
+/// `min_awake`: a duration, zero included (no minimum).
+pub(crate) fn min_awake(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| format!("{e} (0s for none)"))
+}
+
+/// `max_sleep`: a duration that is not zero, or `off`.
+pub(crate) fn max_sleep(s: &str) -> Result<Option<Duration>, String> {
+    off_or_not_zero(s, "a guest that sleeps until something wakes it")
 }
 
 /// A URI with a scheme (`qemu:///system`, `qemu+ssh://host/system`, `test:///default`).

@@ -149,6 +149,8 @@ fn web1() -> GuestConfig {
         multicast: MulticastPolicy::Queue,
         multicast_frames: 256,
         idle_after: None,
+        min_awake: None,
+        max_sleep: None,
         keep_awake_while_connected: vec![],
         health: vec![],
     }
@@ -218,6 +220,8 @@ multicast_frames = 256         # optional, this default
             multicast: MulticastPolicy::Queue,
             multicast_frames: 256,
             idle_after: None,
+            min_awake: None,
+            max_sleep: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1427,6 +1431,8 @@ idle_after = "30s"
             interval: Duration::from_secs(5),
             cpu_percent: 2.0,
             idle_after: Some(Duration::from_secs(600)),
+            min_awake: Duration::ZERO,
+            max_sleep: None,
         },
         state: StateConfig::default(),
         surrogate: SurrogateConfig::default(),
@@ -1450,6 +1456,8 @@ idle_after = "30s"
             multicast: MulticastPolicy::Queue,
             multicast_frames: 256,
             idle_after: Some(Some(Duration::from_secs(30))),
+            min_awake: None,
+            max_sleep: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1473,6 +1481,8 @@ fn idle_and_libvirt_tables_take_their_defaults() {
             interval: Duration::from_secs(5),
             cpu_percent: 2.0,
             idle_after: Some(Duration::from_secs(600)),
+            min_awake: Duration::ZERO,
+            max_sleep: None,
         }
     );
     assert_eq!(ok("[idle]\n[libvirt]\n"), Config::default());
@@ -1520,7 +1530,8 @@ fn libvirt_guest_may_give_its_port() {
 #[test]
 fn idle_settings_are_read() {
     let text = format!(
-        "[idle]\ninterval = \"100ms\"\ncpu_percent = 150\nidle_after = \"1h30m\"\n{LIBVIRT}"
+        "[idle]\ninterval = \"100ms\"\ncpu_percent = 150\nidle_after = \"1h30m\"\n\
+         min_awake = \"10m\"\nmax_sleep = \"24h\"\n{LIBVIRT}"
     );
     let config = ok(&text);
     assert_eq!(
@@ -1529,6 +1540,8 @@ fn idle_settings_are_read() {
             interval: Duration::from_millis(100),
             cpu_percent: 150.0,
             idle_after: Some(Duration::from_secs(5400)),
+            min_awake: Duration::from_secs(600),
+            max_sleep: Some(Duration::from_secs(86400)),
         }
     );
 }
@@ -1885,6 +1898,40 @@ fn guest_idle_after_that_is_not_a_duration_is_refused() {
         14,
         Some("guest[0].idle_after"),
         "`30 s` is not a duration",
+    );
+}
+
+#[test]
+fn min_awake_and_max_sleep_are_read_per_guest_over_idle_and_refused_when_wrong() {
+    let text =
+        format!("[idle]\nmin_awake = \"1m\"\n{LIBVIRT}min_awake = \"0s\"\nmax_sleep = \"12h\"\n");
+    let config = ok(&text);
+    let g = &config.guests[0];
+    assert_eq!(g.min_awake(&config.idle), Duration::ZERO);
+    assert_eq!(
+        g.max_sleep(&config.idle),
+        Some(Duration::from_secs(12 * 3600))
+    );
+    let config = ok(&format!(
+        "[idle]\nmin_awake = \"1m\"\nmax_sleep = \"2h\"\n{LIBVIRT}max_sleep = \"off\"\n"
+    ));
+    let g = &config.guests[0];
+    assert_eq!(g.min_awake(&config.idle), Duration::from_secs(60));
+    assert_eq!(g.max_sleep(&config.idle), None);
+    assert_eq!(ok(LIBVIRT).guests[0].max_sleep(&ok(LIBVIRT).idle), None);
+    refused(
+        &format!("{LIBVIRT}max_sleep = \"0s\"\n"),
+        5,
+        13,
+        Some("guest[0].max_sleep"),
+        "is zero; write `off` for a guest that sleeps until something wakes it",
+    );
+    refused(
+        &format!("[idle]\nmin_awake = \"soon\"\n{LIBVIRT}"),
+        2,
+        13,
+        Some("idle.min_awake"),
+        "`soon` is not a duration",
     );
 }
 

@@ -69,6 +69,10 @@ pub struct IdlePolicy {
     pub cpu_percent: f64,
     /// How long a guest must stay idle before it is put to sleep.
     pub idle_after: Duration,
+    /// After a wake ([`IdleTracker::reset`]), the guest is not told to sleep before this
+    /// long, however idle (against a guest flapping between asleep and awake). Zero: no
+    /// minimum.
+    pub min_awake: Duration,
     /// An open connection on one of these local ports of the guest keeps it awake.
     pub keep_awake_while_connected: Vec<PortRule>,
 }
@@ -254,6 +258,8 @@ pub struct IdleTracker {
     credit: u64,
     /// When `Sleep` was returned, until `reset`.
     decided: Option<Instant>,
+    /// When it was last woken ([`IdleTracker::reset`]); `None` before that.
+    awake_since: Option<Instant>,
 }
 
 impl IdleTracker {
@@ -268,6 +274,7 @@ impl IdleTracker {
             answerable: 0,
             credit: 0,
             decided: None,
+            awake_since: None,
         }
     }
 
@@ -372,6 +379,14 @@ impl IdleTracker {
         if idle_for < self.policy.idle_after {
             return self.idle(now, since);
         }
+        if let Some(awake) = self.awake_since.map(|w| now.saturating_since(w)) {
+            if awake < self.policy.min_awake {
+                return Decision::Idle {
+                    idle_for,
+                    sleep_in: self.policy.min_awake - awake,
+                };
+            }
+        }
         self.decided = Some(now);
         let w = self.window;
         Decision::Sleep {
@@ -417,7 +432,14 @@ impl IdleTracker {
         self.answerable = 0;
         self.credit = 0;
         self.decided = None;
+        self.awake_since = Some(now);
         self.restart_clock(now);
+    }
+
+    /// When the guest was last woken ([`IdleTracker::reset`]), as `other` has it: a tracker
+    /// made for a new policy keeps counting [`IdlePolicy::min_awake`] from the same wake.
+    pub fn awake_since_as(&mut self, other: &IdleTracker) {
+        self.awake_since = other.awake_since;
     }
 
     /// How long the guest has been idle at `now`, for `vmnap status`: from the start of the
@@ -435,7 +457,11 @@ impl IdleTracker {
     pub fn sleep_due(&self) -> Option<Instant> {
         match self.idle_since {
             Some(since) if !self.pinned && self.decided.is_none() => {
-                Some(since + self.policy.idle_after)
+                let idle = since + self.policy.idle_after;
+                Some(match self.awake_since {
+                    Some(w) => idle.max(w + self.policy.min_awake),
+                    None => idle,
+                })
             }
             _ => None,
         }
@@ -460,9 +486,14 @@ impl IdleTracker {
 
     fn idle(&self, now: Instant, since: Instant) -> Decision {
         let idle_for = now.saturating_since(since);
+        let awake_for = self.awake_since.map(|w| now.saturating_since(w));
         Decision::Idle {
             idle_for,
-            sleep_in: self.policy.idle_after.saturating_sub(idle_for),
+            sleep_in: self
+                .policy
+                .idle_after
+                .saturating_sub(idle_for)
+                .max(awake_for.map_or(Duration::ZERO, |a| self.policy.min_awake.saturating_sub(a))),
         }
     }
 

@@ -140,6 +140,9 @@ pub enum WakeCause {
     InFlight,
     /// An operator asked.
     Requested,
+    /// It had slept for its `max_sleep`: woken for its own upkeep (updates, backups), it may
+    /// fall asleep again once idle.
+    MaxSleep,
 }
 
 impl WakeCause {
@@ -152,6 +155,7 @@ impl WakeCause {
             WakeCause::Resolution => "resolution",
             WakeCause::InFlight => "in-flight",
             WakeCause::Requested => "requested",
+            WakeCause::MaxSleep => "max-sleep",
         }
     }
 }

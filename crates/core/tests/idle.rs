@@ -23,6 +23,7 @@ fn policy() -> IdlePolicy {
     IdlePolicy {
         cpu_percent: 2.0,
         idle_after: IDLE_AFTER,
+        min_awake: Duration::ZERO,
         keep_awake_while_connected: vec![ssh()],
     }
 }
@@ -181,6 +182,52 @@ fn woken_guest_is_rebaselined_and_sleeps_again_idle_after_the_reset() {
     assert_eq!(g.tracker.sleep_due(), Some(secs(730)));
     // 672 + 12 * 5 = 732: the first sample at or after 730.
     assert_eq!(g.run_idle_until_sleep(secs(2000)), Some(secs(732)));
+}
+
+#[test]
+fn after_a_wake_min_awake_holds_an_idle_guest_awake_and_not_before_any_wake() {
+    let mut g = Guest::with_policy(IdlePolicy {
+        min_awake: Duration::from_secs(300),
+        ..policy()
+    });
+    // Never woken (as at the daemon's start): min_awake does not apply.
+    g.sample();
+    assert_eq!(g.run_idle_until_sleep(secs(600)), Some(secs(60)));
+    // Woken at 100 s: idle from then on, but not told to sleep before 400 s.
+    g.at = secs(100);
+    g.tracker.reset(g.at);
+    g.at = secs(102);
+    assert_eq!(
+        g.sample(),
+        Decision::Idle {
+            idle_for: Duration::from_secs(2),
+            sleep_in: Duration::from_secs(298)
+        }
+    );
+    assert_eq!(g.tracker.sleep_due(), Some(secs(400)));
+    g.at = secs(197);
+    assert_eq!(
+        g.idle_step(),
+        Decision::Idle {
+            idle_for: Duration::from_secs(102),
+            sleep_in: Duration::from_secs(198)
+        }
+    );
+    // 202 + 40 * 5 = 402: the first sample at or after 400.
+    assert_eq!(g.run_idle_until_sleep(secs(2000)), Some(secs(402)));
+    // A tracker made for a new policy keeps counting from the same wake.
+    let mut fresh = IdleTracker::new(IdlePolicy {
+        min_awake: Duration::from_secs(300),
+        ..policy()
+    });
+    fresh.reset(secs(500));
+    let mut renewed = IdleTracker::new(IdlePolicy {
+        min_awake: Duration::from_secs(600),
+        ..policy()
+    });
+    renewed.reset(secs(700));
+    renewed.awake_since_as(&fresh);
+    assert_eq!(renewed.sleep_due(), Some(secs(1100)));
 }
 
 #[test]
@@ -588,6 +635,7 @@ proptest! {
         let mut tracker = IdleTracker::new(IdlePolicy {
             cpu_percent,
             idle_after,
+            min_awake: Duration::ZERO,
             keep_awake_while_connected: vec![ssh()],
         });
         let (mut at, mut cpu, mut rx, mut tx) = (Instant::ZERO, Duration::ZERO, 0u64, 0u64);

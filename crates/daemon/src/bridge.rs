@@ -144,6 +144,7 @@ pub(crate) enum Command {
     Update {
         orders: BTreeMap<String, usize>,
         idle: BTreeMap<String, Option<IdlePolicy>>,
+        max_sleep: BTreeMap<String, Option<Duration>>,
         policies: BTreeMap<String, GuestConfig>,
         interval: Duration,
         reply: Sender<Vec<(String, String)>>,
@@ -200,6 +201,8 @@ pub(crate) struct GuestSetup {
     pub interface: String,
     pub mac: [u8; 6],
     pub idle: Option<IdlePolicy>,
+    /// How long it may sleep before it is woken (`max_sleep`).
+    pub max_sleep: Option<Duration>,
     pub backend: Box<dyn Backend>,
 }
 
@@ -239,6 +242,34 @@ pub(crate) struct WorkerSettings {
     pub learn_connections_for: Duration,
 }
 
+/// Deadlines of guests: when, the guest's index, and the ticket of its backend then (an
+/// index is reused once a guest leaves: the ticket tells the guest apart).
+#[derive(Debug, Default)]
+struct Due(Vec<(StdInstant, usize, u64)>);
+
+impl Due {
+    fn push(&mut self, at: StdInstant, index: usize, ticket: u64) {
+        self.0.push((at, index, ticket));
+    }
+
+    /// The earliest deadline.
+    fn next(&self) -> Option<StdInstant> {
+        self.0.iter().map(|(at, ..)| *at).min()
+    }
+
+    /// Takes out the deadlines at or before `now`: their guests' indices and tickets.
+    fn take_due(&mut self, now: StdInstant) -> Vec<(usize, u64)> {
+        if self.0.is_empty() {
+            return Vec::new();
+        }
+        let (due, later) = std::mem::take(&mut self.0)
+            .into_iter()
+            .partition::<Vec<_>, _>(|(at, ..)| *at <= now);
+        self.0 = later;
+        due.into_iter().map(|(_, i, t)| (i, t)).collect()
+    }
+}
+
 /// A guest as the worker runs it.
 #[derive(Debug)]
 struct Guest {
@@ -272,6 +303,9 @@ struct Guest {
     wake_waiters: Vec<Reply>,
     /// Idleness, for guests that sleep on their own.
     idle: Option<IdleTracker>,
+    /// How long it may sleep before it is woken (`max_sleep`; `None`: until something wakes
+    /// it).
+    max_sleep: Option<Duration>,
     /// What Prometheus sees of it.
     metrics: GuestMetrics,
     /// A passive capture on its port, while it is awake and while it wakes, of the frames
@@ -575,7 +609,11 @@ pub(crate) struct BridgeWorker {
     backing_off: Vec<(StdInstant, usize, Option<WakeCause>)>,
     /// Guests resumed from a page-out, and when to read what the wake touched
     /// ([`Op::ReadWakeSet`]); with the ticket of their backend then.
-    wake_sets_due: Vec<(StdInstant, usize, u64)>,
+    wake_sets_due: Due,
+    /// Sleeping guests with a `max_sleep`, and when it is up; with the ticket of their
+    /// backend then. An entry whose guest woke or was given another `max_sleep` meanwhile
+    /// is checked and dropped (or put back) when it comes up.
+    max_sleep_due: Due,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -801,7 +839,8 @@ impl BridgeWorker {
             guests: Guests::default(),
             waiting: VecDeque::new(),
             backing_off: Vec::new(),
-            wake_sets_due: Vec::new(),
+            wake_sets_due: Due::default(),
+            max_sleep_due: Due::default(),
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -893,6 +932,7 @@ impl BridgeWorker {
             sleep_waiters: Vec::new(),
             wake_waiters: Vec::new(),
             idle: setup.idle.map(IdleTracker::new),
+            max_sleep: setup.max_sleep,
             metrics: GuestMetrics::new(),
             watch: None,
             health_ports: setup.config.health.iter().map(|h| h.port).collect(),
@@ -1056,6 +1096,9 @@ impl BridgeWorker {
                             close_watch(&self.poll, &self.closer, w);
                         }
                         self.answer_in_kernel(i);
+                        // The journal does not keep when it fell asleep: its max_sleep
+                        // counts from now.
+                        self.watch_max_sleep(i);
                         self.journal(i, Some((GuestState::Sleeping, cut)));
                         continue;
                     }
@@ -1149,7 +1192,8 @@ impl BridgeWorker {
         let tally = (!self.tally.is_empty()).then_some(self.next_tally);
         let kernel = (self.in_kernel > 0).then_some(self.next_kernel_check);
         let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
-        let wake_set = self.wake_sets_due.iter().map(|(at, ..)| *at).min();
+        let wake_set = self.wake_sets_due.next();
+        let max_sleep = self.max_sleep_due.next();
         let ports = self.every_port.as_ref().and_then(EveryPort::deadline);
         // A resume waiting for memory is tried again every second: memory frees up by
         // itself too.
@@ -1160,6 +1204,7 @@ impl BridgeWorker {
             .chain(kernel)
             .chain(backing_off)
             .chain(wake_set)
+            .chain(max_sleep)
             .chain(ports)
             .chain(waiting)
             .min()
@@ -1340,20 +1385,63 @@ impl BridgeWorker {
             self.bridge_metrics.in_kernel_ports = k.port_count() as u64;
         }
         self.read_wake_sets();
+        self.wake_overslept();
+    }
+
+    /// Counts guest `i`'s `max_sleep` from when it fell asleep.
+    fn watch_max_sleep(&mut self, i: usize) {
+        let g = &self.guests[i];
+        if let (Some(max), Some(since)) = (g.max_sleep, g.asleep_since) {
+            self.max_sleep_due.push(since + max, i, g.backend.ticket());
+        }
+    }
+
+    /// Wakes the sleeping guests whose `max_sleep` is up.
+    fn wake_overslept(&mut self) {
+        let now = StdInstant::now();
+        for (i, ticket) in self.max_sleep_due.take_due(now) {
+            let Some(g) = self.guests.get_mut(i) else {
+                continue;
+            };
+            if g.backend.ticket() != ticket || self.surrogate.phase(g.id) != Some(Phase::Asleep) {
+                continue;
+            }
+            let (Some(max), Some(since)) = (g.max_sleep, g.asleep_since) else {
+                continue;
+            };
+            if since + max > now {
+                // Given a longer max_sleep since.
+                self.max_sleep_due.push(since + max, i, ticket);
+                continue;
+            }
+            info!(guest = %g.name, max_sleep_s = max.as_secs_f64(), "asleep for its max_sleep; waking it");
+            self.wake_guest(i, WakeCause::MaxSleep);
+        }
+    }
+
+    /// A reload's `max_sleep` for each guest: a sleeping guest given one (or another) has
+    /// it counted from when it fell asleep.
+    fn update_max_sleep(&mut self, mut max_sleep: BTreeMap<String, Option<Duration>>) {
+        for i in self.guests.indices() {
+            let g = &mut self.guests[i];
+            let Some(new) = max_sleep.remove(&g.name) else {
+                continue;
+            };
+            if g.max_sleep == new {
+                continue;
+            }
+            info!(guest = %g.name, max_sleep_s = new.map(|d| d.as_secs_f64()), "new max_sleep");
+            g.max_sleep = new;
+            if self.surrogate.phase(g.id) == Some(Phase::Asleep) {
+                self.watch_max_sleep(i);
+            }
+        }
     }
 
     /// Asks the backends of guests resumed from a page-out [`WAKE_SET_AFTER`] ago what the
     /// wake touched (a guest asleep again by then, or gone, is left out).
     fn read_wake_sets(&mut self) {
-        if self.wake_sets_due.is_empty() {
-            return;
-        }
-        let now = StdInstant::now();
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wake_sets_due)
-            .into_iter()
-            .partition(|(at, ..)| *at <= now);
-        self.wake_sets_due = later;
-        for (_, i, ticket) in due {
+        for (i, ticket) in self.wake_sets_due.take_due(StdInstant::now()) {
             let Some(g) = self.guests.get_mut(i) else {
                 continue;
             };
@@ -1547,12 +1635,14 @@ impl BridgeWorker {
             Command::Update {
                 orders,
                 idle,
+                max_sleep,
                 policies,
                 interval,
                 reply,
             } => {
                 let failed = self.apply_policies(policies);
                 self.update(&orders, idle, interval);
+                self.update_max_sleep(max_sleep);
                 let _ = reply.send(failed);
             }
             Command::Shutdown { .. } => unreachable!("handled by the run loop"),
@@ -1676,12 +1766,17 @@ impl BridgeWorker {
             }
             info!(guest = %g.name, idle_after_s = policy.as_ref().map(|p| p.idle_after.as_secs_f64()), "new idleness policy");
             let pinned = g.idle.as_ref().is_some_and(IdleTracker::is_pinned);
+            let old = g.idle.take();
             g.idle = policy.map(|p| {
                 let mut t = IdleTracker::new(p);
                 if pinned {
                     t.pin();
                 }
                 t.reset(now);
+                // min_awake still counts from the guest's last wake.
+                if let Some(old) = &old {
+                    t.awake_since_as(old);
+                }
                 t
             });
         }
@@ -2327,7 +2422,7 @@ impl BridgeWorker {
             g.memory_released = None;
             let ticket = g.backend.ticket();
             self.wake_sets_due
-                .push((StdInstant::now() + WAKE_SET_AFTER, i, ticket));
+                .push(StdInstant::now() + WAKE_SET_AFTER, i, ticket);
         }
         let mut new_port = false;
         if let Some(new) = interface.filter(|n| *n != self.guests[i].interface) {
@@ -2437,6 +2532,7 @@ impl BridgeWorker {
                     close_watch(&self.poll, &self.closer, w);
                 }
                 self.answer_in_kernel(i);
+                self.watch_max_sleep(i);
                 info!(guest = %name, "guest is asleep");
                 let g = &mut self.guests[i];
                 g.page_out.this_sleep = None;

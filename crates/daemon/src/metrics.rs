@@ -125,13 +125,14 @@ pub const BUCKETS: [(Duration, &str); 16] = [
 ];
 
 /// Every [`WakeCause`], one per label (the port a cause carries is not a label).
-const WAKE_CAUSES: [WakeCause; 6] = [
+const WAKE_CAUSES: [WakeCause; 7] = [
     WakeCause::TcpSyn { port: 0 },
     WakeCause::Udp { port: 0 },
     WakeCause::TcpData { port: 0 },
     WakeCause::Resolution,
     WakeCause::Requested,
     WakeCause::InFlight,
+    WakeCause::MaxSleep,
 ];
 
 fn cause_index(cause: WakeCause) -> usize {
@@ -142,6 +143,7 @@ fn cause_index(cause: WakeCause) -> usize {
         WakeCause::Resolution => 3,
         WakeCause::Requested => 4,
         WakeCause::InFlight => 5,
+        WakeCause::MaxSleep => 6,
     }
 }
 

@@ -129,11 +129,16 @@ fn compare(
         multicast_frames: old.multicast_frames,
         health: old.health.clone(),
         idle_after: old.idle_after,
+        min_awake: old.min_awake,
+        max_sleep: old.max_sleep,
         ..new.clone()
     };
     if identity != *old || uri(old, old_config) != uri(new, new_config) {
         Change::Replaced
-    } else if old != new || idle_policy(old, old_config) != idle_policy(new, new_config) {
+    } else if old != new
+        || idle_policy(old, old_config) != idle_policy(new, new_config)
+        || old.max_sleep(&old_config.idle) != new.max_sleep(&new_config.idle)
+    {
         Change::Policy
     } else {
         Change::Same
@@ -534,6 +539,7 @@ fn adopt(
             interface: o.interface,
             mac: o.mac,
             idle: idle_policy(g, new),
+            max_sleep: g.max_sleep(&new.idle),
             backend: o.backend,
         });
     }
@@ -594,6 +600,11 @@ fn update(registry: &Registry, new: &Config, policy_changed: &[String]) -> Vec<S
             .iter()
             .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, new))))
             .collect();
+        let max_sleep = h
+            .guests
+            .iter()
+            .filter_map(|n| new.guest(n).map(|g| (n.clone(), g.max_sleep(&new.idle))))
+            .collect();
         let policies = h
             .guests
             .iter()
@@ -604,6 +615,7 @@ fn update(registry: &Registry, new: &Config, policy_changed: &[String]) -> Vec<S
         if !h.send(Command::Update {
             orders: orders.clone(),
             idle,
+            max_sleep,
             policies,
             interval: new.idle.interval,
             reply: tx,

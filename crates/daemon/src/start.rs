@@ -151,6 +151,7 @@ pub(crate) fn idle_policy(guest: &GuestConfig, config: &Config) -> Option<IdlePo
     guest.idle_after(&config.idle).map(|idle_after| IdlePolicy {
         cpu_percent: config.idle.cpu_percent,
         idle_after,
+        min_awake: guest.min_awake(&config.idle),
         keep_awake_while_connected: guest.keep_awake_while_connected.clone(),
     })
 }
@@ -194,6 +195,7 @@ pub(crate) fn start_workers(
             },
         );
         let idle = idle_policy(guest, config);
+        let max_sleep = guest.max_sleep(&config.idle);
         by_bridge
             .entry(opened.bridge)
             .or_default()
@@ -203,6 +205,7 @@ pub(crate) fn start_workers(
                 interface: opened.interface,
                 mac: opened.mac,
                 idle,
+                max_sleep,
                 backend: opened.backend,
             });
     }
