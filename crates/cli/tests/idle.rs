@@ -257,3 +257,32 @@ fn min_awake_keeps_a_woken_guest_awake_that_idleness_would_put_back_to_sleep() {
         woken.elapsed()
     );
 }
+
+#[test]
+fn max_sleep_counts_from_when_the_guest_fell_asleep_across_a_daemon_crash() {
+    need(&["curl"]);
+    let mut s = Setup::new(
+        &[("web1", 0)],
+        "[idle]\ninterval = \"200ms\"\nidle_after = \"off\"\n---\nmax_sleep = \"8s\"\n",
+    );
+    s.sleep("web1");
+    let asleep = Instant::now();
+    std::thread::sleep(Duration::from_secs(4));
+    let pid = s.daemon.take().expect("running");
+    // SAFETY: kill(2) on the daemon this test started (by PID); reaped just below.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    s.lab.kill(pid);
+    s.start_daemon();
+    let restarted = Instant::now();
+    assert_eq!(s.status("web1")["state"], "sleeping");
+    let st = wait_state(&s, "web1", "awake", 20);
+    assert_eq!(st["last_wake_cause"], "max-sleep", "{st}");
+    // 8 s from the sleep (about 4 s after the restart), not 8 s from the restart.
+    assert!(
+        restarted.elapsed() < Duration::from_secs(6),
+        "woken {:?} after the restart, {:?} after the sleep",
+        restarted.elapsed(),
+        asleep.elapsed()
+    );
+    assert!(asleep.elapsed() >= Duration::from_millis(7_500));
+}

@@ -283,6 +283,8 @@ struct Guest {
     /// How long the last wake took, and what caused it.
     last_wake: Option<(Duration, WakeCause)>,
     asleep_since: Option<StdInstant>,
+    /// The same, in milliseconds since the Unix epoch, for the journal.
+    asleep_since_ms: Option<u64>,
     /// The frame that asked for the wake under way, described.
     wake_frame: Option<String>,
     /// How long the backend's last resume took.
@@ -923,6 +925,7 @@ impl BridgeWorker {
             backend,
             last_wake: None,
             asleep_since: None,
+            asleep_since_ms: None,
             wake_frame: None,
             resume_took: Duration::ZERO,
             failure: None,
@@ -1010,6 +1013,9 @@ impl BridgeWorker {
                     cut,
                     mac: g.mac,
                     connections,
+                    asleep_since_ms: (state == GuestState::Sleeping)
+                        .then_some(g.asleep_since_ms)
+                        .flatten(),
                 };
                 g.journaled = true;
                 writer.put(g.name.clone(), entry)
@@ -1090,14 +1096,21 @@ impl BridgeWorker {
                         if !g.backend.send(Op::PageOut) {
                             warn!(guest = %name, "no backend thread to page the guest's RAM out; it sleeps paused");
                         }
-                        g.asleep_since = Some(StdInstant::now());
+                        // Asleep since the journal says, where it says.
+                        let now_ms = unix_ms();
+                        let since_ms = entry.asleep_since_ms.filter(|&t| t <= now_ms);
+                        let asleep_for = Duration::from_millis(since_ms.map_or(0, |t| now_ms - t));
+                        g.asleep_since = Some(
+                            StdInstant::now()
+                                .checked_sub(asleep_for)
+                                .unwrap_or_else(StdInstant::now),
+                        );
+                        g.asleep_since_ms = Some(since_ms.unwrap_or(now_ms));
                         g.mark(true);
                         if let Some(w) = g.watch.take() {
                             close_watch(&self.poll, &self.closer, w);
                         }
                         self.answer_in_kernel(i);
-                        // The journal does not keep when it fell asleep: its max_sleep
-                        // counts from now.
                         self.watch_max_sleep(i);
                         self.journal(i, Some((GuestState::Sleeping, cut)));
                         continue;
@@ -2522,6 +2535,7 @@ impl BridgeWorker {
         match notice {
             Notice::FellAsleep => {
                 let cut = self.surrogate.cut(self.guests[i].id);
+                self.guests[i].asleep_since_ms = Some(unix_ms());
                 let n = self.journal(i, Some((GuestState::Sleeping, cut)));
                 let now = self.now();
                 let g = &mut self.guests[i];
@@ -2657,6 +2671,7 @@ impl BridgeWorker {
         g.mark(false);
         g.metrics.on_awake(now);
         g.asleep_since = None;
+        g.asleep_since_ms = None;
         // What asked for this wake is spent: a later resume the core asks for by itself
         // (work found in flight after a stop) must not be taken for a frame's.
         g.wake_cause = None;

@@ -110,6 +110,10 @@ pub struct Entry {
     /// restart is woken only for these, and for new ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<Vec<[SocketAddr; 2]>>,
+    /// When it fell asleep, in milliseconds since the Unix epoch: a restart counts its
+    /// `max_sleep`, and its time asleep, from then. Absent in journals of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asleep_since_ms: Option<u64>,
 }
 
 /// The journal of one bridge: an entry for every guest that is not simply awake.
@@ -333,6 +337,7 @@ mod tests {
                     "198.18.0.11:22".parse().expect("address"),
                     "[2001:db8::1]:40000".parse().expect("address"),
                 ]]),
+                asleep_since_ms: Some(1_796_000_000_000),
             },
         );
         j.store(&p).expect("store");
