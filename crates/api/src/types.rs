@@ -166,7 +166,7 @@ pub struct WakeRecord {
 pub struct Policy {
     /// `cgroup`, `libvirt` or `qmp`.
     pub backend: String,
-    /// `pause` or `save` (libvirt and QMP guests).
+    /// `pause`, `pageout` or `save` (libvirt and QMP guests).
     pub mode: Option<String>,
     /// What wakes it, like `tcp/80`.
     pub wake_on: Vec<String>,
@@ -174,6 +174,13 @@ pub struct Policy {
     pub answer: Vec<String>,
     /// Seconds it must stay idle before it is put to sleep; `None`: only when told.
     pub idle_after_s: Option<f64>,
+    /// Seconds after a wake before idleness may put it back to sleep (0: none).
+    #[serde(default)]
+    pub min_awake_s: f64,
+    /// Seconds it may sleep before it is woken for its upkeep; `None`: until something
+    /// wakes it.
+    #[serde(default)]
+    pub max_sleep_s: Option<f64>,
     /// Ports whose open connections keep it awake.
     pub keep_awake_while_connected: Vec<String>,
     /// Its MAC address.

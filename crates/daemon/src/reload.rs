@@ -6,7 +6,8 @@
 //! - a guest whose entry is the same is not touched: asleep it stays asleep, its queue and its
 //!   counters stay;
 //! - a guest whose policy alone changed (`wake_on`, `answer`, queue limits, `multicast`,
-//!   health checks, `idle_after`, `[idle] cpu_percent`) gets it in place, asleep or awake;
+//!   health checks, `idle_after`, `min_awake`, `max_sleep`, `[idle] cpu_percent`) gets it
+//!   in place, asleep or awake;
 //! - a guest that is gone is woken if it is asleep and then no longer managed; a guest whose
 //!   entry changed otherwise is handled the same way and then added again under its new entry;
 //! - a new guest is added, awake.

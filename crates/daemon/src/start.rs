@@ -237,6 +237,8 @@ pub(crate) fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> Poli
         wake_on: rules(&guest.wake_on),
         answer,
         idle_after_s: guest.idle_after(&config.idle).map(|d| d.as_secs_f64()),
+        min_awake_s: guest.min_awake(&config.idle).as_secs_f64(),
+        max_sleep_s: guest.max_sleep(&config.idle).map(|d| d.as_secs_f64()),
         keep_awake_while_connected: rules(&guest.keep_awake_while_connected),
         mac: Mac(mac).to_string(),
         ipv4: guest.ipv4.iter().map(ToString::to_string).collect(),
