@@ -16,7 +16,7 @@ pub enum Event {
         /// The guest.
         guest: String,
         /// What woke it (`tcp-syn`, `udp`, `tcp-data`, `resolution`, `requested`,
-        /// `in-flight`, `max-sleep`).
+        /// `in-flight`, `max-sleep`, `awake-window`).
         cause: String,
         /// The frame that woke it, summarized for people (like `TCP SYN to port 80`), when
         /// known.

@@ -181,6 +181,12 @@ pub struct Policy {
     /// wakes it.
     #[serde(default)]
     pub max_sleep_s: Option<f64>,
+    /// Its awake windows, like `Mon,Tue,Wed,Thu,Fri 08:00-18:00`.
+    #[serde(default)]
+    pub awake_during: Vec<String>,
+    /// The time zone of its windows; `None`: the host's.
+    #[serde(default)]
+    pub timezone: Option<String>,
     /// Ports whose open connections keep it awake.
     pub keep_awake_while_connected: Vec<String>,
     /// Its MAC address.

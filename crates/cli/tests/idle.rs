@@ -286,3 +286,87 @@ fn max_sleep_counts_from_when_the_guest_fell_asleep_across_a_daemon_crash() {
     );
     assert!(asleep.elapsed() >= Duration::from_millis(7_500));
 }
+
+/// `HH:MM:SS` of `secs` seconds into a day (taken modulo a day).
+fn hms(secs: i64) -> String {
+    let s = secs.rem_euclid(86_400);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+}
+
+#[test]
+fn awake_windows_hold_an_idle_guest_awake_and_wake_a_sleeping_one_at_their_start() {
+    need(&["curl"]);
+    let s = Setup::new(
+        &[("web1", 0), ("web2", 0), ("web3", 0)],
+        "[idle]\ninterval = \"200ms\"\nidle_after = \"off\"\n---\n",
+    );
+    s.sleep("web3");
+    // Now, in UTC, as seconds of the day.
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        % 86_400) as i64;
+    // A reload gives all three idle_after 1s; web1 a window around now, web3 one that
+    // begins 8 s from now; web2 none.
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    let mut parts = text.split("\n[[guest]]\n");
+    let mut out = parts.next().expect("head").to_owned();
+    for block in parts {
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = \""))
+            .and_then(|l| l.strip_suffix('"'))
+            .expect("a name");
+        let extra = match name {
+            "web1" => format!(
+                "awake_during = [\"daily {}-{}\"]\ntimezone = \"UTC\"\n",
+                hms(now - 60),
+                hms(now + 600)
+            ),
+            "web3" => format!(
+                "awake_during = [\"daily {}-{}\"]\ntimezone = \"UTC\"\n",
+                hms(now + 8),
+                hms(now + 600)
+            ),
+            _ => String::new(),
+        };
+        out += &format!("\n[[guest]]\n{block}idle_after = \"1s\"\n{extra}");
+    }
+    std::fs::write(&s.config, out).expect("write");
+    s.vmnap(&["reload"]);
+    let reloaded = Instant::now();
+    // The reload woke nobody.
+    assert_eq!(s.status("web3")["state"], "sleeping");
+    // web2 falls asleep when idle; web1, as idle, is held awake by its window.
+    wait_state(&s, "web2", "sleeping", 10);
+    while reloaded.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            s.status("web1")["state"],
+            "awake",
+            "web1 fell asleep in its window"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // web3's window begins: it is woken, and held awake in it.
+    let st = wait_state(&s, "web3", "awake", 20);
+    assert_eq!(
+        (st["wakes"].as_u64(), st["last_wake_cause"].as_str()),
+        (Some(1), Some("awake-window")),
+        "{st}"
+    );
+    assert!(
+        reloaded.elapsed() >= Duration::from_secs(6),
+        "woken {:?} after the reload, before its window",
+        reloaded.elapsed()
+    );
+    assert!(
+        s.daemon_log()
+            .contains("an awake window begins; waking the guest"),
+        "{}",
+        s.daemon_log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.status("web3")["state"], "awake");
+    assert_eq!(s.status("web1")["state"], "awake");
+}

@@ -155,6 +155,8 @@ impl Config {
             idle_after,
             min_awake: d.min_awake,
             max_sleep: d.max_sleep,
+            awake_during: d.awake_during.clone(),
+            timezone: d.timezone.clone(),
             keep_awake_while_connected,
             health: d.health.clone(),
         })

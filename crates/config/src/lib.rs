@@ -63,6 +63,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use discover::DomainSettings;
+pub use vmnap_core::schedule::{AwakeWindows, Weekdays, Window};
 
 /// Whether `name` is one Linux takes for an interface (`dev_valid_name`): `Err` says why
 /// not. For names read from elsewhere than the config, such as a libvirt domain's XML.
@@ -392,6 +393,10 @@ pub struct GuestDefaults {
     pub min_awake: Option<Duration>,
     /// As [`GuestConfig::max_sleep`].
     pub max_sleep: Option<Option<Duration>>,
+    /// As [`GuestConfig::awake_during`].
+    pub awake_during: Option<AwakeWindows>,
+    /// As [`GuestConfig::timezone`].
+    pub timezone: Option<String>,
     /// As [`GuestConfig::keep_awake_while_connected`].
     pub keep_awake_while_connected: Vec<PortRule>,
     /// As [`GuestConfig::health`] (`[[libvirt.defaults.health]]`).
@@ -411,6 +416,8 @@ impl Default for GuestDefaults {
             idle_after: None,
             min_awake: None,
             max_sleep: None,
+            awake_during: None,
+            timezone: None,
             keep_awake_while_connected: Vec::new(),
             health: Vec::new(),
         }
@@ -443,6 +450,14 @@ pub struct IdleConfig {
     /// (written `"off"`, the default): it sleeps until traffic or an operator wakes it.
     /// Never zero.
     pub max_sleep: Option<Duration>,
+    /// Windows of weekdays and times of day in which guests that do not say otherwise do
+    /// not fall asleep by idleness, and at whose start a sleeping one is woken (cause
+    /// `awake-window`); `vmnap sleep` still puts them to sleep. Written like
+    /// `"Mon-Fri 08:00-18:00"`. Default: none.
+    pub awake_during: AwakeWindows,
+    /// The time zone of the windows, for guests that do not say otherwise: a name of the tz
+    /// database (`Europe/Berlin`, `UTC`). `None` (the default): the host's.
+    pub timezone: Option<String>,
 }
 
 impl Default for IdleConfig {
@@ -453,6 +468,8 @@ impl Default for IdleConfig {
             idle_after: Some(DEFAULT_IDLE_AFTER),
             min_awake: Duration::ZERO,
             max_sleep: None,
+            awake_during: AwakeWindows::default(),
+            timezone: None,
         }
     }
 }
@@ -503,6 +520,12 @@ pub struct GuestConfig {
     /// This guest's override of `[idle] max_sleep`: `None` when not given, `Some(None)` for
     /// `"off"`. Use [`GuestConfig::max_sleep`] for the value that applies.
     pub max_sleep: Option<Option<Duration>>,
+    /// This guest's override of `[idle] awake_during` (`None`: not given; an empty list: no
+    /// window). Use [`GuestConfig::awake_during`] for the windows that apply.
+    pub awake_during: Option<AwakeWindows>,
+    /// This guest's override of `[idle] timezone` (`None`: not given). Use
+    /// [`GuestConfig::timezone`] for the zone that applies.
+    pub timezone: Option<String>,
     /// The guest is not put to sleep while it has an open TCP connection on one of these ports
     /// (only `tcp/PORT` rules; no duplicates).
     pub keep_awake_while_connected: Vec<PortRule>,
@@ -528,6 +551,18 @@ impl GuestConfig {
     /// otherwise `idle.max_sleep`. `None`: as long as nothing wakes it.
     pub fn max_sleep(&self, idle: &IdleConfig) -> Option<Duration> {
         self.max_sleep.unwrap_or(idle.max_sleep)
+    }
+
+    /// This guest's awake windows: its own `awake_during` if given, otherwise
+    /// `idle.awake_during`.
+    pub fn awake_during<'a>(&'a self, idle: &'a IdleConfig) -> &'a AwakeWindows {
+        self.awake_during.as_ref().unwrap_or(&idle.awake_during)
+    }
+
+    /// The time zone of its windows: its own `timezone` if given, otherwise
+    /// `idle.timezone`; `None`: the host's.
+    pub fn timezone<'a>(&'a self, idle: &'a IdleConfig) -> Option<&'a str> {
+        self.timezone.as_deref().or(idle.timezone.as_deref())
     }
 }
 

@@ -146,6 +146,10 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub max_sleep: Option<Spanned<String>>,
     #[serde(default)]
+    pub awake_during: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
+    #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]
     pub health: Vec<Spanned<RawHealth>>,
@@ -162,6 +166,8 @@ pub(crate) struct RawPolicy<'a> {
     pub idle_after: Option<&'a Spanned<String>>,
     pub min_awake: Option<&'a Spanned<String>>,
     pub max_sleep: Option<&'a Spanned<String>>,
+    pub awake_during: Option<&'a Vec<Spanned<String>>>,
+    pub timezone: Option<&'a Spanned<String>>,
     pub keep_awake_while_connected: &'a [Spanned<String>],
     pub health: &'a [Spanned<RawHealth>],
 }
@@ -178,6 +184,8 @@ impl RawDefaults {
             idle_after: self.idle_after.as_ref(),
             min_awake: self.min_awake.as_ref(),
             max_sleep: self.max_sleep.as_ref(),
+            awake_during: self.awake_during.as_ref(),
+            timezone: self.timezone.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -196,6 +204,8 @@ impl RawGuest {
             idle_after: self.idle_after.as_ref(),
             min_awake: self.min_awake.as_ref(),
             max_sleep: self.max_sleep.as_ref(),
+            awake_during: self.awake_during.as_ref(),
+            timezone: self.timezone.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -215,6 +225,10 @@ pub(crate) struct RawIdle {
     pub min_awake: Option<Spanned<String>>,
     #[serde(default)]
     pub max_sleep: Option<Spanned<String>>,
+    #[serde(default)]
+    pub awake_during: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +279,10 @@ pub(crate) struct RawGuest {
     pub min_awake: Option<Spanned<String>>,
     #[serde(default)]
     pub max_sleep: Option<Spanned<String>>,
+    #[serde(default)]
+    pub awake_during: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub timezone: Option<Spanned<String>>,
     #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]

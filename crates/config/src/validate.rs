@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
+use vmnap_core::schedule::{AwakeWindows, Weekdays, Window, DAY, DAY_NAMES};
 use vmnap_wire::Mac;
 
 use crate::error::ConfigError;
@@ -159,6 +160,8 @@ struct Policy {
     idle_after: Option<Option<Duration>>,
     min_awake: Option<Duration>,
     max_sleep: Option<Option<Duration>>,
+    awake_during: Option<AwakeWindows>,
+    timezone: Option<String>,
     keep_awake_while_connected: Vec<PortRule>,
     health: Vec<HealthCheck>,
 }
@@ -408,6 +411,8 @@ impl Cx<'_> {
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
             keep_awake_while_connected,
             health,
         } = self.policy("libvirt.defaults", &d.policy())?;
@@ -422,6 +427,8 @@ impl Cx<'_> {
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
             keep_awake_while_connected,
             health,
         })
@@ -550,12 +557,19 @@ impl Cx<'_> {
             Some(v) => self.check(v, || "idle.max_sleep".into(), |s| max_sleep(s))?,
             None => None,
         };
+        let awake_during = self.windows("idle", &idle.awake_during)?;
+        let timezone = match &idle.timezone {
+            Some(v) => Some(self.check(v, || "idle.timezone".into(), |s| timezone(s))?),
+            None => None,
+        };
         Ok(IdleConfig {
             interval,
             cpu_percent,
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
         })
     }
 
@@ -618,6 +632,8 @@ impl Cx<'_> {
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
             keep_awake_while_connected,
             health,
         } = self.policy(&format!("guest[{i}]"), &g.policy())?;
@@ -640,6 +656,8 @@ impl Cx<'_> {
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
             keep_awake_while_connected,
             health,
         })
@@ -711,6 +729,14 @@ impl Cx<'_> {
             Some(v) => Some(self.check(v, || key("max_sleep"), |s| max_sleep(s))?),
             None => None,
         };
+        let awake_during = match p.awake_during {
+            Some(list) => Some(self.windows(at, list)?),
+            None => None,
+        };
+        let timezone = match p.timezone {
+            Some(v) => Some(self.check(v, || key("timezone"), |s| timezone(s))?),
+            None => None,
+        };
         let keep_awake_while_connected = self.port_rules(
             at,
             "keep_awake_while_connected",
@@ -731,6 +757,8 @@ impl Cx<'_> {
             idle_after,
             min_awake,
             max_sleep,
+            awake_during,
+            timezone,
             keep_awake_while_connected,
             health,
         })
@@ -921,6 +949,15 @@ impl Cx<'_> {
 
     /// `wake_on` or `keep_awake_while_connected`: port rules without duplicates, and only TCP
     /// ones if `tcp_only`.
+    /// `awake_during` of the table `at`: each window checked at its element.
+    fn windows(&self, at: &str, list: &[Spanned<String>]) -> Result<AwakeWindows, ConfigError> {
+        let mut windows = Vec::with_capacity(list.len());
+        for (j, w) in list.iter().enumerate() {
+            windows.push(self.check(w, || format!("{at}.awake_during[{j}]"), |s| window(s))?);
+        }
+        Ok(AwakeWindows(windows))
+    }
+
     fn port_rules(
         &self,
         at: &str,
@@ -1256,6 +1293,107 @@ fn off_or_not_zero(s: &str, off_is: &str) -> Result<Option<Duration>, String> {
         return Err(format!("`{s}` is zero; write `off` for {off_is}"));
     }
     Ok(Some(d))
+}
+
+/// One window of `awake_during`: `DAYS HH:MM-HH:MM` (seconds may follow, `HH:MM:SS`).
+/// DAYS is `daily`, `*`, or days and ranges of days joined by commas (`Mon-Fri`,
+/// `Sat,Sun`, `Fri-Mon`); an end not after the start is on the next day.
+pub(crate) fn window(s: &str) -> Result<Window, String> {
+    let want = "write one like `Mon-Fri 08:00-18:00`, `Sat,Sun 10:00-12:00` or `daily 22:00-06:00`";
+    let (days, times) = s
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("`{s}` is not a window; {want}"))?;
+    let days = weekdays(days).map_err(|e| format!("{e}; {want}"))?;
+    let (start, end) = times
+        .trim()
+        .split_once('-')
+        .ok_or_else(|| format!("`{times}` is not a time range; {want}"))?;
+    let start = time_of_day(start, false).map_err(|e| format!("{e}; {want}"))?;
+    let end = time_of_day(end, true).map_err(|e| format!("{e}; {want}"))?;
+    if start == end {
+        return Err(format!(
+            "`{times}` starts where it ends; for a whole day write 00:00-24:00"
+        ));
+    }
+    Ok(Window { days, start, end })
+}
+
+/// `Mon-Fri`, `Sat,Sun`, `daily`, `*`.
+fn weekdays(s: &str) -> Result<Weekdays, String> {
+    if s == "daily" || s == "*" {
+        return Ok(Weekdays::ALL);
+    }
+    let day = |d: &str| {
+        DAY_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(d))
+            .map(|i| i as u8)
+            .ok_or_else(|| format!("`{d}` is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)"))
+    };
+    let mut days = Weekdays::none();
+    for part in s.split(',') {
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to) = (day(from)?, day(to)?);
+                let mut d = from;
+                loop {
+                    days = days.with(d);
+                    if d == to {
+                        break;
+                    }
+                    d = (d + 1) % 7;
+                }
+            }
+            None => days = days.with(day(part)?),
+        }
+    }
+    Ok(days)
+}
+
+/// `HH:MM` or `HH:MM:SS`, in seconds of the day; `24:00` only as an end.
+fn time_of_day(s: &str, end: bool) -> Result<u32, String> {
+    let bad = || format!("`{s}` is not a time of day (HH:MM, 00:00 to 23:59, or 24:00 as an end)");
+    let mut parts = s.trim().split(':');
+    let mut field = |max: u32| -> Result<u32, String> {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let v: u32 = p.parse().map_err(|_| bad())?;
+        if v > max {
+            return Err(bad());
+        }
+        Ok(v)
+    };
+    let (h, m) = (field(24)?, field(59)?);
+    let sec = match parts.next() {
+        None => 0,
+        Some(p) => {
+            if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad());
+            }
+            p.parse::<u32>().ok().filter(|&v| v <= 59).ok_or_else(bad)?
+        }
+    };
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    let t = h * 3600 + m * 60 + sec;
+    if t > DAY || (t == DAY && !end) {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+/// A time zone of the tz database, as the host (or the copy built into vmnap) has it.
+pub(crate) fn timezone(s: &str) -> Result<String, String> {
+    jiff::tz::TimeZone::get(s).map_err(|_| {
+        format!(
+            "`{s}` is not a time zone of the tz database; write one like `Europe/Berlin` or `UTC`"
+        )
+    })?;
+    Ok(s.to_owned())
 }
 
 /// `min_awake`: a duration, zero included (no minimum).

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use vmnap_config::{
-    parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, ConfigError, Discover,
-    DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
+    parse_duration, Answers, ApiConfig, AwakeWindows, BackendConfig, Builtin, Config, ConfigError,
+    Discover, DomainSettings, GuestConfig, GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig,
     MulticastPolicy, OnRestart, OnStop, PortRule, SleepMode, StateConfig, SurrogateConfig,
     Transport, WakeConfig, DEFAULT_LIBVIRT_URI, DEFAULT_SOCKET, DEFAULT_SOCKET_MODE,
     DEFAULT_STATE_DIR, EX_CONFIG, MAX_HEALTH_BODY_LEN,
@@ -151,6 +151,8 @@ fn web1() -> GuestConfig {
         idle_after: None,
         min_awake: None,
         max_sleep: None,
+        awake_during: None,
+        timezone: None,
         keep_awake_while_connected: vec![],
         health: vec![],
     }
@@ -222,6 +224,8 @@ multicast_frames = 256         # optional, this default
             idle_after: None,
             min_awake: None,
             max_sleep: None,
+            awake_during: None,
+            timezone: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1433,6 +1437,8 @@ idle_after = "30s"
             idle_after: Some(Duration::from_secs(600)),
             min_awake: Duration::ZERO,
             max_sleep: None,
+            awake_during: AwakeWindows::default(),
+            timezone: None,
         },
         state: StateConfig::default(),
         surrogate: SurrogateConfig::default(),
@@ -1458,6 +1464,8 @@ idle_after = "30s"
             idle_after: Some(Some(Duration::from_secs(30))),
             min_awake: None,
             max_sleep: None,
+            awake_during: None,
+            timezone: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1483,6 +1491,8 @@ fn idle_and_libvirt_tables_take_their_defaults() {
             idle_after: Some(Duration::from_secs(600)),
             min_awake: Duration::ZERO,
             max_sleep: None,
+            awake_during: AwakeWindows::default(),
+            timezone: None,
         }
     );
     assert_eq!(ok("[idle]\n[libvirt]\n"), Config::default());
@@ -1542,6 +1552,8 @@ fn idle_settings_are_read() {
             idle_after: Some(Duration::from_secs(5400)),
             min_awake: Duration::from_secs(600),
             max_sleep: Some(Duration::from_secs(86400)),
+            awake_during: AwakeWindows::default(),
+            timezone: None,
         }
     );
 }
@@ -1932,6 +1944,63 @@ fn min_awake_and_max_sleep_are_read_per_guest_over_idle_and_refused_when_wrong()
         13,
         Some("idle.min_awake"),
         "`soon` is not a duration",
+    );
+}
+
+#[test]
+fn awake_windows_and_time_zones_are_read_and_refused_when_wrong() {
+    const H: u32 = 3600;
+    let text = format!(
+        "[idle]\nawake_during = [\"Mon-Fri 08:00-18:00\", \"Sat,Sun 22:00-06:30:15\"]\n\
+         timezone = \"Europe/Berlin\"\n{LIBVIRT}"
+    );
+    let config = ok(&text);
+    let g = &config.guests[0];
+    let w = &g.awake_during(&config.idle).0;
+    assert_eq!(w.len(), 2);
+    assert_eq!((w[0].start, w[0].end), (8 * H, 18 * H));
+    assert!((0..5).all(|d| w[0].days.has(d)) && !w[0].days.has(5) && !w[0].days.has(6));
+    assert_eq!((w[1].start, w[1].end), (22 * H, 6 * H + 30 * 60 + 15));
+    assert!(w[1].days.has(5) && w[1].days.has(6) && !w[1].days.has(0));
+    assert_eq!(g.timezone(&config.idle), Some("Europe/Berlin"));
+    // A guest's own list (empty: none) and zone win; `Fri-Mon` wraps; `daily` is every day.
+    let config = ok(&format!(
+        "{text}awake_during = [\"Fri-Mon 09:00-10:00\", \"daily 00:00-24:00\"]\ntimezone = \"UTC\"\n"
+    ));
+    let g = &config.guests[0];
+    let w = &g.awake_during(&config.idle).0;
+    assert!([4, 5, 6, 0].iter().all(|&d| w[0].days.has(d)) && !w[0].days.has(1));
+    assert_eq!((w[1].start, w[1].end), (0, 24 * H));
+    assert_eq!(g.timezone(&config.idle), Some("UTC"));
+    let none = ok(&format!("{text}awake_during = []\n"));
+    assert!(none.guests[0].awake_during(&none.idle).is_empty());
+    refused(
+        &format!("{LIBVIRT}awake_during = [\"Mon-Fri 08:00-18:00\", \"Funday 08:00-09:00\"]\n"),
+        5,
+        40,
+        Some("guest[0].awake_during[1]"),
+        "`Funday` is not a day",
+    );
+    refused(
+        &format!("{LIBVIRT}awake_during = [\"Mon 25:00-26:00\"]\n"),
+        5,
+        17,
+        Some("guest[0].awake_during[0]"),
+        "`25:00` is not a time of day",
+    );
+    refused(
+        &format!("{LIBVIRT}awake_during = [\"Mon 08:00-08:00\"]\n"),
+        5,
+        17,
+        Some("guest[0].awake_during[0]"),
+        "starts where it ends",
+    );
+    refused(
+        &format!("[idle]\ntimezone = \"Mars/Olympus\"\n{LIBVIRT}"),
+        2,
+        12,
+        Some("idle.timezone"),
+        "`Mars/Olympus` is not a time zone",
     );
 }
 

@@ -132,6 +132,8 @@ pub enum Decision {
 pub enum BusyReason {
     /// An operator pinned it awake.
     Pinned,
+    /// It is in one of its awake windows (`awake_during`).
+    Window,
     /// Its counters (or the sample time) went back: the guest was restarted, and this sample
     /// is the new baseline.
     CountersReset,
@@ -155,6 +157,7 @@ impl BusyReason {
     pub fn as_str(self) -> &'static str {
         match self {
             BusyReason::Pinned => "pinned",
+            BusyReason::Window => "awake-window",
             BusyReason::CountersReset => "counters-reset",
             BusyReason::Connection(_) => "connection",
             BusyReason::Traffic { .. } => "traffic",
@@ -167,6 +170,7 @@ impl fmt::Display for BusyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BusyReason::Pinned => f.write_str("pinned awake"),
+            BusyReason::Window => f.write_str("in an awake window"),
             BusyReason::CountersReset => f.write_str("counters went back (guest restarted)"),
             BusyReason::Connection(rule) => write!(f, "open connection on {rule}"),
             BusyReason::Traffic { frames } => write!(f, "{frames} frames of real traffic"),
@@ -260,6 +264,8 @@ pub struct IdleTracker {
     decided: Option<Instant>,
     /// When it was last woken ([`IdleTracker::reset`]); `None` before that.
     awake_since: Option<Instant>,
+    /// Held awake by an awake window ([`IdleTracker::hold`]).
+    held: bool,
 }
 
 impl IdleTracker {
@@ -275,6 +281,7 @@ impl IdleTracker {
             credit: 0,
             decided: None,
             awake_since: None,
+            held: false,
         }
     }
 
@@ -424,6 +431,16 @@ impl IdleTracker {
         self.pinned
     }
 
+    /// Holds the guest awake while `held` (it is in an awake window): no sample decides
+    /// `Sleep`, as for a pin. When the hold ends, at `now`, the idle clock starts again, so
+    /// the guest sleeps [`IdlePolicy::idle_after`] after its window at the earliest.
+    pub fn hold(&mut self, held: bool, now: Instant) {
+        if self.held && !held {
+            self.restart_clock(now);
+        }
+        self.held = held;
+    }
+
     /// Starts over at `now`, after the guest was woken (or after the daemon gave up putting
     /// it to sleep): the next sample is a new baseline (a guest started from a managed save
     /// has new counters) and the idle clock starts at `now`. The pin is kept.
@@ -471,6 +488,9 @@ impl IdleTracker {
     fn held_awake(&self, sample: &Sample) -> Option<BusyReason> {
         if self.pinned {
             return Some(BusyReason::Pinned);
+        }
+        if self.held {
+            return Some(BusyReason::Window);
         }
         sample
             .open_connections

@@ -27,6 +27,7 @@ mod lifecycle;
 mod queue;
 mod record;
 mod respond;
+pub mod schedule;
 pub mod sequence;
 mod surrogate;
 mod tcp;

@@ -143,6 +143,8 @@ pub enum WakeCause {
     /// It had slept for its `max_sleep`: woken for its own upkeep (updates, backups), it may
     /// fall asleep again once idle.
     MaxSleep,
+    /// One of its awake windows (`awake_during`) began.
+    Window,
 }
 
 impl WakeCause {
@@ -156,6 +158,7 @@ impl WakeCause {
             WakeCause::InFlight => "in-flight",
             WakeCause::Requested => "requested",
             WakeCause::MaxSleep => "max-sleep",
+            WakeCause::Window => "awake-window",
         }
     }
 }

@@ -231,6 +231,25 @@ fn after_a_wake_min_awake_holds_an_idle_guest_awake_and_not_before_any_wake() {
 }
 
 #[test]
+fn an_awake_window_holds_an_idle_guest_and_its_end_restarts_the_idle_clock() {
+    let mut g = Guest::new();
+    g.sample();
+    g.tracker.hold(true, g.at);
+    while g.at < secs(600) {
+        assert_eq!(
+            g.idle_step(),
+            Decision::Busy {
+                reason: BusyReason::Window
+            }
+        );
+    }
+    assert_eq!(BusyReason::Window.to_string(), "in an awake window");
+    // The window ends at 600 s: asleep idle_after later, not at once.
+    g.tracker.hold(false, g.at);
+    assert_eq!(g.run_idle_until_sleep(secs(2000)), Some(secs(660)));
+}
+
+#[test]
 fn first_sample_after_reset_never_sleeps_even_if_idle_after_has_passed() {
     let mut g = Guest::new();
     g.tracker.reset(Instant::ZERO);

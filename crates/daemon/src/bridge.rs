@@ -40,6 +40,7 @@ use crate::gate::Entry as GateEntry;
 use crate::journal::{self, Entry, Journal};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
 use crate::ports::EveryPort;
+use crate::schedule::{Awake, Timing};
 use vmnap_api::{GuestStatus, Transition, WakeRecord, LAST_WAKES};
 
 const CAPTURE: Token = Token(0);
@@ -144,7 +145,7 @@ pub(crate) enum Command {
     Update {
         orders: BTreeMap<String, usize>,
         idle: BTreeMap<String, Option<IdlePolicy>>,
-        max_sleep: BTreeMap<String, Option<Duration>>,
+        timing: BTreeMap<String, Timing>,
         policies: BTreeMap<String, GuestConfig>,
         interval: Duration,
         reply: Sender<Vec<(String, String)>>,
@@ -201,8 +202,8 @@ pub(crate) struct GuestSetup {
     pub interface: String,
     pub mac: [u8; 6],
     pub idle: Option<IdlePolicy>,
-    /// How long it may sleep before it is woken (`max_sleep`).
-    pub max_sleep: Option<Duration>,
+    /// How long it may sleep, and its awake windows.
+    pub timing: Timing,
     pub backend: Box<dyn Backend>,
 }
 
@@ -250,6 +251,11 @@ struct Due(Vec<(StdInstant, usize, u64)>);
 impl Due {
     fn push(&mut self, at: StdInstant, index: usize, ticket: u64) {
         self.0.push((at, index, ticket));
+    }
+
+    /// Drops guest `index`'s deadlines.
+    fn forget(&mut self, index: usize) {
+        self.0.retain(|(_, i, _)| *i != index);
     }
 
     /// The earliest deadline.
@@ -305,9 +311,8 @@ struct Guest {
     wake_waiters: Vec<Reply>,
     /// Idleness, for guests that sleep on their own.
     idle: Option<IdleTracker>,
-    /// How long it may sleep before it is woken (`max_sleep`; `None`: until something wakes
-    /// it).
-    max_sleep: Option<Duration>,
+    /// How long it may sleep before it is woken, and its awake windows.
+    timing: Timing,
     /// What Prometheus sees of it.
     metrics: GuestMetrics,
     /// A passive capture on its port, while it is awake and while it wakes, of the frames
@@ -616,6 +621,8 @@ pub(crate) struct BridgeWorker {
     /// backend then. An entry whose guest woke or was given another `max_sleep` meanwhile
     /// is checked and dropped (or put back) when it comes up.
     max_sleep_due: Due,
+    /// Guests with awake windows, and when the next of them starts.
+    window_due: Due,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -843,6 +850,7 @@ impl BridgeWorker {
             backing_off: Vec::new(),
             wake_sets_due: Due::default(),
             max_sleep_due: Due::default(),
+            window_due: Due::default(),
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -935,7 +943,7 @@ impl BridgeWorker {
             sleep_waiters: Vec::new(),
             wake_waiters: Vec::new(),
             idle: setup.idle.map(IdleTracker::new),
-            max_sleep: setup.max_sleep,
+            timing: setup.timing,
             metrics: GuestMetrics::new(),
             watch: None,
             health_ports: setup.config.health.iter().map(|h| h.port).collect(),
@@ -966,6 +974,7 @@ impl BridgeWorker {
             c.trust_from(trust);
         }
         self.guests.put(i, guest);
+        self.watch_windows(i);
         Ok(())
     }
 
@@ -1207,6 +1216,7 @@ impl BridgeWorker {
         let backing_off = self.backing_off.iter().map(|(until, ..)| *until).min();
         let wake_set = self.wake_sets_due.next();
         let max_sleep = self.max_sleep_due.next();
+        let window = self.window_due.next();
         let ports = self.every_port.as_ref().and_then(EveryPort::deadline);
         // A resume waiting for memory is tried again every second: memory frees up by
         // itself too.
@@ -1218,6 +1228,7 @@ impl BridgeWorker {
             .chain(backing_off)
             .chain(wake_set)
             .chain(max_sleep)
+            .chain(window)
             .chain(ports)
             .chain(waiting)
             .min()
@@ -1399,12 +1410,44 @@ impl BridgeWorker {
         }
         self.read_wake_sets();
         self.wake_overslept();
+        self.open_windows();
+    }
+
+    /// Counts down to the start of guest `i`'s next awake window, if it has windows.
+    fn watch_windows(&mut self, i: usize) {
+        let g = &self.guests[i];
+        if let Some(ahead) = g.timing.awake.as_ref().and_then(Awake::next_start) {
+            self.window_due
+                .push(StdInstant::now() + ahead, i, g.backend.ticket());
+        }
+    }
+
+    /// Wakes the sleeping guests one of whose awake windows has begun, and counts down to
+    /// their next.
+    fn open_windows(&mut self) {
+        for (i, ticket) in self.window_due.take_due(StdInstant::now()) {
+            let Some(g) = self.guests.get_mut(i) else {
+                continue;
+            };
+            if g.backend.ticket() != ticket {
+                continue;
+            }
+            let Some(awake) = g.timing.awake.as_ref() else {
+                continue;
+            };
+            // Early (a clock put back, a change of summer time): it is only counted again.
+            if awake.contains_now() && self.surrogate.phase(g.id) == Some(Phase::Asleep) {
+                info!(guest = %g.name, "an awake window begins; waking the guest");
+                self.wake_guest(i, WakeCause::Window);
+            }
+            self.watch_windows(i);
+        }
     }
 
     /// Counts guest `i`'s `max_sleep` from when it fell asleep.
     fn watch_max_sleep(&mut self, i: usize) {
         let g = &self.guests[i];
-        if let (Some(max), Some(since)) = (g.max_sleep, g.asleep_since) {
+        if let (Some(max), Some(since)) = (g.timing.max_sleep, g.asleep_since) {
             self.max_sleep_due.push(since + max, i, g.backend.ticket());
         }
     }
@@ -1419,7 +1462,7 @@ impl BridgeWorker {
             if g.backend.ticket() != ticket || self.surrogate.phase(g.id) != Some(Phase::Asleep) {
                 continue;
             }
-            let (Some(max), Some(since)) = (g.max_sleep, g.asleep_since) else {
+            let (Some(max), Some(since)) = (g.timing.max_sleep, g.asleep_since) else {
                 continue;
             };
             if since + max > now {
@@ -1432,21 +1475,28 @@ impl BridgeWorker {
         }
     }
 
-    /// A reload's `max_sleep` for each guest: a sleeping guest given one (or another) has
-    /// it counted from when it fell asleep.
-    fn update_max_sleep(&mut self, mut max_sleep: BTreeMap<String, Option<Duration>>) {
+    /// A reload's timing for each guest: a sleeping guest given a `max_sleep` (or another)
+    /// has it counted from when it fell asleep; new awake windows are counted down to.
+    /// Nobody is woken here.
+    fn update_timing(&mut self, mut timing: BTreeMap<String, Timing>) {
         for i in self.guests.indices() {
             let g = &mut self.guests[i];
-            let Some(new) = max_sleep.remove(&g.name) else {
+            let Some(new) = timing.remove(&g.name) else {
                 continue;
             };
-            if g.max_sleep == new {
+            if g.timing == new {
                 continue;
             }
-            info!(guest = %g.name, max_sleep_s = new.map(|d| d.as_secs_f64()), "new max_sleep");
-            g.max_sleep = new;
-            if self.surrogate.phase(g.id) == Some(Phase::Asleep) {
+            info!(guest = %g.name, max_sleep_s = new.max_sleep.map(|d| d.as_secs_f64()), windows = new.awake.is_some(), "new max_sleep or awake windows");
+            let (old_max, old_awake) = (g.timing.max_sleep, g.timing.awake.clone());
+            g.timing = new;
+            if g.timing.max_sleep != old_max && self.surrogate.phase(g.id) == Some(Phase::Asleep) {
+                self.max_sleep_due.forget(i);
                 self.watch_max_sleep(i);
+            }
+            if self.guests[i].timing.awake != old_awake {
+                self.window_due.forget(i);
+                self.watch_windows(i);
             }
         }
     }
@@ -1648,14 +1698,14 @@ impl BridgeWorker {
             Command::Update {
                 orders,
                 idle,
-                max_sleep,
+                timing,
                 policies,
                 interval,
                 reply,
             } => {
                 let failed = self.apply_policies(policies);
                 self.update(&orders, idle, interval);
-                self.update_max_sleep(max_sleep);
+                self.update_timing(timing);
                 let _ = reply.send(failed);
             }
             Command::Shutdown { .. } => unreachable!("handled by the run loop"),
@@ -1995,6 +2045,8 @@ impl BridgeWorker {
                 .map(|c| c.open_ports(now, &g.keep_ports))
                 .unwrap_or_default(),
         };
+        // In an awake window, idleness does not put it to sleep.
+        idle.hold(g.timing.awake.as_ref().is_some_and(Awake::contains_now), at);
         match idle.sample(sample) {
             Decision::Sleep { figures } => {
                 info!(guest = %g.name, %figures, "idle; putting the guest to sleep");

@@ -47,6 +47,7 @@ mod ports;
 pub mod probe;
 mod registry;
 mod reload;
+mod schedule;
 mod server;
 mod start;
 mod tls;

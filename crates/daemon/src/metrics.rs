@@ -125,7 +125,7 @@ pub const BUCKETS: [(Duration, &str); 16] = [
 ];
 
 /// Every [`WakeCause`], one per label (the port a cause carries is not a label).
-const WAKE_CAUSES: [WakeCause; 7] = [
+const WAKE_CAUSES: [WakeCause; 8] = [
     WakeCause::TcpSyn { port: 0 },
     WakeCause::Udp { port: 0 },
     WakeCause::TcpData { port: 0 },
@@ -133,6 +133,7 @@ const WAKE_CAUSES: [WakeCause; 7] = [
     WakeCause::Requested,
     WakeCause::InFlight,
     WakeCause::MaxSleep,
+    WakeCause::Window,
 ];
 
 fn cause_index(cause: WakeCause) -> usize {
@@ -144,6 +145,7 @@ fn cause_index(cause: WakeCause) -> usize {
         WakeCause::Requested => 4,
         WakeCause::InFlight => 5,
         WakeCause::MaxSleep => 6,
+        WakeCause::Window => 7,
     }
 }
 

@@ -35,6 +35,7 @@ use crate::bridge::{self, BridgeHandle, Command, GuestSetup};
 use crate::error::{chain, StartError};
 use crate::events::EventBus;
 use crate::registry::Registry;
+use crate::schedule::Timing;
 use crate::start::{self, idle_policy, BackendFactory, Opened, Placed};
 
 /// How long a reload waits for the guests it removes to wake.
@@ -132,13 +133,15 @@ fn compare(
         idle_after: old.idle_after,
         min_awake: old.min_awake,
         max_sleep: old.max_sleep,
+        awake_during: old.awake_during.clone(),
+        timezone: old.timezone.clone(),
         ..new.clone()
     };
     if identity != *old || uri(old, old_config) != uri(new, new_config) {
         Change::Replaced
     } else if old != new
         || idle_policy(old, old_config) != idle_policy(new, new_config)
-        || old.max_sleep(&old_config.idle) != new.max_sleep(&new_config.idle)
+        || Timing::of(old, old_config) != Timing::of(new, new_config)
     {
         Change::Policy
     } else {
@@ -540,7 +543,7 @@ fn adopt(
             interface: o.interface,
             mac: o.mac,
             idle: idle_policy(g, new),
-            max_sleep: g.max_sleep(&new.idle),
+            timing: Timing::of(g, new),
             backend: o.backend,
         });
     }
@@ -601,10 +604,10 @@ fn update(registry: &Registry, new: &Config, policy_changed: &[String]) -> Vec<S
             .iter()
             .filter_map(|n| new.guest(n).map(|g| (n.clone(), idle_policy(g, new))))
             .collect();
-        let max_sleep = h
+        let timing = h
             .guests
             .iter()
-            .filter_map(|n| new.guest(n).map(|g| (n.clone(), g.max_sleep(&new.idle))))
+            .filter_map(|n| new.guest(n).map(|g| (n.clone(), Timing::of(g, new))))
             .collect();
         let policies = h
             .guests
@@ -616,7 +619,7 @@ fn update(registry: &Registry, new: &Config, policy_changed: &[String]) -> Vec<S
         if !h.send(Command::Update {
             orders: orders.clone(),
             idle,
-            max_sleep,
+            timing,
             policies,
             interval: new.idle.interval,
             reply: tx,

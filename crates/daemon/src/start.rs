@@ -13,6 +13,7 @@ use crate::backend::Pool;
 use crate::bridge::{self, BridgeHandle, BridgeWorker, GuestSetup};
 use crate::error::StartError;
 use crate::events::EventBus;
+use crate::schedule::Timing;
 
 /// A guest's backend, opened, with the guest's bridge, port and MAC (from the config, or
 /// from the backend where the config leaves them out).
@@ -195,7 +196,7 @@ pub(crate) fn start_workers(
             },
         );
         let idle = idle_policy(guest, config);
-        let max_sleep = guest.max_sleep(&config.idle);
+        let timing = Timing::of(guest, config);
         by_bridge
             .entry(opened.bridge)
             .or_default()
@@ -205,7 +206,7 @@ pub(crate) fn start_workers(
                 interface: opened.interface,
                 mac: opened.mac,
                 idle,
-                max_sleep,
+                timing,
                 backend: opened.backend,
             });
     }
@@ -239,6 +240,13 @@ pub(crate) fn policy(guest: &GuestConfig, config: &Config, mac: [u8; 6]) -> Poli
         idle_after_s: guest.idle_after(&config.idle).map(|d| d.as_secs_f64()),
         min_awake_s: guest.min_awake(&config.idle).as_secs_f64(),
         max_sleep_s: guest.max_sleep(&config.idle).map(|d| d.as_secs_f64()),
+        awake_during: guest
+            .awake_during(&config.idle)
+            .0
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        timezone: guest.timezone(&config.idle).map(str::to_owned),
         keep_awake_while_connected: rules(&guest.keep_awake_while_connected),
         mac: Mac(mac).to_string(),
         ipv4: guest.ipv4.iter().map(ToString::to_string).collect(),

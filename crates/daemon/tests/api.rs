@@ -233,6 +233,10 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
     assert_eq!(d.policy.answer, ["arp", "ndp", "icmp-echo"]);
     assert_eq!(d.policy.idle_after_s, Some(600.0));
     assert_eq!((d.policy.min_awake_s, d.policy.max_sleep_s), (0.0, None));
+    assert_eq!(
+        (d.policy.awake_during.len(), &d.policy.timezone),
+        (0, &None)
+    );
     assert_eq!(d.policy.mac, "02:00:00:00:01:01");
     assert_eq!(d.policy.ipv4, ["198.18.0.11"]);
     let web2 = api::guest(&r.socket, "web2").expect("web2");

@@ -289,6 +289,7 @@ vmnap_guest_wakes_started_total{guest="web",cause="resolution"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="requested"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="in-flight"} 0
 vmnap_guest_wakes_started_total{guest="web",cause="max-sleep"} 0
+vmnap_guest_wakes_started_total{guest="web",cause="awake-window"} 0
 # HELP vmnap_guest_wakes_total Wakes that succeeded, by what caused them.
 # TYPE vmnap_guest_wakes_total counter
 vmnap_guest_wakes_total{guest="web",cause="tcp-syn"} 1
@@ -298,6 +299,7 @@ vmnap_guest_wakes_total{guest="web",cause="resolution"} 0
 vmnap_guest_wakes_total{guest="web",cause="requested"} 0
 vmnap_guest_wakes_total{guest="web",cause="in-flight"} 0
 vmnap_guest_wakes_total{guest="web",cause="max-sleep"} 0
+vmnap_guest_wakes_total{guest="web",cause="awake-window"} 0
 # HELP vmnap_guest_wake_failures_total Resumes that failed (each retry counts).
 # TYPE vmnap_guest_wake_failures_total counter
 vmnap_guest_wake_failures_total{guest="web"} 1
