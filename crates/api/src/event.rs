@@ -41,11 +41,20 @@ pub enum Event {
         /// It went to the end (`false`: a wake stopped it).
         complete: bool,
     },
-    /// The guest's backend failed to stop or resume it.
+    /// The guest's `before_sleep` hook vetoed a sleep: it stays awake (idleness asks again
+    /// later).
+    SleepVetoed {
+        /// The guest.
+        guest: String,
+        /// What the hook said (its exit and the last line of its standard error), or that it
+        /// timed out.
+        reason: String,
+    },
+    /// The guest's backend failed to stop or resume it, or its `after_wake` hook failed.
     BackendError {
         /// The guest.
         guest: String,
-        /// `suspend` or `resume`.
+        /// `suspend`, `resume` or `after-wake`.
         operation: String,
         /// What went wrong.
         message: String,
@@ -88,6 +97,7 @@ impl Event {
             | Event::PagedOut { guest, .. }
             | Event::Woke { guest, .. }
             | Event::BackendError { guest, .. }
+            | Event::SleepVetoed { guest, .. }
             | Event::Answered { guest, .. }
             | Event::Queued { guest, .. }
             | Event::Dropped { guest, .. } => guest,

@@ -428,6 +428,7 @@ fn describe(record: &Record) -> String {
         Event::BackendError {
             operation, message, ..
         } => format!("backend error ({operation}): {message}"),
+        Event::SleepVetoed { reason, .. } => format!("sleep vetoed by before_sleep: {reason}"),
         Event::Answered {
             protocol, frames, ..
         } => format!("answered {frames} frame(s): {protocol}"),

@@ -370,3 +370,97 @@ fn awake_windows_hold_an_idle_guest_awake_and_wake_a_sleeping_one_at_their_start
     assert_eq!(s.status("web3")["state"], "awake");
     assert_eq!(s.status("web1")["state"], "awake");
 }
+
+/// `vmnap sleep NAME`, whatever its outcome: success, and what it printed.
+fn try_sleep(s: &Setup, guest: &str) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+        .args(["sleep", guest, "--socket"])
+        .arg(&s.socket)
+        .output()
+        .expect("vmnap sleep");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn a_before_sleep_hook_vetoes_sleeps_until_it_agrees_and_an_after_wake_hook_runs() {
+    need(&["curl"]);
+    let s = Setup::new(
+        &[("web1", 0)],
+        "[idle]\ninterval = \"200ms\"\nidle_after = \"off\"\n---\n",
+    );
+    let dir = s.lab.dir().to_owned();
+    let (allow, woke) = (dir.join("allow"), dir.join("woke"));
+    // Hooks given by a reload, to the guest as it runs.
+    let mut text = std::fs::read_to_string(&s.config).expect("config");
+    text += &format!(
+        "before_sleep = [\"sh\", \"-c\", \"test -e {} || {{ echo 'a backup runs' >&2; exit 3; }}\"]\n\
+         after_wake = [\"sh\", \"-c\", \"echo $VMNAP_GUEST $VMNAP_EVENT > {}\"]\nhook_timeout = \"2s\"\n",
+        allow.display(),
+        woke.display()
+    );
+    std::fs::write(&s.config, &text).expect("write");
+    s.vmnap(&["reload"]);
+    let (ok, said) = try_sleep(&s, "web1");
+    assert!(!ok, "the sleep was not vetoed: {said}");
+    assert!(
+        said.contains("web1 stays awake: its before_sleep hook vetoed the sleep (sh exited with 3: a backup runs)"),
+        "{said}"
+    );
+    assert_eq!(s.status("web1")["state"], "awake");
+    assert!(!s.frozen("web1"));
+    let events = s.vmnap(&["events", "web1"]);
+    assert!(
+        events.contains("sleep vetoed by before_sleep: sh exited with 3: a backup runs"),
+        "{events}"
+    );
+    // The hook agrees: the guest sleeps; a wake runs the other hook.
+    std::fs::write(&allow, "").expect("allow");
+    s.sleep("web1");
+    assert!(s.frozen("web1"));
+    assert!(!woke.exists());
+    let ip = s.guest_ip("web1");
+    let out = s.run(
+        0,
+        &["curl", "-sS", "--max-time", "10", &format!("http://{ip}/")],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
+    let started = Instant::now();
+    while std::fs::read_to_string(&woke).unwrap_or_default() != "web1 after-wake\n" {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "after_wake did not run: {:?}",
+            std::fs::read_to_string(&woke)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A hook that does not end in its time is killed, and vetoes.
+    let slow = text.replace("hook_timeout = \"2s\"", "hook_timeout = \"500ms\"\n") + "";
+    let slow = slow.replace(
+        &format!(
+            "\"test -e {} || {{ echo 'a backup runs' >&2; exit 3; }}\"",
+            allow.display()
+        ),
+        "\"sleep 30\"",
+    );
+    std::fs::write(&s.config, &slow).expect("write");
+    s.vmnap(&["reload"]);
+    let asked = Instant::now();
+    let (ok, said) = try_sleep(&s, "web1");
+    assert!(
+        !ok && said.contains("sh did not end within 500ms, and was killed"),
+        "{said}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(s.status("web1")["state"], "awake");
+}

@@ -157,6 +157,9 @@ impl Config {
             max_sleep: d.max_sleep,
             awake_during: d.awake_during.clone(),
             timezone: d.timezone.clone(),
+            before_sleep: d.before_sleep.clone(),
+            after_wake: d.after_wake.clone(),
+            hook_timeout: d.hook_timeout,
             keep_awake_while_connected,
             health: d.health.clone(),
         })

@@ -104,6 +104,8 @@ pub const DEFAULT_IDLE_INTERVAL: Duration = Duration::from_secs(5);
 pub const MIN_IDLE_INTERVAL: Duration = Duration::from_millis(100);
 /// `[idle] cpu_percent` when not given.
 pub const DEFAULT_CPU_PERCENT: f64 = 2.0;
+/// A guest's `hook_timeout` when not given.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 /// `[idle] idle_after` when not given (ten minutes).
 pub const DEFAULT_IDLE_AFTER: Duration = Duration::from_secs(600);
 /// A health check's `status` when not given.
@@ -397,6 +399,12 @@ pub struct GuestDefaults {
     pub awake_during: Option<AwakeWindows>,
     /// As [`GuestConfig::timezone`].
     pub timezone: Option<String>,
+    /// As [`GuestConfig::before_sleep`].
+    pub before_sleep: Vec<String>,
+    /// As [`GuestConfig::after_wake`].
+    pub after_wake: Vec<String>,
+    /// As [`GuestConfig::hook_timeout`].
+    pub hook_timeout: Duration,
     /// As [`GuestConfig::keep_awake_while_connected`].
     pub keep_awake_while_connected: Vec<PortRule>,
     /// As [`GuestConfig::health`] (`[[libvirt.defaults.health]]`).
@@ -418,6 +426,9 @@ impl Default for GuestDefaults {
             max_sleep: None,
             awake_during: None,
             timezone: None,
+            before_sleep: Vec::new(),
+            after_wake: Vec::new(),
+            hook_timeout: DEFAULT_HOOK_TIMEOUT,
             keep_awake_while_connected: Vec::new(),
             health: Vec::new(),
         }
@@ -526,6 +537,17 @@ pub struct GuestConfig {
     /// This guest's override of `[idle] timezone` (`None`: not given). Use
     /// [`GuestConfig::timezone`] for the zone that applies.
     pub timezone: Option<String>,
+    /// A command run on the host before each sleep of the guest, argv program first (empty:
+    /// none), with `VMNAP_GUEST` and `VMNAP_EVENT=before-sleep` in its environment: a
+    /// non-zero exit, or no exit within `hook_timeout`, vetoes the sleep (idleness tries
+    /// again later).
+    pub before_sleep: Vec<String>,
+    /// A command run on the host after each wake (`VMNAP_EVENT=after-wake`), not waited for
+    /// by the wake; a failure is reported.
+    pub after_wake: Vec<String>,
+    /// How long a hook may run before it is killed (and a `before_sleep` counts as a veto);
+    /// default [`DEFAULT_HOOK_TIMEOUT`].
+    pub hook_timeout: Duration,
     /// The guest is not put to sleep while it has an open TCP connection on one of these ports
     /// (only `tcp/PORT` rules; no duplicates).
     pub keep_awake_while_connected: Vec<PortRule>,

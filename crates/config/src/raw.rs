@@ -150,6 +150,12 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
     #[serde(default)]
+    pub before_sleep: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub after_wake: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub hook_timeout: Option<Spanned<String>>,
+    #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]
     pub health: Vec<Spanned<RawHealth>>,
@@ -168,6 +174,9 @@ pub(crate) struct RawPolicy<'a> {
     pub max_sleep: Option<&'a Spanned<String>>,
     pub awake_during: Option<&'a Vec<Spanned<String>>>,
     pub timezone: Option<&'a Spanned<String>>,
+    pub before_sleep: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    pub after_wake: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    pub hook_timeout: Option<&'a Spanned<String>>,
     pub keep_awake_while_connected: &'a [Spanned<String>],
     pub health: &'a [Spanned<RawHealth>],
 }
@@ -186,6 +195,9 @@ impl RawDefaults {
             max_sleep: self.max_sleep.as_ref(),
             awake_during: self.awake_during.as_ref(),
             timezone: self.timezone.as_ref(),
+            before_sleep: self.before_sleep.as_ref(),
+            after_wake: self.after_wake.as_ref(),
+            hook_timeout: self.hook_timeout.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -206,6 +218,9 @@ impl RawGuest {
             max_sleep: self.max_sleep.as_ref(),
             awake_during: self.awake_during.as_ref(),
             timezone: self.timezone.as_ref(),
+            before_sleep: self.before_sleep.as_ref(),
+            after_wake: self.after_wake.as_ref(),
+            hook_timeout: self.hook_timeout.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -283,6 +298,12 @@ pub(crate) struct RawGuest {
     pub awake_during: Option<Vec<Spanned<String>>>,
     #[serde(default)]
     pub timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    pub before_sleep: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub after_wake: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub hook_timeout: Option<Spanned<String>>,
     #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]

@@ -20,8 +20,8 @@ use crate::{
     parse_duration, Answers, ApiConfig, BackendConfig, Builtin, Config, Discover, GuestConfig,
     GuestDefaults, HealthCheck, IdleConfig, LibvirtConfig, MulticastPolicy, PortRule, SleepMode,
     Transport, WakeConfig, DEFAULT_CPU_PERCENT, DEFAULT_HEALTH_BODY, DEFAULT_HEALTH_STATUS,
-    DEFAULT_IDLE_AFTER, DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI, DEFAULT_MAX_RESUMING,
-    DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES,
+    DEFAULT_HOOK_TIMEOUT, DEFAULT_IDLE_AFTER, DEFAULT_IDLE_INTERVAL, DEFAULT_LIBVIRT_URI,
+    DEFAULT_MAX_RESUMING, DEFAULT_MULTICAST_FRAMES, DEFAULT_QUEUE_BYTES, DEFAULT_QUEUE_FRAMES,
     DEFAULT_RESUME_MEMORY_RESERVE, DEFAULT_SOCKET, MAX_HEALTH_BODY_LEN, MAX_IFNAME_LEN,
     MAX_MAX_RESUMING, MAX_NAME_LEN, MAX_VLAN, MIN_IDLE_INTERVAL, MIN_QUEUE_BYTES,
 };
@@ -162,6 +162,9 @@ struct Policy {
     max_sleep: Option<Option<Duration>>,
     awake_during: Option<AwakeWindows>,
     timezone: Option<String>,
+    before_sleep: Vec<String>,
+    after_wake: Vec<String>,
+    hook_timeout: Duration,
     keep_awake_while_connected: Vec<PortRule>,
     health: Vec<HealthCheck>,
 }
@@ -413,6 +416,9 @@ impl Cx<'_> {
             max_sleep,
             awake_during,
             timezone,
+            before_sleep,
+            after_wake,
+            hook_timeout,
             keep_awake_while_connected,
             health,
         } = self.policy("libvirt.defaults", &d.policy())?;
@@ -429,6 +435,9 @@ impl Cx<'_> {
             max_sleep,
             awake_during,
             timezone,
+            before_sleep,
+            after_wake,
+            hook_timeout,
             keep_awake_while_connected,
             health,
         })
@@ -634,6 +643,9 @@ impl Cx<'_> {
             max_sleep,
             awake_during,
             timezone,
+            before_sleep,
+            after_wake,
+            hook_timeout,
             keep_awake_while_connected,
             health,
         } = self.policy(&format!("guest[{i}]"), &g.policy())?;
@@ -658,6 +670,9 @@ impl Cx<'_> {
             max_sleep,
             awake_during,
             timezone,
+            before_sleep,
+            after_wake,
+            hook_timeout,
             keep_awake_while_connected,
             health,
         })
@@ -737,6 +752,22 @@ impl Cx<'_> {
             Some(v) => Some(self.check(v, || key("timezone"), |s| timezone(s))?),
             None => None,
         };
+        let before_sleep = self.hook(at, "before_sleep", p.before_sleep)?;
+        let after_wake = self.hook(at, "after_wake", p.after_wake)?;
+        let hook_timeout = match p.hook_timeout {
+            Some(v) => self.check(
+                v,
+                || key("hook_timeout"),
+                |s| {
+                    let d = parse_duration(s)?;
+                    if d.is_zero() {
+                        return Err(format!("`{s}` is zero; a hook needs time to run"));
+                    }
+                    Ok(d)
+                },
+            )?,
+            None => DEFAULT_HOOK_TIMEOUT,
+        };
         let keep_awake_while_connected = self.port_rules(
             at,
             "keep_awake_while_connected",
@@ -759,6 +790,9 @@ impl Cx<'_> {
             max_sleep,
             awake_during,
             timezone,
+            before_sleep,
+            after_wake,
+            hook_timeout,
             keep_awake_while_connected,
             health,
         })
@@ -919,15 +953,7 @@ impl Cx<'_> {
             qemu_command.push(self.check(
                 arg,
                 || format!("guest[{i}].qemu_command[{j}]"),
-                |s| {
-                    if j == 0 && s.is_empty() {
-                        Err("the program to run is empty".to_string())
-                    } else if s.contains('\0') {
-                        Err("an argument cannot contain a NUL character".to_string())
-                    } else {
-                        Ok(s.clone())
-                    }
-                },
+                |s| argv_element(j, s),
             )?);
         }
         let Some(state_file) = &g.state_file else {
@@ -949,6 +975,31 @@ impl Cx<'_> {
 
     /// `wake_on` or `keep_awake_while_connected`: port rules without duplicates, and only TCP
     /// ones if `tcp_only`.
+    /// A hook's argv (`before_sleep`, `after_wake`) of the table `at`: not empty, a program
+    /// first, no NUL; absent: no hook.
+    fn hook(
+        &self,
+        at: &str,
+        field: &str,
+        argv: Option<&Spanned<Vec<Spanned<String>>>>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let Some(argv) = argv else {
+            return Ok(Vec::new());
+        };
+        if argv.get_ref().is_empty() {
+            return Err(self.err(
+                argv.span(),
+                format!("{at}.{field}"),
+                format!("`{field}` is empty; give the command to run, program first"),
+            ));
+        }
+        let mut out = Vec::with_capacity(argv.get_ref().len());
+        for (j, arg) in argv.get_ref().iter().enumerate() {
+            out.push(self.check(arg, || format!("{at}.{field}[{j}]"), |s| argv_element(j, s))?);
+        }
+        Ok(out)
+    }
+
     /// `awake_during` of the table `at`: each window checked at its element.
     fn windows(&self, at: &str, list: &[Spanned<String>]) -> Result<AwakeWindows, ConfigError> {
         let mut windows = Vec::with_capacity(list.len());
@@ -1293,6 +1344,17 @@ fn off_or_not_zero(s: &str, off_is: &str) -> Result<Option<Duration>, String> {
         return Err(format!("`{s}` is zero; write `off` for {off_is}"));
     }
     Ok(Some(d))
+}
+
+/// Element `j` of a command's argv: the program (`j` 0) not empty, no NUL anywhere.
+fn argv_element(j: usize, s: &str) -> Result<String, String> {
+    if j == 0 && s.is_empty() {
+        Err("the program to run is empty".to_string())
+    } else if s.contains('\0') {
+        Err("an argument cannot contain a NUL character".to_string())
+    } else {
+        Ok(s.to_owned())
+    }
 }
 
 /// One window of `awake_during`: `DAYS HH:MM-HH:MM` (seconds may follow, `HH:MM:SS`).

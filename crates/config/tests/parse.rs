@@ -153,6 +153,9 @@ fn web1() -> GuestConfig {
         max_sleep: None,
         awake_during: None,
         timezone: None,
+        before_sleep: Vec::new(),
+        after_wake: Vec::new(),
+        hook_timeout: Duration::from_secs(10),
         keep_awake_while_connected: vec![],
         health: vec![],
     }
@@ -226,6 +229,9 @@ multicast_frames = 256         # optional, this default
             max_sleep: None,
             awake_during: None,
             timezone: None,
+            before_sleep: Vec::new(),
+            after_wake: Vec::new(),
+            hook_timeout: Duration::from_secs(10),
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1466,6 +1472,9 @@ idle_after = "30s"
             max_sleep: None,
             awake_during: None,
             timezone: None,
+            before_sleep: Vec::new(),
+            after_wake: Vec::new(),
+            hook_timeout: Duration::from_secs(10),
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -2001,6 +2010,42 @@ fn awake_windows_and_time_zones_are_read_and_refused_when_wrong() {
         12,
         Some("idle.timezone"),
         "`Mars/Olympus` is not a time zone",
+    );
+}
+
+#[test]
+fn hooks_are_read_and_refused_when_empty() {
+    let config = ok(&format!(
+        "{LIBVIRT}before_sleep = [\"/usr/local/bin/may-sleep\", \"web2\"]\n\
+         after_wake = [\"logger\", \"awake\"]\nhook_timeout = \"30s\"\n"
+    ));
+    let g = &config.guests[0];
+    assert_eq!(g.before_sleep, ["/usr/local/bin/may-sleep", "web2"]);
+    assert_eq!(g.after_wake, ["logger", "awake"]);
+    assert_eq!(g.hook_timeout, Duration::from_secs(30));
+    let plain = &ok(LIBVIRT).guests[0];
+    assert!(plain.before_sleep.is_empty() && plain.after_wake.is_empty());
+    assert_eq!(plain.hook_timeout, Duration::from_secs(10));
+    refused(
+        &format!("{LIBVIRT}before_sleep = []\n"),
+        5,
+        16,
+        Some("guest[0].before_sleep"),
+        "`before_sleep` is empty",
+    );
+    refused(
+        &format!("{LIBVIRT}after_wake = [\"\", \"x\"]\n"),
+        5,
+        15,
+        Some("guest[0].after_wake[0]"),
+        "the program to run is empty",
+    );
+    refused(
+        &format!("{LIBVIRT}hook_timeout = \"0s\"\n"),
+        5,
+        16,
+        Some("guest[0].hook_timeout"),
+        "a hook needs time to run",
     );
 }
 

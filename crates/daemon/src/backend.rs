@@ -36,6 +36,7 @@ use vmnap_core::HoldBudget;
 
 use crate::error::chain;
 use crate::gate::ResumeGate;
+use crate::hooks::{Hook, Hooks};
 
 /// A request to a guest's backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,10 @@ pub(crate) enum Op {
     WriteBack,
     /// Read what the guest touched since its resume from a page-out, for the next one.
     ReadWakeSet,
+    /// Run its `before_sleep` hook (whose failure vetoes the sleep about to begin).
+    BeforeSleep,
+    /// Run its `after_wake` hook.
+    AfterWake,
 }
 
 impl Op {
@@ -96,6 +101,8 @@ pub(crate) enum Done {
     Inspected(Option<Result<TcpWork, InspectError>>),
     /// What its wake from a page-out touched: the bytes kept for the next, or why none.
     WakeSetRead(Result<u64, String>),
+    /// A hook ran: whether it succeeded, or why not.
+    Hooked(Hook, Result<(), String>),
 }
 
 /// A report to a worker: the guest's index there, the ticket of the [`GuestBackend`] that
@@ -320,6 +327,8 @@ struct Slot {
     page_out_asked: AtomicBool,
     /// What its wakes from a page-out touched, read back before the next such resume.
     wake_set: Mutex<WakeSet>,
+    /// Its hooks.
+    hooks: Mutex<Hooks>,
     calls: Mutex<Calls>,
     index: usize,
     ticket: u64,
@@ -420,6 +429,16 @@ impl Slot {
             self.report(Done::WakeSetRead(self.read_wake_set()));
             return;
         }
+        if let Some(hook) = match op {
+            Op::BeforeSleep => Some(Hook::BeforeSleep),
+            Op::AfterWake => Some(Hook::AfterWake),
+            _ => None,
+        } {
+            // Apart from the backend's lock, from a copy: a hook may take its timeout.
+            let hooks = lock(&self.hooks).clone();
+            self.report(Done::Hooked(hook, hooks.run(hook)));
+            return;
+        }
         let done = {
             let mut backend = lock(&self.backend);
             match op {
@@ -448,7 +467,9 @@ impl Slot {
                         Err("the guest's sleep keeps its memory".to_owned()),
                     ),
                 },
-                Op::PageOut | Op::ReadWakeSet => unreachable!("handled above"),
+                Op::PageOut | Op::ReadWakeSet | Op::BeforeSleep | Op::AfterWake => {
+                    unreachable!("handled above")
+                }
                 Op::Resume => {
                     let started = Instant::now();
                     let from_page_out = self.prefetch();
@@ -594,6 +615,7 @@ impl GuestBackend {
                 cancel_page_out: AtomicBool::new(false),
                 page_out_asked: AtomicBool::new(false),
                 wake_set: Mutex::new(WakeSet::default()),
+                hooks: Mutex::new(Hooks::default()),
                 calls: Mutex::new(Calls::default()),
                 index,
                 ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
@@ -622,6 +644,11 @@ impl GuestBackend {
     /// The ticket its reports carry.
     pub(crate) fn ticket(&self) -> u64 {
         self.slot.ticket
+    }
+
+    /// The guest's hooks from now on.
+    pub(crate) fn set_hooks(&self, hooks: Hooks) {
+        *lock(&self.slot.hooks) = hooks;
     }
 
     /// Stops a page-out of the guest's RAM at its next step (or before it starts): the
@@ -748,6 +775,7 @@ mod tests {
                     Done::Suspended(..) => "suspend",
                     Done::PagedOut(..) => "page-out",
                     Done::WakeSetRead(_) => "wake set",
+                    Done::Hooked(..) => "hook",
                     Done::WroteBack(..) => "write-back",
                     Done::Inspected(_) => "inspect",
                     Done::Resumed(..) => "resume",

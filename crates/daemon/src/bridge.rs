@@ -37,6 +37,7 @@ use crate::backoff::WakeJudge;
 use crate::error::{chain, StartError};
 use crate::events::{Event, EventBus};
 use crate::gate::Entry as GateEntry;
+use crate::hooks::{Hook, Hooks};
 use crate::journal::{self, Entry, Journal};
 use crate::metrics::{BridgeMetrics, GuestMetrics};
 use crate::ports::EveryPort;
@@ -99,6 +100,8 @@ pub(crate) enum Refusal {
     KeptRunning,
     /// Its backend could not resume it (it is retried): why.
     DidNotWake(String),
+    /// Its `before_sleep` hook said no: what it said.
+    Vetoed(String),
 }
 
 /// A request to a bridge worker.
@@ -313,6 +316,10 @@ struct Guest {
     idle: Option<IdleTracker>,
     /// How long it may sleep before it is woken, and its awake windows.
     timing: Timing,
+    /// Whether it has a `before_sleep` hook, and an `after_wake` one.
+    hooks: (bool, bool),
+    /// Its `before_sleep` hook runs: those who asked for the sleep (none for idleness).
+    vetting: Option<Vec<Reply>>,
     /// What Prometheus sees of it.
     metrics: GuestMetrics,
     /// A passive capture on its port, while it is awake and while it wakes, of the frames
@@ -916,6 +923,7 @@ impl BridgeWorker {
             .add_guest(spec_of(&setup.config, setup.mac))
             .map_err(StartError::Guest)?;
         let i = id.index();
+        let hooks = hooks_of(&setup.config);
         let backend = GuestBackend::new(
             &self.pool,
             i,
@@ -923,6 +931,7 @@ impl BridgeWorker {
             self.done_tx.clone(),
             Arc::clone(&self.waker),
         );
+        backend.set_hooks(hooks.clone());
         let mut guest = Guest {
             id,
             order: setup.order,
@@ -944,6 +953,8 @@ impl BridgeWorker {
             wake_waiters: Vec::new(),
             idle: setup.idle.map(IdleTracker::new),
             timing: setup.timing,
+            hooks: (!hooks.before_sleep.is_empty(), !hooks.after_wake.is_empty()),
+            vetting: None,
             metrics: GuestMetrics::new(),
             watch: None,
             health_ports: setup.config.health.iter().map(|h| h.port).collect(),
@@ -1543,6 +1554,7 @@ impl BridgeWorker {
                     g.page_out.found = Some(found);
                 }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
+                Done::Hooked(hook, r) => self.hooked(i, hook, r),
                 Done::WakeSetRead(r) => {
                     let g = &self.guests[i];
                     match r {
@@ -1794,6 +1806,9 @@ impl BridgeWorker {
             }
             let g = &mut self.guests[i];
             info!(guest = %name, "new policy applied in place");
+            let hooks = hooks_of(&config);
+            g.hooks = (!hooks.before_sleep.is_empty(), !hooks.after_wake.is_empty());
+            g.backend.set_hooks(hooks);
             g.keep_ports = config.keep_awake_while_connected.clone();
             let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
             if ports != g.health_ports {
@@ -2081,22 +2096,84 @@ impl BridgeWorker {
     /// Asks guest `i`'s sequence to put it to sleep; `reply` (if an operator asked) is
     /// answered once it is asleep, or did not fall asleep.
     fn sleep(&mut self, i: usize, reply: Option<Reply>) {
-        let name = self.guests[i].name.clone();
         if self.guests[i].retiring {
             if let Some(r) = reply {
                 let _ = r.send(Err(Refusal::BeingRemoved));
             }
             return;
         }
+        // An awake guest with a before_sleep hook sleeps once the hook says yes.
+        let awake = self.surrogate.phase(self.guests[i].id) == Some(Phase::Awake);
+        let g = &mut self.guests[i];
+        if awake && g.hooks.0 {
+            match g.vetting.as_mut() {
+                Some(waiting) => waiting.extend(reply),
+                None if g.backend.send(Op::BeforeSleep) => {
+                    g.vetting = Some(reply.into_iter().collect());
+                }
+                None => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(Refusal::DidNotSleep(
+                            "no backend thread to run its before_sleep hook".into(),
+                        )));
+                    }
+                }
+            }
+            return;
+        }
+        self.sleep_now(i, reply.into_iter().collect());
+    }
+
+    /// [`Self::sleep`], its hook (if any) passed.
+    fn sleep_now(&mut self, i: usize, replies: Vec<Reply>) {
+        let name = self.guests[i].name.clone();
         let now = self.now();
         match self.surrogate.sleep(self.guests[i].id, now) {
-            Ok(Asked::Started | Asked::UnderWay) => self.guests[i].sleep_waiters.extend(reply),
+            Ok(Asked::Started | Asked::UnderWay) => self.guests[i].sleep_waiters.extend(replies),
             Ok(Asked::Already(state)) => {
-                if let Some(r) = reply {
+                for r in replies {
                     let _ = r.send(Ok(Answer::Already(state)));
                 }
             }
             Err(e) => error!(guest = %name, error = %e, "cannot put the guest to sleep"),
+        }
+    }
+
+    /// What guest `i`'s hook did.
+    fn hooked(&mut self, i: usize, hook: Hook, result: Result<(), String>) {
+        let name = self.guests[i].name.clone();
+        match hook {
+            Hook::BeforeSleep => {
+                let replies = self.guests[i].vetting.take().unwrap_or_default();
+                match result {
+                    Ok(()) => self.sleep_now(i, replies),
+                    Err(why) => {
+                        info!(guest = %name, reason = %why, "before_sleep vetoed the sleep; the guest stays awake");
+                        let now = self.now();
+                        if let Some(idle) = self.guests[i].idle.as_mut() {
+                            // Idle again from now: asked again idle_after later.
+                            idle.reset(now);
+                        }
+                        for r in replies {
+                            let _ = r.send(Err(Refusal::Vetoed(why.clone())));
+                        }
+                        self.bus.publish(Event::SleepVetoed {
+                            guest: name,
+                            reason: why,
+                        });
+                    }
+                }
+            }
+            Hook::AfterWake => {
+                if let Err(why) = result {
+                    warn!(guest = %name, error = %why, "the guest's after_wake hook failed");
+                    self.bus.publish(Event::BackendError {
+                        guest: name,
+                        operation: "after-wake".into(),
+                        message: why,
+                    });
+                }
+            }
         }
     }
 
@@ -2348,7 +2425,9 @@ impl BridgeWorker {
             Op::Inspect => Outcome::Inspected { busy: None },
             Op::Suspend | Op::Sample => Outcome::Suspended { ok: false },
             // Never sent through here.
-            Op::PageOut | Op::WriteBack | Op::ReadWakeSet => return,
+            Op::PageOut | Op::WriteBack | Op::ReadWakeSet | Op::BeforeSleep | Op::AfterWake => {
+                return
+            }
         };
         self.outcome(i, outcome);
     }
@@ -2730,6 +2809,9 @@ impl BridgeWorker {
         if let Some(idle) = g.idle.as_mut() {
             idle.reset(now);
         }
+        if g.hooks.1 && !g.backend.send(Op::AfterWake) {
+            warn!(guest = %g.name, "no backend thread to run the guest's after_wake hook");
+        }
         open_watch(&self.poll, g, i, true);
         g.answer_wake(&Ok(Answer::Awake));
     }
@@ -2993,5 +3075,15 @@ pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
             bytes: c.queue_bytes,
             multicast_frames: c.multicast_frames,
         },
+    }
+}
+
+/// A guest's hooks, from its entry.
+fn hooks_of(config: &GuestConfig) -> Hooks {
+    Hooks {
+        guest: config.name.clone(),
+        before_sleep: config.before_sleep.clone(),
+        after_wake: config.after_wake.clone(),
+        timeout: config.hook_timeout,
     }
 }

@@ -40,6 +40,7 @@ mod discover {
 mod error;
 pub mod events;
 mod gate;
+mod hooks;
 mod journal;
 pub mod metrics;
 pub mod page;

@@ -658,6 +658,10 @@ fn refusal(guest: &str, why: &Refusal) -> http::Response {
             500,
             format!("{guest} did not wake: {e}; vmnap keeps trying (see its log)"),
         ),
+        Refusal::Vetoed(e) => (
+            409,
+            format!("{guest} stays awake: its before_sleep hook vetoed the sleep ({e})"),
+        ),
     };
     http::Response::error(status, message)
 }

@@ -305,6 +305,7 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
                     "woke"
                 }
                 Event::BackendError { .. } => "backend-error",
+                Event::SleepVetoed { .. } => "sleep-vetoed",
                 Event::PagedOut { .. } => "paged-out",
                 Event::Dropped { .. } => "dropped",
                 Event::Answered { .. } | Event::Queued { .. } => return None,

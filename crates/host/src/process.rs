@@ -223,3 +223,135 @@ pub fn holding_tap(ifname: &str) -> Vec<u32> {
     }
     out
 }
+
+/// How a command run by [`run_with_timeout`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ran {
+    /// Its PID, the id of its process group.
+    pub pid: u32,
+    /// Its exit status; `None` when it did not end in time and its process group was
+    /// killed.
+    pub status: Option<std::process::ExitStatus>,
+    /// The first 4 KiB of what it wrote to its standard error before it ended.
+    pub stderr: String,
+}
+
+/// Runs `command` (its standard input and output on /dev/null, its standard error read)
+/// in a process group of its own, and waits for it at most `timeout`; past that the whole
+/// group is killed. Its standard error is read once it has ended, without waiting for a
+/// process it left behind that holds the pipe; one that writes more than a pipe holds
+/// (64 KiB) before it ends waits, and so times out. `Err` if it cannot be started.
+pub fn run_with_timeout(
+    command: &mut std::process::Command,
+    timeout: std::time::Duration,
+) -> io::Result<Ran> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+
+    const KEPT: usize = 4096;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()?;
+    let started = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait()? {
+            Some(status) => break Some(status),
+            None if started.elapsed() >= timeout => {
+                // SAFETY: kill(2) on the process group of a child of ours that is not
+                // reaped yet, so its id (the group's) is not reused.
+                unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                let _ = child.wait();
+                break None;
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    };
+    let mut stderr = Vec::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let fd = pipe.as_raw_fd();
+        // SAFETY: fcntl(2) on the pipe's descriptor, which `pipe` owns.
+        unsafe {
+            libc::fcntl(
+                fd,
+                libc::F_SETFL,
+                libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+            )
+        };
+        let mut buf = [0u8; KEPT];
+        while stderr.len() < KEPT {
+            match pipe.read(&mut buf[..KEPT - stderr.len()]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => stderr.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+    Ok(Ran {
+        pid: child.id(),
+        status,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod run_tests {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    use super::run_with_timeout;
+
+    fn sh(script: &str) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", script]);
+        c
+    }
+
+    #[test]
+    fn a_command_ends_with_its_status_and_standard_error() {
+        let ran = run_with_timeout(
+            &mut sh("echo first >&2; echo why >&2; exit 3"),
+            Duration::from_secs(5),
+        )
+        .expect("run");
+        assert_eq!(ran.status.and_then(|s| s.code()), Some(3));
+        assert_eq!(ran.stderr, "first\nwhy\n");
+        let ran = run_with_timeout(&mut sh("true"), Duration::from_secs(5)).expect("run");
+        assert!(ran.status.is_some_and(|s| s.success()));
+        assert!(run_with_timeout(
+            &mut Command::new("/nonexistent/hook"),
+            Duration::from_secs(1)
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn past_its_timeout_the_whole_group_is_killed_and_a_process_left_behind_is_not_waited_for() {
+        let started = Instant::now();
+        // The shell, and a child of its that would outlive it.
+        let ran = run_with_timeout(&mut sh("sleep 30 & sleep 30"), Duration::from_millis(300))
+            .expect("run");
+        assert_eq!(ran.status, None);
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        // A command that ends while something it started still holds its standard error.
+        let started = Instant::now();
+        let ran = run_with_timeout(
+            &mut sh("echo gone >&2; sleep 3 & exit 1"),
+            Duration::from_secs(10),
+        )
+        .expect("run");
+        assert_eq!(ran.status.and_then(|s| s.code()), Some(1));
+        assert_eq!(ran.stderr, "gone\n");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}
