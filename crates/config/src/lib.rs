@@ -5,7 +5,8 @@
 //! limits, paths, durations, backends and their keys, health checks, and uniqueness across
 //! guests (names, interfaces, backend targets, MACs and addresses per bridge and VLAN). Every
 //! refusal is a [`ConfigError`] naming the file, line, column and key. The only I/O is reading
-//! the one file in [`Config::load`]; this crate does not check that the bridges, interfaces,
+//! the one file in [`Config::load`], and a `timezone`'s name looked up in the tz database
+//! (the host's, or the copy built into jiff); this crate does not check that the bridges, interfaces,
 //! cgroups, libvirt domains, QMP sockets or socket directory exist, nor does it look at the
 //! running system in any other way: that is the daemon's business when it starts the guests.
 //!
