@@ -2,11 +2,11 @@
 //! by idleness, and at whose start a sleeping guest is woken (`awake_during` in the config).
 //!
 //! Pure: a moment is a local weekday and second of the day, which the daemon reads from the
-//! clock in the guest's time zone. A window whose end is not after its start runs past
+//! clock in the guest's time zone (the daemon places a window's next start on that zone's
+//! calendar itself, so that a day whose clocks change is counted right). A window whose end is not after its start runs past
 //! midnight into the next day: `Fri 22:00-06:00` is Friday night to Saturday morning.
 
 use core::fmt;
-use std::time::Duration;
 
 /// Seconds in a day.
 pub const DAY: u32 = 86_400;
@@ -36,11 +36,6 @@ impl Weekdays {
     pub fn has(self, day: u8) -> bool {
         self.0 & (1 << (day % 7)) != 0
     }
-
-    /// Whether it has no day.
-    pub fn is_empty(self) -> bool {
-        self.0 == 0
-    }
 }
 
 /// One window: on each of its days, from `start` to `end` (seconds of the day; an `end` not
@@ -64,16 +59,6 @@ impl Window {
             (self.days.has(day) && second >= self.start)
                 || (self.days.has((day + 6) % 7) && second < self.end)
         }
-    }
-
-    /// How long from the moment `second` of weekday `day` until the window next starts
-    /// (more than zero; at most a week). `None` for a window of no day.
-    pub fn next_start(&self, day: u8, second: u32) -> Option<Duration> {
-        (0..=7u32).find_map(|ahead| {
-            let d = ((u32::from(day) + ahead) % 7) as u8;
-            let at = ahead * DAY + self.start;
-            (self.days.has(d) && at > second).then(|| Duration::from_secs(u64::from(at - second)))
-        })
     }
 }
 
@@ -99,14 +84,6 @@ impl AwakeWindows {
     /// Whether the moment is in one of them.
     pub fn contains(&self, day: u8, second: u32) -> bool {
         self.0.iter().any(|w| w.contains(day, second))
-    }
-
-    /// How long until one of them next starts; `None` without windows.
-    pub fn next_start(&self, day: u8, second: u32) -> Option<Duration> {
-        self.0
-            .iter()
-            .filter_map(|w| w.next_start(day, second))
-            .min()
     }
 
     /// Whether there are none.
@@ -138,16 +115,6 @@ mod tests {
         assert!(!w.contains(4, 18 * H));
         assert!(!w.contains(5, 12 * H), "Saturday");
         assert!(!w.contains(2, 7 * H));
-        // Friday 18:00 to Monday 08:00.
-        assert_eq!(
-            w.next_start(4, 18 * H),
-            Some(Duration::from_secs(u64::from(2 * DAY + 14 * H)))
-        );
-        // At its very start, the next is the next day's.
-        assert_eq!(
-            w.next_start(1, 8 * H),
-            Some(Duration::from_secs(u64::from(DAY)))
-        );
         assert_eq!(w.to_string(), "Mon,Tue,Wed,Thu,Fri 08:00-18:00");
     }
 
@@ -163,10 +130,6 @@ mod tests {
         assert!(w.contains(0, 5 * H));
         assert!(!w.contains(0, 6 * H));
         assert!(!w.contains(6, 5 * H), "Sunday morning is Saturday night's");
-        assert_eq!(
-            w.next_start(0, 5 * H),
-            Some(Duration::from_secs(u64::from(6 * DAY + 17 * H)))
-        );
         let every = AwakeWindows(vec![
             w,
             Window {
@@ -176,11 +139,6 @@ mod tests {
             },
         ]);
         assert!(every.contains(3, 12 * H + 30));
-        assert_eq!(
-            every.next_start(6, 13 * H),
-            Some(Duration::from_secs(9 * 3600))
-        );
-        assert_eq!(AwakeWindows::default().next_start(0, 0), None);
         assert!(!AwakeWindows::default().contains(0, 0));
     }
 }
