@@ -392,20 +392,10 @@ pub struct GuestDefaults {
     pub multicast_frames: usize,
     /// As [`GuestConfig::idle_after`].
     pub idle_after: Option<Option<Duration>>,
-    /// As [`GuestConfig::min_awake`].
-    pub min_awake: Option<Duration>,
-    /// As [`GuestConfig::max_sleep`].
-    pub max_sleep: Option<Option<Duration>>,
-    /// As [`GuestConfig::awake_during`].
-    pub awake_during: Option<AwakeWindows>,
-    /// As [`GuestConfig::timezone`].
-    pub timezone: Option<String>,
-    /// As [`GuestConfig::before_sleep`].
-    pub before_sleep: Vec<String>,
-    /// As [`GuestConfig::after_wake`].
-    pub after_wake: Vec<String>,
-    /// As [`GuestConfig::hook_timeout`].
-    pub hook_timeout: Duration,
+    /// As [`GuestConfig::schedule`].
+    pub schedule: Option<Box<SleepSchedule>>,
+    /// As [`GuestConfig::hooks`].
+    pub hooks: Option<Box<GuestHooks>>,
     /// As [`GuestConfig::keep_awake_while_connected`].
     pub keep_awake_while_connected: Vec<PortRule>,
     /// As [`GuestConfig::health`] (`[[libvirt.defaults.health]]`).
@@ -423,13 +413,8 @@ impl Default for GuestDefaults {
             multicast: MulticastPolicy::Queue,
             multicast_frames: DEFAULT_MULTICAST_FRAMES.min(DEFAULT_QUEUE_FRAMES),
             idle_after: None,
-            min_awake: None,
-            max_sleep: None,
-            awake_during: None,
-            timezone: None,
-            before_sleep: Vec::new(),
-            after_wake: Vec::new(),
-            hook_timeout: DEFAULT_HOOK_TIMEOUT,
+            schedule: None,
+            hooks: None,
             keep_awake_while_connected: Vec::new(),
             health: Vec::new(),
         }
@@ -526,29 +511,12 @@ pub struct GuestConfig {
     /// `"off"` (the guest sleeps only when told), `Some(Some(d))` with `d` never zero. Use
     /// [`GuestConfig::idle_after`] for the value that applies.
     pub idle_after: Option<Option<Duration>>,
-    /// This guest's override of `[idle] min_awake` (`None`: not given). Use
-    /// [`GuestConfig::min_awake`] for the value that applies.
-    pub min_awake: Option<Duration>,
-    /// This guest's override of `[idle] max_sleep`: `None` when not given, `Some(None)` for
-    /// `"off"`. Use [`GuestConfig::max_sleep`] for the value that applies.
-    pub max_sleep: Option<Option<Duration>>,
-    /// This guest's override of `[idle] awake_during` (`None`: not given; an empty list: no
-    /// window). Use [`GuestConfig::awake_during`] for the windows that apply.
-    pub awake_during: Option<AwakeWindows>,
-    /// This guest's override of `[idle] timezone` (`None`: not given). Use
-    /// [`GuestConfig::timezone`] for the zone that applies.
-    pub timezone: Option<String>,
-    /// A command run on the host before each sleep of the guest, argv program first (empty:
-    /// none), with `VMNAP_GUEST` and `VMNAP_EVENT=before-sleep` in its environment: a
-    /// non-zero exit, or no exit within `hook_timeout`, vetoes the sleep (idleness tries
-    /// again later).
-    pub before_sleep: Vec<String>,
-    /// A command run on the host after each wake (`VMNAP_EVENT=after-wake`), not waited for
-    /// by the wake; a failure is reported.
-    pub after_wake: Vec<String>,
-    /// How long a hook may run before it is killed (and a `before_sleep` counts as a veto);
-    /// default [`DEFAULT_HOOK_TIMEOUT`].
-    pub hook_timeout: Duration,
+    /// This guest's overrides of `[idle]`'s `min_awake`, `max_sleep`, `awake_during` and
+    /// `timezone`; `None` when it gives none of them (boxed: few guests do). Use
+    /// [`GuestConfig::min_awake`] and its siblings for the values that apply.
+    pub schedule: Option<Box<SleepSchedule>>,
+    /// Its hooks; `None` when it has neither `before_sleep` nor `after_wake`.
+    pub hooks: Option<Box<GuestHooks>>,
     /// The guest is not put to sleep while it has an open TCP connection on one of these ports
     /// (only `tcp/PORT` rules; no duplicates).
     pub keep_awake_while_connected: Vec<PortRule>,
@@ -567,25 +535,79 @@ impl GuestConfig {
     /// How long after a wake idleness leaves this guest awake at least: its own
     /// `min_awake` if given, otherwise `idle.min_awake`.
     pub fn min_awake(&self, idle: &IdleConfig) -> Duration {
-        self.min_awake.unwrap_or(idle.min_awake)
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.min_awake)
+            .unwrap_or(idle.min_awake)
     }
 
     /// How long this guest may sleep before it is woken: its own `max_sleep` if given,
     /// otherwise `idle.max_sleep`. `None`: as long as nothing wakes it.
     pub fn max_sleep(&self, idle: &IdleConfig) -> Option<Duration> {
-        self.max_sleep.unwrap_or(idle.max_sleep)
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.max_sleep)
+            .unwrap_or(idle.max_sleep)
     }
 
     /// This guest's awake windows: its own `awake_during` if given, otherwise
     /// `idle.awake_during`.
     pub fn awake_during<'a>(&'a self, idle: &'a IdleConfig) -> &'a AwakeWindows {
-        self.awake_during.as_ref().unwrap_or(&idle.awake_during)
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.awake_during.as_ref())
+            .unwrap_or(&idle.awake_during)
     }
 
     /// The time zone of its windows: its own `timezone` if given, otherwise
     /// `idle.timezone`; `None`: the host's.
     pub fn timezone<'a>(&'a self, idle: &'a IdleConfig) -> Option<&'a str> {
-        self.timezone.as_deref().or(idle.timezone.as_deref())
+        self.schedule
+            .as_ref()
+            .and_then(|s| s.timezone.as_deref())
+            .or(idle.timezone.as_deref())
+    }
+}
+
+/// A guest's overrides of the `[idle]` keys that time its sleeps beside idleness (each
+/// `None` when not given).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SleepSchedule {
+    /// Its `min_awake`.
+    pub min_awake: Option<Duration>,
+    /// Its `max_sleep`: `Some(None)` for `"off"`.
+    pub max_sleep: Option<Option<Duration>>,
+    /// Its `awake_during` (an empty list: no window).
+    pub awake_during: Option<AwakeWindows>,
+    /// Its `timezone`.
+    pub timezone: Option<String>,
+}
+
+impl SleepSchedule {
+    /// `None` when it overrides nothing, so that a guest without overrides holds nothing.
+    pub fn boxed(self) -> Option<Box<SleepSchedule>> {
+        (self != SleepSchedule::default()).then(|| Box::new(self))
+    }
+}
+
+/// A guest's hooks: commands run on the host, argv program first, with `VMNAP_GUEST` and
+/// `VMNAP_EVENT` (`before-sleep`, `after-wake`) in their environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestHooks {
+    /// Run before each sleep of the guest (empty: none): a non-zero exit, or no exit within
+    /// `timeout`, vetoes the sleep (idleness tries again later).
+    pub before_sleep: Vec<String>,
+    /// Run after each wake (empty: none), not waited for by the wake; a failure is reported.
+    pub after_wake: Vec<String>,
+    /// How long a hook may run before it is killed (and a `before_sleep` counts as a
+    /// veto); `hook_timeout`, default [`DEFAULT_HOOK_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+impl GuestHooks {
+    /// `None` when there is no hook to run, so that a guest without hooks holds nothing.
+    pub fn boxed(self) -> Option<Box<GuestHooks>> {
+        (!self.before_sleep.is_empty() || !self.after_wake.is_empty()).then(|| Box::new(self))
     }
 }
 

@@ -149,13 +149,8 @@ fn web1() -> GuestConfig {
         multicast: MulticastPolicy::Queue,
         multicast_frames: 256,
         idle_after: None,
-        min_awake: None,
-        max_sleep: None,
-        awake_during: None,
-        timezone: None,
-        before_sleep: Vec::new(),
-        after_wake: Vec::new(),
-        hook_timeout: Duration::from_secs(10),
+        schedule: None,
+        hooks: None,
         keep_awake_while_connected: vec![],
         health: vec![],
     }
@@ -225,13 +220,8 @@ multicast_frames = 256         # optional, this default
             multicast: MulticastPolicy::Queue,
             multicast_frames: 256,
             idle_after: None,
-            min_awake: None,
-            max_sleep: None,
-            awake_during: None,
-            timezone: None,
-            before_sleep: Vec::new(),
-            after_wake: Vec::new(),
-            hook_timeout: Duration::from_secs(10),
+            schedule: None,
+            hooks: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1468,13 +1458,8 @@ idle_after = "30s"
             multicast: MulticastPolicy::Queue,
             multicast_frames: 256,
             idle_after: Some(Some(Duration::from_secs(30))),
-            min_awake: None,
-            max_sleep: None,
-            awake_during: None,
-            timezone: None,
-            before_sleep: Vec::new(),
-            after_wake: Vec::new(),
-            hook_timeout: Duration::from_secs(10),
+            schedule: None,
+            hooks: None,
             keep_awake_while_connected: vec![],
             health: vec![],
         }],
@@ -1940,6 +1925,8 @@ fn min_awake_and_max_sleep_are_read_per_guest_over_idle_and_refused_when_wrong()
     assert_eq!(g.min_awake(&config.idle), Duration::from_secs(60));
     assert_eq!(g.max_sleep(&config.idle), None);
     assert_eq!(ok(LIBVIRT).guests[0].max_sleep(&ok(LIBVIRT).idle), None);
+    // A guest that overrides none of the schedule's keys holds nothing for them.
+    assert_eq!(ok(LIBVIRT).guests[0].schedule, None);
     refused(
         &format!("{LIBVIRT}max_sleep = \"0s\"\n"),
         5,
@@ -2019,13 +2006,23 @@ fn hooks_are_read_and_refused_when_empty() {
         "{LIBVIRT}before_sleep = [\"/usr/local/bin/may-sleep\", \"web2\"]\n\
          after_wake = [\"logger\", \"awake\"]\nhook_timeout = \"30s\"\n"
     ));
-    let g = &config.guests[0];
-    assert_eq!(g.before_sleep, ["/usr/local/bin/may-sleep", "web2"]);
-    assert_eq!(g.after_wake, ["logger", "awake"]);
-    assert_eq!(g.hook_timeout, Duration::from_secs(30));
-    let plain = &ok(LIBVIRT).guests[0];
-    assert!(plain.before_sleep.is_empty() && plain.after_wake.is_empty());
-    assert_eq!(plain.hook_timeout, Duration::from_secs(10));
+    let hooks = config.guests[0]
+        .hooks
+        .as_deref()
+        .expect("the guest's hooks");
+    assert_eq!(hooks.before_sleep, ["/usr/local/bin/may-sleep", "web2"]);
+    assert_eq!(hooks.after_wake, ["logger", "awake"]);
+    assert_eq!(hooks.timeout, Duration::from_secs(30));
+    // The timeout defaults to 10 s; a guest without hooks holds none.
+    let one = ok(&format!("{LIBVIRT}after_wake = [\"logger\"]\n"));
+    let hooks = one.guests[0].hooks.as_deref().expect("the guest's hook");
+    assert!(hooks.before_sleep.is_empty());
+    assert_eq!(hooks.timeout, Duration::from_secs(10));
+    assert_eq!(ok(LIBVIRT).guests[0].hooks, None);
+    assert_eq!(
+        ok(&format!("{LIBVIRT}hook_timeout = \"5s\"\n")).guests[0].hooks,
+        None
+    );
     refused(
         &format!("{LIBVIRT}before_sleep = []\n"),
         5,

@@ -325,10 +325,11 @@ struct Slot {
     cancel_page_out: AtomicBool,
     /// Its backend has been asked what pages its RAM out (at its first sample, or sleep).
     page_out_asked: AtomicBool,
-    /// What its wakes from a page-out touched, read back before the next such resume.
-    wake_set: Mutex<WakeSet>,
-    /// Its hooks.
-    hooks: Mutex<Hooks>,
+    /// What its wakes from a page-out touched, read back before the next such resume
+    /// (`None` until its first page-out: boxed, as few guests page out).
+    wake_set: Mutex<Option<Box<WakeSet>>>,
+    /// Its hooks (`None`: it has none).
+    hooks: Mutex<Option<Box<Hooks>>>,
     calls: Mutex<Calls>,
     index: usize,
     ticket: u64,
@@ -414,7 +415,7 @@ impl Slot {
                 Some(h) => {
                     let r = h.page_out(&self.cancel_page_out);
                     // Even a page-out a wake stopped took some of the RAM out.
-                    lock(&self.wake_set).paged_out = true;
+                    lock(&self.wake_set).get_or_insert_default().paged_out = true;
                     Done::PagedOut(found, r.map_err(|e| chain(e.as_ref())))
                 }
                 None => Done::PagedOut(
@@ -436,7 +437,8 @@ impl Slot {
         } {
             // Apart from the backend's lock, from a copy: a hook may take its timeout.
             let hooks = lock(&self.hooks).clone();
-            self.report(Done::Hooked(hook, hooks.run(hook)));
+            let r = hooks.map_or(Ok(()), |h| h.run(hook));
+            self.report(Done::Hooked(hook, r));
             return;
         }
         let done = {
@@ -476,7 +478,9 @@ impl Slot {
                     let r = backend.resume();
                     let took = started.elapsed();
                     if r.is_ok() && from_page_out {
-                        lock(&self.wake_set).paged_out = false;
+                        if let Some(set) = lock(&self.wake_set).as_mut() {
+                            set.paged_out = false;
+                        }
                     }
                     Done::Resumed(r.map(|()| backend.interface()), took)
                 }
@@ -516,10 +520,10 @@ impl Slot {
     fn prefetch(&self) -> bool {
         let ranges = {
             let set = lock(&self.wake_set);
-            if !set.paged_out {
-                return false;
+            match set.as_ref() {
+                Some(set) if set.paged_out => set.to_prefetch(),
+                _ => return false,
             }
-            set.to_prefetch()
         };
         let Some(h) = lock(&self.page_out).clone() else {
             return false;
@@ -561,6 +565,7 @@ impl Slot {
             Err(e) => Err(e),
         };
         let mut set = lock(&self.wake_set);
+        let set = set.get_or_insert_default();
         match keep {
             Ok(t) => {
                 set.push(t);
@@ -614,8 +619,8 @@ impl GuestBackend {
                 page_out: Mutex::new(None),
                 cancel_page_out: AtomicBool::new(false),
                 page_out_asked: AtomicBool::new(false),
-                wake_set: Mutex::new(WakeSet::default()),
-                hooks: Mutex::new(Hooks::default()),
+                wake_set: Mutex::new(None),
+                hooks: Mutex::new(None),
                 calls: Mutex::new(Calls::default()),
                 index,
                 ticket: TICKETS.fetch_add(1, Ordering::Relaxed),
@@ -647,7 +652,7 @@ impl GuestBackend {
     }
 
     /// The guest's hooks from now on.
-    pub(crate) fn set_hooks(&self, hooks: Hooks) {
+    pub(crate) fn set_hooks(&self, hooks: Option<Box<Hooks>>) {
         *lock(&self.slot.hooks) = hooks;
     }
 

@@ -683,8 +683,9 @@ struct PageOutState {
     /// What its backend last found to page its RAM out with: at its first sample, and at
     /// each suspend and write-back (`None`: not asked yet).
     found: Option<PageOutFound>,
-    /// What this sleep's page-out did (`None` while awake, or none ran).
-    this_sleep: Option<PagedOut>,
+    /// What this sleep's page-out did (`None` while awake, or none ran; boxed: few guests
+    /// page out).
+    this_sleep: Option<Box<PagedOut>>,
     /// It woke from a sleep whose page-out took its RAM out: what it holds since is what
     /// came back.
     woke_from: bool,
@@ -931,7 +932,8 @@ impl BridgeWorker {
             self.done_tx.clone(),
             Arc::clone(&self.waker),
         );
-        backend.set_hooks(hooks.clone());
+        let has_hooks = has_hooks(hooks.as_deref());
+        backend.set_hooks(hooks);
         let mut guest = Guest {
             id,
             order: setup.order,
@@ -953,7 +955,7 @@ impl BridgeWorker {
             wake_waiters: Vec::new(),
             idle: setup.idle.map(IdleTracker::new),
             timing: setup.timing,
-            hooks: (!hooks.before_sleep.is_empty(), !hooks.after_wake.is_empty()),
+            hooks: has_hooks,
             vetting: None,
             metrics: GuestMetrics::new(),
             watch: None,
@@ -1427,7 +1429,7 @@ impl BridgeWorker {
     /// Counts down to the start of guest `i`'s next awake window, if it has windows.
     fn watch_windows(&mut self, i: usize) {
         let g = &self.guests[i];
-        if let Some(ahead) = g.timing.awake.as_ref().and_then(Awake::next_start) {
+        if let Some(ahead) = g.timing.awake.as_deref().and_then(Awake::next_start) {
             self.window_due
                 .push(StdInstant::now() + ahead, i, g.backend.ticket());
         }
@@ -1807,7 +1809,7 @@ impl BridgeWorker {
             let g = &mut self.guests[i];
             info!(guest = %name, "new policy applied in place");
             let hooks = hooks_of(&config);
-            g.hooks = (!hooks.before_sleep.is_empty(), !hooks.after_wake.is_empty());
+            g.hooks = has_hooks(hooks.as_deref());
             g.backend.set_hooks(hooks);
             g.keep_ports = config.keep_awake_while_connected.clone();
             let ports: Vec<u16> = config.health.iter().map(|h| h.port).collect();
@@ -1998,7 +2000,7 @@ impl BridgeWorker {
                     cancelled = p.cancelled,
                     "the guest's RAM paged out"
                 );
-                g.page_out.this_sleep = Some(p);
+                g.page_out.this_sleep = Some(Box::new(p));
                 self.bus.publish(Event::PagedOut {
                     guest: g.name.clone(),
                     freed_bytes: p.before.saturating_sub(p.after),
@@ -2061,7 +2063,10 @@ impl BridgeWorker {
                 .unwrap_or_default(),
         };
         // In an awake window, idleness does not put it to sleep.
-        idle.hold(g.timing.awake.as_ref().is_some_and(Awake::contains_now), at);
+        idle.hold(
+            g.timing.awake.as_deref().is_some_and(Awake::contains_now),
+            at,
+        );
         match idle.sample(sample) {
             Decision::Sleep { figures } => {
                 info!(guest = %g.name, %figures, "idle; putting the guest to sleep");
@@ -3078,12 +3083,22 @@ pub(crate) fn spec_of(c: &GuestConfig, mac: [u8; 6]) -> GuestSpec {
     }
 }
 
-/// A guest's hooks, from its entry.
-fn hooks_of(config: &GuestConfig) -> Hooks {
-    Hooks {
-        guest: config.name.clone(),
-        before_sleep: config.before_sleep.clone(),
-        after_wake: config.after_wake.clone(),
-        timeout: config.hook_timeout,
-    }
+/// A guest's hooks, from its entry (`None`: it has none).
+fn hooks_of(config: &GuestConfig) -> Option<Box<Hooks>> {
+    config.hooks.as_ref().map(|h| {
+        Box::new(Hooks {
+            guest: config.name.clone(),
+            config: (**h).clone(),
+        })
+    })
+}
+
+/// Whether there is a `before_sleep` hook, and an `after_wake` one.
+fn has_hooks(hooks: Option<&Hooks>) -> (bool, bool) {
+    hooks.map_or((false, false), |h| {
+        (
+            !h.config.before_sleep.is_empty(),
+            !h.config.after_wake.is_empty(),
+        )
+    })
 }

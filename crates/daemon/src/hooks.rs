@@ -4,21 +4,17 @@
 //! timeout ([`run_with_timeout`]).
 
 use std::process::Command;
-use std::time::Duration;
 
+use vmnap_config::GuestHooks;
 use vmnap_host::process::run_with_timeout;
 
 /// A guest's hooks, as its backend's slot keeps them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Hooks {
     /// The guest's name, for the hooks' environment.
     pub guest: String,
-    /// Run before each sleep (empty: none).
-    pub before_sleep: Vec<String>,
-    /// Run after each wake (empty: none).
-    pub after_wake: Vec<String>,
-    /// How long one may run.
-    pub timeout: Duration,
+    /// Its hooks and their timeout.
+    pub config: GuestHooks,
 }
 
 /// Which hook.
@@ -44,8 +40,8 @@ impl Hooks {
     /// standard error), a signal, the timeout, or a program that cannot be started.
     pub(crate) fn run(&self, hook: Hook) -> Result<(), String> {
         let argv = match hook {
-            Hook::BeforeSleep => &self.before_sleep,
-            Hook::AfterWake => &self.after_wake,
+            Hook::BeforeSleep => &self.config.before_sleep,
+            Hook::AfterWake => &self.config.after_wake,
         };
         let Some((program, args)) = argv.split_first() else {
             return Ok(());
@@ -55,7 +51,7 @@ impl Hooks {
             .args(args)
             .env("VMNAP_GUEST", &self.guest)
             .env("VMNAP_EVENT", hook.as_str());
-        let ran = run_with_timeout(&mut command, self.timeout)
+        let ran = run_with_timeout(&mut command, self.config.timeout)
             .map_err(|e| format!("cannot run {program}: {e}"))?;
         let how = match ran.status {
             Some(status) if status.success() => return Ok(()),
@@ -66,7 +62,7 @@ impl Hooks {
             None => {
                 return Err(format!(
                     "{program} did not end within {:?}, and was killed",
-                    self.timeout
+                    self.config.timeout
                 ))
             }
         };

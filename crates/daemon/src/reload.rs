@@ -131,10 +131,8 @@ fn compare(
         multicast_frames: old.multicast_frames,
         health: old.health.clone(),
         idle_after: old.idle_after,
-        min_awake: old.min_awake,
-        max_sleep: old.max_sleep,
-        awake_during: old.awake_during.clone(),
-        timezone: old.timezone.clone(),
+        schedule: old.schedule.clone(),
+        hooks: old.hooks.clone(),
         ..new.clone()
     };
     if identity != *old || uri(old, old_config) != uri(new, new_config) {

@@ -12,8 +12,8 @@ use vmnap_config::{AwakeWindows, Config, GuestConfig};
 pub(crate) struct Timing {
     /// How long it may sleep before it is woken.
     pub max_sleep: Option<Duration>,
-    /// Its awake windows, if it has any.
-    pub awake: Option<Awake>,
+    /// Its awake windows, if it has any (boxed: few guests do).
+    pub awake: Option<Box<Awake>>,
 }
 
 impl Timing {
@@ -21,11 +21,11 @@ impl Timing {
     pub(crate) fn of(guest: &GuestConfig, config: &Config) -> Self {
         let windows = guest.awake_during(&config.idle);
         let awake = (!windows.is_empty()).then(|| {
-            Awake::new(
+            Box::new(Awake::new(
                 windows.clone(),
                 guest.timezone(&config.idle).map(str::to_owned),
                 &guest.name,
-            )
+            ))
         });
         Timing {
             max_sleep: guest.max_sleep(&config.idle),
