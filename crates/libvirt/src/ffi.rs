@@ -99,6 +99,22 @@ struct VirDomainInterface {
 /// `virErrorFunc`.
 type ErrorFunc = unsafe extern "C" fn(*mut c_void, *mut VirErrorRaw);
 
+/// `virConnectDomainEventCallback`, the lifecycle event's callback, passed to
+/// `virConnectDomainEventRegisterAny` in the place of its generic callback (as libvirt's
+/// `VIR_DOMAIN_EVENT_CALLBACK` cast does).
+type LifecycleFunc =
+    unsafe extern "C" fn(*mut VirConnect, *mut VirDomain, c_int, c_int, *mut c_void) -> c_int;
+/// `virEventTimeoutCallback`.
+type TimeoutFunc = unsafe extern "C" fn(c_int, *mut c_void);
+/// `virFreeCallback`.
+type FreeFunc = unsafe extern "C" fn(*mut c_void);
+
+/// `VIR_DOMAIN_EVENT_ID_LIFECYCLE` (`virDomainEventID`).
+const VIR_DOMAIN_EVENT_ID_LIFECYCLE: c_int = 0;
+/// How often libvirt's event loop returns with no event, so that its caller can look at its
+/// own flags and at the connection.
+const EVENT_LOOP_TICK_MS: c_int = 250;
+
 /// The table of libvirt's functions, each field filled by `dlsym` of the symbol beside it.
 macro_rules! functions {
     ($($field:ident = $symbol:literal: fn($($arg:ty),*) $(-> $ret:ty)?;)*) => {
@@ -163,6 +179,15 @@ functions! {
     domain_create = c"virDomainCreate": fn(*mut VirDomain) -> c_int;
     domain_destroy = c"virDomainDestroy": fn(*mut VirDomain) -> c_int;
     domain_undefine = c"virDomainUndefine": fn(*mut VirDomain) -> c_int;
+    event_register_default_impl = c"virEventRegisterDefaultImpl": fn() -> c_int;
+    event_run_default_impl = c"virEventRunDefaultImpl": fn() -> c_int;
+    event_add_timeout = c"virEventAddTimeout":
+        fn(c_int, Option<TimeoutFunc>, *mut c_void, Option<FreeFunc>) -> c_int;
+    connect_domain_event_register_any = c"virConnectDomainEventRegisterAny":
+        fn(*mut VirConnect, *mut VirDomain, c_int, Option<LifecycleFunc>, *mut c_void, Option<FreeFunc>)
+            -> c_int;
+    connect_domain_event_deregister_any = c"virConnectDomainEventDeregisterAny":
+        fn(*mut VirConnect, c_int) -> c_int;
     get_last_error = c"virGetLastError": fn() -> *mut VirErrorRaw;
     set_error_func = c"virSetErrorFunc": fn(*mut c_void, Option<ErrorFunc>);
 }
@@ -311,6 +336,16 @@ impl VirError {
             domain: 0,
             level: VIR_ERR_ERROR,
             message: format!("{what} contains a NUL byte"),
+        }
+    }
+
+    /// The connection was lost (`virConnectIsAlive` said so).
+    pub(crate) fn lost() -> Self {
+        Self {
+            code: VIR_ERR_INTERNAL_ERROR,
+            domain: 0,
+            level: VIR_ERR_ERROR,
+            message: "the connection to libvirt was lost".to_owned(),
         }
     }
 
@@ -690,6 +725,154 @@ impl Domain {
     /// Removes its definition (`virDomainUndefine`).
     pub fn undefine(&self) -> Result<(), VirError> {
         self.status(self.f.domain_undefine).map(drop)
+    }
+}
+
+/// What libvirt's event loop hands a lifecycle callback: the domain's name, the event and
+/// its detail (`virDomainEventType` and its `virDomainEvent*DetailType`).
+pub(crate) type LifecycleSink = Box<dyn Fn(String, i32, i32) + Send>;
+
+/// Whether libvirt's default event loop is registered (`virEventRegisterDefaultImpl`), once
+/// for the process, with a timer that makes each run of it return within
+/// [`EVENT_LOOP_TICK_MS`].
+static EVENT_LOOP: OnceLock<Result<(), VirError>> = OnceLock::new();
+
+/// A `virEventTimeoutCallback` that does nothing: the timer only ends the loop's wait.
+unsafe extern "C" fn tick(_timer: c_int, _opaque: *mut c_void) {}
+
+/// Registers libvirt's default event loop, once. Connections opened before it get no
+/// events; those opened after are kept alive by it, so whoever registers it runs it
+/// ([`run_event_loop`]) for as long as the process uses libvirt.
+fn event_loop(f: &'static Functions) -> Result<(), VirError> {
+    EVENT_LOOP
+        .get_or_init(|| {
+            // SAFETY: no arguments; registers libvirt's own poll loop for the process.
+            if unsafe { (f.event_register_default_impl)() } < 0 {
+                return Err(VirError::last(f));
+            }
+            // SAFETY: a callback that ignores its arguments, no data to free.
+            if unsafe {
+                (f.event_add_timeout)(EVENT_LOOP_TICK_MS, Some(tick), ptr::null_mut(), None)
+            } < 0
+            {
+                return Err(VirError::last(f));
+            }
+            Ok(())
+        })
+        .clone()
+}
+
+/// Runs one turn of libvirt's event loop (`virEventRunDefaultImpl`): dispatches what has
+/// come, waiting at most about [`EVENT_LOOP_TICK_MS`] for something to come. Only after a
+/// [`LifecycleWatch`] was opened.
+pub(crate) fn run_event_loop() -> Result<(), VirError> {
+    let f = functions().map_err(|e| VirError {
+        code: VIR_ERR_INTERNAL_ERROR,
+        domain: 0,
+        level: VIR_ERR_ERROR,
+        message: e.to_string(),
+    })?;
+    // SAFETY: the loop was registered (a watch exists); the callbacks it runs are ours.
+    match unsafe { (f.event_run_default_impl)() } {
+        -1 => Err(VirError::last(f)),
+        _ => Ok(()),
+    }
+}
+
+/// The lifecycle callback: hands the event to the watch's sink.
+unsafe extern "C" fn on_lifecycle(
+    _conn: *mut VirConnect,
+    dom: *mut VirDomain,
+    event: c_int,
+    detail: c_int,
+    opaque: *mut c_void,
+) -> c_int {
+    let (Some(f), Some(sink)) = (LOADED.get(), NonNull::new(opaque.cast::<LifecycleSink>())) else {
+        return 0;
+    };
+    // SAFETY: `dom` is a live domain for the call (libvirt's); its name lives as long.
+    let name = unsafe { string((f.domain_get_name)(dom)) };
+    if let Some(name) = name {
+        // SAFETY: `opaque` is the sink boxed at registration, freed only by `free_sink`
+        // after the callback is deregistered.
+        let sink = unsafe { sink.as_ref() };
+        sink(name, event, detail);
+    }
+    0
+}
+
+/// Frees a lifecycle callback's sink, once libvirt no longer calls it.
+unsafe extern "C" fn free_sink(opaque: *mut c_void) {
+    if !opaque.is_null() {
+        // SAFETY: the pointer `Box::into_raw` made at registration, freed once, here.
+        drop(unsafe { Box::from_raw(opaque.cast::<LifecycleSink>()) });
+    }
+}
+
+/// A connection whose domains' lifecycle events (started, stopped, defined, undefined, ...)
+/// go to a sink while libvirt's event loop runs; deregistered when dropped.
+pub struct LifecycleWatch {
+    conn: Connect,
+    id: c_int,
+}
+
+impl fmt::Debug for LifecycleWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LifecycleWatch")
+            .field("conn", &self.conn)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl LifecycleWatch {
+    /// Registers libvirt's event loop (once), connects to `uri` and subscribes to the
+    /// lifecycle events of all its domains.
+    pub(crate) fn open(uri: &str, sink: LifecycleSink) -> Result<Self, LibvirtError> {
+        let f = functions()?;
+        event_loop(f).map_err(|source| LibvirtError::Connect {
+            uri: uri.to_owned(),
+            source,
+        })?;
+        let conn = Connect::open(uri)?;
+        let opaque = Box::into_raw(Box::new(sink));
+        // SAFETY: a live connection, no domain (all of them), the lifecycle callback for the
+        // lifecycle event, and its sink, which libvirt frees with `free_sink`.
+        let id = unsafe {
+            (f.connect_domain_event_register_any)(
+                conn.ptr.as_ptr(),
+                ptr::null_mut(),
+                VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+                Some(on_lifecycle),
+                opaque.cast(),
+                Some(free_sink),
+            )
+        };
+        if id < 0 {
+            let source = VirError::last(f);
+            // SAFETY: libvirt did not take the sink: ours to free.
+            drop(unsafe { Box::from_raw(opaque) });
+            return Err(LibvirtError::Connect {
+                uri: uri.to_owned(),
+                source,
+            });
+        }
+        Ok(Self { conn, id })
+    }
+
+    /// Whether its connection still works.
+    pub fn is_alive(&self) -> bool {
+        self.conn.is_alive().unwrap_or(false)
+    }
+}
+
+impl Drop for LifecycleWatch {
+    fn drop(&mut self) {
+        // SAFETY: a live connection and the callback registered on it; libvirt frees the
+        // sink. A connection already lost fails here, and frees it when it closes.
+        unsafe {
+            (self.conn.f.connect_domain_event_deregister_any)(self.conn.ptr.as_ptr(), self.id)
+        };
     }
 }
 

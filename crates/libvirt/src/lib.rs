@@ -6,6 +6,9 @@
 //! metadata element of a given namespace, with the settings of that element and the addresses
 //! of libvirt's DHCP leases).
 //!
+//! It follows the domains' lifecycle events ([`LifecycleEvents`]): started, stopped,
+//! defined, undefined, by anyone.
+//!
 //! libvirt calls block (a managed save takes seconds); callers run them off any thread that
 //! must stay responsive. The connection is opened again once if a call fails because
 //! libvirtd went away and came back. This crate does not touch the network: cutting the
@@ -19,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod discover;
+mod events;
 #[allow(unsafe_code)]
 mod ffi;
 pub mod xml;
@@ -35,6 +39,7 @@ use vmnap_hypervisor::{
 pub use discover::{
     list_domains, parse_metadata, DiscoveredDomain, GuestMetadata, Lease, MetadataError, Selector,
 };
+pub use events::{Lifecycle, LifecycleEvent, LifecycleEvents, Started, Stopped};
 pub use ffi::{Connect, Domain, DomainInfo, InterfaceAddresses, LoadError, VirError};
 pub use xml::{parse_interfaces, parse_memory_backing, DomainInterface, MemoryBacking, XmlError};
 

@@ -112,3 +112,32 @@ fn cpu_time_and_interfaces_are_read() {
     let ifaces = domain.interfaces().expect("XML");
     assert!(!ifaces.is_empty(), "the test domain has an interface");
 }
+
+#[test]
+fn lifecycle_events_name_the_domain_and_what_happened_to_it() {
+    use vmnap_libvirt::{Connect, Lifecycle, LifecycleEvents, Started, Stopped};
+    let _turn = fresh();
+    let mut events = LifecycleEvents::open(URI).expect("subscribe");
+    // Done through another connection, as a `virsh` of the operator's would.
+    let conn = Connect::open(URI).expect("test driver");
+    let d = conn.lookup_domain("test").expect("domain");
+    d.destroy().expect("destroy");
+    d.create().expect("start");
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while seen.len() < 2 && std::time::Instant::now() < deadline {
+        seen.extend(events.poll().expect("the event loop"));
+    }
+    let seen: Vec<(String, Lifecycle)> = seen.into_iter().map(|e| (e.domain, e.what)).collect();
+    assert_eq!(
+        seen,
+        [
+            ("test".to_owned(), Lifecycle::Stopped(Stopped::Destroyed)),
+            ("test".to_owned(), Lifecycle::Started(Started::Booted)),
+        ]
+    );
+    // With nothing happening, a turn of the loop returns empty within its tick.
+    let started = std::time::Instant::now();
+    assert_eq!(events.poll().expect("the event loop"), []);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
