@@ -50,6 +50,23 @@ pub enum Event {
         /// timed out.
         reason: String,
     },
+    /// vmnap took the guest on while it ran, without a reload: its libvirt domain, which
+    /// the config covers, was started outside vmnap (or libvirt was back after a loss).
+    Adopted {
+        /// The guest.
+        guest: String,
+        /// Why (`its domain started`, ...).
+        reason: String,
+    },
+    /// vmnap let the guest go, without waking it: its libvirt domain was shut down,
+    /// destroyed, migrated away or undefined outside vmnap. It is taken on again if its
+    /// domain starts on this host.
+    Released {
+        /// The guest.
+        guest: String,
+        /// Why (`its domain was shut down outside vmnap`, ...).
+        reason: String,
+    },
     /// The guest's backend failed to stop or resume it, or its `after_wake` hook failed.
     BackendError {
         /// The guest.
@@ -98,6 +115,8 @@ impl Event {
             | Event::Woke { guest, .. }
             | Event::BackendError { guest, .. }
             | Event::SleepVetoed { guest, .. }
+            | Event::Adopted { guest, .. }
+            | Event::Released { guest, .. }
             | Event::Answered { guest, .. }
             | Event::Queued { guest, .. }
             | Event::Dropped { guest, .. } => guest,

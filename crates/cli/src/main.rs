@@ -429,6 +429,8 @@ fn describe(record: &Record) -> String {
             operation, message, ..
         } => format!("backend error ({operation}): {message}"),
         Event::SleepVetoed { reason, .. } => format!("sleep vetoed by before_sleep: {reason}"),
+        Event::Adopted { reason, .. } => format!("taken on: {reason}"),
+        Event::Released { reason, .. } => format!("let go: {reason}"),
         Event::Answered {
             protocol, frames, ..
         } => format!("answered {frames} frame(s): {protocol}"),

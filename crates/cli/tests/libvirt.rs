@@ -182,55 +182,122 @@ fn libvirtd_restarted_while_the_guest_sleeps_and_the_guest_still_wakes() {
     assert_eq!(d.state().expect("state"), "running");
 }
 
+/// The names in `vmnap status --json`.
+fn listed(s: &Setup) -> Vec<String> {
+    let text = s.vmnap(&["status", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&text).expect("status --json is JSON");
+    all.as_array()
+        .expect("an array")
+        .iter()
+        .map(|g| g["name"].as_str().expect("a name").to_owned())
+        .collect()
+}
+
+/// Waits (at most 10 s) until `done` holds, polling every 20 ms; how long it took.
+fn until(what: &str, s: &Setup, done: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s\n{}",
+            s.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
 #[test]
-fn a_domain_destroyed_behind_vmnaps_back_is_reported_not_crashed_on() {
-    need(&["curl", "virsh"]);
-    let s = Setup::with_domains(&["d1"], "pause", "");
-    s.vmnap(&["sleep", "d1"]);
+fn a_domain_stopped_or_started_outside_vmnap_is_let_go_or_taken_on_without_a_reload() {
+    need(&["curl", "ping", "virsh"]);
+    let mut s = Setup::with_domains(&["d1"], "pause", "");
     let d = s.domain("d1");
+    let ip = d.ipv4.to_string();
+    // Asleep, then destroyed behind vmnap's back: let go, not woken, and not answered for.
+    s.vmnap(&["sleep", "d1"]);
     let out = d.virsh(&["destroy", "d1"]).expect("virsh destroy");
     assert!(out.status.success(), "{}", text(&out));
+    let took = until("d1 let go", &s, || !listed(&s).contains(&"d1".to_owned()));
+    eprintln!("destroyed asleep: gone from the status after {took:?}");
+    assert_eq!(
+        d.state().expect("state"),
+        "shut off",
+        "vmnap started it again"
+    );
+    let events = s.vmnap(&["events", "d1"]);
+    assert!(
+        events.contains("let go: its domain d1 was destroyed outside vmnap"),
+        "{events}"
+    );
+    let ping = s.run(0, &["ping", "-c", "2", "-i", "0.3", "-W", "1", &ip]);
+    assert!(
+        !ping.status.success(),
+        "vmnap still answers for a guest it let go: {}",
+        text(&ping)
+    );
+    // Started outside vmnap: taken on again, awake, with its new tap; and it sleeps and
+    // wakes as before.
+    let out = d.virsh(&["start", "d1"]).expect("virsh start");
+    assert!(out.status.success(), "{}", text(&out));
+    let took = until("d1 taken on", &s, || listed(&s).contains(&"d1".to_owned()));
+    eprintln!("started: in the status after {took:?}");
+    assert_eq!(s.status("d1")["state"], "awake");
+    let events = s.vmnap(&["events", "d1"]);
+    assert!(
+        events.contains("taken on: its domain d1 started"),
+        "{events}"
+    );
     let out = s.run(
         0,
         &[
             "curl",
             "-sS",
+            "--retry",
+            "30",
+            "--retry-all-errors",
+            "--retry-delay",
+            "1",
             "--max-time",
-            "3",
-            &format!("http://{}/", d.ipv4),
+            "60",
+            &format!("http://{ip}/"),
         ],
     );
-    assert!(!out.status.success(), "a destroyed guest answered");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while s.status("d1")["wake_failures"].as_u64() == Some(0) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let st = s.status("d1");
-    assert!(st["wake_failures"].as_u64().expect("number") >= 1, "{st}");
-    assert_eq!(st["state"], "sleeping", "{st}");
-    assert!(s.daemon_log().contains("wake failed"), "{}", s.daemon_log());
-    // The daemon goes on: ping is still answered in the guest's name.
-    let ping = s.run(
-        0,
-        &[
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.3",
-            "-W",
-            "2",
-            &d.ipv4.to_string(),
-        ],
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from d1\n",
+        "{}",
+        text(&out)
     );
-    assert!(ping.status.success(), "{}\n{}", text(&ping), s.daemon_log());
-    // Failed wakes back off instead of retrying every 100 ms.
-    let tries = s.daemon_log().matches("wake failed").count();
+    s.vmnap(&["sleep", "d1"]);
+    let (body, _) = curl(&s, &format!("http://{ip}/"));
+    assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
+    // Awake, destroyed: let go the same way.
+    let out = d.virsh(&["destroy", "d1"]).expect("virsh destroy");
+    assert!(out.status.success(), "{}", text(&out));
+    let took = until("d1 let go again", &s, || {
+        !listed(&s).contains(&"d1".to_owned())
+    });
+    eprintln!("destroyed awake: gone from the status after {took:?}");
+    assert_eq!(d.state().expect("state"), "shut off");
+    // Off when the daemon starts: the daemon starts all the same, and takes the guest on
+    // once its domain runs.
+    let pid = s.daemon.take().expect("running");
+    s.lab.kill(pid); // SIGTERM first
+    s.start_daemon();
+    assert_eq!(listed(&s), Vec::<String>::new());
     assert!(
-        tries < 12,
-        "{tries} tries in a few seconds:\n{}",
+        s.daemon_log().contains(
+            "the guest's libvirt domain does not run; vmnap takes the guest on when it starts"
+        ),
+        "{}",
         s.daemon_log()
     );
+    let out = d.virsh(&["start", "d1"]).expect("virsh start");
+    assert!(out.status.success(), "{}", text(&out));
+    let took = until("d1 taken on after the start", &s, || {
+        listed(&s).contains(&"d1".to_owned())
+    });
+    eprintln!("started after the daemon: in the status after {took:?}");
 }
 
 #[test]

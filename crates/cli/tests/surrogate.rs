@@ -784,11 +784,20 @@ fn frames_past_the_budget_shared_by_all_guests_are_dropped_and_counted_without_a
     };
     let dropped = "vmnap_guest_dropped_frames_total";
     assert!(metric(dropped, "web1", "reason=\"hold-budget\"") >= 30);
-    assert_eq!(
-        metric(dropped, "web2", "reason=\"hold-budget\""),
-        5,
-        "web2 holds nothing, but the budget is spent"
+    // All of web2's datagrams come after the budget is spent: each is dropped, and it holds
+    // nothing. (A stray frame of the lab's own, seen once in CI, may add one drop.)
+    let web2 = metric(dropped, "web2", "reason=\"hold-budget\"");
+    assert!(
+        (5..=6).contains(&web2),
+        "web2 holds nothing, but the budget is spent: {web2} dropped"
     );
+    let depth: Option<u64> = s.metrics().lines().find_map(|l| {
+        l.strip_prefix("vmnap_guest_queue_frames{guest=\"web2\"} ")?
+            .trim()
+            .parse()
+            .ok()
+    });
+    assert_eq!(depth, Some(0), "web2 holds frames past the budget");
     let held: u64 = s
         .metrics()
         .lines()

@@ -136,6 +136,16 @@ pub(crate) enum Command {
         guests: Vec<String>,
         reply: Sender<()>,
     },
+    /// libvirt says the guest's domain stopped (`saved`: it was saved) or was undefined
+    /// outside vmnap: let it go at once, without waking it, unless it is a save of vmnap's
+    /// own (the guest is not awake); `reply` with whether it was let go.
+    #[cfg(feature = "libvirt")]
+    Release {
+        guest: String,
+        reason: String,
+        saved: bool,
+        reply: Sender<bool>,
+    },
     /// A reload: manage these guests too; `reply` with those that could not be added, and
     /// why.
     Adopt {
@@ -1686,6 +1696,32 @@ impl BridgeWorker {
                 let _ = reply.send((guests, self.bridge_metrics.clone()));
             }
             Command::Retire { guests, reply } => self.retire(&guests, reply),
+            #[cfg(feature = "libvirt")]
+            Command::Release {
+                guest,
+                reason,
+                saved,
+                reply,
+            } => {
+                let released = match self.find(&guest) {
+                    Some(i)
+                        if saved
+                            && self.surrogate.phase(self.guests[i].id) != Some(Phase::Awake) =>
+                    {
+                        false
+                    }
+                    Some(i) => {
+                        self.remove(i, &reason);
+                        self.bus.publish(Event::Released {
+                            guest: guest.clone(),
+                            reason,
+                        });
+                        true
+                    }
+                    None => false,
+                };
+                let _ = reply.send(released);
+            }
             Command::Adopt { guests, reply } => {
                 let mut failed = Vec::new();
                 for setup in guests {
@@ -1753,7 +1789,7 @@ impl BridgeWorker {
                 && g.sampling.is_none()
                 && self.surrogate.phase(g.id) == Some(Phase::Awake)
             {
-                self.remove(i);
+                self.remove(i, "removed by a reload");
             }
         }
         if !self.guests.iter().any(|g| g.retiring) {
@@ -1763,11 +1799,18 @@ impl BridgeWorker {
         }
     }
 
-    /// Forgets awake guest `i`: its registration, its watches, its journal entry, its backend.
-    fn remove(&mut self, i: usize) {
+    /// Forgets guest `i` (awake, unless its domain is gone): its registration, its queue,
+    /// its watches, its journal entry, its backend; `why`, for the log.
+    fn remove(&mut self, i: usize, why: &str) {
         self.after_journal.retain(|(k, _, _)| *k != i);
         self.journal(i, None);
-        if self.guests.get_mut(i).is_some() {
+        if let Some(g) = self.guests.get_mut(i) {
+            if self.surrogate.phase(g.id) != Some(Phase::Awake) {
+                // Its MAC was claimed for the surrogate's port: the bridge learns its port
+                // anew from its next frame (its domain's new tap, once it starts again).
+                let (mac, vid) = (g.mac, g.fdb_vid());
+                let _ = self.netlink.fdb_delete(self.port_ifindex, mac, vid);
+            }
             self.answer_in_user_space(i);
         }
         let Some(mut g) = self.guests.take(i) else {
@@ -1777,10 +1820,13 @@ impl BridgeWorker {
         if let Some(bytes) = g.resuming {
             self.pool.resume_gate().leave(bytes);
         }
-        self.surrogate.remove_guest(g.id);
+        let queued = self
+            .surrogate
+            .remove_guest(g.id)
+            .map_or(0, |(_, queue)| queue.len());
         g.answer_sleep(&Err(Refusal::Removed));
         g.answer_wake(&Err(Refusal::Removed));
-        info!(guest = %g.name, "removed by a reload; vmnap no longer manages it");
+        info!(guest = %g.name, queued_frames_dropped = queued, "{why}; vmnap no longer manages it");
         // Dropping it drops its backend calls not started; the backend goes after the last.
     }
 

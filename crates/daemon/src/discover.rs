@@ -3,8 +3,8 @@
 //! tap come from its XML; its addresses from its metadata element, else from the DHCP leases
 //! libvirt knows (only interfaces on libvirt-managed networks have any), else none yet: the
 //! surrogate still queues what reaches its MAC and wakes it on TCP data or a wake port, but
-//! cannot answer ARP or NDP for it. Domains are looked at when the daemon starts and at each
-//! reload: one started later is taken at the next reload (`vmnap reload`, SIGHUP).
+//! cannot answer ARP or NDP for it. Domains are looked at when the daemon starts, at each
+//! reload, and when libvirt says one started (`follow.rs`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -89,7 +89,7 @@ pub(crate) fn add_discovered(
         }
         if d.state != DomainState::Running {
             skip(&format!(
-                "not running ({:?}), so its tap is unknown; start it and restart vmnap",
+                "not running ({:?}), so its tap is unknown; it is taken when it starts",
                 d.state
             ));
             continue;

@@ -39,6 +39,8 @@ mod discover {
 }
 mod error;
 pub mod events;
+#[cfg(feature = "libvirt")]
+mod follow;
 mod gate;
 mod hooks;
 mod journal;
@@ -220,7 +222,11 @@ pub fn run_with(
         config.wake.resume_memory_reserve,
         config.surrogate.max_held_bytes,
     );
-    let (handles, placed) = start::start_workers(&config, backends, &bus, &pool)?;
+    let (handles, placed, waiting) = start::start_workers(&config, backends, &bus, &pool)?;
+    let (waiting, runs): (Vec<_>, Vec<_>) = std::mem::take(&mut config.guests)
+        .into_iter()
+        .partition(|g| waiting.contains(&g.name));
+    config.guests = runs;
     let bridges: Vec<&str> = handles.iter().map(|h| h.bridge.as_str()).collect();
     bridge::settle_orphan_journals(&config.state.dir, &bridges);
     // The socket appears once every guest is stood in for or watched: a client that sees it
@@ -239,6 +245,7 @@ pub fn run_with(
         config: config.clone(),
         placed,
         discovered,
+        waiting,
     };
     drop(config);
     vmnap_host::memory::release_free_memory();
@@ -296,6 +303,18 @@ pub fn run_with(
     std::thread::scope(|scope| {
         let server = &server;
         let capacity = &capacity;
+        #[cfg(feature = "libvirt")]
+        if let Some(uri) = reloader.libvirt_uri() {
+            let reloader = &reloader;
+            let spawned = std::thread::Builder::new()
+                .name("vmnap-libvirt".into())
+                .spawn_scoped(scope, move || {
+                    follow::run(&uri, &server.registry, reloader, &server.bus, stop);
+                });
+            if let Err(e) = spawned {
+                warn!(error = %e, "cannot start a thread to follow libvirt's domain events");
+            }
+        }
         while !stop.load(Ordering::Relaxed) {
             if hup
                 .as_ref()

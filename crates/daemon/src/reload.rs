@@ -80,6 +80,10 @@ pub(crate) struct Running {
     pub placed: BTreeMap<String, Placed>,
     /// The guests of `config` that `[libvirt] discover` found.
     pub discovered: BTreeSet<String>,
+    /// Guests of the config file whose libvirt domain does not run (at start, at a reload,
+    /// or let go since, [`Reloader::release`]): not in `config`; taken on when their domain
+    /// starts ([`Reloader::rescan`]).
+    pub waiting: Vec<GuestConfig>,
 }
 
 /// Reloads the config; one reload at a time.
@@ -269,6 +273,8 @@ struct Opening {
     /// Replaced guests whose backend opens only once they are awake (a saved libvirt domain
     /// has no tap while it sleeps).
     deferred: Vec<String>,
+    /// New guests whose libvirt domain does not run: they wait for it.
+    waiting: BTreeSet<String>,
     placed: BTreeMap<String, Placed>,
 }
 
@@ -306,7 +312,102 @@ impl Reloader<'_> {
     ) -> Result<Reloaded, ReloadError> {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let path = self.path.as_ref().ok_or(ReloadError::NoFile)?;
-        let mut new = Config::load_for(path, crate::BUILTIN).map_err(ReloadError::Invalid)?;
+        let new = Config::load_for(path, crate::BUILTIN).map_err(ReloadError::Invalid)?;
+        self.apply(&mut running, new, registry, bus)
+    }
+
+    /// Applies the config in force again, with the guests that wait for their domains and
+    /// `[libvirt] discover` asked again: takes on what libvirt runs now that the config
+    /// covers (a domain started outside vmnap) and tells the event stream; returns the
+    /// guests taken on.
+    #[cfg(feature = "libvirt")]
+    pub(crate) fn rescan(
+        &self,
+        registry: &Registry,
+        bus: &EventBus,
+        reason: &str,
+    ) -> Result<Vec<String>, ReloadError> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = running.config.clone();
+        new.guests.retain(|g| !running.discovered.contains(&g.name));
+        new.guests.extend(running.waiting.iter().cloned());
+        let done = self.apply(&mut running, new, registry, bus)?;
+        for guest in &done.added {
+            info!(guest = %guest, reason, "taken on without a reload");
+            bus.publish(vmnap_api::Event::Adopted {
+                guest: guest.clone(),
+                reason: reason.to_owned(),
+            });
+        }
+        Ok(done.added)
+    }
+
+    /// Forgets guest `name`, which its worker let go ([`Command::Release`]): a guest of the
+    /// config file waits for its domain to start again; a discovered one is found again
+    /// when it does.
+    #[cfg(feature = "libvirt")]
+    pub(crate) fn release(&self, name: &str) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(at) = running.config.guests.iter().position(|g| g.name == name) else {
+            return;
+        };
+        let g = running.config.guests.remove(at);
+        running.placed.remove(name);
+        if !running.discovered.remove(name) {
+            running.waiting.push(g);
+        }
+    }
+
+    /// The guest whose libvirt domain is `domain`, running or waiting for it.
+    #[cfg(feature = "libvirt")]
+    pub(crate) fn guest_of_domain(&self, domain: &str) -> Option<(String, bool)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let of = |g: &&GuestConfig| matches!(&g.backend, BackendConfig::Libvirt { domain: d, .. } if d == domain);
+        if let Some(g) = running.config.guests.iter().find(of) {
+            return Some((g.name.clone(), true));
+        }
+        running
+            .waiting
+            .iter()
+            .find(of)
+            .map(|g| (g.name.clone(), false))
+    }
+
+    /// Whether guest `name` of the config waits for its libvirt domain to run.
+    pub(crate) fn is_waiting(&self, name: &str) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.waiting.iter().any(|g| g.name == name)
+    }
+
+    /// Whether the config in force takes on domains it does not name (`[libvirt] discover`).
+    #[cfg(feature = "libvirt")]
+    pub(crate) fn discovers(&self) -> bool {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        running.config.libvirt.discover.is_some()
+    }
+
+    /// The libvirt connection's URI, if any guest (or discovery) uses libvirt.
+    #[cfg(feature = "libvirt")]
+    pub(crate) fn libvirt_uri(&self) -> Option<String> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let uses = running.config.libvirt.discover.is_some()
+            || running
+                .config
+                .guests
+                .iter()
+                .chain(&running.waiting)
+                .any(|g| matches!(g.backend, BackendConfig::Libvirt { .. }));
+        uses.then(|| running.config.libvirt.uri.clone())
+    }
+
+    /// Makes `new` the config in force; see the module's documentation.
+    fn apply(
+        &self,
+        running: &mut Running,
+        mut new: Config,
+        registry: &Registry,
+        bus: &EventBus,
+    ) -> Result<Reloaded, ReloadError> {
         // Discovered guests whose domains are not running now (asleep, most likely) keep
         // their entries; a libvirt that cannot be asked refuses the reload rather than
         // dropping every discovered guest.
@@ -322,9 +423,19 @@ impl Reloader<'_> {
             .into_iter()
             .collect();
         let restart = restart_needed(&running.config, &new);
-        let plan = Plan::of(&running.config, &new);
+        let mut plan = Plan::of(&running.config, &new);
         // Check that it all works before anything changes.
         let mut opening = self.open(&plan, &new, &running.placed)?;
+        // New guests whose domains do not run wait for them, outside the config in force.
+        let (waiting, guests): (Vec<GuestConfig>, Vec<GuestConfig>) =
+            std::mem::take(&mut new.guests)
+                .into_iter()
+                .partition(|g| opening.waiting.contains(&g.name));
+        new.guests = guests;
+        plan.added.retain(|name| !opening.waiting.contains(name));
+        for g in &waiting {
+            warn!(guest = %g.name, "the guest's libvirt domain does not run; vmnap takes the guest on when it starts");
+        }
         check_fit(&new, &opening.placed, &opening.opened)?;
         // Apply: first let go of the guests that leave or change (their MACs and addresses
         // may come back under the new entries), then add, then update the rest.
@@ -371,6 +482,7 @@ impl Reloader<'_> {
         running.config = new;
         merge_placed(&mut running.placed, placed);
         running.discovered = discovered.intersection(&runs).cloned().collect();
+        running.waiting = waiting;
         let Plan {
             added,
             removed,
@@ -418,6 +530,7 @@ impl Reloader<'_> {
     ) -> Result<Opening, ReloadError> {
         let mut opened = BTreeMap::new();
         let mut deferred = Vec::new();
+        let mut waiting = BTreeSet::new();
         let by_name = new.guests_by_name();
         let replaced: BTreeSet<&String> = plan.replaced.iter().collect();
         for name in plan.added.iter().chain(&plan.replaced) {
@@ -429,6 +542,9 @@ impl Reloader<'_> {
                 Err(StartError::NotRunning { .. }) if replaced.contains(name) => {
                     deferred.push(name.clone());
                 }
+                Err(StartError::NotRunning { .. }) => {
+                    waiting.insert(name.clone());
+                }
                 Err(e) => {
                     return Err(ReloadError::Unusable(format!(
                         "guest {name}: {}",
@@ -438,7 +554,7 @@ impl Reloader<'_> {
             }
         }
         let mut placed: BTreeMap<String, Placed> = BTreeMap::new();
-        for g in &new.guests {
+        for g in new.guests.iter().filter(|g| !waiting.contains(&g.name)) {
             let p = match opened.get(&g.name) {
                 Some(o) => Placed {
                     bridge: o.bridge.clone(),
@@ -453,6 +569,7 @@ impl Reloader<'_> {
         Ok(Opening {
             opened,
             deferred,
+            waiting,
             placed,
         })
     }

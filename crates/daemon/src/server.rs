@@ -202,6 +202,11 @@ impl<'a> Server<'a> {
         self.registry.has_guest(name)
     }
 
+    /// Whether guest `name` of the config waits for its libvirt domain to run.
+    fn is_waiting(&self, name: &str) -> bool {
+        self.reloader.is_some_and(|r| r.is_waiting(name))
+    }
+
     /// Reloads the config; logs and returns the outcome.
     pub(crate) fn reload(&self) -> http::Response {
         let Some(reloader) = self.reloader else {
@@ -419,7 +424,10 @@ impl<'a> Server<'a> {
                         format!("follow must be true or false, not `{other}`"),
                     ))
                 }
-                ("guest", name) if self.has_guest(name) => guest = Some(name.to_owned()),
+                // A guest let go (its domain stopped outside vmnap) has events too.
+                ("guest", name) if self.has_guest(name) || self.is_waiting(name) => {
+                    guest = Some(name.to_owned())
+                }
                 ("guest", name) => {
                     return Outcome::Reply(http::Response::error(
                         404,

@@ -175,8 +175,9 @@ pub(crate) fn settings(config: &Config) -> bridge::WorkerSettings {
     }
 }
 
-/// The workers, and where each guest is.
-pub(crate) type Started = (Vec<BridgeHandle>, BTreeMap<String, Placed>);
+/// The workers, where each guest is, and the guests whose libvirt domain does not run
+/// (they wait for it: [`crate::reload::Running::waiting`]).
+pub(crate) type Started = (Vec<BridgeHandle>, BTreeMap<String, Placed>, Vec<String>);
 
 pub(crate) fn start_workers(
     config: &Config,
@@ -186,8 +187,17 @@ pub(crate) fn start_workers(
 ) -> Result<Started, StartError> {
     let mut by_bridge: BTreeMap<String, Vec<GuestSetup>> = BTreeMap::new();
     let mut placed = BTreeMap::new();
+    let mut waiting = Vec::new();
     for (order, guest) in config.guests.iter().enumerate() {
-        let opened = backends(guest, config)?;
+        let opened = match backends(guest, config) {
+            Ok(o) => o,
+            Err(StartError::NotRunning { .. }) => {
+                tracing::warn!(guest = %guest.name, "the guest's libvirt domain does not run; vmnap takes the guest on when it starts");
+                waiting.push(guest.name.clone());
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         placed.insert(
             guest.name.clone(),
             Placed {
@@ -214,7 +224,7 @@ pub(crate) fn start_workers(
     for (bridge, guests) in by_bridge {
         handles.push(start_worker(&bridge, guests, config, bus, pool)?);
     }
-    Ok((handles, placed))
+    Ok((handles, placed, waiting))
 }
 
 /// What the API shows of a guest's config.

@@ -306,6 +306,8 @@ fn guests_are_listed_detailed_slept_woken_and_pinned_over_the_socket() {
                 }
                 Event::BackendError { .. } => "backend-error",
                 Event::SleepVetoed { .. } => "sleep-vetoed",
+                Event::Adopted { .. } => "adopted",
+                Event::Released { .. } => "released",
                 Event::PagedOut { .. } => "paged-out",
                 Event::Dropped { .. } => "dropped",
                 Event::Answered { .. } | Event::Queued { .. } => return None,
