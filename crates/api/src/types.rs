@@ -137,6 +137,11 @@ pub struct GuestStatus {
     /// CPU-hours its sleep has saved since the daemon started: time asleep times the CPU it
     /// used while awake just before. An estimate; `None`: its CPU use is not known yet.
     pub cpu_hours_freed: Option<f64>,
+    /// The addresses learned from its own traffic (ARP, neighbour discovery, DHCP) beside
+    /// its configured ones, answered for while it sleeps; at most 4 of each family, the
+    /// latest seen last.
+    #[serde(default)]
+    pub learned_addresses: Vec<String>,
 }
 
 /// A change of a guest's state: from `at_ms` on, asleep or not.

@@ -10,7 +10,7 @@
 //! and the earliest deadline: never for a guest.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
@@ -39,6 +39,7 @@ use crate::events::{Event, EventBus};
 use crate::gate::Entry as GateEntry;
 use crate::hooks::{Hook, Hooks};
 use crate::journal::{self, Entry, Journal};
+use crate::learn;
 use crate::metrics::{BridgeMetrics, GuestMetrics};
 use crate::ports::EveryPort;
 use crate::schedule::{Awake, Timing};
@@ -378,6 +379,9 @@ struct Guest {
     judge: WakeJudge,
     /// When this worker took it on (milliseconds since the Unix epoch).
     known_since_ms: u64,
+    /// The addresses it was seen to have beside its configured ones, the latest seen last
+    /// (`None` until the first: boxed, as most guests' addresses are all configured).
+    learned: Option<Box<[IpAddr]>>,
 }
 
 /// A step of a guest's sleep that waits for the journal to be on disk first.
@@ -640,6 +644,11 @@ pub(crate) struct BridgeWorker {
     max_sleep_due: Due,
     /// Guests with awake windows, and when the next of them starts.
     window_due: Due,
+    /// The addresses the bridge's ports were seen to use ([`learn`]).
+    seen: learn::Seen,
+    /// The host's own addresses, read at most every [`HOST_ADDRS_EVERY`], against which a
+    /// learned address is checked.
+    host_addrs: Option<(StdInstant, Vec<vmnap_host::addrs::HostAddr>)>,
     done_tx: Sender<Report>,
     waker: Arc<Waker>,
     /// A reload waiting for guests it removes to wake: who asked, told once they are gone.
@@ -727,6 +736,9 @@ impl PageOutState {
 /// been measured (a guest answering a new connection touched about 2 MiB of its RAM in
 /// measurements; readahead can add to that).
 const PAGE_OUT_WAKE_ESTIMATE: u64 = 32 << 20;
+
+/// How long the host's addresses, read to check a learned address against, are trusted.
+const HOST_ADDRS_EVERY: Duration = Duration::from_secs(10);
 
 /// How long after a write-back of an idle guest's RAM the next may start.
 const WRITE_BACK_EVERY: Duration = Duration::from_secs(30);
@@ -869,6 +881,8 @@ impl BridgeWorker {
             wake_sets_due: Due::default(),
             max_sleep_due: Due::default(),
             window_due: Due::default(),
+            seen: learn::Seen::default(),
+            host_addrs: None,
             pool,
             done_tx,
             waker: Arc::clone(&waker),
@@ -987,6 +1001,7 @@ impl BridgeWorker {
             wake_cause: None,
             judge: WakeJudge::default(),
             known_since_ms: unix_ms(),
+            learned: None,
         };
         let followed = open_watch(&self.poll, &mut guest, i, true);
         // A guest followed from now on may already have connections that say nothing: they
@@ -1048,6 +1063,11 @@ impl BridgeWorker {
                     asleep_since_ms: (state == GuestState::Sleeping)
                         .then_some(g.asleep_since_ms)
                         .flatten(),
+                    learned: g
+                        .learned
+                        .as_deref()
+                        .map(<[IpAddr]>::to_vec)
+                        .unwrap_or_default(),
                 };
                 g.journaled = true;
                 writer.put(g.name.clone(), entry)
@@ -1092,6 +1112,12 @@ impl BridgeWorker {
                 self.guests[i].journaled = true;
                 self.journal(i, None);
                 continue;
+            }
+            if !entry.learned.is_empty() {
+                // Answered for at the addresses it had learned, as before the restart.
+                if let Err(e) = self.set_learned(i, entry.learned.clone()) {
+                    warn!(guest = %name, error = %e, "cannot take back the addresses the journal says were learned for the guest");
+                }
             }
             if self.surrogate.stand_in(id, cut, now).is_err() {
                 continue;
@@ -1338,6 +1364,10 @@ impl BridgeWorker {
             if meta.outgoing {
                 continue;
             }
+            let frame = &self.buf[..meta.len];
+            if let Some((addr, mac)) = learn::claim(frame) {
+                self.saw(learn::vlan(frame), addr, mac);
+            }
             let now = self.now();
             let mut sink = WorkerSink {
                 socket: &self.socket,
@@ -1364,10 +1394,19 @@ impl BridgeWorker {
         };
         let mut answerable = 0;
         let mut gone = false;
+        // Addresses the guest showed it has, and those its port's peers did.
+        let (mut own, mut others) = (Vec::new(), Vec::new());
         loop {
             match watch.recv(&mut self.buf) {
                 Ok(Some(meta)) => {
                     let frame = &self.buf[..meta.len];
+                    if let Some((addr, mac)) = learn::claim(frame) {
+                        if mac == g.mac {
+                            own.push(addr);
+                        } else {
+                            others.push((addr, mac));
+                        }
+                    }
                     // The host's side of the port sends what the guest receives.
                     if meta.outgoing && self.surrogate.answerable_while_awake(g.id, frame) {
                         answerable += 1;
@@ -1391,6 +1430,16 @@ impl BridgeWorker {
         if let Some(idle) = g.idle.as_mut() {
             idle.observe_answerable(answerable);
         }
+        let vlan = self.surrogate.spec(g.id).map_or(0, |spec| spec.vlan);
+        for (addr, mac) in others {
+            self.saw(vlan, addr, mac);
+        }
+        for addr in own {
+            self.learn(i, addr);
+        }
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
         if gone {
             if let Some(w) = g.watch.take() {
                 close_watch(&self.poll, &self.closer, w);
@@ -1399,6 +1448,123 @@ impl BridgeWorker {
                 c.trust_from(None);
             }
         }
+    }
+
+    /// A port of VLAN `vlan` with `mac` was seen using `addr`: remembered, and a guest with
+    /// another MAC that had it learned forgets it (it is that port's now).
+    fn saw(&mut self, vlan: u16, addr: IpAddr, mac: [u8; 6]) {
+        self.seen.saw(addr, mac);
+        let Some(id) = self.surrogate.guest_with_address(vlan, addr) else {
+            return;
+        };
+        let i = id.index();
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
+        if g.mac == mac || !g.learned.as_ref().is_some_and(|l| l.contains(&addr)) {
+            return;
+        }
+        let mut list = g
+            .learned
+            .as_deref()
+            .map(<[IpAddr]>::to_vec)
+            .unwrap_or_default();
+        list.retain(|a| *a != addr);
+        if self.set_learned(i, list).is_ok() {
+            let g = &self.guests[i];
+            warn!(guest = %g.name, address = %addr, other_mac = %vmnap_wire::Mac(mac), "another port uses an address learned for the guest: no longer answered for");
+        }
+    }
+
+    /// Guest `i` showed it has `addr`: learned, unless it is configured or learned already,
+    /// another port was seen using it, or it is the host's own or outside the bridge's
+    /// networks.
+    fn learn(&mut self, i: usize, addr: IpAddr) {
+        let Some(g) = self.guests.get_mut(i) else {
+            return;
+        };
+        let Some(spec) = self.surrogate.spec(g.id) else {
+            return;
+        };
+        let has = match addr {
+            IpAddr::V4(a) => spec.ipv4.contains(&a),
+            IpAddr::V6(a) => spec.ipv6.contains(&a),
+        };
+        if has {
+            // Seen again: the latest seen is the last to go.
+            if let Some(l) = g.learned.as_mut() {
+                learn::refresh(l, addr);
+            }
+            return;
+        }
+        if let Some(other) = self.seen.other_than(addr, g.mac) {
+            debug!(guest = %g.name, address = %addr, other_mac = %vmnap_wire::Mac(other), "not learned: another port used the address");
+            return;
+        }
+        let host = match &self.host_addrs {
+            Some((at, host)) if at.elapsed() < HOST_ADDRS_EVERY => host,
+            _ => {
+                let host = vmnap_host::addrs::host_addrs().unwrap_or_default();
+                &self.host_addrs.insert((StdInstant::now(), host)).1
+            }
+        };
+        if let Some(why) = learn::address_problem(addr, &self.bridge, host) {
+            debug!(guest = %g.name, "not learned: {why}");
+            return;
+        }
+        let mut list = g
+            .learned
+            .as_deref()
+            .map(<[IpAddr]>::to_vec)
+            .unwrap_or_default();
+        learn::remember(&mut list, addr);
+        match self.set_learned(i, list) {
+            Ok(()) => {
+                let g = &self.guests[i];
+                info!(guest = %g.name, address = %addr, "learned an address of the guest from its own traffic");
+            }
+            Err(e) => debug!(address = %addr, "not learned: {e}"),
+        }
+    }
+
+    /// Gives guest `i` `learned` beside its configured addresses (what it had learned before
+    /// is replaced), in the surrogate and, while it sleeps, in the kernel's answers.
+    fn set_learned(&mut self, i: usize, learned: Vec<IpAddr>) -> Result<(), String> {
+        let g = &self.guests[i];
+        let spec = self
+            .surrogate
+            .spec(g.id)
+            .ok_or_else(|| "not registered".to_owned())?;
+        let old = g.learned.as_deref().unwrap_or_default();
+        let keep = |a: IpAddr| !old.contains(&a);
+        let mut v4: Vec<Ipv4Addr> = spec
+            .ipv4
+            .iter()
+            .copied()
+            .filter(|a| keep(IpAddr::V4(*a)))
+            .collect();
+        let mut v6: Vec<Ipv6Addr> = spec
+            .ipv6
+            .iter()
+            .copied()
+            .filter(|a| keep(IpAddr::V6(*a)))
+            .collect();
+        for a in &learned {
+            match a {
+                IpAddr::V4(a) => v4.push(*a),
+                IpAddr::V6(a) => v6.push(*a),
+            }
+        }
+        let in_kernel = g.in_kernel.is_some();
+        self.answer_in_user_space(i);
+        let id = self.guests[i].id;
+        let r = self.surrogate.set_addresses(id, v4, v6);
+        if in_kernel {
+            self.answer_in_kernel(i);
+        }
+        r.map_err(|e| e.to_string())?;
+        self.guests[i].learned = (!learned.is_empty()).then(|| learned.into_boxed_slice());
+        Ok(())
     }
 
     fn run_timers(&mut self) {
@@ -1844,7 +2010,15 @@ impl BridgeWorker {
             let in_kernel = self.guests[i].in_kernel.is_some();
             self.answer_in_user_space(i);
             let g = &mut self.guests[i];
-            let updated = self.surrogate.update_guest(g.id, spec_of(&config, g.mac));
+            let mut spec = spec_of(&config, g.mac);
+            // What it learned stays learned.
+            for a in g.learned.iter().flat_map(|l| l.iter()) {
+                match a {
+                    IpAddr::V4(a) => spec.ipv4.push(*a),
+                    IpAddr::V6(a) => spec.ipv6.push(*a),
+                }
+            }
+            let updated = self.surrogate.update_guest(g.id, spec);
             if in_kernel {
                 self.answer_in_kernel(i);
             }
@@ -1980,6 +2154,12 @@ impl BridgeWorker {
                     memory_back_bytes: g.memory_back(state),
                     page_out: g.page_out.describe(),
                     cpu_hours_freed: g.cpu_hours_freed(),
+                    learned_addresses: g
+                        .learned
+                        .iter()
+                        .flat_map(|l| l.iter())
+                        .map(ToString::to_string)
+                        .collect(),
                 };
                 let history = History {
                     timeline: g.timeline.iter().copied().collect(),
@@ -3064,8 +3244,11 @@ fn open_watch(poll: &Poll, g: &mut Guest, i: usize, loud: bool) -> bool {
         return true;
     }
     let filter = vmnap_host::bpf::either(
-        &vmnap_host::bpf::answerable_to_guest(&g.health_ports),
-        &vmnap_host::bpf::tcp_flow_events(),
+        &vmnap_host::bpf::either(
+            &vmnap_host::bpf::answerable_to_guest(&g.health_ports),
+            &vmnap_host::bpf::tcp_flow_events(),
+        ),
+        &vmnap_host::bpf::guest_addresses(),
     );
     match open_capture(poll, &g.interface, &filter, FIRST_WATCH + i) {
         Ok(w) => {

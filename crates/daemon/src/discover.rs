@@ -2,13 +2,13 @@
 //! after the `[[guest]]` tables (which win for the same domain). Each domain's MAC, bridge and
 //! tap come from its XML; its addresses from its metadata element, else from the DHCP leases
 //! libvirt knows (only interfaces on libvirt-managed networks have any), else none yet: the
-//! surrogate still queues what reaches its MAC and wakes it on TCP data or a wake port, but
-//! cannot answer ARP or NDP for it. Domains are looked at when the daemon starts, at each
+//! surrogate still queues what reaches its MAC and wakes it on TCP data or a wake port, and
+//! answers ARP and NDP for the addresses it learns from the guest's own traffic (`learn.rs`)
+//! once the guest has used them. Domains are looked at when the daemon starts, at each
 //! reload, and when libvirt says one started (`follow.rs`).
 
 use std::collections::HashSet;
 use std::net::IpAddr;
-use vmnap_host::addrs::HostAddr;
 
 use tracing::{info, warn};
 use vmnap_config::{BackendConfig, Config, Discover, DomainSettings, GuestConfig};
@@ -16,6 +16,7 @@ use vmnap_libvirt::{DomainState, GuestMetadata, Selector};
 use vmnap_wire::Mac;
 
 use crate::error::chain;
+use crate::learn::address_problem;
 
 /// Adds a guest to `config` for each domain discovery selects and vmnap can stand in for,
 /// logging why each other domain was skipped. `managed` are the guests a running daemon
@@ -126,7 +127,8 @@ pub(crate) fn add_discovered(
                     leases = d.lease_error.as_deref().unwrap_or("none"),
                     "discovered domain has no address yet (none in its metadata element, and no \
                      DHCP lease: only libvirt-managed networks have those); vmnap queues what \
-                     reaches its MAC but cannot answer ARP or NDP for it"
+                     reaches its MAC, and answers ARP and NDP for it at the addresses it \
+                     learns from its traffic"
                 );
                 "none"
             } else {
@@ -218,39 +220,6 @@ fn usable_port(
     Ok(())
 }
 
-/// Why `addr`, read for a domain on `bridge`, cannot be its guest's, given the host's own
-/// addresses `host`: it is one of them (the bridge's own is the guests' gateway), or the
-/// bridge has networks of its family (link-local ones aside) and it lies in none of them.
-/// vmnap would answer ARP and NDP for it in the guest's name.
-fn address_problem(addr: IpAddr, bridge: &str, host: &[HostAddr]) -> Option<String> {
-    if let Some(own) = host.iter().find(|h| h.addr == addr) {
-        return Some(format!(
-            "address {addr} is the host's own, on {} (a guest's gateway, never a guest)",
-            own.interface
-        ));
-    }
-    let link_local = |a: IpAddr| match a {
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
-        IpAddr::V4(v4) => v4.is_link_local(),
-    };
-    let nets: Vec<&HostAddr> = host
-        .iter()
-        .filter(|h| h.interface == bridge && h.addr.is_ipv4() == addr.is_ipv4())
-        .filter(|h| !link_local(h.addr))
-        .collect();
-    if nets.is_empty() || nets.iter().any(|n| n.contains(addr)) {
-        return None;
-    }
-    let list: Vec<String> = nets
-        .iter()
-        .map(|n| format!("{}/{}", n.addr, n.prefix))
-        .collect();
-    Some(format!(
-        "address {addr} lies in none of the networks of its bridge {bridge} ({})",
-        list.join(", ")
-    ))
-}
-
 fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
     g.ipv4
         .iter()
@@ -261,6 +230,7 @@ fn addresses_of(g: &GuestConfig) -> impl Iterator<Item = IpAddr> + '_ {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vmnap_host::addrs::HostAddr;
 
     const NS: &str = "https://example.org/vmnap";
 

@@ -114,6 +114,10 @@ pub struct Entry {
     /// `max_sleep`, and its time asleep, from then. Absent in journals of older versions.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub asleep_since_ms: Option<u64>,
+    /// The addresses learned from its traffic (beside its configured ones), answered for
+    /// again after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learned: Vec<std::net::IpAddr>,
 }
 
 /// The journal of one bridge: an entry for every guest that is not simply awake.
@@ -338,6 +342,7 @@ mod tests {
                     "[2001:db8::1]:40000".parse().expect("address"),
                 ]]),
                 asleep_since_ms: Some(1_796_000_000_000),
+                learned: vec!["198.18.0.77".parse().expect("address")],
             },
         );
         j.store(&p).expect("store");

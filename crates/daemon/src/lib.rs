@@ -44,6 +44,7 @@ mod follow;
 mod gate;
 mod hooks;
 mod journal;
+mod learn;
 pub mod metrics;
 pub mod page;
 mod ports;

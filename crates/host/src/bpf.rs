@@ -150,6 +150,45 @@ pub fn tcp_flow_events() -> Vec<SockFilter> {
     p
 }
 
+/// The frames that say which addresses a guest has: its own ARP and ICMPv6 (neighbour
+/// solicitations and advertisements among them; not `PACKET_OUTGOING`), and the DHCP server's
+/// answers to it (IPv4 UDP to port 68, `PACKET_OUTGOING`, not fragmented).
+pub fn guest_addresses() -> Vec<SockFilter> {
+    // 0 ld pkttype; 1 jeq OUTGOING ? 7 : 2
+    // from the guest: 2 ldh [12]; 3 jeq ARP ? accept : 4; 4 jeq IPv6 ? 5 : drop;
+    //                 5 ldb [20]; 6 jeq ICMPv6 ? accept : drop
+    // to the guest:   7 ldh [12]; 8 jeq IPv4 ? 9 : drop; 9 ldb [23]; 10 jeq UDP ? 11 : drop;
+    //                 11 ldh [20]; 12 jset frag ? drop : 13; 13 ldxb 4*([14]&0xf);
+    //                 14 ldh [x+16]; 15 jeq 68 ? accept : drop
+    // 16 accept; 17 drop
+    let (to_guest, accept, drop) = (7, 16, 17);
+    let to = |from: usize, target: usize| -> u8 {
+        u8::try_from(target - from - 1).expect("BPF programs of vmnap are short")
+    };
+    let p = vec![
+        ins(LD_W_ABS, 0, 0, AD_PKTTYPE),
+        ins(JEQ_K, to(1, to_guest), 0, PACKET_OUTGOING),
+        ins(LD_H_ABS, 0, 0, 12),
+        ins(JEQ_K, to(3, accept), 0, 0x0806),
+        ins(JEQ_K, 0, to(4, drop), 0x86dd),
+        ins(LD_B_ABS, 0, 0, 14 + 6),
+        ins(JEQ_K, to(6, accept), to(6, drop), 58),
+        ins(LD_H_ABS, 0, 0, 12),
+        ins(JEQ_K, 0, to(8, drop), 0x0800),
+        ins(LD_B_ABS, 0, 0, 14 + 9),
+        ins(JEQ_K, 0, to(10, drop), 17),
+        ins(LD_H_ABS, 0, 0, 14 + 6),
+        ins(JSET_K, to(12, drop), 0, 0x1fff),
+        ins(LDX_B_MSH, 0, 0, 14),
+        ins(LD_H_IND, 0, 0, 14 + 2),
+        ins(JEQ_K, to(15, accept), to(15, drop), 68),
+        ins(RET_K, 0, 0, 0x0004_0000),
+        ins(RET_K, 0, 0, 0),
+    ];
+    debug_assert_eq!(p.len(), drop + 1);
+    p
+}
+
 impl PacketSocket {
     /// Attaches a classic BPF filter (`SO_ATTACH_FILTER`): the socket then receives only the
     /// frames the program accepts.

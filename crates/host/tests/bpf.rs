@@ -310,3 +310,62 @@ fn either_of_two_programs_passes_what_one_of_them_passes_and_drops_the_rest() {
     let p = either(&answerable_to_guest(&[8080]), &tcp_flow_events());
     only_these_pass("bpfe", &p, &cases);
 }
+
+#[test]
+fn the_guests_own_arp_and_icmpv6_and_dhcp_answers_to_it_pass_and_nothing_else() {
+    use vmnap_host::bpf::guest_addresses;
+    // UDP source 67, destination `port`, then 8 bytes of payload.
+    let udp = |port: u16| {
+        let mut u = vec![0, 67];
+        u.extend_from_slice(&port.to_be_bytes());
+        u.extend_from_slice(&[0; 12]);
+        u
+    };
+    let cases: Vec<(&str, bool, Vec<u8>, bool)> = vec![
+        ("ARP from the guest", false, frame(0x0806, &[0; 28]), true),
+        ("ARP to the guest", true, frame(0x0806, &[0; 28]), false),
+        (
+            "neighbour solicitation from the guest",
+            false,
+            frame(0x86dd, &ipv6(58, &[135, 0, 0, 0, 0, 0, 0, 0])),
+            true,
+        ),
+        (
+            "ICMPv6 to the guest",
+            true,
+            frame(0x86dd, &ipv6(58, &[135, 0, 0, 0, 0, 0, 0, 0])),
+            false,
+        ),
+        (
+            "DHCP answer to the guest",
+            true,
+            frame(0x0800, &ipv4(17, 0, &udp(68))),
+            true,
+        ),
+        (
+            "DHCP answer fragment",
+            true,
+            frame(0x0800, &ipv4(17, 0x2000 | 1, &udp(68))),
+            false,
+        ),
+        (
+            "other UDP to the guest",
+            true,
+            frame(0x0800, &ipv4(17, 0, &udp(53))),
+            false,
+        ),
+        (
+            "UDP to 68 from the guest",
+            false,
+            frame(0x0800, &ipv4(17, 0, &udp(68))),
+            false,
+        ),
+        (
+            "TCP from the guest",
+            false,
+            frame(0x0800, &ipv4(6, 0, &tcp(80))),
+            false,
+        ),
+    ];
+    only_these_pass("bpfa", &guest_addresses(), &cases);
+}

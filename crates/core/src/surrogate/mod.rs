@@ -107,6 +107,16 @@ pub enum UpdateGuestError {
         /// The guest.
         guest: String,
     },
+    /// An address another guest of the same VLAN has.
+    #[error("guest {guest}: address {addr} is guest {other}'s")]
+    AddressTaken {
+        /// The guest.
+        guest: String,
+        /// The guest that has it.
+        other: String,
+        /// The address.
+        addr: IpAddr,
+    },
 }
 
 #[derive(Debug)]
@@ -275,6 +285,61 @@ impl Surrogate {
         guest.checks = spec.health.iter().cloned().map(Arc::new).collect();
         guest.spec = spec;
         Ok(())
+    }
+
+    /// Gives a registered guest these addresses from now on (learned from its traffic, or
+    /// forgotten), asleep or awake; refused, with nothing changed, if another guest of its
+    /// VLAN has one of them.
+    pub fn set_addresses(
+        &mut self,
+        id: GuestId,
+        ipv4: Vec<Ipv4Addr>,
+        ipv6: Vec<Ipv6Addr>,
+    ) -> Result<(), UpdateGuestError> {
+        let (name, vlan) = {
+            let g = self.guest(id).ok_or(UpdateGuestError::UnknownGuest(id))?;
+            (g.spec.name.clone(), g.spec.vlan)
+        };
+        let theirs = |owner: Option<&GuestId>| owner.filter(|o| **o != id).copied();
+        let taken = ipv4
+            .iter()
+            .find_map(|a| theirs(self.by_ipv4.get(&(vlan, *a))).map(|o| (IpAddr::V4(*a), o)))
+            .or_else(|| {
+                ipv6.iter().find_map(|a| {
+                    theirs(self.by_ipv6.get(&(vlan, *a))).map(|o| (IpAddr::V6(*a), o))
+                })
+            });
+        if let Some((addr, other)) = taken {
+            return Err(UpdateGuestError::AddressTaken {
+                guest: name,
+                other: self.name(other).to_owned(),
+                addr,
+            });
+        }
+        let guest = self.guests[id.index()].as_mut().expect("looked up above");
+        for a in &guest.spec.ipv4 {
+            self.by_ipv4.remove(&(vlan, *a));
+        }
+        for a in &guest.spec.ipv6 {
+            self.by_ipv6.remove(&(vlan, *a));
+        }
+        for a in &ipv4 {
+            self.by_ipv4.insert((vlan, *a), id);
+        }
+        for a in &ipv6 {
+            self.by_ipv6.insert((vlan, *a), id);
+        }
+        guest.spec.ipv4 = ipv4;
+        guest.spec.ipv6 = ipv6;
+        Ok(())
+    }
+
+    /// The guest of VLAN `vlan` that has address `addr`, if one has.
+    pub fn guest_with_address(&self, vlan: u16, addr: IpAddr) -> Option<GuestId> {
+        match addr {
+            IpAddr::V4(a) => self.by_ipv4.get(&(vlan, a)).copied(),
+            IpAddr::V6(a) => self.by_ipv6.get(&(vlan, a)).copied(),
+        }
     }
 
     /// Unregisters a guest; returns its spec and whatever it still had queued.
