@@ -1,7 +1,9 @@
 #!/bin/sh
 # Builds vmnap's tiny test guest: Debian's cloud kernel (downloaded, not installed) and a
 # busybox initramfs that configures eth0 from the kernel command line and serves HTTP on
-# port 80, TCP echo on port 7 and logs UDP port 9000 to the serial console. See README.md.
+# port 80, TCP echo on port 7 and logs UDP port 9000 to the serial console, with Debian's
+# qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0 when the guest has one.
+# See README.md.
 #
 # Output (standard output, two lines, nothing else):
 #   kernel=/var/cache/vmnap/images/kernel-<abi>/vmlinuz
@@ -17,7 +19,7 @@ set -eu
 DIR=${VMNAP_IMAGE_DIR:-/var/cache/vmnap/images}
 HERE=$(cd "$(dirname "$0")" && pwd)
 SELF="$HERE/$(basename "$0")"
-MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio failover net_failover virtio_net"
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio failover net_failover virtio_net virtio_console"
 
 say() { printf 'build-image: %s\n' "$*" >&2; }
 die() { printf 'build-image: error: %s\n' "$*" >&2; exit 1; }
@@ -67,7 +69,9 @@ if [ -z "$ABI" ]; then
     say "apt-cache knows no linux-image-cloud-amd64; using the cached kernel $ABI"
 fi
 KDIR="$DIR/kernel-$ABI"
-if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/modules/virtio_net.ko" ]; then
+missing=''
+for m in $MODULES; do [ -f "$KDIR/modules/$m.ko" ] || missing=1; done
+if [ ! -f "$KDIR/vmlinuz" ] || [ -n "$missing" ]; then
     say "downloading linux-image-$ABI"
     TMP=$(mktemp -d "$DIR/.kernel.XXXXXX")
     trap 'rm -rf "$TMP"' EXIT
@@ -96,6 +100,27 @@ if [ ! -f "$KDIR/vmlinuz" ] || [ ! -f "$KDIR/modules/virtio_net.ko" ]; then
     trap - EXIT
 fi
 
+# --- guest agent ----------------------------------------------------------------------
+# Debian's qemu-guest-agent, downloaded (not installed); its libraries are the host's own
+# (the same Debian release: qemu-system-x86 brings them), found by ldd.
+QGA="$DIR/qemu-ga"
+if [ ! -x "$QGA" ]; then
+    say "downloading qemu-guest-agent"
+    TMP=$(mktemp -d "$DIR/.qga.XXXXXX")
+    trap 'rm -rf "$TMP"' EXIT
+    (cd "$TMP" && apt-get download -q qemu-guest-agent >&2) \
+        || die "apt-get download qemu-guest-agent failed (run apt-get update?)"
+    dpkg-deb -x "$TMP"/qemu-guest-agent_*.deb "$TMP/x"
+    cp "$TMP/x/usr/sbin/qemu-ga" "$TMP/qemu-ga"
+    mv "$TMP/qemu-ga" "$QGA"
+    rm -rf "$TMP"
+    trap - EXIT
+fi
+if ldd "$QGA" | grep -q 'not found'; then
+    die "the guest agent needs libraries this host lacks ($(ldd "$QGA" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')): apt-get install --no-install-recommends libglib2.0-0 libnuma1 libudev1 liburing2"
+fi
+QGA_LIBS=$(ldd "$QGA" | awk '/=> \// { print $3 } /^[[:space:]]*\// { print $1 }')
+
 # --- initramfs ------------------------------------------------------------------------
 OUT="$DIR/initramfs-$ABI-$HASH.cpio.gz"
 if [ ! -f "$OUT" ]; then
@@ -113,6 +138,12 @@ if [ ! -f "$OUT" ]; then
     ln -s bin/busybox "$R/init"
     for m in $MODULES; do cp "$KDIR/modules/$m.ko" "$R/lib/modules/"; done
     echo "$MODULES" >"$R/etc/modules"
+    cp "$QGA" "$R/bin/qemu-ga"
+    for lib in $QGA_LIBS; do
+        mkdir -p "$R$(dirname "$lib")"
+        cp -L "$lib" "$R$lib"
+    done
+    ln -s ../bin/busybox "$R/sbin/hwclock"
     "$CC" -static -Os -o "$R/bin/vmnap-udplog" "$HERE/udplog.c" \
         || die "compiling udplog.c failed (static linking needs libc6-dev)"
     strip "$R/bin/vmnap-udplog" 2>/dev/null || true
@@ -125,6 +156,7 @@ if [ ! -f "$OUT" ]; then
 ::respawn:/bin/nc -ll -p 7 -e /bin/cat
 ::respawn:/bin/nc -ll -p 8 -e /bin/vmnap-dirty
 ::respawn:/bin/vmnap-udplog 9000
+::respawn:/bin/vmnap-agent
 ::once:/etc/ready
 ::ctrlaltdel:/bin/poweroff -f
 EOF
@@ -165,6 +197,16 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/accept_dad 2>/dev/null
 ip link set eth0 up
 echo "vmnap-guest: $name eth0 $(cat /sys/class/net/eth0/address) ${ip4:-no-ipv4} ${ip6:-no-ipv6}"
 EOF
+    cat >"$R/bin/vmnap-agent" <<'EOF'
+#!/bin/sh
+# Runs qemu-guest-agent on the virtio-serial port named org.qemu.guest_agent.0 (there is no
+# udev here to make /dev/virtio-ports/...); a guest without that port idles instead.
+for p in /sys/class/virtio-ports/*; do
+    [ "$(cat "$p/name" 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+    exec /bin/qemu-ga -m virtio-serial -p "/dev/${p##*/}" -t /run -f /run/qemu-ga.pid
+done
+exec sleep 2147483647
+EOF
     cat >"$R/bin/vmnap-dirty" <<'EOF'
 #!/bin/sh
 # Port 8: reads a percentage, writes that share of the guest's RAM (MemTotal) once, through
@@ -197,7 +239,7 @@ done
 EOF
     # Every path answers with the same body: "/" with 200, anything else with 404.
     echo 'E404:/www/index.html' >"$R/etc/httpd.conf"
-    chmod 755 "$R/etc/rc" "$R/etc/ready" "$R/bin/vmnap-dirty"
+    chmod 755 "$R/etc/rc" "$R/etc/ready" "$R/bin/vmnap-dirty" "$R/bin/vmnap-agent"
     (cd "$R" && find . | LC_ALL=C sort | "$BUSYBOX" cpio -o -H newc 2>/dev/null) \
         | gzip -9n >"$TMP/initramfs.cpio.gz"
     mv "$TMP/initramfs.cpio.gz" "$OUT"

@@ -71,7 +71,8 @@ pub enum Event {
     BackendError {
         /// The guest.
         guest: String,
-        /// `suspend`, `resume` or `after-wake`.
+        /// `suspend`, `resume`, `after-wake` or `set-clock` (the woken guest's clock, through
+        /// its guest agent).
         operation: String,
         /// What went wrong.
         message: String,

@@ -388,3 +388,92 @@ fn twenty_sleep_wake_cycles_of_a_libvirt_guest_under_a_trickle_lose_no_request()
     );
     assert_eq!(s.awake("d1")["wakes"], 20);
 }
+
+/// How far guest `d`'s clock is from the host's, in milliseconds (positive: ahead), read
+/// through its guest agent between two readings of the host's clock; `None` while its agent
+/// does not answer.
+fn guest_clock_offset_ms(d: &vmnap_lab::libvirt::LabDomain) -> Option<f64> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+            * 1000.0
+    };
+    let before = now();
+    let out = d
+        .virsh(&[
+            "qemu-agent-command",
+            &d.name,
+            r#"{"execute":"guest-get-time"}"#,
+        ])
+        .expect("virsh");
+    let after = now();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ns: f64 = text
+        .trim()
+        .strip_prefix(r#"{"return":"#)?
+        .strip_suffix('}')?
+        .parse()
+        .ok()?;
+    Some(ns / 1e6 - (before + after) / 2.0)
+}
+
+/// A wake from a sleep of 4 s in `mode` sets the guest's clock through its agent: it was
+/// behind by about the sleep (pause), or by the time since the save (save), and is within
+/// 250 ms of the host's after (the reading itself spans a `virsh`, about 30 ms).
+fn clock_is_set_after_a_wake(mode: &str) {
+    need(&["curl", "virsh"]);
+    let s = Setup::with_domains(&["d1"], mode, "");
+    let d = s.domain("d1");
+    let started = Instant::now();
+    while guest_clock_offset_ms(&d).is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the guest agent does not answer: {}",
+            d.console_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    s.vmnap(&["sleep", "d1"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let (body, _) = curl(&s, &format!("http://{}/", d.ipv4));
+    assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
+    let woke = Instant::now();
+    until("the clock set", &s, || {
+        s.daemon_log()
+            .contains("set the guest's clock to the host's")
+    });
+    eprintln!("clock set {:?} after the answer", woke.elapsed());
+    let line = s
+        .daemon_log()
+        .lines()
+        .find(|l| l.contains("set the guest's clock to the host's"))
+        .expect("the line")
+        .to_owned();
+    let behind: f64 = line
+        .split("behind_ms=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| {
+            v.trim_start_matches("Some(")
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no behind_ms in {line}"));
+    assert!(behind > 3000.0, "the clock was {behind} ms behind: {line}");
+    let offset = guest_clock_offset_ms(&d).expect("the agent answers");
+    eprintln!("{mode}: {behind:.0} ms behind before, {offset:.1} ms off after");
+    assert!(offset.abs() < 250.0, "{offset} ms off after the wake");
+}
+
+#[test]
+fn a_paused_guest_woken_gets_the_hosts_time_through_its_agent() {
+    clock_is_set_after_a_wake("pause");
+}
+
+#[test]
+fn a_saved_guest_woken_gets_the_hosts_time_through_its_agent() {
+    clock_is_set_after_a_wake("save");
+}

@@ -59,6 +59,8 @@ pub(crate) enum Op {
     BeforeSleep,
     /// Run its `after_wake` hook.
     AfterWake,
+    /// Set the woken guest's clock to the host's ([`Backend::set_clock`]).
+    SetClock,
 }
 
 impl Op {
@@ -103,6 +105,9 @@ pub(crate) enum Done {
     WakeSetRead(Result<u64, String>),
     /// A hook ran: whether it succeeded, or why not.
     Hooked(Hook, Result<(), String>),
+    /// The woken guest's clock was set (with how far behind it was, in milliseconds, when
+    /// known), or why not; `None`: it has no agent.
+    ClockSet(Option<Result<Option<f64>, String>>),
 }
 
 /// A report to a worker: the guest's index there, the ticket of the [`GuestBackend`] that
@@ -472,6 +477,7 @@ impl Slot {
                 Op::PageOut | Op::ReadWakeSet | Op::BeforeSleep | Op::AfterWake => {
                     unreachable!("handled above")
                 }
+                Op::SetClock => Done::ClockSet(backend.set_clock()),
                 Op::Resume => {
                     let started = Instant::now();
                     let from_page_out = self.prefetch();
@@ -781,6 +787,7 @@ mod tests {
                     Done::PagedOut(..) => "page-out",
                     Done::WakeSetRead(_) => "wake set",
                     Done::Hooked(..) => "hook",
+                    Done::ClockSet(_) => "clock",
                     Done::WroteBack(..) => "write-back",
                     Done::Inspected(_) => "inspect",
                     Done::Resumed(..) => "resume",

@@ -1733,6 +1733,23 @@ impl BridgeWorker {
                 }
                 Done::Resumed(r, took) => self.resumed(i, r.map_err(|e| chain(&e)), took),
                 Done::Hooked(hook, r) => self.hooked(i, hook, r),
+                Done::ClockSet(r) => {
+                    let g = &self.guests[i];
+                    match r {
+                        None => {}
+                        Some(Ok(behind)) => {
+                            info!(guest = %g.name, behind_ms = behind, "set the guest's clock to the host's");
+                        }
+                        Some(Err(why)) => {
+                            warn!(guest = %g.name, error = %why, "cannot set the guest's clock");
+                            self.bus.publish(Event::BackendError {
+                                guest: g.name.clone(),
+                                operation: "set-clock".into(),
+                                message: why,
+                            });
+                        }
+                    }
+                }
                 Done::WakeSetRead(r) => {
                     let g = &self.guests[i];
                     match r {
@@ -2656,9 +2673,12 @@ impl BridgeWorker {
             Op::Inspect => Outcome::Inspected { busy: None },
             Op::Suspend | Op::Sample => Outcome::Suspended { ok: false },
             // Never sent through here.
-            Op::PageOut | Op::WriteBack | Op::ReadWakeSet | Op::BeforeSleep | Op::AfterWake => {
-                return
-            }
+            Op::PageOut
+            | Op::WriteBack
+            | Op::ReadWakeSet
+            | Op::BeforeSleep
+            | Op::AfterWake
+            | Op::SetClock => return,
         };
         self.outcome(i, outcome);
     }
@@ -3042,6 +3062,11 @@ impl BridgeWorker {
         }
         if g.hooks.1 && !g.backend.send(Op::AfterWake) {
             warn!(guest = %g.name, "no backend thread to run the guest's after_wake hook");
+        }
+        // Its clock stood still while it slept (or went back to a save's): set it, after
+        // the wake, which does not wait for it.
+        if !g.backend.send(Op::SetClock) {
+            warn!(guest = %g.name, "no backend thread to set the guest's clock");
         }
         open_watch(&self.poll, g, i, true);
         g.answer_wake(&Ok(Answer::Awake));

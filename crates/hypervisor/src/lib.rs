@@ -167,6 +167,14 @@ pub trait Backend: Send + std::fmt::Debug {
     fn page_out(&mut self) -> Option<Result<Arc<dyn PageOut>, PageOutUnavailable>> {
         None
     }
+    /// Sets the woken guest's clock to the host's, through its guest agent: a guest
+    /// paused wakes as far behind as it slept, and one restored from a save at the time of
+    /// the save. Returns how far off the guest's clock was, in milliseconds (positive: it
+    /// was behind), when the agent says. `None`: the guest has no agent (or its clock is
+    /// the host's: a cgroup's).
+    fn set_clock(&mut self) -> Option<Result<Option<f64>, String>> {
+        None
+    }
 }
 
 /// A guest's RAM file as the daemon pages it out: the eviction, in steps; what is in host

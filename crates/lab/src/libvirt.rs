@@ -414,6 +414,9 @@ pub fn domain_xml(spec: &DomainSpec, emulator: &Path, console: &Path) -> String 
       <source path='{console}' append='on'/>
       <target port='0'/>
     </serial>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
     <memballoon model='none'/>
   </devices>
 </domain>

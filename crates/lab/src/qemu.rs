@@ -236,6 +236,9 @@ pub struct LabVm {
     pub pid: u32,
     /// QMP socket (`<lab dir>/<name>.qmp`).
     pub qmp: PathBuf,
+    /// The guest agent's socket (`<lab dir>/<name>.qga`: its virtio-serial port
+    /// `org.qemu.guest_agent.0`, where the image runs qemu-guest-agent).
+    pub agent: PathBuf,
     /// Serial console log (`<lab dir>/<name>.console.log`).
     pub console: PathBuf,
     /// QEMU's own standard output and error (`<lab dir>/<name>.qemu.log`).
@@ -356,7 +359,8 @@ impl Lab {
     /// 2, ... in order of addition) in the host namespace, enslaved to `br0` and up; then
     /// `qemu-system-x86_64 -M q35 -accel tcg,tb-size=32 -m 128 -nographic -kernel ...
     /// -initrd ... -append "console=ttyS0 ... vmnap.ip=..." -netdev tap,...,vhost=off
-    /// -device virtio-net-pci,... -qmp unix:<dir>/<name>.qmp,server=on,wait=off` inside the
+    /// -device virtio-net-pci,... -qmp unix:<dir>/<name>.qmp,server=on,wait=off`, and the guest
+    /// agent's virtio-serial port on `<dir>/<name>.qga`, inside the
     /// host namespace, serial console to `<dir>/<name>.console.log`. Returns once the
     /// console shows [`READY_LINE`] (at most [`VM_READY_TIMEOUT`]; the error then carries
     /// the console's tail). On an error QEMU is ended and the tap deleted again.
@@ -424,6 +428,7 @@ impl Lab {
             ipv4: spec.ipv4,
             ipv6: spec.ipv6,
             pid,
+            agent: qmp.with_extension("qga"),
             qmp,
             console,
             qemu_log,
@@ -469,6 +474,8 @@ impl Lab {
         let mut qmp_arg = OsString::from("unix:");
         qmp_arg.push(qmp);
         qmp_arg.push(",server=on,wait=off");
+        let mut agent = OsString::from("socket,id=qga0,server=on,wait=off,path=");
+        agent.push(qmp.with_extension("qga"));
         let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no,vhost=off");
         let device = format!("virtio-net-pci,netdev=n0,mac={}", Mac(spec.mac));
         let mem = spec.memory_mib.to_string();
@@ -501,6 +508,12 @@ impl Lab {
             device.as_ref(),
             "-qmp".as_ref(),
             qmp_arg.as_os_str(),
+            "-chardev".as_ref(),
+            agent.as_os_str(),
+            "-device".as_ref(),
+            "virtio-serial-pci".as_ref(),
+            "-device".as_ref(),
+            "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0".as_ref(),
         ]);
         let ram = spec.ram_file.as_ref().map(|file| {
             let mut object = OsString::from(format!(

@@ -10,7 +10,9 @@
 //! `virterror.h`); every function used is in libvirt 1.2.14 or later. Above them sit safe
 //! handles, [`Connect`] and [`Domain`], that free themselves when dropped.
 
-use std::ffi::{c_char, c_int, c_uchar, c_uint, c_ulong, c_ulonglong, c_ushort, c_void};
+use std::ffi::{
+    c_char, c_int, c_longlong, c_uchar, c_uint, c_ulong, c_ulonglong, c_ushort, c_void,
+};
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::ptr::{self, NonNull};
@@ -178,6 +180,9 @@ functions! {
         fn(*mut VirDomain, c_uint) -> c_int;
     domain_create = c"virDomainCreate": fn(*mut VirDomain) -> c_int;
     domain_destroy = c"virDomainDestroy": fn(*mut VirDomain) -> c_int;
+    domain_get_time = c"virDomainGetTime":
+        fn(*mut VirDomain, *mut c_longlong, *mut c_uint, c_uint) -> c_int;
+    domain_set_time = c"virDomainSetTime": fn(*mut VirDomain, c_longlong, c_uint, c_uint) -> c_int;
     domain_undefine = c"virDomainUndefine": fn(*mut VirDomain) -> c_int;
     event_register_default_impl = c"virEventRegisterDefaultImpl": fn() -> c_int;
     event_run_default_impl = c"virEventRunDefaultImpl": fn() -> c_int;
@@ -715,6 +720,33 @@ impl Domain {
     /// Starts it, from its managed save image if it has one (`virDomainCreate`).
     pub fn create(&self) -> Result<(), VirError> {
         self.status(self.f.domain_create).map(drop)
+    }
+
+    /// Its guest's clock, through its guest agent (`virDomainGetTime`), since the Unix
+    /// epoch.
+    pub fn time(&self) -> Result<std::time::Duration, VirError> {
+        let (mut seconds, mut nanos): (c_longlong, c_uint) = (0, 0);
+        // SAFETY: a live domain and two places for the time.
+        match unsafe { (self.f.domain_get_time)(self.ptr.as_ptr(), &mut seconds, &mut nanos, 0) } {
+            -1 => Err(VirError::last(self.f)),
+            _ => Ok(std::time::Duration::new(
+                u64::try_from(seconds).unwrap_or(0),
+                nanos,
+            )),
+        }
+    }
+
+    /// Sets its guest's clock to `since_epoch`, through its guest agent
+    /// (`virDomainSetTime`).
+    pub fn set_time(&self, since_epoch: std::time::Duration) -> Result<(), VirError> {
+        let seconds = c_longlong::try_from(since_epoch.as_secs()).unwrap_or(c_longlong::MAX);
+        // SAFETY: a live domain; the time is passed by value.
+        match unsafe {
+            (self.f.domain_set_time)(self.ptr.as_ptr(), seconds, since_epoch.subsec_nanos(), 0)
+        } {
+            -1 => Err(VirError::last(self.f)),
+            _ => Ok(()),
+        }
     }
 
     /// Stops it at once, as pulling the plug would (`virDomainDestroy`).

@@ -249,6 +249,32 @@ impl LibvirtDomain {
         })
     }
 
+    /// Whether the domain has a channel for a guest agent (`org.qemu.guest_agent.0`), from
+    /// its XML.
+    pub fn has_guest_agent(&mut self) -> Result<bool, LibvirtError> {
+        let text = self.with_domain("describe", Domain::xml_desc)?;
+        crate::xml::has_guest_agent(&text).map_err(|source| LibvirtError::Xml {
+            domain: self.name.clone(),
+            source,
+        })
+    }
+
+    /// Sets the guest's clock to the host's through its agent; how far behind it was, in
+    /// milliseconds, when the agent could say.
+    pub fn sync_time(&mut self) -> Result<Option<f64>, LibvirtError> {
+        let before = self
+            .with_domain("read the guest clock of", Domain::time)
+            .ok();
+        let now = || {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+        };
+        let behind = before.map(|b| (now().as_secs_f64() - b.as_secs_f64()) * 1000.0);
+        self.with_domain("set the guest clock of", |d| d.set_time(now()))?;
+        Ok(behind)
+    }
+
     /// Pauses the domain.
     pub fn suspend(&mut self) -> Result<(), LibvirtError> {
         self.with_domain("suspend", Domain::suspend)
@@ -290,7 +316,14 @@ pub struct LibvirtBackend {
     /// them in the log.
     ram: Option<Arc<RamFile>>,
     notes: PageOutNotes,
+    /// Whether the domain has a guest agent channel, once looked at.
+    agent: Option<bool>,
 }
+
+/// How many times a wake's clock setting is tried, [`CLOCK_RETRY`] apart: right after a
+/// start from a save, the agent may not answer yet.
+const CLOCK_TRIES: u32 = 5;
+const CLOCK_RETRY: Duration = Duration::from_millis(200);
 
 impl LibvirtBackend {
     /// The backend of `guest`, the domain `domain` at `uri`, sleeping by `mode`.
@@ -301,6 +334,7 @@ impl LibvirtBackend {
             domain: LibvirtDomain::open(uri, domain)?,
             ram: None,
             notes: PageOutNotes::default(),
+            agent: None,
         })
     }
 
@@ -423,6 +457,33 @@ impl Backend for LibvirtBackend {
 
     fn cpu_time(&mut self) -> Option<Duration> {
         self.domain.cpu_time().ok()
+    }
+
+    /// Through the guest agent (`virDomainSetTime` with the host's time to the
+    /// nanosecond), if the domain has an agent channel.
+    fn set_clock(&mut self) -> Option<Result<Option<f64>, String>> {
+        if self.agent.is_none() {
+            self.agent = self.domain.has_guest_agent().ok();
+        }
+        if self.agent != Some(true) {
+            return None;
+        }
+        let mut last = String::new();
+        for attempt in 0..CLOCK_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(CLOCK_RETRY);
+            }
+            match self.domain.sync_time() {
+                Ok(behind) => return Some(Ok(behind)),
+                Err(e) => {
+                    last = match std::error::Error::source(&e) {
+                        Some(s) => format!("{e}: {s}"),
+                        None => e.to_string(),
+                    }
+                }
+            }
+        }
+        Some(Err(last))
     }
 
     /// A managed save frees the guest's memory; a page-out its RAM file's pages; a pause

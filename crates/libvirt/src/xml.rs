@@ -99,6 +99,18 @@ pub fn parse_memory_backing(xml: &str) -> Result<MemoryBacking, XmlError> {
     })
 }
 
+/// Whether a domain's XML has a channel for a guest agent: a `virtio` target named
+/// `org.qemu.guest_agent.0`.
+pub fn has_guest_agent(xml: &str) -> Result<bool, XmlError> {
+    let doc = Document::parse(xml).map_err(XmlError::Syntax)?;
+    Ok(doc.descendants().any(|n| {
+        n.has_tag_name("channel")
+            && n.children().any(|t| {
+                t.has_tag_name("target") && t.attribute("name") == Some("org.qemu.guest_agent.0")
+            })
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
