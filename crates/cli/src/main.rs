@@ -428,7 +428,7 @@ fn describe(record: &Record) -> String {
         Event::BackendError {
             operation, message, ..
         } => format!("backend error ({operation}): {message}"),
-        Event::SleepVetoed { reason, .. } => format!("sleep vetoed by before_sleep: {reason}"),
+        Event::SleepVetoed { reason, .. } => format!("sleep vetoed by {reason}"),
         Event::Adopted { reason, .. } => format!("taken on: {reason}"),
         Event::Released { reason, .. } => format!("let go: {reason}"),
         Event::Answered {

@@ -410,7 +410,9 @@ fn a_before_sleep_hook_vetoes_sleeps_until_it_agrees_and_an_after_wake_hook_runs
     let (ok, said) = try_sleep(&s, "web1");
     assert!(!ok, "the sleep was not vetoed: {said}");
     assert!(
-        said.contains("web1 stays awake: its before_sleep hook vetoed the sleep (sh exited with 3: a backup runs)"),
+        said.contains(
+            "web1 stays awake: its sleep was vetoed by before_sleep: sh exited with 3: a backup runs"
+        ),
         "{said}"
     );
     assert_eq!(s.status("web1")["state"], "awake");

@@ -477,3 +477,99 @@ fn a_paused_guest_woken_gets_the_hosts_time_through_its_agent() {
 fn a_saved_guest_woken_gets_the_hosts_time_through_its_agent() {
     clock_is_set_after_a_wake("save");
 }
+
+/// Runs `script` with `/bin/sh -c` in guest `d` through its agent and returns its standard
+/// output once it has ended.
+fn in_guest(d: &vmnap_lab::libvirt::LabDomain, script: &str) -> String {
+    let exec = serde_json::json!({
+        "execute": "guest-exec",
+        "arguments": { "path": "/bin/sh", "arg": ["-c", script], "capture-output": true },
+    });
+    let out = d
+        .virsh(&["qemu-agent-command", &d.name, &exec.to_string()])
+        .expect("virsh");
+    assert!(out.status.success(), "guest-exec: {}", text(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let pid = answer["return"]["pid"].as_i64().expect("a pid");
+    let status = serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } });
+    let started = Instant::now();
+    loop {
+        let out = d
+            .virsh(&["qemu-agent-command", &d.name, &status.to_string()])
+            .expect("virsh");
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        if s["return"]["exited"] == true {
+            use base64::Engine as _;
+            let data = s["return"]["out-data"].as_str().unwrap_or("");
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .expect("base64");
+            return String::from_utf8_lossy(&bytes).into_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{script} did not end"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_guest_vetoes_its_sleep_through_its_agent_and_hears_of_its_wake() {
+    need(&["curl", "virsh"]);
+    let extra = "inhibit_file = \"/tmp/vmnap-inhibit\"\n\
+                 guest_before_sleep = [\"/bin/sh\", \"-c\", \"test ! -e /tmp/busy || { echo a backup runs >&2; exit 4; }\"]\n\
+                 guest_after_wake = [\"/bin/sh\", \"-c\", \"echo $VMNAP_EVENT >> /tmp/woke\"]\n\
+                 hook_timeout = \"5s\"\n";
+    let s = Setup::with_domains(&["d1"], "pause", extra);
+    let d = s.domain("d1");
+    let started = Instant::now();
+    while guest_clock_offset_ms(&d).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no agent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let try_sleep = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+            .args(["sleep", "d1", "--socket"])
+            .arg(&s.socket)
+            .output()
+            .expect("vmnap sleep");
+        (out.status.success(), text(&out))
+    };
+    // The inhibit file is there: vetoed, with why.
+    in_guest(&d, "touch /tmp/vmnap-inhibit");
+    let (ok, said) = try_sleep();
+    assert!(
+        !ok && said.contains(
+            "d1 stays awake: its sleep was vetoed by inhibit_file: /tmp/vmnap-inhibit exists in the guest"
+        ),
+        "{said}\n{}",
+        s.daemon_log()
+    );
+    assert_eq!(d.state().expect("state"), "running");
+    // The hook in the guest says no: vetoed, with its reason.
+    in_guest(&d, "rm /tmp/vmnap-inhibit; touch /tmp/busy");
+    let (ok, said) = try_sleep();
+    assert!(
+        !ok && said.contains(
+            "vetoed by guest_before_sleep: /bin/sh exited with 4 in the guest: a backup runs"
+        ),
+        "{said}"
+    );
+    let events = s.vmnap(&["events", "d1"]);
+    assert!(
+        events.contains("sleep vetoed by inhibit_file: /tmp/vmnap-inhibit exists in the guest")
+            && events.contains("sleep vetoed by guest_before_sleep"),
+        "{events}"
+    );
+    assert_eq!(d.state().expect("state"), "running");
+    // Both agree: it sleeps; a wake runs the hook after it in the guest.
+    in_guest(&d, "rm /tmp/busy");
+    s.vmnap(&["sleep", "d1"]);
+    assert_eq!(d.state().expect("state"), "paused");
+    let (body, _) = curl(&s, &format!("http://{}/", d.ipv4));
+    assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
+    until("guest_after_wake ran", &s, || {
+        in_guest(&d, "cat /tmp/woke 2>/dev/null") == "after-wake\n"
+    });
+}

@@ -599,6 +599,17 @@ pub struct GuestHooks {
     pub before_sleep: Vec<String>,
     /// Run after each wake (empty: none), not waited for by the wake; a failure is reported.
     pub after_wake: Vec<String>,
+    /// Run inside the guest through its qemu-guest-agent (`guest-exec`) before each sleep,
+    /// after `before_sleep`, argv program first (empty: none): as `before_sleep`, a
+    /// non-zero exit or no exit within `timeout` vetoes the sleep, as does an agent that
+    /// does not answer.
+    pub guest_before_sleep: Vec<String>,
+    /// Run inside the guest through its agent after each wake (empty: none), as
+    /// `after_wake`.
+    pub guest_after_wake: Vec<String>,
+    /// A file inside the guest whose existence vetoes its sleeps (read through its agent,
+    /// `guest-file-open`): a backup or a long job creates it, and removes it when done.
+    pub inhibit_file: Option<String>,
     /// How long a hook may run before it is killed (and a `before_sleep` counts as a
     /// veto); `hook_timeout`, default [`DEFAULT_HOOK_TIMEOUT`].
     pub timeout: Duration,
@@ -607,7 +618,19 @@ pub struct GuestHooks {
 impl GuestHooks {
     /// `None` when there is no hook to run, so that a guest without hooks holds nothing.
     pub fn boxed(self) -> Option<Box<GuestHooks>> {
-        (!self.before_sleep.is_empty() || !self.after_wake.is_empty()).then(|| Box::new(self))
+        (self.runs_before_sleep() || self.runs_after_wake()).then(|| Box::new(self))
+    }
+
+    /// Whether anything runs before a sleep (and may veto it).
+    pub fn runs_before_sleep(&self) -> bool {
+        !self.before_sleep.is_empty()
+            || !self.guest_before_sleep.is_empty()
+            || self.inhibit_file.is_some()
+    }
+
+    /// Whether anything runs after a wake.
+    pub fn runs_after_wake(&self) -> bool {
+        !self.after_wake.is_empty() || !self.guest_after_wake.is_empty()
     }
 }
 

@@ -156,6 +156,12 @@ pub(crate) struct RawDefaults {
     #[serde(default)]
     pub hook_timeout: Option<Spanned<String>>,
     #[serde(default)]
+    pub guest_before_sleep: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub guest_after_wake: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub inhibit_file: Option<Spanned<String>>,
+    #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]
     pub health: Vec<Spanned<RawHealth>>,
@@ -177,6 +183,9 @@ pub(crate) struct RawPolicy<'a> {
     pub before_sleep: Option<&'a Spanned<Vec<Spanned<String>>>>,
     pub after_wake: Option<&'a Spanned<Vec<Spanned<String>>>>,
     pub hook_timeout: Option<&'a Spanned<String>>,
+    pub guest_before_sleep: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    pub guest_after_wake: Option<&'a Spanned<Vec<Spanned<String>>>>,
+    pub inhibit_file: Option<&'a Spanned<String>>,
     pub keep_awake_while_connected: &'a [Spanned<String>],
     pub health: &'a [Spanned<RawHealth>],
 }
@@ -198,6 +207,9 @@ impl RawDefaults {
             before_sleep: self.before_sleep.as_ref(),
             after_wake: self.after_wake.as_ref(),
             hook_timeout: self.hook_timeout.as_ref(),
+            guest_before_sleep: self.guest_before_sleep.as_ref(),
+            guest_after_wake: self.guest_after_wake.as_ref(),
+            inhibit_file: self.inhibit_file.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -221,6 +233,9 @@ impl RawGuest {
             before_sleep: self.before_sleep.as_ref(),
             after_wake: self.after_wake.as_ref(),
             hook_timeout: self.hook_timeout.as_ref(),
+            guest_before_sleep: self.guest_before_sleep.as_ref(),
+            guest_after_wake: self.guest_after_wake.as_ref(),
+            inhibit_file: self.inhibit_file.as_ref(),
             keep_awake_while_connected: &self.keep_awake_while_connected,
             health: &self.health,
         }
@@ -304,6 +319,12 @@ pub(crate) struct RawGuest {
     pub after_wake: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub hook_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    pub guest_before_sleep: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub guest_after_wake: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub inhibit_file: Option<Spanned<String>>,
     #[serde(default)]
     pub keep_awake_while_connected: Vec<Spanned<String>>,
     #[serde(default)]

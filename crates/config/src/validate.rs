@@ -750,9 +750,18 @@ impl Cx<'_> {
             timezone,
         }
         .boxed();
+        let guest_before_sleep = self.hook(at, "guest_before_sleep", p.guest_before_sleep)?;
+        let guest_after_wake = self.hook(at, "guest_after_wake", p.guest_after_wake)?;
+        let inhibit_file = match p.inhibit_file {
+            Some(v) => Some(self.check(v, || key("inhibit_file"), |s| guest_path(s))?),
+            None => None,
+        };
         let hooks = GuestHooks {
             before_sleep,
             after_wake,
+            guest_before_sleep,
+            guest_after_wake,
+            inhibit_file,
             timeout: hook_timeout,
         }
         .boxed();
@@ -1442,6 +1451,19 @@ pub(crate) fn timezone(s: &str) -> Result<String, String> {
 }
 
 /// `min_awake`: a duration, zero included (no minimum).
+/// A path inside a guest: absolute, without NUL.
+pub(crate) fn guest_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "`{s}` is not an absolute path (a file inside the guest)"
+        ));
+    }
+    if s.contains('\0') {
+        return Err("the path contains a NUL byte".to_owned());
+    }
+    Ok(s.to_owned())
+}
+
 pub(crate) fn min_awake(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| format!("{e} (0s for none)"))
 }

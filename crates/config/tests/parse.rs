@@ -2047,6 +2047,42 @@ fn hooks_are_read_and_refused_when_empty() {
 }
 
 #[test]
+fn hooks_in_the_guest_and_its_inhibit_file_are_read_and_refused_when_wrong() {
+    let config = ok(&format!(
+        "{LIBVIRT}guest_before_sleep = [\"/usr/local/bin/may-sleep\"]\n\
+         guest_after_wake = [\"/bin/sync\"]\ninhibit_file = \"/run/vmnap-inhibit\"\n"
+    ));
+    let hooks = config.guests[0]
+        .hooks
+        .as_deref()
+        .expect("the guest's hooks");
+    assert_eq!(hooks.guest_before_sleep, ["/usr/local/bin/may-sleep"]);
+    assert_eq!(hooks.guest_after_wake, ["/bin/sync"]);
+    assert_eq!(hooks.inhibit_file.as_deref(), Some("/run/vmnap-inhibit"));
+    assert!(hooks.before_sleep.is_empty() && hooks.runs_before_sleep());
+    // An inhibit file alone is a hook before each sleep.
+    let one = ok(&format!("{LIBVIRT}inhibit_file = \"/run/x\"\n"));
+    assert!(one.guests[0]
+        .hooks
+        .as_deref()
+        .is_some_and(|h| h.runs_before_sleep()));
+    refused(
+        &format!("{LIBVIRT}inhibit_file = \"run/x\"\n"),
+        5,
+        16,
+        Some("guest[0].inhibit_file"),
+        "`run/x` is not an absolute path (a file inside the guest)",
+    );
+    refused(
+        &format!("{LIBVIRT}guest_before_sleep = []\n"),
+        5,
+        22,
+        Some("guest[0].guest_before_sleep"),
+        "`guest_before_sleep` is empty",
+    );
+}
+
+#[test]
 fn zero_guest_idle_after_is_refused() {
     refused(
         &format!("{LIBVIRT}idle_after = \"0s\"\n"),

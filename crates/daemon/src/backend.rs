@@ -442,7 +442,12 @@ impl Slot {
         } {
             // Apart from the backend's lock, from a copy: a hook may take its timeout.
             let hooks = lock(&self.hooks).clone();
-            let r = hooks.map_or(Ok(()), |h| h.run(hook));
+            let r = hooks.map_or(Ok(()), |h| {
+                h.run(hook)?;
+                // The part in the guest talks to it through its backend.
+                let mut backend = lock(&self.backend);
+                h.run_in_guest(hook, backend.as_mut())
+            });
             self.report(Done::Hooked(hook, r));
             return;
         }

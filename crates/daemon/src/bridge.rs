@@ -2396,7 +2396,7 @@ impl BridgeWorker {
                 match result {
                     Ok(()) => self.sleep_now(i, replies),
                     Err(why) => {
-                        info!(guest = %name, reason = %why, "before_sleep vetoed the sleep; the guest stays awake");
+                        info!(guest = %name, reason = %why, "the sleep was vetoed; the guest stays awake");
                         let now = self.now();
                         if let Some(idle) = self.guests[i].idle.as_mut() {
                             // Idle again from now: asked again idle_after later.
@@ -2414,7 +2414,7 @@ impl BridgeWorker {
             }
             Hook::AfterWake => {
                 if let Err(why) = result {
-                    warn!(guest = %name, error = %why, "the guest's after_wake hook failed");
+                    warn!(guest = %name, error = %why, "a hook after the guest's wake failed");
                     self.bus.publish(Event::BackendError {
                         guest: name,
                         operation: "after-wake".into(),
@@ -3350,9 +3350,6 @@ fn hooks_of(config: &GuestConfig) -> Option<Box<Hooks>> {
 /// Whether there is a `before_sleep` hook, and an `after_wake` one.
 fn has_hooks(hooks: Option<&Hooks>) -> (bool, bool) {
     hooks.map_or((false, false), |h| {
-        (
-            !h.config.before_sleep.is_empty(),
-            !h.config.after_wake.is_empty(),
-        )
+        (h.config.runs_before_sleep(), h.config.runs_after_wake())
     })
 }

@@ -668,7 +668,7 @@ fn refusal(guest: &str, why: &Refusal) -> http::Response {
         ),
         Refusal::Vetoed(e) => (
             409,
-            format!("{guest} stays awake: its before_sleep hook vetoed the sleep ({e})"),
+            format!("{guest} stays awake: its sleep was vetoed by {e}"),
         ),
     };
     http::Response::error(status, message)

@@ -175,6 +175,16 @@ pub trait Backend: Send + std::fmt::Debug {
     fn set_clock(&mut self) -> Option<Result<Option<f64>, String>> {
         None
     }
+    /// Sends `command` (a JSON object of the QEMU guest agent's protocol) to the guest's
+    /// agent and returns the agent's answer, waiting at most about `timeout`. `None`: the
+    /// guest has no agent.
+    fn agent_command(
+        &mut self,
+        _command: &str,
+        _timeout: Duration,
+    ) -> Option<Result<String, String>> {
+        None
+    }
 }
 
 /// A guest's RAM file as the daemon pages it out: the eviction, in steps; what is in host

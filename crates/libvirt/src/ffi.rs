@@ -223,6 +223,40 @@ pub enum LoadError {
 /// libvirt's functions, once loaded.
 static LOADED: OnceLock<Functions> = OnceLock::new();
 
+/// The library of libvirt's QEMU-specific calls (the guest agent's), in the same package.
+const LIBVIRT_QEMU: &CStr = c"libvirt-qemu.so.0";
+
+/// `virDomainQemuAgentCommand`.
+type AgentCommandFunc =
+    unsafe extern "C" fn(*mut VirDomain, *const c_char, c_int, c_uint) -> *mut c_char;
+
+/// `virDomainQemuAgentCommand`, once loaded (the first guest agent command).
+static AGENT_COMMAND: OnceLock<AgentCommandFunc> = OnceLock::new();
+
+/// `virDomainQemuAgentCommand`, loading `libvirt-qemu.so.0` the first time. A failure is
+/// not remembered.
+fn agent_command_function() -> Result<AgentCommandFunc, LoadError> {
+    if let Some(f) = AGENT_COMMAND.get() {
+        return Ok(*f);
+    }
+    let name = LIBVIRT_QEMU.to_string_lossy().into_owned();
+    // SAFETY: a NUL-terminated name; loading runs the library's constructors, as linking
+    // it would. It stays loaded.
+    let handle = unsafe { libc::dlopen(LIBVIRT_QEMU.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    let Some(handle) = NonNull::new(handle) else {
+        return Err(LoadError::Library {
+            library: name,
+            reason: dlerror(),
+        });
+    };
+    // SAFETY: a live handle.
+    let address = unsafe { symbol(handle, &name, c"virDomainQemuAgentCommand")? };
+    // SAFETY: the symbol is libvirt's function of this signature (libvirt-qemu.h); a
+    // function's address and a function pointer have the same representation.
+    let f = unsafe { std::mem::transmute::<NonNull<c_void>, AgentCommandFunc>(address) };
+    Ok(*AGENT_COMMAND.get_or_init(|| f))
+}
+
 /// What `dlerror` says about the last failure of `dlopen` or `dlsym` on this thread.
 fn dlerror() -> String {
     // SAFETY: dlerror takes nothing; it returns null or a string valid until the next dl*
@@ -747,6 +781,22 @@ impl Domain {
             -1 => Err(VirError::last(self.f)),
             _ => Ok(()),
         }
+    }
+
+    /// Sends `command` (a JSON object of the QEMU guest agent's protocol) to its guest
+    /// agent and returns the agent's answer (`virDomainQemuAgentCommand`), waiting at most
+    /// `timeout_s` seconds.
+    pub fn agent_command(&self, command: &str, timeout_s: i32) -> Result<String, VirError> {
+        let call = agent_command_function().map_err(|e| VirError {
+            code: VIR_ERR_INTERNAL_ERROR,
+            domain: 0,
+            level: VIR_ERR_ERROR,
+            message: e.to_string(),
+        })?;
+        let c_command = c_string(command, "the agent command")?;
+        // SAFETY: a live domain, a string that outlives the call; the answer is ours to
+        // free (libvirt's documentation), which `text` does.
+        self.text(|d| unsafe { call(d, c_command.as_ptr(), timeout_s, 0) })
     }
 
     /// Stops it at once, as pulling the plug would (`virDomainDestroy`).

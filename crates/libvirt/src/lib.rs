@@ -275,6 +275,14 @@ impl LibvirtDomain {
         Ok(behind)
     }
 
+    /// Sends `command` to the guest agent and returns its answer (the JSON text), waiting at
+    /// most `timeout_s` seconds.
+    pub fn agent_command(&mut self, command: &str, timeout_s: i32) -> Result<String, LibvirtError> {
+        self.with_domain("talk to the guest agent of", |d| {
+            d.agent_command(command, timeout_s)
+        })
+    }
+
     /// Pauses the domain.
     pub fn suspend(&mut self) -> Result<(), LibvirtError> {
         self.with_domain("suspend", Domain::suspend)
@@ -457,6 +465,27 @@ impl Backend for LibvirtBackend {
 
     fn cpu_time(&mut self) -> Option<Duration> {
         self.domain.cpu_time().ok()
+    }
+
+    /// Through libvirt (`virDomainQemuAgentCommand`), if the domain has an agent channel.
+    fn agent_command(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Option<Result<String, String>> {
+        if self.agent.is_none() {
+            self.agent = self.domain.has_guest_agent().ok();
+        }
+        if self.agent != Some(true) {
+            return None;
+        }
+        let seconds = i32::try_from(timeout.as_secs().max(1)).unwrap_or(i32::MAX);
+        Some(self.domain.agent_command(command, seconds).map_err(
+            |e| match std::error::Error::source(&e) {
+                Some(s) => format!("{e}: {s}"),
+                None => e.to_string(),
+            },
+        ))
     }
 
     /// Through the guest agent (`virDomainSetTime` with the host's time to the

@@ -224,6 +224,7 @@ fn run() -> anyhow::Result<()> {
         let behind_ms = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
+            .rev()
             .filter(|l| l.contains("set the guest's clock") && l.contains(&format!("guest={name}")))
             .filter_map(|l| {
                 l.split("behind_ms=")
@@ -235,7 +236,7 @@ fn run() -> anyhow::Result<()> {
                     .parse()
                     .ok()
             })
-            .last();
+            .next();
         wakes.push(Wake {
             mode,
             first_byte_ms: (answered - asked).as_secs_f64() * 1000.0,
