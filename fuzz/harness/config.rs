@@ -157,8 +157,10 @@ fn guest(g: &GuestConfig) {
             qemu_command,
             state_file,
             mode,
+            agent,
         } => {
             assert!(socket.is_absolute());
+            assert!(agent.as_ref().is_none_or(|a| a.is_absolute()));
             assert!(g.bridge.is_some() && g.interface.is_some() && g.mac.is_some());
             let save = *mode == vmnap_config::SleepMode::Save;
             assert_eq!(

@@ -390,3 +390,72 @@ fn a_guest_whose_ram_is_not_a_shared_file_is_told_by_check_config_and_sleeps_pau
     assert_eq!(body, "hello from vm1\n");
     assert_eq!(syns, 1, "the client retransmitted its SYN");
 }
+
+/// The guest's clock minus the host's, in milliseconds, read through its agent's socket
+/// (`guest-sync`, then `guest-get-time`) between two readings of the host's clock.
+fn guest_clock_offset_ms(agent: &std::path::Path) -> Option<f64> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(agent).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut w = stream.try_clone().ok()?;
+    let mut r = BufReader::new(stream);
+    w.write_all(b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":4242}}\n")
+        .ok()?;
+    let mut line = String::new();
+    while !line.contains("4242") {
+        line.clear();
+        r.read_line(&mut line).ok()?;
+    }
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs_f64()
+            * 1000.0
+    };
+    let before = now();
+    w.write_all(b"{\"execute\":\"guest-get-time\"}\n").ok()?;
+    line.clear();
+    r.read_line(&mut line).ok()?;
+    let after = now();
+    let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+    Some(v["return"].as_f64()? / 1e6 - (before + after) / 2.0)
+}
+
+#[test]
+fn a_qemu_guest_woken_gets_the_hosts_time_through_its_agent() {
+    need(&["curl"]);
+    let s = Setup::with_vms(&["vm1"], "");
+    let agent = s.lab.vm("vm1").expect("vm1").agent.clone();
+    let before = wait_some("the guest agent", 30, || guest_clock_offset_ms(&agent));
+    s.vmnap(&["sleep", "vm1"]);
+    std::thread::sleep(Duration::from_secs(4));
+    let (body, _) = curl(&s, &format!("http://{}/", s.vm_ip("vm1")));
+    assert_eq!(body, "hello from vm1\n");
+    wait_some("the clock set", 10, || {
+        s.daemon_log()
+            .contains("set the guest's clock to the host's")
+            .then_some(())
+    });
+    let after = guest_clock_offset_ms(&agent).expect("the agent answers");
+    eprintln!("before the sleep {before:.1} ms off; after the wake {after:.1} ms off");
+    assert!(after.abs() < 250.0, "{after} ms off after the wake");
+    // Paused 4 s, the guest had fallen behind by as much.
+    let log = s.daemon_log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("set the guest's clock"))
+        .expect("the line");
+    let behind: f64 = line
+        .split("behind_ms=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| {
+            v.trim_start_matches("Some(")
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no behind_ms in {line}"));
+    assert!(behind > 3000.0, "{line}");
+}

@@ -662,6 +662,10 @@ pub enum BackendConfig {
         /// Absolute path of the file the guest's state is saved to (key `state_file`). `Some`
         /// with [`SleepMode::Save`], `None` otherwise (where the key is refused).
         state_file: Option<PathBuf>,
+        /// Absolute path of the unix socket of the guest's qemu-guest-agent (key `agent`:
+        /// QEMU's `-chardev socket,path=...,server=on,wait=off` of a `virtserialport` named
+        /// `org.qemu.guest_agent.0`); `None`: the guest has no agent.
+        agent: Option<PathBuf>,
     },
 }
 

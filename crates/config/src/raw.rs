@@ -286,6 +286,8 @@ pub(crate) struct RawGuest {
     #[serde(default)]
     pub mode: Option<Spanned<String>>,
     #[serde(default)]
+    pub agent: Option<Spanned<String>>,
+    #[serde(default)]
     pub qmp: Option<Spanned<String>>,
     #[serde(default)]
     pub qemu_command: Option<Spanned<Vec<Spanned<String>>>>,

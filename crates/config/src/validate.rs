@@ -37,7 +37,8 @@ const MAX_SOCKET_PATH_LEN: usize = 107;
 const ECHO_PORT: u16 = 7;
 
 /// The keys that belong to some backends, with those backends.
-const BACKEND_KEYS: [(&str, &[&str]); 6] = [
+const BACKEND_KEYS: [(&str, &[&str]); 7] = [
+    ("agent", &["qmp"]),
     ("cgroup", &["cgroup"]),
     ("domain", &["libvirt"]),
     ("mode", &["libvirt", "qmp"]),
@@ -900,6 +901,10 @@ impl Cx<'_> {
                 ))
             }
         };
+        let agent = match &g.agent {
+            Some(s) => Some(self.check(s, || key("agent"), |s| socket_path(s))?),
+            None => None,
+        };
         if mode != SleepMode::Save {
             let extra = [
                 ("qemu_command", g.qemu_command.as_ref().map(Spanned::span)),
@@ -921,6 +926,7 @@ impl Cx<'_> {
                 mode,
                 qemu_command: Vec::new(),
                 state_file: None,
+                agent,
             });
         }
         // Mode `save`, which was given (it is not the default).
@@ -962,6 +968,7 @@ impl Cx<'_> {
             mode,
             qemu_command,
             state_file: Some(state_file),
+            agent,
         })
     }
 
@@ -1309,6 +1316,7 @@ impl RawGuest {
     /// Where the value of backend key `key` (one of [`BACKEND_KEYS`]) is, if it is given.
     fn backend_key_span(&self, key: &str) -> Option<Range<usize>> {
         match key {
+            "agent" => self.agent.as_ref().map(Spanned::span),
             "cgroup" => self.cgroup.as_ref().map(Spanned::span),
             "domain" => self.domain.as_ref().map(Spanned::span),
             "mode" => self.mode.as_ref().map(Spanned::span),

@@ -1585,11 +1585,24 @@ fn qmp_guest_in_pause_mode_is_accepted() {
             mode: SleepMode::Pause,
             qemu_command: vec![],
             state_file: None,
+            agent: None,
         }
     );
     assert_eq!(g.backend.kind(), "qmp");
     assert_eq!(g.mac, Some([0x52, 0x54, 0, 0, 0, 1]));
     ok(&format!("{QMP}mode = \"pause\"\n"));
+    // Its guest agent's socket.
+    let g = &ok(&format!("{QMP}agent = \"/run/vmnap/vm1.qga\"\n")).guests[0];
+    assert!(
+        matches!(&g.backend, BackendConfig::Qmp { agent: Some(a), .. } if *a == std::path::Path::new("/run/vmnap/vm1.qga"))
+    );
+    refused(
+        &format!("{LIBVIRT}agent = \"/run/vmnap/vm1.qga\"\n"),
+        5,
+        9,
+        Some("guest[0].agent"),
+        "`agent` is only for backend `qmp`, not `libvirt`",
+    );
 }
 
 #[test]
@@ -1608,6 +1621,7 @@ fn qmp_guest_in_save_mode_is_accepted() {
                 "unix:/run/vmnap/vm1.qmp,server=on,wait=off".into(),
             ],
             state_file: Some("/var/lib/vmnap/vm1.state".into()),
+            agent: None,
         }
     );
     assert_eq!(g.backend.mode(), Some(SleepMode::Save));

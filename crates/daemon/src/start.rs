@@ -72,6 +72,7 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
             mode,
             qemu_command,
             state_file,
+            agent,
         } => {
             let backend = match (mode, state_file) {
                 (SleepMode::Save, Some(state)) => vmnap_qmp::QmpBackend::save(
@@ -84,6 +85,10 @@ pub fn open_backend(guest: &GuestConfig, config: &Config) -> Result<Opened, Star
                     vmnap_qmp::QmpBackend::pageout(&guest.name, socket.clone())
                 }
                 _ => vmnap_qmp::QmpBackend::pause(&guest.name, socket.clone()),
+            };
+            let backend = match agent {
+                Some(path) => backend.with_agent(path.clone()),
+                None => backend,
             };
             Opened::from_config(guest, Box::new(backend))
         }

@@ -335,6 +335,8 @@ pub struct QmpBackend {
     conn: Option<Qmp>,
     save: Option<SaveMode>,
     pageout: Option<PageOutMode>,
+    /// The unix socket of the guest's qemu-guest-agent, if it has one.
+    agent: Option<PathBuf>,
 }
 
 /// Page-out mode: the guest's RAM file and QEMU, once found, and what was last said about
@@ -356,7 +358,16 @@ impl QmpBackend {
             conn: None,
             save: None,
             pageout: None,
+            agent: None,
         }
+    }
+
+    /// The same, with the guest's qemu-guest-agent on the unix socket `agent`: a woken
+    /// guest's clock is set through it ([`Backend::set_clock`]), and the daemon's hooks in the
+    /// guest run through it ([`Backend::agent_command`]).
+    pub fn with_agent(mut self, agent: impl Into<PathBuf>) -> Self {
+        self.agent = Some(agent.into());
+        self
     }
 
     /// A page-out backend for `guest`, whose QEMU serves QMP on `qmp_path`: a pause, after
@@ -809,7 +820,57 @@ impl QmpBackend {
     }
 }
 
+/// How many times a wake's clock setting is tried, [`CLOCK_RETRY`] apart: an agent
+/// restored from a save may not answer at once.
+const CLOCK_TRIES: u32 = 5;
+const CLOCK_RETRY: Duration = Duration::from_millis(200);
+/// How long one clock reading or setting may take.
+const CLOCK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The host's clock, in nanoseconds since the Unix epoch.
+fn host_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i128::try_from(d.as_nanos()).unwrap_or(i128::MAX))
+}
+
 impl Backend for QmpBackend {
+    fn agent_command(
+        &mut self,
+        command: &str,
+        timeout: Duration,
+    ) -> Option<Result<String, String>> {
+        let socket = self.agent.as_ref()?;
+        Some(crate::agent::command(socket, command, timeout))
+    }
+
+    /// `guest-get-time` (for how far behind it was), then `guest-set-time` with the host's
+    /// time to the nanosecond.
+    fn set_clock(&mut self) -> Option<Result<Option<f64>, String>> {
+        let socket = self.agent.clone()?;
+        let mut last = String::new();
+        for attempt in 0..CLOCK_TRIES {
+            if attempt > 0 {
+                thread::sleep(CLOCK_RETRY);
+            }
+            let get = r#"{"execute":"guest-get-time"}"#;
+            let behind = crate::agent::command(&socket, get, CLOCK_TIMEOUT)
+                .and_then(|a| crate::agent::returned(&a))
+                .ok()
+                .and_then(|v| v.as_i64())
+                .map(|guest| (host_ns() - i128::from(guest)) as f64 / 1e6);
+            let set =
+                json!({ "execute": "guest-set-time", "arguments": { "time": host_ns() as i64 } });
+            match crate::agent::command(&socket, &set.to_string(), CLOCK_TIMEOUT)
+                .and_then(|a| crate::agent::returned(&a))
+            {
+                Ok(_) => return Some(Ok(behind)),
+                Err(e) => last = e,
+            }
+        }
+        Some(Err(last))
+    }
+
     fn kind(&self) -> &'static str {
         if self.save.is_some() {
             "qmp-save"

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod backend;
 mod client;
 mod pageout;

@@ -168,13 +168,14 @@ impl Setup {
             text += &format!(
                 "\n[[guest]]\nname = \"{}\"\nbridge = \"br0\"\ninterface = \"{}\"\nmac = \"{}\"\n\
                  ipv4 = [\"{}\"]\nipv6 = [\"{}\"]\nbackend = \"qmp\"\nqmp = \"{}\"\n\
-                 wake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
+                 agent = \"{}\"\nwake_on = [\"tcp/80\", \"udp/9000\"]\n{}\n",
                 vm.name,
                 vm.tap,
                 Mac(vm.mac),
                 vm.ipv4,
                 vm.ipv6,
                 vm.qmp.display(),
+                vm.agent.display(),
                 extra,
             );
         }
