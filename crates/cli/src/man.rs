@@ -75,6 +75,40 @@ The daemon's control socket (\fB[api] socket\fR), mode 0600.
 .TP
 \fI/usr/lib/systemd/system/vmnap.service\fR
 The systemd unit: \fBsystemctl enable \-\-now vmnap\fR.
+.SH SCHEDULES, HOOKS AND THE GUEST AGENT
+Keys of a \fB[[guest]]\fR table (the first four also in \fB[idle]\fR for every guest, all
+but \fBagent\fR also in \fB[libvirt.defaults]\fR); each is refused with FILE:LINE:COL when
+wrong, and a reload applies it without waking anyone.
+.TP
+\fBmin_awake\fR = "10m"
+After a wake, idleness does not put the guest back to sleep before this long.
+.TP
+\fBmax_sleep\fR = "24h"
+A guest asleep this long is woken (cause \fBmax-sleep\fR), and sleeps again once idle.
+.TP
+\fBawake_during\fR = ["Mon-Fri 07:30-18:00"], \fBtimezone\fR = "Europe/Berlin"
+Windows in which idleness does not put the guest to sleep; at a window's start a sleeping
+guest is woken (cause \fBawake-window\fR). Default zone: the host's.
+.TP
+\fBbefore_sleep\fR, \fBafter_wake\fR = ["/path/to/program", "arg"]
+Run on the host (VMNAP_GUEST, VMNAP_EVENT set). A before_sleep that exits non-zero, or
+does not end within \fBhook_timeout\fR (default 10s), vetoes the sleep.
+.TP
+\fBguest_before_sleep\fR, \fBguest_after_wake\fR, \fBinhibit_file\fR = "/run/vmnap-inhibit"
+The same inside the guest, through its qemu-guest-agent; the inhibit file's existence
+vetoes a sleep.
+.TP
+\fBagent\fR = "/run/vmnap/vm1.qga"
+A QMP guest's agent socket (libvirt domains use their agent channel). Through the agent
+vmnap also sets a woken guest's clock to the host's.
+.SH EVENTS
+\fBvmnap events\fR prints: \fBfell-asleep\fR; \fBwoke\fR (cause \fBtcp-syn\fR, \fBudp\fR,
+\fBtcp-data\fR, \fBresolution\fR, \fBrequested\fR, \fBin-flight\fR, \fBmax-sleep\fR,
+\fBawake-window\fR); \fBpaged-out\fR; \fBsleep-vetoed\fR (with the hook's or the inhibit
+file's reason); \fBadopted\fR and \fBreleased\fR (a libvirt domain started, or shut down,
+destroyed, migrated or undefined, outside vmnap: taken on or let go without a reload);
+\fBbackend-error\fR (\fBsuspend\fR, \fBresume\fR, \fBafter-wake\fR, \fBset-clock\fR);
+\fBanswered\fR, \fBqueued\fR, \fBdropped\fR.
 .SH EXIT STATUS
 0 on success; 64 when the config is invalid (with FILE:LINE:COL: KEY: MESSAGE on stderr);
 2 when the command line is wrong; 1 on any other error.
