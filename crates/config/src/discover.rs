@@ -3,8 +3,14 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::validate::{guest_name, idle_after, ipv4_address, ipv6_address, sleep_mode};
-use crate::{Answers, BackendConfig, Config, GuestConfig, PortRule, Transport};
+use crate::validate::{
+    guest_name, guest_path, idle_after, ipv4_address, ipv6_address, max_sleep, min_awake,
+    sleep_mode,
+};
+use crate::{
+    Answers, BackendConfig, Config, GuestConfig, GuestHooks, PortRule, Transport,
+    DEFAULT_HOOK_TIMEOUT,
+};
 
 /// Prefixes a message with the attribute it is about.
 fn at(key: &'static str) -> impl Fn(String) -> String {
@@ -41,6 +47,12 @@ pub struct DomainSettings {
     pub idle_after: Option<String>,
     /// `keep_awake_while_connected`: replaces the default list.
     pub keep_awake_while_connected: Option<Vec<String>>,
+    /// `min_awake`: a duration.
+    pub min_awake: Option<String>,
+    /// `max_sleep`: a duration or `off`.
+    pub max_sleep: Option<String>,
+    /// `inhibit_file`: an absolute path in the guest.
+    pub inhibit_file: Option<String>,
 }
 
 impl Config {
@@ -134,6 +146,28 @@ impl Config {
             Some(list) => port_rules("keep_awake_while_connected", list, true)?,
             None => d.keep_awake_while_connected.clone(),
         };
+        let mut schedule = d.schedule.as_deref().cloned().unwrap_or_default();
+        if let Some(s) = &settings.min_awake {
+            schedule.min_awake = Some(min_awake(s).map_err(at("min_awake"))?);
+        }
+        if let Some(s) = &settings.max_sleep {
+            schedule.max_sleep = Some(max_sleep(s).map_err(at("max_sleep"))?);
+        }
+        let hooks = match &settings.inhibit_file {
+            Some(path) => {
+                let mut hooks = d.hooks.as_deref().cloned().unwrap_or(GuestHooks {
+                    before_sleep: Vec::new(),
+                    after_wake: Vec::new(),
+                    guest_before_sleep: Vec::new(),
+                    guest_after_wake: Vec::new(),
+                    inhibit_file: None,
+                    timeout: DEFAULT_HOOK_TIMEOUT,
+                });
+                hooks.inhibit_file = Some(guest_path(path).map_err(at("inhibit_file"))?);
+                hooks.boxed()
+            }
+            None => d.hooks.clone(),
+        };
         Ok(GuestConfig {
             name,
             bridge: None,
@@ -153,8 +187,8 @@ impl Config {
             multicast: d.multicast,
             multicast_frames: d.multicast_frames,
             idle_after,
-            schedule: d.schedule.clone(),
-            hooks: d.hooks.clone(),
+            schedule: schedule.boxed(),
+            hooks,
             keep_awake_while_connected,
             health: d.health.clone(),
         })

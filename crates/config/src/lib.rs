@@ -515,7 +515,7 @@ pub struct GuestConfig {
     /// `timezone`; `None` when it gives none of them (boxed: few guests do). Use
     /// [`GuestConfig::min_awake`] and its siblings for the values that apply.
     pub schedule: Option<Box<SleepSchedule>>,
-    /// Its hooks; `None` when it has neither `before_sleep` nor `after_wake`.
+    /// Its hooks; `None` when it has none and the default `hook_timeout`.
     pub hooks: Option<Box<GuestHooks>>,
     /// The guest is not put to sleep while it has an open TCP connection on one of these ports
     /// (only `tcp/PORT` rules; no duplicates).
@@ -616,9 +616,12 @@ pub struct GuestHooks {
 }
 
 impl GuestHooks {
-    /// `None` when there is no hook to run, so that a guest without hooks holds nothing.
+    /// `None` when there is no hook to run and the timeout is the default, so that a
+    /// guest without hooks holds nothing (a timeout of `[libvirt.defaults]` is kept for the
+    /// hooks a domain's metadata adds).
     pub fn boxed(self) -> Option<Box<GuestHooks>> {
-        (self.runs_before_sleep() || self.runs_after_wake()).then(|| Box::new(self))
+        (self.runs_before_sleep() || self.runs_after_wake() || self.timeout != DEFAULT_HOOK_TIMEOUT)
+            .then(|| Box::new(self))
     }
 
     /// Whether anything runs before a sleep (and may veto it).

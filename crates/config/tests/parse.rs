@@ -2033,10 +2033,11 @@ fn hooks_are_read_and_refused_when_empty() {
     assert!(hooks.before_sleep.is_empty());
     assert_eq!(hooks.timeout, Duration::from_secs(10));
     assert_eq!(ok(LIBVIRT).guests[0].hooks, None);
-    assert_eq!(
-        ok(&format!("{LIBVIRT}hook_timeout = \"5s\"\n")).guests[0].hooks,
-        None
-    );
+    // A timeout alone is kept (for the hooks a domain's metadata may add), and runs nothing.
+    let alone = ok(&format!("{LIBVIRT}hook_timeout = \"5s\"\n"));
+    let hooks = alone.guests[0].hooks.as_deref().expect("the timeout");
+    assert!(!hooks.runs_before_sleep() && !hooks.runs_after_wake());
+    assert_eq!(hooks.timeout, Duration::from_secs(5));
     refused(
         &format!("{LIBVIRT}before_sleep = []\n"),
         5,
@@ -2909,8 +2910,16 @@ fn discovered_guest_takes_the_defaults_and_the_domains_settings() {
         answer: Some(vec!["arp".into(), "tcp-echo".into()]),
         idle_after: Some("off".into()),
         keep_awake_while_connected: Some(vec!["tcp/22".into()]),
+        min_awake: Some("10m".into()),
+        max_sleep: Some("24h".into()),
+        inhibit_file: Some("/run/vmnap-inhibit".into()),
     };
     let g = c.discovered_guest("web3", &settings).expect("settings");
+    assert_eq!(g.min_awake(&c.idle), Duration::from_secs(600));
+    assert_eq!(g.max_sleep(&c.idle), Some(Duration::from_secs(86_400)));
+    let hooks = g.hooks.as_deref().expect("the inhibit file");
+    assert_eq!(hooks.inhibit_file.as_deref(), Some("/run/vmnap-inhibit"));
+    assert!(hooks.runs_before_sleep());
     assert_eq!(g.name, "web-three");
     assert_eq!(g.backend.mode(), Some(SleepMode::Pause));
     assert_eq!(g.ipv4, [Ipv4Addr::new(198, 18, 0, 40)]);
@@ -2934,6 +2943,20 @@ fn bad_domain_settings_are_refused_naming_the_attribute() {
             ..Default::default()
         },
         "`mode`: unknown mode `sleep`",
+    );
+    refuse(
+        DomainSettings {
+            inhibit_file: Some("tmp/x".into()),
+            ..Default::default()
+        },
+        "`inhibit_file`: `tmp/x` is not an absolute path",
+    );
+    refuse(
+        DomainSettings {
+            max_sleep: Some("0s".into()),
+            ..Default::default()
+        },
+        "`max_sleep`: `0s` is zero",
     );
     refuse(
         DomainSettings {

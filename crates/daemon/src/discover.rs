@@ -197,6 +197,9 @@ fn settings_of(m: &GuestMetadata) -> DomainSettings {
         answer: m.answer.clone(),
         idle_after: m.idle_after.clone(),
         keep_awake_while_connected: m.keep_awake_while_connected.clone(),
+        min_awake: m.min_awake.clone(),
+        max_sleep: m.max_sleep.clone(),
+        inhibit_file: m.inhibit_file.clone(),
     }
 }
 

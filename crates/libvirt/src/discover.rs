@@ -23,7 +23,8 @@ pub enum Selector {
 /// ```xml
 /// <vmnap:guest xmlns:vmnap="https://example.org/vmnap" name="web3" mode="save"
 ///     ipv4="198.18.0.40" ipv6="2001:db8::40" wake_on="tcp/80 tcp/22"
-///     answer="arp ndp icmp-echo" idle_after="5m" keep_awake_while_connected="tcp/22"/>
+///     answer="arp ndp icmp-echo" idle_after="5m" keep_awake_while_connected="tcp/22"
+///     min_awake="10m" max_sleep="24h" inhibit_file="/run/vmnap-inhibit"/>
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GuestMetadata {
@@ -43,10 +44,16 @@ pub struct GuestMetadata {
     pub idle_after: Option<String>,
     /// `keep_awake_while_connected`.
     pub keep_awake_while_connected: Option<Vec<String>>,
+    /// `min_awake`.
+    pub min_awake: Option<String>,
+    /// `max_sleep`.
+    pub max_sleep: Option<String>,
+    /// `inhibit_file`.
+    pub inhibit_file: Option<String>,
 }
 
 /// The attributes [`parse_metadata`] knows.
-pub const METADATA_ATTRIBUTES: [&str; 8] = [
+pub const METADATA_ATTRIBUTES: [&str; 11] = [
     "name",
     "mode",
     "ipv4",
@@ -55,6 +62,9 @@ pub const METADATA_ATTRIBUTES: [&str; 8] = [
     "answer",
     "idle_after",
     "keep_awake_while_connected",
+    "min_awake",
+    "max_sleep",
+    "inhibit_file",
 ];
 
 /// The metadata element is not one vmnap can read.
@@ -64,7 +74,7 @@ pub enum MetadataError {
     #[error("the metadata element is not well-formed XML")]
     Syntax(#[source] roxmltree::Error),
     /// An attribute vmnap does not know.
-    #[error("unknown attribute `{0}` in the metadata element; expected one of name, mode, ipv4, ipv6, wake_on, answer, idle_after, keep_awake_while_connected")]
+    #[error("unknown attribute `{0}` in the metadata element; expected one of name, mode, ipv4, ipv6, wake_on, answer, idle_after, keep_awake_while_connected, min_awake, max_sleep, inhibit_file")]
     UnknownAttribute(String),
     /// A child element: settings are attributes.
     #[error("the metadata element has a child <{0}>; vmnap's settings are attributes of the element itself")]
@@ -95,6 +105,9 @@ pub fn parse_metadata(xml: &str) -> Result<GuestMetadata, MetadataError> {
             "answer" => m.answer = Some(list(v)),
             "idle_after" => m.idle_after = Some(v.to_string()),
             "keep_awake_while_connected" => m.keep_awake_while_connected = Some(list(v)),
+            "min_awake" => m.min_awake = Some(v.to_string()),
+            "max_sleep" => m.max_sleep = Some(v.to_string()),
+            "inhibit_file" => m.inhibit_file = Some(v.to_string()),
             other => return Err(MetadataError::UnknownAttribute(other.to_string())),
         }
     }
@@ -236,7 +249,8 @@ mod tests {
     fn metadata_attributes_are_read_as_written() {
         let m = parse_metadata(
             r#"<vmnap:guest xmlns:vmnap="https://example.org/vmnap" mode="save"
-                 wake_on="tcp/80  tcp/22" ipv4="198.18.0.40 198.18.0.41" idle_after="5m"/>"#,
+                 wake_on="tcp/80  tcp/22" ipv4="198.18.0.40 198.18.0.41" idle_after="5m"
+                 min_awake="10m" max_sleep="off" inhibit_file="/run/vmnap-inhibit"/>"#,
         )
         .expect("valid");
         assert_eq!(
@@ -246,6 +260,9 @@ mod tests {
                 wake_on: Some(vec!["tcp/80".into(), "tcp/22".into()]),
                 ipv4: vec!["198.18.0.40".into(), "198.18.0.41".into()],
                 idle_after: Some("5m".into()),
+                min_awake: Some("10m".into()),
+                max_sleep: Some("off".into()),
+                inhibit_file: Some("/run/vmnap-inhibit".into()),
                 ..GuestMetadata::default()
             }
         );
