@@ -144,6 +144,14 @@ if [ ! -f "$OUT" ]; then
         cp -L "$lib" "$R$lib"
     done
     ln -s ../bin/busybox "$R/sbin/hwclock"
+    # What qemu-ga's guest-shutdown runs (`virsh shutdown --mode agent`): busybox has no
+    # shutdown(8). It answers at once and powers off a moment later.
+    cat >"$R/sbin/shutdown" <<'EOF'
+#!/bin/sh
+( sleep 0.2; sync; poweroff -f ) &
+exit 0
+EOF
+    chmod 755 "$R/sbin/shutdown"
     "$CC" -static -Os -o "$R/bin/vmnap-udplog" "$HERE/udplog.c" \
         || die "compiling udplog.c failed (static linking needs libc6-dev)"
     strip "$R/bin/vmnap-udplog" 2>/dev/null || true

@@ -271,13 +271,21 @@ fn a_domain_stopped_or_started_outside_vmnap_is_let_go_or_taken_on_without_a_rel
     s.vmnap(&["sleep", "d1"]);
     let (body, _) = curl(&s, &format!("http://{ip}/"));
     assert_eq!(body, "hello from d1\n", "{}", s.daemon_log());
-    // Awake, destroyed: let go the same way.
-    let out = d.virsh(&["destroy", "d1"]).expect("virsh destroy");
+    // Awake, shut down by its owner (through its agent: the image has no ACPI): let go
+    // the same way, not started again.
+    let out = d
+        .virsh(&["shutdown", "d1", "--mode", "agent"])
+        .expect("virsh shutdown");
     assert!(out.status.success(), "{}", text(&out));
     let took = until("d1 let go again", &s, || {
         !listed(&s).contains(&"d1".to_owned())
     });
-    eprintln!("destroyed awake: gone from the status after {took:?}");
+    eprintln!("shut down awake: gone from the status after {took:?}");
+    let events = s.vmnap(&["events", "d1"]);
+    assert!(
+        events.contains("let go: its domain d1 was shut down outside vmnap"),
+        "{events}"
+    );
     assert_eq!(d.state().expect("state"), "shut off");
     // Off when the daemon starts: the daemon starts all the same, and takes the guest on
     // once its domain runs.
@@ -572,4 +580,47 @@ fn the_guest_vetoes_its_sleep_through_its_agent_and_hears_of_its_wake() {
     until("guest_after_wake ran", &s, || {
         in_guest(&d, "cat /tmp/woke 2>/dev/null") == "after-wake\n"
     });
+}
+
+#[test]
+fn an_address_a_libvirt_guest_takes_is_answered_for_while_it_sleeps() {
+    need(&["arping", "virsh"]);
+    let s = Setup::with_domains(&["d1"], "pause", "");
+    let d = s.domain("d1");
+    let started = Instant::now();
+    while guest_clock_offset_ms(&d).is_none() {
+        assert!(started.elapsed() < Duration::from_secs(30), "no agent");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The guest takes 198.18.0.99 and announces it, as a DHCP client or an operator would.
+    in_guest(
+        &d,
+        "ip addr add 198.18.0.99/15 dev eth0 && arping -U -c 1 -I eth0 -s 198.18.0.99 198.18.0.99",
+    );
+    until("198.18.0.99 learned", &s, || {
+        s.status("d1")["learned_addresses"] == serde_json::json!(["198.18.0.99"])
+    });
+    s.vmnap(&["sleep", "d1"]);
+    assert_eq!(d.state().expect("state"), "paused");
+    let mac = vmnap_wire::Mac(d.mac).to_string().to_lowercase();
+    let out = s.run(
+        0,
+        &[
+            "arping",
+            "-c",
+            "1",
+            "-w",
+            "2",
+            "-I",
+            &s.client_if(0),
+            "198.18.0.99",
+        ],
+    );
+    assert!(
+        out.status.success() && text(&out).to_lowercase().contains(&mac),
+        "{}\n{}",
+        text(&out),
+        s.daemon_log()
+    );
+    assert_eq!(d.state().expect("state"), "paused", "the ARP woke it");
 }
