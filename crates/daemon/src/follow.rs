@@ -73,7 +73,7 @@ pub(crate) fn run(
         connected_before = true;
         while !stop.load(Ordering::Relaxed) {
             match events.poll() {
-                Ok(list) => handle(&list, registry, reloader, bus),
+                Ok(list) => handle(uri, &list, registry, reloader, bus),
                 Err(e) => {
                     warn!(uri, error = %e, "lost libvirt's domain events; connecting again");
                     break;
@@ -84,14 +84,26 @@ pub(crate) fn run(
 }
 
 /// What the events of one turn of the loop ask for, oldest first.
-fn handle(list: &[LifecycleEvent], registry: &Registry, reloader: &Reloader<'_>, bus: &EventBus) {
+fn handle(
+    uri: &str,
+    list: &[LifecycleEvent],
+    registry: &Registry,
+    reloader: &Reloader<'_>,
+    bus: &EventBus,
+) {
     let mut rescan_for = None;
     for e in list {
         debug!(domain = %e.domain, what = ?e.what, "libvirt domain event");
         let guest = reloader.guest_of_domain(&e.domain);
         match e.what {
             Lifecycle::Stopped(how) => {
-                if let Some((name, true)) = guest {
+                // An event read late (behind a rescan) may be older than a start since: a
+                // domain that runs now is not let go (its start comes next).
+                let running_guest = match &guest {
+                    Some((name, true)) if !runs_now(uri, &e.domain) => Some(name.clone()),
+                    _ => None,
+                };
+                if let Some(name) = running_guest {
                     let reason = match how {
                         Stopped::Migrated => {
                             format!("its domain {} was migrated to another host", e.domain)
@@ -126,6 +138,13 @@ fn handle(list: &[LifecycleEvent], registry: &Registry, reloader: &Reloader<'_>,
     if let Some(reason) = rescan_for {
         rescan(registry, reloader, bus, &reason);
     }
+}
+
+/// Whether `domain` runs now, as libvirt says (`false` if it cannot be asked).
+fn runs_now(uri: &str, domain: &str) -> bool {
+    vmnap_libvirt::LibvirtDomain::open(uri, domain)
+        .and_then(|mut d| d.state())
+        .is_ok_and(|s| s == vmnap_libvirt::DomainState::Running)
 }
 
 /// Has guest `name`'s worker let it go (unless `saved` is vmnap's own save), then the
