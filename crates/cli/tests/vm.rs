@@ -459,3 +459,75 @@ fn a_qemu_guest_woken_gets_the_hosts_time_through_its_agent() {
         .unwrap_or_else(|| panic!("no behind_ms in {line}"));
     assert!(behind > 3000.0, "{line}");
 }
+
+/// Sends `command` to the guest agent on `agent` (after a `guest-sync`) and returns its
+/// `return`.
+fn agent_call(agent: &std::path::Path, command: &serde_json::Value) -> serde_json::Value {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::os::unix::net::UnixStream::connect(agent).expect("the agent's socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    w.write_all(b"{\"execute\":\"guest-sync\",\"arguments\":{\"id\":4343}}\n")
+        .expect("sync");
+    let mut line = String::new();
+    while !line.contains("4343") {
+        line.clear();
+        r.read_line(&mut line).expect("the sync's answer");
+    }
+    w.write_all(format!("{command}\n").as_bytes())
+        .expect("command");
+    line.clear();
+    r.read_line(&mut line).expect("the answer");
+    let mut v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert!(v.get("error").is_none(), "{command}: {line}");
+    v["return"].take()
+}
+
+/// Runs `script` with `/bin/sh -c` in the guest through its agent, and waits for it.
+fn in_guest(agent: &std::path::Path, script: &str) {
+    let pid = agent_call(
+        agent,
+        &serde_json::json!({
+            "execute": "guest-exec",
+            "arguments": { "path": "/bin/sh", "arg": ["-c", script] },
+        }),
+    )["pid"]
+        .as_i64()
+        .expect("a pid");
+    wait_some(script, 10, || {
+        let s = agent_call(
+            agent,
+            &serde_json::json!({ "execute": "guest-exec-status", "arguments": { "pid": pid } }),
+        );
+        (s["exited"] == true).then_some(())
+    });
+}
+
+#[test]
+fn a_qemu_guest_inhibits_its_sleep_through_its_agent() {
+    let s = Setup::with_vms(&["vm1"], "inhibit_file = \"/tmp/vmnap-inhibit\"\n");
+    let agent = s.lab.vm("vm1").expect("vm1").agent.clone();
+    wait_some("the guest agent", 30, || guest_clock_offset_ms(&agent));
+    in_guest(&agent, "touch /tmp/vmnap-inhibit");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vmnap"))
+        .args(["sleep", "vm1", "--socket"])
+        .arg(&s.socket)
+        .output()
+        .expect("vmnap sleep");
+    let said = text(&out);
+    assert!(
+        !out.status.success()
+            && said.contains(
+                "vm1 stays awake: its sleep was vetoed by inhibit_file: /tmp/vmnap-inhibit exists in the guest"
+            ),
+        "{said}\n{}",
+        s.daemon_log()
+    );
+    assert!(s.vm_status("vm1").contains("\"running\""));
+    in_guest(&agent, "rm /tmp/vmnap-inhibit");
+    s.vmnap(&["sleep", "vm1"]);
+    assert!(s.vm_status("vm1").contains("\"paused\""));
+}

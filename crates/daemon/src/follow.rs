@@ -83,6 +83,55 @@ pub(crate) fn run(
     }
 }
 
+/// What one event asks of the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Decision {
+    /// Let the guest go, for this reason (`saved`: the stop was a save).
+    Release {
+        guest: String,
+        reason: String,
+        saved: bool,
+    },
+    /// Apply the config again: a domain it covers started.
+    Rescan(String),
+    Nothing,
+}
+
+/// What event `e` asks, for `guest` (the guest of its domain, and whether it runs), given
+/// whether discovery is on and whether the domain runs now (asked only for a stop of a
+/// running guest's domain: an event read late, behind a rescan, may be older than a start
+/// since, and a domain that runs now is not let go; its start comes next).
+fn decide(
+    e: &LifecycleEvent,
+    guest: Option<(String, bool)>,
+    discovers: bool,
+    runs_now: impl FnOnce() -> bool,
+) -> Decision {
+    let domain = &e.domain;
+    match (e.what, guest) {
+        (Lifecycle::Stopped(how), Some((guest, true))) if !runs_now() => Decision::Release {
+            guest,
+            reason: match how {
+                Stopped::Migrated => format!("its domain {domain} was migrated to another host"),
+                how => format!("its domain {domain} was {} outside vmnap", how.describe()),
+            },
+            saved: how == Stopped::Saved,
+        },
+        (Lifecycle::Undefined, Some((guest, true))) => Decision::Release {
+            guest,
+            reason: format!("its domain {domain} was undefined"),
+            saved: false,
+        },
+        (Lifecycle::Started(_), Some((_, false))) => {
+            Decision::Rescan(format!("its domain {domain} started"))
+        }
+        (Lifecycle::Started(_), None) if discovers => {
+            Decision::Rescan(format!("its domain {domain} started"))
+        }
+        _ => Decision::Nothing,
+    }
+}
+
 /// What the events of one turn of the loop ask for, oldest first.
 fn handle(
     uri: &str,
@@ -95,44 +144,14 @@ fn handle(
     for e in list {
         debug!(domain = %e.domain, what = ?e.what, "libvirt domain event");
         let guest = reloader.guest_of_domain(&e.domain);
-        match e.what {
-            Lifecycle::Stopped(how) => {
-                // An event read late (behind a rescan) may be older than a start since: a
-                // domain that runs now is not let go (its start comes next).
-                let running_guest = match &guest {
-                    Some((name, true)) if !runs_now(uri, &e.domain) => Some(name.clone()),
-                    _ => None,
-                };
-                if let Some(name) = running_guest {
-                    let reason = match how {
-                        Stopped::Migrated => {
-                            format!("its domain {} was migrated to another host", e.domain)
-                        }
-                        how => format!(
-                            "its domain {} was {} outside vmnap",
-                            e.domain,
-                            how.describe()
-                        ),
-                    };
-                    release(registry, reloader, &name, reason, how == Stopped::Saved);
-                }
-            }
-            Lifecycle::Undefined => {
-                if let Some((name, true)) = guest {
-                    let reason = format!("its domain {} was undefined", e.domain);
-                    release(registry, reloader, &name, reason, false);
-                }
-            }
-            Lifecycle::Started(_) => {
-                let covered = match guest {
-                    Some((_, running)) => !running,
-                    None => reloader.discovers(),
-                };
-                if covered {
-                    rescan_for = Some(format!("its domain {} started", e.domain));
-                }
-            }
-            _ => {}
+        match decide(e, guest, reloader.discovers(), || runs_now(uri, &e.domain)) {
+            Decision::Release {
+                guest,
+                reason,
+                saved,
+            } => release(registry, reloader, &guest, reason, saved),
+            Decision::Rescan(reason) => rescan_for = Some(reason),
+            Decision::Nothing => {}
         }
     }
     if let Some(reason) = rescan_for {
@@ -188,5 +207,71 @@ fn rescan(registry: &Registry, reloader: &Reloader<'_>, bus: &EventBus, reason: 
         Ok(added) if added.is_empty() => debug!(reason, "nothing new to take on"),
         Ok(added) => debug!(?added, reason, "taken on"),
         Err(e) => warn!(error = %e, reason, "cannot take on what libvirt runs now"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vmnap_libvirt::Started;
+
+    fn event(what: Lifecycle) -> LifecycleEvent {
+        LifecycleEvent {
+            domain: "d1".into(),
+            what,
+        }
+    }
+
+    #[test]
+    fn stops_let_a_running_guest_go_and_starts_of_covered_domains_rescan() {
+        let running = || Some(("web1".to_owned(), true));
+        let release = |reason: &str, saved| Decision::Release {
+            guest: "web1".into(),
+            reason: reason.into(),
+            saved,
+        };
+        let stopped = |how| event(Lifecycle::Stopped(how));
+        assert_eq!(
+            decide(&stopped(Stopped::Migrated), running(), false, || false),
+            release("its domain d1 was migrated to another host", false)
+        );
+        assert_eq!(
+            decide(&stopped(Stopped::Shutdown), running(), false, || false),
+            release("its domain d1 was shut down outside vmnap", false)
+        );
+        assert_eq!(
+            decide(&stopped(Stopped::Saved), running(), false, || false),
+            release("its domain d1 was saved outside vmnap", true)
+        );
+        // Read late: the domain runs again by now.
+        assert_eq!(
+            decide(&stopped(Stopped::Destroyed), running(), false, || true),
+            Decision::Nothing
+        );
+        // A guest that waits for its domain, or none at all, is not let go.
+        let waiting = || Some(("web1".to_owned(), false));
+        assert_eq!(
+            decide(&stopped(Stopped::Destroyed), waiting(), false, || false),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&event(Lifecycle::Undefined), running(), false, || false),
+            release("its domain d1 was undefined", false)
+        );
+        let started = event(Lifecycle::Started(Started::Booted));
+        let rescan = Decision::Rescan("its domain d1 started".into());
+        assert_eq!(decide(&started, waiting(), false, || true), rescan);
+        assert_eq!(decide(&started, None, true, || true), rescan);
+        assert_eq!(decide(&started, None, false, || true), Decision::Nothing);
+        // vmnap's own wake from a save: the guest runs.
+        let restored = event(Lifecycle::Started(Started::Restored));
+        assert_eq!(
+            decide(&restored, running(), true, || true),
+            Decision::Nothing
+        );
+        assert_eq!(
+            decide(&event(Lifecycle::Suspended), running(), true, || false),
+            Decision::Nothing
+        );
     }
 }
