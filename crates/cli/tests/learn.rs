@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{need, text, Setup, ECHO_ANSWERS};
+use common::{need, text, until, Setup, ECHO_ANSWERS};
 
 /// Guest `name`'s learned addresses, as the status says.
 fn learned(s: &Setup, name: &str) -> Vec<String> {
@@ -17,19 +17,6 @@ fn learned(s: &Setup, name: &str) -> Vec<String> {
         .iter()
         .map(|a| a.as_str().expect("an address").to_owned())
         .collect()
-}
-
-/// Waits (at most 10 s) until `done` holds.
-fn until(what: &str, s: &Setup, done: impl Fn() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}: not within 10 s\n{}",
-            s.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Runs `argv` in namespace `ns`, expecting success.

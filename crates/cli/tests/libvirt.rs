@@ -6,7 +6,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    assert_thousand_in_order, curl, curl_counting_syns, need, send_thousand_datagrams, text, Setup,
+    assert_thousand_in_order, clock_behind_ms, curl, curl_counting_syns, need,
+    send_thousand_datagrams, text, until, Setup,
 };
 
 #[test]
@@ -191,20 +192,6 @@ fn listed(s: &Setup) -> Vec<String> {
         .iter()
         .map(|g| g["name"].as_str().expect("a name").to_owned())
         .collect()
-}
-
-/// Waits (at most 10 s) until `done` holds, polling every 20 ms; how long it took.
-fn until(what: &str, s: &Setup, done: impl Fn() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{what}: not within 10 s\n{}",
-            s.daemon_log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    started.elapsed()
 }
 
 #[test]
@@ -453,24 +440,8 @@ fn clock_is_set_after_a_wake(mode: &str) {
             .contains("set the guest's clock to the host's")
     });
     eprintln!("clock set {:?} after the answer", woke.elapsed());
-    let line = s
-        .daemon_log()
-        .lines()
-        .find(|l| l.contains("set the guest's clock to the host's"))
-        .expect("the line")
-        .to_owned();
-    let behind: f64 = line
-        .split("behind_ms=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| {
-            v.trim_start_matches("Some(")
-                .trim_end_matches(')')
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no behind_ms in {line}"));
-    assert!(behind > 3000.0, "the clock was {behind} ms behind: {line}");
+    let behind = clock_behind_ms(&s, "d1");
+    assert!(behind > 3000.0, "the clock was {behind} ms behind");
     let offset = guest_clock_offset_ms(&d).expect("the agent answers");
     eprintln!("{mode}: {behind:.0} ms behind before, {offset:.1} ms off after");
     assert!(offset.abs() < 250.0, "{offset} ms off after the wake");

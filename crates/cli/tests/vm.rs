@@ -7,7 +7,8 @@ use std::time::Duration;
 use vmnap_lab::{cmdline, pids_mentioning};
 
 use common::{
-    assert_thousand_in_order, curl, curl_counting_syns, need, send_thousand_datagrams, text, Setup,
+    assert_thousand_in_order, clock_behind_ms, curl, curl_counting_syns, need,
+    send_thousand_datagrams, text, Setup,
 };
 
 #[test]
@@ -441,23 +442,8 @@ fn a_qemu_guest_woken_gets_the_hosts_time_through_its_agent() {
     eprintln!("before the sleep {before:.1} ms off; after the wake {after:.1} ms off");
     assert!(after.abs() < 250.0, "{after} ms off after the wake");
     // Paused 4 s, the guest had fallen behind by as much.
-    let log = s.daemon_log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("set the guest's clock"))
-        .expect("the line");
-    let behind: f64 = line
-        .split("behind_ms=")
-        .nth(1)
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| {
-            v.trim_start_matches("Some(")
-                .trim_end_matches(')')
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("no behind_ms in {line}"));
-    assert!(behind > 3000.0, "{line}");
+    let behind = clock_behind_ms(&s, "vm1");
+    assert!(behind > 3000.0, "the clock was {behind} ms behind");
 }
 
 /// Sends `command` to the guest agent on `agent` (after a `guest-sync`) and returns its

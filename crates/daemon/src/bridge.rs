@@ -456,6 +456,14 @@ impl Guest {
         Some((self.cpu_saved.as_secs_f64() + now) / 3600.0)
     }
 
+    /// The addresses it learned, the latest seen last.
+    fn learned_list(&self) -> Vec<IpAddr> {
+        self.learned
+            .as_deref()
+            .map(<[IpAddr]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The VLAN of the guest's forwarding entry. Bridges without VLAN filtering (the only
     /// kind vmnap supports so far) keep one entry per MAC, whatever the tag.
     fn fdb_vid(&self) -> u16 {
@@ -1063,11 +1071,7 @@ impl BridgeWorker {
                     asleep_since_ms: (state == GuestState::Sleeping)
                         .then_some(g.asleep_since_ms)
                         .flatten(),
-                    learned: g
-                        .learned
-                        .as_deref()
-                        .map(<[IpAddr]>::to_vec)
-                        .unwrap_or_default(),
+                    learned: g.learned_list(),
                 };
                 g.journaled = true;
                 writer.put(g.name.clone(), entry)
@@ -1464,11 +1468,7 @@ impl BridgeWorker {
         if g.mac == mac || !g.learned.as_ref().is_some_and(|l| l.contains(&addr)) {
             return;
         }
-        let mut list = g
-            .learned
-            .as_deref()
-            .map(<[IpAddr]>::to_vec)
-            .unwrap_or_default();
+        let mut list = g.learned_list();
         list.retain(|a| *a != addr);
         if self.set_learned(i, list).is_ok() {
             let g = &self.guests[i];
@@ -1512,11 +1512,7 @@ impl BridgeWorker {
             debug!(guest = %g.name, "not learned: {why}");
             return;
         }
-        let mut list = g
-            .learned
-            .as_deref()
-            .map(<[IpAddr]>::to_vec)
-            .unwrap_or_default();
+        let mut list = g.learned_list();
         learn::remember(&mut list, addr);
         match self.set_learned(i, list) {
             Ok(()) => {

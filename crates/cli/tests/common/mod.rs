@@ -454,6 +454,42 @@ impl Drop for Setup {
     }
 }
 
+/// Waits (at most 10 s, polling every 20 ms) until `done` holds, or fails naming `what`
+/// with the daemon's log; how long it took.
+pub fn until(what: &str, s: &Setup, done: impl Fn() -> bool) -> std::time::Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{what}: not within 10 s\n{}",
+            s.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    started.elapsed()
+}
+
+/// How far behind the daemon found a guest's clock when it set it after a wake (the last
+/// `behind_ms` of its log for `guest`), in milliseconds.
+pub fn clock_behind_ms(s: &Setup, guest: &str) -> f64 {
+    let log = s.daemon_log();
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("set the guest's clock") && l.contains(&format!("guest={guest}")))
+        .unwrap_or_else(|| panic!("the clock of {guest} was not set:\n{log}"));
+    line.split("behind_ms=")
+        .nth(1)
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| {
+            v.trim_start_matches("Some(")
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no behind_ms in {line}"))
+}
+
 pub fn text(out: &Output) -> String {
     format!(
         "{}{}",
