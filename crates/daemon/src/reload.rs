@@ -427,11 +427,19 @@ impl Reloader<'_> {
         // Check that it all works before anything changes.
         let mut opening = self.open(&plan, &new, &running.placed)?;
         // New guests whose domains do not run wait for them, outside the config in force.
-        let (waiting, guests): (Vec<GuestConfig>, Vec<GuestConfig>) =
-            std::mem::take(&mut new.guests)
-                .into_iter()
-                .partition(|g| opening.waiting.contains(&g.name));
-        new.guests = guests;
+        // (Taken out in place: a copy of every entry, made among the parser's garbage, would
+        // leave the heap in pieces.)
+        let mut waiting = Vec::new();
+        if !opening.waiting.is_empty() {
+            let mut k = 0;
+            while k < new.guests.len() {
+                if opening.waiting.contains(&new.guests[k].name) {
+                    waiting.push(new.guests.remove(k));
+                } else {
+                    k += 1;
+                }
+            }
+        }
         plan.added.retain(|name| !opening.waiting.contains(name));
         for g in &waiting {
             warn!(guest = %g.name, "the guest's libvirt domain does not run; vmnap takes the guest on when it starts");
