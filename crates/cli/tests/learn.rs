@@ -50,7 +50,7 @@ fn answered_with(s: &Setup, addr: &str, mac: &str) -> bool {
 
 #[test]
 fn an_address_the_guest_takes_is_answered_for_asleep_and_never_one_another_port_used() {
-    need(&["arping", "ip"]);
+    need(&["arping", "ip", "ping"]);
     let mut s = Setup::new(&[("web1", 0)], ECHO_ANSWERS);
     let guest = s.lab.guest("web1").expect("web1").clone();
     let (ns, dev) = (guest.netns.clone(), guest.guest_if());
@@ -64,11 +64,49 @@ fn an_address_the_guest_takes_is_answered_for_asleep_and_never_one_another_port_
     until("198.18.0.77 learned", &s, || {
         learned(&s, "web1") == ["198.18.0.77"]
     });
+    // An IPv6 address too, from the neighbour solicitation the guest sends from it.
+    run_in(
+        &s,
+        &ns,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8::77/64",
+            "dev",
+            &dev,
+            "nodad",
+        ],
+    );
+    let client_ip6 = s.lab.client("c0").expect("c0").ipv6.to_string();
+    let _ = s.lab.exec(
+        &ns,
+        &[
+            "ping",
+            "-6",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            "-I",
+            "2001:db8::77",
+            &client_ip6,
+        ],
+    );
+    until("2001:db8::77 learned", &s, || {
+        learned(&s, "web1") == ["198.18.0.77", "2001:db8::77"]
+    });
     // The client's port uses 198.18.0.88 first; the guest takes it too: not learned.
     take_address(&s, &client_ns, &client_dev, "198.18.0.88");
     take_address(&s, &ns, &dev, "198.18.0.88");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(learned(&s, "web1"), ["198.18.0.77"], "{}", s.daemon_log());
+    assert_eq!(
+        learned(&s, "web1"),
+        ["198.18.0.77", "2001:db8::77"],
+        "{}",
+        s.daemon_log()
+    );
 
     // Asleep: answered for at the learned address, with its MAC.
     s.vmnap(&["sleep", "web1"]);
@@ -81,13 +119,13 @@ fn an_address_the_guest_takes_is_answered_for_asleep_and_never_one_another_port_
     s.lab.kill(pid);
     s.start_daemon();
     assert_eq!(s.status("web1")["state"], "sleeping");
-    assert_eq!(learned(&s, "web1"), ["198.18.0.77"]);
+    assert_eq!(learned(&s, "web1"), ["198.18.0.77", "2001:db8::77"]);
     assert!(answered_with(&s, "198.18.0.77", &mac), "{}", s.daemon_log());
 
     // Another port takes the learned address: the guest's claim on it is forgotten.
     take_address(&s, &client_ns, &client_dev, "198.18.0.77");
     until("198.18.0.77 forgotten", &s, || {
-        learned(&s, "web1").is_empty()
+        learned(&s, "web1") == ["2001:db8::77"]
     });
     assert!(
         s.daemon_log()
