@@ -328,6 +328,10 @@ pub struct LibvirtBackend {
     agent: Option<bool>,
 }
 
+/// `VIR_ERR_AGENT_UNRESPONSIVE` (`virErrorNumber`): the guest agent is not connected or
+/// does not answer.
+const VIR_ERR_AGENT_UNRESPONSIVE: i32 = 86;
+
 /// How many times a wake's clock setting is tried, [`CLOCK_RETRY`] apart: right after a
 /// start from a save, the agent may not answer yet.
 const CLOCK_TRIES: u32 = 5;
@@ -498,6 +502,7 @@ impl Backend for LibvirtBackend {
             return None;
         }
         let mut last = String::new();
+        let mut only_not_connected = true;
         for attempt in 0..CLOCK_TRIES {
             if attempt > 0 {
                 std::thread::sleep(CLOCK_RETRY);
@@ -505,6 +510,10 @@ impl Backend for LibvirtBackend {
             match self.domain.sync_time() {
                 Ok(behind) => return Some(Ok(behind)),
                 Err(e) => {
+                    only_not_connected &= matches!(
+                        &e,
+                        LibvirtError::Call { source, .. } if source.code() == VIR_ERR_AGENT_UNRESPONSIVE
+                    );
                     last = match std::error::Error::source(&e) {
                         Some(s) => format!("{e}: {s}"),
                         None => e.to_string(),
@@ -512,7 +521,9 @@ impl Backend for LibvirtBackend {
                 }
             }
         }
-        Some(Err(last))
+        // A channel with no agent behind it (none runs in the guest) is no agent: not an
+        // error at every wake.
+        (!only_not_connected).then_some(Err(last))
     }
 
     /// A managed save frees the guest's memory; a page-out its RAM file's pages; a pause
