@@ -661,14 +661,14 @@ pub enum BackendConfig {
         mode: SleepMode,
         /// The argv that starts the guest's QEMU (key `qemu_command`; `[0]` is the program).
         /// Non-empty with [`SleepMode::Save`], empty otherwise (where the key is refused). The daemon adds what restoring from `state_file` takes.
-        qemu_command: Vec<String>,
+        qemu_command: Box<[String]>,
         /// Absolute path of the file the guest's state is saved to (key `state_file`). `Some`
         /// with [`SleepMode::Save`], `None` otherwise (where the key is refused).
-        state_file: Option<PathBuf>,
+        state_file: Option<Box<Path>>,
         /// Absolute path of the unix socket of the guest's qemu-guest-agent (key `agent`:
         /// QEMU's `-chardev socket,path=...,server=on,wait=off` of a `virtserialport` named
         /// `org.qemu.guest_agent.0`); `None`: the guest has no agent.
-        agent: Option<PathBuf>,
+        agent: Option<Box<Path>>,
     },
 }
 

@@ -924,9 +924,9 @@ impl Cx<'_> {
             return Ok(BackendConfig::Qmp {
                 socket,
                 mode,
-                qemu_command: Vec::new(),
+                qemu_command: Box::default(),
                 state_file: None,
-                agent,
+                agent: agent.map(PathBuf::into_boxed_path),
             });
         }
         // Mode `save`, which was given (it is not the default).
@@ -966,9 +966,9 @@ impl Cx<'_> {
         Ok(BackendConfig::Qmp {
             socket,
             mode,
-            qemu_command,
-            state_file: Some(state_file),
-            agent,
+            qemu_command: qemu_command.into_boxed_slice(),
+            state_file: Some(state_file.into_boxed_path()),
+            agent: agent.map(PathBuf::into_boxed_path),
         })
     }
 

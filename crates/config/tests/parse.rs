@@ -1583,7 +1583,7 @@ fn qmp_guest_in_pause_mode_is_accepted() {
         BackendConfig::Qmp {
             socket: "/run/vmnap/vm1.qmp".into(),
             mode: SleepMode::Pause,
-            qemu_command: vec![],
+            qemu_command: Box::default(),
             state_file: None,
             agent: None,
         }
@@ -1594,7 +1594,7 @@ fn qmp_guest_in_pause_mode_is_accepted() {
     // Its guest agent's socket.
     let g = &ok(&format!("{QMP}agent = \"/run/vmnap/vm1.qga\"\n")).guests[0];
     assert!(
-        matches!(&g.backend, BackendConfig::Qmp { agent: Some(a), .. } if *a == std::path::Path::new("/run/vmnap/vm1.qga"))
+        matches!(&g.backend, BackendConfig::Qmp { agent: Some(a), .. } if **a == *std::path::Path::new("/run/vmnap/vm1.qga"))
     );
     refused(
         &format!("{LIBVIRT}agent = \"/run/vmnap/vm1.qga\"\n"),
@@ -1619,8 +1619,9 @@ fn qmp_guest_in_save_mode_is_accepted() {
                 "256".into(),
                 "-qmp".into(),
                 "unix:/run/vmnap/vm1.qmp,server=on,wait=off".into(),
-            ],
-            state_file: Some("/var/lib/vmnap/vm1.state".into()),
+            ]
+            .into_boxed_slice(),
+            state_file: Some(std::path::Path::new("/var/lib/vmnap/vm1.state").into()),
             agent: None,
         }
     );
