@@ -243,10 +243,14 @@ fn min_awake_keeps_a_woken_guest_awake_that_idleness_would_put_back_to_sleep() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from web1\n");
     let woken = Instant::now();
-    // Idle again from the first second on, but awake for at least 4 s after the wake.
+    // Idle again from the first second on, but awake for at least 4 s after the wake. (It
+    // may still be handing its port back as curl's answer comes: "waking".)
     while woken.elapsed() < Duration::from_millis(3_000) {
         let st = s.status("web1");
-        assert_eq!(st["state"], "awake", "asleep before its min_awake: {st}");
+        assert!(
+            st["state"] == "awake" || st["state"] == "waking",
+            "asleep before its min_awake: {st}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     wait_state(&s, "web1", "sleeping", 15);
